@@ -1,0 +1,243 @@
+//! Gateway configuration: one struct, every field documented with its unit,
+//! default and memory cost. Loaded from TOML (`--config FILE`), overridden by
+//! command-line flags, validated once at start ([`Config::validate`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use storage::Durability;
+
+/// Errors found when validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A field has a value outside its allowed range.
+    #[error("config field `{field}`: {reason}")]
+    Invalid {
+        /// Field name as in the TOML file.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The TOML file could not be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// Path of the file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Durability level as written in the config file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilitySetting {
+    /// Acked only after fsync (the default).
+    #[default]
+    Fsync,
+    /// Acked once written to the OS: survives a process crash, not a power cut.
+    Buffered,
+}
+
+impl From<DurabilitySetting> for Durability {
+    fn from(d: DurabilitySetting) -> Durability {
+        match d {
+            DurabilitySetting::Fsync => Durability::Fsync,
+            DurabilitySetting::Buffered => Durability::Buffered,
+        }
+    }
+}
+
+/// The whole gateway configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address every shard listens on (`SO_REUSEPORT`). Default
+    /// `127.0.0.1:8080`; port 0 picks a free port (shared by all shards).
+    pub listen: SocketAddr,
+    /// Data directory of the embedded store. Default `./data`.
+    pub data_dir: PathBuf,
+    /// Number of shards (executors, one per core). Default: one per online core.
+    pub shards: Option<usize>,
+    /// HMAC secret for tokens. With none, the gateway runs in dev auth
+    /// (`?user=&device=` trusted), allowed only on a loopback listener.
+    pub auth_secret: Option<String>,
+    /// When an ack is given: `fsync` (on disk, default) or `buffered`.
+    pub durability: DurabilitySetting,
+    /// Maximum concurrent connections of the process (WebSocket and HTTP).
+    /// Default: the open-file limit minus [`Config::reserved_fds`]. Each
+    /// connection holds one file descriptor; connections past the maximum get
+    /// HTTP 503 and are closed.
+    pub max_connections: Option<usize>,
+    /// File descriptors kept free for the store, listeners and the runtime
+    /// when the default maximum of connections is derived. Default 512.
+    pub reserved_fds: usize,
+    /// Largest WebSocket message a client may send, in bytes (after
+    /// reassembly of fragments). Larger frames close the connection with 1009.
+    /// Default 2 MiB. Memory: a connection buffers at most one partial frame.
+    pub max_frame_bytes: usize,
+    /// Longest text, in Unicode scalar values. Default 100,000.
+    pub max_text_chars: usize,
+    /// Per-connection outbox budget in bytes. Past it, live messages stop
+    /// queueing for that connection (it catches up from history as its socket
+    /// drains) and the gateway stops reading its requests. One frame is always
+    /// admitted into an empty outbox, so the worst case per connection is
+    /// max(budget, one frame) plus the replies to one read. Default 256 KiB;
+    /// idle connections hold no outbox memory.
+    pub outbox_budget_bytes: usize,
+    /// Size of the one read buffer each shard shares between all its
+    /// connections, in bytes. Default 64 KiB (per shard, not per connection).
+    pub read_chunk_bytes: usize,
+    /// `SO_SNDBUF` for accepted sockets in bytes; 0 keeps the kernel default
+    /// (autotuning). Smaller values bound kernel memory per slow client.
+    pub socket_send_buffer_bytes: usize,
+    /// Heartbeat interval announced in `hello`, in milliseconds; a
+    /// connection silent for twice this long is closed with 4008. Default 30,000.
+    pub heartbeat_ms: u64,
+    /// Time allowed for the HTTP upgrade request, in milliseconds. Default 10,000.
+    pub handshake_timeout_ms: u64,
+    /// Largest HTTP request head accepted, in bytes. Default 16 KiB.
+    pub max_request_head_bytes: usize,
+    /// Capacity of each shard-to-shard queue, in messages. Default 4,096.
+    /// Memory: nr_shards² × capacity × ~16 bytes.
+    pub mesh_queue_capacity: usize,
+    /// Most messages one shard puts in one store commit. Default 4,096.
+    pub commit_max_messages: usize,
+    /// Bytes of recent committed batches each room replica keeps for fast
+    /// resume and catch-up. Default 256 KiB per replica (a replica exists per
+    /// shard for each channel with local subscribers).
+    pub replica_ring_bytes: usize,
+    /// Messages fetched from history per catch-up step. Default 256.
+    pub catchup_page_messages: usize,
+    /// A `history` page stops at about this many bytes of text. Default 1 MiB.
+    pub history_page_bytes: usize,
+    /// How long a graceful shutdown waits for acks and close frames to flush,
+    /// in milliseconds. Default 3,000.
+    pub shutdown_grace_ms: u64,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides. Default `info`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            shards: None,
+            auth_secret: None,
+            durability: DurabilitySetting::Fsync,
+            max_connections: None,
+            reserved_fds: 512,
+            max_frame_bytes: 2 * 1024 * 1024,
+            max_text_chars: 100_000,
+            outbox_budget_bytes: 256 * 1024,
+            read_chunk_bytes: 64 * 1024,
+            socket_send_buffer_bytes: 0,
+            heartbeat_ms: 30_000,
+            handshake_timeout_ms: 10_000,
+            max_request_head_bytes: 16 * 1024,
+            mesh_queue_capacity: 4096,
+            commit_max_messages: 4096,
+            replica_ring_bytes: 256 * 1024,
+            catchup_page_messages: 256,
+            history_page_bytes: 1024 * 1024,
+            shutdown_grace_ms: 3_000,
+            log: "info".to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file (fields as in this struct, all optional).
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The number of shards to run: the configured value or one per core.
+    #[must_use]
+    pub fn nr_shards(&self) -> usize {
+        self.shards.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+
+    /// Checks every field once, at start.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            }
+        }
+        let shards = self.nr_shards();
+        if shards == 0 || shards > 64 {
+            return Err(invalid("shards", "must be 1..=64"));
+        }
+        if self.max_frame_bytes < 1024 {
+            return Err(invalid("max_frame_bytes", "must be at least 1 KiB"));
+        }
+        if self.max_text_chars == 0 {
+            return Err(invalid("max_text_chars", "must be positive"));
+        }
+        if self.outbox_budget_bytes < 4096 {
+            return Err(invalid("outbox_budget_bytes", "must be at least 4 KiB"));
+        }
+        if self.read_chunk_bytes < 1024 {
+            return Err(invalid("read_chunk_bytes", "must be at least 1 KiB"));
+        }
+        if self.heartbeat_ms < 100 {
+            return Err(invalid("heartbeat_ms", "must be at least 100 ms"));
+        }
+        if self.mesh_queue_capacity < 16 {
+            return Err(invalid("mesh_queue_capacity", "must be at least 16"));
+        }
+        if self.commit_max_messages == 0 {
+            return Err(invalid("commit_max_messages", "must be positive"));
+        }
+        if self.catchup_page_messages == 0 || self.catchup_page_messages > 10_000 {
+            return Err(invalid("catchup_page_messages", "must be 1..=10000"));
+        }
+        if self.max_request_head_bytes < 1024 {
+            return Err(invalid("max_request_head_bytes", "must be at least 1 KiB"));
+        }
+        if self.auth_secret.is_some() {
+            return Err(invalid(
+                "auth_secret",
+                "token auth is not implemented in this version yet; run without a secret \
+                 (dev auth, loopback only)",
+            ));
+        }
+        if self.auth_secret.is_none() && !self.listen.ip().is_loopback() {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "dev auth (no auth secret) is allowed only on a loopback address, not {}; \
+                     set --auth-secret or listen on 127.0.0.1",
+                    self.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The maximum of connections in force: the configured value, or the
+    /// open-file limit minus the reserve.
+    #[must_use]
+    pub fn effective_max_connections(&self) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            let limit = crate::sys::open_file_limit().unwrap_or(1024);
+            (limit as usize).saturating_sub(self.reserved_fds).max(16)
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! One client connection's state, owned by its shard: identity, outbox and
+//! one cursor per joined channel. No I/O here: the driver (`driver.rs`)
+//! moves the outbox to the socket and feeds received frames back in.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::Waker;
+
+/// A connection's id, unique within its shard for the life of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ConnId(pub(crate) u64);
+
+/// Where a join stands for one (connection, channel).
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// `Subscribe` went to the owner; the head has not come back yet. Batches
+    /// seen now are at or below that head and are skipped. Further `join`
+    /// requests for the channel wait here for their `joined` reply.
+    Joining {
+        /// Request ids of the joins waiting for `joined`.
+        ids: Vec<Option<Box<str>>>,
+    },
+    /// Every seq up to `cursor` was queued; new batches are queued directly.
+    Live,
+    /// Behind the replica: pages forward from the ring or the store as the
+    /// socket drains, then goes live.
+    CatchUp {
+        /// A store read for this cursor is in flight.
+        fetching: bool,
+    },
+}
+
+/// One (connection, channel) cursor.
+#[derive(Debug)]
+pub(crate) struct Sub {
+    /// Last seq queued to the connection.
+    pub(crate) cursor: u64,
+    /// Where the join stands.
+    pub(crate) phase: Phase,
+}
+
+/// Why and how a connection is being closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CloseRequest {
+    /// WebSocket close code.
+    pub(crate) code: u16,
+    /// Reason sent in the close frame.
+    pub(crate) reason: &'static str,
+}
+
+/// Bytes waiting for one connection's socket, and how it is to be closed.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    /// Bytes waiting to be written, starting at `pos`. Allocated only while
+    /// something is pending (released when drained if it grew large).
+    pub(crate) buf: Vec<u8>,
+    /// How much of `buf` is already written.
+    pub(crate) pos: usize,
+    /// The driver's waker, taken by whoever queues bytes.
+    pub(crate) waker: Option<Waker>,
+    /// Close after flushing what is queued.
+    pub(crate) close: Option<CloseRequest>,
+    /// The close frame has been queued: nothing more is accepted.
+    pub(crate) close_queued: bool,
+}
+
+/// Outboxes larger than this are released when drained rather than kept.
+const KEEP_OUTBOX_CAPACITY: usize = 16 * 1024;
+
+impl Outbox {
+    /// Bytes queued and not yet written.
+    pub(crate) fn pending(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Wakes the driver so it writes what was queued.
+    pub(crate) fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues a reply (never dropped) and wakes the driver.
+    pub(crate) fn push_reply(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self.close_queued {
+            return;
+        }
+        encode(&mut self.buf);
+        self.wake();
+    }
+
+    /// Queues raw frame bytes and wakes the driver.
+    pub(crate) fn push_bytes(&mut self, bytes: &[u8]) {
+        if self.close_queued || bytes.is_empty() {
+            return;
+        }
+        self.buf.extend_from_slice(bytes);
+        self.wake();
+    }
+
+    /// Records that `n` bytes were written; returns true when the outbox
+    /// became empty.
+    pub(crate) fn wrote(&mut self, n: usize) -> bool {
+        self.pos += n;
+        if self.pos < self.buf.len() {
+            return false;
+        }
+        self.pos = 0;
+        if self.buf.capacity() > KEEP_OUTBOX_CAPACITY {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
+        true
+    }
+
+    /// Asks the driver to close the connection once the outbox is flushed.
+    /// The first request wins.
+    pub(crate) fn request_close(&mut self, code: u16, reason: &'static str) {
+        if self.close.is_none() {
+            self.close = Some(CloseRequest { code, reason });
+        }
+        self.wake();
+    }
+}
+
+/// A connection as its shard sees it.
+pub(crate) struct Conn {
+    /// User id.
+    pub(crate) user: Arc<str>,
+    /// Device id.
+    pub(crate) device: Arc<str>,
+    /// What waits for the socket.
+    pub(crate) outbox: Outbox,
+    /// Joined channels.
+    pub(crate) subs: HashMap<Arc<str>, Sub>,
+    /// Last time a frame arrived (ms since the epoch), for the idle check.
+    pub(crate) last_rx_ms: u64,
+}
+
+impl Conn {
+    pub(crate) fn new(user: Arc<str>, device: Arc<str>, now_ms: u64) -> Conn {
+        Conn {
+            user,
+            device,
+            outbox: Outbox::default(),
+            subs: HashMap::new(),
+            last_rx_ms: now_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_tracks_partial_writes() {
+        let mut c = Outbox::default();
+        c.push_bytes(&[0; 80]);
+        assert_eq!(c.pending(), 80);
+        assert!(!c.wrote(40));
+        assert_eq!(c.pending(), 40);
+        assert!(c.wrote(40));
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn large_outbox_memory_is_released_when_drained() {
+        let mut c = Outbox::default();
+        c.push_bytes(&vec![1; 100_000]);
+        assert!(c.wrote(100_000));
+        assert_eq!(c.buf.capacity(), 0);
+    }
+}

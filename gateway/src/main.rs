@@ -1,0 +1,120 @@
+//! The `gateway` binary: `gateway [serve]` runs the server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use gateway::{Config, Gateway};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Thread-per-core WebSocket chat gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory of the embedded store [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Number of shards [default: one per core].
+    #[arg(long)]
+    shards: Option<usize>,
+    /// TOML config file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// HMAC secret for tokens.
+    #[arg(long, env = "GATEWAY_AUTH_SECRET", hide_env_values = true)]
+    auth_secret: Option<String>,
+    /// Maximum concurrent connections [default: open-file limit minus a reserve].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Durability of acks: fsync (default) or buffered.
+    #[arg(long)]
+    durability: Option<String>,
+}
+
+fn load_config(a: &ServeArgs) -> anyhow::Result<Config> {
+    let mut cfg = match &a.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = a.listen {
+        cfg.listen = v;
+    }
+    if let Some(v) = &a.data_dir {
+        cfg.data_dir = v.clone();
+    }
+    if let Some(v) = a.shards {
+        cfg.shards = Some(v);
+    }
+    if let Some(v) = &a.auth_secret {
+        cfg.auth_secret = Some(v.clone());
+    }
+    if let Some(v) = a.max_connections {
+        cfg.max_connections = Some(v);
+    }
+    if let Some(v) = &a.durability {
+        cfg.durability = match v.as_str() {
+            "fsync" => gateway::config::DurabilitySetting::Fsync,
+            "buffered" => gateway::config::DurabilitySetting::Buffered,
+            other => anyhow::bail!("--durability must be fsync or buffered, not {other}"),
+        };
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(a)) => a,
+        None => cli.serve,
+    };
+    let cfg = load_config(&args)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    gateway::block_termination_signals()?;
+    if cfg.auth_secret.is_none() {
+        tracing::warn!(
+            "DEV AUTH: no auth secret configured; ?user=<id>&device=<id> is trusted. \
+             Allowed only on loopback. Do not expose this gateway."
+        );
+    }
+    let shards = cfg.nr_shards();
+    let data_dir = cfg.data_dir.clone();
+    let gw = Gateway::start(cfg)?;
+    println!(
+        "gateway listening on ws://{}/ws ({} shards, data in {})",
+        gw.local_addr(),
+        shards,
+        data_dir.display()
+    );
+    let sig = gateway::wait_for_termination();
+    tracing::info!(signal = sig, "shutting down");
+    gw.shutdown();
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Prometheus text exposition of the gateway's counters (`GET /metrics`).
+
+use std::fmt::Write;
+
+use crate::shard::StatsSnapshot;
+
+/// Renders the counters in the Prometheus text format (version 0.0.4).
+pub(crate) fn render(s: &StatsSnapshot) -> String {
+    let mut out = String::with_capacity(1024);
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    metric(
+        "gateway_connections",
+        "gauge",
+        "Open connections (WebSocket and HTTP).",
+        s.connections.to_string(),
+    );
+    metric(
+        "gateway_connections_refused_total",
+        "counter",
+        "Connections refused at the connection maximum.",
+        s.refused.to_string(),
+    );
+    metric(
+        "gateway_accept_errors_total",
+        "counter",
+        "Failed accepts (EMFILE/ENFILE and others).",
+        s.accept_errors.to_string(),
+    );
+    metric(
+        "gateway_messages_committed_total",
+        "counter",
+        "Messages durably committed.",
+        s.committed.to_string(),
+    );
+    metric(
+        "gateway_commits_total",
+        "counter",
+        "Group commits issued by owner shards.",
+        s.commits.to_string(),
+    );
+    metric(
+        "gateway_deliveries_total",
+        "counter",
+        "Message frames queued to connections (live and catch-up).",
+        s.deliveries.to_string(),
+    );
+    metric(
+        "gateway_slow_consumer_events_total",
+        "counter",
+        "Times a connection passed its outbox budget and switched to catch-up.",
+        s.slow_consumer_events.to_string(),
+    );
+    metric(
+        "gateway_outbox_max_bytes",
+        "gauge",
+        "Largest outbox seen on any connection.",
+        s.max_outbox_bytes.to_string(),
+    );
+    metric(
+        "gateway_mesh_overflows_total",
+        "counter",
+        "Batches replaced by head notices because a shard queue was full.",
+        s.mesh_overflows.to_string(),
+    );
+    out
+}

@@ -1,0 +1,491 @@
+//! The owner of a channel: the only writer of its sequence.
+//!
+//! Every channel has one owner shard (`hash::owner_of`). The owner
+//! deduplicates sends that are still in flight, groups everything that
+//! arrived for its channels into one store commit (group commit; at most one
+//! commit per shard — hence per channel — in flight), and only once the store
+//! says the commit is durable does it ack the senders and hand each shard
+//! with subscribers one shared batch (store before deliver). The store is the
+//! authority on the head and assigns seqs, so a failed commit leaves no hole:
+//! its senders get `unavailable`, the head is reloaded, and nothing was built
+//! on the failed seqs.
+//!
+//! This module does no I/O: it consumes requests and store results and
+//! pushes messages and I/O jobs into [`Effects`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use storage::{AppendOutcome, ChannelAppend, ChannelOutcome, NewMessage, Seq, StoredMessage};
+
+use crate::batch::Batch;
+use crate::conn::ConnId;
+use crate::hash::{fnv1a_64, ShardId};
+use crate::protocol::{response, ErrorCode};
+use crate::shard::{ConnRef, Effects, IoJob, ShardMsg};
+use crate::store_io::StoreFailure;
+
+/// Where the answer to a request goes.
+#[derive(Clone, Debug)]
+pub(crate) struct Reply {
+    /// The requesting connection.
+    pub(crate) to: ConnRef,
+    /// The request's `id`, raw JSON, echoed in the reply.
+    pub(crate) id: Option<Box<str>>,
+}
+
+/// A send (or edit/delete) forwarded to the owner.
+#[derive(Debug)]
+pub(crate) struct SendReq {
+    /// Channel (validated, membership checked).
+    pub(crate) channel: Arc<str>,
+    /// Who gets the ack.
+    pub(crate) reply: Reply,
+    /// The message; `ts` is set at commit.
+    pub(crate) msg: NewMessage,
+}
+
+/// A join waiting for the head.
+#[derive(Debug)]
+pub(crate) struct JoinWaiter {
+    pub(crate) shard: ShardId,
+    pub(crate) conn: ConnId,
+    pub(crate) since: Option<u64>,
+    pub(crate) id: Option<Box<str>>,
+}
+
+/// A dedup key in flight: its content fingerprint and the retries waiting
+/// for the original's answer.
+struct InFlight {
+    fingerprint: u64,
+    waiters: Vec<Reply>,
+}
+
+struct Pending {
+    msg: NewMessage,
+    reply: Reply,
+    key: String,
+}
+
+#[derive(Default)]
+struct OwnedChannel {
+    /// Last committed seq, once known (loaded from the store or learned from
+    /// a commit).
+    head: Option<u64>,
+    loading: bool,
+    pending: Vec<Pending>,
+    committing: bool,
+    queued: bool,
+    in_flight: HashMap<String, InFlight>,
+    /// Bit i set: shard i has a replica with members.
+    subscribers: u64,
+    join_waiters: Vec<JoinWaiter>,
+}
+
+impl OwnedChannel {
+    fn idle(&self) -> bool {
+        self.subscribers == 0
+            && self.pending.is_empty()
+            && !self.committing
+            && !self.loading
+            && self.join_waiters.is_empty()
+            && self.in_flight.is_empty()
+    }
+}
+
+/// Who waits for one message of a commit: the sender and the dedup key.
+type MessageMeta = (Reply, String);
+
+/// The metadata of one commit in flight, matching its `ChannelAppend`s.
+pub(crate) struct CommitJob {
+    channels: Vec<(Arc<str>, Vec<MessageMeta>)>,
+}
+
+/// All channels this shard owns.
+pub(crate) struct Owner {
+    channels: HashMap<Arc<str>, OwnedChannel>,
+    ready: Vec<Arc<str>>,
+    committing: bool,
+}
+
+fn dedup_key(m: &NewMessage) -> String {
+    let mut k = String::with_capacity(m.from.len() + m.device.len() + m.client_msg_id.len() + 2);
+    k.push_str(&m.from);
+    k.push('\0');
+    k.push_str(&m.device);
+    k.push('\0');
+    k.push_str(&m.client_msg_id);
+    k
+}
+
+/// A stable fingerprint of what a retry must repeat exactly.
+fn fingerprint(m: &NewMessage) -> u64 {
+    let mut bytes = Vec::with_capacity(m.text.len() + 32);
+    bytes.extend_from_slice(m.kind.as_str().as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(&(m.text.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(m.text.as_bytes());
+    bytes.extend_from_slice(&m.target.map_or(u64::MAX, |t| t).to_le_bytes());
+    if let Some(media) = &m.media {
+        bytes.extend_from_slice(media.url.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(media.mime.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&media.size.to_le_bytes());
+    }
+    fnv1a_64(&bytes)
+}
+
+impl Owner {
+    pub(crate) fn new() -> Owner {
+        Owner {
+            channels: HashMap::new(),
+            ready: Vec::new(),
+            committing: false,
+        }
+    }
+
+    /// Whether nothing is pending or being committed (for shutdown).
+    pub(crate) fn is_quiet(&self) -> bool {
+        !self.committing && self.ready.is_empty()
+    }
+
+    fn channel(&mut self, name: &Arc<str>) -> &mut OwnedChannel {
+        self.channels.entry(name.clone()).or_default()
+    }
+
+    fn mark_ready(&mut self, name: &Arc<str>, fx: &mut Effects) {
+        let oc = self.channels.entry(name.clone()).or_default();
+        if !oc.queued && !oc.committing && !oc.pending.is_empty() {
+            oc.queued = true;
+            self.ready.push(name.clone());
+            if !self.committing {
+                fx.io.push(IoJob::Commit);
+            }
+        }
+    }
+
+    /// A send arrived (from any shard).
+    pub(crate) fn on_send(&mut self, req: SendReq, fx: &mut Effects) {
+        let key = dedup_key(&req.msg);
+        let fp = fingerprint(&req.msg);
+        let oc = self.channel(&req.channel);
+        if let Some(inflight) = oc.in_flight.get_mut(&key) {
+            if inflight.fingerprint == fp {
+                inflight.waiters.push(req.reply);
+            } else {
+                fx.reply_error(
+                    &req.reply,
+                    ErrorCode::Conflict,
+                    "client_msg_id was already used for a different message",
+                );
+            }
+            return;
+        }
+        oc.in_flight.insert(
+            key.clone(),
+            InFlight {
+                fingerprint: fp,
+                waiters: Vec::new(),
+            },
+        );
+        oc.pending.push(Pending {
+            msg: req.msg,
+            reply: req.reply,
+            key,
+        });
+        self.mark_ready(&req.channel, fx);
+    }
+
+    /// A shard registers its replica for `conn`'s join and wants the head.
+    pub(crate) fn on_subscribe(&mut self, waiter: JoinWaiter, channel: Arc<str>, fx: &mut Effects) {
+        let oc = self.channel(&channel);
+        oc.subscribers |= 1 << waiter.shard.0;
+        if let Some(head) = oc.head {
+            fx.send(
+                waiter.shard,
+                ShardMsg::Joined {
+                    channel,
+                    conn: waiter.conn,
+                    head,
+                    since: waiter.since,
+                    id: waiter.id,
+                },
+            );
+            return;
+        }
+        oc.join_waiters.push(waiter);
+        if !oc.loading {
+            oc.loading = true;
+            fx.io.push(IoJob::LoadHead(channel));
+        }
+    }
+
+    /// A shard has no more members of `channel`.
+    pub(crate) fn on_unsubscribe(&mut self, from: ShardId, channel: &Arc<str>) {
+        if let Some(oc) = self.channels.get_mut(channel) {
+            oc.subscribers &= !(1 << from.0);
+            if oc.idle() {
+                self.channels.remove(channel);
+            }
+        }
+    }
+
+    /// The store answered a head load.
+    pub(crate) fn on_head_loaded(
+        &mut self,
+        channel: Arc<str>,
+        result: Result<Seq, StoreFailure>,
+        fx: &mut Effects,
+    ) {
+        let Some(oc) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        oc.loading = false;
+        match result {
+            Ok(head) => {
+                // A commit that completed meanwhile is at least as new.
+                let head = oc.head.map_or(head.0, |h| h.max(head.0));
+                oc.head = Some(head);
+                flush_join_waiters(&channel, oc, fx);
+            }
+            Err(f) => {
+                for w in oc.join_waiters.drain(..) {
+                    let reply = Reply {
+                        to: ConnRef {
+                            shard: w.shard,
+                            conn: w.conn,
+                        },
+                        id: w.id,
+                    };
+                    fx.send(
+                        w.shard,
+                        ShardMsg::JoinFailed {
+                            channel: channel.clone(),
+                            conn: w.conn,
+                        },
+                    );
+                    fx.reply_error(
+                        &reply,
+                        ErrorCode::Unavailable,
+                        &format!("store unavailable: {}", f.message),
+                    );
+                }
+            }
+        }
+        if oc.idle() {
+            self.channels.remove(&channel);
+        }
+    }
+
+    /// Takes everything ready into one commit: at most `max` messages, `ts`
+    /// set to `now_ms`. None when a commit is in flight or nothing is ready.
+    pub(crate) fn take_commit(
+        &mut self,
+        max: usize,
+        now_ms: u64,
+    ) -> Option<(CommitJob, Vec<ChannelAppend>)> {
+        if self.committing || self.ready.is_empty() {
+            return None;
+        }
+        let mut job = CommitJob {
+            channels: Vec::new(),
+        };
+        let mut appends = Vec::new();
+        let mut room = max;
+        let mut rest = Vec::new();
+        for name in std::mem::take(&mut self.ready) {
+            let Some(oc) = self.channels.get_mut(&name) else {
+                continue;
+            };
+            if room == 0 {
+                rest.push(name);
+                continue;
+            }
+            oc.queued = false;
+            let take = oc.pending.len().min(room);
+            room -= take;
+            let mut metas = Vec::with_capacity(take);
+            let mut messages = Vec::with_capacity(take);
+            for p in oc.pending.drain(..take) {
+                let mut msg = p.msg;
+                msg.ts = now_ms;
+                messages.push(msg);
+                metas.push((p.reply, p.key));
+            }
+            oc.committing = true;
+            job.channels.push((name.clone(), metas));
+            appends.push(ChannelAppend {
+                channel: name.to_string(),
+                messages,
+            });
+        }
+        for name in &rest {
+            if let Some(oc) = self.channels.get_mut(name) {
+                oc.queued = true;
+            }
+        }
+        self.ready = rest;
+        if appends.is_empty() {
+            return None;
+        }
+        self.committing = true;
+        Some((job, appends))
+    }
+
+    /// The store answered a commit. Acks go out before the batch, on the same
+    /// queues, so a sender sees its `ack` before its own `msg`.
+    pub(crate) fn on_committed(
+        &mut self,
+        job: CommitJob,
+        appends: Vec<ChannelAppend>,
+        result: Result<Vec<ChannelOutcome>, StoreFailure>,
+        fx: &mut Effects,
+    ) {
+        self.committing = false;
+        match result {
+            Ok(outcomes) => {
+                for (((name, metas), append), outcome) in
+                    job.channels.into_iter().zip(appends).zip(outcomes)
+                {
+                    self.channel_committed(name, metas, append, outcome, fx);
+                }
+            }
+            Err(failure) => {
+                for (name, metas) in job.channels {
+                    self.channel_failed(name, metas, &failure, fx);
+                }
+            }
+        }
+        if !self.ready.is_empty() {
+            fx.io.push(IoJob::Commit);
+        }
+    }
+
+    fn channel_committed(
+        &mut self,
+        name: Arc<str>,
+        metas: Vec<MessageMeta>,
+        append: ChannelAppend,
+        outcome: ChannelOutcome,
+        fx: &mut Effects,
+    ) {
+        let Some(oc) = self.channels.get_mut(&name) else {
+            return;
+        };
+        oc.committing = false;
+        let mut batch: Option<Batch> = None;
+        for (((reply, key), msg), result) in
+            metas.into_iter().zip(append.messages).zip(outcome.outcomes)
+        {
+            let waiters = oc
+                .in_flight
+                .remove(&key)
+                .map(|f| f.waiters)
+                .unwrap_or_default();
+            match result {
+                AppendOutcome::Stored { seq, ts } => {
+                    fx.ack(&reply, &name, &msg.client_msg_id, seq.0, ts, false);
+                    for w in &waiters {
+                        fx.ack(w, &name, &msg.client_msg_id, seq.0, ts, true);
+                    }
+                    let b = batch.get_or_insert_with(|| Batch::new(name.clone(), seq.0));
+                    debug_assert_eq!(b.first_seq + b.len() as u64, seq.0, "store seqs are dense");
+                    let stored = StoredMessage::from_new(seq, &msg);
+                    b.push_frame(|out| {
+                        response::msg(out, &name, &response::MsgView::from_stored(&stored));
+                    });
+                }
+                AppendOutcome::Duplicate { seq, ts } => {
+                    fx.ack(&reply, &name, &msg.client_msg_id, seq.0, ts, true);
+                    for w in &waiters {
+                        fx.ack(w, &name, &msg.client_msg_id, seq.0, ts, true);
+                    }
+                }
+                AppendOutcome::Conflict { .. } => {
+                    for r in std::iter::once(&reply).chain(&waiters) {
+                        fx.reply_error(
+                            r,
+                            ErrorCode::Conflict,
+                            "client_msg_id was already used for a different message",
+                        );
+                    }
+                }
+            }
+        }
+        oc.head = Some(outcome.head.0);
+        fx.stats_committed += batch.as_ref().map_or(0, |b| b.len() as u64);
+        if let Some(b) = batch {
+            let b = Arc::new(b);
+            let mut subs = oc.subscribers;
+            while subs != 0 {
+                let shard = subs.trailing_zeros() as usize;
+                subs &= subs - 1;
+                fx.send(ShardId(shard), ShardMsg::Batch(b.clone()));
+            }
+        }
+        flush_join_waiters(&name, oc, fx);
+        let more = !oc.pending.is_empty();
+        let idle = oc.idle();
+        if more {
+            self.mark_ready(&name, fx);
+        } else if idle {
+            self.channels.remove(&name);
+        }
+    }
+
+    fn channel_failed(
+        &mut self,
+        name: Arc<str>,
+        metas: Vec<MessageMeta>,
+        failure: &StoreFailure,
+        fx: &mut Effects,
+    ) {
+        let Some(oc) = self.channels.get_mut(&name) else {
+            return;
+        };
+        oc.committing = false;
+        if !failure.retryable {
+            tracing::error!(channel = %name, error = %failure.message, "commit failed for good");
+        }
+        let message = format!("message not stored, retry later: {}", failure.message);
+        for (reply, key) in metas {
+            let waiters = oc
+                .in_flight
+                .remove(&key)
+                .map(|f| f.waiters)
+                .unwrap_or_default();
+            for r in std::iter::once(&reply).chain(&waiters) {
+                fx.reply_error(r, ErrorCode::Unavailable, &message);
+            }
+        }
+        // The store is the authority: reload the head before anyone relies
+        // on it again.
+        oc.head = None;
+        if !oc.loading {
+            oc.loading = true;
+            fx.io.push(IoJob::LoadHead(name.clone()));
+        }
+        if !oc.pending.is_empty() {
+            self.mark_ready(&name, fx);
+        }
+    }
+}
+
+fn flush_join_waiters(channel: &Arc<str>, oc: &mut OwnedChannel, fx: &mut Effects) {
+    let Some(head) = oc.head else {
+        return;
+    };
+    for w in oc.join_waiters.drain(..) {
+        fx.send(
+            w.shard,
+            ShardMsg::Joined {
+                channel: channel.clone(),
+                conn: w.conn,
+                head,
+                since: w.since,
+                id: w.id,
+            },
+        );
+    }
+}

@@ -1,0 +1,706 @@
+//! The shard runtime: the only code that touches sockets, timers, the mesh
+//! and the store. It owns one [`ShardState`] per shard and applies the
+//! [`Effects`] its handlers produce.
+//!
+//! Tasks of one shard (all on its pinned glommio executor):
+//! - the accept loop (backs off on EMFILE/ENFILE, refuses past the maximum);
+//! - one driver per connection: upgrade, then one `poll` that writes the
+//!   outbox (one write of everything queued this turn) and reads frames
+//!   into the shard's one shared read buffer;
+//! - one receiver per peer shard, and one sender ("pump") per peer that
+//!   drains the backlog when a queue was full — handlers never wait for
+//!   queue space, so two shards can never wait on each other;
+//! - the owner's commit loop, I/O jobs, the idle timer and the supervisor
+//!   that runs a graceful shutdown.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::channel_mesh::{MeshBuilder, Senders};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{GlommioError, ResourceType};
+
+use crate::config::Config;
+use crate::conn::ConnId;
+use crate::hash::ShardId;
+use crate::protocol::http::{self, RequestHead};
+use crate::protocol::ws::{Role, WsDecoder};
+use crate::protocol::{self, names};
+use crate::shard::{IoJob, ShardMsg, ShardState, Stats};
+use crate::store_io::StoreIo;
+use crate::util::{now_ms, Notify};
+
+/// State shared by every shard of one gateway process.
+pub(crate) struct Global {
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) max_connections: usize,
+    /// Set once to start a graceful shutdown.
+    pub(crate) shutdown: AtomicBool,
+    /// Shards whose owners have finished every commit after the shutdown began.
+    pub(crate) drained: AtomicUsize,
+    /// The address shards bind (the first binder fills it in for port 0).
+    pub(crate) bound: Mutex<Option<SocketAddr>>,
+}
+
+/// Batches queued to one peer beyond this are replaced by `Advanced`
+/// notices (the replica pages from the store instead).
+const MAX_BACKLOG: usize = 8192;
+
+/// One shard: its state and the handles its tasks share.
+pub(crate) struct Shard {
+    id: ShardId,
+    cfg: Arc<Config>,
+    state: RefCell<ShardState>,
+    mesh: Senders<ShardMsg>,
+    backlog: Vec<RefCell<VecDeque<ShardMsg>>>,
+    pump_busy: Vec<Cell<bool>>,
+    pump_notify: Vec<Notify>,
+    store: StoreIo,
+    global: Arc<Global>,
+    read_buf: RefCell<Vec<u8>>,
+    commit_running: Cell<bool>,
+    accepting: Cell<bool>,
+}
+
+/// Releases a connection slot when a connection's task ends.
+struct Slot(Arc<Global>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Shard {
+    /// Runs `f` on the state, then applies the effects it produced.
+    fn with<R>(self: &Rc<Self>, f: impl FnOnce(&mut ShardState) -> R) -> R {
+        let r = f(&mut self.state.borrow_mut());
+        self.apply_effects();
+        r
+    }
+
+    /// Delivers queued shard messages (local ones in place, in order) and
+    /// starts queued I/O jobs, until none is left.
+    fn apply_effects(self: &Rc<Self>) {
+        loop {
+            let (out, io, committed) = {
+                let mut st = self.state.borrow_mut();
+                (
+                    std::mem::take(&mut st.fx.out),
+                    std::mem::take(&mut st.fx.io),
+                    std::mem::take(&mut st.fx.stats_committed),
+                )
+            };
+            if committed > 0 {
+                self.global
+                    .stats
+                    .committed
+                    .fetch_add(committed, Ordering::Relaxed);
+            }
+            if out.is_empty() && io.is_empty() {
+                return;
+            }
+            for (to, msg) in out {
+                if to == self.id {
+                    self.state.borrow_mut().on_msg(self.id, msg);
+                } else {
+                    self.send_remote(to, msg);
+                }
+            }
+            for job in io {
+                self.start_io(job);
+            }
+        }
+    }
+
+    /// Sends to a peer without ever waiting: straight into the queue when it
+    /// has room and nothing is backlogged, else into the backlog.
+    fn send_remote(self: &Rc<Self>, to: ShardId, msg: ShardMsg) {
+        let mut backlog = self.backlog[to.0].borrow_mut();
+        if backlog.is_empty() && !self.pump_busy[to.0].get() {
+            match self.mesh.try_send_to(to.0, msg) {
+                Ok(()) => return,
+                Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
+                    backlog.push_back(msg);
+                }
+                Err(_) => return, // the peer is gone (shutdown)
+            }
+        } else {
+            let msg = match msg {
+                ShardMsg::Batch(b) if backlog.len() >= MAX_BACKLOG => {
+                    self.global
+                        .stats
+                        .mesh_overflows
+                        .fetch_add(1, Ordering::Relaxed);
+                    ShardMsg::Advanced {
+                        channel: b.channel.clone(),
+                        head: b.last_seq(),
+                    }
+                }
+                other => other,
+            };
+            backlog.push_back(msg);
+        }
+        self.pump_notify[to.0].notify();
+    }
+
+    fn start_io(self: &Rc<Self>, job: IoJob) {
+        let shard = self.clone();
+        match job {
+            IoJob::Commit => {
+                if !self.commit_running.replace(true) {
+                    glommio::spawn_local(commit_loop(shard)).detach();
+                }
+            }
+            IoJob::LoadHead(channel) => {
+                glommio::spawn_local(async move {
+                    let result = shard.store.head(channel.clone()).await;
+                    shard.with(|st| st.owner.on_head_loaded(channel, result, &mut st.fx));
+                })
+                .detach();
+            }
+            IoJob::CatchUp {
+                conn,
+                channel,
+                after,
+            } => {
+                let limit = storage::ReadLimit {
+                    messages: self.cfg.catchup_page_messages,
+                    bytes: self.cfg.outbox_budget_bytes,
+                };
+                glommio::spawn_local(async move {
+                    let result = shard
+                        .store
+                        .read(
+                            channel.clone(),
+                            storage::ReadRange::After(storage::Seq(after)),
+                            limit,
+                        )
+                        .await;
+                    shard.with(|st| st.on_catchup_page(conn, &channel, result));
+                })
+                .detach();
+            }
+            IoJob::CatchUpLater { conn, channel } => {
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    shard.with(|st| st.on_catchup_retry(conn, &channel));
+                })
+                .detach();
+            }
+            IoJob::History {
+                conn,
+                channel,
+                range,
+                limit,
+                id,
+            } => {
+                glommio::spawn_local(async move {
+                    let result = shard.store.read(channel.clone(), range, limit).await;
+                    shard.with(|st| st.on_history(conn, &channel, id.as_deref(), result));
+                })
+                .detach();
+            }
+        }
+    }
+}
+
+/// The owner's group commit: takes everything ready, commits it, answers,
+/// repeats while anything is ready. One commit in flight per shard.
+async fn commit_loop(shard: Rc<Shard>) {
+    // Let every task already woken this turn add its sends first.
+    futures_lite::future::yield_now().await;
+    loop {
+        let max = shard.cfg.commit_max_messages;
+        let job = shard.with(|st| st.owner.take_commit(max, now_ms()));
+        let Some((job, appends)) = job else {
+            shard.commit_running.set(false);
+            return;
+        };
+        shard.global.stats.commits.fetch_add(1, Ordering::Relaxed);
+        let (appends, result) = shard.store.commit(appends).await;
+        shard.with(|st| st.owner.on_committed(job, appends, result, &mut st.fx));
+    }
+}
+
+/// Parameters a shard starts with.
+pub(crate) struct ShardParams {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) global: Arc<Global>,
+    pub(crate) store: StoreIo,
+    pub(crate) mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    pub(crate) ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
+}
+
+/// The main future of one shard's executor.
+pub(crate) async fn run_shard(p: ShardParams) {
+    let (senders, mut receivers) = match p.mesh.join().await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = p
+                .ready
+                .send(Err(format!("joining the shard mesh failed: {e}")));
+            return;
+        }
+    };
+    let id = ShardId(senders.peer_id());
+    let nr = senders.nr_consumers();
+    let listener = {
+        let mut bound = p.global.bound.lock().unwrap_or_else(|e| e.into_inner());
+        let addr = bound.unwrap_or(p.cfg.listen);
+        match TcpListener::bind(addr) {
+            Ok(l) => {
+                let local = l.local_addr().unwrap_or(addr);
+                *bound = Some(local);
+                l
+            }
+            Err(e) => {
+                let _ = p.ready.send(Err(format!("binding {addr} failed: {e}")));
+                return;
+            }
+        }
+    };
+    let shard = Rc::new(Shard {
+        id,
+        cfg: p.cfg.clone(),
+        state: RefCell::new(ShardState::new(
+            id,
+            nr,
+            p.cfg.clone(),
+            p.global.stats.clone(),
+        )),
+        mesh: senders,
+        backlog: (0..nr).map(|_| RefCell::new(VecDeque::new())).collect(),
+        pump_busy: (0..nr).map(|_| Cell::new(false)).collect(),
+        pump_notify: (0..nr).map(|_| Notify::default()).collect(),
+        store: p.store,
+        global: p.global.clone(),
+        read_buf: RefCell::new(vec![0; p.cfg.read_chunk_bytes]),
+        commit_running: Cell::new(false),
+        accepting: Cell::new(true),
+    });
+
+    // Long-lived tasks are kept (not detached) so that returning from this
+    // function cancels them and frees the shard.
+    let mut tasks = Vec::new();
+    for (peer, rx) in receivers.streams() {
+        let shard = shard.clone();
+        tasks.push(glommio::spawn_local(async move {
+            while let Some(msg) = rx.recv().await {
+                shard.with(|st| st.on_msg(ShardId(peer), msg));
+            }
+        }));
+    }
+    for peer in 0..nr {
+        if peer != id.0 {
+            tasks.push(glommio::spawn_local(pump(shard.clone(), peer)));
+        }
+    }
+    tasks.push(glommio::spawn_local(accept_loop(shard.clone(), listener)));
+    tasks.push(glommio::spawn_local(idle_timer(shard.clone())));
+
+    if let Ok(addr) = shard.global.bound.lock().map(|b| b.unwrap_or(p.cfg.listen)) {
+        let _ = p.ready.send(Ok(addr));
+    }
+
+    supervise(&shard).await;
+    for t in tasks {
+        t.cancel().await;
+    }
+    shard.mesh.close();
+}
+
+/// Sends a peer's backlog in order, waiting for queue space (only this task
+/// waits; handlers never do).
+async fn pump(shard: Rc<Shard>, peer: usize) {
+    loop {
+        shard.pump_notify[peer].notified().await;
+        loop {
+            let Some(msg) = shard.backlog[peer].borrow_mut().pop_front() else {
+                break;
+            };
+            shard.pump_busy[peer].set(true);
+            let sent = shard.mesh.send_to(peer, msg).await;
+            shard.pump_busy[peer].set(false);
+            if sent.is_err() {
+                shard.backlog[peer].borrow_mut().clear();
+                break;
+            }
+        }
+    }
+}
+
+async fn idle_timer(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(1000)).await;
+        shard.with(|st| st.close_idle(now_ms()));
+    }
+}
+
+/// Waits for the shutdown flag, then: stop reading, let owners finish their
+/// commits (all shards), close every connection with 1001, flush, return.
+async fn supervise(shard: &Rc<Shard>) {
+    let tick = Duration::from_millis(10);
+    while !shard.global.shutdown.load(Ordering::Acquire) {
+        glommio::timer::sleep(Duration::from_millis(25)).await;
+    }
+    shard.accepting.set(false);
+    shard.with(|st| {
+        st.draining = true;
+        st.wake_all();
+    });
+    let nr = shard.state.borrow().nr_shards;
+    let deadline = std::time::Instant::now() + Duration::from_millis(shard.cfg.shutdown_grace_ms);
+    // Owners finish what they received.
+    loop {
+        let quiet = shard.state.borrow().owner.is_quiet() && !shard.commit_running.get();
+        if quiet || std::time::Instant::now() > deadline {
+            break;
+        }
+        glommio::timer::sleep(tick).await;
+    }
+    shard.global.drained.fetch_add(1, Ordering::AcqRel);
+    while shard.global.drained.load(Ordering::Acquire) < nr && std::time::Instant::now() < deadline
+    {
+        glommio::timer::sleep(tick).await;
+    }
+    // Let the last acks cross the mesh, then say goodbye.
+    glommio::timer::sleep(Duration::from_millis(20)).await;
+    shard.with(|st| st.close_all(1001, "server shutting down"));
+    while !shard.state.borrow().conns.is_empty() && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(tick).await;
+    }
+}
+
+fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let mut warned_at = 0u64;
+    loop {
+        if !shard.accepting.get() {
+            return;
+        }
+        match listener.accept().await {
+            Ok(stream) => {
+                let global = shard.global.clone();
+                let n = global.stats.connections.fetch_add(1, Ordering::Relaxed);
+                let slot = Slot(global.clone());
+                if n >= global.max_connections || !shard.accepting.get() {
+                    global.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    glommio::spawn_local(refuse(stream, slot)).detach();
+                } else {
+                    glommio::spawn_local(serve(shard.clone(), stream, slot)).detach();
+                }
+            }
+            Err(e) => {
+                shard
+                    .global
+                    .stats
+                    .accept_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                let io_err: std::io::Error = e.into();
+                let now = now_ms();
+                if now.saturating_sub(warned_at) > 5_000 {
+                    warned_at = now;
+                    tracing::warn!(error = %io_err, "accept failed; backing off");
+                }
+                // EMFILE/ENFILE return at once without yielding: without a
+                // pause this loop would spin and starve every connection.
+                let pause = if is_fd_exhaustion(&io_err) { 50 } else { 5 };
+                glommio::timer::sleep(Duration::from_millis(pause)).await;
+            }
+        }
+    }
+}
+
+/// Answers a connection past the maximum with 503 and closes it.
+async fn refuse(mut stream: TcpStream, _slot: Slot) {
+    let resp = http::json_error_response(503, "unavailable", "connection limit reached");
+    let _ = glommio::timer::timeout(Duration::from_millis(500), async move {
+        let _ = stream.write_all(&resp).await;
+        let _ = stream.close().await;
+        Ok(())
+    })
+    .await;
+}
+
+/// Reads the HTTP request head (bounded size and time).
+async fn read_head(
+    stream: &mut TcpStream,
+    max: usize,
+) -> Result<Option<(RequestHead, Vec<u8>)>, http::HttpError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((head, used)) = http::parse_request_head(&buf, max)? {
+            let rest = buf.split_off(used);
+            return Ok(Some((head, rest)));
+        }
+    }
+}
+
+async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) {
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.close().await;
+}
+
+/// Serves one accepted connection: HTTP endpoints or a WebSocket session.
+async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
+    let _ = stream.set_nodelay(true);
+    if shard.cfg.socket_send_buffer_bytes > 0 {
+        let _ = socket2::SockRef::from(&stream)
+            .set_send_buffer_size(shard.cfg.socket_send_buffer_bytes);
+    }
+    let timeout = Duration::from_millis(shard.cfg.handshake_timeout_ms);
+    let max_head = shard.cfg.max_request_head_bytes;
+    let head = glommio::timer::timeout(timeout, async {
+        Ok(read_head(&mut stream, max_head).await)
+    })
+    .await;
+    let (head, rest) = match head {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) | Err(_) => return,
+        Ok(Err(http::HttpError::TooLarge)) => {
+            let r = http::json_error_response(431, "bad_request", "request head too large");
+            return write_and_close(&mut stream, &r).await;
+        }
+        Ok(Err(http::HttpError::Malformed(m))) => {
+            let r = http::json_error_response(400, "bad_request", &m);
+            return write_and_close(&mut stream, &r).await;
+        }
+    };
+    match (head.method.as_str(), head.path.as_str()) {
+        (_, "/ws") => upgrade(shard, stream, head, rest).await,
+        ("GET", "/healthz") => {
+            let r = match shard.store.health() {
+                storage::Health::Healthy => {
+                    http::response(200, "application/json", b"{\"status\":\"ok\"}", &[])
+                }
+                storage::Health::Poisoned(why) => {
+                    let body =
+                        serde_json::json!({"status": "unhealthy", "reason": why}).to_string();
+                    http::response(503, "application/json", body.as_bytes(), &[])
+                }
+            };
+            write_and_close(&mut stream, &r).await;
+        }
+        ("GET", "/metrics") => {
+            let body = crate::metrics::render(&shard.global.stats.snapshot());
+            let r = http::response(200, "text/plain; version=0.0.4", body.as_bytes(), &[]);
+            write_and_close(&mut stream, &r).await;
+        }
+        _ => {
+            let r = http::json_error_response(404, "not_found", "no such endpoint");
+            write_and_close(&mut stream, &r).await;
+        }
+    }
+}
+
+async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, head: RequestHead, rest: Vec<u8>) {
+    if head.method != "GET" || !head.upgrade_websocket || head.ws_version.as_deref() != Some("13") {
+        let r = http::json_error_response(
+            400,
+            "bad_request",
+            "expected a WebSocket upgrade (GET, Upgrade: websocket, Sec-WebSocket-Version: 13)",
+        );
+        return write_and_close(&mut stream, &r).await;
+    }
+    let Some(key) = head.ws_key.clone() else {
+        let r = http::json_error_response(400, "bad_request", "missing Sec-WebSocket-Key");
+        return write_and_close(&mut stream, &r).await;
+    };
+    // Dev auth (tokens arrive with the auth work): trusted `user`/`device`.
+    let user = head.query_param("user").unwrap_or("");
+    let device = head.query_param("device").unwrap_or("default");
+    if !names::is_valid_id(user) || !names::is_valid_id(device) {
+        let r = http::json_error_response(
+            401,
+            "unauthorized",
+            "dev auth needs ?user=<id>[&device=<id>] with ids of 1-64 [A-Za-z0-9_.-]",
+        );
+        return write_and_close(&mut stream, &r).await;
+    }
+    if shard.state.borrow().draining {
+        let r = http::json_error_response(503, "unavailable", "server shutting down");
+        return write_and_close(&mut stream, &r).await;
+    }
+    if stream
+        .write_all(&http::upgrade_response(&key))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let conn = shard.with(|st| st.open_conn(user, device, now_ms()));
+    let mut driver = Driver {
+        shard: shard.clone(),
+        conn,
+        stream,
+        decoder: WsDecoder::new(Role::Server, shard.cfg.max_frame_bytes),
+        closing: false,
+    };
+    if !rest.is_empty() {
+        driver.feed(&rest);
+    }
+    (&mut driver).await;
+    let _ = driver.stream.close().await;
+    shard.with(|st| st.close_conn(conn));
+}
+
+/// The poll-driven half of a WebSocket session.
+struct Driver {
+    shard: Rc<Shard>,
+    conn: ConnId,
+    stream: TcpStream,
+    decoder: WsDecoder,
+    /// The close frame is queued; finish once it is written.
+    closing: bool,
+}
+
+impl Driver {
+    fn feed(&mut self, bytes: &[u8]) {
+        let now = now_ms();
+        let conn = self.conn;
+        let mut st = self.shard.state.borrow_mut();
+        let result = self
+            .decoder
+            .feed(bytes, &mut |ev| st.on_ws_event(conn, ev, now));
+        if let Err(e) = result {
+            st.on_ws_error(conn, e.close_code(), close_reason(&e));
+        }
+        drop(st);
+        self.shard.apply_effects();
+    }
+}
+
+fn close_reason(e: &protocol::ws::WsError) -> &'static str {
+    match e {
+        protocol::ws::WsError::TooBig => "frame too big",
+        protocol::ws::WsError::InvalidUtf8 => "invalid UTF-8",
+        protocol::ws::WsError::Protocol(m) => m,
+    }
+}
+
+impl Future for &mut Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut **self.get_mut();
+        let budget = this.shard.cfg.outbox_budget_bytes;
+        // Bounded work per poll so one busy connection cannot starve others.
+        for _ in 0..32 {
+            let mut progressed = false;
+            let mut write_blocked = false;
+            // 1. Write everything queued, in one write when the socket takes it.
+            let mut drained = false;
+            {
+                let mut st = this.shard.state.borrow_mut();
+                let draining = st.draining;
+                let Some(conn) = st.conns.get_mut(&this.conn) else {
+                    return Poll::Ready(());
+                };
+                let ob = &mut conn.outbox;
+                while ob.pending() > 0 {
+                    match Pin::new(&mut this.stream).poll_write(cx, &ob.buf[ob.pos..]) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Ready(Ok(n)) => {
+                            progressed = true;
+                            drained = ob.wrote(n);
+                        }
+                        Poll::Pending => {
+                            write_blocked = true;
+                            break;
+                        }
+                    }
+                }
+                if ob.pending() == 0 {
+                    if this.closing {
+                        return Poll::Ready(());
+                    }
+                    if let Some(c) = ob.close {
+                        let mut frame = Vec::new();
+                        protocol::ws::encode_close(&mut frame, c.code, c.reason, None);
+                        ob.buf = frame;
+                        ob.pos = 0;
+                        ob.close_queued = true;
+                        this.closing = true;
+                        continue;
+                    }
+                }
+                // 2. Read, unless closing, draining, or the client is not
+                // reading its replies (then its requests wait in the kernel).
+                if this.closing || draining || ob.pending() > budget {
+                    if !progressed {
+                        ob.waker = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                    drop(st);
+                    if drained {
+                        this.shard.with(|st| st.on_drained(this.conn));
+                    }
+                    continue;
+                }
+            }
+            if drained {
+                this.shard.with(|st| st.on_drained(this.conn));
+            }
+            let read = {
+                let mut buf = this.shard.read_buf.borrow_mut();
+                match Pin::new(&mut this.stream).poll_read(cx, &mut buf[..]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(n)) => Some(n),
+                    Poll::Pending => None,
+                }
+            };
+            if let Some(n) = read {
+                let now = now_ms();
+                let conn = this.conn;
+                let mut buf = this.shard.read_buf.borrow_mut();
+                let mut st = this.shard.state.borrow_mut();
+                // Unmasks in place: complete frames are never copied.
+                let result = this
+                    .decoder
+                    .feed_mut(&mut buf[..n], &mut |ev| st.on_ws_event(conn, ev, now));
+                if let Err(e) = result {
+                    st.on_ws_error(conn, e.close_code(), close_reason(&e));
+                }
+                drop(st);
+                drop(buf);
+                this.shard.apply_effects();
+                progressed = true;
+            }
+            if !progressed {
+                let mut st = this.shard.state.borrow_mut();
+                let Some(conn) = st.conns.get_mut(&this.conn) else {
+                    return Poll::Ready(());
+                };
+                let queued = conn.outbox.pending() > 0 && !write_blocked;
+                if queued || (conn.outbox.close.is_some() && !this.closing && !write_blocked) {
+                    // Something was queued while we read: go round again.
+                    continue;
+                }
+                conn.outbox.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

@@ -1,0 +1,155 @@
+//! Starting and stopping a gateway: the public handle used by the binary
+//! and by tests.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
+use storage::{EmbeddedConfig, EmbeddedStore, Store, StoreError};
+
+use crate::config::{Config, ConfigError};
+use crate::runtime::{run_shard, Global, ShardParams};
+use crate::shard::{Stats, StatsSnapshot};
+use crate::store_io::Committer;
+
+/// Why a gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened (locked, unsupported format, I/O).
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// The shards could not start (executor, bind).
+    #[error("starting shards: {0}")]
+    Shards(String),
+}
+
+/// A running gateway. Dropping it without [`Gateway::shutdown`] also shuts
+/// it down.
+pub struct Gateway {
+    addr: SocketAddr,
+    nr_shards: usize,
+    global: Arc<Global>,
+    handles: Option<PoolThreadHandles<()>>,
+    committer: Option<Committer>,
+}
+
+/// Registered I/O memory per executor. The gateway does no direct file I/O
+/// through glommio, so the minimum keeps memlock use small.
+const IO_MEMORY: usize = 64 * 1024;
+
+impl Gateway {
+    /// Opens the embedded store in `config.data_dir` and starts.
+    pub fn start(config: Config) -> Result<Gateway, StartError> {
+        config.validate()?;
+        let store = EmbeddedStore::open(&EmbeddedConfig {
+            durability: config.durability.into(),
+            ..EmbeddedConfig::new(config.data_dir.clone())
+        })?;
+        Gateway::start_with_store(config, Arc::new(store))
+    }
+
+    /// Starts on the given store (tests use a fault-injecting one).
+    pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<Gateway, StartError> {
+        config.validate()?;
+        crate::sys::raise_open_file_limit();
+        let nr = config.nr_shards();
+        let global = Arc::new(Global {
+            stats: Arc::new(Stats::default()),
+            max_connections: config.effective_max_connections(),
+            shutdown: AtomicBool::new(false),
+            drained: AtomicUsize::new(0),
+            bound: Mutex::new(None),
+        });
+        let (committer, store_io) =
+            Committer::start(store).map_err(|e| StartError::Shards(e.to_string()))?;
+        let cfg = Arc::new(config);
+        let mesh = MeshBuilder::full(nr, cfg.mesh_queue_capacity);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let placement = PoolPlacement::MaxSpread(nr, CpuSet::online().ok());
+        let handles = {
+            let cfg = cfg.clone();
+            let global = global.clone();
+            LocalExecutorPoolBuilder::new(placement)
+                .name("shard")
+                .io_memory(IO_MEMORY)
+                .on_all_shards(move || {
+                    run_shard(ShardParams {
+                        cfg,
+                        global,
+                        store: store_io,
+                        mesh,
+                        ready: ready_tx,
+                    })
+                })
+                .map_err(|e| StartError::Shards(e.to_string()))?
+        };
+        let mut gw = Gateway {
+            addr: cfg.listen,
+            nr_shards: nr,
+            global,
+            handles: Some(handles),
+            committer: Some(committer),
+        };
+        for _ in 0..nr {
+            match ready_rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(Ok(addr)) => gw.addr = addr,
+                Ok(Err(e)) => {
+                    gw.stop();
+                    return Err(StartError::Shards(e));
+                }
+                Err(_) => {
+                    gw.stop();
+                    return Err(StartError::Shards("shards did not start in 30 s".into()));
+                }
+            }
+        }
+        Ok(gw)
+    }
+
+    /// The address every shard listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Number of shards.
+    pub fn nr_shards(&self) -> usize {
+        self.nr_shards
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.global.stats.snapshot()
+    }
+
+    /// Graceful shutdown: stop reading, finish commits, flush acks, close
+    /// connections with 1001, stop the shards and the committer.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.global.shutdown.store(true, Ordering::Release);
+        if let Some(h) = self.handles.take() {
+            for r in h.join_all() {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "shard ended with an error");
+                }
+            }
+        }
+        if let Some(c) = self.committer.take() {
+            c.join();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,975 @@
+//! One shard's state and everything it does in response to a connection's
+//! frames, a message from another shard, or a finished store call.
+//!
+//! [`ShardState`] does no I/O. Handlers push what must happen next into
+//! [`Effects`]: messages for shards (this one included: they are handled in
+//! order by the runtime, so local and remote paths are the same) and I/O jobs
+//! (store reads, the commit loop). `runtime.rs` owns the sockets, the mesh and
+//! the tasks, and applies the effects.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use storage::{MessageKind, NewMessage, Page, ReadLimit, ReadRange, Seq};
+
+use crate::batch::Batch;
+use crate::config::Config;
+use crate::conn::{Conn, ConnId, Phase, Sub};
+use crate::hash::{owner_of, ShardId};
+use crate::owner::{JoinWaiter, Owner, Reply, SendReq};
+use crate::protocol::{
+    self, names::ChannelName, request::HistoryRange, response, ErrorCode, Request, WsEvent,
+};
+use crate::room::Replica;
+use crate::store_io::StoreFailure;
+
+/// A connection anywhere in the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ConnRef {
+    /// Its shard.
+    pub(crate) shard: ShardId,
+    /// Its id on that shard.
+    pub(crate) conn: ConnId,
+}
+
+/// Everything that crosses between shards. Queues are FIFO per (from, to)
+/// pair, and an owner sends a shard's acks, `joined` heads and batches on the
+/// same queue: that order is what makes "ack before own msg" and "no batch
+/// slips between the head and the live stream" hold.
+#[derive(Debug)]
+pub(crate) enum ShardMsg {
+    /// Connection shard → owner: sequence this message.
+    Send(Box<SendReq>),
+    /// Connection shard → owner: `conn` joins; register the shard's replica
+    /// and answer with the head.
+    Subscribe {
+        channel: Arc<str>,
+        conn: ConnId,
+        since: Option<u64>,
+        id: Option<Box<str>>,
+    },
+    /// Connection shard → owner: the shard has no members of the channel left.
+    Unsubscribe { channel: Arc<str> },
+    /// Owner → connection shard: the head for a join.
+    Joined {
+        channel: Arc<str>,
+        conn: ConnId,
+        head: u64,
+        since: Option<u64>,
+        id: Option<Box<str>>,
+    },
+    /// Owner → connection shard: the join could not be served (its error
+    /// reply follows as `ToConn`).
+    JoinFailed { channel: Arc<str>, conn: ConnId },
+    /// Any shard → connection shard: one ready frame (ack, error) for `conn`.
+    ToConn { conn: ConnId, frame: Vec<u8> },
+    /// Owner → replica shard: newly committed messages, encoded once.
+    Batch(Arc<Batch>),
+    /// Owner → replica shard: the head moved to `head` but the batches were
+    /// not delivered (the queue was full); members page from the store.
+    Advanced { channel: Arc<str>, head: u64 },
+    /// Connection shard → user's owner shard: a device connected.
+    DeviceUp {
+        user: Arc<str>,
+        device: Arc<str>,
+        conn: ConnRef,
+    },
+    /// Connection shard → user's owner shard: a device's connection ended.
+    DeviceDown {
+        user: Arc<str>,
+        device: Arc<str>,
+        conn: ConnRef,
+    },
+    /// User's owner shard → connection shard: close `conn` (e.g. 4009 replaced).
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: &'static str,
+    },
+}
+
+/// Asynchronous work a handler asks the runtime to start.
+#[derive(Debug)]
+pub(crate) enum IoJob {
+    /// Run the owner's commit loop (no-op when it already runs).
+    Commit,
+    /// Load a channel's head for its owner.
+    LoadHead(Arc<str>),
+    /// Read the page after `after` for a catching-up (conn, channel).
+    CatchUp {
+        conn: ConnId,
+        channel: Arc<str>,
+        after: u64,
+    },
+    /// Retry a catch-up later (after a store error or an empty page).
+    CatchUpLater { conn: ConnId, channel: Arc<str> },
+    /// Serve a `history` request.
+    History {
+        conn: ConnId,
+        channel: Arc<str>,
+        range: ReadRange,
+        limit: ReadLimit,
+        id: Option<Box<str>>,
+    },
+}
+
+/// What handlers ask the runtime to do.
+#[derive(Default)]
+pub(crate) struct Effects {
+    /// Messages to shards, in order (this shard's own included).
+    pub(crate) out: Vec<(ShardId, ShardMsg)>,
+    /// I/O to start.
+    pub(crate) io: Vec<IoJob>,
+    /// Messages committed (for stats).
+    pub(crate) stats_committed: u64,
+}
+
+impl Effects {
+    pub(crate) fn send(&mut self, to: ShardId, msg: ShardMsg) {
+        self.out.push((to, msg));
+    }
+
+    pub(crate) fn reply_error(&mut self, reply: &Reply, code: ErrorCode, message: &str) {
+        let mut frame = Vec::new();
+        response::error(&mut frame, reply.id.as_deref(), code, message);
+        self.send(
+            reply.to.shard,
+            ShardMsg::ToConn {
+                conn: reply.to.conn,
+                frame,
+            },
+        );
+    }
+
+    pub(crate) fn ack(
+        &mut self,
+        reply: &Reply,
+        channel: &str,
+        client_msg_id: &str,
+        seq: u64,
+        ts: u64,
+        duplicate: bool,
+    ) {
+        let mut frame = Vec::new();
+        response::ack(
+            &mut frame,
+            reply.id.as_deref(),
+            channel,
+            client_msg_id,
+            seq,
+            ts,
+            duplicate,
+        );
+        self.send(
+            reply.to.shard,
+            ShardMsg::ToConn {
+                conn: reply.to.conn,
+                frame,
+            },
+        );
+    }
+}
+
+/// Process-wide counters, shared by all shards (relaxed atomics).
+#[derive(Default)]
+pub(crate) struct Stats {
+    /// Open connections (WebSocket and HTTP, including handshakes).
+    pub(crate) connections: AtomicUsize,
+    /// Connections refused because the maximum was reached.
+    pub(crate) refused: AtomicU64,
+    /// Accept errors (EMFILE/ENFILE and others).
+    pub(crate) accept_errors: AtomicU64,
+    /// Messages committed to the store.
+    pub(crate) committed: AtomicU64,
+    /// Store commits made by owners.
+    pub(crate) commits: AtomicU64,
+    /// Message frames queued to connections (live and catch-up).
+    pub(crate) deliveries: AtomicU64,
+    /// Times a connection fell behind its outbox budget.
+    pub(crate) slow_consumer_events: AtomicU64,
+    /// Largest outbox seen on any connection, in bytes.
+    pub(crate) max_outbox_bytes: AtomicUsize,
+    /// Batches not sent to a shard because its queue was full.
+    pub(crate) mesh_overflows: AtomicU64,
+}
+
+/// A plain copy of [`Stats`].
+#[derive(Clone, Debug, Default)]
+pub struct StatsSnapshot {
+    /// See [`Stats::connections`].
+    pub connections: usize,
+    /// See [`Stats::refused`].
+    pub refused: u64,
+    /// See [`Stats::accept_errors`].
+    pub accept_errors: u64,
+    /// See [`Stats::committed`].
+    pub committed: u64,
+    /// See [`Stats::commits`].
+    pub commits: u64,
+    /// See [`Stats::deliveries`].
+    pub deliveries: u64,
+    /// See [`Stats::slow_consumer_events`].
+    pub slow_consumer_events: u64,
+    /// See [`Stats::max_outbox_bytes`].
+    pub max_outbox_bytes: usize,
+    /// See [`Stats::mesh_overflows`].
+    pub mesh_overflows: u64,
+}
+
+impl Stats {
+    /// Reads every counter.
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            connections: self.connections.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            accept_errors: self.accept_errors.load(Ordering::Relaxed),
+            committed: self.committed.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+            deliveries: self.deliveries.load(Ordering::Relaxed),
+            slow_consumer_events: self.slow_consumer_events.load(Ordering::Relaxed),
+            max_outbox_bytes: self.max_outbox_bytes.load(Ordering::Relaxed),
+            mesh_overflows: self.mesh_overflows.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Everything one shard owns.
+pub(crate) struct ShardState {
+    pub(crate) id: ShardId,
+    pub(crate) nr_shards: usize,
+    pub(crate) cfg: Arc<Config>,
+    limits: protocol::Limits,
+    pub(crate) conns: HashMap<ConnId, Conn>,
+    next_conn: u64,
+    replicas: HashMap<Arc<str>, Replica>,
+    pub(crate) owner: Owner,
+    /// Devices of the users this shard owns: (user, device) → connection.
+    devices: HashMap<(Arc<str>, Arc<str>), ConnRef>,
+    pub(crate) fx: Effects,
+    /// Shutting down: connections stop reading.
+    pub(crate) draining: bool,
+    pub(crate) stats: Arc<Stats>,
+}
+
+fn access(user: &str, channel: &str) -> Result<(), (ErrorCode, &'static str)> {
+    match protocol::names::parse_channel(channel) {
+        Ok(ChannelName::Dm { a, b }) => {
+            if user == a || user == b {
+                Ok(())
+            } else {
+                Err((
+                    ErrorCode::NotMember,
+                    "only the two users of a DM may use it",
+                ))
+            }
+        }
+        Ok(ChannelName::Group(_)) => Err((ErrorCode::NotFound, "no such group")),
+        Ok(ChannelName::Room(_)) => Ok(()),
+        Err(_) => Err((ErrorCode::InvalidChannel, "invalid channel name")),
+    }
+}
+
+impl ShardState {
+    pub(crate) fn new(id: ShardId, nr_shards: usize, cfg: Arc<Config>, stats: Arc<Stats>) -> Self {
+        let limits = protocol::Limits {
+            max_text_chars: cfg.max_text_chars,
+            ..protocol::Limits::default()
+        };
+        ShardState {
+            id,
+            nr_shards,
+            cfg,
+            limits,
+            conns: HashMap::new(),
+            next_conn: 1,
+            replicas: HashMap::new(),
+            owner: Owner::new(),
+            devices: HashMap::new(),
+            fx: Effects::default(),
+            draining: false,
+            stats,
+        }
+    }
+
+    fn me(&self, conn: ConnId) -> ConnRef {
+        ConnRef {
+            shard: self.id,
+            conn,
+        }
+    }
+
+    // ----- connections -----------------------------------------------------
+
+    /// A WebSocket session starts: registers it and queues `hello`.
+    pub(crate) fn open_conn(&mut self, user: &str, device: &str, now_ms: u64) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let user: Arc<str> = Arc::from(user);
+        let device: Arc<str> = Arc::from(device);
+        let mut conn = Conn::new(user.clone(), device.clone(), now_ms);
+        let session = format!(
+            "{:x}-{:x}-{:x}",
+            now_ms,
+            self.id.0,
+            crate::hash::fnv1a_64(&id.0.to_le_bytes()) ^ now_ms.rotate_left(17)
+        );
+        let limits = response::HelloLimits {
+            max_text_chars: self.cfg.max_text_chars,
+            max_frame_bytes: self.cfg.max_frame_bytes,
+            history_max_limit: self.limits.history_max_limit,
+        };
+        conn.outbox.push_reply(|out| {
+            response::hello(
+                out,
+                &user,
+                &device,
+                &session,
+                self.id.0,
+                self.cfg.heartbeat_ms,
+                &limits,
+            );
+        });
+        self.conns.insert(id, conn);
+        let me = self.me(id);
+        self.fx.send(
+            owner_of(&user, self.nr_shards),
+            ShardMsg::DeviceUp {
+                user,
+                device,
+                conn: me,
+            },
+        );
+        id
+    }
+
+    /// A connection ended: leaves its channels and tells the user's owner.
+    pub(crate) fn close_conn(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        for channel in conn.subs.keys() {
+            self.drop_member(channel, id);
+        }
+        let me = self.me(id);
+        self.fx.send(
+            owner_of(&conn.user, self.nr_shards),
+            ShardMsg::DeviceDown {
+                user: conn.user,
+                device: conn.device,
+                conn: me,
+            },
+        );
+    }
+
+    fn drop_member(&mut self, channel: &Arc<str>, id: ConnId) {
+        if let Some(rep) = self.replicas.get_mut(channel) {
+            rep.members.remove(&id);
+            if rep.members.is_empty() {
+                self.replicas.remove(channel);
+                self.fx.send(
+                    owner_of(channel, self.nr_shards),
+                    ShardMsg::Unsubscribe {
+                        channel: channel.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// One WebSocket event from a connection's decoder.
+    pub(crate) fn on_ws_event(&mut self, id: ConnId, ev: WsEvent<'_>, now_ms: u64) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.last_rx_ms = now_ms;
+        match ev {
+            WsEvent::Text(text) => self.on_request(id, text),
+            WsEvent::Binary(_) => conn.outbox.push_reply(|out| {
+                response::error(
+                    out,
+                    None,
+                    ErrorCode::BadRequest,
+                    "binary frames are not supported: send JSON text frames",
+                );
+            }),
+            WsEvent::Ping(payload) => conn.outbox.push_reply(|out| {
+                protocol::ws::encode_frame(out, protocol::ws::WsOpcode::Pong, payload, None);
+            }),
+            WsEvent::Pong(_) => {}
+            WsEvent::Close(_) => conn.outbox.request_close(1000, ""),
+        }
+    }
+
+    /// A frame the decoder refused: close with its code.
+    pub(crate) fn on_ws_error(&mut self, id: ConnId, code: u16, reason: &'static str) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.outbox.request_close(code, reason);
+        }
+    }
+
+    /// Closes every connection idle for more than twice the heartbeat.
+    pub(crate) fn close_idle(&mut self, now_ms: u64) {
+        let limit = 2 * self.cfg.heartbeat_ms;
+        for conn in self.conns.values_mut() {
+            if now_ms.saturating_sub(conn.last_rx_ms) > limit {
+                conn.outbox
+                    .request_close(4008, "idle: no frame within 2 x heartbeat_ms");
+            }
+        }
+    }
+
+    /// Closes every connection with `code` (shutdown).
+    pub(crate) fn close_all(&mut self, code: u16, reason: &'static str) {
+        for conn in self.conns.values_mut() {
+            conn.outbox.request_close(code, reason);
+        }
+    }
+
+    /// Wakes every connection's driver (so it sees `draining`).
+    pub(crate) fn wake_all(&mut self) {
+        for conn in self.conns.values_mut() {
+            conn.outbox.wake();
+        }
+    }
+
+    // ----- requests ----------------------------------------------------------
+
+    fn reply_err(&mut self, id: ConnId, req_id: Option<&str>, code: ErrorCode, message: &str) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.outbox
+                .push_reply(|out| response::error(out, req_id, code, message));
+        }
+    }
+
+    fn on_request(&mut self, id: ConnId, text: &str) {
+        let env = match protocol::decode_request(text, &self.limits) {
+            Ok(env) => env,
+            Err((req_id, e)) => {
+                self.reply_err(id, req_id, e.code, &e.message);
+                return;
+            }
+        };
+        let req_id = env.id;
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let user = conn.user.clone();
+        match env.request {
+            Request::Ping => {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.outbox.push_reply(|out| response::pong(out, req_id));
+                }
+            }
+            Request::Join { channel, since } => {
+                if let Err((code, msg)) = access(&user, channel) {
+                    return self.reply_err(id, req_id, code, msg);
+                }
+                self.join(id, req_id, channel, since);
+            }
+            Request::Leave { channel } => self.leave(id, req_id, channel),
+            Request::Send(s) => {
+                if let Err((code, msg)) = access(&user, s.channel) {
+                    return self.reply_err(id, req_id, code, msg);
+                }
+                if matches!(s.kind, MessageKind::Edit | MessageKind::Delete) {
+                    return self.reply_err(
+                        id,
+                        req_id,
+                        ErrorCode::BadRequest,
+                        "edit and delete are not supported by this version yet",
+                    );
+                }
+                let Some(conn) = self.conns.get(&id) else {
+                    return;
+                };
+                let msg = NewMessage {
+                    from: conn.user.to_string(),
+                    device: conn.device.to_string(),
+                    client_msg_id: s.client_msg_id.into_owned(),
+                    kind: s.kind,
+                    text: s.text.into_owned(),
+                    target: s.target,
+                    media: s.media,
+                    ts: 0,
+                };
+                let channel: Arc<str> = Arc::from(s.channel);
+                let req = SendReq {
+                    channel: channel.clone(),
+                    reply: Reply {
+                        to: self.me(id),
+                        id: req_id.map(Box::from),
+                    },
+                    msg,
+                };
+                self.fx.send(
+                    owner_of(&channel, self.nr_shards),
+                    ShardMsg::Send(Box::new(req)),
+                );
+            }
+            Request::History {
+                channel,
+                range,
+                limit,
+            } => {
+                if let Err((code, msg)) = access(&user, channel) {
+                    return self.reply_err(id, req_id, code, msg);
+                }
+                let range = match range {
+                    HistoryRange::Latest => ReadRange::Latest,
+                    HistoryRange::Before(s) => ReadRange::Before(Seq(s)),
+                    HistoryRange::After(s) => ReadRange::After(Seq(s)),
+                };
+                self.fx.io.push(IoJob::History {
+                    conn: id,
+                    channel: Arc::from(channel),
+                    range,
+                    limit: ReadLimit {
+                        messages: limit,
+                        bytes: self.cfg.history_page_bytes,
+                    },
+                    id: req_id.map(Box::from),
+                });
+            }
+            Request::Read { channel, .. }
+            | Request::Delivered { channel, .. }
+            | Request::Typing { channel }
+            | Request::Presence { channel } => {
+                if let Err((code, msg)) = access(&user, channel) {
+                    return self.reply_err(id, req_id, code, msg);
+                }
+                self.reply_err(
+                    id,
+                    req_id,
+                    ErrorCode::BadRequest,
+                    "read, delivered, typing and presence are not supported by this version yet",
+                );
+            }
+        }
+    }
+
+    fn join(&mut self, id: ConnId, req_id: Option<&str>, channel: &str, since: Option<u64>) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(sub) = conn.subs.get_mut(channel) {
+            match &mut sub.phase {
+                Phase::Joining { ids } => ids.push(req_id.map(Box::from)),
+                _ => {
+                    let head = self
+                        .replicas
+                        .get(channel)
+                        .map_or(sub.cursor, |r| r.last_seq.max(sub.cursor));
+                    conn.outbox
+                        .push_reply(|out| response::joined(out, req_id, channel, head));
+                }
+            }
+            return;
+        }
+        let channel: Arc<str> = match self.replicas.get_key_value(channel) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(channel),
+        };
+        conn.subs.insert(
+            channel.clone(),
+            Sub {
+                cursor: 0,
+                phase: Phase::Joining { ids: Vec::new() },
+            },
+        );
+        self.replicas
+            .entry(channel.clone())
+            .or_insert_with(Replica::new)
+            .members
+            .insert(id);
+        self.fx.send(
+            owner_of(&channel, self.nr_shards),
+            ShardMsg::Subscribe {
+                channel,
+                conn: id,
+                since,
+                id: req_id.map(Box::from),
+            },
+        );
+    }
+
+    fn leave(&mut self, id: ConnId, req_id: Option<&str>, channel: &str) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let removed = conn.subs.remove_entry(channel);
+        conn.outbox
+            .push_reply(|out| response::left(out, req_id, channel));
+        if let Some((key, _)) = removed {
+            self.drop_member(&key, id);
+        }
+    }
+
+    // ----- messages from shards ---------------------------------------------
+
+    /// Handles one message from shard `from` (possibly this one).
+    pub(crate) fn on_msg(&mut self, from: ShardId, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Send(req) => self.owner.on_send(*req, &mut self.fx),
+            ShardMsg::Subscribe {
+                channel,
+                conn,
+                since,
+                id,
+            } => self.owner.on_subscribe(
+                JoinWaiter {
+                    shard: from,
+                    conn,
+                    since,
+                    id,
+                },
+                channel,
+                &mut self.fx,
+            ),
+            ShardMsg::Unsubscribe { channel } => self.owner.on_unsubscribe(from, &channel),
+            ShardMsg::Joined {
+                channel,
+                conn,
+                head,
+                since,
+                id,
+            } => self.on_joined(&channel, conn, head, since, id),
+            ShardMsg::JoinFailed { channel, conn } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    if let Some((key, _)) = c.subs.remove_entry(&channel) {
+                        self.drop_member(&key, conn);
+                    }
+                }
+            }
+            ShardMsg::ToConn { conn, frame } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.outbox.push_bytes(&frame);
+                }
+            }
+            ShardMsg::Batch(batch) => self.on_batch(&batch),
+            ShardMsg::Advanced { channel, head } => self.advance_replica(&channel, head),
+            ShardMsg::DeviceUp { user, device, conn } => {
+                if let Some(old) = self.devices.insert((user, device), conn) {
+                    if old != conn {
+                        self.fx.send(
+                            old.shard,
+                            ShardMsg::Close {
+                                conn: old.conn,
+                                code: 4009,
+                                reason: "replaced by a newer connection of the same device",
+                            },
+                        );
+                    }
+                }
+            }
+            ShardMsg::DeviceDown { user, device, conn } => {
+                let key = (user, device);
+                if self.devices.get(&key) == Some(&conn) {
+                    self.devices.remove(&key);
+                }
+            }
+            ShardMsg::Close { conn, code, reason } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.outbox.request_close(code, reason);
+                }
+            }
+        }
+    }
+
+    fn on_joined(
+        &mut self,
+        channel: &Arc<str>,
+        conn_id: ConnId,
+        head: u64,
+        since: Option<u64>,
+        id: Option<Box<str>>,
+    ) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let Some(sub) = conn.subs.get_mut(channel) else {
+            return;
+        };
+        let Phase::Joining { ids } = &mut sub.phase else {
+            return;
+        };
+        let ids = std::mem::take(ids);
+        let all_ids = std::iter::once(id).chain(ids);
+        if let Some(s) = since.filter(|&s| s > head) {
+            let message = format!("since {s} is beyond the channel head {head}");
+            for rid in all_ids {
+                conn.outbox.push_reply(|out| {
+                    response::error(out, rid.as_deref(), ErrorCode::BadRequest, &message);
+                });
+            }
+            conn.subs.remove(channel);
+            self.drop_member(channel, conn_id);
+            return;
+        }
+        for rid in all_ids {
+            conn.outbox
+                .push_reply(|out| response::joined(out, rid.as_deref(), channel, head));
+        }
+        sub.cursor = since.unwrap_or(head);
+        sub.phase = Phase::CatchUp { fetching: false };
+        self.advance_replica(channel, head);
+        self.pump(conn_id, channel);
+    }
+
+    /// The replica learns that `head` is committed; members behind it catch up.
+    fn advance_replica(&mut self, channel: &Arc<str>, head: u64) {
+        let Some(rep) = self.replicas.get_mut(channel) else {
+            return;
+        };
+        if head <= rep.last_seq {
+            return;
+        }
+        rep.last_seq = head;
+        let mut behind = Vec::new();
+        for cid in &rep.members {
+            if let Some(sub) = self
+                .conns
+                .get_mut(cid)
+                .and_then(|c| c.subs.get_mut(channel))
+            {
+                if matches!(sub.phase, Phase::Live) && sub.cursor < head {
+                    sub.phase = Phase::CatchUp { fetching: false };
+                    behind.push(*cid);
+                }
+            }
+        }
+        for cid in behind {
+            self.pump(cid, channel);
+        }
+    }
+
+    fn on_batch(&mut self, batch: &Arc<Batch>) {
+        let budget = self.cfg.outbox_budget_bytes;
+        let Some(rep) = self.replicas.get_mut(&batch.channel) else {
+            return;
+        };
+        rep.remember(batch, self.cfg.replica_ring_bytes);
+        if batch.last_seq() <= rep.last_seq {
+            // Already known through a head (e.g. a join raced the batch).
+            // Members are at or past it, or catching up.
+        }
+        rep.last_seq = rep.last_seq.max(batch.last_seq());
+        let mut behind = Vec::new();
+        let mut delivered = 0u64;
+        for cid in &rep.members {
+            let Some(conn) = self.conns.get_mut(cid) else {
+                continue;
+            };
+            let Some(sub) = conn.subs.get_mut(&batch.channel) else {
+                continue;
+            };
+            if !matches!(sub.phase, Phase::Live) || batch.last_seq() <= sub.cursor {
+                continue;
+            }
+            if batch.first_seq > sub.cursor + 1 {
+                sub.phase = Phase::CatchUp { fetching: false };
+                behind.push(*cid);
+                continue;
+            }
+            let pending = conn.outbox.pending();
+            let room = budget.saturating_sub(pending);
+            let (bytes, upto) = batch.frames_fitting(sub.cursor, room, pending == 0);
+            if upto > sub.cursor {
+                delivered += upto - sub.cursor;
+                conn.outbox.push_bytes(bytes);
+                sub.cursor = upto;
+            }
+            if upto < batch.last_seq() {
+                // Slow consumer: stop queueing live frames; it pages from
+                // the ring or the store once its socket drains.
+                sub.phase = Phase::CatchUp { fetching: false };
+                self.stats
+                    .slow_consumer_events
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            note_outbox(&self.stats, conn.outbox.pending());
+        }
+        self.stats
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+        for cid in behind {
+            self.pump(cid, &batch.channel);
+        }
+    }
+
+    // ----- catch-up --------------------------------------------------------
+
+    /// Moves a catching-up (conn, channel) forward from the ring while its
+    /// outbox has room; asks the store when the ring does not reach back far
+    /// enough; goes live once it meets the replica's head.
+    pub(crate) fn pump(&mut self, conn_id: ConnId, channel: &Arc<str>) {
+        let budget = self.cfg.outbox_budget_bytes;
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let Some(sub) = conn.subs.get_mut(channel) else {
+            return;
+        };
+        let Some(rep) = self.replicas.get(channel) else {
+            return;
+        };
+        let mut delivered = 0;
+        loop {
+            if !matches!(sub.phase, Phase::CatchUp { fetching: false }) {
+                break;
+            }
+            if sub.cursor >= rep.last_seq {
+                sub.phase = Phase::Live;
+                break;
+            }
+            if conn.outbox.pending() >= budget / 2 || conn.outbox.close.is_some() {
+                break; // resumes when the outbox drains
+            }
+            if let Some(b) = rep.ring_batch_with(sub.cursor + 1) {
+                let room = budget.saturating_sub(conn.outbox.pending());
+                // Ring batches never pass the replica's head.
+                let (bytes, upto) = b.frames_fitting(sub.cursor, room, true);
+                delivered += upto - sub.cursor;
+                conn.outbox.push_bytes(bytes);
+                sub.cursor = upto;
+                continue;
+            }
+            sub.phase = Phase::CatchUp { fetching: true };
+            self.fx.io.push(IoJob::CatchUp {
+                conn: conn_id,
+                channel: channel.clone(),
+                after: sub.cursor,
+            });
+            break;
+        }
+        note_outbox(&self.stats, conn.outbox.pending());
+        self.stats
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+    }
+
+    /// A page for a catch-up arrived from the store.
+    pub(crate) fn on_catchup_page(
+        &mut self,
+        conn_id: ConnId,
+        channel: &Arc<str>,
+        result: Result<Page, StoreFailure>,
+    ) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let Some(sub) = conn.subs.get_mut(channel) else {
+            return;
+        };
+        if !matches!(sub.phase, Phase::CatchUp { fetching: true }) {
+            return;
+        }
+        sub.phase = Phase::CatchUp { fetching: false };
+        let before = sub.cursor;
+        match result {
+            Ok(page) => {
+                for m in &page.messages {
+                    if m.seq <= sub.cursor {
+                        continue;
+                    }
+                    if m.seq != sub.cursor + 1 {
+                        break;
+                    }
+                    conn.outbox.push_reply(|out| {
+                        response::msg(out, channel, &response::MsgView::from_stored(m));
+                    });
+                    sub.cursor = m.seq;
+                }
+            }
+            Err(f) => {
+                tracing::warn!(channel = %channel, error = %f.message, "catch-up read failed; retrying");
+            }
+        }
+        let progressed = sub.cursor - before;
+        self.stats
+            .deliveries
+            .fetch_add(progressed, Ordering::Relaxed);
+        if progressed == 0 {
+            let behind = self
+                .replicas
+                .get(channel)
+                .is_some_and(|r| r.last_seq > sub.cursor);
+            if behind {
+                sub.phase = Phase::CatchUp { fetching: true };
+                self.fx.io.push(IoJob::CatchUpLater {
+                    conn: conn_id,
+                    channel: channel.clone(),
+                });
+                return;
+            }
+        }
+        self.pump(conn_id, channel);
+    }
+
+    /// The retry timer of a catch-up fired.
+    pub(crate) fn on_catchup_retry(&mut self, conn_id: ConnId, channel: &Arc<str>) {
+        if let Some(sub) = self
+            .conns
+            .get_mut(&conn_id)
+            .and_then(|c| c.subs.get_mut(channel))
+        {
+            if matches!(sub.phase, Phase::CatchUp { fetching: true }) {
+                sub.phase = Phase::CatchUp { fetching: false };
+            }
+        }
+        self.pump(conn_id, channel);
+    }
+
+    /// A connection's outbox became empty: continue its catch-ups.
+    pub(crate) fn on_drained(&mut self, conn_id: ConnId) {
+        let Some(conn) = self.conns.get(&conn_id) else {
+            return;
+        };
+        let behind: Vec<Arc<str>> = conn
+            .subs
+            .iter()
+            .filter(|(_, s)| matches!(s.phase, Phase::CatchUp { fetching: false }))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for ch in behind {
+            self.pump(conn_id, &ch);
+        }
+    }
+
+    /// A `history` read finished.
+    pub(crate) fn on_history(
+        &mut self,
+        conn_id: ConnId,
+        channel: &str,
+        id: Option<&str>,
+        result: Result<Page, StoreFailure>,
+    ) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        match result {
+            Ok(page) => {
+                let views: Vec<_> = page
+                    .messages
+                    .iter()
+                    .map(response::MsgView::from_stored)
+                    .collect();
+                conn.outbox.push_reply(|out| {
+                    response::history(out, id, channel, &views, page.has_more);
+                });
+            }
+            Err(f) => conn.outbox.push_reply(|out| {
+                response::error(
+                    out,
+                    id,
+                    ErrorCode::Unavailable,
+                    &format!("history unavailable: {}", f.message),
+                );
+            }),
+        }
+    }
+}
+
+fn note_outbox(stats: &Stats, pending: usize) {
+    stats.max_outbox_bytes.fetch_max(pending, Ordering::Relaxed);
+}

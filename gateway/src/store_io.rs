@@ -1,0 +1,214 @@
+//! Getting store calls off the shard executors.
+//!
+//! Store calls block on disk or network, so no shard ever makes one on its
+//! own thread:
+//!
+//! - **Commits** go to one committer thread per process. It drains every
+//!   commit request queued by all shards and makes them one `Store::append`
+//!   call: one durable write (one fsync) for everything the shards produced
+//!   while the previous commit was on disk. Owners are disjoint, so requests
+//!   from different shards never name the same channel. Each shard keeps at
+//!   most one request in flight (the owner's commit loop), hence at most one
+//!   commit per channel.
+//! - **Reads** (heads, history, catch-up pages) run on glommio's blocking
+//!   thread pool of the calling shard (`spawn_blocking`).
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use storage::{
+    ChannelAppend, ChannelOutcome, Health, Page, ReadLimit, ReadRange, Seq, Store, StoreError,
+};
+
+use crate::util::{oneshot, OneshotSender};
+
+/// A failed store call as seen by the gateway (cloneable, for fan-out to
+/// every waiting sender).
+#[derive(Clone, Debug)]
+pub(crate) struct StoreFailure {
+    /// Retryable (`unavailable` for clients) or not.
+    pub(crate) retryable: bool,
+    /// The store's message.
+    pub(crate) message: String,
+}
+
+impl From<&StoreError> for StoreFailure {
+    fn from(e: &StoreError) -> StoreFailure {
+        StoreFailure {
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        }
+    }
+}
+
+type CommitResult = Result<Vec<ChannelOutcome>, StoreFailure>;
+
+/// The batch comes back with its result, so the owner can encode the
+/// committed messages without having kept a copy.
+type CommitReply = (Vec<ChannelAppend>, CommitResult);
+
+struct CommitRequest {
+    batch: Vec<ChannelAppend>,
+    reply: OneshotSender<CommitReply>,
+}
+
+enum Job {
+    Commit(CommitRequest),
+    /// Sent by [`Committer::join`]: finish what is queued, then exit.
+    Stop,
+}
+
+/// Handle to the store for one shard.
+#[derive(Clone)]
+pub(crate) struct StoreIo {
+    store: Arc<dyn Store>,
+    commits: crossbeam_channel::Sender<Job>,
+}
+
+/// The committer thread; joined at shutdown after every `StoreIo` is dropped.
+pub(crate) struct Committer {
+    thread: Option<JoinHandle<()>>,
+    stop: crossbeam_channel::Sender<Job>,
+}
+
+impl Committer {
+    /// Starts the committer thread for `store`.
+    pub(crate) fn start(store: Arc<dyn Store>) -> std::io::Result<(Committer, StoreIo)> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let thread_store = store.clone();
+        let thread = std::thread::Builder::new()
+            .name("gateway-committer".into())
+            .spawn(move || commit_loop(&*thread_store, &rx))?;
+        Ok((
+            Committer {
+                thread: Some(thread),
+                stop: tx.clone(),
+            },
+            StoreIo { store, commits: tx },
+        ))
+    }
+
+    /// Lets the thread finish what is queued, then waits for it. Call after
+    /// the shards stopped.
+    pub(crate) fn join(mut self) {
+        let _ = self.stop.send(Job::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn commit_loop(store: &dyn Store, rx: &crossbeam_channel::Receiver<Job>) {
+    let mut stop = false;
+    while !stop {
+        let mut requests = Vec::new();
+        match rx.recv() {
+            Ok(Job::Commit(r)) => requests.push(r),
+            Ok(Job::Stop) | Err(_) => stop = true,
+        }
+        while let Ok(job) = rx.try_recv() {
+            match job {
+                Job::Commit(r) => requests.push(r),
+                Job::Stop => stop = true,
+            }
+        }
+        if requests.is_empty() {
+            continue;
+        }
+        if requests.len() == 1 {
+            if let Some(req) = requests.pop() {
+                let result = guarded(|| store.append(&req.batch));
+                req.reply.send((req.batch, result));
+            }
+            continue;
+        }
+        let mut merged = Vec::new();
+        let mut counts = Vec::with_capacity(requests.len());
+        for r in &mut requests {
+            counts.push(r.batch.len());
+            merged.append(&mut r.batch);
+        }
+        let result = guarded(|| store.append(&merged));
+        let mut batches = merged.into_iter();
+        let mut outcomes = result.map(Vec::into_iter);
+        for (req, n) in requests.into_iter().zip(counts) {
+            let batch: Vec<ChannelAppend> = batches.by_ref().take(n).collect();
+            let reply = match &mut outcomes {
+                Ok(it) => Ok(it.by_ref().take(n).collect()),
+                Err(f) => Err(f.clone()),
+            };
+            req.reply.send((batch, reply));
+        }
+    }
+}
+
+/// Runs a store call, turning a panic into a non-retryable failure (a
+/// panicking backend must not take the shard down with it).
+fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreFailure> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(StoreFailure::from(&e)),
+        Err(_) => Err(StoreFailure {
+            retryable: false,
+            message: "store panicked".into(),
+        }),
+    }
+}
+
+impl StoreIo {
+    /// Commits `batch` durably (merged with other shards' concurrent commits).
+    pub(crate) async fn commit(&self, batch: Vec<ChannelAppend>) -> CommitReply {
+        let (tx, rx) = oneshot();
+        if let Err(e) = self
+            .commits
+            .send(Job::Commit(CommitRequest { batch, reply: tx }))
+        {
+            let failure = StoreFailure {
+                retryable: true,
+                message: "committer stopped".into(),
+            };
+            let batch = match e.into_inner() {
+                Job::Commit(r) => r.batch,
+                Job::Stop => Vec::new(),
+            };
+            return (batch, Err(failure));
+        }
+        // The committer always answers; a dropped sender means it died
+        // mid-call, and the batch is gone with it.
+        rx.await.unwrap_or_else(|| {
+            (
+                Vec::new(),
+                Err(StoreFailure {
+                    retryable: true,
+                    message: "committer dropped the request".into(),
+                }),
+            )
+        })
+    }
+
+    /// The channel's head, read on the blocking pool.
+    pub(crate) async fn head(&self, channel: Arc<str>) -> Result<Seq, StoreFailure> {
+        let store = self.store.clone();
+        glommio::executor()
+            .spawn_blocking(move || guarded(|| store.head(&channel)))
+            .await
+    }
+
+    /// A page of history, read on the blocking pool.
+    pub(crate) async fn read(
+        &self,
+        channel: Arc<str>,
+        range: ReadRange,
+        limit: ReadLimit,
+    ) -> Result<Page, StoreFailure> {
+        let store = self.store.clone();
+        glommio::executor()
+            .spawn_blocking(move || guarded(|| store.read(&channel, range, limit)))
+            .await
+    }
+
+    /// Whether the store accepts writes (cheap; no I/O for the embedded store).
+    pub(crate) fn health(&self) -> Health {
+        self.store.health()
+    }
+}

@@ -1,0 +1,811 @@
+//! The conformance suite: the [`Store`] contract as executable checks.
+//!
+//! Every backend must pass every check. Each check is a public function
+//! named after the behaviour it proves, takes a fresh, empty store, and
+//! panics with a message saying what broke. Instantiate the whole suite for a
+//! backend with [`conformance_tests!`](crate::conformance_tests), one
+//! `#[test]` per check:
+//!
+//! ```
+//! storage::conformance_tests!(mem_store, storage::MemStore::new());
+//! ```
+//!
+//! `$make` is evaluated once per test and must yield a value that implements
+//! [`Store`]; when the backend needs a guard kept alive (a temporary
+//! directory, a test cluster), return a struct that owns both and implements
+//! `Store` by delegation (see `tests/conformance.rs`). A backend that is
+//! expensive to set up can call [`run_all`] from a single test instead.
+//!
+//! The checks are deterministic apart from the two concurrency checks,
+//! which let four threads race and then verify the result is dense and
+//! unique.
+
+use std::collections::HashSet;
+
+use crate::{
+    AppendOutcome, ChannelAppend, ChannelOutcome, Media, MessageKind, NewMessage, ReadLimit,
+    ReadRange, Seq, Store, StoreError, StoredMessage,
+};
+
+/// A read limit that never cuts a page short in these checks.
+const ALL: ReadLimit = ReadLimit {
+    messages: 100_000,
+    bytes: usize::MAX,
+};
+
+/// A text message from `u1` on device `d1`.
+fn text(id: &str, body: &str, ts: u64) -> NewMessage {
+    NewMessage {
+        from: "u1".into(),
+        device: "d1".into(),
+        client_msg_id: id.into(),
+        kind: MessageKind::Text,
+        text: body.into(),
+        target: None,
+        media: None,
+        ts,
+    }
+}
+
+fn one(channel: &str, messages: Vec<NewMessage>) -> ChannelAppend {
+    ChannelAppend {
+        channel: channel.into(),
+        messages,
+    }
+}
+
+/// Appends to one channel and returns its outcome, panicking on error.
+fn append_one<S: Store>(store: &S, channel: &str, messages: Vec<NewMessage>) -> ChannelOutcome {
+    let mut out = store
+        .append(&[one(channel, messages)])
+        .unwrap_or_else(|e| panic!("append to {channel:?} failed: {e}"));
+    assert_eq!(out.len(), 1, "append must return one outcome per channel");
+    out.remove(0)
+}
+
+fn head<S: Store>(store: &S, channel: &str) -> u64 {
+    store
+        .head(channel)
+        .unwrap_or_else(|e| panic!("head of {channel:?} failed: {e}"))
+        .0
+}
+
+fn read<S: Store>(
+    store: &S,
+    channel: &str,
+    range: ReadRange,
+    limit: ReadLimit,
+) -> (Vec<u64>, bool) {
+    let page = store
+        .read(channel, range, limit)
+        .unwrap_or_else(|e| panic!("read {channel:?} {range:?} failed: {e}"));
+    (page.messages.iter().map(|m| m.seq).collect(), page.has_more)
+}
+
+/// The whole channel, paging forward.
+fn read_all<S: Store>(store: &S, channel: &str) -> Vec<StoredMessage> {
+    let mut all: Vec<StoredMessage> = Vec::new();
+    loop {
+        let after = Seq(all.last().map_or(0, |m| m.seq));
+        let page = store
+            .read(channel, ReadRange::After(after), ALL)
+            .unwrap_or_else(|e| panic!("read {channel:?} after {after} failed: {e}"));
+        let more = page.has_more;
+        assert!(
+            !(more && page.messages.is_empty()),
+            "read {channel:?}: an empty page must not claim has_more"
+        );
+        all.extend(page.messages);
+        if !more {
+            return all;
+        }
+    }
+}
+
+fn stored(seq: u64, ts: u64) -> AppendOutcome {
+    AppendOutcome::Stored { seq: Seq(seq), ts }
+}
+
+fn seqs(range: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+    range.collect()
+}
+
+/// Fills `channel` with messages 1..=n (text `"m{seq}"`, 2 or 3 bytes).
+fn fill<S: Store>(store: &S, channel: &str, n: u64) {
+    let msgs = (1..=n)
+        .map(|i| text(&format!("fill-{i}"), &format!("m{i}"), i))
+        .collect();
+    let out = append_one(store, channel, msgs);
+    assert_eq!(out.head, Seq(n), "filling {channel:?}");
+}
+
+/// An empty channel has head 0, and every read of it is an empty page
+/// without `has_more`.
+pub fn empty_channel_has_head_zero_and_reads_empty<S: Store>(store: &S) {
+    assert_eq!(head(store, "empty"), 0, "head of an empty channel");
+    for range in [
+        ReadRange::Latest,
+        ReadRange::After(Seq(0)),
+        ReadRange::After(Seq(5)),
+        ReadRange::Before(Seq(5)),
+        ReadRange::Before(Seq(u64::MAX)),
+    ] {
+        assert_eq!(
+            read(store, "empty", range, ALL),
+            (vec![], false),
+            "read {range:?} of an empty channel"
+        );
+    }
+}
+
+/// The first message of a channel gets seq 1 and its own timestamp.
+pub fn first_append_gets_seq_one<S: Store>(store: &S) {
+    let out = append_one(store, "first", vec![text("a", "hello", 1_000)]);
+    assert_eq!(out.outcomes, vec![stored(1, 1_000)], "first append outcome");
+    assert_eq!(out.head, Seq(1), "head reported by the first append");
+    assert_eq!(head(store, "first"), 1, "head after the first append");
+}
+
+/// Seqs are dense across several appends, in the order given, and each
+/// channel has its own sequence.
+pub fn seqs_are_dense_and_channels_independent<S: Store>(store: &S) {
+    let mut expected = 0;
+    for call in 0..5u64 {
+        let n = call + 1; // 1, 2, .. 5 messages per call
+        let msgs = (0..n)
+            .map(|i| text(&format!("a-{call}-{i}"), "x", call * 10 + i))
+            .collect();
+        let out = append_one(store, "dense:a", msgs);
+        let want: Vec<_> = (0..n)
+            .map(|i| stored(expected + 1 + i, call * 10 + i))
+            .collect();
+        assert_eq!(out.outcomes, want, "outcomes of call {call} on dense:a");
+        expected += n;
+        assert_eq!(out.head, Seq(expected), "head after call {call}");
+    }
+    let out = append_one(
+        store,
+        "dense:b",
+        vec![text("b-0", "y", 1), text("b-1", "y", 2)],
+    );
+    assert_eq!(
+        out.outcomes,
+        vec![stored(1, 1), stored(2, 2)],
+        "a second channel starts at seq 1"
+    );
+    assert_eq!(
+        head(store, "dense:a"),
+        expected,
+        "head of dense:a unchanged by dense:b"
+    );
+    let all = read_all(store, "dense:a");
+    assert_eq!(
+        all.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        seqs(1..=expected),
+        "dense:a holds every seq once, in order"
+    );
+    let ids: Vec<_> = all.iter().map(|m| m.client_msg_id.clone()).collect();
+    let mut want_ids = Vec::new();
+    for call in 0..5u64 {
+        for i in 0..=call {
+            want_ids.push(format!("a-{call}-{i}"));
+        }
+    }
+    assert_eq!(ids, want_ids, "messages are sequenced in the order given");
+}
+
+/// One call can append to several channels; each gets its own outcome, in
+/// the order of the request.
+pub fn one_call_appends_to_several_channels<S: Store>(store: &S) {
+    fill(store, "multi:b", 3);
+    let out = store
+        .append(&[
+            one("multi:a", vec![text("1", "x", 1), text("2", "x", 2)]),
+            one("multi:b", vec![text("3", "x", 3)]),
+            one("multi:c", vec![]),
+        ])
+        .unwrap_or_else(|e| panic!("multi-channel append failed: {e}"));
+    assert_eq!(out.len(), 3, "one outcome per channel");
+    assert_eq!(out[0].outcomes, vec![stored(1, 1), stored(2, 2)], "multi:a");
+    assert_eq!(out[0].head, Seq(2), "multi:a head");
+    assert_eq!(
+        out[1].outcomes,
+        vec![stored(4, 3)],
+        "multi:b continues after 3"
+    );
+    assert_eq!(out[1].head, Seq(4), "multi:b head");
+    assert_eq!(out[2].outcomes, vec![], "multi:c had no messages");
+    assert_eq!(out[2].head, Seq(0), "multi:c head");
+    assert_eq!(head(store, "multi:a"), 2, "multi:a head after");
+    assert_eq!(head(store, "multi:b"), 4, "multi:b head after");
+    assert_eq!(head(store, "multi:c"), 0, "multi:c head after");
+}
+
+/// An append with no channels, or with channels but no messages, stores
+/// nothing and moves no head.
+pub fn empty_append_changes_nothing<S: Store>(store: &S) {
+    fill(store, "noop", 2);
+    let out = store
+        .append(&[])
+        .unwrap_or_else(|e| panic!("empty append failed: {e}"));
+    assert!(out.is_empty(), "empty append returns no outcomes");
+    let out = append_one(store, "noop", vec![]);
+    assert_eq!(
+        out,
+        ChannelOutcome {
+            outcomes: vec![],
+            head: Seq(2)
+        },
+        "append of no messages"
+    );
+    assert_eq!(head(store, "noop"), 2, "head unchanged");
+}
+
+/// A repeated dedup key within one call is stored once; the repeat gets
+/// `Duplicate` with the first one's seq and ts and uses no seq.
+pub fn duplicate_within_one_call_is_stored_once<S: Store>(store: &S) {
+    let out = append_one(
+        store,
+        "dup:call",
+        vec![
+            text("a", "hello", 10),
+            text("a", "hello", 11),
+            text("b", "world", 12),
+        ],
+    );
+    assert_eq!(
+        out.outcomes,
+        vec![
+            stored(1, 10),
+            AppendOutcome::Duplicate {
+                seq: Seq(1),
+                ts: 10
+            },
+            stored(2, 12),
+        ],
+        "a duplicate within one call"
+    );
+    assert_eq!(out.head, Seq(2), "the duplicate used no seq");
+    let all = read_all(store, "dup:call");
+    assert_eq!(all.len(), 2, "stored once: {all:?}");
+    assert_eq!(all[0].ts, 10, "the original is kept");
+}
+
+/// A retry in a later call gets `Duplicate` with the original seq and ts,
+/// stores nothing, and leaves the head alone.
+pub fn duplicate_across_calls_returns_original<S: Store>(store: &S) {
+    append_one(
+        store,
+        "dup:later",
+        vec![text("a", "hello", 100), text("b", "x", 101)],
+    );
+    let out = append_one(store, "dup:later", vec![text("a", "hello", 200)]);
+    assert_eq!(
+        out.outcomes,
+        vec![AppendOutcome::Duplicate {
+            seq: Seq(1),
+            ts: 100
+        }],
+        "retry of an earlier message"
+    );
+    assert_eq!(out.head, Seq(2), "head unchanged by a duplicate");
+    assert_eq!(head(store, "dup:later"), 2, "head unchanged by a duplicate");
+    // A duplicate among new messages does not consume a seq.
+    let out = append_one(
+        store,
+        "dup:later",
+        vec![
+            text("c", "new", 300),
+            text("b", "x", 301),
+            text("d", "new", 302),
+        ],
+    );
+    assert_eq!(
+        out.outcomes,
+        vec![
+            stored(3, 300),
+            AppendOutcome::Duplicate {
+                seq: Seq(2),
+                ts: 101
+            },
+            stored(4, 302),
+        ],
+        "duplicate between new messages"
+    );
+    let all = read_all(store, "dup:later");
+    assert_eq!(
+        all.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        seqs(1..=4),
+        "dense, stored once"
+    );
+    assert_eq!(all[0].ts, 100, "original timestamp kept");
+}
+
+/// The same dedup key with different content (text, kind, target or media)
+/// is a `Conflict` carrying the original's seq; nothing is written.
+pub fn same_key_different_content_conflicts<S: Store>(store: &S) {
+    append_one(store, "conflict", vec![text("a", "hello", 1)]);
+    let variants = [
+        text("a", "hello!", 2),
+        NewMessage {
+            kind: MessageKind::Edit,
+            target: Some(1),
+            ..text("a", "hello", 2)
+        },
+        NewMessage {
+            kind: MessageKind::Media,
+            media: Some(Media {
+                url: "https://x/y".into(),
+                mime: "image/png".into(),
+                size: 1,
+            }),
+            ..text("a", "hello", 2)
+        },
+    ];
+    for v in variants {
+        let out = append_one(store, "conflict", vec![v.clone()]);
+        assert_eq!(
+            out.outcomes,
+            vec![AppendOutcome::Conflict { seq: Seq(1) }],
+            "same key, different content: {v:?}"
+        );
+        assert_eq!(out.head, Seq(1), "a conflict writes nothing");
+    }
+    // Within one call too.
+    let out = append_one(
+        store,
+        "conflict:call",
+        vec![text("k", "one", 1), text("k", "two", 2)],
+    );
+    assert_eq!(
+        out.outcomes,
+        vec![stored(1, 1), AppendOutcome::Conflict { seq: Seq(1) }],
+        "conflict within one call"
+    );
+    let all = read_all(store, "conflict");
+    assert_eq!(all.len(), 1, "only the original is stored");
+    assert_eq!(all[0].text, "hello", "the original is unchanged");
+}
+
+/// The dedup key is (channel, from, device, client_msg_id): the same id from
+/// another channel, user or device is a new message.
+pub fn dedup_key_is_scoped_to_channel_sender_and_device<S: Store>(store: &S) {
+    let base = text("same", "hi", 1);
+    append_one(store, "scope:a", vec![base.clone()]);
+    let other_user = NewMessage {
+        from: "u2".into(),
+        ..base.clone()
+    };
+    let other_device = NewMessage {
+        device: "d2".into(),
+        ..base.clone()
+    };
+    let out = append_one(store, "scope:a", vec![other_user, other_device]);
+    assert_eq!(
+        out.outcomes,
+        vec![stored(2, 1), stored(3, 1)],
+        "same client_msg_id from another user / device"
+    );
+    let out = append_one(store, "scope:b", vec![base]);
+    assert_eq!(
+        out.outcomes,
+        vec![stored(1, 1)],
+        "same key in another channel"
+    );
+}
+
+/// One expected page: what to read, and the seqs and `has_more` it must give.
+type Expect = (ReadRange, ReadLimit, std::ops::RangeInclusive<u64>, bool);
+
+/// Reads each case and compares; an empty range ([`NONE`]) means an empty page.
+fn expect_pages<S: Store>(store: &S, channel: &str, cases: &[Expect]) {
+    for (range, limit, want, more) in cases {
+        assert_eq!(
+            read(store, channel, *range, *limit),
+            (want.clone().collect::<Vec<_>>(), *more),
+            "read {channel:?} {range:?} with {limit:?}: (seqs, has_more)"
+        );
+    }
+}
+
+const fn msgs(messages: usize) -> ReadLimit {
+    ReadLimit {
+        messages,
+        bytes: usize::MAX,
+    }
+}
+
+const fn bytes(bytes: usize) -> ReadLimit {
+    ReadLimit {
+        messages: 100,
+        bytes,
+    }
+}
+
+/// No messages: an empty range of seqs.
+#[allow(clippy::reversed_empty_ranges)] // deliberately empty
+const NONE: std::ops::RangeInclusive<u64> = 1..=0;
+
+/// `After(s)` pages forward from s+1 (exclusive bound), with `has_more` set
+/// while newer messages remain. A message limit of 0 counts as 1.
+pub fn read_after_pages_forward<S: Store>(store: &S) {
+    use ReadRange::After;
+    fill(store, "after", 10);
+    expect_pages(
+        store,
+        "after",
+        &[
+            (After(Seq(0)), msgs(4), 1..=4, true),
+            (After(Seq(4)), msgs(4), 5..=8, true),
+            (After(Seq(8)), msgs(4), 9..=10, false),
+            (After(Seq(6)), msgs(4), 7..=10, false), // exactly the rest
+            (After(Seq(5)), ALL, 6..=10, false),
+            (After(Seq(10)), msgs(4), NONE, false), // at the head
+            (After(Seq(99)), msgs(4), NONE, false), // beyond the head
+            (After(Seq(u64::MAX)), msgs(4), NONE, false),
+            (After(Seq(0)), msgs(0), 1..=1, true),
+        ],
+    );
+}
+
+/// `Latest` and `Before(s)` page backward (exclusive bound) and return pages
+/// ascending, with `has_more` set while older messages remain. Neighbouring
+/// channels (one name a prefix of another) never leak into a page.
+pub fn read_before_and_latest_page_backward<S: Store>(store: &S) {
+    use ReadRange::{Before, Latest};
+    fill(store, "before", 10);
+    fill(store, "before2", 3);
+    fill(store, "befor", 2);
+    expect_pages(
+        store,
+        "before",
+        &[
+            (Latest, msgs(4), 7..=10, true),
+            (Before(Seq(7)), msgs(4), 3..=6, true),
+            (Before(Seq(3)), msgs(4), 1..=2, false),
+            (Before(Seq(5)), msgs(4), 1..=4, false), // exactly the rest
+            (Before(Seq(11)), ALL, 1..=10, false),
+            (Before(Seq(u64::MAX)), msgs(4), 7..=10, true),
+            (Latest, ALL, 1..=10, false),
+            (Latest, msgs(0), 10..=10, true),
+        ],
+    );
+    expect_pages(store, "befor", &[(Latest, ALL, 1..=2, false)]);
+    expect_pages(store, "before2", &[(Latest, ALL, 1..=3, false)]);
+}
+
+/// `Before(0)` and `Before(1)` are empty: nothing precedes seq 1.
+pub fn before_zero_and_one_are_empty<S: Store>(store: &S) {
+    use ReadRange::Before;
+    fill(store, "b01", 3);
+    expect_pages(
+        store,
+        "b01",
+        &[
+            (Before(Seq(0)), ALL, NONE, false),
+            (Before(Seq(1)), ALL, NONE, false),
+            (Before(Seq(2)), ALL, 1..=1, false),
+        ],
+    );
+}
+
+/// A byte limit ends the page once its text reaches the limit (the message
+/// that reaches it is included), and a page holds at least one message even
+/// when that one alone is over the limit.
+pub fn byte_limit_returns_at_least_one_message<S: Store>(store: &S) {
+    use ReadRange::{After, Before, Latest};
+    let ten_bytes = (1..=6)
+        .map(|i| text(&format!("b{i}"), &"x".repeat(10), i))
+        .collect();
+    append_one(store, "bytes", ten_bytes);
+    expect_pages(
+        store,
+        "bytes",
+        &[
+            (After(Seq(0)), bytes(1), 1..=1, true),
+            (Latest, bytes(1), 6..=6, true),
+            (After(Seq(0)), bytes(0), 1..=1, true),
+            (After(Seq(0)), bytes(25), 1..=3, true), // 30 bytes reach 25
+            (After(Seq(0)), bytes(20), 1..=2, true), // 20 bytes reach 20
+            (Before(Seq(6)), bytes(20), 4..=5, true),
+            (After(Seq(3)), bytes(30), 4..=6, false), // exactly the rest
+        ],
+    );
+    append_one(store, "bytes", vec![text("big", &"y".repeat(5_000), 7)]);
+    expect_pages(store, "bytes", &[(Latest, bytes(100), 7..=7, true)]);
+}
+
+/// Every field of a message reads back exactly as written: kinds, unicode
+/// text, targets, media, extreme timestamps, a 400 KB text.
+pub fn messages_round_trip_exactly<S: Store>(store: &S) {
+    let big: String = "ab€😀".repeat(400 * 1024 / 9 + 1);
+    assert!(big.len() >= 400 * 1024);
+    let msgs = vec![
+        text(
+            "t",
+            "héllo 👋 مرحبا 你好 \u{0} \n\t\"'\\",
+            1_700_000_000_000,
+        ),
+        NewMessage {
+            from: "user-ü".into(),
+            device: "📱".into(),
+            client_msg_id: "id with spaces/and:colons".into(),
+            kind: MessageKind::Media,
+            text: "caption".into(),
+            target: None,
+            media: Some(Media {
+                url: "https://cdn.example/objects/abc?x=1&y=2".into(),
+                mime: "image/jpeg".into(),
+                size: u64::MAX,
+            }),
+            ts: 0,
+        },
+        NewMessage {
+            kind: MessageKind::Edit,
+            target: Some(1),
+            ..text("e", "hello, edited", u64::MAX)
+        },
+        NewMessage {
+            kind: MessageKind::Delete,
+            target: Some(u64::MAX),
+            ..text("d", "", 5)
+        },
+        NewMessage {
+            from: String::new(),
+            device: String::new(),
+            ..text("", "empty ids", 6)
+        },
+        text("big", &big, 7),
+    ];
+    let out = append_one(store, "round:trip ü", msgs.clone());
+    assert_eq!(out.head, Seq(msgs.len() as u64), "all stored");
+    let want: Vec<StoredMessage> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| StoredMessage::from_new(Seq(i as u64 + 1), m))
+        .collect();
+    let got = read_all(store, "round:trip ü");
+    assert_eq!(got.len(), want.len(), "message count");
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            g == w,
+            "message {} does not round-trip (text {} bytes)",
+            w.seq,
+            w.text.len()
+        );
+    }
+    let latest = store
+        .read(
+            "round:trip ü",
+            ReadRange::Latest,
+            ReadLimit {
+                messages: 1,
+                bytes: usize::MAX,
+            },
+        )
+        .unwrap_or_else(|e| panic!("read latest failed: {e}"));
+    assert!(
+        latest.messages == want[want.len() - 1..],
+        "the 400 KB message reads back via Latest"
+    );
+}
+
+/// The same channel twice in one call is refused with `Invalid`, and the
+/// whole call (every channel in it) writes nothing.
+pub fn same_channel_twice_in_one_call_is_invalid<S: Store>(store: &S) {
+    fill(store, "twice", 1);
+    let res = store.append(&[
+        one("twice:other", vec![text("o", "x", 1)]),
+        one("twice", vec![text("a", "x", 1)]),
+        one("twice", vec![text("b", "x", 2)]),
+    ]);
+    assert!(
+        matches!(res, Err(StoreError::Invalid(_))),
+        "same channel twice must be Invalid, got {res:?}"
+    );
+    assert_eq!(
+        head(store, "twice"),
+        1,
+        "nothing written to the repeated channel"
+    );
+    assert_eq!(
+        head(store, "twice:other"),
+        0,
+        "nothing written to the other channel"
+    );
+    let out = append_one(store, "twice", vec![text("a", "x", 1)]);
+    assert_eq!(
+        out.outcomes,
+        vec![stored(2, 1)],
+        "the refused call left no dedup key"
+    );
+}
+
+const THREADS: u64 = 4;
+const CALLS_PER_THREAD: u64 = 25;
+const MSGS_PER_CALL: u64 = 2;
+
+/// Appends from `THREADS` threads; thread `t` writes to `channel_of(t)`.
+/// Returns, per thread, the (seq, client_msg_id) of everything it stored.
+fn race<S: Store>(store: &S, channel_of: impl Fn(u64) -> String + Sync) -> Vec<Vec<(u64, String)>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let channel_of = &channel_of;
+                s.spawn(move || {
+                    let channel = channel_of(t);
+                    let mut mine = Vec::new();
+                    for c in 0..CALLS_PER_THREAD {
+                        let msgs: Vec<_> = (0..MSGS_PER_CALL)
+                            .map(|i| NewMessage {
+                                from: format!("u{t}"),
+                                ..text(&format!("t{t}-c{c}-m{i}"), "race", c)
+                            })
+                            .collect();
+                        let out = append_one(store, &channel, msgs.clone());
+                        for (m, o) in msgs.iter().zip(&out.outcomes) {
+                            match o {
+                                AppendOutcome::Stored { seq, .. } => {
+                                    mine.push((seq.0, m.client_msg_id.clone()));
+                                }
+                                other => panic!("thread {t}: unique message got {other:?}"),
+                            }
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("an appending thread panicked"))
+            })
+            .collect()
+    })
+}
+
+/// Checks that `channel` holds exactly `got`'s messages at seqs 1..=n.
+fn assert_dense(store: &impl Store, channel: &str, got: &[(u64, String)]) {
+    let n = got.len() as u64;
+    let mut seen = HashSet::new();
+    for (seq, _) in got {
+        assert!(seen.insert(*seq), "{channel}: seq {seq} assigned twice");
+    }
+    assert!(
+        (1..=n).all(|s| seen.contains(&s)),
+        "{channel}: seqs have a hole: {:?}",
+        {
+            let mut v: Vec<_> = seen.iter().copied().collect();
+            v.sort_unstable();
+            v
+        }
+    );
+    assert_eq!(head(store, channel), n, "{channel}: head");
+    let all = read_all(store, channel);
+    assert_eq!(all.len() as u64, n, "{channel}: stored message count");
+    for (seq, id) in got {
+        let m = &all[(*seq - 1) as usize];
+        assert_eq!(m.seq, *seq, "{channel}: message order");
+        assert_eq!(&m.client_msg_id, id, "{channel}: message at seq {seq}");
+    }
+}
+
+/// Appends racing from four threads to one channel serialize: seqs stay
+/// dense and unique, and each thread's own messages are in its order.
+pub fn concurrent_appends_to_one_channel_stay_dense<S: Store>(store: &S) {
+    let per_thread = race(store, |_| "race:one".to_string());
+    for (t, mine) in per_thread.iter().enumerate() {
+        assert!(
+            mine.windows(2).all(|w| w[0].0 < w[1].0),
+            "thread {t}: its seqs must increase: {mine:?}"
+        );
+    }
+    let all: Vec<_> = per_thread.into_iter().flatten().collect();
+    assert_eq!(all.len() as u64, THREADS * CALLS_PER_THREAD * MSGS_PER_CALL);
+    assert_dense(store, "race:one", &all);
+}
+
+/// Appends racing from four threads to four channels leave each channel
+/// dense, unique and independent.
+pub fn concurrent_appends_to_different_channels_stay_dense<S: Store>(store: &S) {
+    let per_thread = race(store, |t| format!("race:{t}"));
+    for (t, mine) in per_thread.iter().enumerate() {
+        assert_dense(store, &format!("race:{t}"), mine);
+    }
+}
+
+/// Every check, in order, each on a fresh store from `make`. For backends
+/// that prefer one test over many (expensive setup).
+pub fn run_all<S: Store>(make: impl Fn() -> S) {
+    for (&check, name) in CheckId::ALL.iter().zip(CHECK_NAMES) {
+        tracing::debug!(check = name, "conformance");
+        let store = make();
+        check.run(&store);
+    }
+}
+
+/// Generates, from one list of check names, the list [`run_all`] walks and
+/// the exported [`conformance_tests!`](crate::conformance_tests) macro, so
+/// the two can never drift apart. `$d` is a literal `$`, which the inner
+/// macro needs for its own metavariables.
+macro_rules! checks {
+    ($d:tt; $($name:ident),* $(,)?) => {
+        /// The names of all checks, in the order [`run_all`] runs them.
+        pub const CHECK_NAMES: &[&str] = &[$(stringify!($name)),*];
+
+        /// One value per check, so [`run_all`] can iterate over them (a
+        /// generic fn cannot be stored without naming its type parameter).
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy)]
+        enum CheckId { $($name),* }
+
+        impl CheckId {
+            const ALL: &[CheckId] = &[$(CheckId::$name),*];
+
+            fn run<S: Store>(self, store: &S) {
+                match self { $(CheckId::$name => $name(store)),* }
+            }
+        }
+
+        /// Instantiates the whole conformance suite as one `#[test]` per check
+        /// in a module `$modname`. `$make` is evaluated once per test, inside
+        /// that module (which glob-imports its parent, so names in scope at
+        /// the call site work), and must yield a fresh [`Store`](crate::Store).
+        ///
+        /// ```
+        /// storage::conformance_tests!(mem_store, storage::MemStore::new());
+        /// ```
+        #[macro_export]
+        macro_rules! conformance_tests {
+            ($d modname:ident, $d make:expr) => {
+                mod $d modname {
+                    #[allow(unused_imports)]
+                    use super::*;
+                    $(
+                        #[test]
+                        fn $name() {
+                            let store = $d make;
+                            $d crate::conformance::$name(&store);
+                        }
+                    )*
+                }
+            };
+        }
+    };
+}
+
+checks!(
+    $;
+    empty_channel_has_head_zero_and_reads_empty,
+    first_append_gets_seq_one,
+    seqs_are_dense_and_channels_independent,
+    one_call_appends_to_several_channels,
+    empty_append_changes_nothing,
+    duplicate_within_one_call_is_stored_once,
+    duplicate_across_calls_returns_original,
+    same_key_different_content_conflicts,
+    dedup_key_is_scoped_to_channel_sender_and_device,
+    read_after_pages_forward,
+    read_before_and_latest_page_backward,
+    before_zero_and_one_are_empty,
+    byte_limit_returns_at_least_one_message,
+    messages_round_trip_exactly,
+    same_channel_twice_in_one_call_is_invalid,
+    concurrent_appends_to_one_channel_stay_dense,
+    concurrent_appends_to_different_channels_stay_dense,
+);
+
+#[cfg(test)]
+mod tests {
+    // The suite against MemStore, from inside the crate (textual scope:
+    // a macro-expanded exported macro cannot be named by path here).
+    conformance_tests!(mem_store_in_crate, crate::MemStore::new());
+
+    #[test]
+    fn run_all_runs_every_check() {
+        assert_eq!(super::CheckId::ALL.len(), super::CHECK_NAMES.len());
+        super::run_all(crate::MemStore::new);
+    }
+}

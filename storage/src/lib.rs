@@ -1,0 +1,129 @@
+//! Durable, ordered, per-channel chat history behind one small trait.
+//!
+//! # What the store is
+//!
+//! Every channel (a DM, a group, a room) is a dense sequence of messages,
+//! numbered from 1. The [`Store`] is the authority on that sequence: the
+//! gateway's owner shard of a channel hands it a batch of new messages, the
+//! store assigns each the next [`Seq`] after the channel's head *in the same
+//! atomic write that stores it*, deduplicates retries by `client_msg_id`, and
+//! returns only once the write is durable. Nothing is acked to a sender or
+//! fanned out to a subscriber before that. History paging, resume after a
+//! disconnect, catch-up of slow consumers and unread counts are all reads of
+//! the same sequence.
+//!
+//! # The contract, in short
+//!
+//! The full text is on [`Store`]; [`conformance`] checks it. In short:
+//!
+//! - **Sequencing.** Seqs are dense per channel, start at 1, and follow the
+//!   order given. A failed append stores nothing and moves no head, so seqs
+//!   are never skipped or reused.
+//! - **Atomicity.** One [`Store::append`] call is all-or-nothing across all
+//!   its channels (this is the gateway's group commit: one shard's turn of
+//!   work becomes one write and one fsync).
+//! - **Durability.** `Ok` means durable to the backend's configured level.
+//! - **Idempotency.** (channel, from, device, client_msg_id) identifies a
+//!   message. A retry with the same content gets
+//!   [`AppendOutcome::Duplicate`] with the original seq and timestamp; the
+//!   same key with different content gets [`AppendOutcome::Conflict`].
+//! - **Reads** return pages ascending by seq with exclusive bounds, a message
+//!   and byte limit, and `has_more` in the direction read.
+//! - **Blocking.** Every call may block on I/O: callers run them on dedicated
+//!   threads, never on a shard's executor.
+//!
+//! # Backends
+//!
+//! - [`EmbeddedStore`] (`embedded.rs`): the default, what `cargo run` uses
+//!   with no setup. Data lives in a local directory in
+//!   [fjall](https://docs.rs/fjall), an LSM-tree engine with atomic
+//!   cross-keyspace write batches and an explicit persist mode per batch.
+//!   One append is one fjall batch and (by default) one `fdatasync`.
+//! - FoundationDB (later, behind the cargo feature `fdb`): tuple-encoded
+//!   keys, the append as one transaction that reads the head, writes messages
+//!   and dedup keys and sets the new head. It lets many gateway nodes share
+//!   one history.
+//! - [`MemStore`] (`memory.rs`): a `BTreeMap` under a mutex. For unit tests
+//!   of code above the store; it keeps nothing across a restart.
+//!
+//! # Testing tools
+//!
+//! - [`FaultyStore`] (`fault.rs`) wraps any backend and injects faults on
+//!   command through its [`Faults`] handle: failed appends (nothing written),
+//!   slow appends, failed reads, and poisoning (as after a failed fsync).
+//! - [`conformance`] is the suite every backend must pass: one public
+//!   function per behaviour, and the [`conformance_tests!`] macro that
+//!   instantiates all of them as `#[test]`s for a backend in one line. See
+//!   `tests/conformance.rs`.
+//!
+//! # On-disk layout (embedded backend)
+//!
+//! ```text
+//! <dir>/LOCK     exclusive advisory lock, held while the store is open
+//! <dir>/fjall/   the fjall database, with four keyspaces:
+//!   meta   "format"                                 -> u32 BE format version
+//!   msgs   u16 BE len | channel | u64 BE seq       -> v1 | rkyv(StoredMessage)
+//!   heads  channel                                  -> v1 | u64 BE head
+//!   dedup  u16 BE len | channel | u8 len | from
+//!          | u8 len | device | client_msg_id        -> v1 | seq | ts | hash
+//! ```
+//!
+//! Big-endian, length-prefixed keys make a channel's messages one contiguous
+//! key range sorted by seq, and no channel's range can interleave with
+//! another's (`room:a` and `room:ab` differ in their length prefix). Every
+//! value starts with a one-byte value-format version, and `meta/format`
+//! holds the store-format version: a directory written by an unknown version
+//! is refused ([`StoreError::UnsupportedFormat`], [`StoreError::Corrupt`]),
+//! never misread. The exact encoding is documented in `embedded.rs`.
+//!
+//! # Durability levels (embedded backend)
+//!
+//! - [`Durability::Fsync`] (default): an acked append has been `fdatasync`ed;
+//!   it survives a power cut. A failed commit *poisons* the store: it refuses
+//!   every later write ([`StoreError::Poisoned`]) and reports
+//!   [`Health::Poisoned`], because after a failed fsync the kernel may have
+//!   dropped the dirty pages and retrying would pretend otherwise.
+//! - [`Durability::Buffered`]: an acked append has been written to the OS; it
+//!   survives a crash of the process but not of the machine. For benchmarks
+//!   and development.
+//!
+//! # Where to go
+//!
+//! | file | what |
+//! |---|---|
+//! | `types.rs` | values crossing the boundary: [`Seq`], [`NewMessage`], [`StoredMessage`], [`ReadRange`], [`Page`], … |
+//! | `store.rs` | the [`Store`] trait and its contract |
+//! | `error.rs` | [`StoreError`], retryable or not as data |
+//! | `embedded.rs` | [`EmbeddedStore`] on fjall, its key layout and codecs |
+//! | `memory.rs` | [`MemStore`] |
+//! | `fault.rs` | [`FaultyStore`] and [`Faults`] |
+//! | `conformance.rs` | the suite and [`conformance_tests!`] |
+
+pub mod conformance;
+pub mod embedded;
+pub mod error;
+pub mod fault;
+pub mod memory;
+pub mod store;
+pub mod types;
+
+pub use embedded::{Durability, EmbeddedConfig, EmbeddedStore};
+pub use error::StoreError;
+pub use fault::{Faults, FaultyStore};
+pub use memory::MemStore;
+pub use store::Store;
+pub use types::{
+    AppendOutcome, ChannelAppend, ChannelOutcome, Health, Media, MessageKind, NewMessage, Page,
+    ReadLimit, ReadRange, Seq, StoredMessage,
+};
+
+/// Whether two messages carry the same content for idempotency: kind, text,
+/// target and media equal (sender, device, id and timestamp are not content).
+pub(crate) fn same_content(a: &NewMessage, b: &NewMessage) -> bool {
+    a.kind == b.kind && a.text == b.text && a.target == b.target && a.media == b.media
+}
+
+/// The number of messages a read may return: `limit.messages`, at least 1.
+pub(crate) fn max_messages(limit: ReadLimit) -> usize {
+    limit.messages.max(1)
+}

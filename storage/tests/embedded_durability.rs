@@ -1,0 +1,238 @@
+//! What the embedded store keeps across a restart, and how it refuses what it
+//! must refuse: a second opener, an unknown format, writes after a failure.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use storage::{
+    AppendOutcome, ChannelAppend, EmbeddedConfig, EmbeddedStore, FaultyStore, Health, MessageKind,
+    NewMessage, ReadLimit, ReadRange, Seq, Store, StoreError,
+};
+
+fn msg(id: &str, text: &str, ts: u64) -> NewMessage {
+    NewMessage {
+        from: "alice".into(),
+        device: "phone".into(),
+        client_msg_id: id.into(),
+        kind: MessageKind::Text,
+        text: text.into(),
+        target: None,
+        media: None,
+        ts,
+    }
+}
+
+fn append(store: &impl Store, channel: &str, msgs: Vec<NewMessage>) -> Vec<AppendOutcome> {
+    let mut out = store
+        .append(&[ChannelAppend {
+            channel: channel.into(),
+            messages: msgs,
+        }])
+        .unwrap();
+    out.remove(0).outcomes
+}
+
+fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+    EmbeddedStore::open(&EmbeddedConfig::new(dir))
+}
+
+const ALL: ReadLimit = ReadLimit {
+    messages: 10_000,
+    bytes: usize::MAX,
+};
+
+#[test]
+fn reopen_after_drop_keeps_messages_heads_and_dedup_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut written = Vec::new();
+    {
+        let store = open(dir.path()).unwrap();
+        for i in 0..20u64 {
+            let m = msg(&format!("m{i}"), &format!("text {i}"), 1_000 + i);
+            append(&store, "room:a", vec![m.clone()]);
+            written.push(m);
+        }
+        append(&store, "room:ab", vec![msg("x", "other", 1)]);
+    }
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.head("room:a").unwrap(), Seq(20));
+    assert_eq!(store.head("room:ab").unwrap(), Seq(1));
+    let page = store.read("room:a", ReadRange::After(Seq(0)), ALL).unwrap();
+    assert!(!page.has_more);
+    let got: Vec<_> = page
+        .messages
+        .iter()
+        .map(|m| (m.seq, m.text.clone(), m.ts))
+        .collect();
+    let want: Vec<_> = written
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (i as u64 + 1, m.text.clone(), m.ts))
+        .collect();
+    assert_eq!(got, want);
+    // Dedup keys survived: a retry is a duplicate with the original ts.
+    assert_eq!(
+        append(&store, "room:a", vec![msg("m3", "text 3", 9_999)]),
+        vec![AppendOutcome::Duplicate {
+            seq: Seq(4),
+            ts: 1_003
+        }]
+    );
+    assert_eq!(
+        append(&store, "room:a", vec![msg("m3", "changed", 9_999)]),
+        vec![AppendOutcome::Conflict { seq: Seq(4) }]
+    );
+    // And the sequence continues densely from the stored head.
+    assert_eq!(
+        append(&store, "room:a", vec![msg("new", "after restart", 2_000)]),
+        vec![AppendOutcome::Stored {
+            seq: Seq(21),
+            ts: 2_000
+        }]
+    );
+}
+
+#[test]
+fn second_open_of_the_same_dir_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path()).unwrap();
+    let second = open(dir.path());
+    assert!(
+        matches!(second, Err(StoreError::Locked { .. })),
+        "expected Locked, got {second:?}"
+    );
+    drop(first);
+    // Released on drop.
+    open(dir.path()).unwrap();
+}
+
+#[test]
+fn dir_with_another_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()).unwrap());
+    {
+        // Rewrite meta/format as a future version would.
+        let db = fjall::Database::builder(dir.path().join("fjall"))
+            .open()
+            .unwrap();
+        let meta = db
+            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        meta.insert("format", 99u32.to_be_bytes().to_vec()).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    match open(dir.path()) {
+        Err(StoreError::UnsupportedFormat { found, supported }) => {
+            assert_eq!(found, 99);
+            assert_eq!(supported, storage::embedded::FORMAT_VERSION);
+        }
+        other => panic!("expected UnsupportedFormat, got {other:?}"),
+    }
+}
+
+#[test]
+fn injected_append_failure_writes_nothing_and_sequence_continues_densely() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FaultyStore::new(open(dir.path()).unwrap());
+    append(&store, "ch", vec![msg("a", "1", 1)]);
+
+    store.faults().fail_next_appends(2);
+    for _ in 0..2 {
+        let res = store.append(&[ChannelAppend {
+            channel: "ch".into(),
+            messages: vec![msg("b", "2", 2)],
+        }]);
+        match res {
+            Err(e @ StoreError::Unavailable(_)) => assert!(e.is_retryable()),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+    assert_eq!(store.head("ch").unwrap(), Seq(1));
+    // The retry is stored (not a duplicate: the failed call left no key).
+    assert_eq!(
+        append(&store, "ch", vec![msg("b", "2", 2)]),
+        vec![AppendOutcome::Stored { seq: Seq(2), ts: 2 }]
+    );
+    assert_eq!(store.faults().appends_attempted(), 4);
+    let seqs: Vec<_> = store
+        .read("ch", ReadRange::Latest, ALL)
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2]);
+}
+
+#[test]
+fn poisoned_store_refuses_writes_and_reports_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FaultyStore::new(open(dir.path()).unwrap());
+    append(&store, "ch", vec![msg("a", "1", 1)]);
+    assert_eq!(store.health(), Health::Healthy);
+
+    store.faults().poison_next_append();
+    let batch = [ChannelAppend {
+        channel: "ch".into(),
+        messages: vec![msg("b", "2", 2)],
+    }];
+    for _ in 0..3 {
+        let res = store.append(&batch);
+        match res {
+            Err(e @ StoreError::Poisoned(_)) => assert!(!e.is_retryable()),
+            other => panic!("expected Poisoned, got {other:?}"),
+        }
+    }
+    assert!(matches!(store.health(), Health::Poisoned(_)));
+    // Nothing was written, and reads still work.
+    assert_eq!(store.head("ch").unwrap(), Seq(1));
+    assert_eq!(
+        store
+            .read("ch", ReadRange::Latest, ALL)
+            .unwrap()
+            .messages
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn buffered_durability_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EmbeddedConfig {
+        durability: storage::Durability::Buffered,
+        ..EmbeddedConfig::new(dir.path())
+    };
+    {
+        let store = EmbeddedStore::open(&cfg).unwrap();
+        append(&store, "ch", vec![msg("a", "1", 1), msg("b", "2", 2)]);
+    }
+    let store = EmbeddedStore::open(&cfg).unwrap();
+    assert_eq!(store.head("ch").unwrap(), Seq(2));
+}
+
+#[test]
+fn overlong_key_is_invalid_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let mut bad = msg("b", "x", 2);
+    bad.device = "d".repeat(300); // over the 255-byte device id limit
+    let res = store.append(&[
+        ChannelAppend {
+            channel: "ok".into(),
+            messages: vec![msg("a", "x", 1)],
+        },
+        ChannelAppend {
+            channel: "bad".into(),
+            messages: vec![bad],
+        },
+    ]);
+    assert!(matches!(res, Err(StoreError::Invalid(_))), "{res:?}");
+    assert_eq!(store.head("ok").unwrap(), Seq(0));
+    assert_eq!(store.health(), Health::Healthy);
+    assert_eq!(
+        append(&store, "ok", vec![msg("a", "x", 1)]),
+        vec![AppendOutcome::Stored { seq: Seq(1), ts: 1 }]
+    );
+}
