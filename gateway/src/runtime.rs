@@ -559,9 +559,41 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, head: RequestHead, res
     if !rest.is_empty() {
         driver.feed(&rest);
     }
-    (&mut driver).await;
-    let _ = driver.stream.close().await;
+    let end = (&mut driver).await;
     shard.with(|st| st.close_conn(conn));
+    let mut stream = driver.stream;
+    if end == SessionEnd::CloseSent {
+        linger(&mut stream).await;
+    }
+    let _ = stream.close().await;
+}
+
+/// After our close frame: half-close and discard what the client still
+/// sends (bounded in time and bytes), so that a client in the middle of
+/// writing reads the close frame instead of a reset.
+async fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    let _ = glommio::timer::timeout(Duration::from_millis(1000), async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0usize;
+        while total < 8 * 1024 * 1024 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// How a WebSocket session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SessionEnd {
+    /// The peer closed the socket, or it failed.
+    PeerGone,
+    /// We wrote a close frame.
+    CloseSent,
 }
 
 /// The poll-driven half of a WebSocket session.
@@ -599,9 +631,9 @@ fn close_reason(e: &protocol::ws::WsError) -> &'static str {
 }
 
 impl Future for &mut Driver {
-    type Output = ();
+    type Output = SessionEnd;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SessionEnd> {
         let this = &mut **self.get_mut();
         let budget = this.shard.cfg.outbox_budget_bytes;
         // Bounded work per poll so one busy connection cannot starve others.
@@ -614,12 +646,14 @@ impl Future for &mut Driver {
                 let mut st = this.shard.state.borrow_mut();
                 let draining = st.draining;
                 let Some(conn) = st.conns.get_mut(&this.conn) else {
-                    return Poll::Ready(());
+                    return Poll::Ready(SessionEnd::PeerGone);
                 };
                 let ob = &mut conn.outbox;
                 while ob.pending() > 0 {
                     match Pin::new(&mut this.stream).poll_write(cx, &ob.buf[ob.pos..]) {
-                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                            return Poll::Ready(SessionEnd::PeerGone)
+                        }
                         Poll::Ready(Ok(n)) => {
                             progressed = true;
                             drained = ob.wrote(n);
@@ -632,7 +666,7 @@ impl Future for &mut Driver {
                 }
                 if ob.pending() == 0 {
                     if this.closing {
-                        return Poll::Ready(());
+                        return Poll::Ready(SessionEnd::CloseSent);
                     }
                     if let Some(c) = ob.close {
                         let mut frame = Vec::new();
@@ -664,7 +698,9 @@ impl Future for &mut Driver {
             let read = {
                 let mut buf = this.shard.read_buf.borrow_mut();
                 match Pin::new(&mut this.stream).poll_read(cx, &mut buf[..]) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(SessionEnd::PeerGone)
+                    }
                     Poll::Ready(Ok(n)) => Some(n),
                     Poll::Pending => None,
                 }
@@ -689,7 +725,7 @@ impl Future for &mut Driver {
             if !progressed {
                 let mut st = this.shard.state.borrow_mut();
                 let Some(conn) = st.conns.get_mut(&this.conn) else {
-                    return Poll::Ready(());
+                    return Poll::Ready(SessionEnd::PeerGone);
                 };
                 let queued = conn.outbox.pending() > 0 && !write_blocked;
                 if queued || (conn.outbox.close.is_some() && !this.closing && !write_blocked) {
