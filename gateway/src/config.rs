@@ -211,12 +211,8 @@ impl Config {
         if self.max_request_head_bytes < 1024 {
             return Err(invalid("max_request_head_bytes", "must be at least 1 KiB"));
         }
-        if self.auth_secret.is_some() {
-            return Err(invalid(
-                "auth_secret",
-                "token auth is not implemented in this version yet; run without a secret \
-                 (dev auth, loopback only)",
-            ));
+        if self.auth_secret.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("auth_secret", "must not be empty"));
         }
         if self.auth_secret.is_none() && !self.listen.ip().is_loopback() {
             return Err(invalid(

@@ -136,6 +136,8 @@ pub(crate) struct Conn {
     pub(crate) subs: HashMap<Arc<str>, Sub>,
     /// Last time a frame arrived (ms since the epoch), for the idle check.
     pub(crate) last_rx_ms: u64,
+    /// When the token expires (ms since the epoch); closed with 4001 then.
+    pub(crate) expires_ms: Option<u64>,
 }
 
 impl Conn {
@@ -146,6 +148,7 @@ impl Conn {
             outbox: Outbox::default(),
             subs: HashMap::new(),
             last_rx_ms: now_ms,
+            expires_ms: None,
         }
     }
 }

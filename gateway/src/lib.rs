@@ -61,6 +61,7 @@
 //! - [`runtime`]: sockets, tasks, mesh, timers, shutdown. [`server`]: start/stop.
 //! - [`store_io`]: store calls off the executors. [`hash`]: the owner hash.
 
+pub mod auth;
 pub mod config;
 pub mod hash;
 pub mod protocol;

@@ -26,6 +26,60 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
+    /// Print a token (HS256 JWT) signed with the auth secret.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Clone)]
+struct TokenArgs {
+    /// User id (`sub`).
+    #[arg(long)]
+    user: String,
+    /// Device id (optional; the gateway uses `default` without one).
+    #[arg(long)]
+    device: Option<String>,
+    /// Lifetime: 90s, 15m, 1h, 7d [default: 1h].
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// HMAC secret for tokens.
+    #[arg(long, env = "GATEWAY_AUTH_SECRET", hide_env_values = true)]
+    auth_secret: Option<String>,
+    /// TOML config file (for its auth_secret).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn token(a: &TokenArgs) -> anyhow::Result<()> {
+    let from_file = match &a.config {
+        Some(path) => Config::from_file(path)?.auth_secret,
+        None => None,
+    };
+    let secret = a
+        .auth_secret
+        .clone()
+        .or(from_file)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!("no secret: pass --auth-secret or set GATEWAY_AUTH_SECRET")
+        })?;
+    if !gateway::protocol::names::is_valid_id(&a.user) {
+        anyhow::bail!("--user must be 1-64 chars of [A-Za-z0-9_.-]");
+    }
+    if let Some(d) = &a.device {
+        if !gateway::protocol::names::is_valid_id(d) {
+            anyhow::bail!("--device must be 1-64 chars of [A-Za-z0-9_.-]");
+        }
+    }
+    let ttl = gateway::auth::parse_ttl(&a.ttl)
+        .ok_or_else(|| anyhow::anyhow!("--ttl must look like 90s, 15m, 1h or 7d"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    println!(
+        "{}",
+        gateway::auth::sign(secret.as_bytes(), &a.user, a.device.as_deref(), now + ttl)
+    );
+    Ok(())
 }
 
 #[derive(Args, Clone, Default)]
@@ -88,6 +142,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
+        Some(Command::Token(t)) => return token(&t),
         None => cli.serve,
     };
     let cfg = load_config(&args)?;

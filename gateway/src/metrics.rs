@@ -49,6 +49,12 @@ pub(crate) fn render(s: &StatsSnapshot) -> String {
         s.deliveries.to_string(),
     );
     metric(
+        "gateway_auth_failures_total",
+        "counter",
+        "Upgrades refused for a missing, bad or expired token.",
+        s.auth_failures.to_string(),
+    );
+    metric(
         "gateway_slow_consumer_events_total",
         "counter",
         "Times a connection passed its outbox budget and switched to catch-up.",

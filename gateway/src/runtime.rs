@@ -30,6 +30,7 @@ use glommio::channels::channel_mesh::{MeshBuilder, Senders};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{GlommioError, ResourceType};
 
+use crate::auth::{self, AuthError, Identity};
 use crate::config::Config;
 use crate::conn::ConnId;
 use crate::hash::ShardId;
@@ -526,17 +527,18 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, head: RequestHead, res
         let r = http::json_error_response(400, "bad_request", "missing Sec-WebSocket-Key");
         return write_and_close(&mut stream, &r).await;
     };
-    // Dev auth (tokens arrive with the auth work): trusted `user`/`device`.
-    let user = head.query_param("user").unwrap_or("");
-    let device = head.query_param("device").unwrap_or("default");
-    if !names::is_valid_id(user) || !names::is_valid_id(device) {
-        let r = http::json_error_response(
-            401,
-            "unauthorized",
-            "dev auth needs ?user=<id>[&device=<id>] with ids of 1-64 [A-Za-z0-9_.-]",
-        );
-        return write_and_close(&mut stream, &r).await;
-    }
+    let identity = match authenticate(&shard.cfg, &head) {
+        Ok(id) => id,
+        Err(message) => {
+            shard
+                .global
+                .stats
+                .auth_failures
+                .fetch_add(1, Ordering::Relaxed);
+            let r = http::json_error_response(401, "unauthorized", &message);
+            return write_and_close(&mut stream, &r).await;
+        }
+    };
     if shard.state.borrow().draining {
         let r = http::json_error_response(503, "unavailable", "server shutting down");
         return write_and_close(&mut stream, &r).await;
@@ -548,7 +550,7 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, head: RequestHead, res
     {
         return;
     }
-    let conn = shard.with(|st| st.open_conn(user, device, now_ms()));
+    let conn = shard.with(|st| st.open_conn(&identity, now_ms()));
     let mut driver = Driver {
         shard: shard.clone(),
         conn,
@@ -594,6 +596,35 @@ enum SessionEnd {
     PeerGone,
     /// We wrote a close frame.
     CloseSent,
+}
+
+/// Who is connecting: a verified token when a secret is configured, else
+/// dev auth (`?user=&device=`, loopback only — enforced at start).
+fn authenticate(cfg: &Config, head: &RequestHead) -> Result<Identity, String> {
+    match cfg.auth_secret.as_deref() {
+        Some(secret) => {
+            let token = head
+                .bearer_token()
+                .or_else(|| head.query_param("token"))
+                .ok_or_else(|| AuthError::Missing.to_string())?;
+            auth::verify(secret.as_bytes(), token, now_ms()).map_err(|e| e.to_string())
+        }
+        None => {
+            let user = head.query_param("user").unwrap_or("");
+            let device = head.query_param("device").unwrap_or("default");
+            if !names::is_valid_id(user) || !names::is_valid_id(device) {
+                return Err(
+                    "dev auth needs ?user=<id>[&device=<id>] with ids of 1-64 [A-Za-z0-9_.-]"
+                        .into(),
+                );
+            }
+            Ok(Identity {
+                user: user.to_string(),
+                device: device.to_string(),
+                expires_ms: None,
+            })
+        }
+    }
 }
 
 /// The poll-driven half of a WebSocket session.

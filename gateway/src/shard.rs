@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use storage::{MessageKind, NewMessage, Page, ReadLimit, ReadRange, Seq};
 
+use crate::auth::Identity;
 use crate::batch::Batch;
 use crate::config::Config;
 use crate::conn::{Conn, ConnId, Phase, Sub};
@@ -186,6 +187,8 @@ pub(crate) struct Stats {
     pub(crate) commits: AtomicU64,
     /// Message frames queued to connections (live and catch-up).
     pub(crate) deliveries: AtomicU64,
+    /// Upgrades refused for a missing, bad or expired token (or bad dev ids).
+    pub(crate) auth_failures: AtomicU64,
     /// Times a connection fell behind its outbox budget.
     pub(crate) slow_consumer_events: AtomicU64,
     /// Largest outbox seen on any connection, in bytes.
@@ -209,6 +212,8 @@ pub struct StatsSnapshot {
     pub commits: u64,
     /// See [`Stats::deliveries`].
     pub deliveries: u64,
+    /// See [`Stats::auth_failures`].
+    pub auth_failures: u64,
     /// See [`Stats::slow_consumer_events`].
     pub slow_consumer_events: u64,
     /// See [`Stats::max_outbox_bytes`].
@@ -227,6 +232,7 @@ impl Stats {
             committed: self.committed.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
             deliveries: self.deliveries.load(Ordering::Relaxed),
+            auth_failures: self.auth_failures.load(Ordering::Relaxed),
             slow_consumer_events: self.slow_consumer_events.load(Ordering::Relaxed),
             max_outbox_bytes: self.max_outbox_bytes.load(Ordering::Relaxed),
             mesh_overflows: self.mesh_overflows.load(Ordering::Relaxed),
@@ -302,12 +308,13 @@ impl ShardState {
     // ----- connections -----------------------------------------------------
 
     /// A WebSocket session starts: registers it and queues `hello`.
-    pub(crate) fn open_conn(&mut self, user: &str, device: &str, now_ms: u64) -> ConnId {
+    pub(crate) fn open_conn(&mut self, identity: &Identity, now_ms: u64) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        let user: Arc<str> = Arc::from(user);
-        let device: Arc<str> = Arc::from(device);
+        let user: Arc<str> = Arc::from(identity.user.as_str());
+        let device: Arc<str> = Arc::from(identity.device.as_str());
         let mut conn = Conn::new(user.clone(), device.clone(), now_ms);
+        conn.expires_ms = identity.expires_ms;
         let session = format!(
             "{:x}-{:x}-{:x}",
             now_ms,
@@ -408,11 +415,14 @@ impl ShardState {
         }
     }
 
-    /// Closes every connection idle for more than twice the heartbeat.
+    /// Closes every connection idle for more than twice the heartbeat
+    /// (4008) or whose token expired (4001).
     pub(crate) fn close_idle(&mut self, now_ms: u64) {
         let limit = 2 * self.cfg.heartbeat_ms;
         for conn in self.conns.values_mut() {
-            if now_ms.saturating_sub(conn.last_rx_ms) > limit {
+            if conn.expires_ms.is_some_and(|e| e <= now_ms) {
+                conn.outbox.request_close(4001, "token expired");
+            } else if now_ms.saturating_sub(conn.last_rx_ms) > limit {
                 conn.outbox
                     .request_close(4008, "idle: no frame within 2 x heartbeat_ms");
             }

@@ -79,6 +79,11 @@ impl Client {
         stream.set_nodelay(true).unwrap();
         let (ws, _) =
             tungstenite::client(ws_url(addr, user, device), stream).map_err(|e| e.to_string())?;
+        Ok(Client::from_ws(ws))
+    }
+
+    /// Wraps an upgraded socket and reads its `hello`.
+    pub fn from_ws(ws: WebSocket<TcpStream>) -> Client {
         let mut c = Client {
             ws,
             hello: Value::Null,
@@ -91,7 +96,7 @@ impl Client {
             "first frame is hello: {}",
             c.hello
         );
-        Ok(c)
+        c
     }
 
     /// Connects until the gateway puts the connection on `shard`.
