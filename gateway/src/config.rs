@@ -118,6 +118,25 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides. Default `info`.
     pub log: String,
+    /// Most simultaneous connections of one user (all devices, all shards);
+    /// the connection past it is closed with 4029. 0 = unlimited. Default 64.
+    pub max_connections_per_user: usize,
+    /// Per-connection request rate, requests per second (token bucket; `ping`
+    /// is not counted). 0 = off (the default). Past it: `rate_limited`.
+    pub rate_limit_per_sec: f64,
+    /// Bucket size of the rate limit, in requests. Default 20.
+    pub rate_limit_burst: u32,
+    /// A connection refused this many requests in a row for rate is closed
+    /// with 1008. Default 50.
+    pub rate_limit_close_after: u32,
+    /// Window in which further `typing` events of one user in one channel are
+    /// dropped after one was forwarded, in milliseconds. Default 3,000.
+    pub typing_window_ms: u64,
+    /// Words refused in messages (case-insensitive, whole words): a send
+    /// containing one gets `forbidden` and is not stored.
+    pub blocklist_words: Vec<String>,
+    /// Regular expressions refused in messages (Rust `regex` syntax).
+    pub blocklist_patterns: Vec<String>,
 }
 
 impl Default for Config {
@@ -145,6 +164,13 @@ impl Default for Config {
             history_page_bytes: 1024 * 1024,
             shutdown_grace_ms: 3_000,
             log: "info".to_string(),
+            max_connections_per_user: 64,
+            rate_limit_per_sec: 0.0,
+            rate_limit_burst: 20,
+            rate_limit_close_after: 50,
+            typing_window_ms: 3_000,
+            blocklist_words: Vec::new(),
+            blocklist_patterns: Vec::new(),
         }
     }
 }
@@ -210,6 +236,20 @@ impl Config {
         }
         if self.max_request_head_bytes < 1024 {
             return Err(invalid("max_request_head_bytes", "must be at least 1 KiB"));
+        }
+        if !(self.rate_limit_per_sec >= 0.0 && self.rate_limit_per_sec.is_finite()) {
+            return Err(invalid("rate_limit_per_sec", "must be 0 (off) or positive"));
+        }
+        if self.rate_limit_per_sec > 0.0 && self.rate_limit_burst == 0 {
+            return Err(invalid(
+                "rate_limit_burst",
+                "must be positive when rate limits are on",
+            ));
+        }
+        if let Err(e) =
+            crate::moderation::Blocklist::new(&self.blocklist_words, &self.blocklist_patterns)
+        {
+            return Err(invalid("blocklist_patterns", e));
         }
         if self.auth_secret.as_deref().is_some_and(str::is_empty) {
             return Err(invalid("auth_secret", "must not be empty"));

@@ -138,6 +138,39 @@ pub(crate) struct Conn {
     pub(crate) last_rx_ms: u64,
     /// When the token expires (ms since the epoch); closed with 4001 then.
     pub(crate) expires_ms: Option<u64>,
+    /// Rate limit: tokens left, when last refilled, refusals in a row.
+    pub(crate) bucket: RateBucket,
+}
+
+/// A token bucket for one connection's requests.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RateBucket {
+    tokens: f64,
+    refilled_ms: u64,
+    /// Requests refused in a row.
+    pub(crate) strikes: u32,
+}
+
+impl RateBucket {
+    /// Takes one token at `now_ms` (`per_sec` tokens a second, at most
+    /// `burst`); false when the bucket is empty.
+    pub(crate) fn take(&mut self, now_ms: u64, per_sec: f64, burst: u32) -> bool {
+        if self.refilled_ms == 0 {
+            self.tokens = f64::from(burst);
+        } else {
+            let elapsed = now_ms.saturating_sub(self.refilled_ms) as f64 / 1000.0;
+            self.tokens = (self.tokens + elapsed * per_sec).min(f64::from(burst));
+        }
+        self.refilled_ms = now_ms;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.strikes = 0;
+            true
+        } else {
+            self.strikes += 1;
+            false
+        }
+    }
 }
 
 impl Conn {
@@ -149,6 +182,7 @@ impl Conn {
             subs: HashMap::new(),
             last_rx_ms: now_ms,
             expires_ms: None,
+            bucket: RateBucket::default(),
         }
     }
 }
@@ -166,6 +200,21 @@ mod tests {
         assert_eq!(c.pending(), 40);
         assert!(c.wrote(40));
         assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn rate_bucket_allows_a_burst_then_the_rate_and_counts_strikes() {
+        let mut b = RateBucket::default();
+        let t = 1_000_000;
+        for _ in 0..5 {
+            assert!(b.take(t, 2.0, 5));
+        }
+        assert!(!b.take(t, 2.0, 5));
+        assert!(!b.take(t, 2.0, 5));
+        assert_eq!(b.strikes, 2);
+        assert!(b.take(t + 500, 2.0, 5), "one token after 0.5 s at 2/s");
+        assert_eq!(b.strikes, 0);
+        assert!(!b.take(t + 500, 2.0, 5));
     }
 
     #[test]

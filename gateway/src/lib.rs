@@ -70,6 +70,7 @@ pub mod server;
 pub(crate) mod batch;
 pub(crate) mod conn;
 pub(crate) mod metrics;
+pub(crate) mod moderation;
 pub(crate) mod owner;
 pub(crate) mod room;
 pub(crate) mod runtime;

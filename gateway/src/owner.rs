@@ -79,6 +79,8 @@ struct OwnedChannel {
     in_flight: HashMap<String, InFlight>,
     /// Bit i set: shard i has a replica with members.
     subscribers: u64,
+    /// When each user's last `typing` was forwarded (ms).
+    typing: HashMap<Arc<str>, u64>,
     join_waiters: Vec<JoinWaiter>,
 }
 
@@ -195,6 +197,47 @@ impl Owner {
             key,
         });
         self.mark_ready(&req.channel, fx);
+    }
+
+    /// A user is typing: forwards one `typing` to every shard with members,
+    /// at most one per user and channel per `window_ms`. Never stored.
+    pub(crate) fn on_typing(
+        &mut self,
+        channel: Arc<str>,
+        user: &Arc<str>,
+        from: ConnRef,
+        now_ms: u64,
+        window_ms: u64,
+        fx: &mut Effects,
+    ) {
+        let Some(oc) = self.channels.get_mut(&channel) else {
+            return; // no state: nobody subscribed
+        };
+        if oc.subscribers == 0 {
+            return;
+        }
+        oc.typing
+            .retain(|_, t| now_ms.saturating_sub(*t) < window_ms);
+        if oc.typing.contains_key(user) {
+            return;
+        }
+        oc.typing.insert(user.clone(), now_ms);
+        let mut frame = Vec::new();
+        response::typing(&mut frame, &channel, user);
+        let frame: Arc<[u8]> = Arc::from(frame);
+        let mut subs = oc.subscribers;
+        while subs != 0 {
+            let shard = subs.trailing_zeros() as usize;
+            subs &= subs - 1;
+            fx.send(
+                ShardId(shard),
+                ShardMsg::TypingNotice {
+                    channel: channel.clone(),
+                    except: from,
+                    frame: frame.clone(),
+                },
+            );
+        }
     }
 
     /// A shard registers its replica for `conn`'s join and wants the head.

@@ -18,6 +18,7 @@ use crate::batch::Batch;
 use crate::config::Config;
 use crate::conn::{Conn, ConnId, Phase, Sub};
 use crate::hash::{owner_of, ShardId};
+use crate::moderation::Blocklist;
 use crate::owner::{JoinWaiter, Owner, Reply, SendReq};
 use crate::protocol::{
     self, names::ChannelName, request::HistoryRange, response, ErrorCode, Request, WsEvent,
@@ -81,6 +82,19 @@ pub(crate) enum ShardMsg {
         user: Arc<str>,
         device: Arc<str>,
         conn: ConnRef,
+    },
+    /// Connection shard → owner: a user is typing in the channel.
+    Typing {
+        channel: Arc<str>,
+        user: Arc<str>,
+        from: ConnRef,
+    },
+    /// Owner → replica shard: a `typing` frame for every local member of the
+    /// channel except `except` (ephemeral: dropped for members over budget).
+    TypingNotice {
+        channel: Arc<str>,
+        except: ConnRef,
+        frame: Arc<[u8]>,
     },
     /// User's owner shard → connection shard: close `conn` (e.g. 4009 replaced).
     Close {
@@ -250,8 +264,9 @@ pub(crate) struct ShardState {
     next_conn: u64,
     replicas: HashMap<Arc<str>, Replica>,
     pub(crate) owner: Owner,
-    /// Devices of the users this shard owns: (user, device) → connection.
-    devices: HashMap<(Arc<str>, Arc<str>), ConnRef>,
+    /// Devices of the users this shard owns: user → device → connection.
+    users: HashMap<Arc<str>, HashMap<Arc<str>, ConnRef>>,
+    blocklist: Blocklist,
     pub(crate) fx: Effects,
     /// Shutting down: connections stop reading.
     pub(crate) draining: bool,
@@ -282,6 +297,12 @@ impl ShardState {
             max_text_chars: cfg.max_text_chars,
             ..protocol::Limits::default()
         };
+        let blocklist = Blocklist::new(&cfg.blocklist_words, &cfg.blocklist_patterns)
+            .unwrap_or_else(|e| {
+                // Validated at start; an empty list is the safe fallback.
+                tracing::error!(error = %e, "blocklist invalid");
+                Blocklist::empty()
+            });
         ShardState {
             id,
             nr_shards,
@@ -291,7 +312,8 @@ impl ShardState {
             next_conn: 1,
             replicas: HashMap::new(),
             owner: Owner::new(),
-            devices: HashMap::new(),
+            users: HashMap::new(),
+            blocklist,
             fx: Effects::default(),
             draining: false,
             stats,
@@ -461,9 +483,28 @@ impl ShardState {
             }
         };
         let req_id = env.id;
-        let Some(conn) = self.conns.get(&id) else {
+        let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        let per_sec = self.cfg.rate_limit_per_sec;
+        if per_sec > 0.0 && !matches!(env.request, Request::Ping) {
+            if !conn
+                .bucket
+                .take(crate::util::now_ms(), per_sec, self.cfg.rate_limit_burst)
+            {
+                if conn.bucket.strikes >= self.cfg.rate_limit_close_after {
+                    conn.outbox
+                        .request_close(1008, "sustained rate limit violation");
+                    return;
+                }
+                return self.reply_err(
+                    id,
+                    req_id,
+                    ErrorCode::RateLimited,
+                    "too many requests: slow down",
+                );
+            }
+        }
         let user = conn.user.clone();
         match env.request {
             Request::Ping => {
@@ -488,6 +529,14 @@ impl ShardState {
                         req_id,
                         ErrorCode::BadRequest,
                         "edit and delete are not supported by this version yet",
+                    );
+                }
+                if self.blocklist.blocks(&s.text) {
+                    return self.reply_err(
+                        id,
+                        req_id,
+                        ErrorCode::Forbidden,
+                        "the message contains blocked content",
                     );
                 }
                 let Some(conn) = self.conns.get(&id) else {
@@ -541,9 +590,22 @@ impl ShardState {
                     id: req_id.map(Box::from),
                 });
             }
+            Request::Typing { channel } => {
+                if let Err((code, msg)) = access(&user, channel) {
+                    return self.reply_err(id, req_id, code, msg);
+                }
+                let from = self.me(id);
+                self.fx.send(
+                    owner_of(channel, self.nr_shards),
+                    ShardMsg::Typing {
+                        channel: Arc::from(channel),
+                        user,
+                        from,
+                    },
+                );
+            }
             Request::Read { channel, .. }
             | Request::Delivered { channel, .. }
-            | Request::Typing { channel }
             | Request::Presence { channel } => {
                 if let Err((code, msg)) = access(&user, channel) {
                     return self.reply_err(id, req_id, code, msg);
@@ -552,7 +614,7 @@ impl ShardState {
                     id,
                     req_id,
                     ErrorCode::BadRequest,
-                    "read, delivered, typing and presence are not supported by this version yet",
+                    "read, delivered and presence are not supported by this version yet",
                 );
             }
         }
@@ -658,30 +720,99 @@ impl ShardState {
             }
             ShardMsg::Batch(batch) => self.on_batch(&batch),
             ShardMsg::Advanced { channel, head } => self.advance_replica(&channel, head),
-            ShardMsg::DeviceUp { user, device, conn } => {
-                if let Some(old) = self.devices.insert((user, device), conn) {
-                    if old != conn {
-                        self.fx.send(
-                            old.shard,
-                            ShardMsg::Close {
-                                conn: old.conn,
-                                code: 4009,
-                                reason: "replaced by a newer connection of the same device",
-                            },
-                        );
+            ShardMsg::DeviceUp { user, device, conn } => self.device_up(user, device, conn),
+            ShardMsg::DeviceDown { user, device, conn } => {
+                if let Some(devices) = self.users.get_mut(&user) {
+                    if devices.get(&device) == Some(&conn) {
+                        devices.remove(&device);
+                    }
+                    if devices.is_empty() {
+                        self.users.remove(&user);
                     }
                 }
             }
-            ShardMsg::DeviceDown { user, device, conn } => {
-                let key = (user, device);
-                if self.devices.get(&key) == Some(&conn) {
-                    self.devices.remove(&key);
-                }
+            ShardMsg::Typing {
+                channel,
+                user,
+                from,
+            } => {
+                let window = self.cfg.typing_window_ms;
+                self.owner.on_typing(
+                    channel,
+                    &user,
+                    from,
+                    crate::util::now_ms(),
+                    window,
+                    &mut self.fx,
+                );
             }
+            ShardMsg::TypingNotice {
+                channel,
+                except,
+                frame,
+            } => self.on_typing_notice(&channel, except, &frame),
             ShardMsg::Close { conn, code, reason } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.outbox.request_close(code, reason);
                 }
+            }
+        }
+    }
+
+    /// At the user's owner: a device connected. A newer connection of the
+    /// same device replaces the older (4009); past the per-user maximum the
+    /// new connection is closed (4029).
+    fn device_up(&mut self, user: Arc<str>, device: Arc<str>, conn: ConnRef) {
+        let max = self.cfg.max_connections_per_user;
+        let devices = self.users.entry(user).or_default();
+        if let Some(old) = devices.get(&device).copied() {
+            if old != conn {
+                devices.insert(device, conn);
+                self.fx.send(
+                    old.shard,
+                    ShardMsg::Close {
+                        conn: old.conn,
+                        code: 4009,
+                        reason: "replaced by a newer connection of the same device",
+                    },
+                );
+            }
+            return;
+        }
+        if max > 0 && devices.len() >= max {
+            self.fx.send(
+                conn.shard,
+                ShardMsg::Close {
+                    conn: conn.conn,
+                    code: 4029,
+                    reason: "too many connections for this user",
+                },
+            );
+            return;
+        }
+        devices.insert(device, conn);
+    }
+
+    /// A `typing` frame for the local members of a channel, except its sender.
+    fn on_typing_notice(&mut self, channel: &Arc<str>, except: ConnRef, frame: &[u8]) {
+        let Some(rep) = self.replicas.get(channel) else {
+            return;
+        };
+        let budget = self.cfg.outbox_budget_bytes;
+        for cid in &rep.members {
+            if except.shard == self.id && except.conn == *cid {
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(cid) else {
+                continue;
+            };
+            let joined = conn
+                .subs
+                .get(channel)
+                .is_some_and(|s| !matches!(s.phase, Phase::Joining { .. }));
+            // Ephemeral: a member over its budget does not get it.
+            if joined && conn.outbox.pending() + frame.len() <= budget {
+                conn.outbox.push_bytes(frame);
             }
         }
     }

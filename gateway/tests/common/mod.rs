@@ -158,6 +158,31 @@ impl Client {
         }
     }
 
+    /// A frame matching `pred` among those already received or arriving
+    /// within 200 ms; None otherwise.
+    pub fn recv_matching_now(&mut self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(i);
+        }
+        self.ws
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut found = None;
+        while let Ok(m) = self.ws.read() {
+            if let Message::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if pred(&v) {
+                    found = Some(v);
+                    break;
+                }
+                self.backlog.push_back(v);
+            }
+        }
+        self.ws.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
+        found
+    }
+
     pub fn recv_type(&mut self, ty: &str) -> Value {
         self.recv_matching(|v| v["type"] == ty)
     }
