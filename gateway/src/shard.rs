@@ -487,23 +487,23 @@ impl ShardState {
             return;
         };
         let per_sec = self.cfg.rate_limit_per_sec;
-        if per_sec > 0.0 && !matches!(env.request, Request::Ping) {
-            if !conn
+        let counted = per_sec > 0.0 && !matches!(env.request, Request::Ping);
+        if counted
+            && !conn
                 .bucket
                 .take(crate::util::now_ms(), per_sec, self.cfg.rate_limit_burst)
-            {
-                if conn.bucket.strikes >= self.cfg.rate_limit_close_after {
-                    conn.outbox
-                        .request_close(1008, "sustained rate limit violation");
-                    return;
-                }
-                return self.reply_err(
-                    id,
-                    req_id,
-                    ErrorCode::RateLimited,
-                    "too many requests: slow down",
-                );
+        {
+            if conn.bucket.strikes >= self.cfg.rate_limit_close_after {
+                conn.outbox
+                    .request_close(1008, "sustained rate limit violation");
+                return;
             }
+            return self.reply_err(
+                id,
+                req_id,
+                ErrorCode::RateLimited,
+                "too many requests: slow down",
+            );
         }
         let user = conn.user.clone();
         match env.request {
