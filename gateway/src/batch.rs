@@ -18,7 +18,7 @@ pub(crate) struct Batch {
     /// All frames, back to back.
     data: Vec<u8>,
     /// `ends[i]` is the end offset in `data` of the frame of `first_seq + i`.
-    ends: Vec<u32>,
+    ends: Vec<usize>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -46,7 +46,7 @@ impl Batch {
     /// Appends the frame of the next seq, produced by `encode`.
     pub(crate) fn push_frame(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
         encode(&mut self.data);
-        self.ends.push(self.data.len() as u32);
+        self.ends.push(self.data.len());
     }
 
     /// Number of messages.
@@ -74,7 +74,7 @@ impl Batch {
         if skip >= self.ends.len() {
             return &[];
         }
-        &self.data[self.ends[skip - 1] as usize..]
+        &self.data[self.ends[skip - 1]..]
     }
 
     /// The frames after `cursor` that fit in `room` bytes (at least one
@@ -96,12 +96,12 @@ impl Batch {
         let start = self.data.len() - tail.len();
         let first_idx = (cursor.max(self.first_seq - 1) + 1 - self.first_seq) as usize;
         // Last index whose end still fits.
-        let fit = self.ends[first_idx..].partition_point(|&e| e as usize - start <= room);
+        let fit = self.ends[first_idx..].partition_point(|&e| e - start <= room);
         let take = if fit == 0 && at_least_one { 1 } else { fit };
         if take == 0 {
             return (&[], cursor);
         }
-        let end = self.ends[first_idx + take - 1] as usize;
+        let end = self.ends[first_idx + take - 1];
         (
             &self.data[start..end],
             self.first_seq + (first_idx + take - 1) as u64,

@@ -105,6 +105,9 @@ pub struct Config {
     pub mesh_queue_capacity: usize,
     /// Most messages one shard puts in one store commit. Default 4,096.
     pub commit_max_messages: usize,
+    /// Most bytes of text one shard puts in one store commit (one message
+    /// always goes). Default 8 MiB. Bounds a commit's batch memory.
+    pub commit_max_bytes: usize,
     /// Bytes of recent committed batches each room replica keeps for fast
     /// resume and catch-up. Default 256 KiB per replica (a replica exists per
     /// shard for each channel with local subscribers).
@@ -159,6 +162,7 @@ impl Default for Config {
             max_request_head_bytes: 16 * 1024,
             mesh_queue_capacity: 4096,
             commit_max_messages: 4096,
+            commit_max_bytes: 8 * 1024 * 1024,
             replica_ring_bytes: 256 * 1024,
             catchup_page_messages: 256,
             history_page_bytes: 1024 * 1024,
@@ -228,8 +232,11 @@ impl Config {
         if self.mesh_queue_capacity < 16 {
             return Err(invalid("mesh_queue_capacity", "must be at least 16"));
         }
-        if self.commit_max_messages == 0 {
-            return Err(invalid("commit_max_messages", "must be positive"));
+        if self.commit_max_messages == 0 || self.commit_max_messages > 65_536 {
+            return Err(invalid("commit_max_messages", "must be 1..=65536"));
+        }
+        if self.commit_max_bytes < 64 * 1024 {
+            return Err(invalid("commit_max_bytes", "must be at least 64 KiB"));
         }
         if self.catchup_page_messages == 0 || self.catchup_page_messages > 10_000 {
             return Err(invalid("catchup_page_messages", "must be 1..=10000"));

@@ -1,5 +1,5 @@
 //! One client connection's state, owned by its shard: identity, outbox and
-//! one cursor per joined channel. No I/O here: the driver (`driver.rs`)
+//! one cursor per joined channel. No I/O here: the driver (`runtime.rs`)
 //! moves the outbox to the socket and feeds received frames back in.
 
 use std::collections::HashMap;
@@ -33,6 +33,8 @@ pub(crate) enum Phase {
 /// One (connection, channel) cursor.
 #[derive(Debug)]
 pub(crate) struct Sub {
+    /// Which join this is (answers for an earlier join are ignored).
+    pub(crate) gen: u64,
     /// Last seq queued to the connection.
     pub(crate) cursor: u64,
     /// Where the join stands.
@@ -62,7 +64,17 @@ pub(crate) struct Outbox {
     pub(crate) close: Option<CloseRequest>,
     /// The close frame has been queued: nothing more is accepted.
     pub(crate) close_queued: bool,
+    /// When the close was requested (ms); a peer that does not take the
+    /// queued bytes within [`CLOSE_FLUSH_MS`] is cut off.
+    pub(crate) close_requested_ms: u64,
+    /// Drop the socket now (the peer stopped reading).
+    pub(crate) kill: bool,
+    /// Last time bytes were written or the outbox was empty (ms).
+    pub(crate) progress_ms: u64,
 }
+
+/// How long a closing connection may take to flush, in milliseconds.
+pub(crate) const CLOSE_FLUSH_MS: u64 = 5_000;
 
 /// Outboxes larger than this are released when drained rather than kept.
 const KEEP_OUTBOX_CAPACITY: usize = 16 * 1024;
@@ -85,7 +97,9 @@ impl Outbox {
         if self.close_queued {
             return;
         }
+        let was_empty = self.pending() == 0;
         encode(&mut self.buf);
+        self.note_queued(was_empty);
         self.wake();
     }
 
@@ -94,13 +108,16 @@ impl Outbox {
         if self.close_queued || bytes.is_empty() {
             return;
         }
+        let was_empty = self.pending() == 0;
         self.buf.extend_from_slice(bytes);
+        self.note_queued(was_empty);
         self.wake();
     }
 
     /// Records that `n` bytes were written; returns true when the outbox
     /// became empty.
     pub(crate) fn wrote(&mut self, n: usize) -> bool {
+        self.progress_ms = crate::util::now_ms();
         self.pos += n;
         if self.pos < self.buf.len() {
             return false;
@@ -119,8 +136,17 @@ impl Outbox {
     pub(crate) fn request_close(&mut self, code: u16, reason: &'static str) {
         if self.close.is_none() {
             self.close = Some(CloseRequest { code, reason });
+            self.close_requested_ms = crate::util::now_ms();
         }
         self.wake();
+    }
+
+    /// Marks bytes queued into an empty outbox as the start of a wait for
+    /// the socket (for the write-stall check).
+    fn note_queued(&mut self, was_empty: bool) {
+        if was_empty {
+            self.progress_ms = crate::util::now_ms();
+        }
     }
 }
 
@@ -140,7 +166,20 @@ pub(crate) struct Conn {
     pub(crate) expires_ms: Option<u64>,
     /// Rate limit: tokens left, when last refilled, refusals in a row.
     pub(crate) bucket: RateBucket,
+    /// Sends forwarded to owners and not yet answered.
+    pub(crate) sends_in_flight: u32,
+    /// `history` reads not yet answered.
+    pub(crate) histories_in_flight: u32,
+    /// A catch-up store read is in flight for one of its channels (one at a
+    /// time per connection bounds the memory a reader of many channels costs).
+    pub(crate) fetching: bool,
 }
+
+/// Most sends in flight per connection before its requests stop being read.
+pub(crate) const MAX_SENDS_IN_FLIGHT: u32 = 256;
+/// Most `history` reads in flight per connection before its requests stop
+/// being read.
+pub(crate) const MAX_HISTORIES_IN_FLIGHT: u32 = 4;
 
 /// A token bucket for one connection's requests.
 #[derive(Clone, Copy, Debug, Default)]
@@ -174,6 +213,15 @@ impl RateBucket {
 }
 
 impl Conn {
+    /// Whether the driver should stop reading requests: the client is not
+    /// reading its replies, or has too much in flight. Whatever clears the
+    /// condition queues a reply, which wakes the driver.
+    pub(crate) fn reads_paused(&self, budget: usize) -> bool {
+        self.outbox.pending() > budget
+            || self.sends_in_flight >= MAX_SENDS_IN_FLIGHT
+            || self.histories_in_flight >= MAX_HISTORIES_IN_FLIGHT
+    }
+
     pub(crate) fn new(user: Arc<str>, device: Arc<str>, now_ms: u64) -> Conn {
         Conn {
             user,
@@ -183,6 +231,9 @@ impl Conn {
             last_rx_ms: now_ms,
             expires_ms: None,
             bucket: RateBucket::default(),
+            sends_in_flight: 0,
+            histories_in_flight: 0,
+            fetching: false,
         }
     }
 }

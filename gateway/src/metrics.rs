@@ -55,6 +55,12 @@ pub(crate) fn render(s: &StatsSnapshot) -> String {
         s.auth_failures.to_string(),
     );
     metric(
+        "gateway_write_stalls_total",
+        "counter",
+        "Connections cut off because the peer took no bytes for 2 x heartbeat.",
+        s.write_stalls.to_string(),
+    );
+    metric(
         "gateway_slow_consumer_events_total",
         "counter",
         "Times a connection passed its outbox budget and switched to catch-up.",

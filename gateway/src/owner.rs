@@ -50,6 +50,7 @@ pub(crate) struct SendReq {
 pub(crate) struct JoinWaiter {
     pub(crate) shard: ShardId,
     pub(crate) conn: ConnId,
+    pub(crate) gen: u64,
     pub(crate) since: Option<u64>,
     pub(crate) id: Option<Box<str>>,
 }
@@ -81,6 +82,9 @@ struct OwnedChannel {
     subscribers: u64,
     /// When each user's last `typing` was forwarded (ms).
     typing: HashMap<Arc<str>, u64>,
+    /// Timestamp of the last message taken into a commit: `ts` never goes
+    /// backwards within a channel, even if the clock does.
+    last_ts: u64,
     join_waiters: Vec<JoinWaiter>,
 }
 
@@ -176,7 +180,7 @@ impl Owner {
             if inflight.fingerprint == fp {
                 inflight.waiters.push(req.reply);
             } else {
-                fx.reply_error(
+                fx.send_error(
                     &req.reply,
                     ErrorCode::Conflict,
                     "client_msg_id was already used for a different message",
@@ -250,6 +254,7 @@ impl Owner {
                 ShardMsg::Joined {
                     channel,
                     conn: waiter.conn,
+                    gen: waiter.gen,
                     head,
                     since: waiter.since,
                     id: waiter.id,
@@ -290,7 +295,12 @@ impl Owner {
                 // A commit that completed meanwhile is at least as new.
                 let head = oc.head.map_or(head.0, |h| h.max(head.0));
                 oc.head = Some(head);
-                flush_join_waiters(&channel, oc, fx);
+                // While a commit is in flight the loaded head may already
+                // include it: answering now could put `joined` (and a replay)
+                // ahead of that commit's acks. Its completion answers them.
+                if !oc.committing {
+                    flush_join_waiters(&channel, oc, fx);
+                }
             }
             Err(f) => {
                 for w in oc.join_waiters.drain(..) {
@@ -306,6 +316,7 @@ impl Owner {
                         ShardMsg::JoinFailed {
                             channel: channel.clone(),
                             conn: w.conn,
+                            gen: w.gen,
                         },
                     );
                     fx.reply_error(
@@ -326,6 +337,7 @@ impl Owner {
     pub(crate) fn take_commit(
         &mut self,
         max: usize,
+        max_bytes: usize,
         now_ms: u64,
     ) -> Option<(CommitJob, Vec<ChannelAppend>)> {
         if self.committing || self.ready.is_empty() {
@@ -336,23 +348,36 @@ impl Owner {
         };
         let mut appends = Vec::new();
         let mut room = max;
+        let mut bytes_room = max_bytes;
         let mut rest = Vec::new();
         for name in std::mem::take(&mut self.ready) {
             let Some(oc) = self.channels.get_mut(&name) else {
                 continue;
             };
-            if room == 0 {
+            if room == 0 || bytes_room == 0 {
                 rest.push(name);
                 continue;
             }
             oc.queued = false;
-            let take = oc.pending.len().min(room);
+            // Whole messages within both limits; always at least one per
+            // commit so that one large message cannot stall a channel.
+            let mut take = 0;
+            for p in oc.pending.iter().take(room) {
+                let size = p.msg.text.len() + 256;
+                if take > 0 && size > bytes_room {
+                    break;
+                }
+                bytes_room = bytes_room.saturating_sub(size);
+                take += 1;
+            }
             room -= take;
+            let ts = now_ms.max(oc.last_ts);
+            oc.last_ts = ts;
             let mut metas = Vec::with_capacity(take);
             let mut messages = Vec::with_capacity(take);
             for p in oc.pending.drain(..take) {
                 let mut msg = p.msg;
-                msg.ts = now_ms;
+                msg.ts = ts;
                 messages.push(msg);
                 metas.push((p.reply, p.key));
             }
@@ -447,7 +472,7 @@ impl Owner {
                 }
                 AppendOutcome::Conflict { .. } => {
                     for r in std::iter::once(&reply).chain(&waiters) {
-                        fx.reply_error(
+                        fx.send_error(
                             r,
                             ErrorCode::Conflict,
                             "client_msg_id was already used for a different message",
@@ -499,7 +524,7 @@ impl Owner {
                 .map(|f| f.waiters)
                 .unwrap_or_default();
             for r in std::iter::once(&reply).chain(&waiters) {
-                fx.reply_error(r, ErrorCode::Unavailable, &message);
+                fx.send_error(r, ErrorCode::Unavailable, &message);
             }
         }
         // The store is the authority: reload the head before anyone relies
@@ -525,6 +550,7 @@ fn flush_join_waiters(channel: &Arc<str>, oc: &mut OwnedChannel, fx: &mut Effect
             ShardMsg::Joined {
                 channel: channel.clone(),
                 conn: w.conn,
+                gen: w.gen,
                 head,
                 since: w.since,
                 id: w.id,

@@ -13,7 +13,8 @@ pub(crate) struct Replica {
     /// Local connections that joined (or are joining) the channel.
     pub(crate) members: HashSet<ConnId>,
     /// Highest seq this shard knows to be committed: from batches, `joined`
-    /// heads and `Advanced` notices. Every live member's cursor equals it.
+    /// heads and `Advanced` notices. Members are at or below it; live ones
+    /// at it.
     pub(crate) last_seq: u64,
     /// Recent batches, oldest first, contiguous.
     ring: VecDeque<Arc<Batch>>,

@@ -138,11 +138,20 @@ impl Shard {
             }
         } else {
             let msg = match msg {
+                // Ephemeral: not worth queueing behind a backlog.
+                ShardMsg::TypingNotice { .. } => return,
                 ShardMsg::Batch(b) if backlog.len() >= MAX_BACKLOG => {
                     self.global
                         .stats
                         .mesh_overflows
                         .fetch_add(1, Ordering::Relaxed);
+                    // Coalesce with a notice for the same channel at the tail.
+                    if let Some(ShardMsg::Advanced { channel, head }) = backlog.back_mut() {
+                        if *channel == b.channel {
+                            *head = (*head).max(b.last_seq());
+                            return;
+                        }
+                    }
                     ShardMsg::Advanced {
                         channel: b.channel.clone(),
                         head: b.last_seq(),
@@ -173,6 +182,7 @@ impl Shard {
             IoJob::CatchUp {
                 conn,
                 channel,
+                gen,
                 after,
             } => {
                 let limit = storage::ReadLimit {
@@ -188,14 +198,14 @@ impl Shard {
                             limit,
                         )
                         .await;
-                    shard.with(|st| st.on_catchup_page(conn, &channel, result));
+                    shard.with(|st| st.on_catchup_page(conn, &channel, gen, result));
                 })
                 .detach();
             }
-            IoJob::CatchUpLater { conn, channel } => {
+            IoJob::CatchUpLater { conn, channel, gen } => {
                 glommio::spawn_local(async move {
                     glommio::timer::sleep(Duration::from_millis(100)).await;
-                    shard.with(|st| st.on_catchup_retry(conn, &channel));
+                    shard.with(|st| st.on_catchup_retry(conn, &channel, gen));
                 })
                 .detach();
             }
@@ -223,7 +233,8 @@ async fn commit_loop(shard: Rc<Shard>) {
     futures_lite::future::yield_now().await;
     loop {
         let max = shard.cfg.commit_max_messages;
-        let job = shard.with(|st| st.owner.take_commit(max, now_ms()));
+        let max_bytes = shard.cfg.commit_max_bytes;
+        let job = shard.with(|st| st.owner.take_commit(max, max_bytes, now_ms()));
         let Some((job, appends)) = job else {
             shard.commit_running.set(false);
             return;
@@ -344,7 +355,7 @@ async fn pump(shard: Rc<Shard>, peer: usize) {
 async fn idle_timer(shard: Rc<Shard>) {
     loop {
         glommio::timer::sleep(Duration::from_millis(1000)).await;
-        shard.with(|st| st.close_idle(now_ms()));
+        shard.with(|st| st.check_conns(now_ms()));
     }
 }
 
@@ -679,6 +690,10 @@ impl Future for &mut Driver {
                 let Some(conn) = st.conns.get_mut(&this.conn) else {
                     return Poll::Ready(SessionEnd::PeerGone);
                 };
+                if conn.outbox.kill {
+                    // The peer stopped taking bytes: drop the socket.
+                    return Poll::Ready(SessionEnd::PeerGone);
+                }
                 let ob = &mut conn.outbox;
                 while ob.pending() > 0 {
                     match Pin::new(&mut this.stream).poll_write(cx, &ob.buf[ob.pos..]) {
@@ -710,10 +725,11 @@ impl Future for &mut Driver {
                     }
                 }
                 // 2. Read, unless closing, draining, or the client is not
-                // reading its replies (then its requests wait in the kernel).
-                if this.closing || draining || ob.pending() > budget {
+                // reading its replies or has too much in flight (then its
+                // requests wait in the kernel).
+                if this.closing || draining || conn.reads_paused(budget) {
                     if !progressed {
-                        ob.waker = Some(cx.waker().clone());
+                        conn.outbox.waker = Some(cx.waker().clone());
                         return Poll::Pending;
                     }
                     drop(st);

@@ -78,6 +78,9 @@ impl Gateway {
             LocalExecutorPoolBuilder::new(placement)
                 .name("shard")
                 .io_memory(IO_MEMORY)
+                // Store reads of each shard on their own (unpinned) thread;
+                // the default pins every shard's pool to the same first CPU.
+                .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
                 .on_all_shards(move || {
                     run_shard(ShardParams {
                         cfg,

@@ -48,6 +48,8 @@ pub(crate) enum ShardMsg {
     Subscribe {
         channel: Arc<str>,
         conn: ConnId,
+        /// Which join of this connection (a leave and rejoin makes a new one).
+        gen: u64,
         since: Option<u64>,
         id: Option<Box<str>>,
     },
@@ -57,15 +59,26 @@ pub(crate) enum ShardMsg {
     Joined {
         channel: Arc<str>,
         conn: ConnId,
+        gen: u64,
         head: u64,
         since: Option<u64>,
         id: Option<Box<str>>,
     },
     /// Owner → connection shard: the join could not be served (its error
     /// reply follows as `ToConn`).
-    JoinFailed { channel: Arc<str>, conn: ConnId },
-    /// Any shard → connection shard: one ready frame (ack, error) for `conn`.
-    ToConn { conn: ConnId, frame: Vec<u8> },
+    JoinFailed {
+        channel: Arc<str>,
+        conn: ConnId,
+        gen: u64,
+    },
+    /// Any shard → connection shard: one ready frame (ack, error) for `conn`;
+    /// `send_done` when it answers a `send` (the connection's count of sends
+    /// in flight drops).
+    ToConn {
+        conn: ConnId,
+        frame: Vec<u8>,
+        send_done: bool,
+    },
     /// Owner → replica shard: newly committed messages, encoded once.
     Batch(Arc<Batch>),
     /// Owner → replica shard: the head moved to `head` but the batches were
@@ -76,6 +89,9 @@ pub(crate) enum ShardMsg {
         user: Arc<str>,
         device: Arc<str>,
         conn: ConnRef,
+        /// Process-wide open order: the larger stamp is the newer connection,
+        /// whatever order the shards' messages arrive in.
+        stamp: u64,
     },
     /// Connection shard → user's owner shard: a device's connection ended.
     DeviceDown {
@@ -115,10 +131,15 @@ pub(crate) enum IoJob {
     CatchUp {
         conn: ConnId,
         channel: Arc<str>,
+        gen: u64,
         after: u64,
     },
     /// Retry a catch-up later (after a store error or an empty page).
-    CatchUpLater { conn: ConnId, channel: Arc<str> },
+    CatchUpLater {
+        conn: ConnId,
+        channel: Arc<str>,
+        gen: u64,
+    },
     /// Serve a `history` request.
     History {
         conn: ConnId,
@@ -145,7 +166,17 @@ impl Effects {
         self.out.push((to, msg));
     }
 
+    /// An error answering a request that is not a send (a join).
     pub(crate) fn reply_error(&mut self, reply: &Reply, code: ErrorCode, message: &str) {
+        self.error_to(reply, code, message, false);
+    }
+
+    /// An error answering a send.
+    pub(crate) fn send_error(&mut self, reply: &Reply, code: ErrorCode, message: &str) {
+        self.error_to(reply, code, message, true);
+    }
+
+    fn error_to(&mut self, reply: &Reply, code: ErrorCode, message: &str, send_done: bool) {
         let mut frame = Vec::new();
         response::error(&mut frame, reply.id.as_deref(), code, message);
         self.send(
@@ -153,6 +184,7 @@ impl Effects {
             ShardMsg::ToConn {
                 conn: reply.to.conn,
                 frame,
+                send_done,
             },
         );
     }
@@ -181,6 +213,7 @@ impl Effects {
             ShardMsg::ToConn {
                 conn: reply.to.conn,
                 frame,
+                send_done: true,
             },
         );
     }
@@ -201,8 +234,12 @@ pub(crate) struct Stats {
     pub(crate) commits: AtomicU64,
     /// Message frames queued to connections (live and catch-up).
     pub(crate) deliveries: AtomicU64,
+    /// WebSocket sessions opened (also the source of device-replacement order).
+    pub(crate) opened: AtomicU64,
     /// Upgrades refused for a missing, bad or expired token (or bad dev ids).
     pub(crate) auth_failures: AtomicU64,
+    /// Connections cut off because the peer took no bytes for 2 × heartbeat.
+    pub(crate) write_stalls: AtomicU64,
     /// Times a connection fell behind its outbox budget.
     pub(crate) slow_consumer_events: AtomicU64,
     /// Largest outbox seen on any connection, in bytes.
@@ -228,6 +265,8 @@ pub struct StatsSnapshot {
     pub deliveries: u64,
     /// See [`Stats::auth_failures`].
     pub auth_failures: u64,
+    /// See [`Stats::write_stalls`].
+    pub write_stalls: u64,
     /// See [`Stats::slow_consumer_events`].
     pub slow_consumer_events: u64,
     /// See [`Stats::max_outbox_bytes`].
@@ -247,12 +286,16 @@ impl Stats {
             commits: self.commits.load(Ordering::Relaxed),
             deliveries: self.deliveries.load(Ordering::Relaxed),
             auth_failures: self.auth_failures.load(Ordering::Relaxed),
+            write_stalls: self.write_stalls.load(Ordering::Relaxed),
             slow_consumer_events: self.slow_consumer_events.load(Ordering::Relaxed),
             max_outbox_bytes: self.max_outbox_bytes.load(Ordering::Relaxed),
             mesh_overflows: self.mesh_overflows.load(Ordering::Relaxed),
         }
     }
 }
+
+/// One user's devices: device → (connection, open stamp).
+type Devices = HashMap<Arc<str>, (ConnRef, u64)>;
 
 /// Everything one shard owns.
 pub(crate) struct ShardState {
@@ -262,10 +305,12 @@ pub(crate) struct ShardState {
     limits: protocol::Limits,
     pub(crate) conns: HashMap<ConnId, Conn>,
     next_conn: u64,
+    next_join_gen: u64,
     replicas: HashMap<Arc<str>, Replica>,
     pub(crate) owner: Owner,
-    /// Devices of the users this shard owns: user → device → connection.
-    users: HashMap<Arc<str>, HashMap<Arc<str>, ConnRef>>,
+    /// Devices of the users this shard owns: user → device → (connection,
+    /// open stamp).
+    users: HashMap<Arc<str>, Devices>,
     blocklist: Blocklist,
     pub(crate) fx: Effects,
     /// Shutting down: connections stop reading.
@@ -310,6 +355,7 @@ impl ShardState {
             limits,
             conns: HashMap::new(),
             next_conn: 1,
+            next_join_gen: 1,
             replicas: HashMap::new(),
             owner: Owner::new(),
             users: HashMap::new(),
@@ -361,12 +407,14 @@ impl ShardState {
         });
         self.conns.insert(id, conn);
         let me = self.me(id);
+        let stamp = self.stats.opened.fetch_add(1, Ordering::Relaxed);
         self.fx.send(
             owner_of(&user, self.nr_shards),
             ShardMsg::DeviceUp {
                 user,
                 device,
                 conn: me,
+                stamp,
             },
         );
         id
@@ -437,16 +485,32 @@ impl ShardState {
         }
     }
 
-    /// Closes every connection idle for more than twice the heartbeat
-    /// (4008) or whose token expired (4001).
-    pub(crate) fn close_idle(&mut self, now_ms: u64) {
+    /// The once-a-second check of every connection: token expiry (4001),
+    /// silence (4008: no frame for 2 × heartbeat while we were reading), a
+    /// peer that takes no bytes for 2 × heartbeat (cut off), and a close that
+    /// could not be flushed in time (cut off).
+    pub(crate) fn check_conns(&mut self, now_ms: u64) {
         let limit = 2 * self.cfg.heartbeat_ms;
+        let budget = self.cfg.outbox_budget_bytes;
         for conn in self.conns.values_mut() {
-            if conn.expires_ms.is_some_and(|e| e <= now_ms) {
-                conn.outbox.request_close(4001, "token expired");
-            } else if now_ms.saturating_sub(conn.last_rx_ms) > limit {
-                conn.outbox
-                    .request_close(4008, "idle: no frame within 2 x heartbeat_ms");
+            let paused = conn.reads_paused(budget);
+            let ob = &mut conn.outbox;
+            if ob.close.is_some() {
+                if now_ms.saturating_sub(ob.close_requested_ms) > crate::conn::CLOSE_FLUSH_MS {
+                    ob.kill = true;
+                    ob.wake();
+                }
+            } else if ob.pending() > 0 && now_ms.saturating_sub(ob.progress_ms) > limit {
+                ob.kill = true;
+                ob.wake();
+                self.stats.write_stalls.fetch_add(1, Ordering::Relaxed);
+            } else if conn.expires_ms.is_some_and(|e| e <= now_ms) {
+                ob.request_close(4001, "token expired");
+            } else if !paused && now_ms.saturating_sub(conn.last_rx_ms) > limit {
+                ob.request_close(4008, "idle: no frame within 2 x heartbeat_ms");
+            } else if paused {
+                // Silence while we do not read is not the client's fault.
+                conn.last_rx_ms = now_ms;
             }
         }
     }
@@ -539,9 +603,10 @@ impl ShardState {
                         "the message contains blocked content",
                     );
                 }
-                let Some(conn) = self.conns.get(&id) else {
+                let Some(conn) = self.conns.get_mut(&id) else {
                     return;
                 };
+                conn.sends_in_flight += 1;
                 let msg = NewMessage {
                     from: conn.user.to_string(),
                     device: conn.device.to_string(),
@@ -579,6 +644,9 @@ impl ShardState {
                     HistoryRange::Before(s) => ReadRange::Before(Seq(s)),
                     HistoryRange::After(s) => ReadRange::After(Seq(s)),
                 };
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.histories_in_flight += 1;
+                }
                 self.fx.io.push(IoJob::History {
                     conn: id,
                     channel: Arc::from(channel),
@@ -642,9 +710,12 @@ impl ShardState {
             Some((k, _)) => k.clone(),
             None => Arc::from(channel),
         };
+        let gen = self.next_join_gen;
+        self.next_join_gen += 1;
         conn.subs.insert(
             channel.clone(),
             Sub {
+                gen,
                 cursor: 0,
                 phase: Phase::Joining { ids: Vec::new() },
             },
@@ -659,6 +730,7 @@ impl ShardState {
             ShardMsg::Subscribe {
                 channel,
                 conn: id,
+                gen,
                 since,
                 id: req_id.map(Box::from),
             },
@@ -670,6 +742,26 @@ impl ShardState {
             return;
         };
         let removed = conn.subs.remove_entry(channel);
+        if let Some((
+            _,
+            Sub {
+                phase: Phase::Joining { ids },
+                ..
+            },
+        )) = &removed
+        {
+            // Repeated joins waiting with the first: answered like it will be.
+            for rid in ids {
+                conn.outbox.push_reply(|out| {
+                    response::error(
+                        out,
+                        rid.as_deref(),
+                        ErrorCode::BadRequest,
+                        "left the channel before the join completed",
+                    );
+                });
+            }
+        }
         conn.outbox
             .push_reply(|out| response::left(out, req_id, channel));
         if let Some((key, _)) = removed {
@@ -686,12 +778,14 @@ impl ShardState {
             ShardMsg::Subscribe {
                 channel,
                 conn,
+                gen,
                 since,
                 id,
             } => self.owner.on_subscribe(
                 JoinWaiter {
                     shard: from,
                     conn,
+                    gen,
                     since,
                     id,
                 },
@@ -702,28 +796,35 @@ impl ShardState {
             ShardMsg::Joined {
                 channel,
                 conn,
+                gen,
                 head,
                 since,
                 id,
-            } => self.on_joined(&channel, conn, head, since, id),
-            ShardMsg::JoinFailed { channel, conn } => {
+            } => self.on_joined(&channel, conn, gen, head, since, id),
+            ShardMsg::JoinFailed { channel, conn, gen } => self.on_join_failed(&channel, conn, gen),
+            ShardMsg::ToConn {
+                conn,
+                frame,
+                send_done,
+            } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    if let Some((key, _)) = c.subs.remove_entry(&channel) {
-                        self.drop_member(&key, conn);
+                    if send_done {
+                        c.sends_in_flight = c.sends_in_flight.saturating_sub(1);
                     }
-                }
-            }
-            ShardMsg::ToConn { conn, frame } => {
-                if let Some(c) = self.conns.get_mut(&conn) {
                     c.outbox.push_bytes(&frame);
                 }
             }
             ShardMsg::Batch(batch) => self.on_batch(&batch),
             ShardMsg::Advanced { channel, head } => self.advance_replica(&channel, head),
-            ShardMsg::DeviceUp { user, device, conn } => self.device_up(user, device, conn),
+            ShardMsg::DeviceUp {
+                user,
+                device,
+                conn,
+                stamp,
+            } => self.device_up(user, device, conn, stamp),
             ShardMsg::DeviceDown { user, device, conn } => {
                 if let Some(devices) = self.users.get_mut(&user) {
-                    if devices.get(&device) == Some(&conn) {
+                    if devices.get(&device).map(|d| d.0) == Some(conn) {
                         devices.remove(&device);
                     }
                     if devices.is_empty() {
@@ -762,35 +863,41 @@ impl ShardState {
     /// At the user's owner: a device connected. A newer connection of the
     /// same device replaces the older (4009); past the per-user maximum the
     /// new connection is closed (4029).
-    fn device_up(&mut self, user: Arc<str>, device: Arc<str>, conn: ConnRef) {
+    fn device_up(&mut self, user: Arc<str>, device: Arc<str>, conn: ConnRef, stamp: u64) {
         let max = self.cfg.max_connections_per_user;
         let devices = self.users.entry(user).or_default();
-        if let Some(old) = devices.get(&device).copied() {
-            if old != conn {
-                devices.insert(device, conn);
-                self.fx.send(
-                    old.shard,
-                    ShardMsg::Close {
-                        conn: old.conn,
-                        code: 4009,
-                        reason: "replaced by a newer connection of the same device",
-                    },
-                );
+        let close = |to: ConnRef, code: u16, reason: &'static str| {
+            (
+                to.shard,
+                ShardMsg::Close {
+                    conn: to.conn,
+                    code,
+                    reason,
+                },
+            )
+        };
+        const REPLACED: &str = "replaced by a newer connection of the same device";
+        if let Some((old, old_stamp)) = devices.get(&device).copied() {
+            if old == conn {
+                return;
             }
+            let (to, msg) = if stamp > old_stamp {
+                devices.insert(device, (conn, stamp));
+                close(old, 4009, REPLACED)
+            } else {
+                // The incoming connection is the older one (its DeviceUp
+                // came late): it is the one replaced.
+                close(conn, 4009, REPLACED)
+            };
+            self.fx.send(to, msg);
             return;
         }
         if max > 0 && devices.len() >= max {
-            self.fx.send(
-                conn.shard,
-                ShardMsg::Close {
-                    conn: conn.conn,
-                    code: 4029,
-                    reason: "too many connections for this user",
-                },
-            );
+            let (to, msg) = close(conn, 4029, "too many connections for this user");
+            self.fx.send(to, msg);
             return;
         }
-        devices.insert(device, conn);
+        devices.insert(device, (conn, stamp));
     }
 
     /// A `typing` frame for the local members of a channel, except its sender.
@@ -817,10 +924,36 @@ impl ShardState {
         }
     }
 
+    /// The owner could not load the head for a join: its error went to the
+    /// first request; answer the joins that waited with it, and forget it.
+    fn on_join_failed(&mut self, channel: &Arc<str>, conn_id: ConnId, gen: u64) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let Some(sub) = conn.subs.get_mut(channel).filter(|s| s.gen == gen) else {
+            return;
+        };
+        if let Phase::Joining { ids } = &mut sub.phase {
+            for rid in std::mem::take(ids) {
+                conn.outbox.push_reply(|out| {
+                    response::error(
+                        out,
+                        rid.as_deref(),
+                        ErrorCode::Unavailable,
+                        "store unavailable",
+                    );
+                });
+            }
+        }
+        conn.subs.remove(channel);
+        self.drop_member(channel, conn_id);
+    }
+
     fn on_joined(
         &mut self,
         channel: &Arc<str>,
         conn_id: ConnId,
+        gen: u64,
         head: u64,
         since: Option<u64>,
         id: Option<Box<str>>,
@@ -828,7 +961,12 @@ impl ShardState {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        let Some(sub) = conn.subs.get_mut(channel) else {
+        // An answer for an earlier join of this connection (it left and
+        // joined again meanwhile) must not be applied to the new one; its
+        // request still gets its answer.
+        let Some(sub) = conn.subs.get_mut(channel).filter(|s| s.gen == gen) else {
+            conn.outbox
+                .push_reply(|out| response::joined(out, id.as_deref(), channel, head));
             return;
         };
         let Phase::Joining { ids } = &mut sub.phase else {
@@ -890,10 +1028,6 @@ impl ShardState {
             return;
         };
         rep.remember(batch, self.cfg.replica_ring_bytes);
-        if batch.last_seq() <= rep.last_seq {
-            // Already known through a head (e.g. a join raced the batch).
-            // Members are at or past it, or catching up.
-        }
         rep.last_seq = rep.last_seq.max(batch.last_seq());
         let mut behind = Vec::new();
         let mut delivered = 0u64;
@@ -975,10 +1109,15 @@ impl ShardState {
                 sub.cursor = upto;
                 continue;
             }
+            if conn.fetching {
+                break; // one store read per connection; resumes after it
+            }
+            conn.fetching = true;
             sub.phase = Phase::CatchUp { fetching: true };
             self.fx.io.push(IoJob::CatchUp {
                 conn: conn_id,
                 channel: channel.clone(),
+                gen: sub.gen,
                 after: sub.cursor,
             });
             break;
@@ -989,76 +1128,90 @@ impl ShardState {
             .fetch_add(delivered, Ordering::Relaxed);
     }
 
-    /// A page for a catch-up arrived from the store.
+    /// A page for a catch-up arrived from the store. Only what the replica
+    /// knows to be committed is queued (a store read may already see a commit
+    /// whose acks are still on their way), and only up to the budget; the
+    /// rest is read again later.
     pub(crate) fn on_catchup_page(
         &mut self,
         conn_id: ConnId,
         channel: &Arc<str>,
+        gen: u64,
         result: Result<Page, StoreFailure>,
     ) {
+        let budget = self.cfg.outbox_budget_bytes;
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        let Some(sub) = conn.subs.get_mut(channel) else {
-            return;
-        };
-        if !matches!(sub.phase, Phase::CatchUp { fetching: true }) {
-            return;
-        }
-        sub.phase = Phase::CatchUp { fetching: false };
-        let before = sub.cursor;
-        match result {
-            Ok(page) => {
-                for m in &page.messages {
-                    if m.seq <= sub.cursor {
-                        continue;
+        conn.fetching = false;
+        let head = self.replicas.get(channel).map_or(0, |r| r.last_seq);
+        let mut retry = false;
+        if let Some(sub) = conn
+            .subs
+            .get_mut(channel)
+            .filter(|s| s.gen == gen && matches!(s.phase, Phase::CatchUp { fetching: true }))
+        {
+            sub.phase = Phase::CatchUp { fetching: false };
+            let before = sub.cursor;
+            match result {
+                Ok(page) => {
+                    for m in &page.messages {
+                        if m.seq <= sub.cursor {
+                            continue;
+                        }
+                        if m.seq != sub.cursor + 1 || m.seq > head {
+                            break;
+                        }
+                        if conn.outbox.pending() >= budget {
+                            break;
+                        }
+                        conn.outbox.push_reply(|out| {
+                            response::msg(out, channel, &response::MsgView::from_stored(m));
+                        });
+                        sub.cursor = m.seq;
                     }
-                    if m.seq != sub.cursor + 1 {
-                        break;
-                    }
-                    conn.outbox.push_reply(|out| {
-                        response::msg(out, channel, &response::MsgView::from_stored(m));
-                    });
-                    sub.cursor = m.seq;
+                }
+                Err(f) => {
+                    tracing::warn!(channel = %channel, error = %f.message, "catch-up read failed; retrying");
                 }
             }
-            Err(f) => {
-                tracing::warn!(channel = %channel, error = %f.message, "catch-up read failed; retrying");
-            }
-        }
-        let progressed = sub.cursor - before;
-        self.stats
-            .deliveries
-            .fetch_add(progressed, Ordering::Relaxed);
-        if progressed == 0 {
-            let behind = self
-                .replicas
-                .get(channel)
-                .is_some_and(|r| r.last_seq > sub.cursor);
-            if behind {
+            let progressed = sub.cursor - before;
+            self.stats
+                .deliveries
+                .fetch_add(progressed, Ordering::Relaxed);
+            note_outbox(&self.stats, conn.outbox.pending());
+            if progressed == 0 && head > sub.cursor && conn.outbox.pending() < budget {
+                // The store did not have what the replica knows is committed
+                // (or failed): try again shortly rather than spin.
                 sub.phase = Phase::CatchUp { fetching: true };
+                conn.fetching = true;
+                retry = true;
                 self.fx.io.push(IoJob::CatchUpLater {
                     conn: conn_id,
                     channel: channel.clone(),
+                    gen,
                 });
-                return;
             }
         }
-        self.pump(conn_id, channel);
+        if !retry {
+            // The connection's one store read is free again: every channel
+            // that waited for it may continue.
+            self.on_drained(conn_id);
+        }
     }
 
     /// The retry timer of a catch-up fired.
-    pub(crate) fn on_catchup_retry(&mut self, conn_id: ConnId, channel: &Arc<str>) {
-        if let Some(sub) = self
-            .conns
-            .get_mut(&conn_id)
-            .and_then(|c| c.subs.get_mut(channel))
-        {
+    pub(crate) fn on_catchup_retry(&mut self, conn_id: ConnId, channel: &Arc<str>, gen: u64) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        conn.fetching = false;
+        if let Some(sub) = conn.subs.get_mut(channel).filter(|s| s.gen == gen) {
             if matches!(sub.phase, Phase::CatchUp { fetching: true }) {
                 sub.phase = Phase::CatchUp { fetching: false };
             }
         }
-        self.pump(conn_id, channel);
+        self.on_drained(conn_id);
     }
 
     /// A connection's outbox became empty: continue its catch-ups.
@@ -1088,6 +1241,7 @@ impl ShardState {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
+        conn.histories_in_flight = conn.histories_in_flight.saturating_sub(1);
         match result {
             Ok(page) => {
                 let views: Vec<_> = page

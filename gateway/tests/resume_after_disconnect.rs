@@ -80,3 +80,26 @@ fn replay_pages_through_a_long_history_from_the_store() {
     let all = r.msgs("room:long", 1500);
     assert_seqs(&all, 1, 1500);
 }
+
+#[test]
+fn join_leave_join_in_one_burst_serves_the_last_join_exactly() {
+    use serde_json::json;
+    let tg = start(2);
+    let mut s = Client::connect(tg.addr(), "s", "d");
+    for i in 0..20 {
+        s.send_msg("room:jlj", &format!("m{i}"), &format!("{i}"));
+    }
+    let mut c = Client::connect(tg.addr(), "c", "d");
+    c.send_json(json!({"id": 1, "type": "join", "channel": "room:jlj"}));
+    c.send_json(json!({"id": 2, "type": "leave", "channel": "room:jlj"}));
+    c.send_json(json!({"id": 3, "type": "join", "channel": "room:jlj", "since": 5}));
+    let r3 = c.reply_to(3);
+    assert_eq!(r3["type"], "joined");
+    assert_eq!(r3["head"], 20);
+    assert_eq!(c.reply_to(2)["type"], "left");
+    assert_eq!(c.reply_to(1)["type"], "joined", "every request is answered");
+    let replay = c.msgs("room:jlj", 15);
+    assert_seqs(&replay, 6, 20);
+    s.send_msg("room:jlj", "live", "live");
+    assert_eq!(c.msgs("room:jlj", 1)[0]["seq"], 21);
+}

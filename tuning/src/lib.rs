@@ -1,8 +1,119 @@
-//! # tuning — can this host hold N connections, and with which settings?
+//! # tuning — can this host hold N connections, and what must change?
 //!
-//! Not built yet (see the tuning issue). What it will be: `tuning check
-//! --connections N` reads the host's limits (open files, memlock, sysctls,
-//! memory, cores, io_uring) and prints found vs required with the exact fix;
-//! `plan`/`apply` (dry run unless `--yes`); a preflight the gateway calls at
-//! start; and `sweep`, which runs a bench scenario over a grid of gateway
-//! tunables and recommends settings.
+//! The gateway is deployed to hold very many mostly idle WebSocket
+//! connections. Whether a host can is decided long before the gateway's own
+//! code matters: by the open-file limits, the kernel's TCP memory pool, the
+//! accept backlog, memory, locked memory for io_uring and whether io_uring
+//! works at all. This crate reads those, compares them with what a target
+//! needs, and says — per setting — what it found, what is required, and the
+//! exact line that fixes it.
+//!
+//! It follows the check → plan → apply shape of Seastar's `perftune.py`:
+//!
+//! 1. **check** ([`check()`], [`Report`]): one [`CheckItem`] per setting with
+//!    [`Status`] `ok` / `info` / `warn` / `short`, found, required and fixes.
+//!    `short` means the target cannot be held (connections past a file limit
+//!    are refused, memory runs out, glommio cannot start); `warn` means it
+//!    can, but something degrades under load (accept-queue overflow, TCP
+//!    memory pressure).
+//! 2. **plan** ([`plan()`], [`Plan`]): the sysctls that would be written and
+//!    the steps only an operator can take (hard resource limits, `/etc`).
+//! 3. **apply** ([`apply()`]): writes the planned sysctls through
+//!    `/proc/sys`, or in a dry run (the CLI's default) says what it would
+//!    write. It never edits `/etc` and never changes resource limits: a
+//!    limit belongs to each process, and the gateway raises its own soft
+//!    open-file limit to the hard one at start.
+//!
+//! ## Sans-IO core
+//!
+//! The checks are pure: [`check()`] takes a [`HostReadings`] (a plain struct
+//! of every value read) and a [`Requirements`] (the target), and returns
+//! items. Tests build synthetic readings and assert every message. Only
+//! [`read_host`] touches the host (`/proc`, `/sys`, `getrlimit`, an
+//! `io_uring_setup` probe), and the few libc calls live in one small module
+//! (`sys.rs`), the crate's only `unsafe`, each block with a `SAFETY` note.
+//!
+//! ## Costs
+//!
+//! What one connection needs comes from [`costs`], each constant with its
+//! source: one descriptor per connection (the gateway's driver); ~4 KiB of
+//! kernel memory per idle TCP socket (measured: slab growth over 16,000
+//! loopback sockets); one page of the TCP buffer pool per connection with a
+//! message in flight (measured from `/proc/net/sockstat`); 8 KiB of gateway
+//! memory per idle connection (an **estimate**, to be replaced by the
+//! bench's measured RSS per connection); glommio's 512 KiB locked-memory
+//! floor (read from glommio's source).
+//!
+//! ## The gateway's preflight
+//!
+//! The gateway depends on this crate, never the reverse: it fills a
+//! [`Requirements`] from its config and calls [`preflight()`] at start:
+//!
+//! ```no_run
+//! let mut req = tuning::Requirements::new(19_488, 2); // effective_max_connections(), nr_shards()
+//! req.reserved_fds = 512;                             // Config::reserved_fds
+//! match tuning::preflight(&req) {
+//!     Ok(report) => {
+//!         for warning in report.warnings() {
+//!             eprintln!("host warning: {warning}");
+//!         }
+//!     }
+//!     Err(e) if e.is_overridable() => {
+//!         // Refuse to start unless the operator asked to override.
+//!         eprintln!("{e}");
+//!     }
+//!     Err(e) => panic!("{e}"),
+//! }
+//! ```
+//!
+//! When the maximum of connections is derived from the open-file limit
+//! (limit − reserve), the file check passes by construction, so the default
+//! configuration starts wherever the rest of the host is sound.
+//!
+//! ## CPU plan
+//!
+//! [`CpuPlan`]: on hosts with up to four online cores every core runs a
+//! shard; on larger hosts the first core is left to interrupts and the
+//! kernel's network work. The gateway does not follow the plan yet (it
+//! spreads shards over every online core with glommio's `MaxSpread`);
+//! following it means filtering `CpuSet::online()` to the planned cores.
+//!
+//! ## Not here
+//!
+//! `tuning sweep` (a bench scenario run over a grid of gateway tunables) is
+//! not built: it needs the bench crate's scenarios and measured results, and
+//! a sweep that only pretended would be worse than none.
+//!
+//! ## Layout
+//!
+//! - [`costs`]: per-connection, per-shard and process costs; [`Requirements`].
+//! - [`readings`]: [`HostReadings`], the plain data the checks take.
+//! - [`check`](mod@check): the checks, [`CheckItem`], [`Status`], [`Fix`].
+//! - [`report`](mod@report): [`Report`] and [`Capacity`].
+//! - [`cpu`]: the CPU plan.
+//! - [`plan`](mod@plan) and [`apply`](mod@apply): the changes, and writing them.
+//! - [`read`]: fills [`HostReadings`] from the live host.
+//! - [`preflight`](mod@preflight): the gateway's start check.
+//! - `src/main.rs`: the `tuning` command (`check`, `plan`, `apply`).
+
+pub mod apply;
+pub mod check;
+pub mod costs;
+pub mod cpu;
+pub mod plan;
+pub mod preflight;
+pub mod read;
+pub mod readings;
+pub mod report;
+mod sys;
+mod units;
+
+pub use apply::{apply, Applied, ApplyError, Mode};
+pub use check::{check, CheckItem, Fix, Status};
+pub use costs::Requirements;
+pub use cpu::CpuPlan;
+pub use plan::{plan, ManualStep, Plan, SysctlChange};
+pub use preflight::{preflight, preflight_with, PreflightError};
+pub use read::{read_host, read_host_at, HostPaths};
+pub use readings::{HostReadings, IoUring, Privileges, Rlimit, Triple};
+pub use report::{Capacity, Report};

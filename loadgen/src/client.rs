@@ -1,0 +1,523 @@
+//! The connection driver: the only code that touches sockets.
+//!
+//! One glommio task per connection ([`drive`]) owns the socket and the
+//! connection's [`Session`]; everything the connection *decides* is in the
+//! session, everything it *does* is here:
+//!
+//! 1. **Connect** ([`connect_ws`]): a `socket2` socket, bound to the
+//!    connection's loopback source address if the run spreads over several,
+//!    connected non-blocking and handed to glommio (`TcpStream:
+//!    From<socket2::Socket>`). The upgrade request is written at once: while
+//!    the TCP handshake is in progress `send` says `EAGAIN` and glommio waits
+//!    for writability, so no blocking connect is needed. The `101` response
+//!    is checked (status and `Sec-WebSocket-Accept`); bytes after its head
+//!    are already WebSocket frames.
+//! 2. **Run**: one `poll_fn` waits for whichever comes first — the socket
+//!    accepting more of the outgoing buffer, bytes to read, the session's
+//!    next deadline (send schedule, ping, churn) or a phase change from the
+//!    coordinator. Reads and writes are never waited on in sequence, so a
+//!    gateway that stops reading our requests while it writes to us cannot
+//!    deadlock the connection. glommio's reads and writes try the syscall
+//!    first and only register readiness interest, so dropping the pending
+//!    poll loses nothing.
+//! 3. **Close**: on the last phase the session writes a close frame; the
+//!    driver flushes it (1 s at most) and drops the socket. Any other end —
+//!    close frame, EOF, error, churn — goes back to the session, which
+//!    schedules the reconnect.
+//!
+//! ## Memory per connection
+//!
+//! Reads go into one 64 KiB buffer per shard ([`ShardCtx::rbuf`]): a read's
+//! bytes are decoded before the task awaits again, so connections never
+//! hold read buffers. The decoder keeps only an incomplete trailing frame.
+//! The outgoing buffer holds what the session wrote and the socket has not
+//! taken yet, and shrinks back when drained.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures_lite::future::poll_fn;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use gateway::protocol::{encode_frame, Role, WsDecoder, WsEvent, WsOpcode};
+use glommio::net::TcpStream;
+use glommio::timer::Timer;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::clock::Clock;
+use crate::config::Target;
+use crate::run::Shared;
+use crate::session::{Action, Closed, Ctx, Milestones, PhaseView, Session};
+use crate::stats::ShardStats;
+
+/// Time allowed for TCP connect plus the HTTP upgrade.
+pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest upgrade response head accepted, bytes.
+pub const MAX_RESPONSE_HEAD: usize = 8 * 1024;
+
+/// Largest WebSocket message accepted from the server, bytes (the
+/// protocol's 2 MiB plus headroom).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The shard-wide read buffer size, bytes.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// An outgoing buffer larger than this is released once drained, bytes.
+const RETAINED_OUT_BYTES: usize = 64 * 1024;
+
+/// How long the final close frame may take to flush.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+
+/// Why a connection attempt failed. All are retried by the session (with
+/// backoff); [`ConnectError::is_retryable`] says whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The socket could not be created, bound or connected, or broke during
+    /// the upgrade (refused, reset, out of ports or files). Retryable.
+    #[error("connecting: {0}")]
+    Io(#[from] std::io::Error),
+    /// Connect plus upgrade took longer than [`UPGRADE_TIMEOUT`]. Retryable.
+    #[error("connect and upgrade timed out")]
+    Timeout,
+    /// The server answered the upgrade with another status (401 for bad
+    /// credentials, 503 when it is full). Retryable only for 5xx.
+    #[error("upgrade refused with HTTP {status}: {body}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
+    /// The response was not a valid WebSocket upgrade. Not retryable.
+    #[error("bad upgrade response: {0}")]
+    Handshake(String),
+}
+
+impl ConnectError {
+    /// Whether trying again later can succeed.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ConnectError::Io(_) | ConnectError::Timeout => true,
+            ConnectError::Refused { status, .. } => *status >= 500,
+            ConnectError::Handshake(_) => false,
+        }
+    }
+}
+
+/// Opens a WebSocket connection to `target` with dev auth as
+/// `user`/`device`, from `source` if given. Returns the stream and the bytes
+/// already read past the upgrade response (WebSocket frames). Must run on a
+/// glommio executor.
+pub async fn connect_ws(
+    target: &Target,
+    user: &str,
+    device: &str,
+    source: Option<IpAddr>,
+) -> Result<(TcpStream, Vec<u8>), ConnectError> {
+    let domain = if target.addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
+    if let Some(ip) = source {
+        socket.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
+    }
+    match socket.connect(&SockAddr::from(target.addr)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut stream = TcpStream::from(socket);
+    let key = tungstenite::handshake::client::generate_key();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        target.request_path(user, device),
+        target.host,
+    );
+    let handshake = async {
+        stream.write_all(request.as_bytes()).await?;
+        let mut buf = vec![0u8; 1024];
+        let mut len = 0;
+        loop {
+            if len == buf.len() {
+                if buf.len() >= MAX_RESPONSE_HEAD {
+                    return Err(ConnectError::Handshake("response head too large".into()));
+                }
+                buf.resize(buf.len() * 2, 0);
+            }
+            let n = stream.read(&mut buf[len..]).await?;
+            if n == 0 {
+                return Err(ConnectError::Handshake(
+                    "connection closed during the upgrade".into(),
+                ));
+            }
+            len += n;
+            if let Some(end) = find(&buf[..len], b"\r\n\r\n") {
+                check_upgrade_response(&buf[..end], &buf[end + 4..len], &key)?;
+                return Ok(buf[end + 4..len].to_vec());
+            }
+        }
+    };
+    let timeout = async {
+        Timer::new(UPGRADE_TIMEOUT).await;
+        Err(ConnectError::Timeout)
+    };
+    let leftover = futures_lite::future::or(handshake, timeout).await?;
+    Ok((stream, leftover))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Checks a response head (without the final blank line) for a valid 101.
+fn check_upgrade_response(head: &[u8], after: &[u8], key: &str) -> Result<(), ConnectError> {
+    let head = std::str::from_utf8(head)
+        .map_err(|_| ConnectError::Handshake("response head is not UTF-8".into()))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ConnectError::Handshake(format!("bad status line {status_line:?}")))?;
+    if status != 101 {
+        let body = String::from_utf8_lossy(&after[..after.len().min(200)]).into_owned();
+        return Err(ConnectError::Refused { status, body });
+    }
+    let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("sec-websocket-accept"))
+        .map(|(_, v)| v.trim());
+    if accept != Some(expected.as_str()) {
+        return Err(ConnectError::Handshake(
+            "missing or wrong Sec-WebSocket-Accept".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What a shard's connection tasks share. Lives on one executor thread.
+pub(crate) struct ShardCtx {
+    /// The run clock.
+    pub(crate) clock: Clock,
+    /// Process-wide coordination (phase, acked heads, milestones).
+    pub(crate) shared: Arc<Shared>,
+    /// Where to connect.
+    pub(crate) target: Target,
+    /// The shard's one read buffer (see the module docs).
+    pub(crate) rbuf: RefCell<Vec<u8>>,
+    /// The shard's measurements.
+    pub(crate) stats: RefCell<ShardStats>,
+    /// The phase epoch last copied from `shared`.
+    pub(crate) epoch: Cell<u64>,
+    /// The phase as of `epoch`.
+    pub(crate) phase: Cell<PhaseView>,
+    /// One slot per connection task: its waker, woken on a phase change.
+    pub(crate) wakers: RefCell<Vec<Option<Waker>>>,
+}
+
+impl ShardCtx {
+    /// Registers `slot`'s waker for phase changes (cheap when unchanged).
+    fn register(&self, slot: usize, cx: &Context<'_>) {
+        let mut wakers = self.wakers.borrow_mut();
+        if let Some(w) = wakers.get_mut(slot) {
+            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *w = Some(cx.waker().clone());
+            }
+        }
+    }
+
+    /// Wakes every connection task (after a phase change).
+    pub(crate) fn wake_all(&self) {
+        for w in self.wakers.borrow_mut().iter_mut() {
+            if let Some(w) = w.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Calls `f` with a session context over this shard's state.
+    fn with<R>(&self, out: &mut Vec<u8>, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
+        let mut stats = self.stats.borrow_mut();
+        let mut ctx = Ctx {
+            now_us: self.clock.now_us(),
+            phase: self.phase.get(),
+            max_acked: &self.shared.max_acked,
+            targets: &self.shared.targets,
+            stats: &mut stats,
+            out,
+        };
+        f(&mut ctx)
+    }
+
+    /// Polls the session and reports new milestones.
+    fn poll_session(&self, session: &mut Session, out: &mut Vec<u8>) -> crate::session::Step {
+        self.with(out, |ctx| {
+            let step = session.poll(ctx);
+            let m = session.take_milestones(ctx);
+            self.report(m);
+            step
+        })
+    }
+
+    fn report(&self, m: Milestones) {
+        if m.ready {
+            self.shared.ready.fetch_add(1, Ordering::Relaxed);
+        }
+        if m.acked {
+            self.shared.acked.fetch_add(1, Ordering::Relaxed);
+        }
+        if m.caught_up {
+            self.shared.caught_up.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A timer re-created only when its deadline changes.
+#[derive(Default)]
+struct Deadline {
+    timer: Option<(u64, Timer)>,
+}
+
+impl Deadline {
+    fn set(&mut self, at: Option<u64>, now: u64) {
+        match (at, &self.timer) {
+            (Some(at), Some((current, _))) if *current == at => {}
+            (Some(at), _) => {
+                // At least 100 µs: a deadline in the past must not spin.
+                let wait = at.saturating_sub(now).max(100);
+                self.timer = Some((at, Timer::new(Duration::from_micros(wait))));
+            }
+            (None, _) => self.timer = None,
+        }
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.timer {
+            Some((_, t)) => {
+                if Pin::new(t).poll(cx).is_ready() {
+                    self.timer = None;
+                    true
+                } else {
+                    false
+                }
+            }
+            None => false,
+        }
+    }
+}
+
+/// Drives one connection until the run ends: connect, run, reconnect.
+pub(crate) async fn drive(
+    ctx: Rc<ShardCtx>,
+    slot: usize,
+    mut session: Session,
+    source: Option<IpAddr>,
+) {
+    let mut out = Vec::new();
+    let mut deadline = Deadline::default();
+    loop {
+        let step = ctx.poll_session(&mut session, &mut out);
+        match step.action {
+            Action::Finished => {
+                ctx.with(&mut out, |c| session.finish(c));
+                break;
+            }
+            Action::Connect => {
+                out.clear();
+                let connected =
+                    connect_ws(&ctx.target, session.user(), session.device(), source).await;
+                match connected {
+                    Ok((stream, leftover)) => {
+                        ctx.with(&mut out, |c| session.on_connected(c));
+                        if run_connection(&ctx, slot, &mut session, stream, &leftover).await {
+                            break;
+                        }
+                    }
+                    Err(_) => ctx.with(&mut out, |c| session.on_connect_failed(c)),
+                }
+            }
+            Action::Continue | Action::Drop | Action::Close => {
+                // Down: wait for the retry time, a send to schedule or a
+                // phase change.
+                deadline.set(step.wake_at, ctx.clock.now_us());
+                let seen = ctx.epoch.get();
+                poll_fn(|cx| {
+                    if ctx.epoch.get() != seen || deadline.poll_expired(cx) {
+                        return Poll::Ready(());
+                    }
+                    ctx.register(slot, cx);
+                    Poll::Pending
+                })
+                .await;
+            }
+        }
+    }
+    ctx.shared.finished.fetch_add(1, Ordering::Relaxed);
+}
+
+enum IoEvent {
+    Wrote(usize),
+    Read(usize),
+    Failed,
+    Wake,
+}
+
+/// Runs one upgraded connection until it ends. Returns `true` when the run
+/// is over (the session finished), `false` to reconnect.
+async fn run_connection(
+    ctx: &ShardCtx,
+    slot: usize,
+    session: &mut Session,
+    mut stream: TcpStream,
+    leftover: &[u8],
+) -> bool {
+    let mut decoder = WsDecoder::new(Role::Client, MAX_MESSAGE_BYTES);
+    let mut out: Vec<u8> = Vec::new();
+    let mut written = 0usize;
+    let mut deadline = Deadline::default();
+    if let Some(why) = feed(ctx, session, &mut decoder, leftover, &mut out) {
+        ctx.with(&mut out, |c| session.on_closed(c, why));
+        return false;
+    }
+    loop {
+        let step = ctx.poll_session(session, &mut out);
+        match step.action {
+            Action::Continue | Action::Connect | Action::Finished => {}
+            Action::Drop => {
+                let why = if session.hello_timed_out(ctx.clock.now_us()) {
+                    Closed::ProtocolError
+                } else {
+                    Closed::Churn
+                };
+                drop(stream);
+                ctx.with(&mut out, |c| session.on_closed(c, why));
+                return false;
+            }
+            Action::Close => {
+                ctx.with(&mut Vec::new(), |c| session.finish(c));
+                let flush = async {
+                    let _ = stream.write_all(&out[written..]).await;
+                };
+                let timeout = async {
+                    Timer::new(CLOSE_FLUSH).await;
+                };
+                futures_lite::future::or(flush, timeout).await;
+                drop(stream);
+                ctx.with(&mut Vec::new(), |c| session.on_closed(c, Closed::Finished));
+                return true;
+            }
+        }
+        deadline.set(step.wake_at, ctx.clock.now_us());
+        let seen = ctx.epoch.get();
+        let event = poll_fn(|cx| {
+            if written < out.len() {
+                match Pin::new(&mut stream).poll_write(cx, &out[written..]) {
+                    Poll::Ready(Ok(n)) => return Poll::Ready(IoEvent::Wrote(n)),
+                    Poll::Ready(Err(_)) => return Poll::Ready(IoEvent::Failed),
+                    Poll::Pending => {}
+                }
+            }
+            {
+                let mut rbuf = ctx.rbuf.borrow_mut();
+                match Pin::new(&mut stream).poll_read(cx, &mut rbuf[..]) {
+                    Poll::Ready(Ok(n)) => return Poll::Ready(IoEvent::Read(n)),
+                    Poll::Ready(Err(_)) => return Poll::Ready(IoEvent::Failed),
+                    Poll::Pending => {}
+                }
+            }
+            if ctx.epoch.get() != seen || deadline.poll_expired(cx) {
+                return Poll::Ready(IoEvent::Wake);
+            }
+            ctx.register(slot, cx);
+            Poll::Pending
+        })
+        .await;
+        match event {
+            IoEvent::Wrote(n) => {
+                written += n;
+                if written == out.len() {
+                    out.clear();
+                    written = 0;
+                    if out.capacity() > RETAINED_OUT_BYTES {
+                        out = Vec::new();
+                    }
+                } else if written > RETAINED_OUT_BYTES {
+                    out.drain(..written);
+                    written = 0;
+                }
+            }
+            IoEvent::Read(0) | IoEvent::Failed => {
+                drop(stream);
+                ctx.with(&mut out, |c| session.on_closed(c, Closed::Lost));
+                return false;
+            }
+            IoEvent::Read(n) => {
+                let closed = {
+                    let rbuf = ctx.rbuf.borrow();
+                    feed(ctx, session, &mut decoder, &rbuf[..n], &mut out)
+                };
+                if let Some(why) = closed {
+                    drop(stream);
+                    ctx.with(&mut out, |c| session.on_closed(c, why));
+                    return false;
+                }
+                // Many busy connections share the thread: let others run.
+                glommio::yield_if_needed().await;
+            }
+            IoEvent::Wake => {}
+        }
+    }
+}
+
+/// Decodes `bytes` and hands each event to the session. Returns why the
+/// connection ends, if it does (close frame or a decoding error).
+fn feed(
+    ctx: &ShardCtx,
+    session: &mut Session,
+    decoder: &mut WsDecoder,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<Closed> {
+    if bytes.is_empty() {
+        return None;
+    }
+    ctx.with(out, |c| {
+        let mut closed = None;
+        let result = decoder.feed(bytes, &mut |event| {
+            if closed.is_some() {
+                return;
+            }
+            match event {
+                WsEvent::Text(text) => session.on_text(c, text),
+                WsEvent::Ping(payload) => {
+                    let mask = session.mask();
+                    encode_frame(c.out, WsOpcode::Pong, payload, Some(mask));
+                }
+                WsEvent::Pong(_) => {}
+                WsEvent::Binary(_) => c.stats.counters.protocol_errors += 1,
+                WsEvent::Close(code) => closed = Some(Closed::ByServer(code.map(|(c, _)| c))),
+            }
+        });
+        if result.is_err() && closed.is_none() {
+            closed = Some(Closed::ProtocolError);
+        }
+        let m = session.take_milestones(c);
+        ctx.report(m);
+        closed
+    })
+}

@@ -1,0 +1,306 @@
+//! Measurements: latency histograms and counters, kept per shard (worker
+//! thread) without sharing, merged at the end.
+//!
+//! * [`LatencyHistogram`] wraps an HdrHistogram of microseconds (1 µs to one
+//!   hour, 3 significant digits: ~0.1 % error, ~200 KiB each). Values above
+//!   an hour are clamped, not dropped.
+//! * [`Percentiles`] is what the report prints: p50, p90, p99, p99.9, max.
+//! * [`HistogramData`] is the histogram as (value, count) pairs, the form a
+//!   worker process sends to the parent in JSON (a few hundred pairs).
+//! * [`Counters`] count events; [`ShardStats`] is one shard's everything.
+//!
+//! Two latencies are measured, both from the *scheduled* send time that the
+//! payload carries (open loop: a stalled server or client shows up as latency,
+//! it does not just slow the sender down):
+//!
+//! * **delivery** — for every `msg` a connection receives from another
+//!   connection: receive time − scheduled send time;
+//! * **ack** — for every `ack` a sender receives: receive time − scheduled
+//!   send time.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::checker::Violations;
+
+/// Highest value a histogram tracks: one hour in microseconds.
+pub const MAX_TRACKED_US: u64 = 3_600_000_000;
+
+/// A histogram of latencies in microseconds.
+#[derive(Clone, Debug)]
+pub struct LatencyHistogram {
+    h: Histogram<u64>,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> LatencyHistogram {
+        LatencyHistogram::new()
+    }
+}
+
+impl LatencyHistogram {
+    /// An empty histogram (1 µs – 1 h, 3 significant digits).
+    #[must_use]
+    pub fn new() -> LatencyHistogram {
+        // The bounds are constants that satisfy the constructor's rules
+        // (low ≥ 1, high ≥ 2 × low, sigfig ≤ 5); fall back to an
+        // auto-resizing histogram should that ever change.
+        let h = Histogram::new_with_bounds(1, MAX_TRACKED_US, 3)
+            .or_else(|_| Histogram::new(3))
+            .unwrap_or_else(|_| unreachable_histogram());
+        LatencyHistogram { h }
+    }
+
+    /// Records one latency (clamped to [1 µs, 1 h]).
+    pub fn record(&mut self, us: u64) {
+        self.h.saturating_record(us.clamp(1, MAX_TRACKED_US));
+    }
+
+    /// Records `count` latencies of `us`.
+    pub fn record_n(&mut self, us: u64, count: u64) {
+        // `record_n` only fails for values out of range; clamped, they are not.
+        let _ = self.h.record_n(us.clamp(1, MAX_TRACKED_US), count);
+    }
+
+    /// Adds every value of `other`.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        // Same bounds on both sides: `add` cannot fail. Fall back to
+        // re-recording if it somehow does.
+        if self.h.add(&other.h).is_err() {
+            for v in other.h.iter_recorded() {
+                self.record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+    }
+
+    /// Values recorded.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.h.len()
+    }
+
+    /// Whether nothing was recorded.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.h.is_empty()
+    }
+
+    /// The summary the report prints (all zero when empty).
+    #[must_use]
+    pub fn percentiles(&self) -> Percentiles {
+        if self.h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: self.h.len(),
+            p50: self.h.value_at_quantile(0.50),
+            p90: self.h.value_at_quantile(0.90),
+            p99: self.h.value_at_quantile(0.99),
+            p999: self.h.value_at_quantile(0.999),
+            max: self.h.max(),
+            mean: self.h.mean(),
+        }
+    }
+
+    /// The histogram as (value, count) pairs, for sending between processes.
+    #[must_use]
+    pub fn to_data(&self) -> HistogramData {
+        HistogramData(
+            self.h
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        )
+    }
+
+    /// Rebuilds a histogram from [`LatencyHistogram::to_data`] pairs.
+    #[must_use]
+    pub fn from_data(data: &HistogramData) -> LatencyHistogram {
+        let mut h = LatencyHistogram::new();
+        for &(v, n) in &data.0 {
+            h.record_n(v, n);
+        }
+        h
+    }
+}
+
+/// Never reached: `Histogram::new(3)` only fails for sigfig > 5.
+#[cold]
+fn unreachable_histogram() -> Histogram<u64> {
+    panic!("hdrhistogram refused 3 significant digits")
+}
+
+/// A histogram as (value in µs, count) pairs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistogramData(pub Vec<(u64, u64)>);
+
+/// Latency summary in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Values recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest value.
+    pub max: u64,
+    /// Mean.
+    pub mean: f64,
+}
+
+/// Event counts of a shard, a process or the whole run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Sends written (first attempts).
+    pub sent: u64,
+    /// Sends written again after a reconnect (same `client_msg_id`).
+    pub retries: u64,
+    /// Sends acked (each counted once).
+    pub acked: u64,
+    /// Acks with `duplicate: true` for a first attempt (an idempotency key
+    /// collision: should be zero).
+    pub unexpected_duplicate_acks: u64,
+    /// `msg` events received (all channels, duplicates included).
+    pub delivered: u64,
+    /// Sends answered with `error`.
+    pub send_errors: u64,
+    /// Joins answered with `error`.
+    pub join_errors: u64,
+    /// Other `error` events.
+    pub other_errors: u64,
+    /// Successful WebSocket upgrades.
+    pub connects: u64,
+    /// Failed connection attempts (TCP, HTTP status, timeout).
+    pub connect_errors: u64,
+    /// Connections the server closed or that failed while up (not counting
+    /// churn drops and the final close).
+    pub disconnects: u64,
+    /// Server close frames with code 1001 (going away: server restarting).
+    pub going_away: u64,
+    /// Frames that did not decode (WebSocket or JSON).
+    pub protocol_errors: u64,
+    /// Connections dropped on purpose (churn).
+    pub churn_drops: u64,
+    /// Scheduled sends skipped because too many were waiting while the
+    /// connection was down.
+    pub send_skipped: u64,
+    /// Sends without an ack at the end.
+    pub unacked: u64,
+    /// Connections that were not up (or not rejoined) at the end.
+    pub down_at_end: u64,
+    /// Connections that never got `hello` and every `joined` of their
+    /// first connection.
+    pub not_ready: u64,
+}
+
+impl Counters {
+    /// Adds `o` to `self`.
+    pub fn add(&mut self, o: &Counters) {
+        self.sent += o.sent;
+        self.retries += o.retries;
+        self.acked += o.acked;
+        self.unexpected_duplicate_acks += o.unexpected_duplicate_acks;
+        self.delivered += o.delivered;
+        self.send_errors += o.send_errors;
+        self.join_errors += o.join_errors;
+        self.other_errors += o.other_errors;
+        self.connects += o.connects;
+        self.connect_errors += o.connect_errors;
+        self.disconnects += o.disconnects;
+        self.going_away += o.going_away;
+        self.protocol_errors += o.protocol_errors;
+        self.churn_drops += o.churn_drops;
+        self.send_skipped += o.send_skipped;
+        self.unacked += o.unacked;
+        self.down_at_end += o.down_at_end;
+        self.not_ready += o.not_ready;
+    }
+
+    /// Errors of every kind (what the progress line and the table call
+    /// "errors").
+    #[must_use]
+    pub fn errors(&self) -> u64 {
+        self.send_errors
+            + self.join_errors
+            + self.other_errors
+            + self.connect_errors
+            + self.protocol_errors
+            + self.unexpected_duplicate_acks
+    }
+}
+
+/// Everything one shard measures. Owned by the shard (no locks); the
+/// connection drivers borrow it between awaits.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Delivery latency (µs) of messages from other connections.
+    pub delivery: LatencyHistogram,
+    /// Ack latency (µs).
+    pub ack: LatencyHistogram,
+    /// Event counts.
+    pub counters: Counters,
+    /// Invariant violations seen live (duplicates, reorders, …); lost
+    /// messages are added when connections finish.
+    pub violations: Violations,
+    /// Connections currently up (upgraded).
+    pub conns_up: u64,
+}
+
+impl ShardStats {
+    /// Adds `other` into `self` (the gauge `conns_up` too).
+    pub fn merge(&mut self, other: &ShardStats) {
+        self.delivery.merge(&other.delivery);
+        self.ack.merge(&other.ack);
+        self.counters.add(&other.counters);
+        self.violations.add(&other.violations);
+        self.conns_up += other.conns_up;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let mut h = LatencyHistogram::new();
+        for v in 1..=1000 {
+            h.record(v);
+        }
+        let p = h.percentiles();
+        assert_eq!(p.count, 1000);
+        assert_eq!(p.p50, 500);
+        assert_eq!(p.p90, 900);
+        assert_eq!(p.p99, 990);
+        assert_eq!(p.p999, 999);
+        assert_eq!(p.max, 1000);
+    }
+
+    #[test]
+    fn merge_and_round_trip_through_data() {
+        let mut a = LatencyHistogram::new();
+        let mut b = LatencyHistogram::new();
+        a.record(100);
+        b.record(200_000);
+        b.record(0); // clamped to 1
+        b.record(u64::MAX); // clamped to an hour
+        a.merge(&b);
+        assert_eq!(a.len(), 4);
+        let back = LatencyHistogram::from_data(&a.to_data());
+        assert_eq!(back.percentiles(), a.percentiles());
+        assert!(back.percentiles().max >= MAX_TRACKED_US);
+    }
+
+    #[test]
+    fn empty_histograms_summarise_to_zero() {
+        assert_eq!(
+            LatencyHistogram::new().percentiles(),
+            Percentiles::default()
+        );
+    }
+}
