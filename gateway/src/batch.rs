@@ -19,6 +19,9 @@ pub(crate) struct Batch {
     data: Vec<u8>,
     /// `ends[i]` is the end offset in `data` of the frame of `first_seq + i`.
     ends: Vec<usize>,
+    /// The oldest seq an edit or delete in this batch targets: frames of
+    /// that seq and later, encoded before, no longer show the latest view.
+    pub(crate) oldest_target: Option<u64>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -40,7 +43,13 @@ impl Batch {
             first_seq,
             data: Vec::new(),
             ends: Vec::new(),
+            oldest_target: None,
         }
+    }
+
+    /// Records that a message of this batch edits or deletes `target`.
+    pub(crate) fn note_target(&mut self, target: u64) {
+        self.oldest_target = Some(self.oldest_target.map_or(target, |t| t.min(target)));
     }
 
     /// Appends the frame of the next seq, produced by `encode`.

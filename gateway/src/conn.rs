@@ -162,6 +162,8 @@ pub(crate) struct Conn {
     pub(crate) subs: HashMap<Arc<str>, Sub>,
     /// Last time a frame arrived (ms since the epoch), for the idle check.
     pub(crate) last_rx_ms: u64,
+    /// An HTTP API call, not a device: no hello, no device registration.
+    pub(crate) http: bool,
     /// When the token expires (ms since the epoch); closed with 4001 then.
     pub(crate) expires_ms: Option<u64>,
     /// Rate limit: tokens left, when last refilled, refusals in a row.
@@ -229,6 +231,7 @@ impl Conn {
             outbox: Outbox::default(),
             subs: HashMap::new(),
             last_rx_ms: now_ms,
+            http: false,
             expires_ms: None,
             bucket: RateBucket::default(),
             sends_in_flight: 0,

@@ -69,6 +69,7 @@ pub mod server;
 
 pub(crate) mod batch;
 pub(crate) mod conn;
+pub(crate) mod http_api;
 pub(crate) mod metrics;
 pub(crate) mod moderation;
 pub(crate) mod owner;
@@ -87,6 +88,12 @@ pub use shard::StatsSnapshot;
 /// later, so [`wait_for_termination`] can take them. Call first in `main`.
 pub fn block_termination_signals() -> std::io::Result<()> {
     sys::block_termination_signals()
+}
+
+/// Raises the soft open-file limit to the hard limit; returns the limit in
+/// force.
+pub fn raise_open_file_limit() -> Option<u64> {
+    sys::raise_open_file_limit()
 }
 
 /// Waits for SIGINT or SIGTERM; returns the signal number.

@@ -105,6 +105,10 @@ struct ServeArgs {
     /// Durability of acks: fsync (default) or buffered.
     #[arg(long)]
     durability: Option<String>,
+    /// Start even when the host cannot hold the configured maximum of
+    /// connections (the shortfall is logged as a warning).
+    #[arg(long)]
+    skip_preflight: bool,
 }
 
 fn load_config(a: &ServeArgs) -> anyhow::Result<Config> {
@@ -138,6 +142,29 @@ fn load_config(a: &ServeArgs) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// Refuses to start when the host cannot hold the configured maximum of
+/// connections (found and required values in the error), unless overridden.
+fn preflight(cfg: &Config, skip: bool) -> anyhow::Result<()> {
+    gateway::raise_open_file_limit();
+    let req = tuning::Requirements {
+        reserved_fds: cfg.reserved_fds as u64,
+        ..tuning::Requirements::new(cfg.effective_max_connections() as u64, cfg.nr_shards())
+    };
+    match tuning::preflight(&req) {
+        Ok(report) => {
+            for w in report.warnings() {
+                tracing::warn!("preflight: {w}");
+            }
+            Ok(())
+        }
+        Err(e) if skip && e.is_overridable() => {
+            tracing::warn!("preflight failed, starting anyway (--skip-preflight): {e}");
+            Ok(())
+        }
+        Err(e) => anyhow::bail!("preflight: {e}\n(use --skip-preflight to start anyway)"),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
@@ -159,6 +186,7 @@ fn main() -> anyhow::Result<()> {
              Allowed only on loopback. Do not expose this gateway."
         );
     }
+    preflight(&cfg, args.skip_preflight)?;
     let shards = cfg.nr_shards();
     let data_dir = cfg.data_dir.clone();
     let gw = Gateway::start(cfg)?;

@@ -16,7 +16,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use storage::{AppendOutcome, ChannelAppend, ChannelOutcome, NewMessage, Seq, StoredMessage};
+use storage::{
+    AppendOutcome, ChannelAppend, ChannelOutcome, NewMessage, RejectReason, Seq, StoredMessage,
+};
 
 use crate::batch::Batch;
 use crate::conn::ConnId;
@@ -459,6 +461,9 @@ impl Owner {
                     }
                     let b = batch.get_or_insert_with(|| Batch::new(name.clone(), seq.0));
                     debug_assert_eq!(b.first_seq + b.len() as u64, seq.0, "store seqs are dense");
+                    if let Some(t) = msg.target {
+                        b.note_target(t);
+                    }
                     let stored = StoredMessage::from_new(seq, &msg);
                     b.push_frame(|out| {
                         response::msg(out, &name, &response::MsgView::from_stored(&stored));
@@ -468,6 +473,19 @@ impl Owner {
                     fx.ack(&reply, &name, &msg.client_msg_id, seq.0, ts, true);
                     for w in &waiters {
                         fx.ack(w, &name, &msg.client_msg_id, seq.0, ts, true);
+                    }
+                }
+                AppendOutcome::Rejected { reason } => {
+                    let code = match reason {
+                        RejectReason::NotAuthor => ErrorCode::Forbidden,
+                        RejectReason::TargetMissing | RejectReason::TargetDeleted => {
+                            ErrorCode::NotFound
+                        }
+                        RejectReason::TargetIsEvent => ErrorCode::BadRequest,
+                    };
+                    let text = reason.to_string();
+                    for r in std::iter::once(&reply).chain(&waiters) {
+                        fx.send_error(r, code, &text);
                     }
                 }
                 AppendOutcome::Conflict { .. } => {

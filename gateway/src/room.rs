@@ -35,7 +35,10 @@ impl Replica {
     /// batch that does not continue the ring restarts it).
     pub(crate) fn remember(&mut self, batch: &Arc<Batch>, max_bytes: usize) {
         if let Some(last) = self.ring.back() {
-            if batch.first_seq != last.last_seq() + 1 {
+            // An edit or delete of a message the ring holds makes its frames
+            // stale for replay: catch-up then reads the store's view.
+            let stale = batch.oldest_target.is_some_and(|t| t <= last.last_seq());
+            if stale || batch.first_seq != last.last_seq() + 1 {
                 self.ring.clear();
                 self.ring_bytes = 0;
             }
@@ -89,6 +92,18 @@ mod tests {
             "oldest batch evicted past the byte budget"
         );
         assert_eq!(r.ring_batch_with(8).map(|b| b.first_seq), Some(7));
+    }
+
+    #[test]
+    fn an_edit_of_a_remembered_message_clears_the_ring() {
+        let mut r = Replica::new();
+        r.remember(&batch(1, 3, 1), 1000);
+        let mut edit = Batch::new(Arc::from("room:t"), 4);
+        edit.push_frame(|out| out.push(b'e'));
+        edit.note_target(2);
+        r.remember(&Arc::new(edit), 1000);
+        assert!(r.ring_batch_with(2).is_none(), "stale frames are gone");
+        assert!(r.ring_batch_with(4).is_some());
     }
 
     #[test]

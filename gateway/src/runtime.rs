@@ -83,6 +83,47 @@ impl Drop for Slot {
 }
 
 impl Shard {
+    /// The configuration.
+    pub(crate) fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Runs one WebSocket-style request for an HTTP caller as a short-lived
+    /// session and returns the bytes of its reply frame(s).
+    pub(crate) async fn http_request(
+        self: &Rc<Self>,
+        identity: &Identity,
+        text: &str,
+        timeout: Duration,
+    ) -> Option<Vec<u8>> {
+        let conn = self.with(|st| {
+            let id = st.open_http(identity, now_ms());
+            st.on_text_request(id, text);
+            id
+        });
+        let shard = self.clone();
+        let reply = glommio::timer::timeout(timeout, async move {
+            Ok(futures_lite::future::poll_fn(|cx| {
+                let mut st = shard.state.borrow_mut();
+                let Some(c) = st.conns.get_mut(&conn) else {
+                    return Poll::Ready(None);
+                };
+                if c.outbox.pending() > 0 {
+                    let bytes = c.outbox.buf[c.outbox.pos..].to_vec();
+                    return Poll::Ready(Some(bytes));
+                }
+                c.outbox.waker = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await)
+        })
+        .await
+        .ok()
+        .flatten();
+        self.with(|st| st.close_conn(conn));
+        reply
+    }
+
     /// Runs `f` on the state, then applies the effects it produced.
     fn with<R>(self: &Rc<Self>, f: impl FnOnce(&mut ShardState) -> R) -> R {
         let r = f(&mut self.state.borrow_mut());
@@ -500,6 +541,22 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
     };
     match (head.method.as_str(), head.path.as_str()) {
         (_, "/ws") => upgrade(shard, stream, head, rest).await,
+        (_, p) if p.starts_with("/v1/") => {
+            let identity = match authenticate(&shard.cfg, &head) {
+                Ok(id) => id,
+                Err(message) => {
+                    shard
+                        .global
+                        .stats
+                        .auth_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    let r = http::json_error_response(401, "unauthorized", &message);
+                    return write_and_close(&mut stream, &r).await;
+                }
+            };
+            crate::http_api::serve(shard, &mut stream, head, rest, identity).await;
+            let _ = stream.close().await;
+        }
         ("GET", "/healthz") => {
             let r = match shard.store.health() {
                 storage::Health::Healthy => {

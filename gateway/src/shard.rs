@@ -420,6 +420,25 @@ impl ShardState {
         id
     }
 
+    /// An HTTP API call starts: a session without hello or device.
+    pub(crate) fn open_http(&mut self, identity: &Identity, now_ms: u64) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let mut conn = Conn::new(
+            Arc::from(identity.user.as_str()),
+            Arc::from(identity.device.as_str()),
+            now_ms,
+        );
+        conn.http = true;
+        self.conns.insert(id, conn);
+        id
+    }
+
+    /// A JSON request from an HTTP API call.
+    pub(crate) fn on_text_request(&mut self, id: ConnId, text: &str) {
+        self.on_request(id, text);
+    }
+
     /// A connection ended: leaves its channels and tells the user's owner.
     pub(crate) fn close_conn(&mut self, id: ConnId) {
         let Some(conn) = self.conns.remove(&id) else {
@@ -427,6 +446,9 @@ impl ShardState {
         };
         for channel in conn.subs.keys() {
             self.drop_member(channel, id);
+        }
+        if conn.http {
+            return;
         }
         let me = self.me(id);
         self.fx.send(
@@ -586,14 +608,6 @@ impl ShardState {
             Request::Send(s) => {
                 if let Err((code, msg)) = access(&user, s.channel) {
                     return self.reply_err(id, req_id, code, msg);
-                }
-                if matches!(s.kind, MessageKind::Edit | MessageKind::Delete) {
-                    return self.reply_err(
-                        id,
-                        req_id,
-                        ErrorCode::BadRequest,
-                        "edit and delete are not supported by this version yet",
-                    );
                 }
                 if self.blocklist.blocks(&s.text) {
                     return self.reply_err(

@@ -23,8 +23,8 @@
 use std::collections::HashSet;
 
 use crate::{
-    AppendOutcome, ChannelAppend, ChannelOutcome, Media, MessageKind, NewMessage, ReadLimit,
-    ReadRange, Seq, Store, StoreError, StoredMessage,
+    AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Media, MessageKind, NewMessage,
+    ReadLimit, ReadRange, Seq, Store, StoreError, StoredMessage,
 };
 
 /// A read limit that never cuts a page short in these checks.
@@ -516,7 +516,8 @@ pub fn byte_limit_returns_at_least_one_message<S: Store>(store: &S) {
 }
 
 /// Every field of a message reads back exactly as written: kinds, unicode
-/// text, targets, media, extreme timestamps, a 400 KB text.
+/// text, media, extreme timestamps, a 400 KB text; `edit` and `delete`
+/// events too (with their targets' views changed).
 pub fn messages_round_trip_exactly<S: Store>(store: &S) {
     let big: String = "ab€😀".repeat(400 * 1024 / 9 + 1);
     assert!(big.len() >= 400 * 1024);
@@ -541,16 +542,6 @@ pub fn messages_round_trip_exactly<S: Store>(store: &S) {
             ts: 0,
         },
         NewMessage {
-            kind: MessageKind::Edit,
-            target: Some(1),
-            ..text("e", "hello, edited", u64::MAX)
-        },
-        NewMessage {
-            kind: MessageKind::Delete,
-            target: Some(u64::MAX),
-            ..text("d", "", 5)
-        },
-        NewMessage {
             from: String::new(),
             device: String::new(),
             ..text("", "empty ids", 6)
@@ -559,21 +550,24 @@ pub fn messages_round_trip_exactly<S: Store>(store: &S) {
     ];
     let out = append_one(store, "round:trip ü", msgs.clone());
     assert_eq!(out.head, Seq(msgs.len() as u64), "all stored");
-    let want: Vec<StoredMessage> = msgs
+    let mut want: Vec<StoredMessage> = msgs
         .iter()
         .enumerate()
         .map(|(i, m)| StoredMessage::from_new(Seq(i as u64 + 1), m))
         .collect();
-    let got = read_all(store, "round:trip ü");
-    assert_eq!(got.len(), want.len(), "message count");
-    for (g, w) in got.iter().zip(&want) {
-        assert!(
-            g == w,
-            "message {} does not round-trip (text {} bytes)",
-            w.seq,
-            w.text.len()
-        );
-    }
+    let check = |want: &[StoredMessage], when: &str| {
+        let got = read_all(store, "round:trip ü");
+        assert_eq!(got.len(), want.len(), "message count {when}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                g == w,
+                "message {} does not round-trip {when} (text {} bytes)",
+                w.seq,
+                w.text.len()
+            );
+        }
+    };
+    check(&want, "");
     let latest = store
         .read(
             "round:trip ü",
@@ -588,6 +582,34 @@ pub fn messages_round_trip_exactly<S: Store>(store: &S) {
         latest.messages == want[want.len() - 1..],
         "the 400 KB message reads back via Latest"
     );
+
+    let events = vec![
+        NewMessage {
+            kind: MessageKind::Edit,
+            target: Some(1),
+            ..text("e", "hello, edited ✓", u64::MAX)
+        },
+        NewMessage {
+            from: String::new(),
+            device: String::new(),
+            kind: MessageKind::Delete,
+            target: Some(3),
+            ..text("d", "", 5)
+        },
+    ];
+    let out = append_one(store, "round:trip ü", events.clone());
+    assert_eq!(
+        out.outcomes,
+        vec![stored(5, u64::MAX), stored(6, 5)],
+        "edit and delete stored"
+    );
+    want[0].text = "hello, edited ✓".into();
+    want[0].edited = true;
+    want[2].text = String::new();
+    want[2].deleted = true;
+    want.push(StoredMessage::from_new(Seq(5), &events[0]));
+    want.push(StoredMessage::from_new(Seq(6), &events[1]));
+    check(&want, "after an edit and a delete");
 }
 
 /// The same channel twice in one call is refused with `Invalid`, and the
@@ -716,6 +738,687 @@ pub fn concurrent_appends_to_different_channels_stay_dense<S: Store>(store: &S) 
     }
 }
 
+// ------------------------------------------------------------ groups --
+
+fn strings(names: &[&str]) -> Vec<String> {
+    names.iter().map(|&n| n.to_owned()).collect()
+}
+
+fn members_of<S: Store>(store: &S, channel: &str) -> Option<Vec<String>> {
+    store
+        .members(channel)
+        .unwrap_or_else(|e| panic!("members of {channel:?} failed: {e}"))
+}
+
+fn is_member<S: Store>(store: &S, channel: &str, user: &str) -> bool {
+    store
+        .is_member(channel, user)
+        .unwrap_or_else(|e| panic!("is_member({channel:?}, {user:?}) failed: {e}"))
+}
+
+fn channels_of<S: Store>(store: &S, user: &str) -> Vec<String> {
+    store
+        .channels_of(user)
+        .unwrap_or_else(|e| panic!("channels_of({user:?}) failed: {e}"))
+}
+
+fn add<S: Store>(store: &S, channel: &str, user: &str) -> bool {
+    store
+        .add_member(channel, user)
+        .unwrap_or_else(|e| panic!("add_member({channel:?}, {user:?}) failed: {e}"))
+}
+
+fn remove<S: Store>(store: &S, channel: &str, user: &str) -> bool {
+    store
+        .remove_member(channel, user)
+        .unwrap_or_else(|e| panic!("remove_member({channel:?}, {user:?}) failed: {e}"))
+}
+
+/// Groups: `create_group` makes `group:<id>` with its members (repeats
+/// ignored), `members` lists them sorted, `is_member` and the by-user index
+/// `channels_of` agree, `add_member` / `remove_member` say whether they
+/// changed anything, a group emptied of members still exists, and
+/// membership changes take no seq.
+pub fn group_membership_round_trips<S: Store>(store: &S) {
+    assert_eq!(crate::group_channel("g1"), "group:g1");
+    store
+        .create_group("g1", &strings(&["carol", "alice", "bob", "alice"]))
+        .unwrap_or_else(|e| panic!("create_group g1 failed: {e}"));
+    store
+        .create_group("g2", &strings(&["bob"]))
+        .unwrap_or_else(|e| panic!("create_group g2 failed: {e}"));
+    assert_eq!(
+        members_of(store, "group:g1"),
+        Some(strings(&["alice", "bob", "carol"])),
+        "members are a sorted set"
+    );
+    assert!(is_member(store, "group:g1", "alice"), "alice in g1");
+    assert!(!is_member(store, "group:g1", "dave"), "dave not in g1");
+    assert!(!is_member(store, "group:nope", "alice"), "no such group");
+    assert_eq!(
+        channels_of(store, "bob"),
+        strings(&["group:g1", "group:g2"]),
+        "bob's groups, sorted"
+    );
+    assert_eq!(channels_of(store, "alice"), strings(&["group:g1"]));
+    assert_eq!(channels_of(store, "dave"), Vec::<String>::new());
+
+    assert!(add(store, "group:g1", "dave"), "adding a new member");
+    assert!(!add(store, "group:g1", "dave"), "adding a member twice");
+    assert_eq!(
+        members_of(store, "group:g1"),
+        Some(strings(&["alice", "bob", "carol", "dave"])),
+        "after add"
+    );
+    assert_eq!(channels_of(store, "dave"), strings(&["group:g1"]));
+    assert!(is_member(store, "group:g1", "dave"), "dave added");
+
+    assert!(remove(store, "group:g1", "bob"), "removing a member");
+    assert!(!remove(store, "group:g1", "bob"), "removing a non-member");
+    assert!(!is_member(store, "group:g1", "bob"), "bob removed");
+    assert_eq!(channels_of(store, "bob"), strings(&["group:g2"]));
+    assert_eq!(
+        members_of(store, "group:g1"),
+        Some(strings(&["alice", "carol", "dave"])),
+        "after remove"
+    );
+
+    assert!(remove(store, "group:g2", "bob"), "removing the last member");
+    assert_eq!(
+        members_of(store, "group:g2"),
+        Some(vec![]),
+        "an emptied group still exists"
+    );
+    assert_eq!(channels_of(store, "bob"), Vec::<String>::new());
+    assert!(
+        add(store, "group:g2", "erin"),
+        "an emptied group takes members"
+    );
+
+    assert_eq!(members_of(store, "group:nope"), None, "no such group");
+    assert_eq!(members_of(store, "room:g1"), None, "rooms are not groups");
+    for res in [
+        store.add_member("group:nope", "alice"),
+        store.remove_member("group:nope", "alice"),
+    ] {
+        assert!(
+            matches!(res, Err(StoreError::NotFound(_))),
+            "membership change of a group never created must be NotFound, got {res:?}"
+        );
+    }
+    assert_eq!(channels_of(store, "alice"), strings(&["group:g1"]));
+    assert_eq!(head(store, "group:g1"), 0, "membership takes no seq");
+}
+
+/// Creating a group that exists is a `Conflict` and changes nothing; a group
+/// may be created empty.
+pub fn creating_an_existing_group_is_a_conflict<S: Store>(store: &S) {
+    store
+        .create_group("dup", &strings(&["alice"]))
+        .unwrap_or_else(|e| panic!("create_group failed: {e}"));
+    let res = store.create_group("dup", &strings(&["bob"]));
+    assert!(
+        matches!(res, Err(StoreError::Conflict(_))),
+        "second create must be Conflict, got {res:?}"
+    );
+    assert_eq!(
+        members_of(store, "group:dup"),
+        Some(strings(&["alice"])),
+        "the refused create changed nothing"
+    );
+    assert_eq!(channels_of(store, "bob"), Vec::<String>::new());
+    store
+        .create_group("empty", &[])
+        .unwrap_or_else(|e| panic!("create_group of an empty group failed: {e}"));
+    assert_eq!(members_of(store, "group:empty"), Some(vec![]));
+}
+
+// ----------------------------------------------------------- cursors --
+
+fn read_cursor<S: Store>(store: &S, user: &str, channel: &str) -> u64 {
+    store
+        .read_cursor(user, channel)
+        .unwrap_or_else(|e| panic!("read_cursor({user:?}, {channel:?}) failed: {e}"))
+        .0
+}
+
+fn advance_read<S: Store>(store: &S, user: &str, channel: &str, seq: u64) -> u64 {
+    store
+        .advance_read(user, channel, Seq(seq))
+        .unwrap_or_else(|e| panic!("advance_read({user:?}, {channel:?}, {seq}) failed: {e}"))
+        .0
+}
+
+fn read_cursors<S: Store>(store: &S, user: &str) -> Vec<(String, u64)> {
+    store
+        .read_cursors(user)
+        .unwrap_or_else(|e| panic!("read_cursors({user:?}) failed: {e}"))
+        .into_iter()
+        .map(|(c, s)| (c, s.0))
+        .collect()
+}
+
+fn delivered<S: Store>(store: &S, user: &str, device: &str, channel: &str) -> u64 {
+    store
+        .delivered_cursor(user, device, channel)
+        .unwrap_or_else(|e| panic!("delivered_cursor({user:?}, {device:?}, {channel:?}): {e}"))
+        .0
+}
+
+/// A message from `from` (device `d1`).
+fn by(from: &str, id: &str, body: &str, ts: u64) -> NewMessage {
+    NewMessage {
+        from: from.into(),
+        ..text(id, body, ts)
+    }
+}
+
+/// An edit by `from` of `target`.
+fn edit(from: &str, id: &str, target: u64, body: &str) -> NewMessage {
+    NewMessage {
+        kind: MessageKind::Edit,
+        target: Some(target),
+        ..by(from, id, body, 1_000 + target)
+    }
+}
+
+/// A delete by `from` of `target`.
+fn delete(from: &str, id: &str, target: u64) -> NewMessage {
+    NewMessage {
+        kind: MessageKind::Delete,
+        target: Some(target),
+        ..by(from, id, "", 2_000 + target)
+    }
+}
+
+/// A read cursor starts at 0, never moves backwards, is clamped to the
+/// head, and is listed by `read_cursors` (sorted by channel) once it moved.
+pub fn read_cursor_is_monotonic_and_clamped_to_head<S: Store>(store: &S) {
+    fill(store, "cur:r", 5);
+    assert_eq!(read_cursor(store, "reader", "cur:r"), 0, "no cursor yet");
+    assert_eq!(read_cursors(store, "reader"), vec![], "no cursors yet");
+    assert_eq!(advance_read(store, "reader", "cur:r", 3), 3, "forward");
+    assert_eq!(advance_read(store, "reader", "cur:r", 2), 3, "never back");
+    assert_eq!(advance_read(store, "reader", "cur:r", 0), 3, "never back");
+    assert_eq!(
+        read_cursor(store, "reader", "cur:r"),
+        3,
+        "after a step back"
+    );
+    assert_eq!(advance_read(store, "reader", "cur:r", 99), 5, "clamped");
+    assert_eq!(
+        advance_read(store, "reader", "cur:r", u64::MAX),
+        5,
+        "clamped"
+    );
+    append_one(
+        store,
+        "cur:r",
+        vec![text("more-1", "x", 6), text("more-2", "x", 7)],
+    );
+    assert_eq!(advance_read(store, "reader", "cur:r", 6), 6, "new head");
+    assert_eq!(
+        advance_read(store, "reader", "cur:empty", 4),
+        0,
+        "an empty channel clamps to 0"
+    );
+    fill(store, "cur:a", 2);
+    assert_eq!(advance_read(store, "reader", "cur:a", 1), 1);
+    assert_eq!(
+        read_cursors(store, "reader"),
+        vec![("cur:a".to_string(), 1), ("cur:r".to_string(), 6)],
+        "cursors past 0, sorted by channel"
+    );
+    assert_eq!(read_cursor(store, "other", "cur:r"), 0, "per user");
+    assert_eq!(read_cursors(store, "reade"), vec![], "users do not overlap");
+}
+
+/// `append` moves the sender's read cursor to each message it stores for
+/// them (sends, edits, deletes), in every channel of the call; duplicates,
+/// conflicts and rejected messages do not move it, nor other users'.
+pub fn own_messages_advance_the_senders_read_cursor<S: Store>(store: &S) {
+    append_one(
+        store,
+        "own",
+        vec![by("alice", "a1", "x", 1), by("alice", "a2", "x", 2)],
+    );
+    assert_eq!(read_cursor(store, "alice", "own"), 2, "own sends");
+    assert_eq!(read_cursor(store, "bob", "own"), 0, "others' cursors stay");
+    append_one(store, "own", vec![by("bob", "b1", "x", 3)]);
+    assert_eq!(read_cursor(store, "bob", "own"), 3, "bob's send");
+    assert_eq!(read_cursor(store, "alice", "own"), 2, "alice's unmoved");
+
+    let out = append_one(store, "own", vec![edit("alice", "e1", 1, "y")]);
+    assert_eq!(out.outcomes, vec![stored(4, 1_001)], "alice's edit");
+    assert_eq!(read_cursor(store, "alice", "own"), 4, "an edit moves it");
+    let out = append_one(store, "own", vec![delete("alice", "d2", 2)]);
+    assert_eq!(out.outcomes, vec![stored(5, 2_002)], "alice's delete");
+    assert_eq!(read_cursor(store, "alice", "own"), 5, "a delete moves it");
+
+    // Nothing stored for bob: a duplicate, a conflict, a rejected edit.
+    append_one(store, "own", vec![by("alice", "a3", "x", 6)]);
+    let out = append_one(
+        store,
+        "own",
+        vec![
+            by("bob", "b1", "x", 3),
+            by("bob", "b1", "changed", 3),
+            edit("bob", "e-bob", 1, "mine now"),
+        ],
+    );
+    assert!(
+        matches!(out.outcomes[2], AppendOutcome::Rejected { .. }),
+        "bob may not edit alice's message: {:?}",
+        out.outcomes
+    );
+    assert_eq!(
+        read_cursor(store, "bob", "own"),
+        3,
+        "only stored messages move a cursor"
+    );
+
+    let out = store
+        .append(&[
+            one("own:x", vec![by("alice", "x1", "x", 1)]),
+            one(
+                "own:y",
+                vec![by("bob", "y1", "x", 1), by("alice", "y2", "x", 2)],
+            ),
+        ])
+        .unwrap_or_else(|e| panic!("multi-channel append failed: {e}"));
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        read_cursors(store, "alice"),
+        vec![
+            ("own".to_string(), 6),
+            ("own:x".to_string(), 1),
+            ("own:y".to_string(), 2),
+        ],
+        "alice's cursors in every channel of the call"
+    );
+    assert_eq!(read_cursor(store, "bob", "own:y"), 1, "bob's in own:y");
+    assert_eq!(
+        advance_read(store, "alice", "own:y", 1),
+        2,
+        "a report below an own send does not move it back"
+    );
+}
+
+/// Delivered cursors are per (user, device, channel), move forward only,
+/// are clamped to the head, and coalesce repeats within one batch to the
+/// highest. They are independent of read cursors.
+pub fn delivered_cursors_are_monotonic_per_device<S: Store>(store: &S) {
+    fill(store, "dlv", 5);
+    let upd = |user: &str, device: &str, channel: &str, seq: u64| {
+        (
+            user.to_string(),
+            device.to_string(),
+            channel.to_string(),
+            Seq(seq),
+        )
+    };
+    let apply = |updates: Vec<DeliveredUpdate>| {
+        store
+            .advance_delivered_batch(&updates)
+            .unwrap_or_else(|e| panic!("advance_delivered_batch {updates:?} failed: {e}"));
+    };
+    assert_eq!(delivered(store, "alice", "d1", "dlv"), 0, "none yet");
+    apply(vec![
+        upd("alice", "d1", "dlv", 3),
+        upd("alice", "d2", "dlv", 1),
+        upd("alice", "d1", "dlv", 2),
+        upd("bob", "d1", "dlv", 9),
+        upd("alice", "d1", "dlv:empty", 3),
+    ]);
+    assert_eq!(delivered(store, "alice", "d1", "dlv"), 3, "highest repeat");
+    assert_eq!(delivered(store, "alice", "d2", "dlv"), 1, "per device");
+    assert_eq!(delivered(store, "bob", "d1", "dlv"), 5, "clamped to head");
+    assert_eq!(delivered(store, "alice", "d1", "dlv:empty"), 0, "empty");
+    apply(vec![
+        upd("alice", "d1", "dlv", 1),
+        upd("alice", "d2", "dlv", 4),
+    ]);
+    assert_eq!(delivered(store, "alice", "d1", "dlv"), 3, "never back");
+    assert_eq!(delivered(store, "alice", "d2", "dlv"), 4, "forward");
+    apply(vec![]);
+    assert_eq!(
+        read_cursor(store, "alice", "dlv"),
+        0,
+        "delivered does not move the read cursor"
+    );
+    assert_eq!(delivered(store, "alice", "d3", "dlv"), 0, "other device");
+}
+
+// -------------------------------------------------- edits and deletes --
+
+/// The message at `seq` via `Store::message`.
+fn message<S: Store>(store: &S, channel: &str, seq: u64) -> Option<StoredMessage> {
+    store
+        .message(channel, Seq(seq))
+        .unwrap_or_else(|e| panic!("message({channel:?}, {seq}) failed: {e}"))
+}
+
+/// Every way of reading `seq` gives `want`: `message`, `After`, `Before`,
+/// `Latest`.
+fn assert_view<S: Store>(store: &S, channel: &str, want: &StoredMessage, when: &str) {
+    let seq = want.seq;
+    assert_eq!(
+        message(store, channel, seq).as_ref(),
+        Some(want),
+        "message({seq}) {when}"
+    );
+    let find = |page: crate::Page, how: &str| {
+        let got = page.messages.into_iter().find(|m| m.seq == seq);
+        assert_eq!(got.as_ref(), Some(want), "{how} page holding {seq} {when}");
+    };
+    let page = |range| {
+        store
+            .read(channel, range, ALL)
+            .unwrap_or_else(|e| panic!("read {channel:?} {range:?} failed: {e}"))
+    };
+    find(page(ReadRange::After(Seq(seq - 1))), "After");
+    find(page(ReadRange::Before(Seq(seq + 1))), "Before");
+    find(page(ReadRange::Latest), "Latest");
+}
+
+/// An edit stores an `edit` event at the next seq and changes its target's
+/// view in every read to the latest text with `edited`; the event itself and
+/// every other field of the target stay as they were.
+pub fn edit_changes_the_targets_view_in_reads<S: Store>(store: &S) {
+    let base = vec![
+        by("alice", "m1", "one", 1),
+        by("alice", "m2", "two", 2),
+        by("bob", "m3", "three", 3),
+        NewMessage {
+            kind: MessageKind::Media,
+            media: Some(Media {
+                url: "https://x/p.png".into(),
+                mime: "image/png".into(),
+                size: 9,
+            }),
+            ..by("alice", "m4", "caption", 4)
+        },
+    ];
+    append_one(store, "edit:v", base.clone());
+    let e1 = edit("alice", "e1", 2, "two, edited");
+    let out = append_one(store, "edit:v", vec![e1.clone()]);
+    assert_eq!(out.outcomes, vec![stored(5, e1.ts)], "edit stored at 5");
+
+    let mut two = StoredMessage::from_new(Seq(2), &base[1]);
+    two.text = "two, edited".into();
+    two.edited = true;
+    assert_view(store, "edit:v", &two, "after one edit");
+    let event = StoredMessage::from_new(Seq(5), &e1);
+    assert_view(store, "edit:v", &event, "(the edit event)");
+    assert_view(
+        store,
+        "edit:v",
+        &StoredMessage::from_new(Seq(1), &base[0]),
+        "(untouched neighbour)",
+    );
+
+    let e2 = edit("alice", "e2", 2, "two, again");
+    let e3 = edit("alice", "e3", 4, "new caption");
+    let out = append_one(store, "edit:v", vec![e2.clone(), e3.clone()]);
+    assert_eq!(
+        out.outcomes,
+        vec![stored(6, e2.ts), stored(7, e3.ts)],
+        "second edit and a caption edit"
+    );
+    two.text = "two, again".into();
+    assert_view(store, "edit:v", &two, "after a second edit");
+    assert_view(store, "edit:v", &event, "(the first event is unchanged)");
+    let mut four = StoredMessage::from_new(Seq(4), &base[3]);
+    four.text = "new caption".into();
+    four.edited = true;
+    assert_view(
+        store,
+        "edit:v",
+        &four,
+        "(an edited caption keeps its media)",
+    );
+    assert_eq!(head(store, "edit:v"), 7, "events are in the sequence");
+}
+
+/// A delete stores a `delete` event and makes its target read back with
+/// `deleted`, no text and no media (an earlier edit's `edited` stays);
+/// the event itself stays as sent.
+pub fn delete_hides_the_targets_content<S: Store>(store: &S) {
+    let media = NewMessage {
+        kind: MessageKind::Media,
+        media: Some(Media {
+            url: "https://x/secret.png".into(),
+            mime: "image/png".into(),
+            size: 9,
+        }),
+        ..by("alice", "m2", "caption", 2)
+    };
+    let base = vec![
+        by("alice", "m1", "secret", 1),
+        media,
+        by("alice", "m3", "x", 3),
+    ];
+    append_one(store, "del:v", base.clone());
+    let events = vec![
+        delete("alice", "d1", 1),
+        delete("alice", "d2", 2),
+        edit("alice", "e3", 3, "edited first"),
+        delete("alice", "d3", 3),
+    ];
+    let out = append_one(store, "del:v", events.clone());
+    assert_eq!(
+        out.outcomes,
+        events
+            .iter()
+            .zip(4..)
+            .map(|(m, seq)| stored(seq, m.ts))
+            .collect::<Vec<_>>(),
+        "deletes (and an edit) stored"
+    );
+    for (i, orig) in base.iter().enumerate() {
+        let mut want = StoredMessage::from_new(Seq(i as u64 + 1), orig);
+        want.text = String::new();
+        want.media = None;
+        want.deleted = true;
+        want.edited = i == 2;
+        assert_view(store, "del:v", &want, "after its delete");
+    }
+    for (i, ev) in events.iter().enumerate() {
+        let want = StoredMessage::from_new(Seq(i as u64 + 4), ev);
+        assert_view(store, "del:v", &want, "(event as sent)");
+    }
+}
+
+/// Edits and deletes whose target is missing, is itself an event, is by
+/// another sender, or was deleted are `Rejected` (in that order of checks):
+/// they take no seq, leave no dedup key and change nothing, and later
+/// messages of the call (and other channels of it) are stored densely.
+pub fn invalid_edits_and_deletes_are_rejected_without_a_seq<S: Store>(store: &S) {
+    use crate::RejectReason::{NotAuthor, TargetDeleted, TargetIsEvent, TargetMissing};
+    let setup = vec![
+        by("alice", "m1", "one", 1),
+        by("bob", "m2", "two", 2),
+        edit("alice", "e1", 1, "one!"),
+        by("alice", "m4", "four", 4),
+        delete("alice", "d4", 4),
+    ];
+    append_one(store, "rej", setup);
+    let before = read_all(store, "rej");
+
+    let no_target = NewMessage {
+        target: None,
+        ..edit("alice", "r-none", 1, "x")
+    };
+    let attempts = vec![
+        (edit("bob", "r-author", 1, "mine"), Some(NotAuthor)),
+        (delete("bob", "r-author-del", 1), Some(NotAuthor)),
+        (edit("alice", "r-far", 99, "x"), Some(TargetMissing)),
+        (edit("alice", "r-zero", 0, "x"), Some(TargetMissing)),
+        (no_target, Some(TargetMissing)),
+        (delete("alice", "r-event", 3), Some(TargetIsEvent)),
+        (edit("alice", "r-event-del", 5, "x"), Some(TargetIsEvent)),
+        (edit("alice", "r-deleted", 4, "x"), Some(TargetDeleted)),
+        (delete("alice", "r-deleted2", 4), Some(TargetDeleted)),
+        (by("alice", "ok1", "after", 10), None),
+        // Seq 7 does not exist yet when this is checked.
+        (edit("alice", "r-ahead", 7, "x"), Some(TargetMissing)),
+        (by("alice", "ok2", "after", 11), None),
+        // A rejected message left no dedup key: this one is checked again.
+        (edit("bob", "r-author", 1, "mine"), Some(NotAuthor)),
+    ];
+    let out = store
+        .append(&[
+            one("rej", attempts.iter().map(|(m, _)| m.clone()).collect()),
+            one("rej:other", vec![by("bob", "o1", "x", 1)]),
+        ])
+        .unwrap_or_else(|e| panic!("append with rejected messages failed: {e}"));
+    let mut next = 5;
+    let want: Vec<AppendOutcome> = attempts
+        .iter()
+        .map(|(m, reason)| match reason {
+            Some(reason) => AppendOutcome::Rejected { reason: *reason },
+            None => {
+                next += 1;
+                stored(next, m.ts)
+            }
+        })
+        .collect();
+    assert_eq!(out[0].outcomes, want, "outcomes in order");
+    assert_eq!(out[0].head, Seq(7), "rejected messages took no seq");
+    assert_eq!(out[1].outcomes, vec![stored(1, 1)], "other channel");
+
+    let after = read_all(store, "rej");
+    assert_eq!(
+        after.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        seqs(1..=7),
+        "dense"
+    );
+    assert_eq!(after[..5], before[..], "rejected changes changed nothing");
+    assert_eq!(read_cursor(store, "bob", "rej"), 2, "bob stored nothing");
+
+    // The key of a rejected message is free for a new message.
+    let out = append_one(store, "rej", vec![by("bob", "r-author", "fresh", 12)]);
+    assert_eq!(out.outcomes, vec![stored(8, 12)], "no dedup key was left");
+}
+
+/// An edit or delete may target a message stored earlier in the same call,
+/// and sees the changes made earlier in the call.
+pub fn edits_and_deletes_see_earlier_messages_of_the_same_call<S: Store>(store: &S) {
+    use crate::RejectReason::{TargetDeleted, TargetIsEvent};
+    let msgs = vec![
+        by("alice", "m1", "one", 1),
+        edit("alice", "e1", 1, "x"),
+        edit("alice", "e2", 1, "y"),
+        edit("alice", "e3", 2, "edit of an edit"),
+        delete("alice", "d1", 1),
+        edit("alice", "e4", 1, "too late"),
+        by("alice", "m2", "two", 2),
+    ];
+    let out = append_one(store, "call", msgs.clone());
+    assert_eq!(
+        out.outcomes,
+        vec![
+            stored(1, 1),
+            stored(2, msgs[1].ts),
+            stored(3, msgs[2].ts),
+            AppendOutcome::Rejected {
+                reason: TargetIsEvent
+            },
+            stored(4, msgs[4].ts),
+            AppendOutcome::Rejected {
+                reason: TargetDeleted
+            },
+            stored(5, 2),
+        ],
+        "changes within one call"
+    );
+    let mut one_view = StoredMessage::from_new(Seq(1), &msgs[0]);
+    one_view.text = String::new();
+    one_view.edited = true;
+    one_view.deleted = true;
+    assert_view(store, "call", &one_view, "edited then deleted in one call");
+    assert_view(
+        store,
+        "call",
+        &StoredMessage::from_new(Seq(2), &msgs[1]),
+        "(the first edit event)",
+    );
+}
+
+/// Dedup compares with the message as sent: after an edit or delete of the
+/// original, its retry is still a `Duplicate` (a changed retry a
+/// `Conflict`), and the retry of an accepted edit or delete is a
+/// `Duplicate`, not checked again.
+pub fn retries_of_edited_and_deleted_messages_are_duplicates<S: Store>(store: &S) {
+    let orig = by("alice", "a", "hello", 10);
+    let e = edit("alice", "e", 1, "bye");
+    let d = delete("alice", "d", 1);
+    append_one(store, "retry", vec![orig.clone(), e.clone()]);
+    let out = append_one(
+        store,
+        "retry",
+        vec![
+            orig.clone(),
+            by("alice", "a", "hello?", 99),
+            e.clone(),
+            d.clone(),
+        ],
+    );
+    assert_eq!(
+        out.outcomes,
+        vec![
+            AppendOutcome::Duplicate {
+                seq: Seq(1),
+                ts: 10
+            },
+            AppendOutcome::Conflict { seq: Seq(1) },
+            AppendOutcome::Duplicate {
+                seq: Seq(2),
+                ts: e.ts
+            },
+            stored(3, d.ts),
+        ],
+        "retries after an edit"
+    );
+    let out = append_one(store, "retry", vec![orig, e.clone(), d.clone()]);
+    assert_eq!(
+        out.outcomes,
+        vec![
+            AppendOutcome::Duplicate {
+                seq: Seq(1),
+                ts: 10
+            },
+            AppendOutcome::Duplicate {
+                seq: Seq(2),
+                ts: e.ts
+            },
+            AppendOutcome::Duplicate {
+                seq: Seq(3),
+                ts: d.ts
+            },
+        ],
+        "retries after a delete"
+    );
+    assert_eq!(head(store, "retry"), 3, "no retry stored anything");
+}
+
+/// `message` reads one message by seq: `None` for seq 0, beyond the head, or
+/// an unknown channel.
+pub fn message_reads_one_message<S: Store>(store: &S) {
+    let m = by("alice", "m1", "hi", 5);
+    append_one(store, "point", vec![m.clone()]);
+    assert_eq!(
+        message(store, "point", 1),
+        Some(StoredMessage::from_new(Seq(1), &m)),
+        "seq 1"
+    );
+    assert_eq!(message(store, "point", 0), None, "seq 0");
+    assert_eq!(message(store, "point", 2), None, "beyond the head");
+    assert_eq!(message(store, "point", u64::MAX), None, "u64::MAX");
+    assert_eq!(message(store, "poin", 1), None, "a prefix channel");
+    assert_eq!(message(store, "nowhere", 1), None, "unknown channel");
+}
+
 /// Every check, in order, each on a fresh store from `make`. For backends
 /// that prefer one test over many (expensive setup).
 pub fn run_all<S: Store>(make: impl Fn() -> S) {
@@ -795,6 +1498,17 @@ checks!(
     same_channel_twice_in_one_call_is_invalid,
     concurrent_appends_to_one_channel_stay_dense,
     concurrent_appends_to_different_channels_stay_dense,
+    group_membership_round_trips,
+    creating_an_existing_group_is_a_conflict,
+    read_cursor_is_monotonic_and_clamped_to_head,
+    own_messages_advance_the_senders_read_cursor,
+    delivered_cursors_are_monotonic_per_device,
+    edit_changes_the_targets_view_in_reads,
+    delete_hides_the_targets_content,
+    invalid_edits_and_deletes_are_rejected_without_a_seq,
+    edits_and_deletes_see_earlier_messages_of_the_same_call,
+    retries_of_edited_and_deleted_messages_are_duplicates,
+    message_reads_one_message,
 );
 
 #[cfg(test)]

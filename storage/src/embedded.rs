@@ -7,74 +7,106 @@
 //! <dir>/fjall/  the fjall database
 //! ```
 //!
-//! The database has four keyspaces. All integers are big-endian so that
-//! byte order is numeric order; every length prefix counts bytes.
+//! The database has nine keyspaces. All integers are big-endian so that
+//! byte order is numeric order; every length prefix counts bytes. `‖` is
+//! concatenation; a field without a length prefix is always the key's last.
 //!
 //! | keyspace | key | value |
 //! |---|---|---|
 //! | `meta` | `"format"` | u32 store-format version ([`FORMAT_VERSION`]) |
-//! | `msgs` | u16 len(channel) ‖ channel ‖ u64 seq | u8 [`VALUE_VERSION`] ‖ rkyv archive of [`StoredMessage`] |
+//! | `msgs` | u16 len(channel) ‖ channel ‖ u64 seq | u8 [`VALUE_VERSION`] ‖ rkyv archive of [`StoredMessage`] (its current view) |
 //! | `heads` | channel | u8 [`VALUE_VERSION`] ‖ u64 head |
 //! | `dedup` | u16 len(channel) ‖ channel ‖ u8 len(from) ‖ from ‖ u8 len(device) ‖ device ‖ client_msg_id | u8 [`VALUE_VERSION`] ‖ u64 seq ‖ u64 ts ‖ u64 content hash |
+//! | `groups` | channel (`group:<id>`) | u8 [`VALUE_VERSION`] |
+//! | `members` | u16 len(channel) ‖ channel ‖ user | u8 [`VALUE_VERSION`] |
+//! | `member_of` | u8 len(user) ‖ user ‖ channel | u8 [`VALUE_VERSION`] |
+//! | `reads` | u8 len(user) ‖ user ‖ channel | u8 [`VALUE_VERSION`] ‖ u64 read cursor |
+//! | `delivered` | u8 len(user) ‖ user ‖ u8 len(device) ‖ device ‖ channel | u8 [`VALUE_VERSION`] ‖ u64 delivered cursor |
 //!
 //! - `msgs`: the length prefix makes each channel's messages one contiguous
 //!   key range, ordered by seq, that no other channel's keys fall into (a
 //!   channel `room:a` has prefix `00 06 room:a`, `room:ab` has `00 07
 //!   room:ab`). The rkyv archive uses the format features pinned in the
 //!   workspace `Cargo.toml` (little endian, 32-bit relative pointers).
+//!   Edits and deletes are applied **in place**: the append that stores an
+//!   accepted `edit`/`delete` event also rewrites its target's record with
+//!   the new view (`text`, `edited`, `deleted`, `media`), in the same batch.
+//!   Reads therefore need no merging, and a deleted message's text is gone
+//!   from the live data (the LSM tree drops the old version at compaction).
 //! - `heads`: the highest stored seq of each non-empty channel, written in
 //!   the same batch as the messages. A missing key means head 0.
-//! - `dedup`: one key per stored message. `client_msg_id` is last, so it
-//!   needs no length prefix. The content hash is FNV-1a 64 over the
-//!   message's kind, text, target and media ([`content_hash`]): a retry with
-//!   an equal hash is a `Duplicate`, any other a `Conflict`.
-//! - `meta/format` is written when the directory is created; a directory with
-//!   another version is refused with [`StoreError::UnsupportedFormat`]. A
+//! - `dedup`: one key per stored message. The content hash is FNV-1a 64 over
+//!   the message's kind, text, target and media *as sent* ([`content_hash`]):
+//!   a retry with an equal hash is a `Duplicate`, any other a `Conflict`.
+//!   Because the hash is kept here, editing a message does not change how
+//!   its retry is judged.
+//! - `groups`: one key per created group; `members` is the member set of
+//!   each group (one contiguous, sorted range per group, as in `msgs`), and
+//!   `member_of` the same pairs indexed by user (one contiguous, sorted range
+//!   per user). Both are written in one batch, so they always agree.
+//! - `reads`, `delivered`: cursors, one contiguous range per user (so
+//!   `read_cursors` is one prefix scan). A missing key means cursor 0; a
+//!   cursor is written only when it moves forward.
+//! - `meta/format` is written when the directory is created, and checked
+//!   before any other keyspace is opened: a directory with another version
+//!   is refused with [`StoreError::UnsupportedFormat`] and left untouched. A
 //!   value whose first byte is not [`VALUE_VERSION`] is
 //!   [`StoreError::Corrupt`].
 //!
+//! Format history: 1 had `msgs`, `heads` and `dedup`, and messages without
+//! `edited`/`deleted`; 2 (this build) adds those fields to the archive and
+//! the five membership and cursor keyspaces. Version 1 directories are
+//! refused, not migrated (there is no deployed data to carry over).
+//!
 //! Keys are limited to 65,535 bytes (fjall's limit): a channel name, sender,
-//! device and `client_msg_id` whose key would be longer, or a sender or
-//! device id over 255 bytes, are refused with [`StoreError::Invalid`].
+//! device and `client_msg_id` whose key would be longer, or a user or device
+//! id over 255 bytes, are refused with [`StoreError::Invalid`].
 //!
 //! # Writes
 //!
-//! Appends serialize on one mutex (the write lock). Under it, an append reads
-//! each channel's head (from an in-memory cache, filled from `heads` on first
-//! use) and the dedup keys it needs, builds **one** fjall write batch for all
-//! channels (messages, dedup keys, new heads), and commits it with the
-//! configured persist mode. The cache is updated only after the commit
-//! succeeded, so a failed commit leaves no trace in memory either. The cache
-//! holds one entry (name + `u64`) per channel appended to since open.
+//! Every write (appends, membership changes, cursor moves) serializes on one
+//! mutex (the write lock), so check-then-write sequences (a group exists, a
+//! cursor only moves forward, an edit's target is by its sender) are atomic,
+//! and commits come in one order. Under it, an append reads each channel's
+//! head (from an in-memory cache, filled from `heads` on first use), the
+//! dedup keys and edit targets it needs, builds **one** fjall write batch for
+//! all channels (messages, rewritten targets, dedup keys, new heads, the
+//! senders' read cursors), and commits it with the configured persist mode.
+//! The cache is updated only after the commit succeeded, so a failed commit
+//! leaves no trace in memory either. The cache holds one entry (name +
+//! `u64`) per channel appended to since open. A write that changes nothing
+//! (a cursor that would not move, an existing member) commits nothing.
 //!
-//! A failed commit poisons the store: every later append returns
+//! A failed commit poisons the store: every later write returns
 //! [`StoreError::Poisoned`] and [`Store::health`] reports it. (fjall poisons
 //! its own database on a failed journal write or sync as well.) Reads keep
 //! working.
 //!
 //! # Reads
 //!
-//! Reads do not take the write lock: each is one fjall range iterator, which
-//! reads a consistent snapshot. `After` scans forward, `Before`/`Latest` scan
-//! backward and reverse the page; one more key is peeked to set `has_more`.
+//! Reads do not take the write lock: each is one fjall point read or range
+//! iterator, which reads a consistent snapshot. `After` scans forward,
+//! `Before`/`Latest` scan backward and reverse the page; one more key is
+//! peeked to set `has_more`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 
 use crate::{
-    AppendOutcome, ChannelAppend, ChannelOutcome, Health, Media, MessageKind, NewMessage, Page,
-    ReadLimit, ReadRange, Seq, Store, StoreError, StoredMessage,
+    AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Media, MessageKind,
+    NewMessage, Page, ReadLimit, ReadRange, Seq, Store, StoreError, StoredMessage,
 };
 
 /// The store-format version this build reads and writes (`meta/format`).
-pub const FORMAT_VERSION: u32 = 1;
+/// See "Format history" in the module docs.
+pub const FORMAT_VERSION: u32 = 2;
 
-/// The value-format version: the first byte of every value in `msgs`,
-/// `heads` and `dedup`.
+/// The value-format version: the first byte of every value in every
+/// keyspace but `meta`.
 pub const VALUE_VERSION: u8 = 1;
 
 /// The key in the `meta` keyspace that holds [`FORMAT_VERSION`].
@@ -141,10 +173,15 @@ pub struct EmbeddedStore {
     msgs: Keyspace,
     heads: Keyspace,
     dedup: Keyspace,
+    groups: Keyspace,
+    members: Keyspace,
+    member_of: Keyspace,
+    reads: Keyspace,
+    delivered: Keyspace,
     /// Cached heads of channels appended to (or looked up by an append)
     /// since open. Only written under `write_lock`, after a commit.
     head_cache: Mutex<HashMap<String, u64>>,
-    /// The one write lock: appends serialize on it.
+    /// The one write lock: every write serializes on it.
     write_lock: Mutex<()>,
     /// Set (once, for good) when a commit failed.
     poison: OnceLock<String>,
@@ -191,12 +228,10 @@ impl EmbeddedStore {
             db.keyspace(name, KeyspaceCreateOptions::default)
                 .map_err(engine_error)
         };
+        // The version is checked before any other keyspace is opened, so a
+        // directory of another version is refused without being touched.
         let meta = keyspace("meta")?;
-        let msgs = keyspace("msgs")?;
-        let heads = keyspace("heads")?;
-        let dedup = keyspace("dedup")?;
-
-        match meta.get(FORMAT_KEY).map_err(engine_error)? {
+        let stored_format = match meta.get(FORMAT_KEY).map_err(engine_error)? {
             Some(v) => {
                 let found = <[u8; 4]>::try_from(&*v)
                     .map(u32::from_be_bytes)
@@ -209,12 +244,22 @@ impl EmbeddedStore {
                         supported: FORMAT_VERSION,
                     });
                 }
+                Some(found)
             }
-            None => {
-                let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
-                batch.insert(&meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes().to_vec());
-                batch.commit().map_err(engine_error)?;
-            }
+            None => None,
+        };
+        let msgs = keyspace("msgs")?;
+        let heads = keyspace("heads")?;
+        let dedup = keyspace("dedup")?;
+        let groups = keyspace("groups")?;
+        let members = keyspace("members")?;
+        let member_of = keyspace("member_of")?;
+        let reads = keyspace("reads")?;
+        let delivered = keyspace("delivered")?;
+        if stored_format.is_none() {
+            let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+            batch.insert(&meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes().to_vec());
+            batch.commit().map_err(engine_error)?;
         }
 
         tracing::info!(dir = %cfg.dir.display(), durability = ?cfg.durability, "embedded store open");
@@ -223,6 +268,11 @@ impl EmbeddedStore {
             msgs,
             heads,
             dedup,
+            groups,
+            members,
+            member_of,
+            reads,
+            delivered,
             head_cache: Mutex::new(HashMap::new()),
             write_lock: Mutex::new(()),
             poison: OnceLock::new(),
@@ -274,6 +324,91 @@ impl EmbeddedStore {
     fn poisoned_error(&self) -> Option<StoreError> {
         self.poison.get().map(|m| StoreError::Poisoned(m.clone()))
     }
+
+    /// Takes the write lock, refusing when the store is poisoned (checked
+    /// again under the lock: a write that failed while we waited may have
+    /// poisoned it).
+    fn lock_writes(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
+        if let Some(e) = self.poisoned_error() {
+            return Err(e);
+        }
+        // The guarded value is `()`: a panic elsewhere cannot corrupt it.
+        let guard = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match self.poisoned_error() {
+            Some(e) => Err(e),
+            None => Ok(guard),
+        }
+    }
+
+    /// A write batch with the configured persist mode.
+    fn new_batch(&self) -> OwnedWriteBatch {
+        self.db
+            .batch()
+            .durability(Some(self.durability.persist_mode()))
+    }
+
+    /// Commits `wb` (a no-op when empty); a failure poisons the store.
+    fn commit(&self, wb: OwnedWriteBatch, what: &str) -> Result<(), StoreError> {
+        if let Err(e) = wb.commit() {
+            let msg = format!("{what} commit failed: {e}");
+            tracing::error!(dir = %self.dir.display(), error = %e, what, "embedded store poisoned");
+            let msg = self.poison.get_or_init(|| msg).clone();
+            return Err(StoreError::Poisoned(msg));
+        }
+        Ok(())
+    }
+
+    /// The stored record (current view) at `seq` of the channel whose `msgs`
+    /// prefix is `prefix`.
+    fn stored_message(&self, prefix: &[u8], seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+        match self.msgs.get(msg_key(prefix, seq)).map_err(engine_error)? {
+            None => Ok(None),
+            Some(v) => decode_message(&v).map(Some),
+        }
+    }
+
+    /// The cursor stored under `key` in `ks` (0 when absent).
+    fn cursor(ks: &Keyspace, key: &[u8], what: &str) -> Result<u64, StoreError> {
+        match ks.get(key).map_err(engine_error)? {
+            None => Ok(0),
+            Some(v) => decode_seq(what, &v),
+        }
+    }
+
+    /// Whether the group `channel` exists.
+    fn group_exists(&self, channel: &str) -> Result<bool, StoreError> {
+        self.groups
+            .contains_key(group_key(channel)?)
+            .map_err(engine_error)
+    }
+
+    /// Adds (`add`) or removes a member; under the write lock. Returns whether
+    /// anything changed.
+    fn change_member(&self, channel: &str, user: &str, add: bool) -> Result<bool, StoreError> {
+        let mkey = member_key(channel, user)?;
+        let okey = member_of_key(user, channel)?;
+        let _write = self.lock_writes()?;
+        if !self.group_exists(channel)? {
+            return Err(StoreError::NotFound(format!("no group {channel:?}")));
+        }
+        let present = self.members.contains_key(&mkey).map_err(engine_error)?;
+        if present == add {
+            return Ok(false);
+        }
+        let mut wb = self.new_batch();
+        if add {
+            wb.insert(&self.members, mkey, marker());
+            wb.insert(&self.member_of, okey, marker());
+        } else {
+            wb.remove(&self.members, mkey);
+            wb.remove(&self.member_of, okey);
+        }
+        self.commit(wb, "membership")?;
+        Ok(true)
+    }
 }
 
 /// Takes the exclusive advisory lock on `<dir>/LOCK`.
@@ -311,21 +446,9 @@ impl Store for EmbeddedStore {
         // Any error from here to the commit (an overlong key, a failed read)
         // drops the uncommitted batch: nothing is written, and the head
         // cache only ever receives heads read from disk.
+        let _write = self.lock_writes()?;
 
-        let _write = self
-            .write_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Re-check under the lock: an append that failed while we waited
-        // may have poisoned the store.
-        if let Some(e) = self.poisoned_error() {
-            return Err(e);
-        }
-
-        let mut wb = self
-            .db
-            .batch()
-            .durability(Some(self.durability.persist_mode()));
+        let mut wb = self.new_batch();
         let mut new_heads: Vec<(&str, u64)> = Vec::new();
         let mut results = Vec::with_capacity(batch.len());
 
@@ -336,6 +459,13 @@ impl Store for EmbeddedStore {
             let mut outcomes = Vec::with_capacity(ca.messages.len());
             // Dedup keys stored earlier in this call: key -> (seq, message).
             let mut in_call: HashMap<Vec<u8>, (u64, &NewMessage)> = HashMap::new();
+            // Records this call writes, by seq: its new messages and the new
+            // views of the targets it edits or deletes. Each is written once
+            // (a batch must not hold one key twice).
+            let mut records: BTreeMap<u64, StoredMessage> = BTreeMap::new();
+            // Sender -> the highest seq this call stores for them (their new
+            // read cursor: it is above the head, so above any cursor).
+            let mut senders: HashMap<&str, u64> = HashMap::new();
 
             for m in &ca.messages {
                 let dkey = dedup_key(&ca.channel, m)?;
@@ -363,23 +493,52 @@ impl Store for EmbeddedStore {
                     continue;
                 }
 
+                if crate::is_change(m) {
+                    let from_disk;
+                    let target = match crate::target_in_range(m, next) {
+                        None => None,
+                        Some(t) => match records.get(&t) {
+                            Some(view) => Some(view),
+                            None => {
+                                from_disk = self.stored_message(&prefix, t)?;
+                                from_disk.as_ref()
+                            }
+                        },
+                    };
+                    match crate::apply_change(m, target) {
+                        Ok(view) => {
+                            records.insert(view.seq, view);
+                        }
+                        Err(reason) => {
+                            outcomes.push(AppendOutcome::Rejected { reason });
+                            continue;
+                        }
+                    }
+                }
+
                 next += 1;
-                let stored = StoredMessage::from_new(Seq(next), m);
-                wb.insert(&self.msgs, msg_key(&prefix, next), encode_message(&stored)?);
+                records.insert(next, StoredMessage::from_new(Seq(next), m));
                 wb.insert(
                     &self.dedup,
                     dkey.clone(),
                     encode_dedup(next, m.ts, content_hash(m)),
                 );
                 in_call.insert(dkey, (next, m));
+                senders.insert(m.from.as_str(), next);
                 outcomes.push(AppendOutcome::Stored {
                     seq: Seq(next),
                     ts: m.ts,
                 });
             }
 
+            for (seq, record) in &records {
+                wb.insert(&self.msgs, msg_key(&prefix, *seq), encode_message(record)?);
+            }
+            for (user, seq) in senders {
+                wb.insert(&self.reads, read_key(user, &ca.channel)?, encode_seq(seq));
+            }
             if next != head {
-                wb.insert(&self.heads, ca.channel.as_bytes(), encode_head(next));
+                wb.insert(&self.heads, ca.channel.as_bytes(), encode_seq(next));
                 new_heads.push((ca.channel.as_str(), next));
             }
             results.push(ChannelOutcome {
@@ -388,12 +547,7 @@ impl Store for EmbeddedStore {
             });
         }
 
-        if let Err(e) = wb.commit() {
-            let msg = format!("append commit failed: {e}");
-            tracing::error!(dir = %self.dir.display(), error = %e, "embedded store poisoned");
-            let msg = self.poison.get_or_init(|| msg).clone();
-            return Err(StoreError::Poisoned(msg));
-        }
+        self.commit(wb, "append")?;
 
         let mut cache = self.cache();
         for (channel, head) in new_heads {
@@ -449,11 +603,140 @@ impl Store for EmbeddedStore {
         Ok(page)
     }
 
+    fn message(&self, channel: &str, seq: Seq) -> Result<Option<StoredMessage>, StoreError> {
+        self.stored_message(&msg_prefix(channel)?, seq.0)
+    }
+
     fn health(&self) -> Health {
         match self.poison.get() {
             Some(m) => Health::Poisoned(m.clone()),
             None => Health::Healthy,
         }
+    }
+
+    fn create_group(&self, group_id: &str, members: &[String]) -> Result<(), StoreError> {
+        let channel = crate::group_channel(group_id);
+        let gkey = group_key(&channel)?;
+        let users: BTreeSet<&str> = members.iter().map(String::as_str).collect();
+        let mut keys = Vec::with_capacity(users.len());
+        for user in users {
+            keys.push((member_key(&channel, user)?, member_of_key(user, &channel)?));
+        }
+        let _write = self.lock_writes()?;
+        if self.group_exists(&channel)? {
+            return Err(StoreError::Conflict(format!(
+                "group {channel:?} already exists"
+            )));
+        }
+        let mut wb = self.new_batch();
+        wb.insert(&self.groups, gkey, marker());
+        for (mkey, okey) in keys {
+            wb.insert(&self.members, mkey, marker());
+            wb.insert(&self.member_of, okey, marker());
+        }
+        self.commit(wb, "create group")
+    }
+
+    fn add_member(&self, channel: &str, user: &str) -> Result<bool, StoreError> {
+        self.change_member(channel, user, true)
+    }
+
+    fn remove_member(&self, channel: &str, user: &str) -> Result<bool, StoreError> {
+        self.change_member(channel, user, false)
+    }
+
+    fn members(&self, channel: &str) -> Result<Option<Vec<String>>, StoreError> {
+        if !self.group_exists(channel)? {
+            return Ok(None);
+        }
+        let prefix = msg_prefix(channel)?;
+        let mut users = Vec::new();
+        for guard in self.members.prefix(&prefix) {
+            let (key, value) = guard.into_inner().map_err(engine_error)?;
+            strip_version("member", &value)?;
+            users.push(key_suffix("member", &key, prefix.len())?);
+        }
+        Ok(Some(users))
+    }
+
+    fn is_member(&self, channel: &str, user: &str) -> Result<bool, StoreError> {
+        self.members
+            .contains_key(member_key(channel, user)?)
+            .map_err(engine_error)
+    }
+
+    fn channels_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = user_prefix(user)?;
+        let mut channels = Vec::new();
+        for guard in self.member_of.prefix(&prefix) {
+            let (key, value) = guard.into_inner().map_err(engine_error)?;
+            strip_version("member_of", &value)?;
+            channels.push(key_suffix("member_of", &key, prefix.len())?);
+        }
+        Ok(channels)
+    }
+
+    fn advance_read(&self, user: &str, channel: &str, seq: Seq) -> Result<Seq, StoreError> {
+        let key = read_key(user, channel)?;
+        let _write = self.lock_writes()?;
+        let current = Self::cursor(&self.reads, &key, "read cursor")?;
+        let target = seq.0.min(self.head(channel)?.0);
+        if target <= current {
+            return Ok(Seq(current));
+        }
+        let mut wb = self.new_batch();
+        wb.insert(&self.reads, key, encode_seq(target));
+        self.commit(wb, "read cursor")?;
+        Ok(Seq(target))
+    }
+
+    fn read_cursor(&self, user: &str, channel: &str) -> Result<Seq, StoreError> {
+        Self::cursor(&self.reads, &read_key(user, channel)?, "read cursor").map(Seq)
+    }
+
+    fn read_cursors(&self, user: &str) -> Result<Vec<(String, Seq)>, StoreError> {
+        let prefix = user_prefix(user)?;
+        let mut cursors = Vec::new();
+        for guard in self.reads.prefix(&prefix) {
+            let (key, value) = guard.into_inner().map_err(engine_error)?;
+            let channel = key_suffix("read cursor", &key, prefix.len())?;
+            cursors.push((channel, Seq(decode_seq("read cursor", &value)?)));
+        }
+        Ok(cursors)
+    }
+
+    fn advance_delivered_batch(&self, updates: &[DeliveredUpdate]) -> Result<(), StoreError> {
+        // Coalesce first (a batch must not hold one key twice), and build
+        // every key before taking the lock.
+        let mut wanted: HashMap<Vec<u8>, (&str, u64)> = HashMap::with_capacity(updates.len());
+        for (user, device, channel, seq) in updates {
+            let key = delivered_key(user, device, channel)?;
+            let e = wanted.entry(key).or_insert((channel.as_str(), 0));
+            e.1 = e.1.max(seq.0);
+        }
+        let _write = self.lock_writes()?;
+        let mut heads: HashMap<&str, u64> = HashMap::new();
+        let mut wb = self.new_batch();
+        for (key, (channel, seq)) in wanted {
+            let head = match heads.get(channel) {
+                Some(&h) => h,
+                None => {
+                    let h = self.head(channel)?.0;
+                    heads.insert(channel, h);
+                    h
+                }
+            };
+            let target = seq.min(head);
+            if target > Self::cursor(&self.delivered, &key, "delivered cursor")? {
+                wb.insert(&self.delivered, key, encode_seq(target));
+            }
+        }
+        self.commit(wb, "delivered cursors")
+    }
+
+    fn delivered_cursor(&self, user: &str, device: &str, channel: &str) -> Result<Seq, StoreError> {
+        let key = delivered_key(user, device, channel)?;
+        Self::cursor(&self.delivered, &key, "delivered cursor").map(Seq)
     }
 }
 
@@ -507,17 +790,13 @@ fn msg_key(prefix: &[u8], seq: u64) -> Vec<u8> {
 /// A `dedup` key: `u16 len ‖ channel ‖ u8 len ‖ from ‖ u8 len ‖ device ‖
 /// client_msg_id`.
 fn dedup_key(channel: &str, m: &NewMessage) -> Result<Vec<u8>, StoreError> {
-    let too_long = |what: &str, n: usize| {
-        StoreError::Invalid(format!(
-            "{what} of {n} bytes is too long for the embedded store"
-        ))
-    };
-    let from = u8::try_from(m.from.len()).map_err(|_| too_long("sender id", m.from.len()))?;
-    let device = u8::try_from(m.device.len()).map_err(|_| too_long("device id", m.device.len()))?;
+    let from = u8::try_from(m.from.len()).map_err(|_| key_too_long("sender id", m.from.len()))?;
+    let device =
+        u8::try_from(m.device.len()).map_err(|_| key_too_long("device id", m.device.len()))?;
     let mut k = msg_prefix(channel)?;
     let total = k.len() + 1 + m.from.len() + 1 + m.device.len() + m.client_msg_id.len();
     if total > MAX_KEY_LEN {
-        return Err(too_long(
+        return Err(key_too_long(
             "dedup key (channel, from, device, client_msg_id)",
             total,
         ));
@@ -529,6 +808,78 @@ fn dedup_key(channel: &str, m: &NewMessage) -> Result<Vec<u8>, StoreError> {
     k.extend_from_slice(m.device.as_bytes());
     k.extend_from_slice(m.client_msg_id.as_bytes());
     Ok(k)
+}
+
+/// A key too long for fjall.
+fn key_too_long(what: &str, n: usize) -> StoreError {
+    StoreError::Invalid(format!(
+        "{what} of {n} bytes is too long for the embedded store"
+    ))
+}
+
+/// `u8 len(user) ‖ user`: the prefix of a user's `member_of`, `reads` and
+/// `delivered` keys.
+fn user_prefix(user: &str) -> Result<Vec<u8>, StoreError> {
+    let len = u8::try_from(user.len()).map_err(|_| key_too_long("user id", user.len()))?;
+    let mut k = Vec::with_capacity(1 + user.len());
+    k.push(len);
+    k.extend_from_slice(user.as_bytes());
+    Ok(k)
+}
+
+/// `k ‖ tail`, refused when longer than a key may be.
+fn with_tail(mut k: Vec<u8>, tail: &str, what: &str) -> Result<Vec<u8>, StoreError> {
+    let total = k.len() + tail.len();
+    if total > MAX_KEY_LEN {
+        return Err(key_too_long(what, total));
+    }
+    k.extend_from_slice(tail.as_bytes());
+    Ok(k)
+}
+
+/// A `groups` key: the channel.
+fn group_key(channel: &str) -> Result<&[u8], StoreError> {
+    if channel.len() > MAX_KEY_LEN {
+        return Err(key_too_long("channel name", channel.len()));
+    }
+    Ok(channel.as_bytes())
+}
+
+/// A `members` key: `u16 len ‖ channel ‖ user`.
+fn member_key(channel: &str, user: &str) -> Result<Vec<u8>, StoreError> {
+    if user.len() > usize::from(u8::MAX) {
+        return Err(key_too_long("user id", user.len()));
+    }
+    with_tail(msg_prefix(channel)?, user, "member key (channel, user)")
+}
+
+/// A `member_of` key: `u8 len ‖ user ‖ channel`.
+fn member_of_key(user: &str, channel: &str) -> Result<Vec<u8>, StoreError> {
+    with_tail(user_prefix(user)?, channel, "member_of key (user, channel)")
+}
+
+/// A `reads` key: `u8 len ‖ user ‖ channel`.
+fn read_key(user: &str, channel: &str) -> Result<Vec<u8>, StoreError> {
+    with_tail(
+        user_prefix(user)?,
+        channel,
+        "read cursor key (user, channel)",
+    )
+}
+
+/// A `delivered` key: `u8 len ‖ user ‖ u8 len ‖ device ‖ channel`.
+fn delivered_key(user: &str, device: &str, channel: &str) -> Result<Vec<u8>, StoreError> {
+    let mut k = user_prefix(user)?;
+    k.extend_from_slice(&user_prefix(device).map_err(|_| key_too_long("device id", device.len()))?);
+    with_tail(k, channel, "delivered cursor key (user, device, channel)")
+}
+
+/// The last field of `key` after a prefix of `prefix_len` bytes, as UTF-8.
+fn key_suffix(what: &str, key: &[u8], prefix_len: usize) -> Result<String, StoreError> {
+    key.get(prefix_len..)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(str::to_owned)
+        .ok_or_else(|| StoreError::Corrupt(format!("{what} key is not prefix ‖ UTF-8")))
 }
 
 // -------------------------------------------------------------- values ----
@@ -562,18 +913,28 @@ fn decode_message(v: &[u8]) -> Result<StoredMessage, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("message archive: {e}")))
 }
 
-fn encode_head(head: u64) -> Vec<u8> {
+/// A value that only says "present": the version byte.
+fn marker() -> Vec<u8> {
+    vec![VALUE_VERSION]
+}
+
+/// A `heads`, `reads` or `delivered` value: version ‖ u64 BE.
+fn encode_seq(seq: u64) -> Vec<u8> {
     let mut v = Vec::with_capacity(9);
     v.push(VALUE_VERSION);
-    v.extend_from_slice(&head.to_be_bytes());
+    v.extend_from_slice(&seq.to_be_bytes());
     v
 }
 
-fn decode_head(v: &[u8]) -> Result<u64, StoreError> {
-    let body = strip_version("head", v)?;
+fn decode_seq(what: &str, v: &[u8]) -> Result<u64, StoreError> {
+    let body = strip_version(what, v)?;
     <[u8; 8]>::try_from(body)
         .map(u64::from_be_bytes)
-        .map_err(|_| StoreError::Corrupt(format!("head value holds {} bytes, not 8", body.len())))
+        .map_err(|_| StoreError::Corrupt(format!("{what} value holds {} bytes, not 8", body.len())))
+}
+
+fn decode_head(v: &[u8]) -> Result<u64, StoreError> {
+    decode_seq("head", v)
 }
 
 /// A decoded `dedup` value.
@@ -826,7 +1187,7 @@ mod tests {
             Err(StoreError::Corrupt(_))
         ));
 
-        assert_eq!(decode_head(&encode_head(42)).unwrap(), 42);
+        assert_eq!(decode_head(&encode_seq(42)).unwrap(), 42);
         assert!(matches!(
             decode_head(&[VALUE_VERSION, 1]),
             Err(StoreError::Corrupt(_))

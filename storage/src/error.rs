@@ -16,6 +16,16 @@ pub enum StoreError {
     /// append). Not retryable.
     #[error("invalid store request: {0}")]
     Invalid(String),
+    /// The request conflicts with what is stored (for example creating a
+    /// group that already exists). Nothing was written. Not retryable: the
+    /// same request fails the same way.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The request names something that does not exist (for example adding
+    /// a member to a group that was never created). Nothing was written. Not
+    /// retryable.
+    #[error("not found: {0}")]
+    NotFound(String),
     /// The data directory is in use by another process.
     #[error("data directory {path} is locked by another process")]
     Locked {

@@ -2,6 +2,11 @@
 //! tests of the code above the store (failed commits, slow commits, a
 //! poisoned disk).
 //!
+//! Faults are grouped by what they hit: appends, the other writes
+//! (membership and cursors), history reads (`read`), heads, and the other
+//! reads (`message`, membership and cursor lookups). Each group has its own
+//! counter, so arming one never changes which call of another group fails.
+//!
 //! ```
 //! use storage::{FaultyStore, MemStore, Store, StoreError};
 //!
@@ -17,7 +22,8 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use crate::{
-    ChannelAppend, ChannelOutcome, Health, Page, ReadLimit, ReadRange, Seq, Store, StoreError,
+    ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Page, ReadLimit, ReadRange, Seq, Store,
+    StoreError, StoredMessage,
 };
 
 /// The message of injected errors.
@@ -30,6 +36,8 @@ pub struct Faults {
     fail_appends: AtomicUsize,
     fail_reads: AtomicUsize,
     fail_heads: AtomicUsize,
+    fail_writes: AtomicUsize,
+    fail_lookups: AtomicUsize,
     append_delay: Mutex<Duration>,
     poison_next: AtomicBool,
     poisoned: OnceLock<String>,
@@ -60,8 +68,9 @@ impl Faults {
     }
 
     /// The next `n` calls of [`Store::read`] fail with
-    /// `StoreError::Unavailable("injected")`. (`head` is not affected: see
-    /// [`Faults::fail_next_heads`].)
+    /// `StoreError::Unavailable("injected")`. (`head` and the lookups are not
+    /// affected: see [`Faults::fail_next_heads`] and
+    /// [`Faults::fail_next_lookups`].)
     pub fn fail_next_reads(&self, n: usize) {
         self.fail_reads.store(n, Ordering::Release);
     }
@@ -72,10 +81,27 @@ impl Faults {
         self.fail_heads.store(n, Ordering::Release);
     }
 
+    /// The next `n` calls of the writes other than `append` (`create_group`,
+    /// `add_member`, `remove_member`, `advance_read`,
+    /// `advance_delivered_batch`) fail with
+    /// `StoreError::Unavailable("injected")` and write nothing.
+    pub fn fail_next_writes(&self, n: usize) {
+        self.fail_writes.store(n, Ordering::Release);
+    }
+
+    /// The next `n` calls of the reads other than `read` and `head`
+    /// (`message`, `members`, `is_member`, `channels_of`, `read_cursor`,
+    /// `read_cursors`, `delivered_cursor`) fail with
+    /// `StoreError::Unavailable("injected")`.
+    pub fn fail_next_lookups(&self, n: usize) {
+        self.fail_lookups.store(n, Ordering::Release);
+    }
+
     /// The next append fails as a failed fsync would: it returns
-    /// `StoreError::Poisoned`, writes nothing, and from then on every append
-    /// returns `Poisoned` and `health()` reports `Health::Poisoned`. Reads
-    /// keep working. There is no way back, as with a real poisoned store.
+    /// `StoreError::Poisoned`, writes nothing, and from then on every write
+    /// (appends, membership and cursor writes) returns `Poisoned` and
+    /// `health()` reports `Health::Poisoned`. Reads keep working. There is no
+    /// way back, as with a real poisoned store.
     pub fn poison_next_append(&self) {
         self.poison_next.store(true, Ordering::Release);
     }
@@ -90,6 +116,26 @@ impl Faults {
     #[must_use]
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.get().is_some()
+    }
+
+    /// The faults of a write other than `append`: poisoned, or an armed
+    /// failure.
+    fn check_write(&self) -> Result<(), StoreError> {
+        if let Some(m) = self.poisoned.get() {
+            return Err(StoreError::Poisoned(m.clone()));
+        }
+        if take_one(&self.fail_writes) {
+            return Err(StoreError::Unavailable(INJECTED.into()));
+        }
+        Ok(())
+    }
+
+    /// The faults of a lookup.
+    fn check_lookup(&self) -> Result<(), StoreError> {
+        if take_one(&self.fail_lookups) {
+            return Err(StoreError::Unavailable(INJECTED.into()));
+        }
+        Ok(())
     }
 
     fn append_delay(&self) -> Duration {
@@ -176,10 +222,130 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.read(channel, range, limit)
     }
 
+    fn message(&self, channel: &str, seq: Seq) -> Result<Option<StoredMessage>, StoreError> {
+        self.faults.check_lookup()?;
+        self.inner.message(channel, seq)
+    }
+
     fn health(&self) -> Health {
         match self.faults.poisoned.get() {
             Some(m) => Health::Poisoned(m.clone()),
             None => self.inner.health(),
         }
+    }
+
+    fn create_group(&self, group_id: &str, members: &[String]) -> Result<(), StoreError> {
+        self.faults.check_write()?;
+        self.inner.create_group(group_id, members)
+    }
+
+    fn add_member(&self, channel: &str, user: &str) -> Result<bool, StoreError> {
+        self.faults.check_write()?;
+        self.inner.add_member(channel, user)
+    }
+
+    fn remove_member(&self, channel: &str, user: &str) -> Result<bool, StoreError> {
+        self.faults.check_write()?;
+        self.inner.remove_member(channel, user)
+    }
+
+    fn members(&self, channel: &str) -> Result<Option<Vec<String>>, StoreError> {
+        self.faults.check_lookup()?;
+        self.inner.members(channel)
+    }
+
+    fn is_member(&self, channel: &str, user: &str) -> Result<bool, StoreError> {
+        self.faults.check_lookup()?;
+        self.inner.is_member(channel, user)
+    }
+
+    fn channels_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        self.faults.check_lookup()?;
+        self.inner.channels_of(user)
+    }
+
+    fn advance_read(&self, user: &str, channel: &str, seq: Seq) -> Result<Seq, StoreError> {
+        self.faults.check_write()?;
+        self.inner.advance_read(user, channel, seq)
+    }
+
+    fn read_cursor(&self, user: &str, channel: &str) -> Result<Seq, StoreError> {
+        self.faults.check_lookup()?;
+        self.inner.read_cursor(user, channel)
+    }
+
+    fn read_cursors(&self, user: &str) -> Result<Vec<(String, Seq)>, StoreError> {
+        self.faults.check_lookup()?;
+        self.inner.read_cursors(user)
+    }
+
+    fn advance_delivered_batch(&self, updates: &[DeliveredUpdate]) -> Result<(), StoreError> {
+        self.faults.check_write()?;
+        self.inner.advance_delivered_batch(updates)
+    }
+
+    fn delivered_cursor(&self, user: &str, device: &str, channel: &str) -> Result<Seq, StoreError> {
+        self.faults.check_lookup()?;
+        self.inner.delivered_cursor(user, device, channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::MemStore;
+
+    #[test]
+    fn write_and_lookup_faults_are_counted_separately_and_write_nothing() {
+        let store = FaultyStore::new(MemStore::new());
+        store.faults().fail_next_writes(1);
+        let members = ["a".to_string()];
+        assert!(matches!(
+            store.create_group("g", &members),
+            Err(StoreError::Unavailable(_))
+        ));
+        assert_eq!(store.members("group:g").unwrap(), None, "nothing written");
+        store.create_group("g", &members).unwrap();
+
+        store.faults().fail_next_lookups(2);
+        // Appends and history reads are not affected by the other groups.
+        assert!(store.append(&[]).is_ok());
+        assert!(store
+            .read(
+                "group:g",
+                ReadRange::Latest,
+                ReadLimit {
+                    messages: 1,
+                    bytes: 1
+                }
+            )
+            .is_ok());
+        assert!(store.is_member("group:g", "a").is_err());
+        assert!(store.channels_of("a").is_err());
+        assert!(store.is_member("group:g", "a").unwrap());
+    }
+
+    #[test]
+    fn poisoning_refuses_every_write_but_not_lookups() {
+        let store = FaultyStore::new(MemStore::new());
+        store.create_group("g", &[]).unwrap();
+        store.faults().poison_next_append();
+        assert!(matches!(store.append(&[]), Err(StoreError::Poisoned(_))));
+        assert!(matches!(
+            store.add_member("group:g", "a"),
+            Err(StoreError::Poisoned(_))
+        ));
+        assert!(matches!(
+            store.advance_read("a", "group:g", Seq(1)),
+            Err(StoreError::Poisoned(_))
+        ));
+        assert!(matches!(
+            store.advance_delivered_batch(&[]),
+            Err(StoreError::Poisoned(_))
+        ));
+        assert_eq!(store.members("group:g").unwrap(), Some(vec![]));
+        assert!(matches!(store.health(), Health::Poisoned(_)));
     }
 }

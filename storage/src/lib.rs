@@ -12,6 +12,14 @@
 //! disconnect, catch-up of slow consumers and unread counts are all reads of
 //! the same sequence.
 //!
+//! Beside the sequences the store keeps what must survive a restart and be
+//! the same whichever shard asks: **group membership** (with an index by
+//! user, for unread counts and presence fan-out), **read cursors** per (user,
+//! channel) and **delivered cursors** per (user, device, channel). Edits and
+//! deletes are messages of the sequence too; the store checks them against
+//! their target and keeps each target's *current view* (latest text,
+//! `edited`, `deleted`) for reads.
+//!
 //! # The contract, in short
 //!
 //! The full text is on [`Store`]; [`conformance`] checks it. In short:
@@ -27,6 +35,15 @@
 //!   message. A retry with the same content gets
 //!   [`AppendOutcome::Duplicate`] with the original seq and timestamp; the
 //!   same key with different content gets [`AppendOutcome::Conflict`].
+//! - **Edits and deletes.** An `edit`/`delete` of a missing target, of
+//!   another edit/delete, of someone else's message or of a deleted message
+//!   is [`AppendOutcome::Rejected`] (no seq, nothing written); an accepted
+//!   one changes its target's view in the same write.
+//! - **Cursors** never move backwards and never pass the head; `append`
+//!   moves the sender's read cursor to their own new messages.
+//! - **Groups** are created once ([`StoreError::Conflict`] after), changed
+//!   by [`Store::add_member`] / [`Store::remove_member`]; limits are the
+//!   caller's policy.
 //! - **Reads** return pages ascending by seq with exclusive bounds, a message
 //!   and byte limit, and `has_more` in the direction read.
 //! - **Blocking.** Every call may block on I/O: callers run them on dedicated
@@ -49,8 +66,9 @@
 //! # Testing tools
 //!
 //! - [`FaultyStore`] (`fault.rs`) wraps any backend and injects faults on
-//!   command through its [`Faults`] handle: failed appends (nothing written),
-//!   slow appends, failed reads, and poisoning (as after a failed fsync).
+//!   command through its [`Faults`] handle: failed appends and other writes
+//!   (nothing written), slow appends, failed reads and lookups, and
+//!   poisoning (as after a failed fsync).
 //! - [`conformance`] is the suite every backend must pass: one public
 //!   function per behaviour, and the [`conformance_tests!`] macro that
 //!   instantiates all of them as `#[test]`s for a backend in one line. See
@@ -60,12 +78,17 @@
 //!
 //! ```text
 //! <dir>/LOCK     exclusive advisory lock, held while the store is open
-//! <dir>/fjall/   the fjall database, with four keyspaces:
-//!   meta   "format"                                 -> u32 BE format version
-//!   msgs   u16 BE len | channel | u64 BE seq       -> v1 | rkyv(StoredMessage)
-//!   heads  channel                                  -> v1 | u64 BE head
-//!   dedup  u16 BE len | channel | u8 len | from
-//!          | u8 len | device | client_msg_id        -> v1 | seq | ts | hash
+//! <dir>/fjall/   the fjall database (format 2), with nine keyspaces:
+//!   meta      "format"                                -> u32 BE format version
+//!   msgs      u16 BE len | channel | u64 BE seq      -> v1 | rkyv(StoredMessage), current view
+//!   heads     channel                                 -> v1 | u64 BE head
+//!   dedup     u16 BE len | channel | u8 len | from
+//!             | u8 len | device | client_msg_id       -> v1 | seq | ts | hash
+//!   groups    channel                                 -> v1
+//!   members   u16 BE len | channel | user             -> v1
+//!   member_of u8 len | user | channel                 -> v1
+//!   reads     u8 len | user | channel                 -> v1 | u64 BE read cursor
+//!   delivered u8 len | user | u8 len | device | channel -> v1 | u64 BE cursor
 //! ```
 //!
 //! Big-endian, length-prefixed keys make a channel's messages one contiguous
@@ -74,9 +97,13 @@
 //! value starts with a one-byte value-format version, and `meta/format`
 //! holds the store-format version: a directory written by an unknown version
 //! is refused ([`StoreError::UnsupportedFormat`], [`StoreError::Corrupt`]),
-//! never misread. The exact encoding is documented in `embedded.rs`.
+//! never misread. The exact encoding is documented in `embedded.rs`. Edits
+//! and deletes rewrite their target's `msgs` record in the same batch as the
+//! event, so reads need no merging.
 //!
 //! # Durability levels (embedded backend)
+//!
+//! They apply to every write: appends, membership changes and cursor moves.
 //!
 //! - [`Durability::Fsync`] (default): an acked append has been `fdatasync`ed;
 //!   it survives a power cut. A failed commit *poisons* the store: it refuses
@@ -91,7 +118,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `types.rs` | values crossing the boundary: [`Seq`], [`NewMessage`], [`StoredMessage`], [`ReadRange`], [`Page`], … |
+//! | `types.rs` | values crossing the boundary: [`Seq`], [`NewMessage`], [`StoredMessage`], [`AppendOutcome`], [`RejectReason`], [`ReadRange`], [`Page`], … |
 //! | `store.rs` | the [`Store`] trait and its contract |
 //! | `error.rs` | [`StoreError`], retryable or not as data |
 //! | `embedded.rs` | [`EmbeddedStore`] on fjall, its key layout and codecs |
@@ -113,8 +140,9 @@ pub use fault::{Faults, FaultyStore};
 pub use memory::MemStore;
 pub use store::Store;
 pub use types::{
-    AppendOutcome, ChannelAppend, ChannelOutcome, Health, Media, MessageKind, NewMessage, Page,
-    ReadLimit, ReadRange, Seq, StoredMessage,
+    group_channel, AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Media,
+    MessageKind, NewMessage, Page, ReadLimit, ReadRange, RejectReason, Seq, StoredMessage,
+    GROUP_PREFIX,
 };
 
 /// Whether two messages carry the same content for idempotency: kind, text,
@@ -126,4 +154,46 @@ pub(crate) fn same_content(a: &NewMessage, b: &NewMessage) -> bool {
 /// The number of messages a read may return: `limit.messages`, at least 1.
 pub(crate) fn max_messages(limit: ReadLimit) -> usize {
     limit.messages.max(1)
+}
+
+/// Whether `m` is an `edit` or `delete`, which `append` checks against its
+/// target.
+pub(crate) fn is_change(m: &NewMessage) -> bool {
+    matches!(m.kind, MessageKind::Edit | MessageKind::Delete)
+}
+
+/// The seq an edit or delete targets, if it can name a message of a channel
+/// whose head (counting messages stored earlier in the same call) is `head`.
+pub(crate) fn target_in_range(m: &NewMessage, head: u64) -> Option<u64> {
+    m.target.filter(|&t| t >= 1 && t <= head)
+}
+
+/// Checks the edit or delete `m` against the current view of its target
+/// (`None`: no such message) and returns the target's new view. The checks
+/// run in [`RejectReason`]'s order. Call only for [`is_change`] messages;
+/// anything that is not a `Delete` is applied as an edit.
+pub(crate) fn apply_change(
+    m: &NewMessage,
+    target: Option<&StoredMessage>,
+) -> Result<StoredMessage, RejectReason> {
+    let t = target.ok_or(RejectReason::TargetMissing)?;
+    if t.is_event() {
+        return Err(RejectReason::TargetIsEvent);
+    }
+    if t.from != m.from {
+        return Err(RejectReason::NotAuthor);
+    }
+    if t.deleted {
+        return Err(RejectReason::TargetDeleted);
+    }
+    let mut view = t.clone();
+    if m.kind == MessageKind::Delete {
+        view.text = String::new();
+        view.media = None;
+        view.deleted = true;
+    } else {
+        view.text.clone_from(&m.text);
+        view.edited = true;
+    }
+    Ok(view)
 }

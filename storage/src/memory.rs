@@ -1,21 +1,25 @@
 //! [`MemStore`]: the whole contract in memory, for unit tests.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use crate::{
-    AppendOutcome, ChannelAppend, ChannelOutcome, Health, NewMessage, Page, ReadLimit, ReadRange,
-    Seq, Store, StoreError, StoredMessage,
+    AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, NewMessage, Page,
+    ReadLimit, ReadRange, Seq, Store, StoreError, StoredMessage,
 };
 
-/// An in-memory [`Store`]: every channel a `BTreeMap<seq, message>`, all
-/// under one mutex.
+/// An in-memory [`Store`]: every channel a `BTreeMap<seq, message>`, groups
+/// and cursors in maps, all under one mutex.
 ///
 /// **For unit tests only.** It implements the full contract (sequencing,
-/// atomicity, idempotency, reads) and passes the [`crate::conformance`]
-/// suite, but nothing survives the process: "durable" here means "in this
-/// process's memory". It is always [`Health::Healthy`]; wrap it in a
-/// [`crate::FaultyStore`] to test failures.
+/// atomicity, idempotency, edits and deletes, groups, cursors, reads) and
+/// passes the [`crate::conformance`] suite, but nothing survives the process:
+/// "durable" here means "in this process's memory". It is always
+/// [`Health::Healthy`]; wrap it in a [`crate::FaultyStore`] to test failures.
+///
+/// Edits and deletes rewrite the target's entry in place (its current view);
+/// the dedup map keeps each message as sent, so a retry of an edited
+/// message is still a `Duplicate`.
 #[derive(Debug, Default)]
 pub struct MemStore {
     inner: Mutex<Inner>,
@@ -26,8 +30,10 @@ type DedupKey = (String, String, String);
 
 #[derive(Debug, Default)]
 struct Channel {
+    /// Current views, by seq.
     messages: BTreeMap<u64, StoredMessage>,
-    dedup: HashMap<DedupKey, u64>,
+    /// Dedup key -> (seq, the message as sent).
+    dedup: HashMap<DedupKey, (u64, NewMessage)>,
 }
 
 impl Channel {
@@ -39,6 +45,39 @@ impl Channel {
 #[derive(Debug, Default)]
 struct Inner {
     channels: HashMap<String, Channel>,
+    /// Group channel -> members.
+    groups: HashMap<String, BTreeSet<String>>,
+    /// User -> the groups they are in (the index behind `channels_of`).
+    member_of: HashMap<String, BTreeSet<String>>,
+    /// User -> channel -> read cursor (only cursors past 0).
+    reads: HashMap<String, BTreeMap<String, u64>>,
+    /// (user, device, channel) -> delivered cursor.
+    delivered: HashMap<(String, String, String), u64>,
+}
+
+impl Inner {
+    fn head(&self, channel: &str) -> u64 {
+        self.channels.get(channel).map_or(0, Channel::head)
+    }
+
+    fn read_cursor(&self, user: &str, channel: &str) -> u64 {
+        self.reads
+            .get(user)
+            .and_then(|m| m.get(channel))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Moves a read cursor forward (callers clamp).
+    fn raise_read(&mut self, user: &str, channel: &str, seq: u64) {
+        let cur = self
+            .reads
+            .entry(user.to_owned())
+            .or_default()
+            .entry(channel.to_owned())
+            .or_insert(0);
+        *cur = (*cur).max(seq);
+    }
 }
 
 impl MemStore {
@@ -49,15 +88,15 @@ impl MemStore {
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // Appends validate before they mutate, and reads do not mutate: a
-        // panic under the lock cannot leave a half-applied append.
+        // Every write validates before it mutates, and reads do not mutate:
+        // a panic under the lock cannot leave a half-applied write.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Whether `m` repeats `orig`'s content (kind, text, target, media).
-fn same_content(orig: &StoredMessage, m: &NewMessage) -> bool {
-    orig.kind == m.kind && orig.text == m.text && orig.target == m.target && orig.media == m.media
+/// `NotFound` for a group that was never created.
+fn no_group(channel: &str) -> StoreError {
+    StoreError::NotFound(format!("no group {channel:?}"))
 }
 
 impl Store for MemStore {
@@ -78,42 +117,55 @@ impl Store for MemStore {
         for ca in batch {
             let ch = inner.channels.entry(ca.channel.clone()).or_default();
             let mut outcomes = Vec::with_capacity(ca.messages.len());
+            // Sender -> highest seq stored for them by this call.
+            let mut senders: HashMap<&str, u64> = HashMap::new();
             for m in &ca.messages {
                 let key = (m.from.clone(), m.device.clone(), m.client_msg_id.clone());
-                if let Some(&seq) = ch.dedup.get(&key) {
-                    let orig = ch.messages.get(&seq);
-                    outcomes.push(match orig {
-                        Some(orig) if same_content(orig, m) => AppendOutcome::Duplicate {
-                            seq: Seq(seq),
+                if let Some((seq, orig)) = ch.dedup.get(&key) {
+                    outcomes.push(if crate::same_content(orig, m) {
+                        AppendOutcome::Duplicate {
+                            seq: Seq(*seq),
                             ts: orig.ts,
-                        },
-                        _ => AppendOutcome::Conflict { seq: Seq(seq) },
+                        }
+                    } else {
+                        AppendOutcome::Conflict { seq: Seq(*seq) }
                     });
                     continue;
                 }
                 let seq = ch.head() + 1;
+                if crate::is_change(m) {
+                    let target =
+                        crate::target_in_range(m, seq - 1).and_then(|t| ch.messages.get(&t));
+                    match crate::apply_change(m, target) {
+                        Ok(view) => {
+                            ch.messages.insert(view.seq, view);
+                        }
+                        Err(reason) => {
+                            outcomes.push(AppendOutcome::Rejected { reason });
+                            continue;
+                        }
+                    }
+                }
                 ch.messages
                     .insert(seq, StoredMessage::from_new(Seq(seq), m));
-                ch.dedup.insert(key, seq);
+                ch.dedup.insert(key, (seq, m.clone()));
+                senders.insert(&m.from, seq);
                 outcomes.push(AppendOutcome::Stored {
                     seq: Seq(seq),
                     ts: m.ts,
                 });
             }
-            results.push(ChannelOutcome {
-                outcomes,
-                head: Seq(ch.head()),
-            });
+            let head = Seq(ch.head());
+            for (user, seq) in senders {
+                inner.raise_read(user, &ca.channel, seq);
+            }
+            results.push(ChannelOutcome { outcomes, head });
         }
         Ok(results)
     }
 
     fn head(&self, channel: &str) -> Result<Seq, StoreError> {
-        Ok(Seq(self
-            .inner()
-            .channels
-            .get(channel)
-            .map_or(0, Channel::head)))
+        Ok(Seq(self.inner().head(channel)))
     }
 
     fn read(&self, channel: &str, range: ReadRange, limit: ReadLimit) -> Result<Page, StoreError> {
@@ -146,7 +198,144 @@ impl Store for MemStore {
         Ok(page)
     }
 
+    fn message(&self, channel: &str, seq: Seq) -> Result<Option<StoredMessage>, StoreError> {
+        Ok(self
+            .inner()
+            .channels
+            .get(channel)
+            .and_then(|ch| ch.messages.get(&seq.0))
+            .cloned())
+    }
+
     fn health(&self) -> Health {
         Health::Healthy
+    }
+
+    fn create_group(&self, group_id: &str, members: &[String]) -> Result<(), StoreError> {
+        let channel = crate::group_channel(group_id);
+        let mut inner = self.inner();
+        if inner.groups.contains_key(&channel) {
+            return Err(StoreError::Conflict(format!(
+                "group {channel:?} already exists"
+            )));
+        }
+        let set: BTreeSet<String> = members.iter().cloned().collect();
+        for user in &set {
+            inner
+                .member_of
+                .entry(user.clone())
+                .or_default()
+                .insert(channel.clone());
+        }
+        inner.groups.insert(channel, set);
+        Ok(())
+    }
+
+    fn add_member(&self, channel: &str, user: &str) -> Result<bool, StoreError> {
+        let mut inner = self.inner();
+        let members = inner
+            .groups
+            .get_mut(channel)
+            .ok_or_else(|| no_group(channel))?;
+        if !members.insert(user.to_owned()) {
+            return Ok(false);
+        }
+        inner
+            .member_of
+            .entry(user.to_owned())
+            .or_default()
+            .insert(channel.to_owned());
+        Ok(true)
+    }
+
+    fn remove_member(&self, channel: &str, user: &str) -> Result<bool, StoreError> {
+        let mut inner = self.inner();
+        let members = inner
+            .groups
+            .get_mut(channel)
+            .ok_or_else(|| no_group(channel))?;
+        if !members.remove(user) {
+            return Ok(false);
+        }
+        if let Some(groups) = inner.member_of.get_mut(user) {
+            groups.remove(channel);
+            if groups.is_empty() {
+                inner.member_of.remove(user);
+            }
+        }
+        Ok(true)
+    }
+
+    fn members(&self, channel: &str) -> Result<Option<Vec<String>>, StoreError> {
+        Ok(self
+            .inner()
+            .groups
+            .get(channel)
+            .map(|m| m.iter().cloned().collect()))
+    }
+
+    fn is_member(&self, channel: &str, user: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .inner()
+            .groups
+            .get(channel)
+            .is_some_and(|m| m.contains(user)))
+    }
+
+    fn channels_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .inner()
+            .member_of
+            .get(user)
+            .map(|g| g.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn advance_read(&self, user: &str, channel: &str, seq: Seq) -> Result<Seq, StoreError> {
+        let mut inner = self.inner();
+        let target = seq.0.min(inner.head(channel));
+        if target > inner.read_cursor(user, channel) {
+            inner.raise_read(user, channel, target);
+        }
+        Ok(Seq(inner.read_cursor(user, channel)))
+    }
+
+    fn read_cursor(&self, user: &str, channel: &str) -> Result<Seq, StoreError> {
+        Ok(Seq(self.inner().read_cursor(user, channel)))
+    }
+
+    fn read_cursors(&self, user: &str) -> Result<Vec<(String, Seq)>, StoreError> {
+        Ok(self
+            .inner()
+            .reads
+            .get(user)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, &s)| s > 0)
+                    .map(|(c, &s)| (c.clone(), Seq(s)))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn advance_delivered_batch(&self, updates: &[DeliveredUpdate]) -> Result<(), StoreError> {
+        let mut inner = self.inner();
+        for (user, device, channel, seq) in updates {
+            let target = seq.0.min(inner.head(channel));
+            if target == 0 {
+                continue;
+            }
+            let cur = inner
+                .delivered
+                .entry((user.clone(), device.clone(), channel.clone()))
+                .or_insert(0);
+            *cur = (*cur).max(target);
+        }
+        Ok(())
+    }
+
+    fn delivered_cursor(&self, user: &str, device: &str, channel: &str) -> Result<Seq, StoreError> {
+        let key = (user.to_owned(), device.to_owned(), channel.to_owned());
+        Ok(Seq(self.inner().delivered.get(&key).copied().unwrap_or(0)))
     }
 }

@@ -24,6 +24,16 @@ impl std::fmt::Display for Seq {
     }
 }
 
+/// The prefix of every group channel name: a group `<id>` is the channel
+/// `group:<id>`.
+pub const GROUP_PREFIX: &str = "group:";
+
+/// The channel name of the group `group_id`: `group:<group_id>`.
+#[must_use]
+pub fn group_channel(group_id: &str) -> String {
+    format!("{GROUP_PREFIX}{group_id}")
+}
+
 /// What a message is. Stored as a small integer; new kinds are appended.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -84,8 +94,21 @@ pub struct NewMessage {
     pub ts: u64,
 }
 
-/// A message as stored: a `NewMessage` plus its position. This is the value
-/// the embedded backend archives with rkyv.
+/// A message as stored: a `NewMessage` plus its position, and — for a
+/// message that later edits or deletes targeted — its current view. This is
+/// the value the embedded backend archives with rkyv.
+///
+/// Reads ([`crate::Store::read`], [`crate::Store::message`]) return the
+/// *current view* of each message:
+///
+/// - after an accepted edit of it, `text` is the latest edit's text and
+///   `edited` is true;
+/// - after an accepted delete of it, `deleted` is true, `text` is empty and
+///   `media` is `None` (nothing of a deleted message's content stays
+///   readable); `edited` keeps the value it had.
+///
+/// The `edit` / `delete` events themselves are stored as sent and never
+/// change: for them `edited` and `deleted` are always false.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct StoredMessage {
@@ -107,10 +130,16 @@ pub struct StoredMessage {
     pub media: Option<Media>,
     /// Commit timestamp (ms since the Unix epoch).
     pub ts: u64,
+    /// A later edit changed `text` (which is the latest edit's text).
+    pub edited: bool,
+    /// A later delete removed the message: `text` is empty and `media` is
+    /// `None`.
+    pub deleted: bool,
 }
 
 impl StoredMessage {
-    /// The stored form of `m` at position `seq`.
+    /// The stored form of `m` at position `seq`, as it is when committed:
+    /// neither `edited` nor `deleted`.
     #[must_use]
     pub fn from_new(seq: Seq, m: &NewMessage) -> StoredMessage {
         StoredMessage {
@@ -123,7 +152,16 @@ impl StoredMessage {
             target: m.target,
             media: m.media.clone(),
             ts: m.ts,
+            edited: false,
+            deleted: false,
         }
+    }
+
+    /// Whether this is an `edit` or `delete` event (which targets another
+    /// message) rather than a message with content of its own.
+    #[must_use]
+    pub fn is_event(&self) -> bool {
+        matches!(self.kind, MessageKind::Edit | MessageKind::Delete)
     }
 }
 
@@ -160,7 +198,58 @@ pub enum AppendOutcome {
         /// The original's position.
         seq: Seq,
     },
+    /// An `edit` or `delete` the store refused (see [`RejectReason`]):
+    /// nothing was written for it, it took no seq and left no dedup key (a
+    /// retry is checked again). Later messages of the same call are
+    /// sequenced as if it had not been given.
+    Rejected {
+        /// Why.
+        reason: RejectReason,
+    },
 }
+
+/// Why `append` refused an `edit` or `delete`. The checks run in the order of
+/// the variants; the first that fails is reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// `target` is missing, or names no message of the channel (0, or beyond
+    /// the head, counting messages stored earlier in the same call).
+    TargetMissing,
+    /// The target is itself an `edit` or `delete` event.
+    TargetIsEvent,
+    /// The sender (`from`) is not the target's author.
+    NotAuthor,
+    /// The target was already deleted.
+    TargetDeleted,
+}
+
+impl RejectReason {
+    /// A short, stable, snake_case name (for logs and metrics labels).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::TargetMissing => "target_missing",
+            RejectReason::TargetIsEvent => "target_is_event",
+            RejectReason::NotAuthor => "not_author",
+            RejectReason::TargetDeleted => "target_deleted",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RejectReason::TargetMissing => "the target message does not exist",
+            RejectReason::TargetIsEvent => "the target is itself an edit or delete",
+            RejectReason::NotAuthor => "only the author may edit or delete a message",
+            RejectReason::TargetDeleted => "the target message was already deleted",
+        })
+    }
+}
+
+/// One coalesced delivered-cursor update for
+/// [`crate::Store::advance_delivered_batch`]: (user, device, channel, seq).
+pub type DeliveredUpdate = (String, String, String, Seq);
 
 /// The result of `append` for one channel.
 #[derive(Clone, Debug, PartialEq, Eq)]

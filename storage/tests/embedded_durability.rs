@@ -7,7 +7,7 @@ use std::path::Path;
 
 use storage::{
     AppendOutcome, ChannelAppend, EmbeddedConfig, EmbeddedStore, FaultyStore, Health, MessageKind,
-    NewMessage, ReadLimit, ReadRange, Seq, Store, StoreError,
+    NewMessage, ReadLimit, ReadRange, RejectReason, Seq, Store, StoreError,
 };
 
 fn msg(id: &str, text: &str, ts: u64) -> NewMessage {
@@ -111,17 +111,8 @@ fn second_open_of_the_same_dir_is_locked() {
 fn dir_with_another_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()).unwrap());
-    {
-        // Rewrite meta/format as a future version would.
-        let db = fjall::Database::builder(dir.path().join("fjall"))
-            .open()
-            .unwrap();
-        let meta = db
-            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
-            .unwrap();
-        meta.insert("format", 99u32.to_be_bytes().to_vec()).unwrap();
-        db.persist(fjall::PersistMode::SyncAll).unwrap();
-    }
+    // Rewrite meta/format as a future version would.
+    set_format(dir.path(), 99);
     match open(dir.path()) {
         Err(StoreError::UnsupportedFormat { found, supported }) => {
             assert_eq!(found, 99);
@@ -129,6 +120,200 @@ fn dir_with_another_format_version_is_refused() {
         }
         other => panic!("expected UnsupportedFormat, got {other:?}"),
     }
+}
+
+/// Writes a `meta/format` value as another build would have.
+fn set_format(dir: &Path, version: u32) {
+    let db = fjall::Database::builder(dir.join("fjall")).open().unwrap();
+    let meta = db
+        .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    meta.insert("format", version.to_be_bytes().to_vec())
+        .unwrap();
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
+}
+
+#[test]
+fn dir_written_by_format_one_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A format-1 directory: meta, msgs, heads, dedup only.
+        let db = fjall::Database::builder(dir.path().join("fjall"))
+            .open()
+            .unwrap();
+        for name in ["meta", "msgs", "heads", "dedup"] {
+            db.keyspace(name, fjall::KeyspaceCreateOptions::default)
+                .unwrap();
+        }
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    set_format(dir.path(), 1);
+    match open(dir.path()) {
+        Err(StoreError::UnsupportedFormat { found, supported }) => {
+            assert_eq!(found, 1);
+            assert_eq!(supported, 2);
+            assert_eq!(supported, storage::embedded::FORMAT_VERSION);
+        }
+        other => panic!("expected UnsupportedFormat, got {other:?}"),
+    }
+    let db = fjall::Database::builder(dir.path().join("fjall"))
+        .open()
+        .unwrap();
+    let mut names: Vec<String> = db
+        .list_keyspace_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["dedup", "heads", "meta", "msgs"],
+        "no keyspace added"
+    );
+}
+
+fn strings(names: &[&str]) -> Vec<String> {
+    names.iter().map(|&n| n.to_owned()).collect()
+}
+
+#[test]
+fn reopen_keeps_groups_cursors_and_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path()).unwrap();
+        store
+            .create_group("g", &strings(&["bob", "alice"]))
+            .unwrap();
+        store.create_group("h", &strings(&["alice"])).unwrap();
+        assert!(store.add_member("group:g", "carol").unwrap());
+        assert!(store.remove_member("group:h", "alice").unwrap());
+        append(
+            &store,
+            "group:g",
+            vec![
+                msg("m1", "one", 1),
+                msg("m2", "two", 2),
+                msg("m3", "three", 3),
+            ],
+        );
+        append(
+            &store,
+            "group:g",
+            vec![
+                NewMessage {
+                    kind: MessageKind::Edit,
+                    target: Some(1),
+                    ..msg("e1", "one, edited", 4)
+                },
+                NewMessage {
+                    kind: MessageKind::Delete,
+                    target: Some(2),
+                    ..msg("d2", "", 5)
+                },
+            ],
+        );
+        assert_eq!(
+            store.advance_read("bob", "group:g", Seq(3)).unwrap(),
+            Seq(3)
+        );
+        store
+            .advance_delivered_batch(&[("bob".into(), "tablet".into(), "group:g".into(), Seq(4))])
+            .unwrap();
+    }
+    let store = open(dir.path()).unwrap();
+    assert_eq!(
+        store.members("group:g").unwrap(),
+        Some(strings(&["alice", "bob", "carol"]))
+    );
+    assert_eq!(store.members("group:h").unwrap(), Some(vec![]));
+    assert_eq!(store.channels_of("alice").unwrap(), strings(&["group:g"]));
+    assert!(matches!(
+        store.create_group("g", &[]),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.read_cursor("alice", "group:g").unwrap(), Seq(5));
+    assert_eq!(store.read_cursor("bob", "group:g").unwrap(), Seq(3));
+    assert_eq!(
+        store.delivered_cursor("bob", "tablet", "group:g").unwrap(),
+        Seq(4)
+    );
+    let one = store.message("group:g", Seq(1)).unwrap().unwrap();
+    assert_eq!(
+        (one.text.as_str(), one.edited, one.deleted),
+        ("one, edited", true, false)
+    );
+    let two = store.message("group:g", Seq(2)).unwrap().unwrap();
+    assert_eq!((two.text.as_str(), two.deleted), ("", true));
+    // The deleted target stays deleted across a restart.
+    let out = append(
+        &store,
+        "group:g",
+        vec![NewMessage {
+            kind: MessageKind::Edit,
+            target: Some(2),
+            ..msg("e2", "resurrect", 6)
+        }],
+    );
+    assert_eq!(
+        out,
+        vec![AppendOutcome::Rejected {
+            reason: RejectReason::TargetDeleted
+        }]
+    );
+}
+
+#[test]
+fn a_failed_append_leaves_edit_targets_and_cursors_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    append(&store, "ch", vec![msg("a", "original", 1)]);
+    let mut bad = msg("b", "x", 2);
+    bad.device = "d".repeat(300); // refused before the commit
+    let res = store.append(&[
+        ChannelAppend {
+            channel: "ch".into(),
+            messages: vec![NewMessage {
+                kind: MessageKind::Edit,
+                target: Some(1),
+                ..msg("e", "changed", 3)
+            }],
+        },
+        ChannelAppend {
+            channel: "bad".into(),
+            messages: vec![bad],
+        },
+    ]);
+    assert!(matches!(res, Err(StoreError::Invalid(_))), "{res:?}");
+    let m = store.message("ch", Seq(1)).unwrap().unwrap();
+    assert_eq!((m.text.as_str(), m.edited), ("original", false));
+    assert_eq!(store.head("ch").unwrap(), Seq(1));
+    assert_eq!(store.read_cursor("alice", "ch").unwrap(), Seq(1));
+}
+
+#[test]
+fn overlong_ids_in_membership_and_cursors_are_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let long = "u".repeat(256);
+    store.create_group("g", &[]).unwrap();
+    assert!(matches!(
+        store.create_group("g2", std::slice::from_ref(&long)),
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(store.members("group:g2").unwrap(), None, "nothing written");
+    assert!(matches!(
+        store.add_member("group:g", &long),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.advance_read(&long, "ch", Seq(1)),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.advance_delivered_batch(&[("u".into(), long.clone(), "ch".into(), Seq(1))]),
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(store.health(), Health::Healthy);
 }
 
 #[test]

@@ -492,6 +492,8 @@ mod tests {
                 size: 3,
             }),
             ts: 77,
+            edited: false,
+            deleted: false,
         };
         let view = MsgView::from_stored(&stored);
         let mut out = Vec::new();

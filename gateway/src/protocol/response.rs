@@ -87,12 +87,12 @@ impl<'a> MsgView<'a> {
             device: &m.device,
             client_msg_id: &m.client_msg_id,
             kind: m.kind,
-            text: Some(&m.text),
+            text: (!m.deleted).then_some(m.text.as_str()),
             ts: m.ts,
             target: m.target,
             media: m.media.as_ref(),
-            edited: false,
-            deleted: false,
+            edited: m.edited,
+            deleted: m.deleted,
         }
     }
 }
@@ -564,6 +564,8 @@ mod tests {
             target: None,
             media: None,
             ts: 1_700_000_000_000 + seq,
+            edited: false,
+            deleted: false,
         }
     }
 

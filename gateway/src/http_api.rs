@@ -1,0 +1,180 @@
+//! The `/v1` HTTP API beside the WebSocket, on the same port.
+//!
+//! An HTTP request is served as a short-lived session on the shard that
+//! accepted it: the body becomes the same JSON request a WebSocket client
+//! would send (so validation, access checks, the owner path and dedup are
+//! the very same code), the reply lands in the session's outbox, and is
+//! turned into an HTTP response. HTTP sessions are not devices: they do not
+//! replace WebSocket connections and take no part in presence.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use serde_json::{json, Map, Value};
+
+use crate::auth::Identity;
+use crate::protocol::http::{self, RequestHead};
+use crate::protocol::ws::{Role, WsDecoder, WsEvent};
+use crate::protocol::ErrorCode;
+
+/// Most time an HTTP request may take (body and reply).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one API call turns into.
+enum Call {
+    /// A WebSocket-style request (JSON text) answered by one frame.
+    Request(String),
+}
+
+/// Maps method and path (already percent-decoded) and the body to a call.
+fn route(head: &RequestHead, body: &[u8]) -> Result<Call, (u16, &'static str, String)> {
+    let path = head.path.strip_prefix("/v1/").unwrap_or("");
+    let bad = |m: &str| (400, ErrorCode::BadRequest.as_str(), m.to_string());
+    if let Some(rest) = path.strip_prefix("channels/") {
+        let (channel, tail) = rest
+            .rsplit_once('/')
+            .ok_or_else(|| (404, "not_found", "no such endpoint".to_string()))?;
+        match (head.method.as_str(), tail) {
+            ("POST", "messages") => {
+                let mut obj = body_object(body).map_err(|m| bad(&m))?;
+                obj.insert("type".into(), json!("send"));
+                obj.insert("channel".into(), json!(channel));
+                return Ok(Call::Request(Value::Object(obj).to_string()));
+            }
+            ("GET", "messages") => {
+                let mut obj = Map::new();
+                obj.insert("type".into(), json!("history"));
+                obj.insert("channel".into(), json!(channel));
+                for key in ["before", "after", "limit"] {
+                    if let Some(v) = head.query_param(key) {
+                        let n: u64 = v
+                            .parse()
+                            .map_err(|_| bad(&format!("{key} must be a non-negative integer")))?;
+                        obj.insert(key.into(), json!(n));
+                    }
+                }
+                return Ok(Call::Request(Value::Object(obj).to_string()));
+            }
+            _ => {}
+        }
+    }
+    Err((
+        404,
+        "not_found",
+        format!("no endpoint {} {}", head.method, head.path),
+    ))
+}
+
+fn body_object(body: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("the body must be a JSON object".into()),
+        Err(e) => Err(format!("the body is not JSON: {e}")),
+    }
+}
+
+/// Reads the rest of a body of `len` bytes.
+async fn read_body(stream: &mut TcpStream, mut body: Vec<u8>, len: usize) -> Option<Vec<u8>> {
+    body.truncate(len);
+    let mut chunk = vec![0u8; 16 * 1024];
+    while body.len() < len {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        let take = n.min(len - body.len());
+        body.extend_from_slice(&chunk[..take]);
+    }
+    Some(body)
+}
+
+/// The JSON of the first frame of `frames` (server frames: unmasked text).
+fn first_json(frames: &[u8]) -> Option<Value> {
+    let mut dec = WsDecoder::new(Role::Client, usize::MAX / 2);
+    let mut out = None;
+    let _ = dec.feed(frames, &mut |ev| {
+        if let (None, WsEvent::Text(t)) = (&out, ev) {
+            out = serde_json::from_str::<Value>(t).ok();
+        }
+    });
+    out
+}
+
+/// Turns the WebSocket reply into (status, body).
+fn to_http(mut reply: Value) -> (u16, Value) {
+    let ty = reply["type"].as_str().unwrap_or("").to_string();
+    if let Value::Object(m) = &mut reply {
+        m.remove("type");
+        m.remove("id");
+    }
+    if ty == "error" {
+        let code = reply["code"].as_str().unwrap_or("unavailable");
+        let status = crate::protocol::request::ErrorCode::ALL
+            .iter()
+            .find(|c| c.as_str() == code)
+            .map_or(503, |c| c.http_status());
+        return (status, reply);
+    }
+    (200, reply)
+}
+
+/// Serves one `/v1` request on `shard`.
+pub(crate) async fn serve(
+    shard: Rc<crate::runtime::Shard>,
+    stream: &mut TcpStream,
+    head: RequestHead,
+    rest: Vec<u8>,
+    identity: Identity,
+) {
+    let len = head.content_length.unwrap_or(0);
+    if len > shard.cfg().max_frame_bytes {
+        let r = http::json_error_response(413, "message_too_large", "request body too large");
+        let _ = stream.write_all(&r).await;
+        return;
+    }
+    let body = glommio::timer::timeout(REQUEST_TIMEOUT, async {
+        Ok(read_body(stream, rest, len).await)
+    })
+    .await;
+    let Ok(Some(body)) = body else {
+        return;
+    };
+    let call = match route(&head, &body) {
+        Ok(c) => c,
+        Err((status, code, message)) => {
+            let r = http::json_error_response(status, code, &message);
+            let _ = stream.write_all(&r).await;
+            return;
+        }
+    };
+    let Call::Request(text) = call;
+    let reply = shard.http_request(&identity, &text, REQUEST_TIMEOUT).await;
+    let r = match reply.as_deref().and_then(first_json) {
+        Some(v) => {
+            let (status, body) = to_http(v);
+            http::response(status, "application/json", body.to_string().as_bytes(), &[])
+        }
+        None => http::json_error_response(503, "unavailable", "no reply in time"),
+    };
+    let _ = stream.write_all(&r).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn replies_map_to_statuses_without_type_and_id() {
+        let (s, b) = to_http(json!({"type":"ack","id":1,"seq":3}));
+        assert_eq!(s, 200);
+        assert_eq!(b, json!({"seq":3}));
+        let (s, b) = to_http(json!({"type":"error","code":"not_member","message":"m"}));
+        assert_eq!(s, 403);
+        assert_eq!(b["code"], "not_member");
+        let (s, _) = to_http(json!({"type":"error","code":"message_too_large","message":"m"}));
+        assert_eq!(s, 413);
+    }
+}
