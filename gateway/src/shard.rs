@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use storage::{MessageKind, NewMessage, Page, ReadLimit, ReadRange, Seq};
+use storage::{NewMessage, Page, ReadLimit, ReadRange, Seq};
 
 use crate::auth::Identity;
 use crate::batch::Batch;
