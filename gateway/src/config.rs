@@ -121,6 +121,8 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides. Default `info`.
     pub log: String,
+    /// Most members of a group (the creator included). Default 100.
+    pub max_group_members: usize,
     /// Most simultaneous connections of one user (all devices, all shards);
     /// the connection past it is closed with 4029. 0 = unlimited. Default 64.
     pub max_connections_per_user: usize,
@@ -168,6 +170,7 @@ impl Default for Config {
             history_page_bytes: 1024 * 1024,
             shutdown_grace_ms: 3_000,
             log: "info".to_string(),
+            max_group_members: 100,
             max_connections_per_user: 64,
             rate_limit_per_sec: 0.0,
             rate_limit_burst: 20,

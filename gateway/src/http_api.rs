@@ -15,9 +15,13 @@ use glommio::net::TcpStream;
 use serde_json::{json, Map, Value};
 
 use crate::auth::Identity;
+use crate::hash::fnv1a_64;
+use crate::owner::GroupOp;
 use crate::protocol::http::{self, RequestHead};
+use crate::protocol::names;
 use crate::protocol::ws::{Role, WsDecoder, WsEvent};
 use crate::protocol::ErrorCode;
+use crate::shard::ShardState;
 
 /// Most time an HTTP request may take (body and reply).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,12 +30,122 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 enum Call {
     /// A WebSocket-style request (JSON text) answered by one frame.
     Request(String),
+    /// A membership change, sent to the group's owner; `created` answers 201
+    /// with the channel, else 204.
+    Group {
+        channel: String,
+        op: GroupOp,
+        created: bool,
+    },
+}
+
+type RouteError = (u16, &'static str, String);
+
+/// A fresh group id: 20 hex digits from the clock, the shard, a counter and
+/// the creator (the store refuses a duplicate, answered 409).
+fn new_group_id(creator: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let seed = format!("{}:{}:{creator}", crate::util::now_ms(), n);
+    let a = fnv1a_64(seed.as_bytes());
+    let b = fnv1a_64(&a.to_le_bytes());
+    format!("{:016x}{:04x}", a, b & 0xffff)
+}
+
+fn group_route(
+    head: &RequestHead,
+    rest: &str,
+    body: &[u8],
+    identity: &Identity,
+    max_members: usize,
+) -> Result<Call, RouteError> {
+    let bad = |m: String| (400, ErrorCode::BadRequest.as_str(), m);
+    let valid_user = |u: &str| {
+        if names::is_valid_id(u) {
+            Ok(u.to_string())
+        } else {
+            Err(bad(format!("invalid user id {u:?}")))
+        }
+    };
+    match (
+        head.method.as_str(),
+        rest.split('/').collect::<Vec<_>>().as_slice(),
+    ) {
+        ("POST", [""]) | ("POST", []) => {
+            let obj = body_object(body).map_err(bad)?;
+            let listed = obj
+                .get("members")
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad("members must be an array of user ids".into()))?;
+            let mut members = vec![identity.user.clone()];
+            for m in listed {
+                let u = m
+                    .as_str()
+                    .ok_or_else(|| bad("members must be an array of user ids".into()))?;
+                let u = valid_user(u)?;
+                if !members.contains(&u) {
+                    members.push(u);
+                }
+            }
+            if members.len() > max_members {
+                return Err(bad(format!("a group has at most {max_members} members")));
+            }
+            let channel = storage::group_channel(&new_group_id(&identity.user));
+            Ok(Call::Group {
+                channel,
+                op: GroupOp::Create(members),
+                created: true,
+            })
+        }
+        ("POST", [id, "members"]) => {
+            let obj = body_object(body).map_err(bad)?;
+            let user = obj
+                .get("user")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("user is required".into()))?;
+            Ok(Call::Group {
+                channel: group_channel_of(id)?,
+                op: GroupOp::Add(valid_user(user)?),
+                created: false,
+            })
+        }
+        ("DELETE", [id, "members", user]) => Ok(Call::Group {
+            channel: group_channel_of(id)?,
+            op: GroupOp::Remove(valid_user(user)?),
+            created: false,
+        }),
+        _ => Err((
+            404,
+            "not_found",
+            format!("no endpoint {} {}", head.method, head.path),
+        )),
+    }
+}
+
+fn group_channel_of(id: &str) -> Result<String, RouteError> {
+    let channel = storage::group_channel(id);
+    match names::parse_channel(&channel) {
+        Ok(names::ChannelName::Group(_)) => Ok(channel),
+        _ => Err((400, "invalid_channel", format!("invalid group id {id:?}"))),
+    }
 }
 
 /// Maps method and path (already percent-decoded) and the body to a call.
-fn route(head: &RequestHead, body: &[u8]) -> Result<Call, (u16, &'static str, String)> {
+fn route(
+    head: &RequestHead,
+    body: &[u8],
+    identity: &Identity,
+    max_members: usize,
+) -> Result<Call, RouteError> {
     let path = head.path.strip_prefix("/v1/").unwrap_or("");
     let bad = |m: &str| (400, ErrorCode::BadRequest.as_str(), m.to_string());
+    if path == "groups" {
+        return group_route(head, "", body, identity, max_members);
+    }
+    if let Some(rest) = path.strip_prefix("groups/") {
+        return group_route(head, rest, body, identity, max_members);
+    }
     if let Some(rest) = path.strip_prefix("channels/") {
         let (channel, tail) = rest
             .rsplit_once('/')
@@ -141,7 +255,7 @@ pub(crate) async fn serve(
     let Ok(Some(body)) = body else {
         return;
     };
-    let call = match route(&head, &body) {
+    let call = match route(&head, &body, &identity, shard.cfg().max_group_members) {
         Ok(c) => c,
         Err((status, code, message)) => {
             let r = http::json_error_response(status, code, &message);
@@ -149,14 +263,39 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let Call::Request(text) = call;
-    let reply = shard.http_request(&identity, &text, REQUEST_TIMEOUT).await;
-    let r = match reply.as_deref().and_then(first_json) {
-        Some(v) => {
+    let (reply, created) = match call {
+        Call::Request(text) => {
+            let start = move |st: &mut ShardState, id| st.on_text_request(id, &text);
+            (
+                shard.http_request(&identity, start, REQUEST_TIMEOUT).await,
+                None,
+            )
+        }
+        Call::Group {
+            channel,
+            op,
+            created,
+        } => {
+            let ch = channel.clone();
+            let start = move |st: &mut ShardState, id| st.group_request(id, &ch, op);
+            let reply = shard.http_request(&identity, start, REQUEST_TIMEOUT).await;
+            (reply, Some((created, channel)))
+        }
+    };
+    let r = match (reply.as_deref().and_then(first_json), created) {
+        (Some(v), Some((created, channel))) if v["type"] == "group" => {
+            if created {
+                let body = json!({ "channel": channel }).to_string();
+                http::response(201, "application/json", body.as_bytes(), &[])
+            } else {
+                http::response(204, "application/json", b"", &[])
+            }
+        }
+        (Some(v), _) => {
             let (status, body) = to_http(v);
             http::response(status, "application/json", body.to_string().as_bytes(), &[])
         }
-        None => http::json_error_response(503, "unavailable", "no reply in time"),
+        (None, _) => http::json_error_response(503, "unavailable", "no reply in time"),
     };
     let _ = stream.write_all(&r).await;
 }

@@ -47,12 +47,43 @@ pub(crate) struct SendReq {
     pub(crate) msg: NewMessage,
 }
 
+/// A change of a group's membership, requested by `actor`.
+#[derive(Clone, Debug)]
+pub(crate) enum GroupOp {
+    /// Create the group with these members (the creator included).
+    Create(Vec<String>),
+    /// Add a member (by a member).
+    Add(String),
+    /// Remove a member (by a member; members may remove themselves).
+    Remove(String),
+}
+
+/// What the owner knows of a group channel's members.
+#[derive(Debug)]
+enum Membership {
+    /// Not loaded yet (requests wait in `gated`).
+    Unknown,
+    /// Loaded: the group does not exist.
+    NoGroup,
+    /// Loaded: its members.
+    Members(std::collections::HashSet<Arc<str>>),
+}
+
+/// A request that waits for a group's members to load.
+#[derive(Debug)]
+enum Gated {
+    Send(SendReq),
+    Subscribe(JoinWaiter, Arc<str>),
+    Group(Arc<str>, GroupOp, Reply),
+}
+
 /// A join waiting for the head.
 #[derive(Debug)]
 pub(crate) struct JoinWaiter {
     pub(crate) shard: ShardId,
     pub(crate) conn: ConnId,
     pub(crate) gen: u64,
+    pub(crate) user: Arc<str>,
     pub(crate) since: Option<u64>,
     pub(crate) id: Option<Box<str>>,
 }
@@ -70,8 +101,11 @@ struct Pending {
     key: String,
 }
 
-#[derive(Default)]
 struct OwnedChannel {
+    /// Group channels only: the members, authoritative for this process.
+    membership: Membership,
+    /// Requests waiting for `membership` to load.
+    gated: Vec<Gated>,
     /// Last committed seq, once known (loaded from the store or learned from
     /// a commit).
     head: Option<u64>,
@@ -91,8 +125,31 @@ struct OwnedChannel {
 }
 
 impl OwnedChannel {
+    fn new(name: &str) -> OwnedChannel {
+        let is_group = name.starts_with(storage::GROUP_PREFIX);
+        OwnedChannel {
+            membership: if is_group {
+                Membership::Unknown
+            } else {
+                Membership::NoGroup
+            },
+            gated: Vec::new(),
+            head: None,
+            loading: false,
+            pending: Vec::new(),
+            committing: false,
+            queued: false,
+            in_flight: HashMap::new(),
+            subscribers: 0,
+            join_waiters: Vec::new(),
+            typing: HashMap::new(),
+            last_ts: 0,
+        }
+    }
+
     fn idle(&self) -> bool {
-        self.subscribers == 0
+        self.gated.is_empty()
+            && self.subscribers == 0
             && self.pending.is_empty()
             && !self.committing
             && !self.loading
@@ -159,11 +216,209 @@ impl Owner {
     }
 
     fn channel(&mut self, name: &Arc<str>) -> &mut OwnedChannel {
-        self.channels.entry(name.clone()).or_default()
+        self.channels
+            .entry(name.clone())
+            .or_insert_with(|| OwnedChannel::new(name))
+    }
+
+    /// For a group channel: whether `user` may use it now (Ok), must wait
+    /// for the members to load (the request is kept), or is refused.
+    fn gate(
+        &mut self,
+        name: &Arc<str>,
+        user: &str,
+        item: Gated,
+        fx: &mut Effects,
+    ) -> Option<Gated> {
+        if !name.starts_with(storage::GROUP_PREFIX) {
+            return Some(item);
+        }
+        let oc = self.channel(name);
+        match &oc.membership {
+            Membership::Unknown => {
+                if oc.gated.is_empty() {
+                    fx.io.push(IoJob::LoadMembers(name.clone()));
+                }
+                oc.gated.push(item);
+                None
+            }
+            Membership::Members(m) if m.contains(user) => Some(item),
+            other => {
+                let (code, msg) = if matches!(other, Membership::NoGroup) {
+                    (ErrorCode::NotFound, "no such group")
+                } else {
+                    (ErrorCode::NotMember, "not a member of this group")
+                };
+                match item {
+                    Gated::Send(req) => fx.send_error(&req.reply, code, msg),
+                    Gated::Subscribe(w, channel) => {
+                        let reply = Reply {
+                            to: ConnRef {
+                                shard: w.shard,
+                                conn: w.conn,
+                            },
+                            id: w.id,
+                        };
+                        fx.send(
+                            w.shard,
+                            ShardMsg::JoinFailed {
+                                channel,
+                                conn: w.conn,
+                                gen: w.gen,
+                            },
+                        );
+                        fx.reply_error(&reply, code, msg);
+                    }
+                    Gated::Group(_, _, reply) => fx.reply_error(&reply, code, msg),
+                }
+                None
+            }
+        }
+    }
+
+    /// A group's members were loaded: answers what waited for them.
+    pub(crate) fn on_members_loaded(
+        &mut self,
+        channel: Arc<str>,
+        result: Result<Option<Vec<String>>, StoreFailure>,
+        fx: &mut Effects,
+    ) {
+        let Some(oc) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        let gated = std::mem::take(&mut oc.gated);
+        match result {
+            Ok(members) => {
+                oc.membership = match members {
+                    None => Membership::NoGroup,
+                    Some(m) => Membership::Members(m.into_iter().map(Arc::from).collect()),
+                };
+                for item in gated {
+                    match item {
+                        Gated::Send(req) => self.on_send(req, fx),
+                        Gated::Subscribe(w, ch) => self.on_subscribe(w, ch, fx),
+                        Gated::Group(actor, op, reply) => {
+                            self.on_group(channel.clone(), actor, op, reply, fx)
+                        }
+                    }
+                }
+            }
+            Err(f) => {
+                let msg = format!("store unavailable: {}", f.message);
+                for item in gated {
+                    match item {
+                        Gated::Send(req) => fx.send_error(&req.reply, ErrorCode::Unavailable, &msg),
+                        Gated::Subscribe(w, ch) => {
+                            fx.send(
+                                w.shard,
+                                ShardMsg::JoinFailed {
+                                    channel: ch,
+                                    conn: w.conn,
+                                    gen: w.gen,
+                                },
+                            );
+                            let reply = Reply {
+                                to: ConnRef {
+                                    shard: w.shard,
+                                    conn: w.conn,
+                                },
+                                id: w.id,
+                            };
+                            fx.reply_error(&reply, ErrorCode::Unavailable, &msg);
+                        }
+                        Gated::Group(_, _, reply) => {
+                            fx.reply_error(&reply, ErrorCode::Unavailable, &msg)
+                        }
+                    }
+                }
+            }
+        }
+        if self.channels.get(&channel).is_some_and(OwnedChannel::idle) {
+            self.channels.remove(&channel);
+        }
+    }
+
+    /// A membership change (HTTP API) for a group this shard owns.
+    pub(crate) fn on_group(
+        &mut self,
+        channel: Arc<str>,
+        actor: Arc<str>,
+        op: GroupOp,
+        reply: Reply,
+        fx: &mut Effects,
+    ) {
+        if let GroupOp::Create(_) = op {
+            fx.io.push(IoJob::GroupWrite { channel, op, reply });
+            return;
+        }
+        let item = Gated::Group(actor.clone(), op, reply);
+        let Some(Gated::Group(_, op, reply)) = self.gate(&channel, &actor, item, fx) else {
+            return;
+        };
+        fx.io.push(IoJob::GroupWrite { channel, op, reply });
+    }
+
+    /// A membership write finished: update the members, answer, and take a
+    /// removed member's connections out of the channel everywhere.
+    pub(crate) fn on_group_written(
+        &mut self,
+        channel: Arc<str>,
+        op: GroupOp,
+        reply: Reply,
+        result: Result<(), StoreFailure>,
+        fx: &mut Effects,
+    ) {
+        if let Err(f) = result {
+            fx.reply_error(&reply, f.code, &f.message);
+            return;
+        }
+        let oc = self.channel(&channel);
+        match &op {
+            GroupOp::Create(members) => {
+                oc.membership =
+                    Membership::Members(members.iter().map(|m| Arc::from(m.as_str())).collect());
+            }
+            GroupOp::Add(user) => {
+                if let Membership::Members(m) = &mut oc.membership {
+                    m.insert(Arc::from(user.as_str()));
+                }
+            }
+            GroupOp::Remove(user) => {
+                if let Membership::Members(m) = &mut oc.membership {
+                    m.remove(user.as_str());
+                }
+                let user: Arc<str> = Arc::from(user.as_str());
+                let mut subs = oc.subscribers;
+                while subs != 0 {
+                    let shard = subs.trailing_zeros() as usize;
+                    subs &= subs - 1;
+                    fx.send(
+                        ShardId(shard),
+                        ShardMsg::Kick {
+                            channel: channel.clone(),
+                            user: user.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        let mut frame = Vec::new();
+        response::group_done(&mut frame, reply.id.as_deref(), &channel);
+        fx.send(
+            reply.to.shard,
+            ShardMsg::ToConn {
+                conn: reply.to.conn,
+                frame,
+                send_done: false,
+            },
+        );
+        if self.channels.get(&channel).is_some_and(OwnedChannel::idle) {
+            self.channels.remove(&channel);
+        }
     }
 
     fn mark_ready(&mut self, name: &Arc<str>, fx: &mut Effects) {
-        let oc = self.channels.entry(name.clone()).or_default();
+        let oc = self.channel(name);
         if !oc.queued && !oc.committing && !oc.pending.is_empty() {
             oc.queued = true;
             self.ready.push(name.clone());
@@ -175,6 +430,11 @@ impl Owner {
 
     /// A send arrived (from any shard).
     pub(crate) fn on_send(&mut self, req: SendReq, fx: &mut Effects) {
+        let channel = req.channel.clone();
+        let user = req.msg.from.clone();
+        let Some(Gated::Send(req)) = self.gate(&channel, &user, Gated::Send(req), fx) else {
+            return;
+        };
         let key = dedup_key(&req.msg);
         let fp = fingerprint(&req.msg);
         let oc = self.channel(&req.channel);
@@ -248,6 +508,15 @@ impl Owner {
 
     /// A shard registers its replica for `conn`'s join and wants the head.
     pub(crate) fn on_subscribe(&mut self, waiter: JoinWaiter, channel: Arc<str>, fx: &mut Effects) {
+        let user = waiter.user.clone();
+        let Some(Gated::Subscribe(waiter, channel)) = self.gate(
+            &channel.clone(),
+            &user,
+            Gated::Subscribe(waiter, channel),
+            fx,
+        ) else {
+            return;
+        };
         let oc = self.channel(&channel);
         oc.subscribers |= 1 << waiter.shard.0;
         if let Some(head) = oc.head {

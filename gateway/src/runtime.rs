@@ -34,10 +34,13 @@ use crate::auth::{self, AuthError, Identity};
 use crate::config::Config;
 use crate::conn::ConnId;
 use crate::hash::ShardId;
+use crate::owner::GroupOp;
 use crate::protocol::http::{self, RequestHead};
 use crate::protocol::ws::{Role, WsDecoder};
+use crate::protocol::ErrorCode;
 use crate::protocol::{self, names};
 use crate::shard::{IoJob, ShardMsg, ShardState, Stats};
+use crate::store_io::StoreFailure;
 use crate::store_io::StoreIo;
 use crate::util::{now_ms, Notify};
 
@@ -93,12 +96,12 @@ impl Shard {
     pub(crate) async fn http_request(
         self: &Rc<Self>,
         identity: &Identity,
-        text: &str,
+        start: impl FnOnce(&mut ShardState, ConnId),
         timeout: Duration,
     ) -> Option<Vec<u8>> {
         let conn = self.with(|st| {
             let id = st.open_http(identity, now_ms());
-            st.on_text_request(id, text);
+            start(st, id);
             id
         });
         let shard = self.clone();
@@ -256,10 +259,66 @@ impl Shard {
                 range,
                 limit,
                 id,
+                member_check,
             } => {
                 glommio::spawn_local(async move {
-                    let result = shard.store.read(channel.clone(), range, limit).await;
+                    let ch = channel.clone();
+                    let result = shard
+                        .store
+                        .call(move |s| {
+                            if let Some(user) = member_check {
+                                match s.members(&ch)? {
+                                    None => return Ok(Err((ErrorCode::NotFound, "no such group"))),
+                                    Some(m) if !m.iter().any(|u| **u == *user) => {
+                                        return Ok(Err((
+                                            ErrorCode::NotMember,
+                                            "not a member of this group",
+                                        )));
+                                    }
+                                    Some(_) => {}
+                                }
+                            }
+                            s.read(&ch, range, limit).map(Ok)
+                        })
+                        .await
+                        .and_then(|r| {
+                            r.map_err(|(code, message)| StoreFailure {
+                                retryable: false,
+                                message: message.into(),
+                                code,
+                            })
+                        });
                     shard.with(|st| st.on_history(conn, &channel, id.as_deref(), result));
+                })
+                .detach();
+            }
+            IoJob::LoadMembers(channel) => {
+                glommio::spawn_local(async move {
+                    let ch = channel.clone();
+                    let result = shard.store.call(move |s| s.members(&ch)).await;
+                    shard.with(|st| st.owner.on_members_loaded(channel, result, &mut st.fx));
+                })
+                .detach();
+            }
+            IoJob::GroupWrite { channel, op, reply } => {
+                glommio::spawn_local(async move {
+                    let ch = channel.clone();
+                    let op2 = op.clone();
+                    let result = shard
+                        .store
+                        .call(move |s| match op2 {
+                            GroupOp::Create(members) => {
+                                let id = ch.strip_prefix(storage::GROUP_PREFIX).unwrap_or(&ch);
+                                s.create_group(id, &members)
+                            }
+                            GroupOp::Add(user) => s.add_member(&ch, &user).map(|_| ()),
+                            GroupOp::Remove(user) => s.remove_member(&ch, &user).map(|_| ()),
+                        })
+                        .await;
+                    shard.with(|st| {
+                        st.owner
+                            .on_group_written(channel, op, reply, result, &mut st.fx);
+                    });
                 })
                 .detach();
             }

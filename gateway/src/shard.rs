@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::conn::{Conn, ConnId, Phase, Sub};
 use crate::hash::{owner_of, ShardId};
 use crate::moderation::Blocklist;
-use crate::owner::{JoinWaiter, Owner, Reply, SendReq};
+use crate::owner::{GroupOp, JoinWaiter, Owner, Reply, SendReq};
 use crate::protocol::{
     self, names::ChannelName, request::HistoryRange, response, ErrorCode, Request, WsEvent,
 };
@@ -50,6 +50,8 @@ pub(crate) enum ShardMsg {
         conn: ConnId,
         /// Which join of this connection (a leave and rejoin makes a new one).
         gen: u64,
+        /// Who joins (group channels check membership at the owner).
+        user: Arc<str>,
         since: Option<u64>,
         id: Option<Box<str>>,
     },
@@ -112,6 +114,16 @@ pub(crate) enum ShardMsg {
         except: ConnRef,
         frame: Arc<[u8]>,
     },
+    /// Connection shard → owner of a group: change its membership.
+    Group {
+        channel: Arc<str>,
+        actor: Arc<str>,
+        op: GroupOp,
+        reply: Reply,
+    },
+    /// Owner → replica shards: `user` was removed from the group; its
+    /// connections leave the channel.
+    Kick { channel: Arc<str>, user: Arc<str> },
     /// User's owner shard → connection shard: close `conn` (e.g. 4009 replaced).
     Close {
         conn: ConnId,
@@ -140,13 +152,22 @@ pub(crate) enum IoJob {
         channel: Arc<str>,
         gen: u64,
     },
-    /// Serve a `history` request.
+    /// Serve a `history` request (for a group: only to a member).
     History {
         conn: ConnId,
         channel: Arc<str>,
         range: ReadRange,
         limit: ReadLimit,
         id: Option<Box<str>>,
+        member_check: Option<Arc<str>>,
+    },
+    /// Load a group's members for its owner.
+    LoadMembers(Arc<str>),
+    /// Write a membership change for the owner.
+    GroupWrite {
+        channel: Arc<str>,
+        op: GroupOp,
+        reply: Reply,
     },
 }
 
@@ -330,7 +351,8 @@ fn access(user: &str, channel: &str) -> Result<(), (ErrorCode, &'static str)> {
                 ))
             }
         }
-        Ok(ChannelName::Group(_)) => Err((ErrorCode::NotFound, "no such group")),
+        // Membership is checked by the group's owner (authoritative).
+        Ok(ChannelName::Group(_)) => Ok(()),
         Ok(ChannelName::Room(_)) => Ok(()),
         Err(_) => Err((ErrorCode::InvalidChannel, "invalid channel name")),
     }
@@ -661,6 +683,9 @@ impl ShardState {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     conn.histories_in_flight += 1;
                 }
+                let member_check = channel
+                    .starts_with(storage::GROUP_PREFIX)
+                    .then(|| user.clone());
                 self.fx.io.push(IoJob::History {
                     conn: id,
                     channel: Arc::from(channel),
@@ -670,6 +695,7 @@ impl ShardState {
                         bytes: self.cfg.history_page_bytes,
                     },
                     id: req_id.map(Box::from),
+                    member_check,
                 });
             }
             Request::Typing { channel } => {
@@ -739,12 +765,14 @@ impl ShardState {
             .or_insert_with(Replica::new)
             .members
             .insert(id);
+        let user = conn.user.clone();
         self.fx.send(
             owner_of(&channel, self.nr_shards),
             ShardMsg::Subscribe {
                 channel,
                 conn: id,
                 gen,
+                user,
                 since,
                 id: req_id.map(Box::from),
             },
@@ -793,6 +821,7 @@ impl ShardState {
                 channel,
                 conn,
                 gen,
+                user,
                 since,
                 id,
             } => self.owner.on_subscribe(
@@ -800,6 +829,7 @@ impl ShardState {
                     shard: from,
                     conn,
                     gen,
+                    user,
                     since,
                     id,
                 },
@@ -866,6 +896,13 @@ impl ShardState {
                 except,
                 frame,
             } => self.on_typing_notice(&channel, except, &frame),
+            ShardMsg::Group {
+                channel,
+                actor,
+                op,
+                reply,
+            } => self.owner.on_group(channel, actor, op, reply, &mut self.fx),
+            ShardMsg::Kick { channel, user } => self.kick(&channel, &user),
             ShardMsg::Close { conn, code, reason } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.outbox.request_close(code, reason);
@@ -912,6 +949,51 @@ impl ShardState {
             return;
         }
         devices.insert(device, (conn, stamp));
+    }
+
+    /// A removed member's local connections leave the group channel (each
+    /// gets an unsolicited `left`).
+    fn kick(&mut self, channel: &Arc<str>, user: &str) {
+        let Some(rep) = self.replicas.get(channel) else {
+            return;
+        };
+        let gone: Vec<ConnId> = rep
+            .members
+            .iter()
+            .copied()
+            .filter(|c| self.conns.get(c).is_some_and(|c| &*c.user == user))
+            .collect();
+        for cid in gone {
+            if let Some(conn) = self.conns.get_mut(&cid) {
+                conn.subs.remove(channel);
+                conn.outbox
+                    .push_reply(|out| response::left(out, None, channel));
+            }
+            self.drop_member(channel, cid);
+        }
+    }
+
+    /// Starts a membership change from an HTTP API call: sent to the group's
+    /// owner, answered into the call's outbox.
+    pub(crate) fn group_request(&mut self, conn: ConnId, channel: &str, op: GroupOp) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let actor = c.user.clone();
+        let reply = Reply {
+            to: self.me(conn),
+            id: None,
+        };
+        let channel: Arc<str> = Arc::from(channel);
+        self.fx.send(
+            owner_of(&channel, self.nr_shards),
+            ShardMsg::Group {
+                channel,
+                actor,
+                op,
+                reply,
+            },
+        );
     }
 
     /// A `typing` frame for the local members of a channel, except its sender.
@@ -1268,12 +1350,12 @@ impl ShardState {
                 });
             }
             Err(f) => conn.outbox.push_reply(|out| {
-                response::error(
-                    out,
-                    id,
-                    ErrorCode::Unavailable,
-                    &format!("history unavailable: {}", f.message),
-                );
+                let message = if f.code == ErrorCode::Unavailable {
+                    format!("history unavailable: {}", f.message)
+                } else {
+                    f.message.clone()
+                };
+                response::error(out, id, f.code, &message);
             }),
         }
     }

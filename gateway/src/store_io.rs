@@ -20,6 +20,7 @@ use storage::{
     ChannelAppend, ChannelOutcome, Health, Page, ReadLimit, ReadRange, Seq, Store, StoreError,
 };
 
+use crate::protocol::ErrorCode;
 use crate::util::{oneshot, OneshotSender};
 
 /// A failed store call as seen by the gateway (cloneable, for fan-out to
@@ -30,13 +31,22 @@ pub(crate) struct StoreFailure {
     pub(crate) retryable: bool,
     /// The store's message.
     pub(crate) message: String,
+    /// What a client is told.
+    pub(crate) code: ErrorCode,
 }
 
 impl From<&StoreError> for StoreFailure {
     fn from(e: &StoreError) -> StoreFailure {
+        let code = match e {
+            StoreError::NotFound(_) => ErrorCode::NotFound,
+            StoreError::Conflict(_) => ErrorCode::Conflict,
+            StoreError::Invalid(_) => ErrorCode::BadRequest,
+            _ => ErrorCode::Unavailable,
+        };
         StoreFailure {
             retryable: e.is_retryable(),
             message: e.to_string(),
+            code,
         }
     }
 }
@@ -151,6 +161,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreFailu
         Err(_) => Err(StoreFailure {
             retryable: false,
             message: "store panicked".into(),
+            code: ErrorCode::Unavailable,
         }),
     }
 }
@@ -166,6 +177,7 @@ impl StoreIo {
             let failure = StoreFailure {
                 retryable: true,
                 message: "committer stopped".into(),
+                code: ErrorCode::Unavailable,
             };
             let batch = match e.into_inner() {
                 Job::Commit(r) => r.batch,
@@ -181,6 +193,7 @@ impl StoreIo {
                 Err(StoreFailure {
                     retryable: true,
                     message: "committer dropped the request".into(),
+                    code: ErrorCode::Unavailable,
                 }),
             )
         })
@@ -204,6 +217,17 @@ impl StoreIo {
         let store = self.store.clone();
         glommio::executor()
             .spawn_blocking(move || guarded(|| store.read(&channel, range, limit)))
+            .await
+    }
+
+    /// Any other store call (membership, cursors), on the blocking pool.
+    pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreFailure> {
+        let store = self.store.clone();
+        glommio::executor()
+            .spawn_blocking(move || guarded(|| f(&*store)))
             .await
     }
 

@@ -406,6 +406,21 @@ pub fn error(out: &mut Vec<u8>, id: Option<&str>, code: ErrorCode, message: &str
     );
 }
 
+/// `group` {id?, channel}: a membership change (HTTP API) succeeded. Internal
+/// to the HTTP API; never sent over a WebSocket.
+pub fn group_done(out: &mut Vec<u8>, id: Option<&str>, channel: &str) {
+    encode_text_with(out, |b| {
+        b.extend_from_slice(b"{\"type\":\"group\"");
+        if let Some(id) = id {
+            b.extend_from_slice(b",\"id\":");
+            b.extend_from_slice(id.as_bytes());
+        }
+        b.extend_from_slice(b",\"channel\":");
+        let _ = serde_json::to_writer(&mut *b, channel);
+        b.push(b'}');
+    });
+}
+
 /// `typing` {channel, user}.
 pub fn typing(out: &mut Vec<u8>, channel: &str, user: &str) {
     #[derive(Serialize)]
