@@ -30,6 +30,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 enum Call {
     /// A WebSocket-style request (JSON text) answered by one frame.
     Request(String),
+    /// The caller's unread counts.
+    Unread,
     /// A membership change, sent to the group's owner; `created` answers 201
     /// with the channel, else 204.
     Group {
@@ -140,6 +142,9 @@ fn route(
 ) -> Result<Call, RouteError> {
     let path = head.path.strip_prefix("/v1/").unwrap_or("");
     let bad = |m: &str| (400, ErrorCode::BadRequest.as_str(), m.to_string());
+    if path == "me/unread" && head.method == "GET" {
+        return Ok(Call::Unread);
+    }
     if path == "groups" {
         return group_route(head, "", body, identity, max_members);
     }
@@ -154,6 +159,12 @@ fn route(
             ("POST", "messages") => {
                 let mut obj = body_object(body).map_err(|m| bad(&m))?;
                 obj.insert("type".into(), json!("send"));
+                obj.insert("channel".into(), json!(channel));
+                return Ok(Call::Request(Value::Object(obj).to_string()));
+            }
+            ("POST", "read") => {
+                let mut obj = body_object(body).map_err(|m| bad(&m))?;
+                obj.insert("type".into(), json!("read"));
                 obj.insert("channel".into(), json!(channel));
                 return Ok(Call::Request(Value::Object(obj).to_string()));
             }
@@ -271,6 +282,13 @@ pub(crate) async fn serve(
                 None,
             )
         }
+        Call::Unread => {
+            let start = |st: &mut ShardState, id| st.unread_request(id);
+            (
+                shard.http_request(&identity, start, REQUEST_TIMEOUT).await,
+                None,
+            )
+        }
         Call::Group {
             channel,
             op,
@@ -291,6 +309,7 @@ pub(crate) async fn serve(
                 http::response(204, "application/json", b"", &[])
             }
         }
+        (Some(v), _) if v["type"] == "done" => http::response(204, "application/json", b"", &[]),
         (Some(v), _) => {
             let (status, body) = to_http(v);
             http::response(status, "application/json", body.to_string().as_bytes(), &[])

@@ -292,6 +292,50 @@ impl Shard {
                 })
                 .detach();
             }
+            IoJob::AdvanceRead {
+                conn,
+                user,
+                channel,
+                seq,
+                reply,
+            } => {
+                glommio::spawn_local(async move {
+                    let (u, ch) = (user.clone(), channel.clone());
+                    let result = shard
+                        .store
+                        .call(move |s| advance_read(s, &u, &ch, seq))
+                        .await
+                        .and_then(|r| {
+                            r.map_err(|(code, message)| StoreFailure {
+                                retryable: false,
+                                message: message.into(),
+                                code,
+                            })
+                        });
+                    shard.with(|st| st.on_read_advanced(conn, &channel, &user, reply, result));
+                })
+                .detach();
+            }
+            IoJob::Unread { conn, user } => {
+                glommio::spawn_local(async move {
+                    let result = shard.store.call(move |s| unread(s, &user)).await;
+                    shard.with(|st| st.on_unread(conn, result));
+                })
+                .detach();
+            }
+            IoJob::FlushDelivered(updates) => {
+                glommio::spawn_local(async move {
+                    let n = updates.len();
+                    if let Err(f) = shard
+                        .store
+                        .call(move |s| s.advance_delivered_batch(&updates))
+                        .await
+                    {
+                        tracing::warn!(updates = n, error = %f.message, "delivered cursors not stored");
+                    }
+                })
+                .detach();
+            }
             IoJob::LoadMembers(channel) => {
                 glommio::spawn_local(async move {
                     let ch = channel.clone();
@@ -324,6 +368,54 @@ impl Shard {
             }
         }
     }
+}
+
+/// Advances `user`'s read cursor in `channel` (group members only). Returns,
+/// when the cursor moved, its new value and the other members to tell (DMs
+/// and groups; rooms are not pushed).
+#[allow(clippy::type_complexity)]
+fn advance_read(
+    s: &dyn storage::Store,
+    user: &str,
+    channel: &str,
+    seq: u64,
+) -> Result<Result<Option<(u64, Vec<String>)>, (ErrorCode, &'static str)>, storage::StoreError> {
+    let others: Vec<String> = match names::parse_channel(channel) {
+        Ok(names::ChannelName::Dm { a, b }) => vec![if a == user { b } else { a }.to_string()],
+        Ok(names::ChannelName::Group(_)) => match s.members(channel)? {
+            None => return Ok(Err((ErrorCode::NotFound, "no such group"))),
+            Some(m) if !m.iter().any(|u| u == user) => {
+                return Ok(Err((ErrorCode::NotMember, "not a member of this group")))
+            }
+            Some(m) => m.into_iter().filter(|u| u != user).collect(),
+        },
+        _ => Vec::new(),
+    };
+    let before = s.read_cursor(user, channel)?;
+    let after = s.advance_read(user, channel, storage::Seq(seq))?;
+    Ok(Ok((after > before).then_some((after.0, others))))
+}
+
+/// Unread per channel (head − read cursor, only when positive) for the
+/// groups the user belongs to and every channel where the user has a read
+/// cursor (own sends advance it, so every DM the user wrote in is there).
+fn unread(s: &dyn storage::Store, user: &str) -> Result<Vec<(String, u64)>, storage::StoreError> {
+    let mut cursors: std::collections::BTreeMap<String, u64> = s
+        .read_cursors(user)?
+        .into_iter()
+        .map(|(c, seq)| (c, seq.0))
+        .collect();
+    for g in s.channels_of(user)? {
+        cursors.entry(g).or_insert(0);
+    }
+    let mut out = Vec::new();
+    for (channel, read) in cursors {
+        let head = s.head(&channel)?.0;
+        if head > read {
+            out.push((channel, head - read));
+        }
+    }
+    Ok(out)
 }
 
 /// The owner's group commit: takes everything ready, commits it, answers,
@@ -455,7 +547,10 @@ async fn pump(shard: Rc<Shard>, peer: usize) {
 async fn idle_timer(shard: Rc<Shard>) {
     loop {
         glommio::timer::sleep(Duration::from_millis(1000)).await;
-        shard.with(|st| st.check_conns(now_ms()));
+        shard.with(|st| {
+            st.check_conns(now_ms());
+            st.flush_delivered();
+        });
     }
 }
 

@@ -114,6 +114,9 @@ pub(crate) enum ShardMsg {
         except: ConnRef,
         frame: Arc<[u8]>,
     },
+    /// Any shard → a user's owner shard: one frame for every connection of
+    /// the user (e.g. `read` events).
+    ToUser { user: Arc<str>, frame: Arc<[u8]> },
     /// Connection shard → owner of a group: change its membership.
     Group {
         channel: Arc<str>,
@@ -161,6 +164,19 @@ pub(crate) enum IoJob {
         id: Option<Box<str>>,
         member_check: Option<Arc<str>>,
     },
+    /// Advance a read cursor; push `read` to the other members of a DM or
+    /// group when it moved. `reply`: answer (HTTP) with this request id.
+    AdvanceRead {
+        conn: ConnId,
+        user: Arc<str>,
+        channel: Arc<str>,
+        seq: u64,
+        reply: Option<Option<Box<str>>>,
+    },
+    /// Compute a user's unread counts (`GET /v1/me/unread`).
+    Unread { conn: ConnId, user: Arc<str> },
+    /// Write coalesced delivered cursors.
+    FlushDelivered(Vec<storage::DeliveredUpdate>),
     /// Load a group's members for its owner.
     LoadMembers(Arc<str>),
     /// Write a membership change for the owner.
@@ -334,6 +350,9 @@ pub(crate) struct ShardState {
     users: HashMap<Arc<str>, Devices>,
     blocklist: Blocklist,
     pub(crate) fx: Effects,
+    /// Delivered cursors reported since the last flush: (user, device,
+    /// channel) → highest seq.
+    delivered: HashMap<(Arc<str>, Arc<str>, Arc<str>), u64>,
     /// Shutting down: connections stop reading.
     pub(crate) draining: bool,
     pub(crate) stats: Arc<Stats>,
@@ -383,6 +402,7 @@ impl ShardState {
             users: HashMap::new(),
             blocklist,
             fx: Effects::default(),
+            delivered: HashMap::new(),
             draining: false,
             stats,
         }
@@ -712,9 +732,33 @@ impl ShardState {
                     },
                 );
             }
-            Request::Read { channel, .. }
-            | Request::Delivered { channel, .. }
-            | Request::Presence { channel } => {
+            Request::Read { channel, seq } => {
+                if let Err((code, msg)) = access(&user, channel) {
+                    return self.reply_err(id, req_id, code, msg);
+                }
+                let http = self.conns.get(&id).is_some_and(|c| c.http);
+                self.fx.io.push(IoJob::AdvanceRead {
+                    conn: id,
+                    user,
+                    channel: Arc::from(channel),
+                    seq,
+                    // Only the HTTP API answers a read (204).
+                    reply: http.then(|| req_id.map(Box::from)),
+                });
+            }
+            Request::Delivered { channel, seq } => {
+                if let Err((code, msg)) = access(&user, channel) {
+                    return self.reply_err(id, req_id, code, msg);
+                }
+                // Coalesced: one store write per shard per second for all
+                // of them (a big room must not cost a write per member).
+                if let Some(conn) = self.conns.get(&id) {
+                    let key = (user, conn.device.clone(), Arc::<str>::from(channel));
+                    let e = self.delivered.entry(key).or_insert(0);
+                    *e = (*e).max(seq);
+                }
+            }
+            Request::Presence { channel } => {
                 if let Err((code, msg)) = access(&user, channel) {
                     return self.reply_err(id, req_id, code, msg);
                 }
@@ -722,7 +766,7 @@ impl ShardState {
                     id,
                     req_id,
                     ErrorCode::BadRequest,
-                    "read, delivered and presence are not supported by this version yet",
+                    "presence is not supported by this version yet",
                 );
             }
         }
@@ -903,6 +947,20 @@ impl ShardState {
                 reply,
             } => self.owner.on_group(channel, actor, op, reply, &mut self.fx),
             ShardMsg::Kick { channel, user } => self.kick(&channel, &user),
+            ShardMsg::ToUser { user, frame } => {
+                if let Some(devices) = self.users.get(&user) {
+                    for (conn, _) in devices.values() {
+                        self.fx.send(
+                            conn.shard,
+                            ShardMsg::ToConn {
+                                conn: conn.conn,
+                                frame: frame.to_vec(),
+                                send_done: false,
+                            },
+                        );
+                    }
+                }
+            }
             ShardMsg::Close { conn, code, reason } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.outbox.request_close(code, reason);
@@ -994,6 +1052,102 @@ impl ShardState {
                 reply,
             },
         );
+    }
+
+    /// Starts `GET /v1/me/unread` for an HTTP call.
+    pub(crate) fn unread_request(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get(&conn) {
+            self.fx.io.push(IoJob::Unread {
+                conn,
+                user: c.user.clone(),
+            });
+        }
+    }
+
+    /// The unread counts were read.
+    pub(crate) fn on_unread(
+        &mut self,
+        conn: ConnId,
+        result: Result<Vec<(String, u64)>, StoreFailure>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match result {
+            Ok(counts) => {
+                let unread: serde_json::Map<String, serde_json::Value> = counts
+                    .into_iter()
+                    .map(|(ch, n)| (ch, serde_json::Value::from(n)))
+                    .collect();
+                let body = serde_json::json!({"type": "unread", "unread": unread}).to_string();
+                c.outbox.push_reply(|out| {
+                    protocol::ws::encode_frame(
+                        out,
+                        protocol::ws::WsOpcode::Text,
+                        body.as_bytes(),
+                        None,
+                    );
+                });
+            }
+            Err(f) => c
+                .outbox
+                .push_reply(|out| response::error(out, None, f.code, &f.message)),
+        }
+    }
+
+    /// Takes the delivered cursors gathered since the last flush.
+    pub(crate) fn flush_delivered(&mut self) {
+        if self.delivered.is_empty() {
+            return;
+        }
+        let updates = self
+            .delivered
+            .drain()
+            .map(|((u, d, c), s)| (u.to_string(), d.to_string(), c.to_string(), Seq(s)))
+            .collect();
+        self.fx.io.push(IoJob::FlushDelivered(updates));
+    }
+
+    /// A read cursor was advanced: answer an HTTP caller, and tell the other
+    /// members' connections when it moved.
+    pub(crate) fn on_read_advanced(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        user: &Arc<str>,
+        reply: Option<Option<Box<str>>>,
+        result: Result<Option<(u64, Vec<String>)>, StoreFailure>,
+    ) {
+        match result {
+            Ok(moved) => {
+                if let (Some(rid), Some(c)) = (&reply, self.conns.get_mut(&conn)) {
+                    c.outbox
+                        .push_reply(|out| response::done(out, rid.as_deref()));
+                }
+                if let Some((seq, others)) = moved {
+                    let mut frame = Vec::new();
+                    response::read(&mut frame, channel, user, seq);
+                    let frame: Arc<[u8]> = Arc::from(frame);
+                    for other in others {
+                        let other: Arc<str> = Arc::from(other.as_str());
+                        self.fx.send(
+                            owner_of(&other, self.nr_shards),
+                            ShardMsg::ToUser {
+                                user: other,
+                                frame: frame.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            Err(f) => {
+                // A WebSocket `read` has no reply; an HTTP one gets the error.
+                if let (Some(rid), Some(c)) = (&reply, self.conns.get_mut(&conn)) {
+                    c.outbox
+                        .push_reply(|out| response::error(out, rid.as_deref(), f.code, &f.message));
+                }
+            }
+        }
     }
 
     /// A `typing` frame for the local members of a channel, except its sender.

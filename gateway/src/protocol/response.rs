@@ -406,6 +406,19 @@ pub fn error(out: &mut Vec<u8>, id: Option<&str>, code: ErrorCode, message: &str
     );
 }
 
+/// `done` {id?}: a request without a WebSocket reply (a `read` made through
+/// the HTTP API) succeeded. Internal to the HTTP API.
+pub fn done(out: &mut Vec<u8>, id: Option<&str>) {
+    encode_text_with(out, |b| {
+        b.extend_from_slice(b"{\"type\":\"done\"");
+        if let Some(id) = id {
+            b.extend_from_slice(b",\"id\":");
+            b.extend_from_slice(id.as_bytes());
+        }
+        b.push(b'}');
+    });
+}
+
 /// `group` {id?, channel}: a membership change (HTTP API) succeeded. Internal
 /// to the HTTP API; never sent over a WebSocket.
 pub fn group_done(out: &mut Vec<u8>, id: Option<&str>, channel: &str) {
