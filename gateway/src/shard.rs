@@ -331,6 +331,9 @@ impl Stats {
     }
 }
 
+/// (user, device, channel) of a delivered cursor.
+type DeliveredKey = (Arc<str>, Arc<str>, Arc<str>);
+
 /// One user's devices: device → (connection, open stamp).
 type Devices = HashMap<Arc<str>, (ConnRef, u64)>;
 
@@ -352,7 +355,7 @@ pub(crate) struct ShardState {
     pub(crate) fx: Effects,
     /// Delivered cursors reported since the last flush: (user, device,
     /// channel) → highest seq.
-    delivered: HashMap<(Arc<str>, Arc<str>, Arc<str>), u64>,
+    delivered: HashMap<DeliveredKey, u64>,
     /// Shutting down: connections stop reading.
     pub(crate) draining: bool,
     pub(crate) stats: Arc<Stats>,
