@@ -121,6 +121,10 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides. Default `info`.
     pub log: String,
+    /// How long after a user's last device disconnects the user is announced
+    /// offline, in milliseconds (a device returning within it announces
+    /// nothing). Default 30,000.
+    pub presence_debounce_ms: u64,
     /// Most members of a group (the creator included). Default 100.
     pub max_group_members: usize,
     /// Most simultaneous connections of one user (all devices, all shards);
@@ -170,6 +174,7 @@ impl Default for Config {
             history_page_bytes: 1024 * 1024,
             shutdown_grace_ms: 3_000,
             log: "info".to_string(),
+            presence_debounce_ms: 30_000,
             max_group_members: 100,
             max_connections_per_user: 64,
             rate_limit_per_sec: 0.0,

@@ -168,6 +168,10 @@ fn route(
                 obj.insert("channel".into(), json!(channel));
                 return Ok(Call::Request(Value::Object(obj).to_string()));
             }
+            ("GET", "presence") => {
+                let req = json!({"type": "presence", "channel": channel});
+                return Ok(Call::Request(req.to_string()));
+            }
             ("GET", "messages") => {
                 let mut obj = Map::new();
                 obj.insert("type".into(), json!("history"));

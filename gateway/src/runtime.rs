@@ -316,6 +316,43 @@ impl Shard {
                 })
                 .detach();
             }
+            IoJob::PresenceFanout { user, online } => {
+                glommio::spawn_local(async move {
+                    let u = user.clone();
+                    let result = shard.store.call(move |s| presence_targets(s, &u)).await;
+                    shard.with(|st| st.on_presence_fanout(&user, online, result));
+                })
+                .detach();
+            }
+            IoJob::PresenceMembers {
+                conn,
+                user,
+                channel,
+                id,
+            } => {
+                glommio::spawn_local(async move {
+                    let ch = channel.clone();
+                    let result = shard
+                        .store
+                        .call(move |s| s.members(&ch))
+                        .await
+                        .and_then(|m| match m {
+                            None => Err(StoreFailure {
+                                retryable: false,
+                                message: "no such group".into(),
+                                code: ErrorCode::NotFound,
+                            }),
+                            Some(m) if !m.iter().any(|u| **u == *user) => Err(StoreFailure {
+                                retryable: false,
+                                message: "not a member of this group".into(),
+                                code: ErrorCode::NotMember,
+                            }),
+                            Some(m) => Ok(m),
+                        });
+                    shard.with(|st| st.on_presence_members(conn, channel, id, result));
+                })
+                .detach();
+            }
             IoJob::Unread { conn, user } => {
                 glommio::spawn_local(async move {
                     let result = shard.store.call(move |s| unread(s, &user)).await;
@@ -394,6 +431,28 @@ fn advance_read(
     let before = s.read_cursor(user, channel)?;
     let after = s.advance_read(user, channel, storage::Seq(seq))?;
     Ok(Ok((after > before).then_some((after.0, others))))
+}
+
+/// The channels (and their other members) to tell about `user`'s presence:
+/// the user's groups, and the DMs where the user has a read cursor.
+fn presence_targets(
+    s: &dyn storage::Store,
+    user: &str,
+) -> Result<Vec<(String, Vec<String>)>, storage::StoreError> {
+    let mut out = Vec::new();
+    for g in s.channels_of(user)? {
+        if let Some(members) = s.members(&g)? {
+            let others: Vec<String> = members.into_iter().filter(|m| m != user).collect();
+            out.push((g, others));
+        }
+    }
+    for (channel, _) in s.read_cursors(user)? {
+        if let Ok(names::ChannelName::Dm { a, b }) = names::parse_channel(&channel) {
+            let other = if a == user { b } else { a }.to_string();
+            out.push((channel, vec![other]));
+        }
+    }
+    Ok(out)
 }
 
 /// Unread per channel (head − read cursor, only when positive) for the
@@ -550,6 +609,7 @@ async fn idle_timer(shard: Rc<Shard>) {
         shard.with(|st| {
             st.check_conns(now_ms());
             st.flush_delivered();
+            st.presence_tick(now_ms());
         });
     }
 }

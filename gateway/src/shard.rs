@@ -20,6 +20,7 @@ use crate::conn::{Conn, ConnId, Phase, Sub};
 use crate::hash::{owner_of, ShardId};
 use crate::moderation::Blocklist;
 use crate::owner::{GroupOp, JoinWaiter, Owner, Reply, SendReq};
+use crate::presence::{self as presence_mod, Ask, Debounce, Queries, QueryRef};
 use crate::protocol::{
     self, names::ChannelName, request::HistoryRange, response, ErrorCode, Request, WsEvent,
 };
@@ -114,6 +115,15 @@ pub(crate) enum ShardMsg {
         except: ConnRef,
         frame: Arc<[u8]>,
     },
+    /// Any shard → every shard: which of the asked users have a connection
+    /// here (for a room: which users have a connection that joined it).
+    PresenceAsk {
+        reply: QueryRef,
+        channel: Arc<str>,
+        ask: Ask,
+    },
+    /// Answer to `PresenceAsk`.
+    PresenceAnswer { query: u64, users: Vec<Arc<str>> },
     /// Any shard → a user's owner shard: one frame for every connection of
     /// the user (e.g. `read` events).
     ToUser { user: Arc<str>, frame: Arc<[u8]> },
@@ -172,6 +182,16 @@ pub(crate) enum IoJob {
         channel: Arc<str>,
         seq: u64,
         reply: Option<Option<Box<str>>>,
+    },
+    /// Push a user's presence change to the other members of their DMs and
+    /// groups.
+    PresenceFanout { user: Arc<str>, online: bool },
+    /// Load a group's members for a `presence` query (members only).
+    PresenceMembers {
+        conn: ConnId,
+        user: Arc<str>,
+        channel: Arc<str>,
+        id: Option<Box<str>>,
     },
     /// Compute a user's unread counts (`GET /v1/me/unread`).
     Unread { conn: ConnId, user: Arc<str> },
@@ -356,6 +376,12 @@ pub(crate) struct ShardState {
     /// Delivered cursors reported since the last flush: (user, device,
     /// channel) → highest seq.
     delivered: HashMap<DeliveredKey, u64>,
+    /// WebSocket connections per user on this shard (presence answers).
+    local_users: HashMap<Arc<str>, u32>,
+    /// Offline announcements waiting for the debounce (owned users).
+    debounce: Debounce,
+    /// Presence queries started here.
+    queries: Queries,
     /// Shutting down: connections stop reading.
     pub(crate) draining: bool,
     pub(crate) stats: Arc<Stats>,
@@ -406,6 +432,9 @@ impl ShardState {
             blocklist,
             fx: Effects::default(),
             delivered: HashMap::new(),
+            local_users: HashMap::new(),
+            debounce: Debounce::default(),
+            queries: Queries::default(),
             draining: false,
             stats,
         }
@@ -451,6 +480,7 @@ impl ShardState {
             );
         });
         self.conns.insert(id, conn);
+        *self.local_users.entry(user.clone()).or_insert(0) += 1;
         let me = self.me(id);
         let stamp = self.stats.opened.fetch_add(1, Ordering::Relaxed);
         self.fx.send(
@@ -494,6 +524,12 @@ impl ShardState {
         }
         if conn.http {
             return;
+        }
+        if let Some(n) = self.local_users.get_mut(&conn.user) {
+            *n -= 1;
+            if *n == 0 {
+                self.local_users.remove(&conn.user);
+            }
         }
         let me = self.me(id);
         self.fx.send(
@@ -765,12 +801,21 @@ impl ShardState {
                 if let Err((code, msg)) = access(&user, channel) {
                     return self.reply_err(id, req_id, code, msg);
                 }
-                self.reply_err(
-                    id,
-                    req_id,
-                    ErrorCode::BadRequest,
-                    "presence is not supported by this version yet",
-                );
+                let channel: Arc<str> = Arc::from(channel);
+                let req_id = req_id.map(Box::from);
+                match protocol::names::parse_channel(&channel) {
+                    Ok(ChannelName::Dm { a, b }) => {
+                        let users = Arc::new(vec![a.to_string(), b.to_string()]);
+                        self.presence_query(id, channel.clone(), req_id, Ask::Users(users));
+                    }
+                    Ok(ChannelName::Group(_)) => self.fx.io.push(IoJob::PresenceMembers {
+                        conn: id,
+                        user,
+                        channel,
+                        id: req_id,
+                    }),
+                    _ => self.presence_query(id, channel, req_id, Ask::RoomMembers),
+                }
             }
         }
     }
@@ -920,6 +965,43 @@ impl ShardState {
                     }
                     if devices.is_empty() {
                         self.users.remove(&user);
+                        let due = crate::util::now_ms() + self.cfg.presence_debounce_ms;
+                        self.debounce.start(user, due);
+                    }
+                }
+            }
+            ShardMsg::PresenceAsk {
+                reply,
+                channel,
+                ask,
+            } => {
+                let users = self.local_presence(&channel, &ask);
+                self.fx.send(
+                    reply.shard,
+                    ShardMsg::PresenceAnswer {
+                        query: reply.query,
+                        users,
+                    },
+                );
+            }
+            ShardMsg::PresenceAnswer { query, users } => {
+                if let Some(q) = self.queries.answer(query, users) {
+                    let online: Vec<&str> = q
+                        .online
+                        .iter()
+                        .take(presence_mod::MAX_LISTED)
+                        .map(|u| &**u)
+                        .collect();
+                    if let Some(c) = self.conns.get_mut(&q.conn) {
+                        c.outbox.push_reply(|out| {
+                            response::presence(
+                                out,
+                                q.id.as_deref(),
+                                &q.channel,
+                                &online,
+                                q.online.len(),
+                            );
+                        });
                     }
                 }
             }
@@ -977,6 +1059,13 @@ impl ShardState {
     /// new connection is closed (4029).
     fn device_up(&mut self, user: Arc<str>, device: Arc<str>, conn: ConnRef, stamp: u64) {
         let max = self.cfg.max_connections_per_user;
+        if !self.users.contains_key(&user) && !self.debounce.cancel(&user) {
+            // First device, and not back within the debounce: online.
+            self.fx.io.push(IoJob::PresenceFanout {
+                user: user.clone(),
+                online: true,
+            });
+        }
         let devices = self.users.entry(user).or_default();
         let close = |to: ConnRef, code: u16, reason: &'static str| {
             (
@@ -1055,6 +1144,115 @@ impl ShardState {
                 reply,
             },
         );
+    }
+
+    /// Asks every shard (this one included) and answers once all replied.
+    pub(crate) fn presence_query(
+        &mut self,
+        conn: ConnId,
+        channel: Arc<str>,
+        id: Option<Box<str>>,
+        ask: Ask,
+    ) {
+        let query = self
+            .queries
+            .start(conn, channel.clone(), id, self.nr_shards);
+        for shard in 0..self.nr_shards {
+            self.fx.send(
+                ShardId(shard),
+                ShardMsg::PresenceAsk {
+                    reply: QueryRef {
+                        shard: self.id,
+                        query,
+                    },
+                    channel: channel.clone(),
+                    ask: ask.clone(),
+                },
+            );
+        }
+    }
+
+    /// A group's members for a `presence` query arrived.
+    pub(crate) fn on_presence_members(
+        &mut self,
+        conn: ConnId,
+        channel: Arc<str>,
+        id: Option<Box<str>>,
+        result: Result<Vec<String>, StoreFailure>,
+    ) {
+        match result {
+            Ok(members) => self.presence_query(conn, channel, id, Ask::Users(Arc::new(members))),
+            Err(f) => self.reply_err(conn, id.as_deref(), f.code, &f.message),
+        }
+    }
+
+    /// This shard's part of a presence query.
+    fn local_presence(&self, channel: &Arc<str>, ask: &Ask) -> Vec<Arc<str>> {
+        match ask {
+            Ask::RoomMembers => {
+                let Some(rep) = self.replicas.get(channel) else {
+                    return Vec::new();
+                };
+                let mut users: Vec<Arc<str>> = rep
+                    .members
+                    .iter()
+                    .filter_map(|c| self.conns.get(c))
+                    .filter(|c| !c.http)
+                    .map(|c| c.user.clone())
+                    .collect();
+                users.sort();
+                users.dedup();
+                users
+            }
+            Ask::Users(users) => users
+                .iter()
+                .filter_map(|u| {
+                    self.local_users
+                        .get_key_value(u.as_str())
+                        .map(|(k, _)| k.clone())
+                })
+                .collect(),
+        }
+    }
+
+    /// Once a second at each user's owner: announce users whose offline
+    /// debounce ran out.
+    pub(crate) fn presence_tick(&mut self, now_ms: u64) {
+        for user in self.debounce.take_due(now_ms) {
+            if !self.users.contains_key(&user) {
+                self.fx.io.push(IoJob::PresenceFanout {
+                    user,
+                    online: false,
+                });
+            }
+        }
+    }
+
+    /// The members to tell about a user's presence change were read.
+    pub(crate) fn on_presence_fanout(
+        &mut self,
+        user: &Arc<str>,
+        online: bool,
+        result: Result<Vec<(String, Vec<String>)>, StoreFailure>,
+    ) {
+        let Ok(targets) = result else {
+            return;
+        };
+        for (channel, others) in targets {
+            let mut frame = Vec::new();
+            response::presence_update(&mut frame, &channel, user, online);
+            let frame: Arc<[u8]> = Arc::from(frame);
+            for other in others {
+                let other: Arc<str> = Arc::from(other.as_str());
+                self.fx.send(
+                    owner_of(&other, self.nr_shards),
+                    ShardMsg::ToUser {
+                        user: other,
+                        frame: frame.clone(),
+                    },
+                );
+            }
+        }
     }
 
     /// Starts `GET /v1/me/unread` for an HTTP call.

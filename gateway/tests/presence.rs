@@ -1,0 +1,60 @@
+//! Presence: online while any device is connected, offline after the last
+//! one closes plus a debounce, pushed to DM and group members; `presence`
+//! queries answer with the count and the first 100 online users.
+#![allow(clippy::unwrap_used)]
+mod common;
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+#[test]
+fn dm_partner_is_told_online_and_offline_after_the_debounce() {
+    let tg = start_with(2, |c| c.presence_debounce_ms = 400);
+    let addr = tg.addr();
+    let dm = "dm:alice:bob";
+    let mut alice = Client::connect(addr, "alice", "d");
+    let mut bob = Client::connect(addr, "bob", "d");
+    // Both have written in the DM (that is how the gateway knows it).
+    alice.send_msg(dm, "a1", "hi");
+    bob.send_msg(dm, "b1", "hey");
+    bob.close();
+    let off = alice.recv_type("presence_update");
+    assert_eq!(
+        off,
+        json!({"type": "presence_update", "channel": dm, "user": "bob", "status": "offline"})
+    );
+    let mut bob = Client::connect(addr, "bob", "phone");
+    let on = alice.recv_type("presence_update");
+    assert_eq!(on["status"], "online");
+    assert_eq!(on["user"], "bob");
+    // Flapping within the debounce: no event at all.
+    bob.close();
+    std::thread::sleep(Duration::from_millis(100));
+    let _bob = Client::connect(addr, "bob", "phone");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(alice
+        .recv_matching_now(|v| v["type"] == "presence_update")
+        .is_none());
+}
+
+#[test]
+fn presence_queries_count_online_users_of_rooms_and_dms() {
+    let tg = start(2);
+    let addr = tg.addr();
+    let mut alice = Client::connect_on_shard(addr, "alice", 0);
+    let mut bob = Client::connect_on_shard(addr, "bob", 1);
+    alice.join("room:p", None);
+    bob.join("room:p", None);
+    let p = alice.request(json!({"type": "presence", "channel": "room:p"}));
+    assert_eq!(p["type"], "presence");
+    assert_eq!(p["count"], 2);
+    assert_eq!(p["online"], json!(["alice", "bob"]));
+    let p = alice.request(json!({"type": "presence", "channel": "dm:alice:carol"}));
+    assert_eq!(p["online"], json!(["alice"]));
+    assert_eq!(p["count"], 1);
+    let (status, body) = http_get(addr, "/v1/channels/room:p/presence?user=carol");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["count"], 2);
+    assert_eq!(v["channel"], "room:p");
+}
