@@ -23,7 +23,7 @@ fn dm_partner_is_told_online_and_offline_after_the_debounce() {
         off,
         json!({"type": "presence_update", "channel": dm, "user": "bob", "status": "offline"})
     );
-    let mut bob = Client::connect(addr, "bob", "phone");
+    let bob = Client::connect(addr, "bob", "phone");
     let on = alice.recv_type("presence_update");
     assert_eq!(on["status"], "online");
     assert_eq!(on["user"], "bob");
