@@ -125,6 +125,15 @@ pub struct Config {
     /// offline, in milliseconds (a device returning within it announces
     /// nothing). Default 30,000.
     pub presence_debounce_ms: u64,
+    /// Webhook for push notifications to members with no online device
+    /// (`http://host:port/path`); none = no push.
+    pub push_webhook: Option<String>,
+    /// Notifications for one user gathered for this long before one POST,
+    /// in milliseconds. Default 1,000.
+    pub push_coalesce_ms: u64,
+    /// Delivery attempts per push job before it goes to the dead-letter
+    /// file (`<data_dir>/push-dead-letter.jsonl`). Default 5.
+    pub push_max_attempts: u32,
     /// Most members of a group (the creator included). Default 100.
     pub max_group_members: usize,
     /// Most simultaneous connections of one user (all devices, all shards);
@@ -175,6 +184,9 @@ impl Default for Config {
             shutdown_grace_ms: 3_000,
             log: "info".to_string(),
             presence_debounce_ms: 30_000,
+            push_webhook: None,
+            push_coalesce_ms: 1_000,
+            push_max_attempts: 5,
             max_group_members: 100,
             max_connections_per_user: 64,
             rate_limit_per_sec: 0.0,
@@ -265,6 +277,12 @@ impl Config {
             crate::moderation::Blocklist::new(&self.blocklist_words, &self.blocklist_patterns)
         {
             return Err(invalid("blocklist_patterns", e));
+        }
+        if let Some(url) = &self.push_webhook {
+            crate::push::Webhook::parse(url).map_err(|e| invalid("push_webhook", e))?;
+        }
+        if self.push_max_attempts == 0 {
+            return Err(invalid("push_max_attempts", "must be at least 1"));
         }
         if self.auth_secret.as_deref().is_some_and(str::is_empty) {
             return Err(invalid("auth_secret", "must not be empty"));

@@ -74,6 +74,7 @@ pub(crate) mod metrics;
 pub(crate) mod moderation;
 pub(crate) mod owner;
 pub(crate) mod presence;
+pub(crate) mod push;
 pub(crate) mod room;
 pub(crate) mod runtime;
 pub(crate) mod shard;

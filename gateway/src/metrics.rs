@@ -61,6 +61,18 @@ pub(crate) fn render(s: &StatsSnapshot) -> String {
         s.write_stalls.to_string(),
     );
     metric(
+        "gateway_push_sent_total",
+        "counter",
+        "Push jobs delivered to the webhook.",
+        s.push_sent.to_string(),
+    );
+    metric(
+        "gateway_push_dead_letters_total",
+        "counter",
+        "Push jobs written to the dead-letter file after the last retry.",
+        s.push_dead.to_string(),
+    );
+    metric(
         "gateway_slow_consumer_events_total",
         "counter",
         "Times a connection passed its outbox budget and switched to catch-up.",

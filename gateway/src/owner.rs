@@ -168,6 +168,7 @@ pub(crate) struct CommitJob {
 
 /// All channels this shard owns.
 pub(crate) struct Owner {
+    push: bool,
     channels: HashMap<Arc<str>, OwnedChannel>,
     ready: Vec<Arc<str>>,
     committing: bool,
@@ -202,11 +203,14 @@ fn fingerprint(m: &NewMessage) -> u64 {
 }
 
 impl Owner {
-    pub(crate) fn new() -> Owner {
+    /// `push`: tell members' owners about committed DM and group messages
+    /// (a push webhook is configured).
+    pub(crate) fn new(push: bool) -> Owner {
         Owner {
             channels: HashMap::new(),
             ready: Vec::new(),
             committing: false,
+            push,
         }
     }
 
@@ -728,6 +732,9 @@ impl Owner {
                     for w in &waiters {
                         fx.ack(w, &name, &msg.client_msg_id, seq.0, ts, true);
                     }
+                    if self.push {
+                        notify_members(&name, &oc.membership, &msg, seq.0, fx);
+                    }
                     let b = batch.get_or_insert_with(|| Batch::new(name.clone(), seq.0));
                     debug_assert_eq!(b.first_seq + b.len() as u64, seq.0, "store seqs are dense");
                     if let Some(t) = msg.target {
@@ -824,6 +831,40 @@ impl Owner {
         if !oc.pending.is_empty() {
             self.mark_ready(&name, fx);
         }
+    }
+}
+
+/// Tells the owner shard of every other member of a DM or group about a
+/// committed message (it pushes to members with no online device).
+fn notify_members(
+    channel: &Arc<str>,
+    membership: &Membership,
+    msg: &NewMessage,
+    seq: u64,
+    fx: &mut Effects,
+) {
+    let others: Vec<Arc<str>> = match (crate::protocol::names::parse_channel(channel), membership) {
+        (Ok(crate::protocol::names::ChannelName::Dm { a, b }), _) => {
+            vec![Arc::from(if a == msg.from { b } else { a })]
+        }
+        (_, Membership::Members(m)) => m.iter().filter(|u| ***u != *msg.from).cloned().collect(),
+        _ => return,
+    };
+    let notice = crate::push::Notice {
+        channel: channel.clone(),
+        seq,
+        from: Arc::from(msg.from.as_str()),
+        preview: crate::push::preview(&msg.text, 200),
+    };
+    for user in others {
+        let to = crate::hash::owner_of(&user, fx.nr_shards);
+        fx.send(
+            to,
+            ShardMsg::Notify {
+                user,
+                notice: notice.clone(),
+            },
+        );
     }
 }
 

@@ -353,6 +353,38 @@ impl Shard {
                 })
                 .detach();
             }
+            IoJob::Push(job) => {
+                let Some(hook) = self
+                    .cfg
+                    .push_webhook
+                    .as_deref()
+                    .and_then(|u| crate::push::Webhook::parse(u).ok())
+                else {
+                    return;
+                };
+                let max = self.cfg.push_max_attempts;
+                let dead_path = self.cfg.data_dir.join("push-dead-letter.jsonl");
+                glommio::spawn_local(async move {
+                    match crate::push::deliver(&hook, job, max).await {
+                        None => {
+                            shard.global.stats.push_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(job) => {
+                            shard.global.stats.push_dead.fetch_add(1, Ordering::Relaxed);
+                            let user = job.user.clone();
+                            let written = glommio::executor()
+                                .spawn_blocking(move || {
+                                    crate::push::dead_letter(&dead_path, &job, "all delivery attempts failed")
+                                })
+                                .await;
+                            if let Err(e) = written {
+                                tracing::error!(user = %user, error = %e, "push dead letter not written");
+                            }
+                        }
+                    }
+                })
+                .detach();
+            }
             IoJob::Unread { conn, user } => {
                 glommio::spawn_local(async move {
                     let result = shard.store.call(move |s| unread(s, &user)).await;
@@ -610,6 +642,7 @@ async fn idle_timer(shard: Rc<Shard>) {
             st.check_conns(now_ms());
             st.flush_delivered();
             st.presence_tick(now_ms());
+            st.push_tick(now_ms());
         });
     }
 }

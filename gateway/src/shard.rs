@@ -124,6 +124,12 @@ pub(crate) enum ShardMsg {
     },
     /// Answer to `PresenceAsk`.
     PresenceAnswer { query: u64, users: Vec<Arc<str>> },
+    /// A channel's owner → a member's owner shard: a message the member
+    /// should be pushed if no device of theirs is online.
+    Notify {
+        user: Arc<str>,
+        notice: crate::push::Notice,
+    },
     /// Any shard → a user's owner shard: one frame for every connection of
     /// the user (e.g. `read` events).
     ToUser { user: Arc<str>, frame: Arc<[u8]> },
@@ -193,6 +199,8 @@ pub(crate) enum IoJob {
         channel: Arc<str>,
         id: Option<Box<str>>,
     },
+    /// Deliver a push job to the webhook (retries, then dead letter).
+    Push(crate::push::Job),
     /// Compute a user's unread counts (`GET /v1/me/unread`).
     Unread { conn: ConnId, user: Arc<str> },
     /// Write coalesced delivered cursors.
@@ -216,6 +224,9 @@ pub(crate) struct Effects {
     pub(crate) io: Vec<IoJob>,
     /// Messages committed (for stats).
     pub(crate) stats_committed: u64,
+    /// Number of shards (for owner lookups by handlers that only see these
+    /// effects).
+    pub(crate) nr_shards: usize,
 }
 
 impl Effects {
@@ -297,6 +308,10 @@ pub(crate) struct Stats {
     pub(crate) auth_failures: AtomicU64,
     /// Connections cut off because the peer took no bytes for 2 × heartbeat.
     pub(crate) write_stalls: AtomicU64,
+    /// Push jobs delivered to the webhook.
+    pub(crate) push_sent: AtomicU64,
+    /// Push jobs written to the dead-letter file after the last retry.
+    pub(crate) push_dead: AtomicU64,
     /// Times a connection fell behind its outbox budget.
     pub(crate) slow_consumer_events: AtomicU64,
     /// Largest outbox seen on any connection, in bytes.
@@ -324,6 +339,10 @@ pub struct StatsSnapshot {
     pub auth_failures: u64,
     /// See [`Stats::write_stalls`].
     pub write_stalls: u64,
+    /// See [`Stats::push_sent`].
+    pub push_sent: u64,
+    /// See [`Stats::push_dead`].
+    pub push_dead: u64,
     /// See [`Stats::slow_consumer_events`].
     pub slow_consumer_events: u64,
     /// See [`Stats::max_outbox_bytes`].
@@ -344,6 +363,8 @@ impl Stats {
             deliveries: self.deliveries.load(Ordering::Relaxed),
             auth_failures: self.auth_failures.load(Ordering::Relaxed),
             write_stalls: self.write_stalls.load(Ordering::Relaxed),
+            push_sent: self.push_sent.load(Ordering::Relaxed),
+            push_dead: self.push_dead.load(Ordering::Relaxed),
             slow_consumer_events: self.slow_consumer_events.load(Ordering::Relaxed),
             max_outbox_bytes: self.max_outbox_bytes.load(Ordering::Relaxed),
             mesh_overflows: self.mesh_overflows.load(Ordering::Relaxed),
@@ -382,6 +403,8 @@ pub(crate) struct ShardState {
     debounce: Debounce,
     /// Presence queries started here.
     queries: Queries,
+    /// Push notices per offline owned user, waiting for their window.
+    push_pending: crate::push::Pending,
     /// Shutting down: connections stop reading.
     pub(crate) draining: bool,
     pub(crate) stats: Arc<Stats>,
@@ -418,6 +441,7 @@ impl ShardState {
                 tracing::error!(error = %e, "blocklist invalid");
                 Blocklist::empty()
             });
+        let owner = Owner::new(cfg.push_webhook.is_some());
         ShardState {
             id,
             nr_shards,
@@ -427,14 +451,18 @@ impl ShardState {
             next_conn: 1,
             next_join_gen: 1,
             replicas: HashMap::new(),
-            owner: Owner::new(),
+            owner,
             users: HashMap::new(),
             blocklist,
-            fx: Effects::default(),
+            fx: Effects {
+                nr_shards,
+                ..Effects::default()
+            },
             delivered: HashMap::new(),
             local_users: HashMap::new(),
             debounce: Debounce::default(),
             queries: Queries::default(),
+            push_pending: crate::push::Pending::default(),
             draining: false,
             stats,
         }
@@ -1032,6 +1060,12 @@ impl ShardState {
                 reply,
             } => self.owner.on_group(channel, actor, op, reply, &mut self.fx),
             ShardMsg::Kick { channel, user } => self.kick(&channel, &user),
+            ShardMsg::Notify { user, notice } => {
+                if !self.users.contains_key(&user) {
+                    let at = crate::util::now_ms() + self.cfg.push_coalesce_ms;
+                    self.push_pending.add(user, notice, at);
+                }
+            }
             ShardMsg::ToUser { user, frame } => {
                 if let Some(devices) = self.users.get(&user) {
                     for (conn, _) in devices.values() {
@@ -1212,6 +1246,13 @@ impl ShardState {
                         .map(|(k, _)| k.clone())
                 })
                 .collect(),
+        }
+    }
+
+    /// Push jobs whose coalescing window ended.
+    pub(crate) fn push_tick(&mut self, now_ms: u64) {
+        for job in self.push_pending.due(now_ms) {
+            self.fx.io.push(IoJob::Push(job));
         }
     }
 

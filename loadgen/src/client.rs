@@ -53,7 +53,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::clock::Clock;
 use crate::config::Target;
 use crate::run::Shared;
-use crate::session::{Action, Closed, Ctx, Milestones, PhaseView, Session};
+use crate::session::{Action, Closed, Ctx, Milestones, Phase, PhaseView, Session};
 use crate::stats::ShardStats;
 
 /// Time allowed for TCP connect plus the HTTP upgrade.
@@ -98,6 +98,9 @@ pub enum ConnectError {
     /// The response was not a valid WebSocket upgrade. Not retryable.
     #[error("bad upgrade response: {0}")]
     Handshake(String),
+    /// The run ended while connecting. Not retryable (and not an error).
+    #[error("the run ended while connecting")]
+    Cancelled,
 }
 
 impl ConnectError {
@@ -107,19 +110,24 @@ impl ConnectError {
         match self {
             ConnectError::Io(_) | ConnectError::Timeout => true,
             ConnectError::Refused { status, .. } => *status >= 500,
-            ConnectError::Handshake(_) => false,
+            ConnectError::Handshake(_) | ConnectError::Cancelled => false,
         }
     }
 }
 
-/// Opens a WebSocket connection to `target` with dev auth as
-/// `user`/`device`, from `source` if given. Returns the stream and the bytes
-/// already read past the upgrade response (WebSocket frames). Must run on a
-/// glommio executor.
+/// How long a token signed for a connection is valid. A session outliving
+/// it is closed with 4001 and reconnects with a fresh token.
+pub const TOKEN_TTL_S: u64 = 24 * 3600;
+
+/// Opens a WebSocket connection to `target` as `user`/`device` — with a
+/// token signed with `token_secret` if given, else with dev auth — from
+/// `source` if given. Returns the stream and the bytes already read past the
+/// upgrade response (WebSocket frames). Must run on a glommio executor.
 pub async fn connect_ws(
     target: &Target,
     user: &str,
     device: &str,
+    token_secret: Option<&[u8]>,
     source: Option<IpAddr>,
 ) -> Result<(TcpStream, Vec<u8>), ConnectError> {
     let domain = if target.addr.is_ipv4() {
@@ -140,12 +148,14 @@ pub async fn connect_ws(
     }
     let mut stream = TcpStream::from(socket);
     let key = tungstenite::handshake::client::generate_key();
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        target.request_path(user, device),
-        target.host,
-    );
+    let token = token_secret.map(|secret| {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + TOKEN_TTL_S;
+        gateway::auth::sign(secret, user, Some(device), exp)
+    });
+    let request = target.upgrade_request(user, device, token.as_deref(), &key);
     let handshake = async {
         stream.write_all(request.as_bytes()).await?;
         let mut buf = vec![0u8; 1024];
@@ -218,6 +228,8 @@ pub(crate) struct ShardCtx {
     pub(crate) shared: Arc<Shared>,
     /// Where to connect.
     pub(crate) target: Target,
+    /// The token secret, if the gateway wants tokens.
+    pub(crate) token_secret: Option<Vec<u8>>,
     /// The shard's one read buffer (see the module docs).
     pub(crate) rbuf: RefCell<Vec<u8>>,
     /// The shard's measurements.
@@ -307,17 +319,14 @@ impl Deadline {
     }
 
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        match &mut self.timer {
-            Some((_, t)) => {
-                if Pin::new(t).poll(cx).is_ready() {
-                    self.timer = None;
-                    true
-                } else {
-                    false
-                }
-            }
-            None => false,
+        let expired = self
+            .timer
+            .as_mut()
+            .is_some_and(|(_, t)| Pin::new(t).poll(cx).is_ready());
+        if expired {
+            self.timer = None;
         }
+        expired
     }
 }
 
@@ -339,16 +348,34 @@ pub(crate) async fn drive(
             }
             Action::Connect => {
                 out.clear();
-                let connected =
-                    connect_ws(&ctx.target, session.user(), session.device(), source).await;
-                match connected {
+                let connect = connect_ws(
+                    &ctx.target,
+                    session.user(),
+                    session.device(),
+                    ctx.token_secret.as_deref(),
+                    source,
+                );
+                // A connect can take up to UPGRADE_TIMEOUT: do not hold up
+                // the end of the run for it.
+                let stopped = poll_fn(|cx| {
+                    if ctx.phase.get().phase == Phase::Stop {
+                        return Poll::Ready(Err(ConnectError::Cancelled));
+                    }
+                    ctx.register(slot, cx);
+                    Poll::Pending
+                });
+                match futures_lite::future::or(connect, stopped).await {
+                    Err(ConnectError::Cancelled) => {}
                     Ok((stream, leftover)) => {
                         ctx.with(&mut out, |c| session.on_connected(c));
                         if run_connection(&ctx, slot, &mut session, stream, &leftover).await {
                             break;
                         }
                     }
-                    Err(_) => ctx.with(&mut out, |c| session.on_connect_failed(c)),
+                    Err(e) => ctx.with(&mut out, |c| {
+                        c.stats.note_error(|| e.to_string());
+                        session.on_connect_failed(c);
+                    }),
                 }
             }
             Action::Continue | Action::Drop | Action::Close => {
@@ -513,8 +540,11 @@ fn feed(
                 WsEvent::Close(code) => closed = Some(Closed::ByServer(code.map(|(c, _)| c))),
             }
         });
-        if result.is_err() && closed.is_none() {
-            closed = Some(Closed::ProtocolError);
+        if let Err(e) = result {
+            c.stats.note_error(|| format!("websocket: {e}"));
+            if closed.is_none() {
+                closed = Some(Closed::ProtocolError);
+            }
         }
         let m = session.take_milestones(c);
         ctx.report(m);

@@ -70,7 +70,18 @@ pub struct RunConfig {
     pub pin: bool,
     /// Set in worker processes: which slice of the plan to run.
     pub worker: Option<WorkerSlot>,
+    /// The gateway's token secret: with it, every connection authenticates
+    /// with its own HS256 token (`sub` = user, `device`) in an
+    /// `Authorization: Bearer` header; without it, with dev auth
+    /// (`?user=&device=`). Never serialised: worker processes get it in
+    /// their environment ([`TOKEN_SECRET_ENV`]), not on their command line.
+    #[serde(skip)]
+    pub token_secret: Option<String>,
 }
+
+/// The environment variable that carries the token secret (the gateway
+/// reads the same one).
+pub const TOKEN_SECRET_ENV: &str = "GATEWAY_AUTH_SECRET";
 
 impl RunConfig {
     /// Defaults for everything but the scenario and target.
@@ -98,6 +109,7 @@ impl RunConfig {
             ready_grace_ms: 30_000,
             pin: false,
             worker: None,
+            token_secret: None,
         }
     }
 
@@ -112,6 +124,9 @@ impl RunConfig {
         }
         if !(self.ramp.is_finite() && self.ramp >= 0.0) {
             return Err(ConfigError::Invalid("--ramp must be ≥ 0".into()));
+        }
+        if self.token_secret.as_deref() == Some("") {
+            return Err(ConfigError::Invalid("the token secret is empty".into()));
         }
         if self.message_bytes > 1_000_000 {
             return Err(ConfigError::Invalid(
@@ -249,6 +264,27 @@ impl Target {
         let sep = if self.path.contains('?') { '&' } else { '?' };
         format!("{}{sep}user={user}&device={device}", self.path)
     }
+
+    /// The upgrade request for `user`/`device`: dev auth in the query, or a
+    /// bearer `token`.
+    #[must_use]
+    pub fn upgrade_request(
+        &self,
+        user: &str,
+        device: &str,
+        token: Option<&str>,
+        key: &str,
+    ) -> String {
+        let (path, auth) = match token {
+            Some(t) => (self.path.clone(), format!("Authorization: Bearer {t}\r\n")),
+            None => (self.request_path(user, device), String::new()),
+        };
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n",
+            self.host
+        )
+    }
 }
 
 /// Parses a duration: `30s`, `500ms`, `2m`, `1h`, `250us`, or plain
@@ -291,6 +327,12 @@ mod tests {
         let t = Target::parse("ws://127.0.0.1").unwrap();
         assert_eq!(t.addr.port(), 80);
         assert_eq!(t.path, "/ws");
+        let req = t.upgrade_request("u", "d", None, "k");
+        assert!(req.starts_with("GET /ws?user=u&device=d HTTP/1.1\r\n"));
+        assert!(req.ends_with("\r\n\r\n") && !req.contains("Authorization"));
+        let req = t.upgrade_request("u", "d", Some("tok"), "k");
+        assert!(req.starts_with("GET /ws HTTP/1.1\r\n"));
+        assert!(req.contains("\r\nAuthorization: Bearer tok\r\n\r\n"));
         assert!(Target::parse("wss://127.0.0.1/ws").is_err());
         assert!(Target::parse("http://127.0.0.1/ws").is_err());
         assert!(Target::parse("ws:///ws").is_err());

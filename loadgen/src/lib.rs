@@ -44,8 +44,10 @@
 //! ## A run, phase by phase ([`run`])
 //!
 //! 1. **Ramp.** Connections start at `--ramp` per second: TCP connect,
-//!    WebSocket upgrade with dev auth (`?user=&device=`, one user and device
-//!    per connection), `hello`, a `join` per channel. The `head` of each
+//!    WebSocket upgrade (one user and device per connection; dev auth
+//!    `?user=&device=`, or with `--token-secret` a bearer HS256 token each
+//!    connection signs with `gateway::auth::sign`), `hello`, a `join` per
+//!    channel. The `head` of each
 //!    `joined` is the member's position: it must receive every seq after it.
 //! 2. **Send.** Open loop: each sender has a fixed schedule at its share of
 //!    `--rate`; a message is written when its time comes whether or not
@@ -74,6 +76,15 @@
 //! highest seq is `h` in a channel whose highest acked seq is `t` lost
 //! exactly `t − h` messages (plus any gaps it saw).
 //!
+//! ## Output and exit codes
+//!
+//! A table of delivery and ack latency percentiles (p50, p90, p99, p99.9,
+//! max), messages and deliveries per second, connects per second, errors
+//! and violations — or, with `--json`, one object ([`report::Report`]).
+//! Exit 0: every check passed; 1: an invariant broke (the report names it);
+//! 2: the run could not be carried out; 3: the run ended without being able
+//! to verify everything (connections down or sends unacked at the end).
+//!
 //! ## Layout
 //!
 //! | module | concept | I/O |
@@ -99,9 +110,6 @@
 //!
 //! ## Limits and future work
 //!
-//! * **Tokens.** The gateway supports only dev auth so far, so there is no
-//!   token option yet; when tokens land, a `--token-secret` option will sign
-//!   one HS256 token per connection (`sub` = user, `device`).
 //! * **Groups are rooms.** `group:` channels are not implemented by the
 //!   gateway yet; the `groups` scenario uses `room:` channels whose members
 //!   are exactly the group ([`scenario`]).

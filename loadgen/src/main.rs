@@ -97,6 +97,10 @@ struct Common {
     /// How long to wait for acks, and then for deliveries, after sending.
     #[arg(long, default_value = "10s")]
     drain_timeout: String,
+    /// The gateway's token secret: each connection then signs its own
+    /// HS256 token; without it, dev auth (?user=&device=).
+    #[arg(long, env = "GATEWAY_AUTH_SECRET", hide_env_values = true)]
+    token_secret: Option<String>,
     /// Pin client shards to CPUs.
     #[arg(long)]
     pin: bool,
@@ -127,6 +131,7 @@ impl Common {
         cfg.message_bytes = self.message_bytes;
         cfg.source_addrs = self.source_addrs;
         cfg.pin = self.pin;
+        cfg.token_secret = self.token_secret.clone();
         cfg.validate()?;
         Ok(cfg)
     }
@@ -189,8 +194,11 @@ fn run(kind: ScenarioKind, common: &Common) -> anyhow::Result<Report> {
 }
 
 fn worker(config: &str) -> ExitCode {
-    let cfg: RunConfig = match serde_json::from_str(config) {
-        Ok(c) => c,
+    let cfg: RunConfig = match serde_json::from_str::<RunConfig>(config) {
+        Ok(mut c) => {
+            c.token_secret = std::env::var(loadgen::config::TOKEN_SECRET_ENV).ok();
+            c
+        }
         Err(e) => {
             eprintln!("loadgen worker: bad --config: {e}");
             return ExitCode::from(2);

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{RunConfig, WorkerSlot};
+use crate::config::{RunConfig, WorkerSlot, TOKEN_SECRET_ENV};
 use crate::progress::ProgressSnapshot;
 use crate::run::{run, Hooks, RunError, RunResult, RunResultData};
 use crate::session::Phase;
@@ -48,7 +48,7 @@ pub enum WorkerMsg {
     /// The worker's measurements; its last line.
     Result {
         /// The measurements.
-        result: RunResultData,
+        result: Box<RunResultData>,
     },
     /// The worker could not run; its last line.
     Failed {
@@ -87,10 +87,14 @@ pub fn run_procs(
             index,
             reason: e.to_string(),
         })?;
-        let mut child = Command::new(exe)
-            .arg("worker")
-            .arg("--config")
-            .arg(json)
+        let mut command = Command::new(exe);
+        command.arg("worker").arg("--config").arg(json);
+        // The secret goes by environment, not on the (visible) command line.
+        match &cfg.token_secret {
+            Some(secret) => command.env(TOKEN_SECRET_ENV, secret),
+            None => command.env_remove(TOKEN_SECRET_ENV),
+        };
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -237,7 +241,7 @@ pub fn run_worker(cfg: &RunConfig) -> Result<(), RunError> {
     match run(cfg, &mut hooks) {
         Ok(result) => {
             emit(&WorkerMsg::Result {
-                result: result.to_data(),
+                result: Box::new(result.to_data()),
             });
             Ok(())
         }

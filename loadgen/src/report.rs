@@ -52,7 +52,7 @@ pub struct Report {
     pub messages_per_s: f64,
     /// Deliveries per second over the send phase.
     pub deliveries_per_s: f64,
-    /// Connections established during the ramp per second of ramp.
+    /// Connections that joined during the ramp, per second of ramp.
     pub connects_per_s: f64,
     /// Errors of every kind (details in `counters`).
     pub errors: u64,
@@ -74,6 +74,8 @@ pub struct Report {
     pub failures: Vec<String>,
     /// One sentence per thing that could not be verified.
     pub incomplete: Vec<String>,
+    /// The first few distinct error descriptions.
+    pub error_samples: Vec<String>,
 }
 
 impl Report {
@@ -120,6 +122,7 @@ impl Report {
             ok: failures.is_empty() && incomplete.is_empty(),
             failures,
             incomplete,
+            error_samples: r.stats.error_samples.clone(),
         }
     }
 
@@ -158,7 +161,7 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "ramp {:.1} s ({} connects/s), send {:.1} s at {} msgs/s target",
+            "ramp {:.2} s ({} connects/s), send {:.1} s at {} msgs/s target",
             self.ramp_s,
             group(self.connects_per_s as u64),
             self.duration_s,
@@ -223,6 +226,9 @@ impl Report {
             group(c.other_errors),
             group(c.protocol_errors),
         );
+        for e in &self.error_samples {
+            let _ = writeln!(t, "  e.g.        {e}");
+        }
         let v = &self.violations;
         let _ = writeln!(
             t,

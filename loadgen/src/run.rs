@@ -48,6 +48,10 @@ const TICK: Duration = Duration::from_millis(250);
 /// How often each shard looks for a phase change.
 const PHASE_POLL: Duration = Duration::from_millis(5);
 
+/// When no connection at all has succeeded this long after the expected end
+/// of the ramp (µs), the run gives up.
+const GIVE_UP_AFTER_US: u64 = 5_000_000;
+
 /// How often each shard publishes its counters for the progress line.
 const PUBLISH_EVERY_US: u64 = 100_000;
 
@@ -79,6 +83,14 @@ pub enum RunError {
         index: usize,
         /// What went wrong.
         reason: String,
+    },
+    /// No connection succeeded during the ramp (and its grace period).
+    #[error("no connection to the target succeeded ({attempts} attempts failed); first errors: {errors}")]
+    CannotConnect {
+        /// Failed attempts.
+        attempts: u64,
+        /// The first distinct errors, `; `-separated.
+        errors: String,
     },
     /// Spawning or talking to worker processes failed.
     #[error("I/O: {0}")]
@@ -154,6 +166,12 @@ impl Shared {
         self.epoch.fetch_add(1, Ordering::Release);
     }
 
+    /// Nothing connected and connection attempts failed.
+    fn nothing_connects(&self) -> bool {
+        let s = self.snapshot();
+        self.ready.load(Ordering::Relaxed) == 0 && s.connects == 0 && s.errors > 0
+    }
+
     fn snapshot(&self) -> ProgressSnapshot {
         let mut s = ProgressSnapshot::default();
         for slot in &self.progress {
@@ -209,6 +227,9 @@ pub struct RunResultData {
     pub drained: bool,
     /// See [`RunResult::caught_up`].
     pub caught_up: bool,
+    /// See [`ShardStats::error_samples`].
+    #[serde(default)]
+    pub error_samples: Vec<String>,
 }
 
 impl RunResult {
@@ -239,6 +260,7 @@ impl RunResult {
             ramp_connects: self.ramp_connects,
             drained: self.drained,
             caught_up: self.caught_up,
+            error_samples: self.stats.error_samples.clone(),
         }
     }
 
@@ -253,6 +275,7 @@ impl RunResult {
                 counters: d.counters,
                 violations: d.violations,
                 conns_up: 0,
+                error_samples: d.error_samples.clone(),
             },
             ramp_us: d.ramp_us,
             send_us: d.send_us,
@@ -350,9 +373,26 @@ pub fn run(cfg: &RunConfig, hooks: &mut dyn Hooks) -> Result<RunResult, RunError
     // Ramp.
     let expected_ramp_us = (local as f64 * ramp_interval_us) as u64;
     let ready_deadline = ramp_start_us + expected_ramp_us + cfg.ready_grace_ms * 1000;
-    coord.wait(ready_deadline, |s| s.ready.load(Ordering::Relaxed) >= local);
+    // Give up early when nothing connects at all (wrong target, refused).
+    let give_up_at = ramp_start_us + expected_ramp_us + GIVE_UP_AFTER_US;
+    coord.wait(ready_deadline, |s| {
+        s.ready.load(Ordering::Relaxed) >= local
+            || (clock.now_us() >= give_up_at && s.nothing_connects())
+    });
+    if local > 0 && shared.nothing_connects() {
+        coord.set(Phase::Stop, 0, 0);
+        let mut stats = ShardStats::default();
+        for s in handles.join_all().into_iter().flatten() {
+            stats.merge(&s);
+        }
+        return Err(RunError::CannotConnect {
+            attempts: stats.counters.connect_errors,
+            errors: stats.error_samples.join("; "),
+        });
+    }
     let ramp_us = clock.now_us().saturating_sub(ramp_start_us);
-    let ramp_connects = shared.snapshot().connects;
+    // The progress counters lag by up to 100 ms; the ready count does not.
+    let ramp_connects = shared.ready.load(Ordering::Relaxed) as u64;
     // Send.
     let send_start_us = clock.now_us() + 100_000;
     let send_end_us = send_start_us + cfg.duration_ms * 1000;
@@ -489,6 +529,11 @@ async fn run_shard(params: Arc<ShardParams>, nr_shards: usize) -> ShardStats {
         clock: params.clock,
         shared: params.shared.clone(),
         target: params.target.clone(),
+        token_secret: params
+            .cfg
+            .token_secret
+            .as_ref()
+            .map(|s| s.as_bytes().to_vec()),
         rbuf: RefCell::new(vec![0; READ_BUFFER_BYTES]),
         stats: RefCell::new(ShardStats::default()),
         epoch: Cell::new(params.shared.epoch.load(Ordering::Acquire)),

@@ -597,8 +597,10 @@ impl Session {
     pub fn on_text(&mut self, ctx: &mut Ctx<'_>, text: &str) {
         let event = match decode_server_event(text) {
             Ok(e) => e,
-            Err(_) => {
+            Err(e) => {
                 ctx.stats.counters.protocol_errors += 1;
+                ctx.stats
+                    .note_error(|| format!("undecodable server event ({e})"));
                 return;
             }
         };
@@ -618,7 +620,11 @@ impl Session {
                 let text = msg.text.as_deref().unwrap_or("");
                 self.on_msg(ctx, &msg.channel, msg.seq, own, text);
             }
-            ServerEvent::Error { id, .. } => self.on_error(ctx, id),
+            ServerEvent::Error { id, code, message } => {
+                ctx.stats
+                    .note_error(|| format!("server error {code}: {message}"));
+                self.on_error(ctx, id);
+            }
             // pong, left, typing, history, presence…: nothing to do.
             _ => {}
         }
@@ -863,6 +869,8 @@ mod tests {
             target: None,
             media: None,
             ts: 1,
+            edited: false,
+            deleted: false,
         };
         frame_text(|b| response::msg(b, "room:r", &MsgView::from_stored(&stored)))
     }

@@ -249,7 +249,13 @@ pub struct ShardStats {
     pub violations: Violations,
     /// Connections currently up (upgraded).
     pub conns_up: u64,
+    /// The first few distinct error descriptions (at most
+    /// [`MAX_ERROR_SAMPLES`]), to say *why* errors were counted.
+    pub error_samples: Vec<String>,
 }
+
+/// How many distinct error descriptions are kept.
+pub const MAX_ERROR_SAMPLES: usize = 5;
 
 impl ShardStats {
     /// Adds `other` into `self` (the gauge `conns_up` too).
@@ -259,6 +265,20 @@ impl ShardStats {
         self.counters.add(&other.counters);
         self.violations.add(&other.violations);
         self.conns_up += other.conns_up;
+        for e in &other.error_samples {
+            self.note_error(|| e.clone());
+        }
+    }
+
+    /// Keeps an error description if fewer than [`MAX_ERROR_SAMPLES`]
+    /// distinct ones are kept (`describe` is only called then).
+    pub fn note_error(&mut self, describe: impl FnOnce() -> String) {
+        if self.error_samples.len() < MAX_ERROR_SAMPLES {
+            let e = describe();
+            if !self.error_samples.contains(&e) {
+                self.error_samples.push(e);
+            }
+        }
     }
 }
 

@@ -23,5 +23,5 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
             lim = raised;
         }
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
