@@ -60,6 +60,8 @@
 //! - [`shard`], [`owner`], [`room`], [`conn`], [`batch`]: the state machines.
 //! - [`runtime`]: sockets, tasks, mesh, timers, shutdown. [`server`]: start/stop.
 //! - [`store_io`]: store calls off the executors. [`hash`]: the owner hash.
+//! - [`auth`]: tokens and dev auth. `http_api`: the `/v1` endpoints.
+//!   `presence`, `push`, `moderation`: presence, offline push, blocklist.
 
 pub mod auth;
 pub mod config;

@@ -466,30 +466,27 @@ fn advance_read(
 }
 
 /// The channels (and their other members) to tell about `user`'s presence:
-/// the user's groups, and the DMs where the user has a read cursor.
+/// the user's groups and DMs (a DM counts once it holds a message).
 fn presence_targets(
     s: &dyn storage::Store,
     user: &str,
 ) -> Result<Vec<(String, Vec<String>)>, storage::StoreError> {
     let mut out = Vec::new();
-    for g in s.channels_of(user)? {
-        if let Some(members) = s.members(&g)? {
-            let others: Vec<String> = members.into_iter().filter(|m| m != user).collect();
-            out.push((g, others));
-        }
-    }
-    for (channel, _) in s.read_cursors(user)? {
+    for channel in s.channels_of(user)? {
         if let Ok(names::ChannelName::Dm { a, b }) = names::parse_channel(&channel) {
             let other = if a == user { b } else { a }.to_string();
             out.push((channel, vec![other]));
+        } else if let Some(members) = s.members(&channel)? {
+            let others: Vec<String> = members.into_iter().filter(|m| m != user).collect();
+            out.push((channel, others));
         }
     }
     Ok(out)
 }
 
 /// Unread per channel (head − read cursor, only when positive) for the
-/// groups the user belongs to and every channel where the user has a read
-/// cursor (own sends advance it, so every DM the user wrote in is there).
+/// user's groups and DMs and every channel where the user has a read cursor
+/// (rooms the user wrote in or read).
 fn unread(s: &dyn storage::Store, user: &str) -> Result<Vec<(String, u64)>, storage::StoreError> {
     let mut cursors: std::collections::BTreeMap<String, u64> = s
         .read_cursors(user)?
@@ -522,8 +519,16 @@ async fn commit_loop(shard: Rc<Shard>) {
             shard.commit_running.set(false);
             return;
         };
-        shard.global.stats.commits.fetch_add(1, Ordering::Relaxed);
+        let stats = &shard.global.stats;
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        let n: usize = appends.iter().map(|a| a.messages.len()).sum();
+        stats.detail.batch_messages.observe(n as f64);
+        let t0 = std::time::Instant::now();
         let (appends, result) = shard.store.commit(appends).await;
+        stats
+            .detail
+            .commit_ms
+            .observe(t0.elapsed().as_secs_f64() * 1000.0);
         shard.with(|st| st.owner.on_committed(job, appends, result, &mut st.fx));
     }
 }
@@ -818,7 +823,9 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
             write_and_close(&mut stream, &r).await;
         }
         ("GET", "/metrics") => {
-            let body = crate::metrics::render(&shard.global.stats.snapshot());
+            let mut body = crate::metrics::render(&shard.global.stats.snapshot());
+            let nr = shard.state.borrow().nr_shards;
+            crate::metrics::render_detail(&shard.global.stats.detail, nr, &mut body);
             let r = http::response(200, "text/plain; version=0.0.4", body.as_bytes(), &[]);
             write_and_close(&mut stream, &r).await;
         }

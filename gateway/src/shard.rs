@@ -296,6 +296,8 @@ pub(crate) struct Stats {
     pub(crate) refused: AtomicU64,
     /// Accept errors (EMFILE/ENFILE and others).
     pub(crate) accept_errors: AtomicU64,
+    /// Sends (edits, deletes) forwarded to owners.
+    pub(crate) received: AtomicU64,
     /// Messages committed to the store.
     pub(crate) committed: AtomicU64,
     /// Store commits made by owners.
@@ -318,6 +320,8 @@ pub(crate) struct Stats {
     pub(crate) max_outbox_bytes: AtomicUsize,
     /// Batches not sent to a shard because its queue was full.
     pub(crate) mesh_overflows: AtomicU64,
+    /// Histograms and per-shard gauges.
+    pub(crate) detail: crate::metrics::Detail,
 }
 
 /// A plain copy of [`Stats`].
@@ -329,6 +333,8 @@ pub struct StatsSnapshot {
     pub refused: u64,
     /// See [`Stats::accept_errors`].
     pub accept_errors: u64,
+    /// See [`Stats::received`].
+    pub received: u64,
     /// See [`Stats::committed`].
     pub committed: u64,
     /// See [`Stats::commits`].
@@ -358,6 +364,7 @@ impl Stats {
             connections: self.connections.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             accept_errors: self.accept_errors.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
             committed: self.committed.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
             deliveries: self.deliveries.load(Ordering::Relaxed),
@@ -509,6 +516,9 @@ impl ShardState {
         });
         self.conns.insert(id, conn);
         *self.local_users.entry(user.clone()).or_insert(0) += 1;
+        if let Some(g) = self.stats.detail.shard_connections.get(self.id.0) {
+            g.fetch_add(1, Ordering::Relaxed);
+        }
         let me = self.me(id);
         let stamp = self.stats.opened.fetch_add(1, Ordering::Relaxed);
         self.fx.send(
@@ -552,6 +562,9 @@ impl ShardState {
         }
         if conn.http {
             return;
+        }
+        if let Some(g) = self.stats.detail.shard_connections.get(self.id.0) {
+            g.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(n) = self.local_users.get_mut(&conn.user) {
             *n -= 1;
@@ -730,6 +743,7 @@ impl ShardState {
                     return;
                 };
                 conn.sends_in_flight += 1;
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
                 let msg = NewMessage {
                     from: conn.user.to_string(),
                     device: conn.device.to_string(),

@@ -121,4 +121,14 @@ fn upgrade_without_user_is_refused_with_401_and_unknown_paths_get_404() {
     let (status, body) = http_get(tg.addr(), "/metrics");
     assert_eq!(status, 200);
     assert!(body.contains("gateway_connections"));
+    for name in [
+        "gateway_commit_latency_ms_bucket{le=\"+Inf\"}",
+        "gateway_commit_batch_messages_count",
+        "gateway_shard_connections{shard=\"0\"}",
+        "gateway_messages_received_total",
+        "gateway_auth_failures_total",
+        "gateway_slow_consumer_events_total",
+    ] {
+        assert!(body.contains(name), "metrics has {name}: {body}");
+    }
 }

@@ -58,3 +58,25 @@ fn presence_queries_count_online_users_of_rooms_and_dms() {
     assert_eq!(v["count"], 2);
     assert_eq!(v["channel"], "room:p");
 }
+
+#[test]
+fn a_dm_partner_who_never_wrote_is_still_told_and_has_unread() {
+    let tg = start_with(2, |c| c.presence_debounce_ms = 200);
+    let addr = tg.addr();
+    let dm = "dm:alice:carol";
+    let mut carol = Client::connect(addr, "carol", "d");
+    // Only carol writes; alice has never touched the DM.
+    carol.send_msg(dm, "c1", "ping?");
+    carol.send_msg(dm, "c2", "ping??");
+    let (status, body) = http_get(addr, "/v1/me/unread?user=alice");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["unread"], json!({ dm: 2 }));
+    let alice = Client::connect(addr, "alice", "d");
+    let on = carol.recv_type("presence_update");
+    assert_eq!(on["user"], "alice");
+    assert_eq!(on["status"], "online");
+    alice.close();
+    let off = carol.recv_type("presence_update");
+    assert_eq!(off["status"], "offline");
+}

@@ -774,6 +774,22 @@ fn remove<S: Store>(store: &S, channel: &str, user: &str) -> bool {
         .unwrap_or_else(|e| panic!("remove_member({channel:?}, {user:?}) failed: {e}"))
 }
 
+/// A DM appears in `channels_of` for both of its users once a message was
+/// stored in it, beside the groups.
+pub fn dms_are_indexed_for_both_users_once_written<S: Store>(store: &S) {
+    assert_eq!(channels_of(store, "alice"), Vec::<String>::new());
+    append_one(store, "dm:alice:bob", vec![text("c1", "hi", 1)]);
+    assert_eq!(channels_of(store, "alice"), strings(&["dm:alice:bob"]));
+    assert_eq!(channels_of(store, "bob"), strings(&["dm:alice:bob"]));
+    store
+        .create_group("g1", &strings(&["bob"]))
+        .unwrap_or_else(|e| panic!("create_group failed: {e}"));
+    assert_eq!(
+        channels_of(store, "bob"),
+        strings(&["dm:alice:bob", "group:g1"])
+    );
+}
+
 /// Groups: `create_group` makes `group:<id>` with its members (repeats
 /// ignored), `members` lists them sorted, `is_member` and the by-user index
 /// `channels_of` agree, `add_member` / `remove_member` say whether they
@@ -1481,6 +1497,7 @@ macro_rules! checks {
 
 checks!(
     $;
+    dms_are_indexed_for_both_users_once_written,
     empty_channel_has_head_zero_and_reads_empty,
     first_append_gets_seq_one,
     seqs_are_dense_and_channels_independent,

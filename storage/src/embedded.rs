@@ -538,6 +538,14 @@ impl Store for EmbeddedStore {
                 wb.insert(&self.reads, read_key(user, &ca.channel)?, encode_seq(seq));
             }
             if next != head {
+                if let Some((a, b)) = crate::dm_pair(&ca.channel) {
+                    // Both users' DM index (idempotent re-insert).
+                    for u in [a, b] {
+                        wb.insert(&self.member_of, member_of_key(u, &ca.channel)?, marker());
+                    }
+                }
+            }
+            if next != head {
                 wb.insert(&self.heads, ca.channel.as_bytes(), encode_seq(next));
                 new_heads.push((ca.channel.as_str(), next));
             }

@@ -158,6 +158,13 @@ pub(crate) fn max_messages(limit: ReadLimit) -> usize {
 
 /// Whether `m` is an `edit` or `delete`, which `append` checks against its
 /// target.
+/// The two users of a `dm:<a>:<b>` channel (user ids contain no `:`).
+pub(crate) fn dm_pair(channel: &str) -> Option<(&str, &str)> {
+    let rest = channel.strip_prefix("dm:")?;
+    let (a, b) = rest.split_once(':')?;
+    (!a.is_empty() && !b.is_empty() && !b.contains(':')).then_some((a, b))
+}
+
 pub(crate) fn is_change(m: &NewMessage) -> bool {
     matches!(m.kind, MessageKind::Edit | MessageKind::Delete)
 }

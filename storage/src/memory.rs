@@ -156,8 +156,20 @@ impl Store for MemStore {
                 });
             }
             let head = Seq(ch.head());
+            let stored_any = !senders.is_empty();
             for (user, seq) in senders {
                 inner.raise_read(user, &ca.channel, seq);
+            }
+            if stored_any {
+                if let Some((a, b)) = crate::dm_pair(&ca.channel) {
+                    for u in [a, b] {
+                        inner
+                            .member_of
+                            .entry(u.to_string())
+                            .or_default()
+                            .insert(ca.channel.clone());
+                    }
+                }
             }
             results.push(ChannelOutcome { outcomes, head });
         }

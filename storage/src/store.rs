@@ -136,7 +136,10 @@ pub trait Store: Send + Sync + 'static {
     /// is no such group).
     fn is_member(&self, channel: &str, user: &str) -> Result<bool, StoreError>;
 
-    /// The groups `user` is a member of, as channel names, sorted.
+    /// The groups `user` is a member of and the DMs (`dm:a:b`) of `user`
+    /// that hold at least one message (an `append` that stores a message in
+    /// a DM indexes it for both users in the same write), as channel names,
+    /// sorted.
     fn channels_of(&self, user: &str) -> Result<Vec<String>, StoreError>;
 
     // ----------------------------------------------------------- cursors --
