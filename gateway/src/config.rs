@@ -305,8 +305,16 @@ impl Config {
     #[must_use]
     pub fn effective_max_connections(&self) -> usize {
         self.max_connections.unwrap_or_else(|| {
-            let limit = crate::sys::open_file_limit().unwrap_or(1024);
-            (limit as usize).saturating_sub(self.reserved_fds).max(16)
+            let limit = crate::sys::open_file_limit().unwrap_or(1024) as usize;
+            limit.saturating_sub(self.effective_reserved_fds()).max(16)
         })
+    }
+
+    /// The descriptors kept free: `reserved_fds`, but at most a quarter of
+    /// the open-file limit (so a small limit still leaves room to serve).
+    #[must_use]
+    pub fn effective_reserved_fds(&self) -> usize {
+        let limit = crate::sys::open_file_limit().unwrap_or(1024) as usize;
+        self.reserved_fds.min(limit / 4)
     }
 }

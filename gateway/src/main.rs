@@ -147,7 +147,7 @@ fn load_config(a: &ServeArgs) -> anyhow::Result<Config> {
 fn preflight(cfg: &Config, skip: bool) -> anyhow::Result<()> {
     gateway::raise_open_file_limit();
     let req = tuning::Requirements {
-        reserved_fds: cfg.reserved_fds as u64,
+        reserved_fds: cfg.effective_reserved_fds() as u64,
         ..tuning::Requirements::new(cfg.effective_max_connections() as u64, cfg.nr_shards())
     };
     match tuning::preflight(&req) {

@@ -63,6 +63,8 @@ fn exhausted_file_table_does_not_spin_and_served_clients_keep_chatting() {
             "2",
             "--max-connections",
             "5000",
+            // On purpose beyond what 256 descriptors hold.
+            "--skip-preflight",
         ],
     )
     .unwrap();
@@ -112,4 +114,37 @@ fn exhausted_file_table_does_not_spin_and_served_clients_keep_chatting() {
         .parse()
         .unwrap();
     assert!(errors > 0, "accept saw EMFILE: {metrics}");
+}
+
+#[test]
+fn a_maximum_the_host_cannot_hold_is_refused_at_start_with_found_and_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let err = Child::spawn(
+        "ulimit -n 300;",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--max-connections",
+            "5000",
+        ],
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("RLIMIT_NOFILE"), "{err}");
+    assert!(err.contains("found hard 300"), "{err}");
+    // The default maximum follows the limit, so the same host starts.
+    let gw = Child::spawn(
+        "ulimit -n 300;",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    Client::connect(gw.addr, "alice", "d");
 }
