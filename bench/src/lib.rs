@@ -1,8 +1,28 @@
 //! # bench — end-to-end scenarios and reports
 //!
-//! Not built yet (see the bench issue). What it will be: `bench run
-//! <scenario>` starts a release gateway on a temporary data directory, drives
-//! it with `loadgen`, samples the server's CPU time, RSS and TCP segments, and
-//! writes JSON, Markdown and plots, side by side with peer servers (Bun, Node
-//! `ws`) driven by the same load generator. Figures live in
-//! `docs/benchmarks.md` with the command that produced each.
+//! `bench run <scenario>` starts a gateway (release by default) on a
+//! temporary data directory, drives it with `loadgen --json --quiet`,
+//! samples the gateway's CPU time (`/proc/<pid>/stat`), RSS
+//! (`/proc/<pid>/status`) and the host's TCP segments sent
+//! (`/proc/net/snmp`), and writes `results/<scenario>-<timestamp>.json` and
+//! a Markdown row per run. `bench compare a.json b.json` prints ratios of the
+//! headline figures. Figures live in `docs/benchmarks.md`.
+//!
+//! | module | what | I/O |
+//! |---|---|---|
+//! | [`procfs`] | parsers for the `/proc` files sampled | none |
+//! | [`figures`] | samples → deliveries/CPU-s, frames/segment, memory/connection | none |
+//! | [`scenario`] | named scenarios → gateway settings and loadgen arguments | none |
+//! | [`report`] | result files, Markdown rows, `compare` | none |
+//! | [`run`] | binaries, gateway process, sampling, loadgen | processes, files |
+//! | [`sys`] | `sysconf(_SC_CLK_TCK)` and SIGTERM (the only `unsafe`) | syscalls |
+//!
+//! Not built yet (issue 4): peers (Bun, Node `ws`), plots, connect-storm,
+//! resume-storm, slow-consumers, stepped rates, CPU pinning, micro-benchmarks.
+
+pub mod figures;
+pub mod procfs;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod sys;

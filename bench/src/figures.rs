@@ -1,0 +1,224 @@
+//! Server samples and the figures derived from them and from loadgen's
+//! report. No I/O.
+
+use serde::{Deserialize, Serialize};
+
+/// One sample of the gateway process and the host's TCP counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Gateway CPU time (user + system), clock ticks.
+    pub cpu_ticks: u64,
+    /// Gateway resident set size, KiB.
+    pub rss_kib: u64,
+    /// Host-wide `Tcp: OutSegs`.
+    pub tcp_out_segs: u64,
+}
+
+/// What the bench measured around one loadgen run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerSamples {
+    /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+    pub clk_tck: u64,
+    /// Just before loadgen started (gateway up, no connections).
+    pub before: Sample,
+    /// Just after loadgen exited.
+    pub after: Sample,
+    /// Largest RSS seen while loadgen ran (polled every 50 ms), KiB.
+    pub peak_rss_kib: u64,
+    /// Wall time from loadgen start to exit, s.
+    pub wall_s: f64,
+}
+
+/// The numbers bench reads from loadgen's `--json` report (a contract:
+/// see `loadgen/src/report.rs`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadgenSummary {
+    /// Connections run.
+    pub connections: u64,
+    /// Sends acked.
+    pub acked: u64,
+    /// Messages delivered.
+    pub delivered: u64,
+    /// Deliveries per second over the send phase.
+    pub deliveries_per_s: f64,
+    /// Connects per second over the ramp.
+    pub connects_per_s: f64,
+    /// Sum of every violation counter.
+    pub violations: u64,
+    /// Delivery latency p50 / p99 / p99.9 / max, µs.
+    pub latency_us: [u64; 4],
+    /// Ack latency p50 / p99 / p99.9 / max, µs.
+    pub ack_latency_us: [u64; 4],
+    /// loadgen's own verdict.
+    pub ok: bool,
+}
+
+impl LoadgenSummary {
+    /// Reads the summary out of loadgen's JSON report.
+    pub fn from_json(v: &serde_json::Value) -> anyhow::Result<LoadgenSummary> {
+        let u = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| anyhow::anyhow!("loadgen JSON: no unsigned `{k}`"))
+        };
+        let pct = |k: &str| -> anyhow::Result<[u64; 4]> {
+            let p = v
+                .get(k)
+                .ok_or_else(|| anyhow::anyhow!("loadgen JSON: no `{k}`"))?;
+            let g = |f: &str| p.get(f).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            Ok([g("p50"), g("p99"), g("p999"), g("max")])
+        };
+        let violations = v
+            .get("violations")
+            .and_then(serde_json::Value::as_object)
+            .map_or(0, |o| {
+                o.values().filter_map(serde_json::Value::as_u64).sum()
+            });
+        Ok(LoadgenSummary {
+            connections: u("connections")?,
+            acked: u("acked")?,
+            delivered: u("delivered")?,
+            deliveries_per_s: v
+                .get("deliveries_per_s")
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0),
+            connects_per_s: v
+                .get("connects_per_s")
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0),
+            violations,
+            latency_us: pct("latency_us")?,
+            ack_latency_us: pct("ack_latency_us")?,
+            ok: v
+                .get("ok")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+}
+
+/// The headline figures of one run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    /// Connections run.
+    pub connections: u64,
+    /// Deliveries per second over loadgen's send phase.
+    pub deliveries_per_s: f64,
+    /// Connects per second over loadgen's ramp.
+    pub connects_per_s: f64,
+    /// Gateway CPU time over the whole loadgen run (ramp, send, drain,
+    /// close), s.
+    pub server_cpu_s: f64,
+    /// Deliveries ÷ gateway CPU-seconds (whole run, so ramp and close are
+    /// charged too: a lower bound on the send phase's efficiency).
+    pub deliveries_per_cpu_s: f64,
+    /// (deliveries + acks) ÷ host-wide TCP OutSegs delta. On loopback
+    /// OutSegs counts both directions and every process on the host, so
+    /// this is a lower bound on the gateway's frames per segment.
+    pub frames_per_segment: f64,
+    /// Delivery latency p50 / p99 / p99.9 / max, µs.
+    pub latency_us: [u64; 4],
+    /// Ack latency p50 / p99 / p99.9 / max, µs.
+    pub ack_latency_us: [u64; 4],
+    /// (peak RSS − RSS before) ÷ connections, bytes.
+    pub mem_per_conn_bytes: f64,
+    /// Sum of loadgen's violation counters.
+    pub violations: u64,
+    /// loadgen's verdict (no violation, nothing unverified).
+    pub ok: bool,
+}
+
+fn ratio(n: f64, d: f64) -> f64 {
+    if d > 0.0 {
+        n / d
+    } else {
+        0.0
+    }
+}
+
+impl Figures {
+    /// Derives the figures of a run.
+    #[must_use]
+    pub fn compute(lg: &LoadgenSummary, s: &ServerSamples) -> Figures {
+        let ticks = s.after.cpu_ticks.saturating_sub(s.before.cpu_ticks);
+        let server_cpu_s = ratio(ticks as f64, s.clk_tck as f64);
+        let segs = s.after.tcp_out_segs.saturating_sub(s.before.tcp_out_segs);
+        let rss_growth_kib = s.peak_rss_kib.saturating_sub(s.before.rss_kib);
+        Figures {
+            connections: lg.connections,
+            deliveries_per_s: lg.deliveries_per_s,
+            connects_per_s: lg.connects_per_s,
+            server_cpu_s,
+            deliveries_per_cpu_s: ratio(lg.delivered as f64, server_cpu_s),
+            frames_per_segment: ratio((lg.delivered + lg.acked) as f64, segs as f64),
+            latency_us: lg.latency_us,
+            ack_latency_us: lg.ack_latency_us,
+            mem_per_conn_bytes: ratio(rss_growth_kib as f64 * 1024.0, lg.connections as f64),
+            violations: lg.violations,
+            ok: lg.ok,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn loadgen_json() -> serde_json::Value {
+        serde_json::json!({
+            "scenario": "dm", "connections": 100, "sent": 1000, "acked": 1000,
+            "delivered": 1000, "deliveries_per_s": 500.0, "connects_per_s": 900.0,
+            "violations": {"lost": 0, "duplicated": 1, "reordered": 2, "before_join": 0},
+            "latency_us": {"count": 1000, "p50": 100, "p90": 200, "p99": 300, "p999": 400, "max": 500, "mean": 120.0},
+            "ack_latency_us": {"count": 1000, "p50": 90, "p90": 190, "p99": 290, "p999": 390, "max": 490, "mean": 110.0},
+            "ok": false
+        })
+    }
+
+    #[test]
+    fn summary_reads_the_contract_keys() {
+        let s = LoadgenSummary::from_json(&loadgen_json()).unwrap();
+        assert_eq!(s.connections, 100);
+        assert_eq!(s.delivered, 1000);
+        assert_eq!(s.violations, 3);
+        assert_eq!(s.latency_us, [100, 300, 400, 500]);
+        assert_eq!(s.ack_latency_us, [90, 290, 390, 490]);
+        assert!(!s.ok);
+        assert!(LoadgenSummary::from_json(&serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn figures_from_samples() {
+        let lg = LoadgenSummary::from_json(&loadgen_json()).unwrap();
+        let s = ServerSamples {
+            clk_tck: 100,
+            before: Sample {
+                cpu_ticks: 1000,
+                rss_kib: 10_000,
+                tcp_out_segs: 5_000,
+            },
+            after: Sample {
+                cpu_ticks: 1050,
+                rss_kib: 10_500,
+                tcp_out_segs: 6_000,
+            },
+            peak_rss_kib: 10_800,
+            wall_s: 3.0,
+        };
+        let f = Figures::compute(&lg, &s);
+        assert!((f.server_cpu_s - 0.5).abs() < 1e-9);
+        assert!((f.deliveries_per_cpu_s - 2000.0).abs() < 1e-9);
+        assert!((f.frames_per_segment - 2.0).abs() < 1e-9);
+        assert!((f.mem_per_conn_bytes - 800.0 * 1024.0 / 100.0).abs() < 1e-9);
+        assert_eq!(f.violations, 3);
+    }
+
+    #[test]
+    fn figures_never_divide_by_zero() {
+        let f = Figures::compute(&LoadgenSummary::default(), &ServerSamples::default());
+        assert_eq!(f.deliveries_per_cpu_s, 0.0);
+        assert_eq!(f.frames_per_segment, 0.0);
+        assert_eq!(f.mem_per_conn_bytes, 0.0);
+    }
+}

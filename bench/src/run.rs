@@ -1,0 +1,240 @@
+//! The I/O side: binaries, the gateway process, sampling `/proc`, loadgen.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::figures::{Figures, LoadgenSummary, Sample, ServerSamples};
+use crate::procfs;
+use crate::report::{Machine, RunResult};
+use crate::scenario::RunSpec;
+use crate::sys;
+
+/// The workspace root (`bench/..`).
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// The release gateway and loadgen, built with cargo if either is missing
+/// (unless given explicitly).
+pub fn locate_binaries(
+    gateway: Option<PathBuf>,
+    loadgen: Option<PathBuf>,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let release = workspace_root().join("target/release");
+    let gw = gateway.unwrap_or_else(|| release.join("gateway"));
+    let lg = loadgen.unwrap_or_else(|| release.join("loadgen"));
+    if !gw.exists() || !lg.exists() {
+        eprintln!(
+            "bench: {} or {} missing: building them with `cargo build --release -p gateway -p loadgen`",
+            gw.display(),
+            lg.display()
+        );
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "--release", "-p", "gateway", "-p", "loadgen"])
+            .current_dir(workspace_root())
+            .status()
+            .context("running cargo build")?;
+        if !st.success() {
+            bail!("cargo build --release -p gateway -p loadgen failed: {st}");
+        }
+        if !gw.exists() || !lg.exists() {
+            bail!(
+                "{} / {} still missing after the build",
+                gw.display(),
+                lg.display()
+            );
+        }
+    }
+    Ok((gw, lg))
+}
+
+/// Where the bench runs.
+#[must_use]
+pub fn machine() -> Machine {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    Machine {
+        nproc: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+        cpu_model: procfs::cpuinfo_model(&read("/proc/cpuinfo")).unwrap_or_default(),
+    }
+}
+
+fn sample(pid: u32) -> anyhow::Result<Sample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let snmp = std::fs::read_to_string("/proc/net/snmp")?;
+    Ok(Sample {
+        cpu_ticks: procfs::stat_cpu_ticks(&stat)?,
+        rss_kib: procfs::status_vm_rss_kib(&status)?,
+        tcp_out_segs: procfs::snmp_tcp_out_segs(&snmp)?,
+    })
+}
+
+/// A running gateway; SIGTERM and reaped on drop.
+struct Gateway {
+    child: Child,
+    target: String,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Gateway {
+    fn start(bin: &Path, spec: &RunSpec) -> anyhow::Result<Gateway> {
+        let dir = tempfile::Builder::new()
+            .prefix("bench-gateway-")
+            .tempdir()?;
+        let log = dir.path().join("gateway.log");
+        let mut cmd = Command::new(bin);
+        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--durability", &spec.durability])
+            .env_remove("GATEWAY_AUTH_SECRET")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?);
+        if let Some(n) = spec.gateway_shards {
+            cmd.args(["--shards", &n.to_string()]);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("gateway stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let target = line
+            .strip_prefix("gateway listening on ")
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_string);
+        let Some(target) = target else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("gateway did not start (first line {line:?}); its log:\n{err}");
+        };
+        Ok(Gateway {
+            child,
+            target,
+            _dir: dir,
+            log,
+        })
+    }
+
+    fn stop(&mut self) -> anyhow::Result<()> {
+        sys::sigterm(self.child.id())?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                if !st.success() {
+                    eprintln!(
+                        "bench: gateway exited with {st}; log in {}",
+                        self.log.display()
+                    );
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("gateway did not stop within 20 s of SIGTERM; killed");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs one gateway + loadgen run and samples the gateway around it.
+pub fn run_one(
+    gateway_bin: &Path,
+    loadgen_bin: &Path,
+    spec: &RunSpec,
+) -> anyhow::Result<RunResult> {
+    let mut gw = Gateway::start(gateway_bin, spec)?;
+    let pid = gw.child.id();
+    let clk_tck = sys::clk_tck();
+    // Let start-up settle so the baseline RSS is the idle gateway's.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = sample(pid)?;
+
+    let peak = Arc::new(AtomicU64::new(before.rss_kib));
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (peak, done) = (Arc::clone(&peak), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    if let Ok(kib) = procfs::status_vm_rss_kib(&s) {
+                        peak.fetch_max(kib, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+
+    let args = spec.loadgen_args(&gw.target);
+    eprintln!("bench: {} {}", loadgen_bin.display(), args.join(" "));
+    let t0 = Instant::now();
+    let out = Command::new(loadgen_bin)
+        .args(&args)
+        .env_remove("GATEWAY_AUTH_SECRET")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", loadgen_bin.display()))?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let after = sample(pid)?;
+    done.store(true, Ordering::Relaxed);
+    let _ = poller.join();
+    gw.stop()?;
+
+    let code = out.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json_line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'));
+    let Some(json_line) = json_line else {
+        bail!(
+            "loadgen exited with {} and printed no JSON report",
+            out.status
+        );
+    };
+    let loadgen: serde_json::Value =
+        serde_json::from_str(json_line).context("parsing loadgen's JSON report")?;
+    let summary = LoadgenSummary::from_json(&loadgen)?;
+    let server = ServerSamples {
+        clk_tck,
+        before,
+        after,
+        peak_rss_kib: peak.load(Ordering::Relaxed).max(after.rss_kib),
+        wall_s,
+    };
+    let figures = Figures::compute(&summary, &server);
+    Ok(RunResult {
+        spec: spec.clone(),
+        loadgen,
+        loadgen_exit: code,
+        server,
+        figures,
+    })
+}
