@@ -119,7 +119,8 @@ pub struct Config {
     /// How long a graceful shutdown waits for acks and close frames to flush,
     /// in milliseconds. Default 3,000.
     pub shutdown_grace_ms: u64,
-    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides. Default `info`.
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides. Default
+    /// `info,fjall=warn,lsm_tree=warn` (the engine is chatty at info).
     pub log: String,
     /// How long after a user's last device disconnects the user is announced
     /// offline, in milliseconds (a device returning within it announces
@@ -182,7 +183,7 @@ impl Default for Config {
             catchup_page_messages: 256,
             history_page_bytes: 1024 * 1024,
             shutdown_grace_ms: 3_000,
-            log: "info".to_string(),
+            log: "info,fjall=warn,lsm_tree=warn".to_string(),
             presence_debounce_ms: 30_000,
             push_webhook: None,
             push_coalesce_ms: 1_000,
