@@ -12,15 +12,22 @@
 //! |---|---|---|
 //! | [`procfs`] | parsers for the `/proc` files sampled | none |
 //! | [`figures`] | samples → deliveries/CPU-s, frames/segment, memory/connection | none |
+//! | [`peers`] | `--server gateway\|node\|bun`, peer commands, `bench peers setup` | `npm install` |
 //! | [`scenario`] | named scenarios → gateway settings and loadgen arguments | none |
 //! | [`report`] | result files, Markdown rows, `compare` | none |
 //! | [`run`] | binaries, gateway process, sampling, loadgen | processes, files |
 //! | [`sys`] | `sysconf(_SC_CLK_TCK)` and SIGTERM (the only `unsafe`) | syscalls |
 //!
-//! Not built yet (issue 4): peers (Bun, Node `ws`), plots, connect-storm,
+//! `bench run <scenario> --server node|bun` drives one of the in-memory peer
+//! servers of `bench/peers/` (installed by `bench peers setup`) with the same
+//! loadgen parameters and the same sampling, for ours ÷ peer ratios with
+//! `bench compare`.
+//!
+//! Not built yet (issue 4): plots, connect-storm,
 //! resume-storm, slow-consumers, stepped rates, CPU pinning, micro-benchmarks.
 
 pub mod figures;
+pub mod peers;
 pub mod procfs;
 pub mod report;
 pub mod run;

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::figures::{Figures, ServerSamples};
+use crate::peers::ServerKind;
 use crate::scenario::RunSpec;
 
 /// The machine a result came from.
@@ -42,9 +43,12 @@ pub struct ResultFile {
     pub timestamp: u64,
     /// `--quick`.
     pub quick: bool,
+    /// The server driven (`gateway` in files older than the peers).
+    #[serde(default)]
+    pub server: ServerKind,
     /// Where it ran.
     pub machine: Machine,
-    /// The gateway and loadgen binaries used.
+    /// The server (gateway binary or peer command) and loadgen binary used.
     pub binaries: Vec<String>,
     /// One entry per run (two for `shards`).
     pub runs: Vec<RunResult>,
@@ -53,8 +57,8 @@ pub struct ResultFile {
 /// The Markdown table header.
 #[must_use]
 pub fn markdown_header() -> String {
-    "| scenario | run | shards | durability | conns | deliveries/s | deliveries/CPU-s | frames/segment | p50 µs | p99 µs | p99.9 µs | ack p99 µs | KiB/conn | connects/s | violations | ok |\n\
-     |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    "| scenario | server | run | shards | durability | conns | deliveries/s | deliveries/CPU-s | frames/segment | p50 µs | p99 µs | p99.9 µs | ack p99 µs | KiB/conn | connects/s | violations | ok |\n\
+     |---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
         .to_string()
 }
 
@@ -63,12 +67,17 @@ pub fn markdown_header() -> String {
 pub fn markdown_row(scenario: &str, r: &RunResult) -> String {
     let f = &r.figures;
     format!(
-        "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {} | {} | {} | {} | {:.1} | {:.0} | {} | {} |\n",
+        "| {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {} | {} | {} | {} | {:.1} | {:.0} | {} | {} |\n",
         scenario,
+        r.spec.server,
         r.spec.label,
-        r.spec
-            .gateway_shards
-            .map_or_else(|| "default".to_string(), |n| n.to_string()),
+        if r.spec.server.is_peer() {
+            "-".to_string()
+        } else {
+            r.spec
+                .gateway_shards
+                .map_or_else(|| "default".to_string(), |n| n.to_string())
+        },
         r.spec.durability,
         f.connections,
         f.deliveries_per_s,
@@ -100,14 +109,15 @@ fn headline(f: &Figures) -> Vec<(&'static str, f64, bool)> {
 }
 
 /// `compare a b`: per run present in both (matched by label, else by
-/// position), b ÷ a for each headline figure.
+/// position), b ÷ a for each headline figure. With a peer's run as `a` and
+/// the gateway's as `b` this is ours ÷ peer.
 #[must_use]
 pub fn compare(a: &ResultFile, b: &ResultFile) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "a: {} @ {}   b: {} @ {}",
-        a.scenario, a.timestamp, b.scenario, b.timestamp
+        "a: {} ({}) @ {}   b: {} ({}) @ {}",
+        a.scenario, a.server, a.timestamp, b.scenario, b.server, b.timestamp
     );
     for (i, ra) in a.runs.iter().enumerate() {
         let rb = b
@@ -116,7 +126,16 @@ pub fn compare(a: &ResultFile, b: &ResultFile) -> String {
             .find(|r| r.spec.label == ra.spec.label)
             .or_else(|| b.runs.get(i));
         let Some(rb) = rb else { continue };
-        let _ = writeln!(t, "\nrun {} vs {}", ra.spec.label, rb.spec.label);
+        let _ = writeln!(
+            t,
+            "\nrun {} ({}, {}) vs {} ({}, {})",
+            ra.spec.label,
+            ra.spec.server,
+            ra.spec.durability,
+            rb.spec.label,
+            rb.spec.server,
+            rb.spec.durability
+        );
         let _ = writeln!(
             t,
             "| figure | a | b | b ÷ a | better |\n|---|---:|---:|---:|---|"
@@ -155,6 +174,7 @@ mod tests {
             scenario: "dm-latency".into(),
             timestamp: 1,
             quick: false,
+            server: ServerKind::Gateway,
             machine: Machine::default(),
             binaries: vec![],
             runs: vec![RunResult {
@@ -180,6 +200,20 @@ mod tests {
         let cols = |s: &str| s.lines().next().unwrap().matches('|').count();
         assert_eq!(cols(&row), cols(&markdown_header()));
         assert!(row.contains("| 1234 |") && row.contains("| yes |"));
+        assert!(row.starts_with("| dm-latency | gateway | dm | default |"), "{row}");
+        let mut peer = f.runs[0].clone();
+        peer.spec.server = ServerKind::Node;
+        peer.spec.durability = "memory".into();
+        let row = markdown_row("dm-latency", &peer);
+        assert!(row.starts_with("| dm-latency | node | dm | - | memory |"), "{row}");
+    }
+
+    #[test]
+    fn old_files_without_server_read_as_gateway() {
+        let mut v = serde_json::to_value(file(1.0, 2)).unwrap();
+        v.as_object_mut().unwrap().remove("server");
+        let f: ResultFile = serde_json::from_value(v).unwrap();
+        assert_eq!(f.server, ServerKind::Gateway);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::peers::ServerKind;
+
 /// The scenarios of this step.
 pub const NAMES: &[&str] = &[
     "dm-latency",
@@ -16,9 +18,13 @@ pub const NAMES: &[&str] = &[
 pub struct RunSpec {
     /// Label of the run within its scenario (e.g. `shards=1`).
     pub label: String,
+    /// The server driven (`gateway` in result files older than the peers).
+    #[serde(default)]
+    pub server: ServerKind,
     /// Gateway shards (`None`: the gateway's default, one per core).
     pub gateway_shards: Option<usize>,
-    /// Gateway durability (`fsync` or `buffered`).
+    /// Gateway durability (`fsync` or `buffered`); `memory` for a peer
+    /// (nothing on disk).
     pub durability: String,
     /// loadgen subcommand (`dm`, `room`, `groups`, `idle`).
     pub loadgen_kind: String,
@@ -80,14 +86,30 @@ pub struct Options {
     pub rate: Option<f64>,
     /// Override: duration.
     pub duration: Option<String>,
+    /// The server to drive (default: the gateway).
+    pub server: ServerKind,
 }
 
 /// The runs of scenario `name`, or an error naming the known scenarios.
 pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
     let q = o.quick;
-    let durability = o.durability.clone().unwrap_or_else(|| "fsync".into());
+    if o.server.is_peer() {
+        if name == "shards" || o.shards.is_some() || o.durability.is_some() {
+            anyhow::bail!(
+                "--server {}: shards and durability are gateway settings (the peers are one \
+                 in-memory process)",
+                o.server
+            );
+        }
+    }
+    let durability = if o.server.is_peer() {
+        "memory".to_string()
+    } else {
+        o.durability.clone().unwrap_or_else(|| "fsync".into())
+    };
     let base = |label: &str, kind: &str, conns: usize, rate: f64, dur: &str| RunSpec {
         label: label.into(),
+        server: o.server,
         gateway_shards: o.shards,
         durability: durability.clone(),
         loadgen_kind: kind.into(),
@@ -207,5 +229,35 @@ mod tests {
         assert_eq!(a[pos("--duration") + 1], "1s");
         assert_eq!(a[pos("--group-size") + 1], "10");
         assert!(a.contains(&"--json".to_string()) && a.contains(&"--quiet".to_string()));
+    }
+
+    #[test]
+    fn peers_get_the_same_load_and_no_gateway_settings() {
+        let gw = plan("room-fanout", &Options { quick: true, ..Options::default() }).unwrap();
+        let o = Options {
+            quick: true,
+            server: ServerKind::Bun,
+            ..Options::default()
+        };
+        let bun = plan("room-fanout", &o).unwrap();
+        assert_eq!(bun[0].server, ServerKind::Bun);
+        assert_eq!(bun[0].durability, "memory");
+        assert_eq!(gw[0].server, ServerKind::Gateway);
+        assert_eq!(bun[0].loadgen_args("ws://x/ws"), gw[0].loadgen_args("ws://x/ws"));
+        assert!(plan("shards", &o).is_err());
+        let with_shards = Options {
+            shards: Some(1),
+            ..o.clone()
+        };
+        assert!(plan("dm-latency", &with_shards).is_err());
+    }
+
+    #[test]
+    fn old_specs_without_server_read_as_gateway() {
+        let mut v = serde_json::to_value(&plan("dm-latency", &Options::default()).unwrap()[0])
+            .unwrap();
+        v.as_object_mut().unwrap().remove("server");
+        let spec: RunSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(spec.server, ServerKind::Gateway);
     }
 }

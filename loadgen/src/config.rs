@@ -97,6 +97,7 @@ impl RunConfig {
                 senders: 10,
                 churn_rate: 10.0,
                 run_id: new_run_id(),
+                group_names: Vec::new(),
             },
             target: target.to_string(),
             duration_ms: 10_000,

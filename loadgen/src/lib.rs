@@ -120,6 +120,7 @@ pub mod checker;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod groups;
 pub mod procs;
 pub mod progress;
 pub mod report;

@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Direct messages: connections in pairs, both send.
     Dm(Common),
-    /// Groups of --group-size members (room channels for now), all send.
+    /// Groups of --group-size members (group: channels created over the HTTP API), all send.
     Groups(Common),
     /// Rooms of --room-size members (default: one room of all), --senders send.
     Room(Common),
@@ -170,7 +170,8 @@ fn main() -> ExitCode {
 }
 
 fn run(kind: ScenarioKind, common: &Common) -> anyhow::Result<Report> {
-    let cfg = common.to_config(kind)?;
+    let mut cfg = common.to_config(kind)?;
+    loadgen::groups::prepare(&mut cfg).context("creating the run's groups on the gateway")?;
     let mut display = ProgressDisplay::new(cfg.scenario.connections, common.quiet);
     let result = if cfg.procs > 1 {
         let exe = std::env::current_exe().context("finding this executable for --procs")?;

@@ -15,11 +15,12 @@
 //! | `idle` | connections hold (heartbeat pings only), join nothing | none |
 //! | `churn` | as `groups`, and connections drop and rejoin with `since` at `--churn-rate` drops per second in total | every member |
 //!
-//! **Groups are rooms for now.** The gateway does not implement `group:`
-//! channels yet (they answer `not_found`), so groups are `room:` channels
-//! whose members are exactly the group; delivery semantics (one sequence,
-//! every member sees all of it) are the same. When `group:` channels land,
-//! `groups` should create them over the HTTP API and use them.
+//! **Groups are real groups.** Before a run, [`crate::groups`] creates one
+//! `group:` channel per planned group over the gateway's HTTP API (members
+//! only, checked by the group's owner shard) and puts their names in
+//! [`ScenarioParams::group_names`]; the plan then uses them. Planned without
+//! names (unit tests, `--room-groups`), groups are `room:` channels whose
+//! members are exactly the group.
 //!
 //! The total message rate `--rate` is split evenly over all senders. User ids
 //! carry the run id (`lg<run>u<i>`), so runs against the same gateway never
@@ -81,6 +82,12 @@ pub struct ScenarioParams {
     /// Distinguishes this run's users and channels from other runs'
     /// (`[A-Za-z0-9]`, a few characters).
     pub run_id: String,
+    /// The gateway's names of the planned groups, in plan order (`group:<id>`
+    /// channels created over the HTTP API before the run, see
+    /// [`crate::groups`]); empty = plan groups as `room:` channels (a gateway
+    /// without groups, or before they were created).
+    #[serde(default)]
+    pub group_names: Vec<String>,
 }
 
 /// Why a scenario cannot be planned.
@@ -286,7 +293,15 @@ impl<'a> Builder<'a> {
         let first = self.groups;
         self.groups += nr;
         let ids: Vec<u32> = (first..first + nr)
-            .map(|g| self.channel(format!("room:lg{}-g{g}", self.p.run_id)))
+            .map(|g| {
+                let name = self
+                    .p
+                    .group_names
+                    .get(g)
+                    .cloned()
+                    .unwrap_or_else(|| format!("room:lg{}-g{g}", self.p.run_id));
+                self.channel(name)
+            })
             .collect();
         for i in 0..n {
             self.conn(vec![ids[i % nr]], true);
@@ -331,6 +346,7 @@ mod tests {
             senders: 3,
             churn_rate: 10.0,
             run_id: "t1".into(),
+            group_names: Vec::new(),
         }
     }
 

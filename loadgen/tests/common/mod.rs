@@ -67,6 +67,16 @@ pub fn run_against_fresh_gateway(mut cfg: RunConfig) -> Report {
     let dir = tempfile::tempdir().unwrap();
     let gw = start_gateway(dir.path(), "127.0.0.1:0".parse().unwrap());
     cfg.target = format!("ws://{}/ws", gw.local_addr());
+    // Scenarios with groups run on real `group:` channels, as the CLI does.
+    loadgen::groups::prepare(&mut cfg).expect("groups created");
+    assert!(
+        cfg.scenario
+            .group_names
+            .iter()
+            .all(|n| n.starts_with("group:")),
+        "{:?}",
+        cfg.scenario.group_names
+    );
     let started = Instant::now();
     let report = run(&cfg);
     eprintln!(
