@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use bench::peers::{self, ServerKind};
 use bench::report::{self, ResultFile};
 use bench::scenario::{self, Options};
 use clap::{Parser, Subcommand};
@@ -50,6 +51,10 @@ enum Cmd {
         /// Override the scenario's send (idle: hold) duration, e.g. 5s.
         #[arg(long)]
         duration: Option<String>,
+        /// The server to drive: the gateway, or an in-memory peer from
+        /// bench/peers (node: Node `ws`; bun: Bun.serve) after `bench peers setup`.
+        #[arg(long, default_value = "gateway", value_parser = ["gateway", "node", "bun"])]
+        server: String,
         /// Gateway binary [default: target/release/gateway, built if missing].
         #[arg(long)]
         gateway_bin: Option<PathBuf>,
@@ -57,13 +62,25 @@ enum Cmd {
         #[arg(long)]
         loadgen_bin: Option<PathBuf>,
     },
-    /// Ratios (b ÷ a) of the headline figures of two result files.
+    /// The peer servers of bench/peers.
+    Peers {
+        #[command(subcommand)]
+        command: PeersCmd,
+    },
+    /// Ratios (b ÷ a) of the headline figures of two result files
+    /// (`compare peer.json gateway.json`: ours ÷ peer).
     Compare {
         /// Baseline result JSON.
         a: PathBuf,
         /// Result JSON to compare with it.
         b: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum PeersCmd {
+    /// `npm install` in bench/peers (ws and bun, pinned in its package.json).
+    Setup,
 }
 
 fn main() -> ExitCode {
@@ -81,8 +98,26 @@ fn load(p: &PathBuf) -> anyhow::Result<ResultFile> {
     serde_json::from_str(&s).with_context(|| format!("parsing {}", p.display()))
 }
 
+/// What ran as the server, for the result file.
+fn server_binary(server: ServerKind, gateway: &std::path::Path) -> String {
+    match server.peer_command(&peers::peers_dir()) {
+        None => gateway.display().to_string(),
+        Some((program, args)) => std::iter::once(program)
+            .chain(args)
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
 fn real_main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
+        Cmd::Peers {
+            command: PeersCmd::Setup,
+        } => {
+            peers::setup(&peers::peers_dir())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Compare { a, b } => {
             print!("{}", report::compare(&load(&a)?, &load(&b)?));
             Ok(ExitCode::SUCCESS)
@@ -96,10 +131,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
             connections,
             rate,
             duration,
+            server,
             gateway_bin,
             loadgen_bin,
         } => {
+            let server = ServerKind::parse(&server)?;
             let opts = Options {
+                server,
                 quick,
                 shards,
                 durability,
@@ -120,12 +158,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 scenario: name.clone(),
                 timestamp,
                 quick,
+                server,
                 machine: bench::run::machine(),
-                binaries: vec![gw.display().to_string(), lg.display().to_string()],
+                binaries: vec![server_binary(server, &gw), lg.display().to_string()],
                 runs,
             };
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            let path = out.join(format!("{name}-{timestamp}.json"));
+            let path = out.join(peers::result_file_name(&name, server, timestamp));
             std::fs::write(&path, serde_json::to_string_pretty(&file)?)
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("bench: wrote {}", path.display());

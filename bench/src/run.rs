@@ -1,4 +1,5 @@
-//! The I/O side: binaries, the gateway process, sampling `/proc`, loadgen.
+//! The I/O side: binaries, the server process (gateway or peer), sampling
+//! `/proc`, loadgen.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::figures::{Figures, LoadgenSummary, Sample, ServerSamples};
+use crate::peers;
 use crate::procfs;
 use crate::report::{Machine, RunResult};
 use crate::scenario::RunSpec;
@@ -80,53 +82,63 @@ fn sample(pid: u32) -> anyhow::Result<Sample> {
     })
 }
 
-/// A running gateway; SIGTERM and reaped on drop.
-struct Gateway {
+/// A running server (gateway or peer); SIGTERM and reaped on drop.
+struct Server {
     child: Child,
     target: String,
     _dir: tempfile::TempDir,
     log: PathBuf,
+    name: &'static str,
 }
 
-impl Gateway {
-    fn start(bin: &Path, spec: &RunSpec) -> anyhow::Result<Gateway> {
+impl Server {
+    /// Starts the server of `spec.server`: the gateway at `bin` on a temp
+    /// data dir, or a peer from `bench/peers` (on any free port).
+    fn start(bin: &Path, spec: &RunSpec) -> anyhow::Result<Server> {
+        let name = spec.server.name();
         let dir = tempfile::Builder::new()
-            .prefix("bench-gateway-")
+            .prefix(&format!("bench-{name}-"))
             .tempdir()?;
-        let log = dir.path().join("gateway.log");
-        let mut cmd = Command::new(bin);
-        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--durability", &spec.durability])
-            .env_remove("GATEWAY_AUTH_SECRET")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
+        let log = dir.path().join(format!("{name}.log"));
+        let mut cmd = if let Some((program, args)) = spec.server.peer_command(&peers::peers_dir())
+        {
+            peers::check_installed(spec.server, &peers::peers_dir())?;
+            let mut c = Command::new(&program);
+            c.args(&args).current_dir(peers::peers_dir());
+            c
+        } else {
+            let mut c = Command::new(bin);
+            c.args(["--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(dir.path().join("data"))
+                .args(["--durability", &spec.durability])
+                .env_remove("GATEWAY_AUTH_SECRET")
+                .env("RUST_LOG", "warn");
+            if let Some(n) = spec.gateway_shards {
+                c.args(["--shards", &n.to_string()]);
+            }
+            c
+        };
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?);
-        if let Some(n) = spec.gateway_shards {
-            cmd.args(["--shards", &n.to_string()]);
-        }
         let mut child = cmd
             .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().context("gateway stdout")?;
+            .with_context(|| format!("starting {name} ({cmd:?})"))?;
+        let stdout = child.stdout.take().context("server stdout")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let target = line
-            .strip_prefix("gateway listening on ")
-            .and_then(|r| r.split_whitespace().next())
-            .map(str::to_string);
-        let Some(target) = target else {
+        let Some(target) = peers::parse_listening_line(&line) else {
             let _ = child.kill();
             let _ = child.wait();
             let err = std::fs::read_to_string(&log).unwrap_or_default();
-            bail!("gateway did not start (first line {line:?}); its log:\n{err}");
+            bail!("{name} did not start (first line {line:?}); its log:\n{err}");
         };
-        Ok(Gateway {
+        Ok(Server {
             child,
             target,
             _dir: dir,
             log,
+            name,
         })
     }
 
@@ -137,7 +149,8 @@ impl Gateway {
             if let Some(st) = self.child.try_wait()? {
                 if !st.success() {
                     eprintln!(
-                        "bench: gateway exited with {st}; log in {}",
+                        "bench: {} exited with {st}; log in {}",
+                        self.name,
                         self.log.display()
                     );
                 }
@@ -146,14 +159,14 @@ impl Gateway {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                bail!("gateway did not stop within 20 s of SIGTERM; killed");
+                bail!("{} did not stop within 20 s of SIGTERM; killed", self.name);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
 
-impl Drop for Gateway {
+impl Drop for Server {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
@@ -162,16 +175,17 @@ impl Drop for Gateway {
     }
 }
 
-/// Runs one gateway + loadgen run and samples the gateway around it.
+/// Runs one server + loadgen run and samples the server process around it
+/// (the gateway, or the peer of `spec.server`; `gateway_bin` is then unused).
 pub fn run_one(
     gateway_bin: &Path,
     loadgen_bin: &Path,
     spec: &RunSpec,
 ) -> anyhow::Result<RunResult> {
-    let mut gw = Gateway::start(gateway_bin, spec)?;
+    let mut gw = Server::start(gateway_bin, spec)?;
     let pid = gw.child.id();
     let clk_tck = sys::clk_tck();
-    // Let start-up settle so the baseline RSS is the idle gateway's.
+    // Let start-up settle so the baseline RSS is the idle server's.
     std::thread::sleep(Duration::from_millis(300));
     let before = sample(pid)?;
 

@@ -93,14 +93,12 @@ pub struct Options {
 /// The runs of scenario `name`, or an error naming the known scenarios.
 pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
     let q = o.quick;
-    if o.server.is_peer() {
-        if name == "shards" || o.shards.is_some() || o.durability.is_some() {
-            anyhow::bail!(
-                "--server {}: shards and durability are gateway settings (the peers are one \
-                 in-memory process)",
-                o.server
-            );
-        }
+    if o.server.is_peer() && (name == "shards" || o.shards.is_some() || o.durability.is_some()) {
+        anyhow::bail!(
+            "--server {}: shards and durability are gateway settings (the peers are one \
+             in-memory process)",
+            o.server
+        );
     }
     let durability = if o.server.is_peer() {
         "memory".to_string()

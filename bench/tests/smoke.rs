@@ -49,7 +49,7 @@ fn dm_latency_smoke_writes_a_result() {
         o.status
     );
     assert!(
-        stdout.contains("| dm-latency | dm | 1 | fsync | 10 |"),
+        stdout.contains("| dm-latency | gateway | dm | 1 | fsync | 10 |"),
         "{stdout}"
     );
 
@@ -76,6 +76,8 @@ fn dm_latency_smoke_writes_a_result() {
     assert!(run["figures"]["frames_per_segment"].as_f64().expect("fps") > 0.0);
     assert!(run["server"]["peak_rss_kib"].as_u64().expect("rss") > 0);
     assert!(v["machine"]["nproc"].as_u64().expect("nproc") >= 1);
+    assert_eq!(v["server"], "gateway");
+    assert_eq!(run["spec"]["server"], "gateway");
 
     // compare of a run with itself: every ratio is 1.
     let c = Command::new(env!("CARGO_BIN_EXE_bench"))
