@@ -37,7 +37,10 @@ impl ServerKind {
             "gateway" => Ok(ServerKind::Gateway),
             "node" => Ok(ServerKind::Node),
             "bun" => Ok(ServerKind::Bun),
-            other => bail!("unknown server {other:?}; known: {}", SERVER_NAMES.join(", ")),
+            other => bail!(
+                "unknown server {other:?}; known: {}",
+                SERVER_NAMES.join(", ")
+            ),
         }
     }
 
@@ -161,7 +164,10 @@ pub fn setup(dir: &Path) -> anyhow::Result<()> {
     for kind in [ServerKind::Node, ServerKind::Bun] {
         check_installed(kind, dir).with_context(|| format!("after npm install ({kind})"))?;
     }
-    eprintln!("bench: peers installed (ws, bun) in {}", dir.join("node_modules").display());
+    eprintln!(
+        "bench: peers installed (ws, bun) in {}",
+        dir.join("node_modules").display()
+    );
     Ok(())
 }
 

@@ -200,12 +200,18 @@ mod tests {
         let cols = |s: &str| s.lines().next().unwrap().matches('|').count();
         assert_eq!(cols(&row), cols(&markdown_header()));
         assert!(row.contains("| 1234 |") && row.contains("| yes |"));
-        assert!(row.starts_with("| dm-latency | gateway | dm | default |"), "{row}");
+        assert!(
+            row.starts_with("| dm-latency | gateway | dm | default |"),
+            "{row}"
+        );
         let mut peer = f.runs[0].clone();
         peer.spec.server = ServerKind::Node;
         peer.spec.durability = "memory".into();
         let row = markdown_row("dm-latency", &peer);
-        assert!(row.starts_with("| dm-latency | node | dm | - | memory |"), "{row}");
+        assert!(
+            row.starts_with("| dm-latency | node | dm | - | memory |"),
+            "{row}"
+        );
     }
 
     #[test]

@@ -100,8 +100,7 @@ impl Server {
             .prefix(&format!("bench-{name}-"))
             .tempdir()?;
         let log = dir.path().join(format!("{name}.log"));
-        let mut cmd = if let Some((program, args)) = spec.server.peer_command(&peers::peers_dir())
-        {
+        let mut cmd = if let Some((program, args)) = spec.server.peer_command(&peers::peers_dir()) {
             peers::check_installed(spec.server, &peers::peers_dir())?;
             let mut c = Command::new(&program);
             c.args(&args).current_dir(peers::peers_dir());

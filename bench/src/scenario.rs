@@ -231,7 +231,14 @@ mod tests {
 
     #[test]
     fn peers_get_the_same_load_and_no_gateway_settings() {
-        let gw = plan("room-fanout", &Options { quick: true, ..Options::default() }).unwrap();
+        let gw = plan(
+            "room-fanout",
+            &Options {
+                quick: true,
+                ..Options::default()
+            },
+        )
+        .unwrap();
         let o = Options {
             quick: true,
             server: ServerKind::Bun,
@@ -241,7 +248,10 @@ mod tests {
         assert_eq!(bun[0].server, ServerKind::Bun);
         assert_eq!(bun[0].durability, "memory");
         assert_eq!(gw[0].server, ServerKind::Gateway);
-        assert_eq!(bun[0].loadgen_args("ws://x/ws"), gw[0].loadgen_args("ws://x/ws"));
+        assert_eq!(
+            bun[0].loadgen_args("ws://x/ws"),
+            gw[0].loadgen_args("ws://x/ws")
+        );
         assert!(plan("shards", &o).is_err());
         let with_shards = Options {
             shards: Some(1),
@@ -252,8 +262,8 @@ mod tests {
 
     #[test]
     fn old_specs_without_server_read_as_gateway() {
-        let mut v = serde_json::to_value(&plan("dm-latency", &Options::default()).unwrap()[0])
-            .unwrap();
+        let mut v =
+            serde_json::to_value(&plan("dm-latency", &Options::default()).unwrap()[0]).unwrap();
         v.as_object_mut().unwrap().remove("server");
         let spec: RunSpec = serde_json::from_value(v).unwrap();
         assert_eq!(spec.server, ServerKind::Gateway);
