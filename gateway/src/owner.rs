@@ -255,24 +255,7 @@ impl Owner {
                 };
                 match item {
                     Gated::Send(req) => fx.send_error(&req.reply, code, msg),
-                    Gated::Subscribe(w, channel) => {
-                        let reply = Reply {
-                            to: ConnRef {
-                                shard: w.shard,
-                                conn: w.conn,
-                            },
-                            id: w.id,
-                        };
-                        fx.send(
-                            w.shard,
-                            ShardMsg::JoinFailed {
-                                channel,
-                                conn: w.conn,
-                                gen: w.gen,
-                            },
-                        );
-                        fx.reply_error(&reply, code, msg);
-                    }
+                    Gated::Subscribe(w, channel) => fail_join(fx, w, channel, code, msg),
                     Gated::Group(_, _, reply) => fx.reply_error(&reply, code, msg),
                 }
                 None
@@ -313,22 +296,7 @@ impl Owner {
                     match item {
                         Gated::Send(req) => fx.send_error(&req.reply, ErrorCode::Unavailable, &msg),
                         Gated::Subscribe(w, ch) => {
-                            fx.send(
-                                w.shard,
-                                ShardMsg::JoinFailed {
-                                    channel: ch,
-                                    conn: w.conn,
-                                    gen: w.gen,
-                                },
-                            );
-                            let reply = Reply {
-                                to: ConnRef {
-                                    shard: w.shard,
-                                    conn: w.conn,
-                                },
-                                id: w.id,
-                            };
-                            fx.reply_error(&reply, ErrorCode::Unavailable, &msg);
+                            fail_join(fx, w, ch, ErrorCode::Unavailable, &msg);
                         }
                         Gated::Group(_, _, reply) => {
                             fx.reply_error(&reply, ErrorCode::Unavailable, &msg)
@@ -578,27 +546,9 @@ impl Owner {
                 }
             }
             Err(f) => {
+                let message = format!("store unavailable: {}", f.message);
                 for w in oc.join_waiters.drain(..) {
-                    let reply = Reply {
-                        to: ConnRef {
-                            shard: w.shard,
-                            conn: w.conn,
-                        },
-                        id: w.id,
-                    };
-                    fx.send(
-                        w.shard,
-                        ShardMsg::JoinFailed {
-                            channel: channel.clone(),
-                            conn: w.conn,
-                            gen: w.gen,
-                        },
-                    );
-                    fx.reply_error(
-                        &reply,
-                        ErrorCode::Unavailable,
-                        &format!("store unavailable: {}", f.message),
-                    );
+                    fail_join(fx, w, channel.clone(), ErrorCode::Unavailable, &message);
                 }
             }
         }
@@ -866,6 +816,27 @@ fn notify_members(
             },
         );
     }
+}
+
+/// Refuses a waiting join: its shard forgets the join, its request gets the
+/// error.
+fn fail_join(fx: &mut Effects, w: JoinWaiter, channel: Arc<str>, code: ErrorCode, msg: &str) {
+    let reply = Reply {
+        to: ConnRef {
+            shard: w.shard,
+            conn: w.conn,
+        },
+        id: w.id,
+    };
+    fx.send(
+        w.shard,
+        ShardMsg::JoinFailed {
+            channel,
+            conn: w.conn,
+            gen: w.gen,
+        },
+    );
+    fx.reply_error(&reply, code, msg);
 }
 
 fn flush_join_waiters(channel: &Arc<str>, oc: &mut OwnedChannel, fx: &mut Effects) {

@@ -794,17 +794,8 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
     match (head.method.as_str(), head.path.as_str()) {
         (_, "/ws") => upgrade(shard, stream, head, rest).await,
         (_, p) if p.starts_with("/v1/") => {
-            let identity = match authenticate(&shard.cfg, &head) {
-                Ok(id) => id,
-                Err(message) => {
-                    shard
-                        .global
-                        .stats
-                        .auth_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    let r = http::json_error_response(401, "unauthorized", &message);
-                    return write_and_close(&mut stream, &r).await;
-                }
+            let Some(identity) = admit(&shard, &mut stream, &head).await else {
+                return;
             };
             crate::http_api::serve(shard, &mut stream, head, rest, identity).await;
             let _ = stream.close().await;
@@ -849,17 +840,8 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, head: RequestHead, res
         let r = http::json_error_response(400, "bad_request", "missing Sec-WebSocket-Key");
         return write_and_close(&mut stream, &r).await;
     };
-    let identity = match authenticate(&shard.cfg, &head) {
-        Ok(id) => id,
-        Err(message) => {
-            shard
-                .global
-                .stats
-                .auth_failures
-                .fetch_add(1, Ordering::Relaxed);
-            let r = http::json_error_response(401, "unauthorized", &message);
-            return write_and_close(&mut stream, &r).await;
-        }
+    let Some(identity) = admit(&shard, &mut stream, &head).await else {
+        return;
     };
     if shard.state.borrow().draining {
         let r = http::json_error_response(503, "unavailable", "server shutting down");
@@ -945,6 +927,23 @@ fn authenticate(cfg: &Config, head: &RequestHead) -> Result<Identity, String> {
                 device: device.to_string(),
                 expires_ms: None,
             })
+        }
+    }
+}
+
+/// Authenticates a request; on failure counts it, answers 401 and closes.
+async fn admit(shard: &Rc<Shard>, stream: &mut TcpStream, head: &RequestHead) -> Option<Identity> {
+    match authenticate(&shard.cfg, head) {
+        Ok(id) => Some(id),
+        Err(message) => {
+            shard
+                .global
+                .stats
+                .auth_failures
+                .fetch_add(1, Ordering::Relaxed);
+            let r = http::json_error_response(401, "unauthorized", &message);
+            write_and_close(stream, &r).await;
+            None
         }
     }
 }
