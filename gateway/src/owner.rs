@@ -360,12 +360,9 @@ impl Owner {
                     m.remove(user.as_str());
                 }
                 let user: Arc<str> = Arc::from(user.as_str());
-                let mut subs = oc.subscribers;
-                while subs != 0 {
-                    let shard = subs.trailing_zeros() as usize;
-                    subs &= subs - 1;
+                for shard in subscriber_shards(oc.subscribers) {
                     fx.send(
-                        ShardId(shard),
+                        shard,
                         ShardMsg::Kick {
                             channel: channel.clone(),
                             user: user.clone(),
@@ -463,12 +460,9 @@ impl Owner {
         let mut frame = Vec::new();
         response::typing(&mut frame, &channel, user);
         let frame: Arc<[u8]> = Arc::from(frame);
-        let mut subs = oc.subscribers;
-        while subs != 0 {
-            let shard = subs.trailing_zeros() as usize;
-            subs &= subs - 1;
+        for shard in subscriber_shards(oc.subscribers) {
             fx.send(
-                ShardId(shard),
+                shard,
                 ShardMsg::TypingNotice {
                     channel: channel.clone(),
                     except: from,
@@ -729,11 +723,8 @@ impl Owner {
         fx.stats_committed += batch.as_ref().map_or(0, |b| b.len() as u64);
         if let Some(b) = batch {
             let b = Arc::new(b);
-            let mut subs = oc.subscribers;
-            while subs != 0 {
-                let shard = subs.trailing_zeros() as usize;
-                subs &= subs - 1;
-                fx.send(ShardId(shard), ShardMsg::Batch(b.clone()));
+            for shard in subscriber_shards(oc.subscribers) {
+                fx.send(shard, ShardMsg::Batch(b.clone()));
             }
         }
         flush_join_waiters(&name, oc, fx);
@@ -816,6 +807,18 @@ fn notify_members(
             },
         );
     }
+}
+
+/// The shards whose bits are set in a subscriber mask.
+fn subscriber_shards(mut mask: u64) -> impl Iterator<Item = ShardId> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let shard = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        Some(ShardId(shard))
+    })
 }
 
 /// Refuses a waiting join: its shard forgets the join, its request gets the

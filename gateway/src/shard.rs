@@ -234,6 +234,26 @@ impl Effects {
         self.out.push((to, msg));
     }
 
+    /// One shared frame for every connection of each of `users` (through
+    /// each user's owner shard).
+    pub(crate) fn send_to_users(
+        &mut self,
+        users: Vec<String>,
+        frame: &Arc<[u8]>,
+        nr_shards: usize,
+    ) {
+        for user in users {
+            let user: Arc<str> = Arc::from(user.as_str());
+            self.send(
+                owner_of(&user, nr_shards),
+                ShardMsg::ToUser {
+                    user,
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
     /// An error answering a request that is not a send (a join).
     pub(crate) fn reply_error(&mut self, reply: &Reply, code: ErrorCode, message: &str) {
         self.error_to(reply, code, message, false);
@@ -1297,16 +1317,7 @@ impl ShardState {
             let mut frame = Vec::new();
             response::presence_update(&mut frame, &channel, user, online);
             let frame: Arc<[u8]> = Arc::from(frame);
-            for other in others {
-                let other: Arc<str> = Arc::from(other.as_str());
-                self.fx.send(
-                    owner_of(&other, self.nr_shards),
-                    ShardMsg::ToUser {
-                        user: other,
-                        frame: frame.clone(),
-                    },
-                );
-            }
+            self.fx.send_to_users(others, &frame, self.nr_shards);
         }
     }
 
@@ -1384,16 +1395,7 @@ impl ShardState {
                     let mut frame = Vec::new();
                     response::read(&mut frame, channel, user, seq);
                     let frame: Arc<[u8]> = Arc::from(frame);
-                    for other in others {
-                        let other: Arc<str> = Arc::from(other.as_str());
-                        self.fx.send(
-                            owner_of(&other, self.nr_shards),
-                            ShardMsg::ToUser {
-                                user: other,
-                                frame: frame.clone(),
-                            },
-                        );
-                    }
+                    self.fx.send_to_users(others, &frame, self.nr_shards);
                 }
             }
             Err(f) => {
