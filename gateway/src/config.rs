@@ -50,6 +50,18 @@ impl From<DurabilitySetting> for Durability {
     }
 }
 
+/// Which storage backend holds history, membership and cursors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded engine in `data_dir` (the default; no setup).
+    #[default]
+    Embedded,
+    /// FoundationDB (`fdb_cluster_file`); needs a gateway built with the
+    /// cargo feature `fdb` and a libfdb_c. See docs/storage.md.
+    Fdb,
+}
+
 /// The whole gateway configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -57,8 +69,19 @@ pub struct Config {
     /// Address every shard listens on (`SO_REUSEPORT`). Default
     /// `127.0.0.1:8080`; port 0 picks a free port (shared by all shards).
     pub listen: SocketAddr,
-    /// Data directory of the embedded store. Default `./data`.
+    /// Data directory of the embedded store (and of files the gateway
+    /// writes whatever the store, e.g. the push dead-letter file). Default
+    /// `./data`.
     pub data_dir: PathBuf,
+    /// Storage backend: `embedded` (default) or `fdb`.
+    pub store: StoreKind,
+    /// FoundationDB cluster file for `store = "fdb"`. Default: FDB's own
+    /// default (`FDB_CLUSTER_FILE`, else `/etc/foundationdb/fdb.cluster`).
+    pub fdb_cluster_file: Option<PathBuf>,
+    /// FoundationDB namespace: keys live under the tuple `("chatgw",
+    /// fdb_namespace)`, so deployments can share a cluster. Every gateway
+    /// node of one deployment uses the same. Default `default`.
+    pub fdb_namespace: String,
     /// Number of shards (executors, one per core). Default: one per online core.
     pub shards: Option<usize>,
     /// HMAC secret for tokens. With none, the gateway runs in dev auth
@@ -163,6 +186,9 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
+            store: StoreKind::Embedded,
+            fdb_cluster_file: None,
+            fdb_namespace: "default".into(),
             shards: None,
             auth_secret: None,
             durability: DurabilitySetting::Fsync,
@@ -240,6 +266,9 @@ impl Config {
         }
         if self.max_text_chars == 0 {
             return Err(invalid("max_text_chars", "must be positive"));
+        }
+        if self.fdb_namespace.is_empty() || self.fdb_namespace.len() > 255 {
+            return Err(invalid("fdb_namespace", "must be 1-255 bytes"));
         }
         if self.outbox_budget_bytes < 4096 {
             return Err(invalid("outbox_budget_bytes", "must be at least 4 KiB"));

@@ -102,9 +102,18 @@ struct ServeArgs {
     /// Maximum concurrent connections [default: open-file limit minus a reserve].
     #[arg(long)]
     max_connections: Option<usize>,
-    /// Durability of acks: fsync (default) or buffered.
+    /// Durability of acks: fsync (default) or buffered (embedded store).
     #[arg(long)]
     durability: Option<String>,
+    /// Storage backend: embedded (default) or fdb (a build with `--features fdb`).
+    #[arg(long)]
+    store: Option<String>,
+    /// FoundationDB cluster file (with `--store fdb`).
+    #[arg(long)]
+    fdb_cluster_file: Option<PathBuf>,
+    /// FoundationDB key namespace (with `--store fdb`) [default: default].
+    #[arg(long)]
+    fdb_namespace: Option<String>,
     /// Start even when the host cannot hold the configured maximum of
     /// connections (the shortfall is logged as a warning).
     #[arg(long)]
@@ -137,6 +146,19 @@ fn load_config(a: &ServeArgs) -> anyhow::Result<Config> {
             "buffered" => gateway::config::DurabilitySetting::Buffered,
             other => anyhow::bail!("--durability must be fsync or buffered, not {other}"),
         };
+    }
+    if let Some(v) = &a.store {
+        cfg.store = match v.as_str() {
+            "embedded" => gateway::config::StoreKind::Embedded,
+            "fdb" => gateway::config::StoreKind::Fdb,
+            other => anyhow::bail!("--store must be embedded or fdb, not {other}"),
+        };
+    }
+    if let Some(v) = &a.fdb_cluster_file {
+        cfg.fdb_cluster_file = Some(v.clone());
+    }
+    if let Some(v) = &a.fdb_namespace {
+        cfg.fdb_namespace = v.clone();
     }
     cfg.validate()?;
     Ok(cfg)
@@ -188,16 +210,28 @@ fn main() -> anyhow::Result<()> {
     }
     preflight(&cfg, args.skip_preflight)?;
     let shards = cfg.nr_shards();
-    let data_dir = cfg.data_dir.clone();
+    let store = match cfg.store {
+        gateway::config::StoreKind::Embedded => format!("data in {}", cfg.data_dir.display()),
+        gateway::config::StoreKind::Fdb => format!(
+            "FoundationDB namespace {:?}, cluster file {}",
+            cfg.fdb_namespace,
+            cfg.fdb_cluster_file
+                .as_ref()
+                .map_or_else(|| "(default)".to_string(), |p| p.display().to_string())
+        ),
+    };
     let gw = Gateway::start(cfg)?;
     println!(
-        "gateway listening on ws://{}/ws ({} shards, data in {})",
+        "gateway listening on ws://{}/ws ({} shards, {})",
         gw.local_addr(),
         shards,
-        data_dir.display()
+        store
     );
     let sig = gateway::wait_for_termination();
     tracing::info!(signal = sig, "shutting down");
     gw.shutdown();
+    // FDB's client must be stopped before the process exits.
+    #[cfg(feature = "fdb")]
+    storage::fdb::stop_network();
     Ok(())
 }

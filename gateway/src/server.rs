@@ -10,7 +10,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use storage::{EmbeddedConfig, EmbeddedStore, Store, StoreError};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StoreKind};
 use crate::runtime::{run_shard, Global, ShardParams};
 use crate::shard::{Stats, StatsSnapshot};
 use crate::store_io::Committer;
@@ -39,19 +39,43 @@ pub struct Gateway {
     committer: Option<Committer>,
 }
 
+/// Opens the FoundationDB store (booting FDB's network thread, once per
+/// process; every shard shares it through the committer and I/O threads).
+#[cfg(feature = "fdb")]
+fn open_fdb(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let store = storage::FdbStore::open(storage::FdbConfig {
+        cluster_file: config.fdb_cluster_file.clone(),
+        namespace: config.fdb_namespace.clone(),
+        ..storage::FdbConfig::default()
+    })?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "fdb"))]
+fn open_fdb(_config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Err(StartError::Config(ConfigError::Invalid {
+        field: "store",
+        reason: "`fdb` needs a gateway built with `--features fdb` (see docs/storage.md)".into(),
+    }))
+}
+
 /// Registered I/O memory per executor. The gateway does no direct file I/O
 /// through glommio, so the minimum keeps memlock use small.
 const IO_MEMORY: usize = 64 * 1024;
 
 impl Gateway {
-    /// Opens the embedded store in `config.data_dir` and starts.
+    /// Opens the configured store (the embedded one in `config.data_dir`
+    /// by default) and starts.
     pub fn start(config: Config) -> Result<Gateway, StartError> {
         config.validate()?;
-        let store = EmbeddedStore::open(&EmbeddedConfig {
-            durability: config.durability.into(),
-            ..EmbeddedConfig::new(config.data_dir.clone())
-        })?;
-        Gateway::start_with_store(config, Arc::new(store))
+        let store: Arc<dyn Store> = match config.store {
+            StoreKind::Embedded => Arc::new(EmbeddedStore::open(&EmbeddedConfig {
+                durability: config.durability.into(),
+                ..EmbeddedConfig::new(config.data_dir.clone())
+            })?),
+            StoreKind::Fdb => open_fdb(&config)?,
+        };
+        Gateway::start_with_store(config, store)
     }
 
     /// Starts on the given store (tests use a fault-injecting one).

@@ -903,7 +903,7 @@ fn strip_version<'a>(what: &str, v: &'a [u8]) -> Result<&'a [u8], StoreError> {
     }
 }
 
-fn encode_message(m: &StoredMessage) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode_message(m: &StoredMessage) -> Result<Vec<u8>, StoreError> {
     let archive = rkyv::to_bytes::<rkyv::rancor::Error>(m)
         .map_err(|e| StoreError::Invalid(format!("message cannot be archived: {e}")))?;
     let mut v = Vec::with_capacity(1 + archive.len());
@@ -912,7 +912,7 @@ fn encode_message(m: &StoredMessage) -> Result<Vec<u8>, StoreError> {
     Ok(v)
 }
 
-fn decode_message(v: &[u8]) -> Result<StoredMessage, StoreError> {
+pub(crate) fn decode_message(v: &[u8]) -> Result<StoredMessage, StoreError> {
     let body = strip_version("message", v)?;
     // rkyv needs the archive aligned; bytes from disk are not.
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());

@@ -43,6 +43,17 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// An error of a backend's own (for example a FoundationDB error code)
+    /// that is not one of the above. Whether a retry may help is data.
+    #[error("{message}")]
+    Backend {
+        /// The backend's error code (FoundationDB: its numeric error code).
+        code: i32,
+        /// What failed, with the backend's description.
+        message: String,
+        /// Whether retrying the same call later may succeed.
+        retryable: bool,
+    },
     /// An I/O error outside a write (opening, reading).
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -52,6 +63,13 @@ impl StoreError {
     /// Whether retrying the same call later may succeed.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_)
+                | StoreError::Backend {
+                    retryable: true,
+                    ..
+                }
+        )
     }
 }

@@ -56,10 +56,15 @@
 //!   [fjall](https://docs.rs/fjall), an LSM-tree engine with atomic
 //!   cross-keyspace write batches and an explicit persist mode per batch.
 //!   One append is one fjall batch and (by default) one `fdatasync`.
-//! - FoundationDB (later, behind the cargo feature `fdb`): tuple-encoded
-//!   keys, the append as one transaction that reads the head, writes messages
-//!   and dedup keys and sets the new head. It lets many gateway nodes share
-//!   one history.
+//! - `FdbStore` (`fdb/`, cargo feature `fdb`): FoundationDB through the
+//!   `foundationdb` crate (API 7.3). Tuple-encoded keys under `("chatgw",
+//!   namespace)`; an append is one transaction that reads each channel's head
+//!   (so two writers of a channel conflict and one retries), looks up dedup
+//!   keys, writes messages (chunked under FDB's 100 KB value limit), dedup
+//!   keys, cursors and the new head. It lets many gateway nodes share one
+//!   history. Tested in CI through the libfdb_c test double (`fdb-double/`,
+//!   `scripts/test-fdb`); see `docs/storage.md` for what has and has not run
+//!   against a real cluster.
 //! - [`MemStore`] (`memory.rs`): a `BTreeMap` under a mutex. For unit tests
 //!   of code above the store; it keeps nothing across a restart.
 //!
@@ -122,6 +127,7 @@
 //! | `store.rs` | the [`Store`] trait and its contract |
 //! | `error.rs` | [`StoreError`], retryable or not as data |
 //! | `embedded.rs` | [`EmbeddedStore`] on fjall, its key layout and codecs |
+//! | `fdb/` | `FdbStore` (feature `fdb`): `mod.rs` the backend, `layout.rs` every subspace, `sys.rs` FDB's network thread |
 //! | `memory.rs` | [`MemStore`] |
 //! | `fault.rs` | [`FaultyStore`] and [`Faults`] |
 //! | `conformance.rs` | the suite and [`conformance_tests!`] |
@@ -130,6 +136,8 @@ pub mod conformance;
 pub mod embedded;
 pub mod error;
 pub mod fault;
+#[cfg(feature = "fdb")]
+pub mod fdb;
 pub mod memory;
 pub mod store;
 pub mod types;
@@ -137,6 +145,8 @@ pub mod types;
 pub use embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 pub use error::StoreError;
 pub use fault::{Faults, FaultyStore};
+#[cfg(feature = "fdb")]
+pub use fdb::{FdbConfig, FdbStore};
 pub use memory::MemStore;
 pub use store::Store;
 pub use types::{
