@@ -1,4 +1,4 @@
-//! # tuning — can this host hold N connections, and what must change?
+//! # tuning — can this host hold N connections, what must change, which settings fit?
 //!
 //! The gateway is deployed to hold very many mostly idle WebSocket
 //! connections. Whether a host can is decided long before the gateway's own
@@ -78,11 +78,24 @@
 //! spreads shards over every online core with glommio's `MaxSpread`);
 //! following it means filtering `CpuSet::online()` to the planned cores.
 //!
-//! ## Not here
+//! ## Sweep
 //!
-//! `tuning sweep` (a bench scenario run over a grid of gateway tunables) is
-//! not built: it needs the bench crate's scenarios and measured results, and
-//! a sweep that only pretended would be worse than none.
+//! The checks say whether a host *can* hold a target; [`sweep`] says which
+//! gateway settings serve a workload best on it. `tuning sweep <scenario>`
+//! runs one `bench run <scenario>` per point of a grid of tunables (shards,
+//! store commit limits, outbox budget, buffer sizes), one tunable at a time
+//! around the defaults unless `--full` asks for every combination, and
+//! reads each result file. It recommends the point with no violation and a
+//! delivery p99 within a budget that has the most deliveries per gateway
+//! CPU-second (then the most deliveries per second; a ladder of rates
+//! counts as its highest step sustained), keeps the defaults when nothing
+//! beats them by more than run-to-run noise (`--repeat N` keeps the median
+//! of N runs per point and shows the spread), prints the choice
+//! as TOML lines for the gateway's config file, and says so plainly when no
+//! point qualifies. It runs bench as a program and reads its JSON rather
+//! than linking it — the gateway depends on this crate, bench on the
+//! gateway — and, like the checks, decides everything in sans-IO modules
+//! tested on synthetic results; only `sweep/run.rs` spawns processes.
 //!
 //! ## Layout
 //!
@@ -94,7 +107,9 @@
 //! - [`plan`](mod@plan) and [`apply`](mod@apply): the changes, and writing them.
 //! - [`read`]: fills [`HostReadings`] from the live host.
 //! - [`preflight`](mod@preflight): the gateway's start check.
-//! - `src/main.rs`: the `tuning` command (`check`, `plan`, `apply`).
+//! - [`sweep`]: `tuning sweep` — the grid, bench result files, the
+//!   ranking, the table and plot spec (no I/O), and the driver (`sweep::run`).
+//! - `src/main.rs`: the `tuning` command (`check`, `plan`, `apply`, `sweep`).
 
 pub mod apply;
 pub mod check;
@@ -105,6 +120,7 @@ pub mod preflight;
 pub mod read;
 pub mod readings;
 pub mod report;
+pub mod sweep;
 mod sys;
 mod units;
 

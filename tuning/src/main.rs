@@ -8,13 +8,21 @@
 //! - `tuning apply --connections N [--yes]`: a dry run unless `--yes`; with
 //!   it, writes the planned sysctls through `/proc/sys`, then checks again.
 //!   Exit status 1 when a write failed.
+//! - `tuning sweep <scenario> [--grid KEY=V1,V2,...]... [--full] [--quick]
+//!   [--repeat N] [--dry-run]`: runs `bench run <scenario>` per grid point, prints a
+//!   table, writes `sweep-<scenario>-<timestamp>.{json,md,svg}` and
+//!   recommends settings as TOML lines. Exit status 1 when no point
+//!   qualifies.
 //!
-//! Exit status 2: bad arguments (clap) or output that could not be encoded.
+//! Exit status 2: bad arguments (clap, a grid), output that could not be
+//! encoded or written, or a missing bench binary.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use tuning::costs::{DEFAULT_RESERVED_FDS, GATEWAY_BYTES_PER_IDLE_CONNECTION};
+use tuning::sweep::{self, BenchOptions, Criteria, Grid, Sweep};
 use tuning::{apply, plan, read_host, HostPaths, HostReadings, Mode, Report, Requirements};
 
 #[global_allocator]
@@ -55,6 +63,70 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Run a bench scenario over a grid of gateway tunables; print a table,
+    /// write it with a plot, and recommend settings.
+    Sweep(SweepArgs),
+}
+
+/// `tuning sweep`. Default grid (one tunable at a time around the
+/// defaults): shards 1 and half the cores; commit_max_messages 64, 1024,
+/// 16384; commit_max_bytes 256 KiB; outbox_budget_bytes 64 KiB, 1 MiB;
+/// socket_send_buffer_bytes 64 KiB, 256 KiB; read_chunk_bytes 16 KiB.
+#[derive(Args, Debug)]
+struct SweepArgs {
+    /// Bench scenario: dm-latency, room-fanout (a ladder of rates unless
+    /// --rate), groups-durable, idle, connect-storm, resume-storm,
+    /// slow-consumers.
+    scenario: String,
+    /// A gateway config field and its values, e.g.
+    /// `commit_max_messages=64,1024` or `outbox_budget_bytes=64KiB,default`
+    /// (`default`: the gateway's own). Repeat per field; replaces the
+    /// default grid. `shards` and `durability` go to bench's flags, the
+    /// rest to `--set`.
+    #[arg(long = "grid", value_name = "KEY=V1,V2,...")]
+    grid: Vec<String>,
+    /// Run every combination of the grid, not one tunable at a time.
+    #[arg(long)]
+    full: bool,
+    /// CI-sized bench runs (seconds each).
+    #[arg(long)]
+    quick: bool,
+    /// Directory for the sweep's files and its bench results.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// The bench binary [default: beside this one, else target/release/bench].
+    #[arg(long)]
+    bench_bin: Option<PathBuf>,
+    /// Runs per point; the median run (by deliveries per CPU-second) is
+    /// kept and the spread shown.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+    repeat: u16,
+    /// Print the bench commands; run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Largest delivery p99 a recommended point may have, in milliseconds.
+    #[arg(long, default_value_t = 50.0)]
+    p99_budget_ms: f64,
+    /// Smallest gain over the defaults, in percent, worth changing a setting
+    /// for (one run per point is noisy).
+    #[arg(long, default_value_t = 5.0)]
+    min_gain_percent: f64,
+    /// Gateway durability for every point (or sweep it: --grid durability=fsync,buffered).
+    #[arg(long, value_parser = ["fsync", "buffered"])]
+    durability: Option<String>,
+    /// Override the scenario's connection count.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Override the scenario's total send rate, messages/s.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Override the scenario's send duration, e.g. 5s.
+    #[arg(long)]
+    duration: Option<String>,
+    /// room-fanout: the ladder of publish rates, messages/s (`25,100,400`);
+    /// each point is summarised by the highest step it sustained.
+    #[arg(long)]
+    steps: Option<String>,
 }
 
 /// What the host should hold.
@@ -90,6 +162,9 @@ impl Target {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Sweep(args) = cli.command {
+        return run_sweep(args);
+    }
     let readings = read_host();
     match cli.command {
         Command::Check { target, json } => {
@@ -121,6 +196,85 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Apply { target, yes } => run_apply(&readings, &target, yes),
+        Command::Sweep(_) => ExitCode::from(2), // handled above
+    }
+}
+
+fn run_sweep(a: SweepArgs) -> ExitCode {
+    let budget_ok = a.p99_budget_ms.is_finite() && a.p99_budget_ms > 0.0;
+    let gain_ok = a.min_gain_percent.is_finite() && a.min_gain_percent >= 0.0;
+    if !budget_ok || !gain_ok {
+        eprintln!(
+            "tuning sweep: --p99-budget-ms must be positive, --min-gain-percent not negative"
+        );
+        return ExitCode::from(2);
+    }
+    let grid = if a.grid.is_empty() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let grid = sweep::default_grid(cores);
+        if a.full {
+            grid.with_defaults_included()
+        } else {
+            grid
+        }
+    } else {
+        match Grid::parse(&a.grid) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("tuning sweep: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let sweep = Sweep {
+        scenario: a.scenario,
+        grid,
+        mode: if a.full {
+            sweep::Mode::Full
+        } else {
+            sweep::Mode::OneAtATime
+        },
+        options: BenchOptions {
+            quick: a.quick,
+            durability: a.durability,
+            connections: a.connections,
+            rate: a.rate,
+            duration: a.duration,
+            steps: a.steps,
+        },
+        criteria: Criteria {
+            p99_budget_us: (a.p99_budget_ms * 1000.0).round() as u64,
+            min_gain: a.min_gain_percent / 100.0,
+        },
+        repeat: usize::from(a.repeat),
+        out: a.out,
+        bench_bin: a.bench_bin.unwrap_or_else(sweep::default_bench_bin),
+    };
+    if a.dry_run {
+        return match sweep.dry_run(sweep::run::unix_now()) {
+            Ok(lines) => {
+                println!(
+                    "tuning sweep (dry run: nothing runs): {} bench runs",
+                    lines.len()
+                );
+                for line in lines {
+                    println!("  {line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tuning sweep: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match sweep.run() {
+        Ok(file) if sweep::run::recommended(&file) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("tuning sweep: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
