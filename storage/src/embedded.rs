@@ -470,26 +470,20 @@ impl Store for EmbeddedStore {
             for m in &ca.messages {
                 let dkey = dedup_key(&ca.channel, m)?;
                 if let Some(&(seq, orig)) = in_call.get(&dkey) {
-                    outcomes.push(if crate::same_content(orig, m) {
-                        AppendOutcome::Duplicate {
-                            seq: Seq(seq),
-                            ts: orig.ts,
-                        }
-                    } else {
-                        AppendOutcome::Conflict { seq: Seq(seq) }
-                    });
+                    outcomes.push(crate::repeat_outcome(
+                        seq,
+                        orig.ts,
+                        crate::same_content(orig, m),
+                    ));
                     continue;
                 }
                 if let Some(v) = self.dedup.get(&dkey).map_err(engine_error)? {
                     let d = decode_dedup(&v)?;
-                    outcomes.push(if d.hash == content_hash(m) {
-                        AppendOutcome::Duplicate {
-                            seq: Seq(d.seq),
-                            ts: d.ts,
-                        }
-                    } else {
-                        AppendOutcome::Conflict { seq: Seq(d.seq) }
-                    });
+                    outcomes.push(crate::repeat_outcome(
+                        d.seq,
+                        d.ts,
+                        d.hash == content_hash(m),
+                    ));
                     continue;
                 }
 

@@ -161,6 +161,17 @@ pub(crate) fn same_content(a: &NewMessage, b: &NewMessage) -> bool {
     a.kind == b.kind && a.text == b.text && a.target == b.target && a.media == b.media
 }
 
+/// The outcome of a message whose dedup key is already stored at `seq`
+/// (timestamp `ts`): `Duplicate` when its content is the same, else
+/// `Conflict`.
+pub(crate) fn repeat_outcome(seq: u64, ts: u64, same_content: bool) -> AppendOutcome {
+    if same_content {
+        AppendOutcome::Duplicate { seq: Seq(seq), ts }
+    } else {
+        AppendOutcome::Conflict { seq: Seq(seq) }
+    }
+}
+
 /// The number of messages a read may return: `limit.messages`, at least 1.
 pub(crate) fn max_messages(limit: ReadLimit) -> usize {
     limit.messages.max(1)

@@ -122,14 +122,11 @@ impl Store for MemStore {
             for m in &ca.messages {
                 let key = (m.from.clone(), m.device.clone(), m.client_msg_id.clone());
                 if let Some((seq, orig)) = ch.dedup.get(&key) {
-                    outcomes.push(if crate::same_content(orig, m) {
-                        AppendOutcome::Duplicate {
-                            seq: Seq(*seq),
-                            ts: orig.ts,
-                        }
-                    } else {
-                        AppendOutcome::Conflict { seq: Seq(*seq) }
-                    });
+                    outcomes.push(crate::repeat_outcome(
+                        *seq,
+                        orig.ts,
+                        crate::same_content(orig, m),
+                    ));
                     continue;
                 }
                 let seq = ch.head() + 1;

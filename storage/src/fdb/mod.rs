@@ -476,14 +476,11 @@ impl FdbStore {
                     .copied();
                 if let Some((seq, orig)) = known {
                     let orig = &ca.messages[orig];
-                    outcomes.push(if crate::same_content(orig, m) {
-                        AppendOutcome::Duplicate {
-                            seq: Seq(seq),
-                            ts: orig.ts,
-                        }
-                    } else {
-                        AppendOutcome::Conflict { seq: Seq(seq) }
-                    });
+                    outcomes.push(crate::repeat_outcome(
+                        seq,
+                        orig.ts,
+                        crate::same_content(orig, m),
+                    ));
                     continue;
                 }
                 if let Some(v) = trx.get(&dkey, false).await? {
@@ -497,13 +494,12 @@ impl FdbStore {
                             seq: Seq(d.seq),
                             ts: d.ts,
                         });
-                    } else if d.hash == content_hash(m) {
-                        outcomes.push(AppendOutcome::Duplicate {
-                            seq: Seq(d.seq),
-                            ts: d.ts,
-                        });
                     } else {
-                        outcomes.push(AppendOutcome::Conflict { seq: Seq(d.seq) });
+                        outcomes.push(crate::repeat_outcome(
+                            d.seq,
+                            d.ts,
+                            d.hash == content_hash(m),
+                        ));
                     }
                     continue;
                 }
