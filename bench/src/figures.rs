@@ -49,6 +49,21 @@ pub struct LoadgenSummary {
     pub latency_us: [u64; 4],
     /// Ack latency p50 / p99 / p99.9 / max, µs.
     pub ack_latency_us: [u64; 4],
+    /// Connect + upgrade p50 / p99 / p99.9 / max, µs (0 from an older
+    /// loadgen).
+    pub handshake_us: [u64; 4],
+    /// Resumers: reconnect → `joined`, p50 / p99 / p99.9 / max, µs.
+    pub rejoin_us: [u64; 4],
+    /// Resumers: reconnect → last missed message, p50 / p99 / p99.9 / max, µs.
+    pub catch_up_us: [u64; 4],
+    /// Resumers that rejoined with `since`.
+    pub resumes: u64,
+    /// Messages their rejoins replayed.
+    pub resume_replayed: u64,
+    /// Resumers that received every message they missed.
+    pub resumes_caught_up: u64,
+    /// Connections reading at a limited rate.
+    pub slow_connections: u64,
     /// loadgen's own verdict.
     pub ok: bool,
 }
@@ -67,6 +82,14 @@ impl LoadgenSummary {
                 .ok_or_else(|| anyhow::anyhow!("loadgen JSON: no `{k}`"))?;
             let g = |f: &str| p.get(f).and_then(serde_json::Value::as_u64).unwrap_or(0);
             Ok([g("p50"), g("p99"), g("p999"), g("max")])
+        };
+        // Keys newer loadgens add: zero when absent.
+        let opt_pct = |k: &str| pct(k).unwrap_or_default();
+        let counter = |k: &str| {
+            v.get("counters")
+                .and_then(|c| c.get(k))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
         };
         let violations = v
             .get("violations")
@@ -89,6 +112,13 @@ impl LoadgenSummary {
             violations,
             latency_us: pct("latency_us")?,
             ack_latency_us: pct("ack_latency_us")?,
+            handshake_us: opt_pct("handshake_latency_us"),
+            rejoin_us: opt_pct("rejoin_latency_us"),
+            catch_up_us: opt_pct("catch_up_latency_us"),
+            resumes: counter("resumes"),
+            resume_replayed: counter("resume_replayed"),
+            resumes_caught_up: counter("resumes_caught_up"),
+            slow_connections: counter("slow_connections"),
             ok: v
                 .get("ok")
                 .and_then(serde_json::Value::as_bool)
@@ -122,6 +152,30 @@ pub struct Figures {
     pub ack_latency_us: [u64; 4],
     /// (peak RSS − RSS before) ÷ connections, bytes.
     pub mem_per_conn_bytes: f64,
+    /// Peak RSS − RSS before, KiB.
+    #[serde(default)]
+    pub rss_growth_kib: u64,
+    /// Connect + upgrade p50 / p99 / p99.9 / max, µs.
+    #[serde(default)]
+    pub handshake_us: [u64; 4],
+    /// Resumers: reconnect → `joined`, p50 / p99 / p99.9 / max, µs.
+    #[serde(default)]
+    pub rejoin_us: [u64; 4],
+    /// Resumers: reconnect → last missed message, p50 / p99 / p99.9 / max, µs.
+    #[serde(default)]
+    pub catch_up_us: [u64; 4],
+    /// Resumers that rejoined with `since`.
+    #[serde(default)]
+    pub resumes: u64,
+    /// Messages their rejoins replayed.
+    #[serde(default)]
+    pub resume_replayed: u64,
+    /// Resumers that received every message they missed.
+    #[serde(default)]
+    pub resumes_caught_up: u64,
+    /// Connections reading at a limited rate (slow consumers).
+    #[serde(default)]
+    pub slow_connections: u64,
     /// Sum of loadgen's violation counters.
     pub violations: u64,
     /// loadgen's verdict (no violation, nothing unverified).
@@ -154,6 +208,14 @@ impl Figures {
             latency_us: lg.latency_us,
             ack_latency_us: lg.ack_latency_us,
             mem_per_conn_bytes: ratio(rss_growth_kib as f64 * 1024.0, lg.connections as f64),
+            rss_growth_kib,
+            handshake_us: lg.handshake_us,
+            rejoin_us: lg.rejoin_us,
+            catch_up_us: lg.catch_up_us,
+            resumes: lg.resumes,
+            resume_replayed: lg.resume_replayed,
+            resumes_caught_up: lg.resumes_caught_up,
+            slow_connections: lg.slow_connections,
             violations: lg.violations,
             ok: lg.ok,
         }
@@ -185,7 +247,19 @@ mod tests {
         assert_eq!(s.latency_us, [100, 300, 400, 500]);
         assert_eq!(s.ack_latency_us, [90, 290, 390, 490]);
         assert!(!s.ok);
+        assert_eq!(s.handshake_us, [0; 4], "absent in older reports");
         assert!(LoadgenSummary::from_json(&serde_json::json!({})).is_err());
+        let mut v = loadgen_json();
+        v["handshake_latency_us"] =
+            serde_json::json!({"p50": 700, "p99": 9000, "p999": 9900, "max": 10000});
+        v["counters"] =
+            serde_json::json!({"resumes": 4, "resume_replayed": 40, "slow_connections": 2});
+        let s = LoadgenSummary::from_json(&v).unwrap();
+        assert_eq!(s.handshake_us, [700, 9000, 9900, 10000]);
+        assert_eq!(
+            (s.resumes, s.resume_replayed, s.slow_connections),
+            (4, 40, 2)
+        );
     }
 
     #[test]
@@ -211,6 +285,7 @@ mod tests {
         assert!((f.deliveries_per_cpu_s - 2000.0).abs() < 1e-9);
         assert!((f.frames_per_segment - 2.0).abs() < 1e-9);
         assert!((f.mem_per_conn_bytes - 800.0 * 1024.0 / 100.0).abs() < 1e-9);
+        assert_eq!(f.rss_growth_kib, 800);
         assert_eq!(f.violations, 3);
     }
 

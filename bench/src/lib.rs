@@ -10,26 +10,53 @@
 //!
 //! | module | what | I/O |
 //! |---|---|---|
-//! | [`procfs`] | parsers for the `/proc` files sampled | none |
+//! | [`procfs`] | parsers for the `/proc` files sampled and the gateway's `/metrics` | none |
 //! | [`figures`] | samples → deliveries/CPU-s, frames/segment, memory/connection | none |
 //! | [`peers`] | `--server gateway\|node\|bun`, peer commands, `bench peers setup` | `npm install` |
-//! | [`scenario`] | named scenarios → gateway settings and loadgen arguments | none |
-//! | [`report`] | result files, Markdown rows, `compare` | none |
-//! | [`run`] | binaries, gateway process, sampling, loadgen | processes, files |
-//! | [`sys`] | `sysconf(_SC_CLK_TCK)` and SIGTERM (the only `unsafe`) | syscalls |
+//! | [`scenario`] | named scenarios → gateway settings and loadgen arguments; the rate ladder | none |
+//! | [`settings`] | `--set KEY=VALUE` → the gateway's `--config` TOML | none |
+//! | [`report`] | result files, Markdown rows and notes, `compare` | none |
+//! | [`curves`] | when a ladder stops; charts of one result's steps or of several systems | none |
+//! | [`plot`] | chart spec → SVG line chart (`bench plot`) | none |
+//! | [`run`] | binaries, server process, pinning, sampling, loadgen | processes, files |
+//! | [`micro`] | `bench micro`: hot-path micro-benchmarks (median ns/op) | a temporary store |
+//! | [`sys`] | `sysconf(_SC_CLK_TCK)`, SIGTERM, CPU affinity (the only `unsafe`) | syscalls |
 //!
 //! `bench run <scenario> --server node|bun` drives one of the in-memory peer
 //! servers of `bench/peers/` (installed by `bench peers setup`) with the same
 //! loadgen parameters and the same sampling, for ours ÷ peer ratios with
 //! `bench compare`.
 //!
-//! Not built yet (issue 4): plots, connect-storm,
-//! resume-storm, slow-consumers, stepped rates, CPU pinning, micro-benchmarks.
+//! ## Options that shape a run
+//!
+//! - `--set KEY=VALUE` (repeatable, gateway only): config overrides written
+//!   to a TOML file in the run's temporary directory and passed as
+//!   `--config`; recorded as `settings` in the result file and each run's
+//!   spec, and in the Markdown row (`tuning sweep` relies on both names).
+//! - `--pin`: server on CPU 0, loadgen on CPU 1 (`taskset -c`, or
+//!   `sched_setaffinity` without it); the result records the method and the
+//!   CPUs the server's threads were allowed on.
+//! - `room-fanout` is **stepped**: it runs its ladder of publish rates (or
+//!   `--steps R1,R2,…`), one fresh server per step, stops after the first
+//!   step whose delivery p99 passes 50 ms, writes one result file with every
+//!   step and two SVGs next to it (`…-latency.svg`: p50/p99/p99.9 vs offered
+//!   rate; `…-deliveries.svg`). `--rate R` alone runs one step.
+//!   `bench plot-results a.json b.json … --out DIR` draws several systems'
+//!   curves on one chart each (p99, deliveries/s, memory per connection).
+//! - `bench plot SPEC.json --out FILE.svg` renders any chart spec (the
+//!   format is in [`plot`]).
+//!
+//! Not built yet (issue 4): a CI smoke job of its own (the `cargo test`
+//! smoke scenario runs in CI), repeated runs and variance.
 
+pub mod curves;
 pub mod figures;
+pub mod micro;
 pub mod peers;
+pub mod plot;
 pub mod procfs;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod settings;
 pub mod sys;

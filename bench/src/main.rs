@@ -1,14 +1,16 @@
-//! `bench run <scenario> [...]` and `bench compare a.json b.json`; see the
-//! library docs (`bench/src/lib.rs`).
+//! `bench run <scenario> [...]`, `bench compare a.json b.json`, `bench plot`,
+//! `bench plot-results`, `bench micro`; see the library docs
+//! (`bench/src/lib.rs`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use bench::peers::{self, ServerKind};
-use bench::report::{self, ResultFile};
+use bench::plot::PlotSpec;
+use bench::report::{self, ResultFile, Stepped};
 use bench::scenario::{self, Options};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,42 +28,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a scenario: dm-latency, room-fanout, groups-durable, idle, shards.
-    Run {
-        /// The scenario.
-        scenario: String,
-        /// Gateway shards [default: the gateway's, one per core]; `shards` runs 1 and 2.
-        #[arg(long)]
-        shards: Option<usize>,
-        /// Gateway durability: fsync (acked = on disk) or buffered.
-        #[arg(long, value_parser = ["fsync", "buffered"])]
-        durability: Option<String>,
-        /// Directory for the result JSON.
-        #[arg(long, default_value = "results")]
-        out: PathBuf,
-        /// CI-sized run (fewer connections, shorter).
-        #[arg(long)]
-        quick: bool,
-        /// Override the scenario's connection count.
-        #[arg(long)]
-        connections: Option<usize>,
-        /// Override the scenario's total send rate, messages/s.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Override the scenario's send (idle: hold) duration, e.g. 5s.
-        #[arg(long)]
-        duration: Option<String>,
-        /// The server to drive: the gateway, or an in-memory peer from
-        /// bench/peers (node: Node `ws`; bun: Bun.serve) after `bench peers setup`.
-        #[arg(long, default_value = "gateway", value_parser = ["gateway", "node", "bun"])]
-        server: String,
-        /// Gateway binary [default: target/release/gateway, built if missing].
-        #[arg(long)]
-        gateway_bin: Option<PathBuf>,
-        /// loadgen binary [default: target/release/loadgen, built if missing].
-        #[arg(long)]
-        loadgen_bin: Option<PathBuf>,
-    },
+    /// Run a scenario: dm-latency, room-fanout (stepped), groups-durable, idle,
+    /// connect-storm, resume-storm, slow-consumers, shards.
+    Run(Box<RunArgs>),
     /// The peer servers of bench/peers.
     Peers {
         #[command(subcommand)]
@@ -75,6 +44,87 @@ enum Cmd {
         /// Result JSON to compare with it.
         b: PathBuf,
     },
+    /// Render a chart spec (JSON: title, x_label, y_label, log_y, series of
+    /// name + [[x, y], …]) as SVG.
+    Plot {
+        /// The spec file.
+        spec: PathBuf,
+        /// The SVG to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Per-system curves from several (stepped) result files: delivery p99,
+    /// deliveries/s and memory per connection vs offered rate, as SVG (and
+    /// their specs) in a directory.
+    PlotResults {
+        /// Result files, one per system.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Hot-path micro-benchmarks (decode, encode, fan-out, store append):
+    /// median ns/op, JSON and Markdown.
+    Micro {
+        /// Directory for the result JSON.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Fewer iterations and runs (seconds).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+/// `bench run`'s arguments.
+#[derive(Args)]
+struct RunArgs {
+    /// The scenario.
+    scenario: String,
+    /// Gateway shards [default: the gateway's, one per core]; `shards` runs 1 and 2.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Gateway durability: fsync (acked = on disk) or buffered.
+    #[arg(long, value_parser = ["fsync", "buffered"])]
+    durability: Option<String>,
+    /// Directory for the result JSON.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// CI-sized run (fewer connections, shorter).
+    #[arg(long)]
+    quick: bool,
+    /// Override the scenario's connection count.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Override the scenario's total send rate, messages/s (room-fanout:
+    /// one run at this rate instead of the ladder).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// room-fanout: the publish rates to step through, messages/s
+    /// (`5,10,20`); stops after the first step whose delivery p99 passes
+    /// 50 ms [default: the scenario's ladder].
+    #[arg(long)]
+    steps: Option<String>,
+    /// A gateway config override, `KEY=VALUE` (a field of
+    /// gateway/src/config.rs); repeatable. Gateway only.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Server on CPU 0, loadgen on CPU 1 (taskset, or sched_setaffinity).
+    #[arg(long)]
+    pin: bool,
+    /// Override the scenario's send (idle: hold) duration, e.g. 5s.
+    #[arg(long)]
+    duration: Option<String>,
+    /// The server to drive: the gateway, or an in-memory peer from
+    /// bench/peers (node: Node `ws`; bun: Bun.serve) after `bench peers setup`.
+    #[arg(long, default_value = "gateway", value_parser = ["gateway", "node", "bun"])]
+    server: String,
+    /// Gateway binary [default: target/release/gateway, built if missing].
+    #[arg(long)]
+    gateway_bin: Option<PathBuf>,
+    /// loadgen binary [default: target/release/loadgen, built if missing].
+    #[arg(long)]
+    loadgen_bin: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -93,7 +143,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(p: &PathBuf) -> anyhow::Result<ResultFile> {
+fn load(p: &Path) -> anyhow::Result<ResultFile> {
     let s = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
     serde_json::from_str(&s).with_context(|| format!("parsing {}", p.display()))
 }
@@ -110,8 +160,88 @@ fn server_binary(server: ServerKind, gateway: &std::path::Path) -> String {
     }
 }
 
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Writes `<dir>/<stem>-<name>.svg` for each chart; returns the paths.
+fn write_plots(
+    dir: &Path,
+    stem: &str,
+    plots: &[(&str, PlotSpec)],
+    with_specs: bool,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for (name, spec) in plots {
+        let file = if stem.is_empty() {
+            name.to_string()
+        } else {
+            format!("{stem}-{name}")
+        };
+        let svg = dir.join(format!("{file}.svg"));
+        write_file(&svg, &bench::plot::render_svg(spec))?;
+        if with_specs {
+            write_file(
+                &dir.join(format!("{file}.json")),
+                &serde_json::to_string_pretty(spec)?,
+            )?;
+        }
+        paths.push(svg);
+    }
+    Ok(paths)
+}
+
 fn real_main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
+        Cmd::Plot { spec, out } => {
+            let text = std::fs::read_to_string(&spec)
+                .with_context(|| format!("reading {}", spec.display()))?;
+            let spec: PlotSpec = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {} as a chart spec", spec.display()))?;
+            write_file(&out, &bench::plot::render_svg(&spec))?;
+            eprintln!("bench: wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::PlotResults { files, out } => {
+            let files = files
+                .iter()
+                .map(|p| load(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for p in write_plots(&out, "", &bench::curves::compare_plots(&files), true)? {
+                eprintln!("bench: wrote {}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Micro { out, quick } => {
+            if cfg!(debug_assertions) {
+                eprintln!(
+                    "bench: warning: a debug build of bench; for figures use \
+                     `cargo run --release -p bench -- micro`"
+                );
+            }
+            let results = bench::micro::run_all(quick)?;
+            let file = bench::micro::MicroFile {
+                timestamp: now_s(),
+                quick,
+                machine: bench::run::machine(),
+                debug_build: cfg!(debug_assertions),
+                results,
+            };
+            let path = out.join(format!("micro-{}.json", file.timestamp));
+            write_file(&path, &serde_json::to_string_pretty(&file)?)?;
+            eprintln!("bench: wrote {}", path.display());
+            print!("{}", bench::micro::markdown(&file.results));
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Peers {
             command: PeersCmd::Setup,
         } => {
@@ -122,19 +252,23 @@ fn real_main() -> anyhow::Result<ExitCode> {
             print!("{}", report::compare(&load(&a)?, &load(&b)?));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run {
-            scenario: name,
-            shards,
-            durability,
-            out,
-            quick,
-            connections,
-            rate,
-            duration,
-            server,
-            gateway_bin,
-            loadgen_bin,
-        } => {
+        Cmd::Run(args) => {
+            let RunArgs {
+                scenario: name,
+                shards,
+                durability,
+                out,
+                quick,
+                connections,
+                rate,
+                steps,
+                set,
+                pin,
+                duration,
+                server,
+                gateway_bin,
+                loadgen_bin,
+            } = *args;
             let server = ServerKind::parse(&server)?;
             let opts = Options {
                 server,
@@ -144,15 +278,37 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 connections,
                 rate,
                 duration,
+                settings: bench::settings::parse_all(&set)?,
+                pin,
+                steps: steps.as_deref().map(scenario::parse_steps).transpose()?,
             };
             let specs = scenario::plan(&name, &opts)?;
+            let stepped = scenario::is_stepped(&name, &opts);
             let (gw, lg) = bench::run::locate_binaries(gateway_bin, loadgen_bin)?;
-            let timestamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let timestamp = now_s();
             let mut runs = Vec::new();
+            let mut stopped = None;
+            let mut failure = None;
             for spec in &specs {
-                runs.push(bench::run::run_one(&gw, &lg, spec)?);
+                match bench::run::run_one(&gw, &lg, spec) {
+                    Ok(r) => {
+                        let reason = stepped
+                            .then(|| bench::curves::stop_reason(&r, scenario::STEP_P99_LIMIT_US))
+                            .flatten();
+                        runs.push(r);
+                        if let Some(reason) = reason {
+                            eprintln!("bench: {}: {reason}; the ladder stops here", spec.label);
+                            stopped = Some((spec.label.clone(), reason));
+                            break;
+                        }
+                    }
+                    // Keep the steps already run: write them, then fail.
+                    Err(e) if !runs.is_empty() => {
+                        failure = Some(e.context(format!("run {}", spec.label)));
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             let file = ResultFile {
                 scenario: name.clone(),
@@ -161,17 +317,51 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 server,
                 machine: bench::run::machine(),
                 binaries: vec![server_binary(server, &gw), lg.display().to_string()],
+                settings: opts.settings.clone(),
+                pinned: pin,
+                stepped: stepped.then(|| Stepped {
+                    ladder: specs.iter().map(|s| s.rate).collect(),
+                    p99_limit_us: scenario::STEP_P99_LIMIT_US,
+                    stopped_after: stopped.as_ref().map(|s| s.0.clone()),
+                    reason: stopped.as_ref().map(|s| s.1.clone()),
+                }),
                 runs,
             };
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            let path = out.join(peers::result_file_name(&name, server, timestamp));
-            std::fs::write(&path, serde_json::to_string_pretty(&file)?)
-                .with_context(|| format!("writing {}", path.display()))?;
+            let file_name = peers::result_file_name(&name, server, timestamp);
+            let path = out.join(&file_name);
+            write_file(&path, &serde_json::to_string_pretty(&file)?)?;
             eprintln!("bench: wrote {}", path.display());
+            if stepped {
+                let stem = file_name.trim_end_matches(".json");
+                for p in write_plots(&out, stem, &bench::curves::step_plots(&file), false)? {
+                    eprintln!("bench: wrote {}", p.display());
+                }
+            }
             print!("{}", report::markdown_header());
             for r in &file.runs {
                 print!("{}", report::markdown_row(&name, r));
             }
+            for r in &file.runs {
+                if let Some(n) = report::notes(&name, r) {
+                    println!("\n{n}");
+                }
+            }
+            if let Some(s) = &file.stepped {
+                match (&s.stopped_after, &s.reason) {
+                    (Some(label), Some(reason)) => {
+                        println!("\nstepped: stopped after {label}: {reason}");
+                    }
+                    _ => println!(
+                        "\nstepped: every step stayed within p99 {} ms",
+                        s.p99_limit_us / 1000
+                    ),
+                }
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            // A stepped run is expected to end on a step past the limit;
+            // it fails only when a step was not verified.
             let all_ok = file
                 .runs
                 .iter()

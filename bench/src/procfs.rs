@@ -1,5 +1,6 @@
-//! Parsers for the `/proc` files the bench samples. No I/O: each function
-//! takes the text of one file, so the tests run on captured samples.
+//! Parsers for the `/proc` files the bench samples (and the gateway's
+//! `/metrics` text). No I/O: each function takes the text of one file, so
+//! the tests run on captured samples.
 
 use anyhow::{anyhow, bail, Context as _};
 
@@ -39,6 +40,26 @@ pub fn status_vm_rss_kib(status: &str) -> anyhow::Result<u64> {
         Some(unit) => bail!("VmRSS: unexpected unit {unit:?}"),
     }
     value.parse().context("VmRSS value")
+}
+
+/// `Cpus_allowed_list:` (e.g. `0`, `0-1`) from the text of
+/// `/proc/<pid>/task/<tid>/status`.
+#[must_use]
+pub fn status_cpus_allowed_list(status: &str) -> Option<String> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
+}
+
+/// The value of an unlabelled sample `name` in Prometheus text exposition
+/// format.
+#[must_use]
+pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, v) = l.split_once(char::is_whitespace)?;
+        (n == name).then(|| v.split_whitespace().next()?.parse().ok())?
+    })
 }
 
 /// `Tcp: OutSegs` (segments sent, host-wide) from the text of `/proc/net/snmp`.
@@ -119,6 +140,23 @@ mod tests {
     fn snmp_reads_tcp_out_segs_by_column_name() {
         assert_eq!(snmp_tcp_out_segs(SNMP).unwrap(), 876_543);
         assert!(snmp_tcp_out_segs("Ip: a\nIp: 1\n").is_err());
+    }
+
+    #[test]
+    fn cpus_allowed_list_and_metrics_values() {
+        let st = "Name:\tgateway\nCpus_allowed:\t1\nCpus_allowed_list:\t0\nMems_allowed:\t1\n";
+        assert_eq!(status_cpus_allowed_list(st).as_deref(), Some("0"));
+        assert_eq!(status_cpus_allowed_list("Name:\tx\n"), None);
+        let m = "# HELP gateway_slow_consumer_events_total x\n\
+                 # TYPE gateway_slow_consumer_events_total counter\n\
+                 gateway_slow_consumer_events_total 42\n\
+                 gateway_deliveries_total 1.5e6\n";
+        assert_eq!(
+            prometheus_value(m, "gateway_slow_consumer_events_total"),
+            Some(42.0)
+        );
+        assert_eq!(prometheus_value(m, "gateway_deliveries_total"), Some(1.5e6));
+        assert_eq!(prometheus_value(m, "gateway_deliveries"), None);
     }
 
     #[test]

@@ -1,7 +1,15 @@
 //! The I/O side: binaries, the server process (gateway or peer), sampling
 //! `/proc`, loadgen.
+//!
+//! With `--pin` the server runs on CPU 0 and loadgen on CPU 1: started
+//! under `taskset -c` when it is installed, else spawned from a thread
+//! pinned with `sched_setaffinity` (children inherit the mask). The result
+//! records which, and the CPUs the server's threads were allowed on right
+//! after it started — the gateway pins its shard threads itself, so that
+//! shows whether the mask held.
 
-use std::io::{BufRead as _, BufReader};
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +23,121 @@ use crate::peers;
 use crate::procfs;
 use crate::report::{Machine, RunResult};
 use crate::scenario::RunSpec;
+use crate::settings;
 use crate::sys;
+
+/// The CPU of the server and the CPU of loadgen with `--pin`.
+pub const SERVER_CPU: usize = 0;
+/// See [`SERVER_CPU`].
+pub const LOADGEN_CPU: usize = 1;
+
+/// The gateway counters read from `/metrics` after each gateway run.
+pub const GATEWAY_METRICS: &[&str] = &[
+    "gateway_slow_consumer_events_total",
+    "gateway_deliveries_total",
+];
+
+/// How `--pin` puts a process on a CPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pinner {
+    /// `taskset -c CPU program args…` (util-linux), at this path.
+    Taskset(PathBuf),
+    /// Spawned from a thread pinned with `sched_setaffinity`.
+    Affinity,
+}
+
+impl Pinner {
+    /// `taskset` if it is on `PATH`, else [`Pinner::Affinity`].
+    #[must_use]
+    pub fn detect() -> Pinner {
+        which("taskset").map_or(Pinner::Affinity, Pinner::Taskset)
+    }
+
+    /// How the result names it.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Pinner::Taskset(_) => "taskset",
+            Pinner::Affinity => "sched_setaffinity",
+        }
+    }
+
+    /// A command running `program`, on `cpu` when given (under `taskset`;
+    /// with [`Pinner::Affinity`] the spawn must go through [`Self::spawn`]).
+    fn command(&self, program: &Path, cpu: Option<usize>) -> Command {
+        match (self, cpu) {
+            (Pinner::Taskset(taskset), Some(cpu)) => {
+                let mut c = Command::new(taskset);
+                c.arg("-c").arg(cpu.to_string()).arg(program);
+                c
+            }
+            _ => Command::new(program),
+        }
+    }
+
+    /// Runs `f` (which spawns a process) on a thread pinned to `cpu` when
+    /// pinning is by affinity; else right here.
+    fn spawn<T: Send>(
+        &self,
+        cpu: Option<usize>,
+        f: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> std::io::Result<T> {
+        match (self, cpu) {
+            (Pinner::Affinity, Some(cpu)) => std::thread::scope(|s| {
+                s.spawn(|| {
+                    sys::pin_current_thread(cpu)?;
+                    f()
+                })
+                .join()
+                .map_err(|_| std::io::Error::other("the pinned spawner thread panicked"))?
+            }),
+            _ => f(),
+        }
+    }
+}
+
+/// `program` on `PATH`, if there.
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Each distinct `Cpus_allowed_list` of `pid`'s threads, sorted.
+fn thread_cpus(pid: u32) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|s| procfs::status_cpus_allowed_list(&s))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `GET /metrics` from the gateway serving `ws_target`, and the counters of
+/// [`GATEWAY_METRICS`] in it.
+fn gateway_metrics(ws_target: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+    let authority = ws_target
+        .strip_prefix("ws://")
+        .and_then(|r| r.split('/').next())
+        .context("target is not ws://host:port/…")?;
+    let mut sock = std::net::TcpStream::connect(authority)?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        sock,
+        "GET /metrics HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    sock.read_to_string(&mut text)?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok(GATEWAY_METRICS
+        .iter()
+        .filter_map(|n| procfs::prometheus_value(body, n).map(|v| (n.to_string(), v)))
+        .collect())
+}
 
 /// The workspace root (`bench/..`).
 #[must_use]
@@ -93,20 +215,28 @@ struct Server {
 
 impl Server {
     /// Starts the server of `spec.server`: the gateway at `bin` on a temp
-    /// data dir, or a peer from `bench/peers` (on any free port).
-    fn start(bin: &Path, spec: &RunSpec) -> anyhow::Result<Server> {
+    /// data dir (with `spec.settings` in its `--config` file), or a peer
+    /// from `bench/peers` (on any free port); on [`SERVER_CPU`] when pinned.
+    fn start(bin: &Path, spec: &RunSpec, pinner: &Pinner) -> anyhow::Result<Server> {
         let name = spec.server.name();
         let dir = tempfile::Builder::new()
             .prefix(&format!("bench-{name}-"))
             .tempdir()?;
         let log = dir.path().join(format!("{name}.log"));
+        let cpu = spec.pinned.then_some(SERVER_CPU);
         let mut cmd = if let Some((program, args)) = spec.server.peer_command(&peers::peers_dir()) {
             peers::check_installed(spec.server, &peers::peers_dir())?;
-            let mut c = Command::new(&program);
+            let mut c = pinner.command(&program, cpu);
             c.args(&args).current_dir(peers::peers_dir());
             c
         } else {
-            let mut c = Command::new(bin);
+            let mut c = pinner.command(bin, cpu);
+            if !spec.settings.is_empty() {
+                let path = dir.path().join("gateway.toml");
+                std::fs::write(&path, settings::to_toml(&spec.settings))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                c.arg("--config").arg(path);
+            }
             c.args(["--listen", "127.0.0.1:0", "--data-dir"])
                 .arg(dir.path().join("data"))
                 .args(["--durability", &spec.durability])
@@ -120,8 +250,8 @@ impl Server {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?);
-        let mut child = cmd
-            .spawn()
+        let mut child = pinner
+            .spawn(cpu, || cmd.spawn())
             .with_context(|| format!("starting {name} ({cmd:?})"))?;
         let stdout = child.stdout.take().context("server stdout")?;
         let mut line = String::new();
@@ -181,12 +311,31 @@ pub fn run_one(
     loadgen_bin: &Path,
     spec: &RunSpec,
 ) -> anyhow::Result<RunResult> {
-    let mut gw = Server::start(gateway_bin, spec)?;
+    let pinner = Pinner::detect();
+    if spec.pinned {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        if cpus < 2 {
+            bail!("--pin puts the server on CPU 0 and loadgen on CPU 1: this process may use {cpus} CPU");
+        }
+    }
+    let mut gw = Server::start(gateway_bin, spec, &pinner)?;
     let pid = gw.child.id();
     let clk_tck = sys::clk_tck();
     // Let start-up settle so the baseline RSS is the idle server's.
     std::thread::sleep(Duration::from_millis(300));
     let before = sample(pid)?;
+    let server_cpus = if spec.pinned {
+        let cpus = thread_cpus(pid);
+        if cpus.iter().any(|c| c != &SERVER_CPU.to_string()) {
+            eprintln!(
+                "bench: warning: --pin: {} threads are allowed on CPUs {cpus:?}, not only {SERVER_CPU}",
+                gw.name
+            );
+        }
+        cpus
+    } else {
+        Vec::new()
+    };
 
     let peak = Arc::new(AtomicU64::new(before.rss_kib));
     let done = Arc::new(AtomicBool::new(false));
@@ -205,19 +354,29 @@ pub fn run_one(
     };
 
     let args = spec.loadgen_args(&gw.target);
-    eprintln!("bench: {} {}", loadgen_bin.display(), args.join(" "));
-    let t0 = Instant::now();
-    let out = Command::new(loadgen_bin)
-        .args(&args)
+    let lg_cpu = spec.pinned.then_some(LOADGEN_CPU);
+    let mut lg = pinner.command(loadgen_bin, lg_cpu);
+    lg.args(&args)
         .env_remove("GATEWAY_AUTH_SECRET")
         .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
+        .stderr(Stdio::inherit());
+    eprintln!("bench: {lg:?}");
+    let t0 = Instant::now();
+    let out = pinner
+        .spawn(lg_cpu, || lg.output())
         .with_context(|| format!("running {}", loadgen_bin.display()))?;
     let wall_s = t0.elapsed().as_secs_f64();
     let after = sample(pid)?;
     done.store(true, Ordering::Relaxed);
     let _ = poller.join();
+    let server_metrics = if spec.server.is_peer() {
+        BTreeMap::new()
+    } else {
+        gateway_metrics(&gw.target).unwrap_or_else(|e| {
+            eprintln!("bench: warning: reading the gateway's /metrics: {e:#}");
+            BTreeMap::new()
+        })
+    };
     gw.stop()?;
 
     let code = out.status.code().unwrap_or(-1);
@@ -249,5 +408,8 @@ pub fn run_one(
         loadgen_exit: code,
         server,
         figures,
+        server_cpus,
+        pin_method: spec.pinned.then(|| pinner.name().to_string()),
+        server_metrics,
     })
 }

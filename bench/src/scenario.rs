@@ -1,17 +1,72 @@
 //! Named scenarios → gateway settings and loadgen arguments. No I/O.
+//!
+//! | scenario | loadgen | what it shows |
+//! |---|---|---|
+//! | `dm-latency` | `dm` | latency at a fixed moderate load |
+//! | `room-fanout` | `room`, one room, 5 senders, rate stepped ([`ladder`]) | the saturation curve: stops after the first step whose delivery p99 passes 50 ms |
+//! | `groups-durable` | `groups` of 10 | acked messages/s with fsync |
+//! | `idle` | `idle` | memory per connection |
+//! | `connect-storm` | `idle`, every connection at once (`--ramp 0`) | upgrades/s, handshake p99 |
+//! | `resume-storm` | `resume`: receivers away while 5 senders send, then all rejoin with `since` | rejoin and catch-up p99, nothing lost |
+//! | `slow-consumers` | `room` with 10 % of the receivers reading slowly | gateway peak RSS stays bounded, nothing lost |
+//! | `shards` | `room-fanout` at one rate with 1, then 2 shards | the second shard's cost or gain |
 
 use serde::{Deserialize, Serialize};
 
 use crate::peers::ServerKind;
+use crate::settings::Settings;
 
-/// The scenarios of this step.
+/// The scenarios.
 pub const NAMES: &[&str] = &[
     "dm-latency",
     "room-fanout",
     "groups-durable",
     "idle",
+    "connect-storm",
+    "resume-storm",
+    "slow-consumers",
     "shards",
 ];
+
+/// A stepped run stops after the first step whose delivery p99 passes
+/// this, µs (50 ms).
+pub const STEP_P99_LIMIT_US: u64 = 50_000;
+
+/// The publish rates (messages/s over all senders) `room-fanout` steps
+/// through by default: one room of 10,000 (quick: 1,000) members, so each
+/// message is that many deliveries.
+#[must_use]
+pub fn ladder(quick: bool) -> Vec<f64> {
+    if quick {
+        vec![25.0, 100.0, 400.0]
+    } else {
+        vec![5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0]
+    }
+}
+
+/// Parses `--steps R1,R2,…` (messages/s, positive, increasing).
+pub fn parse_steps(s: &str) -> anyhow::Result<Vec<f64>> {
+    let mut out: Vec<f64> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let r: f64 = part
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--steps: {part:?} is not a rate (messages/s)"))?;
+        if !(r.is_finite() && r > 0.0) {
+            anyhow::bail!("--steps: rates must be positive, not {part}");
+        }
+        if out.last().is_some_and(|&last| r <= last) {
+            anyhow::bail!(
+                "--steps: rates must increase ({part} after {:?})",
+                out.last()
+            );
+        }
+        out.push(r);
+    }
+    if out.is_empty() {
+        anyhow::bail!("--steps: no rate given");
+    }
+    Ok(out)
+}
 
 /// One gateway + loadgen run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +95,24 @@ pub struct RunSpec {
     pub group_size: Option<usize>,
     /// Senders (room).
     pub senders: Option<usize>,
+    /// Gateway config overrides (`--set`), written to its `--config` file.
+    #[serde(default)]
+    pub settings: Settings,
+    /// Server on CPU 0, loadgen on CPU 1 (`--pin`).
+    #[serde(default)]
+    pub pinned: bool,
+    /// Bytes of text per message (loadgen's default, 64, when `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_bytes: Option<usize>,
+    /// loadgen's wait for acks, then for deliveries, after sending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<String>,
+    /// Fraction of the receivers that read slowly (`slow-consumers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_fraction: Option<f64>,
+    /// Read rate of a slow receiver, bytes/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_read_bps: Option<u64>,
 }
 
 impl RunSpec {
@@ -67,6 +140,18 @@ impl RunSpec {
         if let Some(s) = self.senders {
             a.extend(["--senders".into(), s.to_string()]);
         }
+        if let Some(b) = self.message_bytes {
+            a.extend(["--message-bytes".into(), b.to_string()]);
+        }
+        if let Some(d) = &self.drain_timeout {
+            a.extend(["--drain-timeout".into(), d.clone()]);
+        }
+        if let Some(f) = self.slow_fraction {
+            a.extend(["--slow-fraction".into(), f.to_string()]);
+        }
+        if let Some(b) = self.slow_read_bps {
+            a.extend(["--slow-read-rate".into(), b.to_string()]);
+        }
         a
     }
 }
@@ -88,6 +173,20 @@ pub struct Options {
     pub duration: Option<String>,
     /// The server to drive (default: the gateway).
     pub server: ServerKind,
+    /// Gateway config overrides (`--set`).
+    pub settings: Settings,
+    /// `--pin`: server on CPU 0, loadgen on CPU 1.
+    pub pin: bool,
+    /// `--steps`: the publish rates of a stepped scenario (`room-fanout`).
+    pub steps: Option<Vec<f64>>,
+}
+
+/// Whether scenario `name` with these options runs a ladder of rates (and
+/// stops after the first step past [`STEP_P99_LIMIT_US`]): `room-fanout`
+/// unless a single `--rate` is given without `--steps`.
+#[must_use]
+pub fn is_stepped(name: &str, o: &Options) -> bool {
+    name == "room-fanout" && (o.steps.is_some() || o.rate.is_none())
 }
 
 /// The runs of scenario `name`, or an error naming the known scenarios.
@@ -99,6 +198,15 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
              in-memory process)",
             o.server
         );
+    }
+    if o.server.is_peer() && !o.settings.is_empty() {
+        anyhow::bail!(
+            "--server {}: --set overrides gateway config fields; a peer has none",
+            o.server
+        );
+    }
+    if o.steps.is_some() && name != "room-fanout" {
+        anyhow::bail!("--steps: only room-fanout runs a ladder of rates");
     }
     let durability = if o.server.is_peer() {
         "memory".to_string()
@@ -117,6 +225,12 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
         ramp: 5000.0,
         group_size: None,
         senders: None,
+        settings: o.settings.clone(),
+        pinned: o.pin,
+        message_bytes: None,
+        drain_timeout: None,
+        slow_fraction: None,
+        slow_read_bps: None,
     };
     // room-fanout: a few senders; ~100k deliveries/s offered either way.
     let room = |label: &str| RunSpec {
@@ -133,7 +247,67 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
         } else {
             base("dm", "dm", 1000, 2000.0, "10s")
         }],
+        "room-fanout" if is_stepped(name, o) => {
+            let rates = o.steps.clone().unwrap_or_else(|| ladder(q));
+            let conns = if q { 1000 } else { 10_000 };
+            let dur = if q { "2s" } else { "10s" };
+            rates
+                .into_iter()
+                .map(|r| RunSpec {
+                    senders: Some(5),
+                    ..base(&format!("rate={r}"), "room", conns, r, dur)
+                })
+                .collect()
+        }
         "room-fanout" => vec![room("room")],
+        "connect-storm" => vec![RunSpec {
+            ramp: 0.0,
+            ..if q {
+                base("storm", "idle", 1000, 1.0, "1s")
+            } else {
+                base("storm", "idle", 10_000, 1.0, "2s")
+            }
+        }],
+        // Receivers miss rate × duration messages (quick 100, full 100) and
+        // all rejoin at once.
+        "resume-storm" => vec![RunSpec {
+            senders: Some(5),
+            drain_timeout: Some(if q { "20s" } else { "60s" }.into()),
+            ..if q {
+                base("resume", "resume", 500, 50.0, "2s")
+            } else {
+                base("resume", "resume", 10_000, 20.0, "5s")
+            }
+        }],
+        // 4 KiB messages so a slow reader falls far behind (quick: 500 KB
+        // each, ~3× the 64 kB/s it reads in the 3 s; full: 1.7 MB at 40 kB/s)
+        // — past the gateway's outbox budget (256 KiB) and the kernel's
+        // socket buffers — then drains. The quick run is too short for that
+        // with the defaults: it shrinks the budget (64 KiB) and the send
+        // buffer (32 KiB) so the gateway pages slow readers from history
+        // within seconds (unless --set says otherwise).
+        "slow-consumers" => vec![RunSpec {
+            settings: if q && !o.server.is_peer() {
+                let mut s = o.settings.clone();
+                s.entry("outbox_budget_bytes".into())
+                    .or_insert_with(|| "65536".into());
+                s.entry("socket_send_buffer_bytes".into())
+                    .or_insert_with(|| "32768".into());
+                s
+            } else {
+                o.settings.clone()
+            },
+            senders: Some(5),
+            message_bytes: Some(4096),
+            slow_fraction: Some(0.1),
+            slow_read_bps: Some(if q { 64_000 } else { 40_000 }),
+            drain_timeout: Some(if q { "20s" } else { "60s" }.into()),
+            ..if q {
+                base("slow", "room", 500, 40.0, "3s")
+            } else {
+                base("slow", "room", 2000, 20.0, "20s")
+            }
+        }],
         "groups-durable" => vec![RunSpec {
             group_size: Some(10),
             ..if q {
@@ -160,7 +334,7 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
         if let Some(c) = o.connections {
             r.connections = c;
         }
-        if let Some(x) = o.rate {
+        if let Some(x) = o.rate.filter(|_| !is_stepped(name, o)) {
             r.rate = x;
         }
         if let Some(d) = &o.duration {
@@ -258,6 +432,101 @@ mod tests {
             ..o.clone()
         };
         assert!(plan("dm-latency", &with_shards).is_err());
+    }
+
+    #[test]
+    fn room_fanout_steps_through_its_ladder_unless_one_rate_is_given() {
+        let q = Options {
+            quick: true,
+            ..Options::default()
+        };
+        assert!(is_stepped("room-fanout", &q));
+        let runs = plan("room-fanout", &q).unwrap();
+        let rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
+        assert_eq!(rates, ladder(true));
+        assert_eq!(runs[0].label, "rate=25");
+        assert!(runs
+            .iter()
+            .all(|r| r.senders == Some(5) && r.connections == 1000));
+
+        let one = Options {
+            rate: Some(30.0),
+            ..q.clone()
+        };
+        assert!(!is_stepped("room-fanout", &one));
+        let runs = plan("room-fanout", &one).unwrap();
+        assert_eq!((runs.len(), runs[0].rate), (1, 30.0));
+
+        let steps = Options {
+            steps: Some(parse_steps("5, 10,40").unwrap()),
+            rate: Some(30.0),
+            ..Options::default()
+        };
+        let runs = plan("room-fanout", &steps).unwrap();
+        let rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
+        assert_eq!(rates, [5.0, 10.0, 40.0], "--steps wins over --rate");
+        assert_eq!(runs[0].connections, 10_000);
+        assert!(
+            plan("dm-latency", &steps).is_err(),
+            "only room-fanout steps"
+        );
+        assert!(!is_stepped("shards", &q));
+    }
+
+    #[test]
+    fn steps_must_be_positive_and_increasing() {
+        assert_eq!(parse_steps("1,2.5").unwrap(), [1.0, 2.5]);
+        assert!(parse_steps("").is_err());
+        assert!(parse_steps("2,1").is_err());
+        assert!(parse_steps("0,1").is_err());
+        assert!(parse_steps("a").is_err());
+    }
+
+    #[test]
+    fn settings_and_pinning_reach_every_run_and_not_the_peers() {
+        let mut settings = Settings::new();
+        settings.insert("commit_max_messages".into(), "64".into());
+        let o = Options {
+            quick: true,
+            settings: settings.clone(),
+            pin: true,
+            ..Options::default()
+        };
+        for r in plan("shards", &o).unwrap() {
+            assert_eq!(r.settings, settings);
+            assert!(r.pinned);
+        }
+        let peer = Options {
+            server: ServerKind::Node,
+            ..o
+        };
+        let e = plan("dm-latency", &peer).unwrap_err();
+        assert!(format!("{e}").contains("--set"), "{e}");
+    }
+
+    #[test]
+    fn new_scenarios_pass_their_loadgen_options() {
+        let q = Options {
+            quick: true,
+            ..Options::default()
+        };
+        let storm = &plan("connect-storm", &q).unwrap()[0];
+        let a = storm.loadgen_args("ws://x/ws");
+        assert_eq!(a[0], "idle");
+        let pos = |a: &[String], k: &str| a.iter().position(|x| x == k).unwrap();
+        assert_eq!(a[pos(&a, "--ramp") + 1], "0");
+        let resume = &plan("resume-storm", &q).unwrap()[0];
+        let a = resume.loadgen_args("ws://x/ws");
+        assert_eq!(a[0], "resume");
+        assert_eq!(a[pos(&a, "--drain-timeout") + 1], "20s");
+        let full = &plan("resume-storm", &Options::default()).unwrap()[0];
+        assert_eq!(full.connections, 10_000);
+        let slow = &plan("slow-consumers", &q).unwrap()[0];
+        let a = slow.loadgen_args("ws://x/ws");
+        assert_eq!(a[0], "room");
+        assert_eq!(a[pos(&a, "--slow-fraction") + 1], "0.1");
+        assert_eq!(a[pos(&a, "--slow-read-rate") + 1], "64000");
+        assert_eq!(a[pos(&a, "--message-bytes") + 1], "4096");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The only libc calls of the bench: clock ticks per second and SIGTERM.
+//! The only libc calls of the bench: clock ticks per second, SIGTERM and
+//! CPU affinity (`--pin` without `taskset`).
 #![allow(unsafe_code)]
 
 /// Clock ticks per second, the unit of `/proc/<pid>/stat` CPU times.
@@ -22,6 +23,31 @@ pub fn sigterm(pid: u32) -> std::io::Result<()> {
     // a child we spawned and have not yet reaped, so it cannot name another
     // process.
     if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Pins the calling thread to `cpu`; processes it spawns afterwards inherit
+/// the mask. Used for `--pin` when `taskset` is not installed.
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "cpu out of range",
+        ));
+    }
+    // SAFETY: cpu_set_t is plain data for which all-zeroes is the empty set;
+    // CPU_SET writes inside it (cpu < CPU_SETSIZE was checked), and
+    // sched_setaffinity(0, …) reads `size_of::<cpu_set_t>()` bytes of it for
+    // the calling thread only.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())

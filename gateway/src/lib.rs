@@ -62,8 +62,11 @@
 //! - [`store_io`]: store calls off the executors. [`hash`]: the owner hash.
 //! - [`auth`]: tokens and dev auth. `http_api`: the `/v1` endpoints.
 //!   `presence`, `push`, `moderation`: presence, offline push, blocklist.
+//! - `bench_support` (hidden): the fan-out entry point of `bench micro`.
 
 pub mod auth;
+#[doc(hidden)]
+pub mod bench_support;
 pub mod config;
 pub mod hash;
 pub mod protocol;

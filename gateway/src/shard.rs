@@ -1543,34 +1543,19 @@ impl ShardState {
             let Some(conn) = self.conns.get_mut(cid) else {
                 continue;
             };
-            let Some(sub) = conn.subs.get_mut(&batch.channel) else {
-                continue;
-            };
-            if !matches!(sub.phase, Phase::Live) || batch.last_seq() <= sub.cursor {
-                continue;
+            match offer_batch(conn, batch, budget) {
+                Offer::Skipped => continue,
+                Offer::Gap => behind.push(*cid),
+                Offer::Queued { messages, complete } => {
+                    delivered += messages;
+                    if !complete {
+                        self.stats
+                            .slow_consumer_events
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    note_outbox(&self.stats, conn.outbox.pending());
+                }
             }
-            if batch.first_seq > sub.cursor + 1 {
-                sub.phase = Phase::CatchUp { fetching: false };
-                behind.push(*cid);
-                continue;
-            }
-            let pending = conn.outbox.pending();
-            let room = budget.saturating_sub(pending);
-            let (bytes, upto) = batch.frames_fitting(sub.cursor, room, pending == 0);
-            if upto > sub.cursor {
-                delivered += upto - sub.cursor;
-                conn.outbox.push_bytes(bytes);
-                sub.cursor = upto;
-            }
-            if upto < batch.last_seq() {
-                // Slow consumer: stop queueing live frames; it pages from
-                // the ring or the store once its socket drains.
-                sub.phase = Phase::CatchUp { fetching: false };
-                self.stats
-                    .slow_consumer_events
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            note_outbox(&self.stats, conn.outbox.pending());
         }
         self.stats
             .deliveries
@@ -1775,4 +1760,47 @@ impl ShardState {
 
 fn note_outbox(stats: &Stats, pending: usize) {
     stats.max_outbox_bytes.fetch_max(pending, Ordering::Relaxed);
+}
+/// What [`offer_batch`] did with one subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Not live in the channel, or it already has the batch.
+    Skipped,
+    /// The batch starts past the subscriber's cursor: it was switched to
+    /// catch-up (the caller pumps it from the ring or the store).
+    Gap,
+    /// `messages` frames were queued; `complete` is false when the outbox
+    /// budget stopped it first (a slow consumer, switched to catch-up: it
+    /// pages from the ring or the store once its socket drains).
+    Queued { messages: u64, complete: bool },
+}
+
+/// The per-member step of a batch's fan-out: queues the frames of `batch`
+/// that follow `conn`'s cursor in the channel and fit its outbox budget,
+/// and moves the cursor. One copy of this step serves the shard and
+/// `bench micro` (through `bench_support`).
+pub(crate) fn offer_batch(conn: &mut Conn, batch: &Batch, budget: usize) -> Offer {
+    let Some(sub) = conn.subs.get_mut(&batch.channel) else {
+        return Offer::Skipped;
+    };
+    if !matches!(sub.phase, Phase::Live) || batch.last_seq() <= sub.cursor {
+        return Offer::Skipped;
+    }
+    if batch.first_seq > sub.cursor + 1 {
+        sub.phase = Phase::CatchUp { fetching: false };
+        return Offer::Gap;
+    }
+    let pending = conn.outbox.pending();
+    let room = budget.saturating_sub(pending);
+    let (bytes, upto) = batch.frames_fitting(sub.cursor, room, pending == 0);
+    let messages = upto.saturating_sub(sub.cursor);
+    if upto > sub.cursor {
+        conn.outbox.push_bytes(bytes);
+        sub.cursor = upto;
+    }
+    let complete = upto >= batch.last_seq();
+    if !complete {
+        sub.phase = Phase::CatchUp { fetching: false };
+    }
+    Offer::Queued { messages, complete }
 }

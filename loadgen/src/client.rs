@@ -32,6 +32,12 @@
 //! hold read buffers. The decoder keeps only an incomplete trailing frame.
 //! The outgoing buffer holds what the session wrote and the socket has not
 //! taken yet, and shrinks back when drained.
+//!
+//! ## Slow consumers
+//!
+//! A connection with a read rate ([`Session::read_bps`]) reads no more than
+//! its [`ReadThrottle`] allows and otherwise waits for it (writes are not
+//! limited, so it still answers pings and sends).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -55,6 +61,7 @@ use crate::config::Target;
 use crate::run::Shared;
 use crate::session::{Action, Closed, Ctx, Milestones, Phase, PhaseView, Session};
 use crate::stats::ShardStats;
+use crate::throttle::ReadThrottle;
 
 /// Time allowed for TCP connect plus the HTTP upgrade.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -339,6 +346,9 @@ pub(crate) async fn drive(
 ) {
     let mut out = Vec::new();
     let mut deadline = Deadline::default();
+    if session.read_bps() > 0 {
+        ctx.stats.borrow_mut().counters.slow_connections += 1;
+    }
     loop {
         let step = ctx.poll_session(&mut session, &mut out);
         match step.action {
@@ -348,6 +358,7 @@ pub(crate) async fn drive(
             }
             Action::Connect => {
                 out.clear();
+                let started_us = ctx.clock.now_us();
                 let connect = connect_ws(
                     &ctx.target,
                     session.user(),
@@ -367,7 +378,12 @@ pub(crate) async fn drive(
                 match futures_lite::future::or(connect, stopped).await {
                     Err(ConnectError::Cancelled) => {}
                     Ok((stream, leftover)) => {
-                        ctx.with(&mut out, |c| session.on_connected(c));
+                        ctx.with(&mut out, |c| {
+                            c.stats
+                                .handshake
+                                .record(c.now_us.saturating_sub(started_us));
+                            session.on_connected(c);
+                        });
                         if run_connection(&ctx, slot, &mut session, stream, &leftover).await {
                             break;
                         }
@@ -417,6 +433,8 @@ async fn run_connection(
     let mut out: Vec<u8> = Vec::new();
     let mut written = 0usize;
     let mut deadline = Deadline::default();
+    let mut throttle =
+        (session.read_bps() > 0).then(|| ReadThrottle::new(session.read_bps(), ctx.clock.now_us()));
     if let Some(why) = feed(ctx, session, &mut decoder, leftover, &mut out) {
         ctx.with(&mut out, |c| session.on_closed(c, why));
         return false;
@@ -449,7 +467,29 @@ async fn run_connection(
                 return true;
             }
         }
-        deadline.set(step.wake_at, ctx.clock.now_us());
+        let now = ctx.clock.now_us();
+        // A throttled connection reads only what its bucket allows, and
+        // sleeps until it allows a useful amount.
+        let read_max = match throttle.as_mut() {
+            None => READ_BUFFER_BYTES,
+            Some(t) => {
+                let n = t.allowance(now);
+                if n >= t.min_read() {
+                    n.min(READ_BUFFER_BYTES)
+                } else {
+                    0
+                }
+            }
+        };
+        let read_wake = match &throttle {
+            Some(t) if read_max == 0 => Some(t.ready_at(now)),
+            _ => None,
+        };
+        let wake = match (step.wake_at, read_wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        deadline.set(wake, now);
         let seen = ctx.epoch.get();
         let event = poll_fn(|cx| {
             if written < out.len() {
@@ -459,9 +499,10 @@ async fn run_connection(
                     Poll::Pending => {}
                 }
             }
-            {
+            if read_max > 0 {
                 let mut rbuf = ctx.rbuf.borrow_mut();
-                match Pin::new(&mut stream).poll_read(cx, &mut rbuf[..]) {
+                let len = read_max.min(rbuf.len());
+                match Pin::new(&mut stream).poll_read(cx, &mut rbuf[..len]) {
                     Poll::Ready(Ok(n)) => return Poll::Ready(IoEvent::Read(n)),
                     Poll::Ready(Err(_)) => return Poll::Ready(IoEvent::Failed),
                     Poll::Pending => {}
@@ -494,6 +535,10 @@ async fn run_connection(
                 return false;
             }
             IoEvent::Read(n) => {
+                if let Some(t) = throttle.as_mut() {
+                    t.consume(n);
+                    ctx.stats.borrow_mut().counters.slow_bytes_read += n as u64;
+                }
                 let closed = {
                     let rbuf = ctx.rbuf.borrow();
                     feed(ctx, session, &mut decoder, &rbuf[..n], &mut out)

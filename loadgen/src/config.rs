@@ -96,6 +96,8 @@ impl RunConfig {
                 room_size: None,
                 senders: 10,
                 churn_rate: 10.0,
+                slow_fraction: 0.0,
+                slow_read_bps: 0,
                 run_id: new_run_id(),
                 group_names: Vec::new(),
             },

@@ -99,6 +99,7 @@
 //! | [`procs`] | many processes: spawn workers, exchange targets, merge | processes |
 //! | [`progress`] | the live progress line | terminal |
 //! | [`config`] | the validated run configuration, target URL, durations | none |
+//! | [`throttle`] | the read-rate limit of slow-consumer connections | none |
 //! | [`clock`], [`rng`], [`sys`] | time base, randomness, file limit | |
 //!
 //! The wire protocol is the gateway's own I/O-free module,
@@ -130,6 +131,7 @@ pub mod scenario;
 pub mod session;
 pub mod stats;
 pub mod sys;
+pub mod throttle;
 
 pub use checker::{DeliveryChecker, Violations};
 pub use config::{RunConfig, Target};

@@ -43,6 +43,9 @@ enum Command {
     Idle(Common),
     /// Groups whose connections drop and rejoin with `since` at --churn-rate.
     Churn(Common),
+    /// A room (as `room`) whose non-senders leave when sending starts and all
+    /// rejoin with `since` when it ends; reports rejoin and catch-up times.
+    Resume(Common),
     /// Internal: run as a worker process of `--procs` (JSON on stdio).
     #[command(hide = true)]
     Worker {
@@ -87,6 +90,12 @@ struct Common {
     /// Connection drops per second over all connections (churn).
     #[arg(long, default_value_t = 10.0)]
     churn_rate: f64,
+    /// Fraction (0–1) of the receiving connections that read slowly.
+    #[arg(long, default_value_t = 0.0)]
+    slow_fraction: f64,
+    /// Read rate of a slow connection, bytes per second.
+    #[arg(long, default_value_t = 0)]
+    slow_read_rate: u64,
     /// Bytes of text per message.
     #[arg(long, default_value_t = 64)]
     message_bytes: usize,
@@ -121,6 +130,8 @@ impl Common {
         cfg.scenario.room_size = self.room_size;
         cfg.scenario.senders = self.senders;
         cfg.scenario.churn_rate = self.churn_rate;
+        cfg.scenario.slow_fraction = self.slow_fraction;
+        cfg.scenario.slow_read_bps = self.slow_read_rate;
         cfg.duration_ms = parse_duration(&self.duration)?.as_millis() as u64;
         cfg.drain_timeout_ms = parse_duration(&self.drain_timeout)?.as_millis() as u64;
         cfg.ramp = self.ramp;
@@ -147,6 +158,7 @@ fn main() -> ExitCode {
         Command::Mixed(c) => (ScenarioKind::Mixed, c),
         Command::Idle(c) => (ScenarioKind::Idle, c),
         Command::Churn(c) => (ScenarioKind::Churn, c),
+        Command::Resume(c) => (ScenarioKind::Resume, c),
     };
     match run(kind, &common) {
         Ok(report) => {

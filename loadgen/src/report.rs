@@ -62,6 +62,15 @@ pub struct Report {
     pub latency_us: Percentiles,
     /// Ack latency, µs (scheduled send → ack).
     pub ack_latency_us: Percentiles,
+    /// Connect + WebSocket upgrade of successful attempts, µs.
+    #[serde(default)]
+    pub handshake_latency_us: Percentiles,
+    /// Resumers (`resume`): reconnect attempt → `joined`, µs.
+    #[serde(default)]
+    pub rejoin_latency_us: Percentiles,
+    /// Resumers (`resume`): reconnect attempt → last missed message, µs.
+    #[serde(default)]
+    pub catch_up_latency_us: Percentiles,
     /// Every counter.
     pub counters: Counters,
     /// Whether every send was acked before the drain timeout.
@@ -116,6 +125,9 @@ impl Report {
             violations: r.stats.violations,
             latency_us: r.stats.delivery.percentiles(),
             ack_latency_us: r.stats.ack.percentiles(),
+            handshake_latency_us: r.stats.handshake.percentiles(),
+            rejoin_latency_us: r.stats.rejoin.percentiles(),
+            catch_up_latency_us: r.stats.catch_up.percentiles(),
             counters: c,
             drained: r.drained,
             caught_up: r.caught_up,
@@ -176,7 +188,13 @@ impl Report {
         for (name, p) in [
             ("delivery", &self.latency_us),
             ("ack", &self.ack_latency_us),
+            ("handshake", &self.handshake_latency_us),
+            ("rejoin", &self.rejoin_latency_us),
+            ("catch-up", &self.catch_up_latency_us),
         ] {
+            if p.count == 0 && !matches!(name, "delivery" | "ack") {
+                continue;
+            }
             let _ = writeln!(
                 t,
                 "{:<14}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10.0}{:>12}",
@@ -216,6 +234,23 @@ impl Report {
             group(c.churn_drops),
             group(c.down_at_end),
         );
+        if c.resumes > 0 {
+            let _ = writeln!(
+                t,
+                "resumes       {} rejoined with since, {} messages replayed, {} caught up",
+                group(c.resumes),
+                group(c.resume_replayed),
+                group(c.resumes_caught_up),
+            );
+        }
+        if c.slow_connections > 0 {
+            let _ = writeln!(
+                t,
+                "slow readers  {} connections read {} bytes",
+                group(c.slow_connections),
+                group(c.slow_bytes_read),
+            );
+        }
         let _ = writeln!(
             t,
             "errors        {} (connect {}, send {}, join {}, other {}, protocol {})",

@@ -215,6 +215,15 @@ pub struct RunResultData {
     pub latency: HistogramData,
     /// See [`ShardStats::ack`].
     pub ack_latency: HistogramData,
+    /// See [`ShardStats::handshake`].
+    #[serde(default)]
+    pub handshake_latency: HistogramData,
+    /// See [`ShardStats::rejoin`].
+    #[serde(default)]
+    pub rejoin_latency: HistogramData,
+    /// See [`ShardStats::catch_up`].
+    #[serde(default)]
+    pub catch_up_latency: HistogramData,
     /// See [`RunResult::ramp_us`].
     pub ramp_us: u64,
     /// See [`RunResult::send_us`].
@@ -254,6 +263,9 @@ impl RunResult {
             violations: self.stats.violations,
             latency: self.stats.delivery.to_data(),
             ack_latency: self.stats.ack.to_data(),
+            handshake_latency: self.stats.handshake.to_data(),
+            rejoin_latency: self.stats.rejoin.to_data(),
+            catch_up_latency: self.stats.catch_up.to_data(),
             ramp_us: self.ramp_us,
             send_us: self.send_us,
             drain_us: self.drain_us,
@@ -272,6 +284,9 @@ impl RunResult {
             stats: ShardStats {
                 delivery: LatencyHistogram::from_data(&d.latency),
                 ack: LatencyHistogram::from_data(&d.ack_latency),
+                handshake: LatencyHistogram::from_data(&d.handshake_latency),
+                rejoin: LatencyHistogram::from_data(&d.rejoin_latency),
+                catch_up: LatencyHistogram::from_data(&d.catch_up_latency),
                 counters: d.counters,
                 violations: d.violations,
                 conns_up: 0,

@@ -14,6 +14,11 @@
 //! | `mixed` | 50 % of connections in DM pairs, 30 % in groups, 20 % in one room | as in the parts |
 //! | `idle` | connections hold (heartbeat pings only), join nothing | none |
 //! | `churn` | as `groups`, and connections drop and rejoin with `since` at `--churn-rate` drops per second in total | every member |
+//! | `resume` | as `room`; every non-sender leaves when sending starts and rejoins with `since` (all at once) when it ends | the first `--senders` members of each room |
+//!
+//! **Slow consumers** (any scenario): `--slow-fraction f --slow-read-rate B`
+//! makes a fraction `f` of the connections that only receive read at most
+//! `B` bytes per second ([`ConnSpec::read_bps`]), spread evenly over them.
 //!
 //! **Groups are real groups.** Before a run, [`crate::groups`] creates one
 //! `group:` channel per planned group over the gateway's HTTP API (members
@@ -45,6 +50,9 @@ pub enum ScenarioKind {
     Idle,
     /// Groups whose members drop and rejoin with `since`.
     Churn,
+    /// A room whose non-senders are away for the whole send phase and all
+    /// rejoin with `since` when it ends (a resume storm).
+    Resume,
 }
 
 impl ScenarioKind {
@@ -58,6 +66,7 @@ impl ScenarioKind {
             ScenarioKind::Mixed => "mixed",
             ScenarioKind::Idle => "idle",
             ScenarioKind::Churn => "churn",
+            ScenarioKind::Resume => "resume",
         }
     }
 }
@@ -79,6 +88,13 @@ pub struct ScenarioParams {
     pub senders: usize,
     /// Connection drops per second over all connections (`churn`).
     pub churn_rate: f64,
+    /// Fraction (0–1) of the connections that receive but do not send
+    /// whose reads are limited to `slow_read_bps` (slow consumers).
+    #[serde(default)]
+    pub slow_fraction: f64,
+    /// Read rate of a slow consumer, bytes per second.
+    #[serde(default)]
+    pub slow_read_bps: u64,
     /// Distinguishes this run's users and channels from other runs'
     /// (`[A-Za-z0-9]`, a few characters).
     pub run_id: String,
@@ -115,6 +131,10 @@ pub struct ConnSpec {
     pub send_rate: f64,
     /// Drops per second of this connection (0: none).
     pub churn_rate: f64,
+    /// Away for the send phase, back with `since` when it ends (`resume`).
+    pub resume: bool,
+    /// Reads limited to this many bytes per second (0: unlimited).
+    pub read_bps: u64,
 }
 
 /// The planned run.
@@ -178,7 +198,7 @@ pub fn plan(p: &ScenarioParams) -> Result<Plan, PlanError> {
             )?;
             b.groups(n, p.group_size);
         }
-        ScenarioKind::Room => {
+        ScenarioKind::Room | ScenarioKind::Resume => {
             let size = p.room_size.unwrap_or(n);
             need(size >= 1, "--room-size must be at least 1")?;
             need(n >= size, "--connections must be at least --room-size")?;
@@ -212,6 +232,33 @@ pub fn plan(p: &ScenarioParams) -> Result<Plan, PlanError> {
     } else {
         for c in &mut plan.conns {
             c.send_rate = 0.0;
+        }
+    }
+    if p.kind == ScenarioKind::Resume {
+        for c in plan.conns.iter_mut().filter(|c| c.send_rate == 0.0) {
+            c.resume = true;
+        }
+    }
+    if !(p.slow_fraction.is_finite() && (0.0..=1.0).contains(&p.slow_fraction)) {
+        return Err(PlanError::Invalid("--slow-fraction must be 0–1".into()));
+    }
+    if p.slow_fraction > 0.0 {
+        need(
+            p.slow_read_bps > 0,
+            "--slow-fraction needs --slow-read-rate (bytes/s)",
+        )?;
+        // Receivers only (a slow sender would also delay its own acks);
+        // spread evenly: the j-th receiver is slow when ⌊(j+1)·f⌋ > ⌊j·f⌋.
+        let mut j = 0.0f64;
+        for c in plan
+            .conns
+            .iter_mut()
+            .filter(|c| c.send_rate == 0.0 && !c.joins.is_empty())
+        {
+            if ((j + 1.0) * p.slow_fraction).floor() > (j * p.slow_fraction).floor() {
+                c.read_bps = p.slow_read_bps;
+            }
+            j += 1.0;
         }
     }
     if p.kind == ScenarioKind::Churn && p.churn_rate > 0.0 {
@@ -265,6 +312,8 @@ impl<'a> Builder<'a> {
             sends: sends_to,
             send_rate: if sends { 1.0 } else { 0.0 },
             churn_rate: 0.0,
+            resume: false,
+            read_bps: 0,
         });
     }
 
@@ -345,6 +394,8 @@ mod tests {
             room_size: None,
             senders: 3,
             churn_rate: 10.0,
+            slow_fraction: 0.0,
+            slow_read_bps: 0,
             run_id: "t1".into(),
             group_names: Vec::new(),
         }
@@ -445,6 +496,35 @@ mod tests {
         let plan = plan(&params(ScenarioKind::Churn, 20)).unwrap();
         let total: f64 = plan.conns.iter().map(|c| c.churn_rate).sum();
         assert!((total - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn resume_is_a_room_whose_receivers_are_away() {
+        let plan = plan(&params(ScenarioKind::Resume, 20)).unwrap();
+        assert_eq!(plan.channels.len(), 1);
+        assert_eq!(plan.nr_senders(), 3);
+        let resumers = plan.conns.iter().filter(|c| c.resume).count();
+        assert_eq!(resumers, 17);
+        assert!(plan.conns.iter().all(|c| c.resume == (c.send_rate == 0.0)));
+    }
+
+    #[test]
+    fn slow_consumers_are_an_even_fraction_of_the_receivers() {
+        let mut p = params(ScenarioKind::Room, 103);
+        p.slow_fraction = 0.1;
+        assert!(plan(&p).is_err(), "a fraction needs a read rate");
+        p.slow_read_bps = 4096;
+        let plan = plan(&p).unwrap();
+        let slow: Vec<_> = plan.conns.iter().filter(|c| c.read_bps > 0).collect();
+        // 100 receivers (3 senders) → 10 slow ones, never a sender.
+        assert_eq!(slow.len(), 10);
+        assert!(slow
+            .iter()
+            .all(|c| c.send_rate == 0.0 && c.read_bps == 4096));
+        let mut p = params(ScenarioKind::Room, 10);
+        p.slow_fraction = 1.5;
+        p.slow_read_bps = 1;
+        assert!(super::plan(&p).is_err());
     }
 
     #[test]

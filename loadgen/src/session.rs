@@ -38,6 +38,16 @@
 //! (`duplicate: true`). Reconnect delays back off exponentially from 50 ms
 //! to 1 s with ±50 % jitter (a server going away with 1001 asks for a random
 //! delay); a churn drop reconnects after 0–20 ms.
+//!
+//! ## Resumers (`resume` scenario)
+//!
+//! A resumer ([`ConnSpec::resume`]) drops its connection as soon as the
+//! send phase begins and stays away until it ends; then every resumer
+//! reconnects at once and rejoins with `since` = the last seq it saw. The
+//! checker holds it to receiving exactly the missed messages, in order.
+//! It records the time from its reconnect attempt to the `joined`
+//! (`rejoin`) and to the last missed message — the `head` of that
+//! `joined` — received (`catch_up`).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -168,6 +178,22 @@ pub struct Milestones {
     pub caught_up: bool,
 }
 
+/// Where a resumer stands (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resume {
+    /// Not a resumer, or done.
+    No,
+    /// Leaves when the send phase begins.
+    Waiting,
+    /// Asked the driver to drop the connection.
+    Leaving,
+    /// Away until the send phase ends.
+    Away,
+    /// Reconnecting since `started_us`; `head` of the resume `joined` once
+    /// it came.
+    Back { started_us: u64, head: Option<u64> },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Down { retry_at: u64 },
@@ -245,6 +271,8 @@ pub struct Session {
     rng: Rng,
     reported: Milestones,
     text: String,
+    resume: Resume,
+    read_bps: u64,
 }
 
 impl Session {
@@ -303,7 +331,19 @@ impl Session {
             rng,
             reported: Milestones::default(),
             text: String::new(),
+            resume: if spec.resume {
+                Resume::Waiting
+            } else {
+                Resume::No
+            },
+            read_bps: spec.read_bps,
         }
+    }
+
+    /// Read rate limit of this connection, bytes/s (0: unlimited).
+    #[must_use]
+    pub fn read_bps(&self) -> u64 {
+        self.read_bps
     }
 
     /// The user id.
@@ -377,6 +417,13 @@ impl Session {
         }
         self.pending_joins.clear();
         self.churn_at = None;
+        if self.resume == Resume::Leaving {
+            // Away on purpose until the send phase ends (see `poll`); the
+            // sends of a resumer (none) need no retry.
+            self.resume = Resume::Away;
+            self.state = State::Down { retry_at: u64::MAX };
+            return;
+        }
         // Unacked sends go first, in their original order, as retries.
         while let Some((_, mut o)) = self.sender.inflight.pop_back() {
             o.retry = true;
@@ -461,6 +508,23 @@ impl Session {
                         wake_at: None,
                     };
                 }
+                if self.resume == Resume::Away {
+                    if ctx.phase.phase < Phase::Drain {
+                        // The phase change wakes the driver.
+                        return Step {
+                            action: Action::Continue,
+                            wake_at: None,
+                        };
+                    }
+                    self.resume = Resume::Back {
+                        started_us: now,
+                        head: None,
+                    };
+                    return Step {
+                        action: Action::Connect,
+                        wake_at: None,
+                    };
+                }
                 if now >= retry_at {
                     return Step {
                         action: Action::Connect,
@@ -494,6 +558,13 @@ impl Session {
                 }
                 self.flush_backlog(ctx);
                 let sending = ctx.phase.phase == Phase::Send;
+                if sending && self.resume == Resume::Waiting {
+                    self.resume = Resume::Leaving;
+                    return Step {
+                        action: Action::Drop,
+                        wake_at: None,
+                    };
+                }
                 if sending && self.churn_rate > 0.0 {
                     // Armed in the send phase only: nothing drops while the
                     // run ramps up or drains.
@@ -665,6 +736,44 @@ impl Session {
         if sub.checker.on_joined(since, head) == JoinOutcome::HeadRegressed {
             ctx.stats.violations.head_regressed += 1;
         }
+        if let Resume::Back {
+            started_us,
+            head: None,
+        } = self.resume
+        {
+            ctx.stats
+                .rejoin
+                .record(ctx.now_us.saturating_sub(started_us));
+            ctx.stats.counters.resumes += 1;
+            ctx.stats.counters.resume_replayed += head.saturating_sub(since.unwrap_or(head));
+            self.resume = Resume::Back {
+                started_us,
+                head: Some(head),
+            };
+            self.check_resumed(ctx);
+        }
+    }
+
+    /// A resumer that has every message up to its rejoin `head` is done.
+    fn check_resumed(&mut self, ctx: &mut Ctx<'_>) {
+        let Resume::Back {
+            started_us,
+            head: Some(head),
+        } = self.resume
+        else {
+            return;
+        };
+        if self
+            .subs
+            .iter()
+            .all(|s| s.checker.is_joined() && s.checker.is_caught_up(head))
+        {
+            ctx.stats
+                .catch_up
+                .record(ctx.now_us.saturating_sub(started_us));
+            ctx.stats.counters.resumes_caught_up += 1;
+            self.resume = Resume::No;
+        }
     }
 
     fn on_ack(&mut self, ctx: &mut Ctx<'_>, id: Option<Value>, seq: u64, duplicate: bool) {
@@ -704,6 +813,9 @@ impl Session {
             Delivery::Duplicate => ctx.stats.violations.duplicated += 1,
             Delivery::Reordered => ctx.stats.violations.reordered += 1,
             Delivery::BeforeJoin => ctx.stats.violations.before_join += 1,
+        }
+        if matches!(self.resume, Resume::Back { head: Some(_), .. }) {
+            self.check_resumed(ctx);
         }
     }
 
@@ -775,6 +887,7 @@ fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 mod tests {
     //! Drives a session with virtual time against scripted server frames.
     use super::*;
+    use crate::checker::Violations;
     use gateway::protocol::response::{self, HelloLimits, MsgView};
     use gateway::protocol::{decode_request, Limits, Request, Role, WsDecoder, WsEvent};
     use storage::{MessageKind, StoredMessage};
@@ -884,6 +997,8 @@ mod tests {
             sends: vec![0],
             send_rate: rate,
             churn_rate: 0.0,
+            resume: false,
+            read_bps: 0,
         }
     }
 
@@ -1057,6 +1172,66 @@ mod tests {
         s.on_closed(&mut w.ctx(), Closed::Churn);
         assert_eq!(w.stats.counters.churn_drops, 1);
         assert!(!s.is_connected());
+    }
+
+    #[test]
+    fn a_resumer_leaves_for_the_send_phase_and_replays_what_it_missed() {
+        let mut w = World::new();
+        let channels = vec!["room:r".to_string()];
+        let mut sp = spec(0.0);
+        sp.sends.clear();
+        sp.resume = true;
+        let mut s = Session::new(&sp, &channels, 16, 0, 1);
+        assert_eq!(s.poll(&mut w.ctx()).action, Action::Connect);
+        s.on_connected(&mut w.ctx());
+        s.on_text(&mut w.ctx(), &hello());
+        let id = w.take_requests()[0]["id"].as_u64().unwrap();
+        s.on_text(
+            &mut w.ctx(),
+            &frame_text(|b| response::joined(b, Some(&id.to_string()), "room:r", 2)),
+        );
+        s.on_text(&mut w.ctx(), &msg(3, "other", "1 x"));
+        // Ramp: stays. Send: leaves, and is not a churn drop.
+        assert_eq!(s.poll(&mut w.ctx()).action, Action::Continue);
+        w.phase = PhaseView {
+            phase: Phase::Send,
+            send_start_us: w.now,
+            send_end_us: w.now + 1_000_000,
+        };
+        assert_eq!(s.poll(&mut w.ctx()).action, Action::Drop);
+        s.on_closed(&mut w.ctx(), Closed::Churn);
+        assert_eq!(w.stats.counters.churn_drops, 0);
+        w.now += 500_000;
+        let step = s.poll(&mut w.ctx());
+        assert_eq!((step.action, step.wake_at), (Action::Continue, None));
+        // Drain: back at once, rejoining with since = 3.
+        w.phase.phase = Phase::Drain;
+        w.now += 600_000;
+        assert_eq!(s.poll(&mut w.ctx()).action, Action::Connect);
+        w.now += 1_000;
+        s.on_connected(&mut w.ctx());
+        s.on_text(&mut w.ctx(), &hello());
+        let reqs = w.take_requests();
+        assert_eq!(reqs[0]["since"], 3);
+        let id = reqs[0]["id"].as_u64().unwrap();
+        w.now += 1_000;
+        s.on_text(
+            &mut w.ctx(),
+            &frame_text(|b| response::joined(b, Some(&id.to_string()), "room:r", 6)),
+        );
+        assert_eq!(w.stats.counters.resumes, 1);
+        assert_eq!(w.stats.counters.resume_replayed, 3);
+        assert_eq!(w.stats.rejoin.len(), 1);
+        for seq in 4..=5 {
+            s.on_text(&mut w.ctx(), &msg(seq, "other", "1 x"));
+        }
+        assert_eq!(w.stats.catch_up.len(), 0, "not yet: 6 is missing");
+        w.now += 3_000;
+        s.on_text(&mut w.ctx(), &msg(6, "other", "1 x"));
+        assert_eq!(w.stats.counters.resumes_caught_up, 1);
+        let p = w.stats.catch_up.percentiles();
+        assert!((4_990..=5_010).contains(&p.max), "{}", p.max);
+        assert_eq!(w.stats.violations, Violations::default());
     }
 
     #[test]

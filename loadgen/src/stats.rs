@@ -17,6 +17,14 @@
 //!   connection: receive time − scheduled send time;
 //! * **ack** — for every `ack` a sender receives: receive time − scheduled
 //!   send time.
+//!
+//! And three about connections:
+//!
+//! * **handshake** — TCP connect + WebSocket upgrade, start of the attempt →
+//!   `101` checked (every successful attempt, reconnects included);
+//! * **rejoin** and **catch-up** (`resume` scenario) — from a resumer's
+//!   reconnect attempt to its `joined`, and to the last message it missed
+//!   (the `head` of that `joined`) received.
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -155,6 +163,7 @@ pub struct Percentiles {
 
 /// Event counts of a shard, a process or the whole run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counters {
     /// Sends written (first attempts).
     pub sent: u64,
@@ -196,6 +205,18 @@ pub struct Counters {
     /// Connections that never got `hello` and every `joined` of their
     /// first connection.
     pub not_ready: u64,
+    /// Resumers (`resume` scenario) that rejoined with `since` after being
+    /// away for the send phase.
+    pub resumes: u64,
+    /// Messages those rejoins had to replay: Σ (`head` of the resume
+    /// `joined` − `since`).
+    pub resume_replayed: u64,
+    /// Resumers that received every message they missed.
+    pub resumes_caught_up: u64,
+    /// Connections whose reads were rate-limited (slow consumers).
+    pub slow_connections: u64,
+    /// Bytes the slow connections read.
+    pub slow_bytes_read: u64,
 }
 
 impl Counters {
@@ -219,6 +240,11 @@ impl Counters {
         self.unacked += o.unacked;
         self.down_at_end += o.down_at_end;
         self.not_ready += o.not_ready;
+        self.resumes += o.resumes;
+        self.resume_replayed += o.resume_replayed;
+        self.resumes_caught_up += o.resumes_caught_up;
+        self.slow_connections += o.slow_connections;
+        self.slow_bytes_read += o.slow_bytes_read;
     }
 
     /// Errors of every kind (what the progress line and the table call
@@ -242,6 +268,12 @@ pub struct ShardStats {
     pub delivery: LatencyHistogram,
     /// Ack latency (µs).
     pub ack: LatencyHistogram,
+    /// Connect + upgrade time of successful attempts (µs).
+    pub handshake: LatencyHistogram,
+    /// Resumers: reconnect attempt → `joined` (µs).
+    pub rejoin: LatencyHistogram,
+    /// Resumers: reconnect attempt → every missed message received (µs).
+    pub catch_up: LatencyHistogram,
     /// Event counts.
     pub counters: Counters,
     /// Invariant violations seen live (duplicates, reorders, …); lost
@@ -262,6 +294,9 @@ impl ShardStats {
     pub fn merge(&mut self, other: &ShardStats) {
         self.delivery.merge(&other.delivery);
         self.ack.merge(&other.ack);
+        self.handshake.merge(&other.handshake);
+        self.rejoin.merge(&other.rejoin);
+        self.catch_up.merge(&other.catch_up);
         self.counters.add(&other.counters);
         self.violations.add(&other.violations);
         self.conns_up += other.conns_up;
