@@ -113,6 +113,10 @@ pub struct RunSpec {
     /// Read rate of a slow receiver, bytes/s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_read_bps: Option<u64>,
+    /// loadgen worker processes (`--procs`): one process holds at most
+    /// ~19,900 sockets here (20,000 open files), so large runs spread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub procs: Option<usize>,
 }
 
 impl RunSpec {
@@ -151,6 +155,9 @@ impl RunSpec {
         }
         if let Some(b) = self.slow_read_bps {
             a.extend(["--slow-read-rate".into(), b.to_string()]);
+        }
+        if let Some(p) = self.procs {
+            a.extend(["--procs".into(), p.to_string()]);
         }
         a
     }
@@ -231,6 +238,7 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
         drain_timeout: None,
         slow_fraction: None,
         slow_read_bps: None,
+        procs: None,
     };
     // room-fanout: a few senders; ~100k deliveries/s offered either way.
     let room = |label: &str| RunSpec {
@@ -316,10 +324,15 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
                 base("groups", "groups", 2000, 2000.0, "10s")
             }
         }],
+        // As many connections as one gateway process holds here (~19,500 of
+        // the 20,000 open files), from two loadgen processes.
         "idle" => vec![if q {
             base("idle", "idle", 500, 1.0, "2s")
         } else {
-            base("idle", "idle", 5000, 1.0, "5s")
+            RunSpec {
+                procs: Some(2),
+                ..base("idle", "idle", 19_000, 1.0, "10s")
+            }
         }],
         "shards" => [1, 2]
             .into_iter()

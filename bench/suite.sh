@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The full benchmark set behind docs/benchmarks.md, in one run (~45 min on
+# 2 cores). Run it on a quiet host: no builds, no other load.
+#
+#   cargo build --release -p gateway -p loadgen -p bench
+#   target/release/bench peers setup
+#   bench/suite.sh [OUT_DIR]
+#
+# Every result JSON, Markdown row and SVG lands in OUT_DIR (default
+# bench/results/suite-<date>); the log of the run in OUT_DIR/suite.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:-bench/results/suite-$(date -u +%Y%m%d-%H%M)}"
+B=target/release/bench
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/suite.log") 2>&1
+
+step() { echo; echo "== $(date -u +%H:%M:%S) bench $*"; }
+DIR="$OUT"
+run() { step run "$@"; "$B" run "$@" --out "$DIR" || echo "!! failed: bench run $*"; }
+
+echo "host: $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+step micro
+"$B" micro --out "$OUT" || echo "!! failed: bench micro"
+
+# The gateway, default shards (one per core = 2), durability fsync.
+run idle
+run connect-storm
+run dm-latency
+run groups-durable
+run room-fanout
+run resume-storm
+run slow-consumers
+run shards
+# Durability buffered, for comparisons with the in-memory peers.
+run dm-latency --durability buffered
+run room-fanout --durability buffered
+
+# The peers, same loadgen, same loads (no persistence).
+for p in node bun; do
+  run idle --server "$p"
+  run connect-storm --server "$p"
+  run dm-latency --server "$p"
+  run room-fanout --server "$p"
+done
+
+# Per core: the server pinned to CPU 0, loadgen to CPU 1; the gateway on
+# one shard.
+DIR="$OUT/pinned"
+mkdir -p "$DIR"
+run room-fanout --shards 1 --pin
+run room-fanout --shards 1 --pin --durability buffered
+run dm-latency --shards 1 --pin
+run dm-latency --shards 1 --pin --durability buffered
+for p in node bun; do
+  run room-fanout --server "$p" --pin
+  run dm-latency --server "$p" --pin
+done
+
+echo; echo "== $(date -u +%H:%M:%S) done: $OUT"
