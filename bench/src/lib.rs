@@ -38,7 +38,8 @@
 //!   CPUs the server's threads were allowed on.
 //! - `room-fanout` is **stepped**: it runs its ladder of publish rates (or
 //!   `--steps R1,R2,…`), one fresh server per step, stops after the first
-//!   step whose delivery p99 passes 50 ms, writes one result file with every
+//!   step whose delivery p99 passes 50 ms (`--stop-p99-ms` for big rooms),
+//!   writes one result file with every
 //!   step and two SVGs next to it (`…-latency.svg`: p50/p99/p99.9 vs offered
 //!   rate; `…-deliveries.svg`). `--rate R` alone runs one step.
 //!   `bench plot-results a.json b.json … --out DIR` draws several systems'
@@ -46,8 +47,9 @@
 //! - `bench plot SPEC.json --out FILE.svg` renders any chart spec (the
 //!   format is in [`plot`]).
 //!
-//! Not built yet (issue 4): a CI smoke job of its own (the `cargo test`
-//! smoke scenario runs in CI), repeated runs and variance.
+//! `bench/suite.sh` runs the whole set behind `docs/benchmarks.md`.
+//!
+//! Not built yet: repeated runs and variance.
 
 pub mod curves;
 pub mod figures;
