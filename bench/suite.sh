@@ -51,6 +51,8 @@ for p in node bun; do
   run connect-storm --server "$p"
   run dm-latency --server "$p"
   fanout --server "$p"
+  run resume-storm --server "$p"
+  run slow-consumers --server "$p"
 done
 
 # Per core: the server pinned to CPU 0, loadgen to CPU 1; the gateway on
