@@ -56,35 +56,9 @@ pub fn parse_all(sets: &[String]) -> anyhow::Result<Settings> {
 }
 
 /// A value as TOML: verbatim when it is an integer, a finite float or a
-/// bool, else a quoted string.
-#[must_use]
-pub fn toml_value(v: &str) -> String {
-    let numeric = !v.is_empty()
-        && v.bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
-    if v.parse::<i64>().is_ok()
-        || (numeric && v.parse::<f64>().is_ok_and(f64::is_finite))
-        || v == "true"
-        || v == "false"
-    {
-        return v.to_string();
-    }
-    let mut q = String::with_capacity(v.len() + 2);
-    q.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => q.push_str("\\\""),
-            '\\' => q.push_str("\\\\"),
-            '\n' => q.push_str("\\n"),
-            '\t' => q.push_str("\\t"),
-            '\r' => q.push_str("\\r"),
-            c if c.is_control() => q.push_str(&format!("\\u{:04X}", c as u32)),
-            c => q.push(c),
-        }
-    }
-    q.push('"');
-    q
-}
+/// bool, else a quoted string. One rule for `bench run --set` and the TOML
+/// lines `tuning sweep` recommends.
+pub use tuning::sweep::table::toml_value;
 
 /// The TOML file: one `key = value` line per setting.
 #[must_use]

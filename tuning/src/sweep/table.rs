@@ -180,9 +180,11 @@ pub fn toml(rows: &[Row], rec: &Recommendation) -> Option<String> {
     Some(t)
 }
 
-/// Numbers and booleans bare, anything else a quoted TOML string (the rule
-/// `bench run --set` uses for the file it hands the gateway).
-fn toml_value(v: &str) -> String {
+/// Numbers and booleans bare, anything else a quoted TOML string: the rule
+/// for the config file `bench run --set` hands the gateway (bench re-exports
+/// this) and for the lines the sweep recommends.
+#[must_use]
+pub fn toml_value(v: &str) -> String {
     let numeric = !v.is_empty()
         && v.bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
