@@ -346,16 +346,19 @@ impl FdbStore {
     {
         futures_lite::future::block_on(async {
             let mut trx = self.db.create_trx().map_err(|e| fdb_error(what, e))?;
-            loop {
-                trx.set_option(TransactionOption::Timeout(
-                    i32::try_from(self.cfg.timeout_ms).unwrap_or(i32::MAX),
+            // Set once: since API 610 `on_error` keeps `timeout` and
+            // `retry_limit`, so the timeout bounds the whole call, retries
+            // included (setting it again per attempt would restart it).
+            trx.set_option(TransactionOption::Timeout(
+                i32::try_from(self.cfg.timeout_ms).unwrap_or(i32::MAX),
+            ))
+            .and_then(|()| {
+                trx.set_option(TransactionOption::RetryLimit(
+                    i32::try_from(self.cfg.retry_limit).unwrap_or(i32::MAX),
                 ))
-                .and_then(|()| {
-                    trx.set_option(TransactionOption::RetryLimit(
-                        i32::try_from(self.cfg.retry_limit).unwrap_or(i32::MAX),
-                    ))
-                })
-                .map_err(|e| fdb_error(what, e))?;
+            })
+            .map_err(|e| fdb_error(what, e))?;
+            loop {
                 let shared = Arc::new(trx);
                 let result = body(shared.clone()).await;
                 // The body's future is gone: the loop owns the transaction again.
