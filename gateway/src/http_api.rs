@@ -32,6 +32,8 @@ enum Call {
     Request(String),
     /// The caller's unread counts.
     Unread,
+    /// The caller's groups and DMs (`discovery`).
+    MyChannels,
     /// A membership change, sent to the group's owner; `created` answers 201
     /// with the channel, else 204.
     Group {
@@ -145,6 +147,9 @@ fn route(
     if path == "me/unread" && head.method == "GET" {
         return Ok(Call::Unread);
     }
+    if path == "me/channels" && head.method == "GET" {
+        return Ok(Call::MyChannels);
+    }
     if path == "groups" {
         return group_route(head, "", body, identity, max_members);
     }
@@ -158,7 +163,15 @@ fn route(
         match (head.method.as_str(), tail) {
             ("POST", "messages") => {
                 let mut obj = body_object(body).map_err(|m| bad(&m))?;
-                obj.insert("type".into(), json!("send"));
+                // An edit or delete is a send with that kind and a target.
+                let ty = match obj.get("kind").and_then(Value::as_str) {
+                    Some(k @ ("edit" | "delete")) => k.to_string(),
+                    _ => "send".to_string(),
+                };
+                if ty != "send" {
+                    obj.remove("kind");
+                }
+                obj.insert("type".into(), json!(ty));
                 obj.insert("channel".into(), json!(channel));
                 return Ok(Call::Request(Value::Object(obj).to_string()));
             }
@@ -285,6 +298,22 @@ pub(crate) async fn serve(
                 shard.http_request(&identity, start, REQUEST_TIMEOUT).await,
                 None,
             )
+        }
+        Call::MyChannels => {
+            let user = identity.user.clone();
+            let result = shard
+                .store()
+                .call(move |s| crate::discovery::my_channels(s, &user))
+                .await;
+            let r = match result {
+                Ok(list) => {
+                    let body = crate::discovery::my_channels_body(&list);
+                    http::response(200, "application/json", &body, &[])
+                }
+                Err(f) => http::json_error_response(503, "unavailable", &f.message),
+            };
+            let _ = stream.write_all(&r).await;
+            return;
         }
         Call::Unread => {
             let start = |st: &mut ShardState, id| st.unread_request(id);

@@ -62,6 +62,9 @@
 //! - [`store_io`]: store calls off the executors. [`hash`]: the owner hash.
 //! - [`auth`]: tokens and dev auth. `http_api`: the `/v1` endpoints.
 //!   `presence`, `push`, `moderation`: presence, offline push, blocklist.
+//!   `discovery`: `GET /v1/me/channels` and `channel_added`. `sse`:
+//!   `GET /v1/events`, the Server-Sent Events fallback (a session like a
+//!   WebSocket one, written as SSE).
 //! - `bench_support` (hidden): the fan-out entry point of `bench micro`.
 
 pub mod auth;
@@ -74,6 +77,7 @@ pub mod server;
 
 pub(crate) mod batch;
 pub(crate) mod conn;
+pub(crate) mod discovery;
 pub(crate) mod http_api;
 pub(crate) mod metrics;
 pub(crate) mod moderation;
@@ -83,6 +87,7 @@ pub(crate) mod push;
 pub(crate) mod room;
 pub(crate) mod runtime;
 pub(crate) mod shard;
+pub(crate) mod sse;
 pub(crate) mod store_io;
 pub(crate) mod sys;
 pub(crate) mod util;

@@ -337,22 +337,32 @@ impl Owner {
         channel: Arc<str>,
         op: GroupOp,
         reply: Reply,
-        result: Result<(), StoreFailure>,
+        result: Result<bool, StoreFailure>,
         fx: &mut Effects,
     ) {
-        if let Err(f) = result {
-            fx.reply_error(&reply, f.code, &f.message);
-            return;
-        }
+        // `changed`: the store added (removed) the member; false when it
+        // already was (was not) one.
+        let changed = match result {
+            Ok(changed) => changed,
+            Err(f) => {
+                fx.reply_error(&reply, f.code, &f.message);
+                return;
+            }
+        };
         let oc = self.channel(&channel);
+        let mut added = Vec::new();
         match &op {
             GroupOp::Create(members) => {
                 oc.membership =
                     Membership::Members(members.iter().map(|m| Arc::from(m.as_str())).collect());
+                added.clone_from(members);
             }
             GroupOp::Add(user) => {
                 if let Membership::Members(m) = &mut oc.membership {
                     m.insert(Arc::from(user.as_str()));
+                }
+                if changed {
+                    added.push(user.clone());
                 }
             }
             GroupOp::Remove(user) => {
@@ -371,6 +381,7 @@ impl Owner {
                 }
             }
         }
+        crate::discovery::announce(fx, added, &channel);
         let mut frame = Vec::new();
         response::group_done(&mut frame, reply.id.as_deref(), &channel);
         fx.send(
@@ -679,6 +690,11 @@ impl Owner {
                     if self.push {
                         notify_members(&name, &oc.membership, &msg, seq.0, fx);
                     }
+                    crate::discovery::announce(
+                        fx,
+                        crate::discovery::first_dm_users(&name, seq.0),
+                        &name,
+                    );
                     let b = batch.get_or_insert_with(|| Batch::new(name.clone(), seq.0));
                     debug_assert_eq!(b.first_seq + b.len() as u64, seq.0, "store seqs are dense");
                     if let Some(t) = msg.target {

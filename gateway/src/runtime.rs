@@ -64,7 +64,7 @@ const MAX_BACKLOG: usize = 8192;
 pub(crate) struct Shard {
     id: ShardId,
     cfg: Arc<Config>,
-    state: RefCell<ShardState>,
+    pub(crate) state: RefCell<ShardState>,
     mesh: Senders<ShardMsg>,
     backlog: Vec<RefCell<VecDeque<ShardMsg>>>,
     pump_busy: Vec<Cell<bool>>,
@@ -127,8 +127,13 @@ impl Shard {
         reply
     }
 
+    /// The store, for calls off the executor.
+    pub(crate) fn store(&self) -> &StoreIo {
+        &self.store
+    }
+
     /// Runs `f` on the state, then applies the effects it produced.
-    fn with<R>(self: &Rc<Self>, f: impl FnOnce(&mut ShardState) -> R) -> R {
+    pub(crate) fn with<R>(self: &Rc<Self>, f: impl FnOnce(&mut ShardState) -> R) -> R {
         let r = f(&mut self.state.borrow_mut());
         self.apply_effects();
         r
@@ -422,10 +427,10 @@ impl Shard {
                         .call(move |s| match op2 {
                             GroupOp::Create(members) => {
                                 let id = ch.strip_prefix(storage::GROUP_PREFIX).unwrap_or(&ch);
-                                s.create_group(id, &members)
+                                s.create_group(id, &members).map(|()| true)
                             }
-                            GroupOp::Add(user) => s.add_member(&ch, &user).map(|_| ()),
-                            GroupOp::Remove(user) => s.remove_member(&ch, &user).map(|_| ()),
+                            GroupOp::Add(user) => s.add_member(&ch, &user),
+                            GroupOp::Remove(user) => s.remove_member(&ch, &user),
                         })
                         .await;
                     shard.with(|st| {
@@ -793,6 +798,12 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
     };
     match (head.method.as_str(), head.path.as_str()) {
         (_, "/ws") => upgrade(shard, stream, head, rest).await,
+        ("GET", "/v1/events") => {
+            let Some(identity) = admit(&shard, &mut stream, &head).await else {
+                return;
+            };
+            crate::sse::serve(shard, stream, head, identity).await;
+        }
         (_, p) if p.starts_with("/v1/") => {
             let Some(identity) = admit(&shard, &mut stream, &head).await else {
                 return;

@@ -42,6 +42,8 @@ pub struct RequestHead {
     pub authorization: Option<String>,
     /// `Content-Length`.
     pub content_length: Option<usize>,
+    /// `Last-Event-ID` (an `EventSource` reconnecting to `/v1/events`).
+    pub last_event_id: Option<String>,
 }
 
 impl RequestHead {
@@ -173,6 +175,7 @@ fn build_head(request: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpEr
             || is("sec-websocket-version")
             || is("authorization")
             || is("content-length")
+            || is("last-event-id")
             || is("transfer-encoding"))
         {
             continue;
@@ -196,6 +199,8 @@ fn build_head(request: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpEr
                 return Err(malformed("conflicting Content-Length headers"));
             }
             head.content_length = Some(length);
+        } else if is("last-event-id") {
+            head.last_event_id = Some(value.to_owned());
         } else {
             return Err(malformed(
                 "Transfer-Encoding is not supported; send Content-Length",
@@ -469,6 +474,13 @@ mod tests {
         assert_eq!(head.content_length, Some(13));
         assert_eq!(&req[consumed..], "{\"members\":[]}");
         assert!(!head.upgrade_websocket);
+    }
+
+    #[test]
+    fn last_event_id_is_kept() {
+        let req = "GET /v1/events?channels=room:a HTTP/1.1\r\nLast-Event-ID:  room:a=5 \r\n\r\n";
+        let (head, _) = parse(req).unwrap().unwrap();
+        assert_eq!(head.last_event_id.as_deref(), Some("room:a=5"));
     }
 
     #[test]
