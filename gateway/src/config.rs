@@ -179,6 +179,10 @@ pub struct Config {
     pub blocklist_words: Vec<String>,
     /// Regular expressions refused in messages (Rust `regex` syntax).
     pub blocklist_patterns: Vec<String>,
+    /// Serve the demo chat page (and the JavaScript SDK it is built on) at
+    /// `GET /demo/`. Default: on in dev auth (no `auth_secret`), off
+    /// otherwise. Costs nothing when unused: the files are compiled in.
+    pub demo: Option<bool>,
 }
 
 impl Default for Config {
@@ -222,6 +226,7 @@ impl Default for Config {
             typing_window_ms: 3_000,
             blocklist_words: Vec::new(),
             blocklist_patterns: Vec::new(),
+            demo: None,
         }
     }
 }
@@ -328,6 +333,13 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Whether `GET /demo/` serves the demo page: `demo` when set, else
+    /// only in dev auth.
+    #[must_use]
+    pub fn demo_enabled(&self) -> bool {
+        self.demo.unwrap_or(self.auth_secret.is_none())
     }
 
     /// The maximum of connections in force: the configured value, or the

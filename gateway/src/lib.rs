@@ -64,7 +64,7 @@
 //!   `presence`, `push`, `moderation`: presence, offline push, blocklist.
 //!   `discovery`: `GET /v1/me/channels` and `channel_added`. `sse`:
 //!   `GET /v1/events`, the Server-Sent Events fallback (a session like a
-//!   WebSocket one, written as SSE).
+//!   WebSocket one, written as SSE). `demo`: the chat page at `/demo/`.
 //! - `bench_support` (hidden): the fan-out entry point of `bench micro`.
 
 pub mod auth;
@@ -77,6 +77,7 @@ pub mod server;
 
 pub(crate) mod batch;
 pub(crate) mod conn;
+pub(crate) mod demo;
 pub(crate) mod discovery;
 pub(crate) mod http_api;
 pub(crate) mod metrics;

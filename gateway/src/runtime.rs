@@ -804,6 +804,9 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
             };
             crate::sse::serve(shard, stream, head, identity).await;
         }
+        ("GET", p) if p == "/demo" || p.starts_with("/demo/") => {
+            crate::demo::serve(&shard, &mut stream, &head).await;
+        }
         (_, p) if p.starts_with("/v1/") => {
             let Some(identity) = admit(&shard, &mut stream, &head).await else {
                 return;

@@ -1,5 +1,6 @@
 //! A user learns about channels that became theirs: `channel_added` when
-//! added to a group or on a first DM, and `GET /v1/me/channels`.
+//! added to a group or on a first DM, and `GET /v1/me/channels`. The demo
+//! page is served in dev auth only unless configured.
 #![allow(clippy::unwrap_used)]
 mod common;
 use common::*;
@@ -89,4 +90,23 @@ fn group_members_are_told_when_added() {
         body["channels"][0]["unread"], 0,
         "own sends move the read cursor"
     );
+}
+
+#[test]
+fn the_demo_page_is_on_in_dev_auth_and_off_with_a_secret_unless_configured() {
+    let tg = start(1);
+    let (s, body) = http_get(tg.addr(), "/demo/");
+    assert_eq!(s, 200);
+    assert!(body.contains("<html"), "{body}");
+    let (s, body) = http_get(tg.addr(), "/demo/sdk/index.js");
+    assert_eq!(s, 200);
+    assert!(body.contains("ChatClient"));
+
+    let tg = start_with(1, |c| c.auth_secret = Some("s".into()));
+    assert_eq!(http_get(tg.addr(), "/demo/").0, 404);
+    let tg = start_with(1, |c| {
+        c.auth_secret = Some("s".into());
+        c.demo = Some(true);
+    });
+    assert_eq!(http_get(tg.addr(), "/demo/").0, 200);
 }
