@@ -220,6 +220,7 @@ fn main() -> anyhow::Result<()> {
                 .map_or_else(|| "(default)".to_string(), |p| p.display().to_string())
         ),
     };
+    let demo = cfg.demo_enabled();
     let gw = Gateway::start(cfg)?;
     println!(
         "gateway listening on ws://{}/ws ({} shards, {})",
@@ -227,6 +228,16 @@ fn main() -> anyhow::Result<()> {
         shards,
         store
     );
+    if demo {
+        // Not println!: a launcher may have closed the pipe after the first
+        // line, and this line must not take the process down.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stdout(),
+            "demo chat page: http://{}/demo/",
+            gw.local_addr()
+        );
+    }
     let sig = gateway::wait_for_termination();
     tracing::info!(signal = sig, "shutting down");
     gw.shutdown();
