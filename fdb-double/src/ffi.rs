@@ -1,82 +1,34 @@
 //! The C ABI: the functions of `fdb_c.h` (API 730) that the `foundationdb`
-//! crate links to, over [`crate::kv`]. Every future is created ready (the
-//! operation runs inside the call), so `fdb_future_set_callback` calls the
-//! callback at once on the calling thread, as libfdb_c does for a ready
-//! future.
+//! crate links to. Thin: pointers in, [`crate::handle`] calls, futures out.
+//! Which mode a database runs in is decided here, by its cluster file
+//! ([`crate::client::parse_cluster_file`]).
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::kv::{self, code, Database, RangeParams, Selector, Transaction};
+use crate::client::{parse_cluster_file, Client, ClusterFile};
+use crate::future::{Callback, FdbKey, FdbKeyValue, Future, Value};
+use crate::handle::{Db, Trx};
+use crate::kv::{self, code, Database, RangeParams, Selector};
+use crate::net;
+use crate::proto::{Op, Request};
 
 type FdbError = c_int;
 type FdbBool = c_int;
-type Callback = Option<unsafe extern "C" fn(*mut Future, *mut c_void)>;
 
-/// `FDBKey`, `#pragma pack(4)`.
-#[repr(C, packed(4))]
-pub struct FdbKey {
-    key: *const u8,
-    key_length: c_int,
-}
-
-/// `FDBKeyValue`, `#pragma pack(4)`.
-#[repr(C, packed(4))]
-pub struct FdbKeyValue {
-    key: *const u8,
-    key_length: c_int,
-    value: *const u8,
-    value_length: c_int,
-}
-
-enum Value {
-    None,
-    Int64(i64),
-    Bytes(Option<Vec<u8>>),
-    KeyValues {
-        rows: Vec<(Vec<u8>, Vec<u8>)>,
-        ffi: Vec<FdbKeyValue>,
-        more: bool,
-    },
-    Keys {
-        keys: Vec<Vec<u8>>,
-        ffi: Vec<FdbKey>,
-    },
-    Strings {
-        _owned: Vec<CString>,
-        ptrs: Vec<*const c_char>,
-    },
-}
-
-/// `FDBFuture`: always ready.
-pub struct Future {
-    error: FdbError,
-    value: Value,
+fn out(f: Arc<Future>) -> *mut Future {
+    Future::into_raw(f)
 }
 
 fn ready(r: Result<Value, i32>) -> *mut Future {
-    let f = match r {
-        Ok(value) => Future { error: 0, value },
-        Err(error) => Future {
-            error,
-            value: Value::None,
-        },
-    };
-    Box::into_raw(Box::new(f))
+    out(Future::ready(r))
 }
 
-/// `FDBDatabase`.
-pub struct Db(Arc<Database>);
-/// `FDBTransaction`.
-pub struct Trx(Mutex<Transaction>);
-
-fn trx<'a>(t: *mut Trx) -> MutexGuard<'a, Transaction> {
+fn trx<'a>(t: *mut Trx) -> &'a Trx {
     // SAFETY: the caller passes a pointer from fdb_database_create_transaction
     // that it has not destroyed (the C contract).
-    let t = unsafe { &*t };
-    t.0.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    unsafe { &*t }
 }
 
 /// A byte slice from C (null with length 0 is the empty slice).
@@ -88,18 +40,32 @@ fn bytes<'a>(p: *const u8, len: c_int) -> &'a [u8] {
     unsafe { std::slice::from_raw_parts(p, len as usize) }
 }
 
-fn databases() -> &'static Mutex<HashMap<String, Arc<Database>>> {
+/// The in-process database of a cluster-file path (one per path and
+/// process).
+fn database_for(path: &str) -> Arc<Database> {
     static DBS: OnceLock<Mutex<HashMap<String, Arc<Database>>>> = OnceLock::new();
-    DBS.get_or_init(Default::default)
+    let mut dbs = DBS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    dbs.entry(path.to_string()).or_default().clone()
 }
 
 const DEFAULT_CLUSTER_FILE: &str = "/etc/foundationdb/fdb.cluster";
 
-fn database_for(path: &str) -> Arc<Database> {
-    let mut dbs = databases()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    dbs.entry(path.to_string()).or_default().clone()
+/// A cluster file's path and mode: `path`, else `FDB_CLUSTER_FILE`, else
+/// the default path, as libfdb_c. The file must exist (1515).
+fn cluster_file(path: *const c_char) -> Result<(String, ClusterFile), FdbError> {
+    let path = if path.is_null() {
+        std::env::var("FDB_CLUSTER_FILE").unwrap_or_else(|_| DEFAULT_CLUSTER_FILE.to_string())
+    } else {
+        // SAFETY: NUL-terminated per the C contract.
+        unsafe { CStr::from_ptr(path) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let text = std::fs::read_to_string(&path).map_err(|_| code::NO_CLUSTER_FILE_FOUND)?;
+    Ok((path, parse_cluster_file(&text)?))
 }
 
 // ---------------------------------------------------------------- errors --
@@ -114,15 +80,22 @@ pub extern "C" fn fdb_get_error(code: FdbError) -> *const c_char {
         1021 => c"Transaction may or may not have committed",
         1025 => c"Operation aborted because the transaction was cancelled",
         1031 => c"Operation aborted because the transaction timed out",
+        1032 => c"Too many watches currently set",
+        1036 => c"Read or wrote an unreadable key",
+        1101 => c"Asynchronous operation cancelled",
         1515 => c"Cluster file not found",
+        2000 => c"Invalid API call",
         2004 => c"Key outside legal range",
         2005 => c"Range begin key larger than end key",
         2006 => c"Option set with an invalid value",
         2008 => c"Action not possible before the network is configured",
         2009 => c"Network can be configured only once",
+        2015 => c"Future not ready",
+        2021 => c"Transaction is read-only and therefore does not have a commit version",
         2101 => c"Transaction exceeds byte limit",
         2102 => c"Key length exceeds limit",
         2103 => c"Value length exceeds limit",
+        2104 => c"Connection string invalid",
         2203 => c"API version not supported",
         4100 => c"Not implemented by the libfdb_c test double",
         _ => c"Unknown error (libfdb_c test double)",
@@ -143,25 +116,6 @@ pub extern "C" fn fdb_error_predicate(predicate: c_int, code: FdbError) -> FdbBo
 
 // --------------------------------------------------------------- network --
 
-#[derive(Default)]
-struct Net {
-    api_version: Option<c_int>,
-    setup: bool,
-    stopped: bool,
-}
-
-fn net() -> &'static (Mutex<Net>, Condvar) {
-    static NET: OnceLock<(Mutex<Net>, Condvar)> = OnceLock::new();
-    NET.get_or_init(Default::default)
-}
-
-fn net_lock() -> MutexGuard<'static, Net> {
-    net()
-        .0
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// The highest API version the double speaks (the crate's `fdb-7_3`).
 const MAX_API_VERSION: c_int = 730;
 
@@ -175,12 +129,14 @@ pub extern "C" fn fdb_get_client_version() -> *const c_char {
     c"7.3.0-test-double".as_ptr()
 }
 
+/// Versionstamp offsets are read as API ≥ 520 encodes them (4 bytes), so
+/// older versions are refused.
 #[no_mangle]
 pub extern "C" fn fdb_select_api_version_impl(runtime: c_int, header: c_int) -> FdbError {
-    if runtime > MAX_API_VERSION || header > MAX_API_VERSION || runtime < 1 {
+    if runtime > MAX_API_VERSION || header > MAX_API_VERSION || runtime < 520 {
         return code::API_VERSION_NOT_SUPPORTED;
     }
-    net_lock().api_version = Some(runtime);
+    net::select_api_version(runtime);
     0
 }
 
@@ -191,41 +147,18 @@ pub extern "C" fn fdb_network_set_option(_o: c_int, _v: *const u8, _l: c_int) ->
 
 #[no_mangle]
 pub extern "C" fn fdb_setup_network() -> FdbError {
-    let mut n = net_lock();
-    if n.setup {
-        return code::NETWORK_ALREADY_SETUP;
-    }
-    n.setup = true;
-    0
+    net::setup()
 }
 
-/// Blocks until `fdb_stop_network` (the double has no network work to do).
+/// Runs the network thread's loop until `fdb_stop_network`.
 #[no_mangle]
 pub extern "C" fn fdb_run_network() -> FdbError {
-    let (lock, cvar) = net();
-    let mut n = lock
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !n.setup {
-        return code::NETWORK_NOT_SETUP;
-    }
-    while !n.stopped {
-        n = cvar
-            .wait(n)
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-    }
-    0
+    net::run()
 }
 
 #[no_mangle]
 pub extern "C" fn fdb_stop_network() -> FdbError {
-    let mut n = net_lock();
-    if !n.setup {
-        return code::NETWORK_NOT_SETUP;
-    }
-    n.stopped = true;
-    net().1.notify_all();
-    0
+    net::stop()
 }
 
 #[no_mangle]
@@ -238,73 +171,73 @@ pub extern "C" fn fdb_add_network_thread_completion_hook(
 
 // -------------------------------------------------------------- database --
 
-/// Opens the in-memory database of `cluster_file_path` (one per path and
-/// process; the default path when null). The file must exist, as for
-/// libfdb_c; its content is not read.
+/// Opens the database of a cluster file: the in-process database of its
+/// path when it names no coordinator, else the double server it names (the
+/// connection opens with the first transaction, as libfdb_c's does).
 ///
 /// # Safety
 /// `path` is null or a NUL-terminated string; `out` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn fdb_create_database(path: *const c_char, out: *mut *mut Db) -> FdbError {
-    let path = if path.is_null() {
-        DEFAULT_CLUSTER_FILE.to_string()
-    } else {
-        // SAFETY: NUL-terminated per the C contract.
-        unsafe { CStr::from_ptr(path) }
-            .to_string_lossy()
-            .into_owned()
+pub unsafe extern "C" fn fdb_create_database(
+    path: *const c_char,
+    out: *mut *mut Arc<Db>,
+) -> FdbError {
+    let db = match cluster_file(path) {
+        Ok((path, ClusterFile::InProcess)) => Db::local(database_for(&path)),
+        Ok((_, ClusterFile::Server(addr))) => Db::remote(Client::of(addr)),
+        Err(e) => return e,
     };
-    if !std::path::Path::new(&path).exists() {
-        return code::NO_CLUSTER_FILE_FOUND;
-    }
-    let db = Box::new(Db(database_for(&path)));
     // SAFETY: `out` is writable per the C contract.
-    unsafe { *out = Box::into_raw(db) };
+    unsafe { *out = Box::into_raw(Box::new(db)) };
     0
 }
 
 /// # Safety
 /// `d` came from `fdb_create_database` and is not used after.
 #[no_mangle]
-pub unsafe extern "C" fn fdb_database_destroy(d: *mut Db) {
+pub unsafe extern "C" fn fdb_database_destroy(d: *mut Arc<Db>) {
     if !d.is_null() {
         // SAFETY: created by Box::into_raw in fdb_create_database.
         drop(unsafe { Box::from_raw(d) });
     }
 }
 
+/// # Safety
+/// `d` is a live database.
 #[no_mangle]
-pub extern "C" fn fdb_database_set_option(
-    _d: *mut Db,
-    _o: c_int,
-    _v: *const u8,
-    _l: c_int,
+pub unsafe extern "C" fn fdb_database_set_option(
+    d: *mut Arc<Db>,
+    o: c_int,
+    v: *const u8,
+    l: c_int,
 ) -> FdbError {
-    0
+    // SAFETY: live database per the C contract.
+    let db = unsafe { &*d };
+    db.set_option(o, (!v.is_null()).then(|| bytes(v, l)))
 }
 
 /// # Safety
 /// `d` is a live database; `out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn fdb_database_create_transaction(
-    d: *mut Db,
+    d: *mut Arc<Db>,
     out: *mut *mut Trx,
 ) -> FdbError {
     // SAFETY: live database per the C contract.
-    let db = unsafe { &*d }.0.clone();
-    let t = Box::new(Trx(Mutex::new(Transaction::new(db))));
+    let db = unsafe { &*d };
+    let t = Box::new(db.create_transaction());
     // SAFETY: writable per the C contract.
     unsafe { *out = Box::into_raw(t) };
     0
 }
 
 #[no_mangle]
-pub extern "C" fn fdb_database_get_main_thread_busyness(_d: *mut Db) -> f64 {
+pub extern "C" fn fdb_database_get_main_thread_busyness(_d: *mut Arc<Db>) -> f64 {
     0.0
 }
 
 #[no_mangle]
-pub extern "C" fn fdb_database_get_client_status(_d: *mut Db) -> *mut Future {
+pub extern "C" fn fdb_database_get_client_status(_d: *mut Arc<Db>) -> *mut Future {
     ready(Ok(Value::Bytes(Some(
         br#"{"Healthy":true,"TestDouble":true}"#.to_vec(),
     ))))
@@ -312,7 +245,7 @@ pub extern "C" fn fdb_database_get_client_status(_d: *mut Db) -> *mut Future {
 
 #[no_mangle]
 pub extern "C" fn fdb_database_open_tenant(
-    _d: *mut Db,
+    _d: *mut Arc<Db>,
     _name: *const u8,
     _len: c_int,
     _out: *mut *mut c_void,
@@ -329,9 +262,11 @@ pub extern "C" fn fdb_tenant_create_transaction(_t: *mut c_void, _out: *mut *mut
 pub extern "C" fn fdb_tenant_destroy(_t: *mut c_void) {}
 
 /// Test hook (not in fdb_c.h): the next `n` writing commits on the database
-/// of `path` fail with `codes[i]`; when `applied[i]` is non-zero the commit
-/// is applied first (a `commit_unknown_result` that did commit). Tests find
-/// it with `dlsym`, so they skip it against a real libfdb_c.
+/// of the cluster file `path` fail with `codes[i]`; when `applied[i]` is
+/// non-zero the commit is applied first (a `commit_unknown_result` that did
+/// commit). On a server's database the faults hit the next commits of any
+/// client. Tests find it with `dlsym`, so they skip it against a real
+/// libfdb_c.
 ///
 /// # Safety
 /// `path` is NUL-terminated; `codes` and `applied` hold `n` values.
@@ -345,10 +280,6 @@ pub unsafe extern "C" fn fdb_double_inject_commit_errors(
     if path.is_null() || n < 0 {
         return code::INVALID_OPTION_VALUE;
     }
-    // SAFETY: per this function's contract.
-    let path = unsafe { CStr::from_ptr(path) }
-        .to_string_lossy()
-        .into_owned();
     let n = n as usize;
     // SAFETY: per this function's contract.
     let (codes, applied) = unsafe {
@@ -362,7 +293,14 @@ pub unsafe extern "C" fn fdb_double_inject_commit_errors(
         .zip(applied)
         .map(|(c, a)| (*c, *a != 0))
         .collect();
-    database_for(&path).inject_commit_errors(&faults);
+    match cluster_file(path) {
+        Ok((path, ClusterFile::InProcess)) => database_for(&path).inject_commit_errors(&faults),
+        Ok((_, ClusterFile::Server(addr))) => match Client::of(addr).connection() {
+            Ok(c) => c.send(&Request::InjectFaults { faults }, true),
+            Err(_) => return code::TRANSACTION_TOO_OLD,
+        },
+        Err(e) => return e,
+    }
     0
 }
 
@@ -395,11 +333,7 @@ pub extern "C" fn fdb_transaction_set_option(
     v: *const u8,
     l: c_int,
 ) -> FdbError {
-    let value = (!v.is_null()).then(|| bytes(v, l));
-    match trx(t).set_option(o, value) {
-        Ok(()) => 0,
-        Err(e) => e,
-    }
+    trx(t).set_option(o, (!v.is_null()).then(|| bytes(v, l)))
 }
 
 #[no_mangle]
@@ -409,7 +343,7 @@ pub extern "C" fn fdb_transaction_set_read_version(t: *mut Trx, version: i64) {
 
 #[no_mangle]
 pub extern "C" fn fdb_transaction_get_read_version(t: *mut Trx) -> *mut Future {
-    ready(trx(t).get_read_version().map(Value::Int64))
+    out(trx(t).call(Op::GetReadVersion))
 }
 
 #[no_mangle]
@@ -419,7 +353,10 @@ pub extern "C" fn fdb_transaction_get(
     l: c_int,
     snapshot: FdbBool,
 ) -> *mut Future {
-    ready(trx(t).get(bytes(k, l), snapshot != 0).map(Value::Bytes))
+    out(trx(t).call(Op::Get {
+        key: bytes(k, l).to_vec(),
+        snapshot: snapshot != 0,
+    }))
 }
 
 #[no_mangle]
@@ -431,16 +368,14 @@ pub extern "C" fn fdb_transaction_get_key(
     offset: c_int,
     snapshot: FdbBool,
 ) -> *mut Future {
-    let sel = Selector {
-        key: bytes(k, l).to_vec(),
-        or_equal: or_equal != 0,
-        offset,
-    };
-    ready(
-        trx(t)
-            .get_key(&sel, snapshot != 0)
-            .map(|k| Value::Bytes(Some(k))),
-    )
+    out(trx(t).call(Op::GetKey {
+        selector: Selector {
+            key: bytes(k, l).to_vec(),
+            or_equal: or_equal != 0,
+            offset,
+        },
+        snapshot: snapshot != 0,
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -472,30 +407,14 @@ pub extern "C" fn fdb_transaction_get_range(
         or_equal: e_or_equal != 0,
         offset: e_offset,
     };
-    let p = RangeParams {
+    let params = RangeParams {
         limit,
         target_bytes,
         mode,
         snapshot: snapshot != 0,
         reverse: reverse != 0,
     };
-    ready(trx(t).get_range(&begin, &end, p).map(|r| {
-        let ffi = r
-            .rows
-            .iter()
-            .map(|(k, v)| FdbKeyValue {
-                key: k.as_ptr(),
-                key_length: k.len() as c_int,
-                value: v.as_ptr(),
-                value_length: v.len() as c_int,
-            })
-            .collect();
-        Value::KeyValues {
-            rows: r.rows,
-            ffi,
-            more: r.more,
-        }
-    }))
+    out(trx(t).call(Op::GetRange { begin, end, params }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -530,7 +449,10 @@ pub extern "C" fn fdb_transaction_set(
     v: *const u8,
     vl: c_int,
 ) {
-    trx(t).set(bytes(k, kl), bytes(v, vl));
+    trx(t).mutate(Op::Set {
+        key: bytes(k, kl).to_vec(),
+        value: bytes(v, vl).to_vec(),
+    });
 }
 
 #[no_mangle]
@@ -542,12 +464,18 @@ pub extern "C" fn fdb_transaction_atomic_op(
     pl: c_int,
     op: c_int,
 ) {
-    trx(t).atomic_op(bytes(k, kl), bytes(p, pl), op);
+    trx(t).mutate(Op::Atomic {
+        key: bytes(k, kl).to_vec(),
+        param: bytes(p, pl).to_vec(),
+        op,
+    });
 }
 
 #[no_mangle]
 pub extern "C" fn fdb_transaction_clear(t: *mut Trx, k: *const u8, kl: c_int) {
-    trx(t).clear(bytes(k, kl));
+    trx(t).mutate(Op::Clear {
+        key: bytes(k, kl).to_vec(),
+    });
 }
 
 #[no_mangle]
@@ -558,7 +486,10 @@ pub extern "C" fn fdb_transaction_clear_range(
     e: *const u8,
     el: c_int,
 ) {
-    trx(t).clear_range(bytes(b, bl), bytes(e, el));
+    trx(t).mutate(Op::ClearRange {
+        begin: bytes(b, bl).to_vec(),
+        end: bytes(e, el).to_vec(),
+    });
 }
 
 #[no_mangle]
@@ -570,20 +501,19 @@ pub extern "C" fn fdb_transaction_add_conflict_range(
     el: c_int,
     kind: c_int,
 ) -> FdbError {
-    match trx(t).add_conflict_range(bytes(b, bl), bytes(e, el), kind == 1) {
-        Ok(()) => 0,
-        Err(e) => e,
-    }
+    trx(t).add_conflict_range(bytes(b, bl), bytes(e, el), kind == 1)
 }
 
+/// A future that becomes ready when `key` changes after this transaction
+/// commits (see `kv.rs`, *Watches*).
 #[no_mangle]
-pub extern "C" fn fdb_transaction_watch(_t: *mut Trx, _k: *const u8, _l: c_int) -> *mut Future {
-    ready(Err(code::INTERNAL_ERROR))
+pub extern "C" fn fdb_transaction_watch(t: *mut Trx, k: *const u8, l: c_int) -> *mut Future {
+    out(trx(t).watch(bytes(k, l)))
 }
 
 #[no_mangle]
 pub extern "C" fn fdb_transaction_commit(t: *mut Trx) -> *mut Future {
-    ready(trx(t).commit().map(|()| Value::None))
+    out(trx(t).commit())
 }
 
 /// # Safety
@@ -601,17 +531,18 @@ pub unsafe extern "C" fn fdb_transaction_get_committed_version(
 
 #[no_mangle]
 pub extern "C" fn fdb_transaction_get_approximate_size(t: *mut Trx) -> *mut Future {
-    ready(Ok(Value::Int64(trx(t).approximate_size() as i64)))
+    out(trx(t).call(Op::ApproximateSize))
 }
 
+/// Ready with the 10-byte versionstamp once the transaction commits.
 #[no_mangle]
-pub extern "C" fn fdb_transaction_get_versionstamp(_t: *mut Trx) -> *mut Future {
-    ready(Err(code::INTERNAL_ERROR))
+pub extern "C" fn fdb_transaction_get_versionstamp(t: *mut Trx) -> *mut Future {
+    out(trx(t).versionstamp())
 }
 
 #[no_mangle]
 pub extern "C" fn fdb_transaction_on_error(t: *mut Trx, err: FdbError) -> *mut Future {
-    ready(trx(t).on_error(err).map(|()| Value::None))
+    out(trx(t).on_error(err))
 }
 
 #[no_mangle]
@@ -622,11 +553,10 @@ pub extern "C" fn fdb_transaction_get_estimated_range_size_bytes(
     e: *const u8,
     el: c_int,
 ) -> *mut Future {
-    ready(
-        trx(t)
-            .estimated_range_size(bytes(b, bl), bytes(e, el))
-            .map(Value::Int64),
-    )
+    out(trx(t).call(Op::EstimatedRangeSize {
+        begin: bytes(b, bl).to_vec(),
+        end: bytes(e, el).to_vec(),
+    }))
 }
 
 #[no_mangle]
@@ -638,15 +568,10 @@ pub extern "C" fn fdb_transaction_get_range_split_points(
     el: c_int,
     _chunk: i64,
 ) -> *mut Future {
-    let keys = vec![bytes(b, bl).to_vec(), bytes(e, el).to_vec()];
-    let ffi = keys
-        .iter()
-        .map(|k| FdbKey {
-            key: k.as_ptr(),
-            key_length: k.len() as c_int,
-        })
-        .collect();
-    ready(Ok(Value::Keys { keys, ffi }))
+    ready(Ok(Value::keys(vec![
+        bytes(b, bl).to_vec(),
+        bytes(e, el).to_vec(),
+    ])))
 }
 
 #[no_mangle]
@@ -655,12 +580,7 @@ pub extern "C" fn fdb_transaction_get_addresses_for_key(
     _k: *const u8,
     _l: c_int,
 ) -> *mut Future {
-    let owned = vec![CString::from(c"127.0.0.1:4500")];
-    let ptrs = owned.iter().map(|s| s.as_ptr()).collect();
-    ready(Ok(Value::Strings {
-        _owned: owned,
-        ptrs,
-    }))
+    ready(Ok(Value::strings(vec![CString::from(c"127.0.0.1:4500")])))
 }
 
 // --------------------------------------------------------------- futures --
@@ -670,29 +590,37 @@ fn fut<'a>(f: *mut Future) -> &'a Future {
     unsafe { &*f }
 }
 
+/// Cancels the future if it is pending (its callback runs with 1101), then
+/// releases the caller's reference.
+///
 /// # Safety
 /// `f` came from this library and is not used after.
 #[no_mangle]
 pub unsafe extern "C" fn fdb_future_destroy(f: *mut Future) {
     if !f.is_null() {
-        // SAFETY: created by Box::into_raw in `ready`.
-        drop(unsafe { Box::from_raw(f) });
+        // SAFETY: created by Arc::into_raw in Future::into_raw; this is the
+        // caller's one reference.
+        let f = unsafe { Arc::from_raw(f.cast_const()) };
+        f.cancel();
     }
 }
 
 #[no_mangle]
-pub extern "C" fn fdb_future_cancel(_f: *mut Future) {}
+pub extern "C" fn fdb_future_cancel(f: *mut Future) {
+    fut(f).cancel();
+}
 
 #[no_mangle]
 pub extern "C" fn fdb_future_release_memory(_f: *mut Future) {}
 
 #[no_mangle]
-pub extern "C" fn fdb_future_is_ready(_f: *mut Future) -> FdbBool {
-    1
+pub extern "C" fn fdb_future_is_ready(f: *mut Future) -> FdbBool {
+    FdbBool::from(fut(f).is_ready())
 }
 
 #[no_mangle]
-pub extern "C" fn fdb_future_block_until_ready(_f: *mut Future) -> FdbError {
+pub extern "C" fn fdb_future_block_until_ready(f: *mut Future) -> FdbError {
+    fut(f).wait();
     0
 }
 
@@ -701,41 +629,26 @@ pub extern "C" fn fdb_future_block_until_ready(_f: *mut Future) -> FdbError {
 #[no_mangle]
 pub unsafe extern "C" fn fdb_future_set_callback(
     f: *mut Future,
-    cb: Callback,
+    cb: Option<Callback>,
     param: *mut c_void,
 ) -> FdbError {
     if let Some(cb) = cb {
-        // SAFETY: the caller's callback, called once as libfdb_c does for a
-        // ready future.
-        unsafe { cb(f, param) };
+        // SAFETY: the C contract: `cb` is callable once with (f, param).
+        unsafe { fut(f).set_callback(cb, param) };
     }
     0
 }
 
 #[no_mangle]
 pub extern "C" fn fdb_future_get_error(f: *mut Future) -> FdbError {
-    fut(f).error
-}
-
-/// Writes through `out` when the future holds no error; the pointers the
-/// caller gets stay valid until the future is destroyed.
-fn with_value(f: *mut Future, write: impl FnOnce(&Value) -> bool) -> FdbError {
-    let f = fut(f);
-    if f.error != 0 {
-        return f.error;
-    }
-    if write(&f.value) {
-        0
-    } else {
-        code::INTERNAL_ERROR
-    }
+    fut(f).error()
 }
 
 /// # Safety
 /// `out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn fdb_future_get_int64(f: *mut Future, out: *mut i64) -> FdbError {
-    with_value(f, |v| match v {
+    fut(f).with_value(|v| match v {
         Value::Int64(n) => {
             // SAFETY: writable per the C contract.
             unsafe { *out = *n };
@@ -753,7 +666,7 @@ pub unsafe extern "C" fn fdb_future_get_key(
     out_key: *mut *const u8,
     out_len: *mut c_int,
 ) -> FdbError {
-    with_value(f, |v| match v {
+    fut(f).with_value(|v| match v {
         Value::Bytes(Some(k)) => {
             // SAFETY: writable per the C contract.
             unsafe {
@@ -775,7 +688,7 @@ pub unsafe extern "C" fn fdb_future_get_value(
     out_value: *mut *const u8,
     out_len: *mut c_int,
 ) -> FdbError {
-    with_value(f, |v| match v {
+    fut(f).with_value(|v| match v {
         Value::Bytes(b) => {
             // SAFETY: writable per the C contract.
             unsafe {
@@ -798,7 +711,7 @@ pub unsafe extern "C" fn fdb_future_get_keyvalue_array(
     out_count: *mut c_int,
     out_more: *mut FdbBool,
 ) -> FdbError {
-    with_value(f, |v| match v {
+    fut(f).with_value(|v| match v {
         Value::KeyValues { rows, ffi, more } => {
             // SAFETY: writable per the C contract.
             unsafe {
@@ -830,7 +743,7 @@ pub unsafe extern "C" fn fdb_future_get_key_array(
     out: *mut *const FdbKey,
     count: *mut c_int,
 ) -> FdbError {
-    with_value(f, |v| match v {
+    fut(f).with_value(|v| match v {
         Value::Keys { keys, ffi } => {
             // SAFETY: writable per the C contract.
             unsafe {
@@ -851,7 +764,7 @@ pub unsafe extern "C" fn fdb_future_get_string_array(
     out: *mut *const *const c_char,
     count: *mut c_int,
 ) -> FdbError {
-    with_value(f, |v| match v {
+    fut(f).with_value(|v| match v {
         Value::Strings { ptrs, .. } => {
             // SAFETY: writable per the C contract.
             unsafe {

@@ -1,10 +1,12 @@
 //! The engine of the double: an ordered, multi-version key-value store and
-//! its transactions, in plain safe Rust (no FFI here; `ffi.rs` wraps it).
+//! its transactions, in plain safe Rust (no FFI and no sockets here: `ffi.rs`
+//! runs it in the calling process, `server.rs` runs it for many processes).
 //!
 //! - **Versions.** Every commit that writes gets the next version (a
-//!   counter, not FDB's ~1M/s clock). Each key keeps its values by version;
-//!   a transaction reads the newest value at or below its read version, plus
-//!   its own writes (read-your-writes).
+//!   counter, not FDB's ~1M/s clock; a server starts it at the wall clock in
+//!   microseconds so versions also grow across server restarts). Each key
+//!   keeps its values by version; a transaction reads the newest value at or
+//!   below its read version, plus its own writes (read-your-writes).
 //! - **Conflicts.** Non-snapshot reads record read-conflict ranges; writes
 //!   record write-conflict ranges. A commit fails with 1020 `not_committed`
 //!   when a commit newer than its read version wrote into one of its read
@@ -19,10 +21,28 @@
 //!   `size_limit` option (2101).
 //! - **Options.** `timeout` (1031 once passed, counted from creation and
 //!   across retries), `retry_limit` (`on_error` gives the error back once
-//!   exceeded); all others are accepted and ignored.
+//!   exceeded); all others are accepted and ignored. They live in
+//!   [`Retry`], which a client keeps on its side in server mode.
+//! - **Versionstamps.** `SET_VERSIONSTAMPED_KEY` / `_VALUE` (API ≥ 520
+//!   encoding: the param's last 4 bytes are the little-endian offset of a
+//!   10-byte placeholder) are applied at commit with the commit's
+//!   [`Stamp`]: 8 bytes big-endian commit version, 2 bytes big-endian batch
+//!   order (always 0: the double commits one transaction per version). A
+//!   key holding a versionstamped value this transaction wrote cannot be
+//!   read back in it (1036 `accessed_unreadable`, as FDB).
+//! - **Watches.** A watch is armed when its transaction commits, with the
+//!   value the key has then (at the commit version, or at the read version
+//!   of a read-only transaction); any later commit that changes the key
+//!   fires it. A failed commit fails its watches with the commit's error; a
+//!   transaction reset, cancelled or dropped before commit fails them with
+//!   1025 `transaction_cancelled`. Firing calls a [`WatchFire`] closure the
+//!   caller gave, always outside the database lock.
+//! - **Stats.** [`Database::stats`] counts transactions, commits, reads and
+//!   bytes (what a later issue measures per message).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -33,15 +53,21 @@ pub mod code {
     pub const COMMIT_UNKNOWN_RESULT: i32 = 1021;
     pub const TRANSACTION_CANCELLED: i32 = 1025;
     pub const TRANSACTION_TIMED_OUT: i32 = 1031;
+    pub const TOO_MANY_WATCHES: i32 = 1032;
+    pub const ACCESSED_UNREADABLE: i32 = 1036;
+    pub const OPERATION_CANCELLED: i32 = 1101;
     pub const NO_CLUSTER_FILE_FOUND: i32 = 1515;
+    pub const CLIENT_INVALID_OPERATION: i32 = 2000;
     pub const KEY_OUTSIDE_LEGAL_RANGE: i32 = 2004;
     pub const INVERTED_RANGE: i32 = 2005;
     pub const INVALID_OPTION_VALUE: i32 = 2006;
     pub const NETWORK_NOT_SETUP: i32 = 2008;
     pub const NETWORK_ALREADY_SETUP: i32 = 2009;
+    pub const NO_COMMIT_VERSION: i32 = 2021;
     pub const TRANSACTION_TOO_LARGE: i32 = 2101;
     pub const KEY_TOO_LARGE: i32 = 2102;
     pub const VALUE_TOO_LARGE: i32 = 2103;
+    pub const CONNECTION_STRING_INVALID: i32 = 2104;
     pub const API_VERSION_NOT_SUPPORTED: i32 = 2203;
     /// Used for every call the double does not implement.
     pub const INTERNAL_ERROR: i32 = 4100;
@@ -72,14 +98,68 @@ pub mod mutation {
     pub const BIT_XOR: i32 = 8;
     pub const MAX: i32 = 12;
     pub const MIN: i32 = 13;
+    pub const SET_VERSIONSTAMPED_KEY: i32 = 14;
+    pub const SET_VERSIONSTAMPED_VALUE: i32 = 15;
     pub const BYTE_MIN: i32 = 16;
     pub const BYTE_MAX: i32 = 17;
+}
+
+/// FDB's 10-byte versionstamp: commit version (8 bytes, big-endian), then
+/// the transaction's order within its commit batch (2 bytes, big-endian).
+pub type Stamp = [u8; 10];
+
+/// The stamp of the transaction at `batch` in the commit at `version`.
+pub fn stamp(version: i64, batch: u16) -> Stamp {
+    let mut s = [0u8; 10];
+    s[..8].copy_from_slice(&version.to_be_bytes());
+    s[8..].copy_from_slice(&batch.to_be_bytes());
+    s
+}
+
+/// Splits a versionstamped param (API ≥ 520) into its body and the offset
+/// of the 10-byte placeholder: the last 4 bytes are that offset,
+/// little-endian. An offset that does not leave 10 bytes is FDB's 2000
+/// `client_invalid_operation`.
+pub fn stamped_parts(param: &[u8]) -> Result<(&[u8], usize), i32> {
+    let n = param
+        .len()
+        .checked_sub(4)
+        .ok_or(code::CLIENT_INVALID_OPERATION)?;
+    let mut off = [0u8; 4];
+    off.copy_from_slice(&param[n..]);
+    let off = u32::from_le_bytes(off) as usize;
+    if off.checked_add(10).is_none_or(|end| end > n) {
+        return Err(code::CLIENT_INVALID_OPERATION);
+    }
+    Ok((&param[..n], off))
+}
+
+/// `body` with `stamp` written at `off` (checked by [`stamped_parts`]).
+fn with_stamp(body: &[u8], off: usize, stamp: &Stamp) -> Vec<u8> {
+    let mut v = body.to_vec();
+    v[off..off + 10].copy_from_slice(stamp);
+    v
 }
 
 type Key = Vec<u8>;
 type Range = (Key, Key);
 /// A key's values by version, ascending (`None`: cleared at that version).
 type Versions = Vec<(i64, Option<Vec<u8>>)>;
+
+/// What a watch's owner is told once: `Ok` when the key changed, or the
+/// error that ended the watch. Called outside the database lock.
+pub type WatchFire = Box<dyn FnOnce(Result<(), i32>) + Send>;
+
+/// A watch, to cancel it ([`Database::cancel_watch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WatchId(pub u64);
+
+/// An armed watch: fires when the key's value differs from `value`.
+struct Watch {
+    id: u64,
+    value: Option<Vec<u8>>,
+    fire: WatchFire,
+}
 
 /// One commit, kept for conflict checks of transactions that read before it.
 struct CommitRecord {
@@ -100,6 +180,13 @@ struct State {
     /// Failures to inject into the next commits: (error, apply the commit
     /// anyway). Only through [`Database::inject_commit_errors`].
     faults: VecDeque<(i32, bool)>,
+    /// Armed watches by key, and the key of each armed watch id.
+    watches: BTreeMap<Key, Vec<Watch>>,
+    watch_keys: HashMap<u64, Key>,
+    /// Watches created in a transaction that has not committed yet, and
+    /// those of them cancelled meanwhile (dropped when the commit arms them).
+    pending_watches: HashSet<u64>,
+    cancelled_watches: HashSet<u64>,
 }
 
 impl State {
@@ -133,15 +220,113 @@ impl State {
         }
         versions.push((version, value));
     }
+
+    /// Takes the armed watches in `ranges` whose key now (at `version`)
+    /// holds another value than the one they were armed with.
+    fn triggered(&mut self, ranges: &[Range], version: i64) -> Vec<WatchFire> {
+        if self.watches.is_empty() {
+            return Vec::new();
+        }
+        let mut keys: Vec<Key> = Vec::new();
+        for (lo, hi) in ranges {
+            keys.extend(
+                self.watches
+                    .range(lo.clone()..hi.clone())
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let mut fired = Vec::new();
+        for k in keys {
+            let now = self.visible(&k, version).cloned();
+            let Some(list) = self.watches.get_mut(&k) else {
+                continue;
+            };
+            let (fire, keep): (Vec<Watch>, Vec<Watch>) = std::mem::take(list)
+                .into_iter()
+                .partition(|w| w.value != now);
+            if keep.is_empty() {
+                self.watches.remove(&k);
+            } else {
+                *list = keep;
+            }
+            for w in fire {
+                self.watch_keys.remove(&w.id);
+                fired.push(w.fire);
+            }
+        }
+        fired
+    }
 }
 
-/// One in-memory database (one per cluster-file path in a process).
+/// Counters of one database: what the double did for its clients. A later
+/// issue divides them by messages sent.
+#[derive(Default)]
+pub struct Stats {
+    /// Transactions created (a retry through `on_error` is not a new one).
+    pub transactions: AtomicU64,
+    /// Commits that wrote, and read-only commits (which FDB answers at once).
+    pub commits: AtomicU64,
+    pub read_only_commits: AtomicU64,
+    /// Commits refused with 1020 `not_committed`, and with any other error.
+    pub conflicts: AtomicU64,
+    pub failed_commits: AtomicU64,
+    /// Read calls (`get`, `get_key`, `get_range`), rows they returned, and
+    /// key + value bytes of those rows.
+    pub reads: AtomicU64,
+    pub rows_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    /// Mutations in committed transactions, and their key + value bytes.
+    pub mutations: AtomicU64,
+    pub bytes_written: AtomicU64,
+    /// Watches armed by a commit, and watches fired by a change.
+    pub watches_armed: AtomicU64,
+    pub watches_fired: AtomicU64,
+}
+
+impl Stats {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Every counter by name, in a fixed order.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("transactions", get(&self.transactions)),
+            ("commits", get(&self.commits)),
+            ("read_only_commits", get(&self.read_only_commits)),
+            ("conflicts", get(&self.conflicts)),
+            ("failed_commits", get(&self.failed_commits)),
+            ("reads", get(&self.reads)),
+            ("rows_read", get(&self.rows_read)),
+            ("bytes_read", get(&self.bytes_read)),
+            ("mutations", get(&self.mutations)),
+            ("bytes_written", get(&self.bytes_written)),
+            ("watches_armed", get(&self.watches_armed)),
+            ("watches_fired", get(&self.watches_fired)),
+        ]
+    }
+}
+
+/// One in-memory database (one per cluster-file path in a process, or the
+/// one a server holds for all its clients).
 #[derive(Default)]
 pub struct Database {
     state: Mutex<State>,
+    next_watch: AtomicU64,
+    stats: Stats,
 }
 
 impl Database {
+    /// A database whose first commit gets version `version + 1`.
+    pub fn starting_at(version: i64) -> Database {
+        let db = Database::default();
+        db.lock().version = version;
+        db
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
@@ -154,34 +339,156 @@ impl Database {
     pub fn inject_commit_errors(&self, errors: &[(i32, bool)]) {
         self.lock().faults.extend(errors.iter().copied());
     }
+
+    /// The newest committed version.
+    pub fn version(&self) -> i64 {
+        self.lock().version
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Forgets a watch without firing it (its owner cancelled it). Unknown
+    /// or already fired ids are ignored.
+    pub fn cancel_watch(&self, id: WatchId) {
+        let mut st = self.lock();
+        if let Some(key) = st.watch_keys.remove(&id.0) {
+            let mut dropped = Vec::new();
+            if let Some(list) = st.watches.get_mut(&key) {
+                if let Some(i) = list.iter().position(|w| w.id == id.0) {
+                    dropped.push(list.swap_remove(i));
+                }
+                if list.is_empty() {
+                    st.watches.remove(&key);
+                }
+            }
+            drop(st);
+            drop(dropped);
+        } else if st.pending_watches.contains(&id.0) {
+            st.cancelled_watches.insert(id.0);
+        }
+    }
+
+    /// Armed watches (for tests and stats).
+    pub fn armed_watches(&self) -> usize {
+        self.lock().watch_keys.len()
+    }
 }
 
 #[derive(Clone, Debug)]
 enum Write {
     Set(Vec<u8>),
     Clear,
-    /// Atomic ops over the committed value (applied at commit).
+    /// Atomic ops over the committed value (applied at commit); a
+    /// `SET_VERSIONSTAMPED_VALUE` among them makes the key unreadable.
     Atomic(Vec<(i32, Vec<u8>)>),
 }
 
-/// A transaction's options that survive `on_error`.
-#[derive(Clone, Copy, Debug, Default)]
-struct Options {
+/// A transaction's options that survive `on_error`, and its retry count:
+/// what decides `on_error` and the timeout. In server mode the client keeps
+/// it (so a lost connection does not reset the timeout or the retries).
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    created: Instant,
     timeout: Option<Duration>,
     retry_limit: Option<i64>,
     size_limit: Option<usize>,
+    retries: i64,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry {
+            created: Instant::now(),
+            timeout: None,
+            retry_limit: None,
+            size_limit: None,
+            retries: 0,
+        }
+    }
+}
+
+impl Retry {
+    /// Sets an option (`FDBTransactionOption`); unknown ones are accepted.
+    pub fn set_option(&mut self, option: i32, value: Option<&[u8]>) -> Result<(), i32> {
+        let int = || -> Result<i64, i32> {
+            let v = value.ok_or(code::INVALID_OPTION_VALUE)?;
+            let arr: [u8; 8] = v.try_into().map_err(|_| code::INVALID_OPTION_VALUE)?;
+            Ok(i64::from_le_bytes(arr))
+        };
+        match option {
+            500 => {
+                let ms = int()?;
+                self.timeout = (ms > 0).then(|| Duration::from_millis(ms as u64));
+            }
+            501 => {
+                let n = int()?;
+                self.retry_limit = (n >= 0).then_some(n);
+            }
+            503 => {
+                let n = int()?;
+                self.size_limit = (n > 0).then_some(n as usize);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether the `timeout` option has passed.
+    pub fn timed_out(&self) -> bool {
+        self.timeout.is_some_and(|t| self.created.elapsed() > t)
+    }
+
+    /// `fdb_transaction_on_error`'s decision: `Ok(backoff)` when the caller
+    /// should retry after that long, the error back when it should not.
+    pub fn on_error(&mut self, err: i32) -> Result<Duration, i32> {
+        if !is_retryable(err) {
+            return Err(err);
+        }
+        if self.timed_out() {
+            return Err(code::TRANSACTION_TIMED_OUT);
+        }
+        if let Some(limit) = self.retry_limit {
+            if self.retries >= limit {
+                return Err(err);
+            }
+        }
+        self.retries += 1;
+        Ok(Duration::from_micros(500u64 << self.retries.min(5)))
+    }
+}
+
+/// A versionstamped key write: the key's body, the placeholder's offset,
+/// the value.
+type StampedKey = (Key, usize, Vec<u8>);
+
+/// A transaction waiting for its commit to arm this watch.
+struct PendingWatch {
+    id: u64,
+    key: Key,
+    fire: WatchFire,
+}
+
+/// What a successful commit reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The commit version; -1 for a read-only transaction (as FDB).
+    pub version: i64,
+    /// The transaction's versionstamp; `None` when read-only.
+    pub stamp: Option<Stamp>,
 }
 
 pub struct Transaction {
     db: Arc<Database>,
-    created: Instant,
-    options: Options,
-    retries: i64,
+    retry: Retry,
     read_version: Option<(i64, Instant)>,
     writes: BTreeMap<Key, Write>,
+    stamped_keys: Vec<StampedKey>,
     cleared: Vec<Range>,
     read_conflicts: Vec<Range>,
     extra_write_conflicts: Vec<Range>,
+    watches: Vec<PendingWatch>,
     /// First limit broken by a mutation; reported by commit.
     deferred_error: Option<i32>,
     committed_version: i64,
@@ -266,8 +573,30 @@ pub fn apply_atomic(op: i32, base: Option<&[u8]>, param: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Applies a key's atomic ops at commit, versionstamped values included.
+fn apply_ops(base: Option<Vec<u8>>, ops: &[(i32, Vec<u8>)], stamp: &Stamp) -> Option<Vec<u8>> {
+    let mut cur = base;
+    for (op, p) in ops {
+        cur = Some(if *op == mutation::SET_VERSIONSTAMPED_VALUE {
+            match stamped_parts(p) {
+                Ok((body, off)) => with_stamp(body, off, stamp),
+                // Refused when the op was added; never applied.
+                Err(_) => continue,
+            }
+        } else {
+            apply_atomic(*op, cur.as_deref(), p)
+        });
+    }
+    cur
+}
+
+fn unreadable(w: Option<&Write>) -> bool {
+    matches!(w, Some(Write::Atomic(ops))
+        if ops.iter().any(|(op, _)| *op == mutation::SET_VERSIONSTAMPED_VALUE))
+}
+
 /// A resolved key selector: (key, or_equal, offset).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selector {
     pub key: Key,
     pub or_equal: bool,
@@ -275,14 +604,14 @@ pub struct Selector {
 }
 
 /// What a range read returns.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct RangeResult {
     pub rows: Vec<(Key, Vec<u8>)>,
     pub more: bool,
 }
 
 /// Range read parameters.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RangeParams {
     pub limit: i32,
     pub target_bytes: i32,
@@ -299,27 +628,48 @@ const KEYSPACE_END: &[u8] = b"\xff";
 
 impl Transaction {
     pub fn new(db: Arc<Database>) -> Transaction {
+        Stats::add(&db.stats.transactions, 1);
         Transaction {
             db,
-            created: Instant::now(),
-            options: Options::default(),
-            retries: 0,
+            retry: Retry::default(),
             read_version: None,
             writes: BTreeMap::new(),
+            stamped_keys: Vec::new(),
             cleared: Vec::new(),
             read_conflicts: Vec::new(),
             extra_write_conflicts: Vec::new(),
+            watches: Vec::new(),
             deferred_error: None,
             committed_version: -1,
             cancelled: false,
         }
     }
 
+    /// Fails the watches not armed yet with `err`.
+    fn fail_watches(&mut self, err: i32) {
+        if self.watches.is_empty() {
+            return;
+        }
+        let watches = std::mem::take(&mut self.watches);
+        {
+            let mut st = self.db.lock();
+            for w in &watches {
+                st.pending_watches.remove(&w.id);
+                st.cancelled_watches.remove(&w.id);
+            }
+        }
+        for w in watches {
+            (w.fire)(Err(err));
+        }
+    }
+
     /// Back to the state of a new transaction, keeping the retry state
-    /// (`on_error`) or not (`reset`).
-    fn clear_state(&mut self) {
+    /// (`on_error`). Watches not armed yet fail with 1025.
+    pub fn restart(&mut self) {
+        self.fail_watches(code::TRANSACTION_CANCELLED);
         self.read_version = None;
         self.writes.clear();
+        self.stamped_keys.clear();
         self.cleared.clear();
         self.read_conflicts.clear();
         self.extra_write_conflicts.clear();
@@ -328,40 +678,20 @@ impl Transaction {
         self.cancelled = false;
     }
 
+    /// Back to the state of a new transaction, options and retries too.
     pub fn reset(&mut self) {
-        self.clear_state();
-        self.options = Options::default();
-        self.retries = 0;
-        self.created = Instant::now();
+        self.restart();
+        self.retry = Retry::default();
     }
 
     pub fn cancel(&mut self) {
         self.cancelled = true;
+        self.fail_watches(code::TRANSACTION_CANCELLED);
     }
 
     /// Sets an option (`FDBTransactionOption`); unknown ones are accepted.
     pub fn set_option(&mut self, option: i32, value: Option<&[u8]>) -> Result<(), i32> {
-        let int = || -> Result<i64, i32> {
-            let v = value.ok_or(code::INVALID_OPTION_VALUE)?;
-            let arr: [u8; 8] = v.try_into().map_err(|_| code::INVALID_OPTION_VALUE)?;
-            Ok(i64::from_le_bytes(arr))
-        };
-        match option {
-            500 => {
-                let ms = int()?;
-                self.options.timeout = (ms > 0).then(|| Duration::from_millis(ms as u64));
-            }
-            501 => {
-                let n = int()?;
-                self.options.retry_limit = (n >= 0).then_some(n);
-            }
-            503 => {
-                let n = int()?;
-                self.options.size_limit = (n > 0).then_some(n as usize);
-            }
-            _ => {}
-        }
-        Ok(())
+        self.retry.set_option(option, value)
     }
 
     /// The error every operation reports first, if any.
@@ -369,10 +699,8 @@ impl Transaction {
         if self.cancelled {
             return Err(code::TRANSACTION_CANCELLED);
         }
-        if let Some(t) = self.options.timeout {
-            if self.created.elapsed() > t {
-                return Err(code::TRANSACTION_TIMED_OUT);
-            }
+        if self.retry.timed_out() {
+            return Err(code::TRANSACTION_TIMED_OUT);
         }
         if let Some((_, at)) = self.read_version {
             if at.elapsed() > MAX_TXN_AGE {
@@ -427,17 +755,32 @@ impl Transaction {
         }
     }
 
+    fn count_read(&self, rows: usize, bytes: usize) {
+        let s = &self.db.stats;
+        Stats::add(&s.reads, 1);
+        Stats::add(&s.rows_read, rows as u64);
+        Stats::add(&s.bytes_read, bytes as u64);
+    }
+
     pub fn get(&mut self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>, i32> {
         self.check_usable()?;
+        if unreadable(self.writes.get(key)) {
+            return Err(code::ACCESSED_UNREADABLE);
+        }
         let rv = self.rv();
         if !snapshot {
             self.read_conflicts.push((key.to_vec(), key_after(key)));
         }
         let db = self.db.clone();
         let st = db.lock();
-        Ok(self.read_key(&st, key, rv))
+        let v = self.read_key(&st, key, rv);
+        drop(st);
+        self.count_read(
+            usize::from(v.is_some()),
+            v.as_ref().map_or(0, |v| key.len() + v.len()),
+        );
+        Ok(v)
     }
-
     /// Keys and values this transaction sees in [lo, hi), ascending or
     /// descending, lazily merged from the store and its own writes.
     fn merged<'a>(
@@ -500,6 +843,7 @@ impl Transaction {
         let st = db.lock();
         let k = self.resolve(&st, rv, sel);
         drop(st);
+        self.count_read(1, k.len());
         if !snapshot {
             let (a, b) = if k < sel.key {
                 (k.clone(), key_after(&sel.key))
@@ -523,6 +867,14 @@ impl Transaction {
         let st = db.lock();
         let b = self.resolve(&st, rv, begin);
         let e = self.resolve(&st, rv, end);
+        if b < e
+            && self
+                .writes
+                .range(b.clone()..e.clone())
+                .any(|(_, w)| unreadable(Some(w)))
+        {
+            return Err(code::ACCESSED_UNREADABLE);
+        }
         let mut out = RangeResult::default();
         if b < e {
             let row_cap = match (p.limit, p.mode) {
@@ -547,6 +899,8 @@ impl Transaction {
             out.more = it.next().is_some();
         }
         drop(st);
+        let bytes: usize = out.rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.count_read(out.rows.len(), bytes);
         if !p.snapshot && b < e {
             self.read_conflicts.push((b, e));
         }
@@ -592,9 +946,36 @@ impl Transaction {
     }
 
     pub fn atomic_op(&mut self, key: &[u8], param: &[u8], op: i32) {
+        if op == mutation::SET_VERSIONSTAMPED_KEY {
+            // `key` carries the placeholder and its offset; `param` is the
+            // value. The key is known only at commit.
+            match stamped_parts(key) {
+                Ok((body, off)) => {
+                    self.check_key(body);
+                    if param.len() > MAX_VALUE {
+                        self.deferred_error.get_or_insert(code::VALUE_TOO_LARGE);
+                    }
+                    self.stamped_keys.push((body.to_vec(), off, param.to_vec()));
+                }
+                Err(e) => {
+                    self.deferred_error.get_or_insert(e);
+                }
+            }
+            return;
+        }
         self.check_key(key);
         if param.len() > MAX_VALUE {
             self.deferred_error.get_or_insert(code::VALUE_TOO_LARGE);
+        }
+        if op == mutation::SET_VERSIONSTAMPED_VALUE {
+            // Replaces whatever the key held; unreadable until committed.
+            if let Err(e) = stamped_parts(param) {
+                self.deferred_error.get_or_insert(e);
+                return;
+            }
+            self.writes
+                .insert(key.to_vec(), Write::Atomic(vec![(op, param.to_vec())]));
+            return;
         }
         let cleared = self.is_cleared(key);
         let w = match self.writes.remove(key) {
@@ -623,8 +1004,32 @@ impl Transaction {
         Ok(())
     }
 
-    /// Bytes of mutations and conflict ranges (FDB's transaction size).
-    pub fn approximate_size(&self) -> usize {
+    /// `fdb_transaction_watch`: arms a watch on `key` when this transaction
+    /// commits. Errors (cancelled transaction, illegal key) and the firing
+    /// itself come through `fire`, once.
+    pub fn watch(&mut self, key: &[u8], fire: WatchFire) -> WatchId {
+        let id = self.db.next_watch.fetch_add(1, Ordering::Relaxed);
+        let err = match self.check_usable() {
+            Err(e) => Some(e),
+            Ok(()) if key.len() > MAX_KEY => Some(code::KEY_TOO_LARGE),
+            Ok(()) if key >= KEYSPACE_END => Some(code::KEY_OUTSIDE_LEGAL_RANGE),
+            Ok(()) => None,
+        };
+        if let Some(e) = err {
+            fire(Err(e));
+            return WatchId(id);
+        }
+        self.db.lock().pending_watches.insert(id);
+        self.watches.push(PendingWatch {
+            id,
+            key: key.to_vec(),
+            fire,
+        });
+        WatchId(id)
+    }
+
+    /// Bytes of mutations (what the stats call bytes written).
+    fn mutation_bytes(&self) -> usize {
         let writes: usize = self
             .writes
             .iter()
@@ -637,14 +1042,24 @@ impl Transaction {
                     }
             })
             .sum();
-        let ranges: usize = self
-            .cleared
+        let stamped: usize = self
+            .stamped_keys
             .iter()
-            .chain(&self.read_conflicts)
+            .map(|(k, _, v)| k.len() + v.len())
+            .sum();
+        let cleared: usize = self.cleared.iter().map(|(a, b)| a.len() + b.len()).sum();
+        writes + stamped + cleared
+    }
+
+    /// Bytes of mutations and conflict ranges (FDB's transaction size).
+    pub fn approximate_size(&self) -> usize {
+        let ranges: usize = self
+            .read_conflicts
+            .iter()
             .chain(&self.extra_write_conflicts)
             .map(|(a, b)| a.len() + b.len())
             .sum();
-        writes + ranges
+        self.mutation_bytes() + ranges
     }
 
     pub fn estimated_range_size(&mut self, lo: &[u8], hi: &[u8]) -> Result<i64, i32> {
@@ -659,25 +1074,54 @@ impl Transaction {
         Ok(n as i64)
     }
 
-    pub fn commit(&mut self) -> Result<(), i32> {
+    /// Commits: checks conflicts and limits, applies the writes at a new
+    /// version, arms this transaction's watches and fires those of others
+    /// that the writes changed.
+    pub fn commit(&mut self) -> Result<Committed, i32> {
+        let mut fired = Vec::new();
+        let r = self.commit_locked(&mut fired);
+        let s = &self.db.stats;
+        match &r {
+            Ok(c) if c.version < 0 => Stats::add(&s.read_only_commits, 1),
+            Ok(_) => Stats::add(&s.commits, 1),
+            Err(code::NOT_COMMITTED) => Stats::add(&s.conflicts, 1),
+            Err(_) => Stats::add(&s.failed_commits, 1),
+        }
+        Stats::add(&s.watches_fired, fired.len() as u64);
+        for f in fired {
+            f(Ok(()));
+        }
+        if let Err(e) = r {
+            self.fail_watches(e);
+        }
+        r
+    }
+
+    fn commit_locked(&mut self, fired: &mut Vec<WatchFire>) -> Result<Committed, i32> {
         self.check_usable()?;
         if let Some(e) = self.deferred_error {
             return Err(e);
         }
-        let limit = self.options.size_limit.unwrap_or(MAX_TXN_BYTES);
+        let limit = self.retry.size_limit.unwrap_or(MAX_TXN_BYTES);
         if self.approximate_size() > limit {
             return Err(code::TRANSACTION_TOO_LARGE);
-        }
-        if self.writes.is_empty()
-            && self.cleared.is_empty()
-            && self.extra_write_conflicts.is_empty()
-        {
-            // Read-only: nothing to commit (FDB gives committed version -1).
-            return Ok(());
         }
         let rv = self.rv();
         let db = self.db.clone();
         let mut st = db.lock();
+        if self.writes.is_empty()
+            && self.stamped_keys.is_empty()
+            && self.cleared.is_empty()
+            && self.extra_write_conflicts.is_empty()
+        {
+            // Read-only: nothing to commit (FDB gives committed version -1).
+            // Its watches are armed with the values at its read version.
+            self.arm_watches(&mut st, rv, fired);
+            return Ok(Committed {
+                version: -1,
+                stamp: None,
+            });
+        }
         let now = Instant::now();
         st.prune(now);
         if rv < st.pruned_through {
@@ -697,7 +1141,9 @@ impl Transaction {
             return Err(e);
         }
         let version = st.version + 1;
-        let mut write_ranges: Vec<Range> = self.extra_write_conflicts.clone();
+        let stamp = stamp(version, 0);
+        // What the commit changed (watches look here) …
+        let mut written: Vec<Range> = Vec::new();
         for (lo, hi) in &self.cleared {
             let keys: Vec<Key> = st
                 .data
@@ -707,57 +1153,85 @@ impl Transaction {
             for k in keys {
                 st.write(&k, None, version);
             }
-            write_ranges.push((lo.clone(), hi.clone()));
+            written.push((lo.clone(), hi.clone()));
         }
         for (k, w) in &self.writes {
             let new = match w {
                 Write::Set(v) => Some(v.clone()),
                 Write::Clear => None,
-                Write::Atomic(ops) => {
-                    let mut cur = st.visible(k, version).cloned();
-                    for (op, p) in ops {
-                        cur = Some(apply_atomic(*op, cur.as_deref(), p));
-                    }
-                    cur
-                }
+                Write::Atomic(ops) => apply_ops(st.visible(k, version).cloned(), ops, &stamp),
             };
             st.write(k, new, version);
-            write_ranges.push((k.clone(), key_after(k)));
+            written.push((k.clone(), key_after(k)));
         }
+        for (body, off, value) in &self.stamped_keys {
+            let k = with_stamp(body, *off, &stamp);
+            st.write(&k, Some(value.clone()), version);
+            written.push((k.clone(), key_after(&k)));
+        }
+        // … and what later commits check for conflicts.
+        let mut conflict_ranges = written.clone();
+        conflict_ranges.extend(self.extra_write_conflicts.iter().cloned());
         st.version = version;
         st.log.push_back(CommitRecord {
             version,
             at: now,
-            writes: write_ranges,
+            writes: conflict_ranges,
         });
         self.committed_version = version;
+        let s = &self.db.stats;
+        let mutations = self.writes.len() + self.stamped_keys.len() + self.cleared.len();
+        Stats::add(&s.mutations, mutations as u64);
+        Stats::add(&s.bytes_written, self.mutation_bytes() as u64);
+        fired.extend(st.triggered(&written, version));
         match fault {
             Some((e, true)) => Err(e),
-            _ => Ok(()),
+            _ => {
+                self.arm_watches(&mut st, version, fired);
+                Ok(Committed {
+                    version,
+                    stamp: Some(stamp),
+                })
+            }
+        }
+    }
+
+    /// Arms the pending watches with their keys' values at `version`; a
+    /// watch whose key already changed since fires at once.
+    fn arm_watches(&mut self, st: &mut State, version: i64, fired: &mut Vec<WatchFire>) {
+        for w in std::mem::take(&mut self.watches) {
+            st.pending_watches.remove(&w.id);
+            if st.cancelled_watches.remove(&w.id) {
+                continue;
+            }
+            Stats::add(&self.db.stats.watches_armed, 1);
+            let value = st.visible(&w.key, version).cloned();
+            if st.visible(&w.key, st.version) != value.as_ref() {
+                fired.push(w.fire);
+                continue;
+            }
+            st.watch_keys.insert(w.id, w.key.clone());
+            st.watches.entry(w.key).or_default().push(Watch {
+                id: w.id,
+                value,
+                fire: w.fire,
+            });
         }
     }
 
     /// `fdb_transaction_on_error`: `Ok` (after a short backoff) when the
     /// caller should retry, the error back when it should not.
     pub fn on_error(&mut self, err: i32) -> Result<(), i32> {
-        if !is_retryable(err) {
-            return Err(err);
-        }
-        if let Some(t) = self.options.timeout {
-            if self.created.elapsed() > t {
-                return Err(code::TRANSACTION_TIMED_OUT);
-            }
-        }
-        if let Some(limit) = self.options.retry_limit {
-            if self.retries >= limit {
-                return Err(err);
-            }
-        }
-        self.retries += 1;
-        let backoff = Duration::from_micros(500u64 << self.retries.min(5));
+        let backoff = self.retry.on_error(err)?;
         std::thread::sleep(backoff);
-        self.clear_state();
+        self.restart();
         Ok(())
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        self.fail_watches(code::TRANSACTION_CANCELLED);
     }
 }
 
@@ -989,5 +1463,184 @@ mod tests {
         assert_eq!(t.commit(), Err(code::COMMIT_UNKNOWN_RESULT));
         let mut r = Transaction::new(db);
         assert_eq!(r.get(b"k", false).expect("get"), Some(b"v".to_vec()));
+    }
+
+    /// A watch that reports what happened to it through a channel.
+    fn watch(t: &mut Transaction, key: &[u8]) -> std::sync::mpsc::Receiver<Result<(), i32>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        t.watch(
+            key,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx
+    }
+
+    fn stamped_key(prefix: &[u8]) -> Vec<u8> {
+        let mut k = prefix.to_vec();
+        k.extend_from_slice(&[0; 10]);
+        k.extend_from_slice(&(prefix.len() as u32).to_le_bytes());
+        k
+    }
+
+    #[test]
+    fn versionstamped_keys_and_values_carry_the_commit_version_and_sort_in_commit_order() {
+        let db = Arc::new(Database::starting_at(1_000));
+        let mut stamps = Vec::new();
+        for i in 0..3u8 {
+            let mut t = Transaction::new(db.clone());
+            t.atomic_op(
+                &stamped_key(b"log/"),
+                &[i],
+                mutation::SET_VERSIONSTAMPED_KEY,
+            );
+            let mut param = b"at:".to_vec();
+            param.extend_from_slice(&[0xee; 10]);
+            param.extend_from_slice(&3u32.to_le_bytes());
+            t.atomic_op(b"last", &param, mutation::SET_VERSIONSTAMPED_VALUE);
+            assert_eq!(t.get(b"last", true), Err(code::ACCESSED_UNREADABLE));
+            let c = t.commit().expect("commit");
+            assert_eq!(c.stamp, Some(stamp(c.version, 0)));
+            assert_eq!(c.version, 1_001 + i64::from(i));
+            stamps.push(c.stamp.expect("stamp"));
+        }
+        let mut r = Transaction::new(db);
+        let rows = r
+            .get_range(&sel_ge(b"log/"), &sel_ge(b"log0"), ALL)
+            .expect("range")
+            .rows;
+        let keys: Vec<Vec<u8>> = stamps
+            .iter()
+            .map(|s| [b"log/".as_slice(), s].concat())
+            .collect();
+        assert_eq!(
+            rows.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            keys
+        );
+        assert_eq!(
+            rows.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+            vec![vec![0], vec![1], vec![2]]
+        );
+        let last = r.get(b"last", false).expect("get").expect("set");
+        assert_eq!(last, [b"at:".as_slice(), &stamps[2]].concat());
+    }
+
+    #[test]
+    fn a_versionstamp_offset_past_the_end_fails_the_commit_with_2000() {
+        let db = db();
+        let mut t = Transaction::new(db);
+        let mut k = b"short".to_vec();
+        k.extend_from_slice(&1u32.to_le_bytes());
+        t.atomic_op(&k, b"v", mutation::SET_VERSIONSTAMPED_KEY);
+        assert_eq!(t.commit(), Err(code::CLIENT_INVALID_OPERATION));
+    }
+
+    #[test]
+    fn a_watch_fires_when_another_commit_changes_the_key_and_not_before() {
+        let db = db();
+        let mut w = Transaction::new(db.clone());
+        assert_eq!(w.get(b"k", false).expect("get"), None);
+        let fired = watch(&mut w, b"k");
+        w.commit().expect("read-only commit arms the watch");
+        assert_eq!(db.armed_watches(), 1);
+        let mut other = Transaction::new(db.clone());
+        other.set(b"unrelated", b"x");
+        other.commit().expect("commit");
+        assert!(
+            fired.try_recv().is_err(),
+            "an unrelated write fires nothing"
+        );
+        let mut same = Transaction::new(db.clone());
+        same.clear(b"k");
+        same.commit().expect("commit");
+        assert!(
+            fired.try_recv().is_err(),
+            "clearing an absent key changes nothing"
+        );
+        let mut t = Transaction::new(db.clone());
+        t.set(b"k", b"v");
+        t.commit().expect("commit");
+        assert_eq!(fired.try_recv(), Ok(Ok(())));
+        assert_eq!(db.armed_watches(), 0);
+    }
+
+    #[test]
+    fn a_watch_armed_after_the_key_changed_fires_at_once() {
+        let db = db();
+        let mut w = Transaction::new(db.clone());
+        w.get_read_version().expect("rv");
+        let fired = watch(&mut w, b"k");
+        let mut t = Transaction::new(db);
+        t.set(b"k", b"v");
+        t.commit().expect("commit");
+        w.commit().expect("commit");
+        assert_eq!(fired.try_recv(), Ok(Ok(())));
+    }
+
+    #[test]
+    fn watches_fail_with_the_commit_error_or_1025_when_their_transaction_ends_first() {
+        let db = db();
+        let mut a = Transaction::new(db.clone());
+        a.get(b"k", false).expect("get");
+        a.set(b"k", b"a");
+        let conflicted = watch(&mut a, b"k");
+        let mut b = Transaction::new(db.clone());
+        b.set(b"k", b"b");
+        b.commit().expect("commit");
+        assert_eq!(a.commit(), Err(code::NOT_COMMITTED));
+        assert_eq!(conflicted.try_recv(), Ok(Err(code::NOT_COMMITTED)));
+
+        let mut c = Transaction::new(db.clone());
+        let dropped = watch(&mut c, b"k");
+        drop(c);
+        assert_eq!(dropped.try_recv(), Ok(Err(code::TRANSACTION_CANCELLED)));
+
+        let mut d = Transaction::new(db.clone());
+        d.cancel();
+        let on_cancelled = watch(&mut d, b"k");
+        assert_eq!(
+            on_cancelled.try_recv(),
+            Ok(Err(code::TRANSACTION_CANCELLED))
+        );
+
+        let mut e = Transaction::new(db.clone());
+        let cancelled_id = {
+            let (tx, rx) = std::sync::mpsc::channel::<Result<(), i32>>();
+            let id = e.watch(
+                b"k",
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            );
+            (id, rx)
+        };
+        db.cancel_watch(cancelled_id.0);
+        e.commit().expect("commit");
+        assert_eq!(
+            db.armed_watches(),
+            0,
+            "a watch cancelled before commit is never armed"
+        );
+        assert!(cancelled_id.1.try_recv().is_err());
+    }
+
+    #[test]
+    fn stats_count_commits_reads_and_bytes() {
+        let db = db();
+        let mut t = Transaction::new(db.clone());
+        t.set(b"ab", b"cde");
+        t.commit().expect("commit");
+        let mut r = Transaction::new(db.clone());
+        r.get(b"ab", false).expect("get");
+        r.commit().expect("read-only");
+        let s: HashMap<&str, u64> = db.stats().snapshot().into_iter().collect();
+        assert_eq!(s["transactions"], 2);
+        assert_eq!(s["commits"], 1);
+        assert_eq!(s["read_only_commits"], 1);
+        assert_eq!(s["reads"], 1);
+        assert_eq!(s["bytes_read"], 5);
+        assert_eq!(s["mutations"], 1);
+        assert_eq!(s["bytes_written"], 5);
     }
 }

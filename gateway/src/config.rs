@@ -9,6 +9,15 @@ use serde::Deserialize;
 
 pub use storage::Durability;
 
+/// The largest accepted `max_text_chars`: JSON escapes a control character
+/// as six bytes (`\u0001`), and one message must fit a 2 MiB server frame
+/// with room for its other fields (≤ ~16 KiB escaped): (2 MiB − 16 KiB) / 6.
+pub const MAX_TEXT_CHARS_LIMIT: usize = 346_000;
+
+/// The shortest accepted `auth_secret`, in bytes: 256 bits, the size of the
+/// HMAC-SHA256 output (RFC 7518 §3.2 requires a key at least that long).
+pub const MIN_AUTH_SECRET_BYTES: usize = 32;
+
 /// Errors found when validating a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -84,7 +93,8 @@ pub struct Config {
     pub fdb_namespace: String,
     /// Number of shards (executors, one per core). Default: one per online core.
     pub shards: Option<usize>,
-    /// HMAC secret for tokens. With none, the gateway runs in dev auth
+    /// HMAC secret for tokens, at least [`MIN_AUTH_SECRET_BYTES`] (32) bytes
+    /// (a shorter one is refused at start). With none, the gateway runs in dev auth
     /// (`?user=&device=` trusted), allowed only on a loopback listener.
     pub auth_secret: Option<String>,
     /// When an ack is given: `fsync` (on disk, default) or `buffered`.
@@ -137,7 +147,12 @@ pub struct Config {
     pub replica_ring_bytes: usize,
     /// Messages fetched from history per catch-up step. Default 256.
     pub catchup_page_messages: usize,
-    /// A `history` page stops at about this many bytes of text. Default 1 MiB.
+    /// Largest `history` reply frame, in bytes as encoded (JSON escapes
+    /// included), never more than the 2 MiB server-frame maximum: a page
+    /// stops early (`has_more` true) rather than pass it, and always holds at
+    /// least one message. Also the text bytes one store read of a page takes
+    /// at most. Default 1 MiB. Memory: a connection holds at most one page
+    /// beyond its outbox budget (see `outbox_budget_bytes`).
     pub history_page_bytes: usize,
     /// How long a graceful shutdown waits for acks and close frames to flush,
     /// in milliseconds. Default 3,000.
@@ -163,14 +178,67 @@ pub struct Config {
     /// Most simultaneous connections of one user (all devices, all shards);
     /// the connection past it is closed with 4029. 0 = unlimited. Default 64.
     pub max_connections_per_user: usize,
-    /// Per-connection request rate, requests per second (token bucket; `ping`
-    /// is not counted). 0 = off (the default). Past it: `rate_limited`.
+    /// Request rate per **user**, requests per second (token bucket; `ping`
+    /// is not counted): all the user's WebSocket connections and HTTP calls
+    /// on one shard draw from one bucket, kept while the user has anything
+    /// there (a reconnect does not refill it). Each shard enforces the whole
+    /// rate for what it serves, so a user spread over k shards gets at most
+    /// k × the rate (≤ nr_shards ×). 0 = off (the default). Past it:
+    /// `rate_limited` (HTTP 429). Memory: ~100 bytes per active user per shard.
     pub rate_limit_per_sec: f64,
     /// Bucket size of the rate limit, in requests. Default 20.
     pub rate_limit_burst: u32,
     /// A connection refused this many requests in a row for rate is closed
-    /// with 1008. Default 50.
+    /// with 1008 (after the acks and errors already queued). Default 50.
     pub rate_limit_close_after: u32,
+    /// Sends (edits, deletes) one connection may have waiting for their
+    /// acks; further requests wait unread. Default 256.
+    pub max_sends_in_flight: u32,
+    /// `history` reads one connection may have in flight. A read is also
+    /// admitted only while its reply fits the outbox budget
+    /// (`outbox_budget_bytes` ≥ queued bytes + pages in flight ×
+    /// `history_page_bytes`), or when it is the only one: with the defaults
+    /// one at a time. Default 4.
+    pub max_history_in_flight: u32,
+    /// `presence` queries one connection may have in flight. Default 4.
+    pub max_presence_in_flight: u32,
+    /// `join`s one connection may have waiting for their `joined`. Default 64.
+    pub max_joins_in_flight: u32,
+    /// Bytes of received requests one connection may have waiting for
+    /// admission (behind an in-flight limit or a full outbox) before the
+    /// gateway stops reading its socket. Below it the socket is still read,
+    /// so heartbeats are seen. Default 64 KiB; memory: at most this plus one
+    /// frame per connection, only while requests wait.
+    pub max_queued_request_bytes: usize,
+    /// Channels one connection may have joined at once; a `join` past it is
+    /// refused with `forbidden`. Memory: up to ~1 KiB per joined channel
+    /// (cursor, replica and owner entries). Default 10,000.
+    pub max_channels_per_connection: usize,
+    /// HTTP API calls of one user in progress at once, per shard (a user
+    /// calling through k shards gets ≤ k ×); past it: HTTP 429. Default 16.
+    pub max_http_calls_per_user: u32,
+    /// Groups one user may create per hour, per shard (≤ nr_shards × across
+    /// the node); past it: HTTP 429. 0 = unlimited. Default 100.
+    pub max_groups_created_per_hour: u32,
+    /// Longest an HTTP API call may take, reading its body and writing its
+    /// response included, in milliseconds; a client that does not take its
+    /// response in time is cut off. Default 30,000.
+    pub http_timeout_ms: u64,
+    /// Read and delivered cursors reported by clients are coalesced per
+    /// (user[, device], channel) in memory and written to the store once per
+    /// this interval per shard, in one write; `read` pushes to the other
+    /// members go out then, at most once per interval per (user, channel).
+    /// A reported cursor is durable within this interval; unread counts see
+    /// it at once. Milliseconds; default 1,000.
+    pub cursor_flush_ms: u64,
+    /// Most coalesced cursors one shard holds before it writes them early;
+    /// while that write is in flight, further `read`/`delivered` reports
+    /// wait. Memory: ~150 bytes each. Default 65,536.
+    pub max_pending_cursors: usize,
+    /// Threads per shard for store reads (heads, history and catch-up pages,
+    /// membership and cursor lookups): a slow read occupies one, others go
+    /// on. Default 4.
+    pub store_read_threads: usize,
     /// Window in which further `typing` events of one user in one channel are
     /// dropped after one was forwarded, in milliseconds. Default 3,000.
     pub typing_window_ms: u64,
@@ -223,6 +291,18 @@ impl Default for Config {
             rate_limit_per_sec: 0.0,
             rate_limit_burst: 20,
             rate_limit_close_after: 50,
+            max_sends_in_flight: 256,
+            max_history_in_flight: 4,
+            max_presence_in_flight: 4,
+            max_joins_in_flight: 64,
+            max_queued_request_bytes: 64 * 1024,
+            max_channels_per_connection: 10_000,
+            max_http_calls_per_user: 16,
+            max_groups_created_per_hour: 100,
+            http_timeout_ms: 30_000,
+            cursor_flush_ms: 1_000,
+            max_pending_cursors: 65_536,
+            store_read_threads: 4,
             typing_window_ms: 3_000,
             blocklist_words: Vec::new(),
             blocklist_patterns: Vec::new(),
@@ -269,8 +349,22 @@ impl Config {
         if self.max_frame_bytes < 1024 {
             return Err(invalid("max_frame_bytes", "must be at least 1 KiB"));
         }
-        if self.max_text_chars == 0 {
-            return Err(invalid("max_text_chars", "must be positive"));
+        if self.max_text_chars == 0 || self.max_text_chars > MAX_TEXT_CHARS_LIMIT {
+            return Err(invalid(
+                "max_text_chars",
+                format!(
+                    "must be 1..={MAX_TEXT_CHARS_LIMIT}: a message escaped to 6 bytes per \
+                     character must fit one 2 MiB server frame"
+                ),
+            ));
+        }
+        if self.history_page_bytes < 16 * 1024
+            || self.history_page_bytes > crate::protocol::response::MAX_SERVER_FRAME_BYTES
+        {
+            return Err(invalid(
+                "history_page_bytes",
+                "must be 16 KiB..=2 MiB (the server-frame maximum)",
+            ));
         }
         if self.fdb_namespace.is_empty() || self.fdb_namespace.len() > 255 {
             return Err(invalid("fdb_namespace", "must be 1-255 bytes"));
@@ -308,6 +402,38 @@ impl Config {
                 "must be positive when rate limits are on",
             ));
         }
+        for (field, v) in [
+            ("max_sends_in_flight", self.max_sends_in_flight),
+            ("max_history_in_flight", self.max_history_in_flight),
+            ("max_presence_in_flight", self.max_presence_in_flight),
+            ("max_joins_in_flight", self.max_joins_in_flight),
+            ("max_http_calls_per_user", self.max_http_calls_per_user),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        if self.max_queued_request_bytes < 1024 {
+            return Err(invalid(
+                "max_queued_request_bytes",
+                "must be at least 1 KiB",
+            ));
+        }
+        if self.max_channels_per_connection == 0 {
+            return Err(invalid("max_channels_per_connection", "must be at least 1"));
+        }
+        if self.http_timeout_ms < 100 {
+            return Err(invalid("http_timeout_ms", "must be at least 100 ms"));
+        }
+        if !(10..=60_000).contains(&self.cursor_flush_ms) {
+            return Err(invalid("cursor_flush_ms", "must be 10..=60000 ms"));
+        }
+        if self.max_pending_cursors < 16 {
+            return Err(invalid("max_pending_cursors", "must be at least 16"));
+        }
+        if !(1..=64).contains(&self.store_read_threads) {
+            return Err(invalid("store_read_threads", "must be 1..=64"));
+        }
         if let Err(e) =
             crate::moderation::Blocklist::new(&self.blocklist_words, &self.blocklist_patterns)
         {
@@ -319,8 +445,18 @@ impl Config {
         if self.push_max_attempts == 0 {
             return Err(invalid("push_max_attempts", "must be at least 1"));
         }
-        if self.auth_secret.as_deref().is_some_and(str::is_empty) {
-            return Err(invalid("auth_secret", "must not be empty"));
+        if let Some(secret) = &self.auth_secret {
+            if secret.len() < MIN_AUTH_SECRET_BYTES {
+                return Err(invalid(
+                    "auth_secret",
+                    format!(
+                        "must be at least {MIN_AUTH_SECRET_BYTES} bytes (found {}): a short HMAC \
+                         key can be guessed offline from one token; generate one with \
+                         `openssl rand -base64 32`",
+                        secret.len()
+                    ),
+                ));
+            }
         }
         if self.auth_secret.is_none() && !self.listen.ip().is_loopback() {
             return Err(invalid(

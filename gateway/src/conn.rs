@@ -2,7 +2,7 @@
 //! one cursor per joined channel. No I/O here: the driver (`runtime.rs`)
 //! moves the outbox to the socket and feeds received frames back in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::task::Waker;
 
@@ -166,36 +166,64 @@ pub(crate) struct Conn {
     pub(crate) http: bool,
     /// When the token expires (ms since the epoch); closed with 4001 then.
     pub(crate) expires_ms: Option<u64>,
-    /// Rate limit: tokens left, when last refilled, refusals in a row.
-    pub(crate) bucket: RateBucket,
-    /// Sends forwarded to owners and not yet answered.
-    pub(crate) sends_in_flight: u32,
-    /// `history` reads not yet answered.
-    pub(crate) histories_in_flight: u32,
+    /// Requests refused for rate in a row (a close with 1008 past
+    /// `rate_limit_close_after`). The bucket itself is the user's.
+    pub(crate) strikes: u32,
+    /// Requests received and not admitted yet, oldest first: a request
+    /// waits here while its kind is at its in-flight limit or the outbox is
+    /// over budget, and everything after it waits behind it (FIFO).
+    pub(crate) queued: VecDeque<Box<str>>,
+    /// Bytes of `queued`.
+    pub(crate) queued_bytes: usize,
+    /// Work in flight for this connection, per kind of request.
+    pub(crate) in_flight: InFlight,
     /// A catch-up store read is in flight for one of its channels (one at a
     /// time per connection bounds the memory a reader of many channels costs).
     pub(crate) fetching: bool,
 }
 
-/// Most sends in flight per connection before its requests stop being read.
-pub(crate) const MAX_SENDS_IN_FLIGHT: u32 = 256;
-/// Most `history` reads in flight per connection before its requests stop
-/// being read.
-pub(crate) const MAX_HISTORIES_IN_FLIGHT: u32 = 4;
+/// Requests of one connection that were admitted and not answered yet.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InFlight {
+    /// Sends, edits and deletes forwarded to owners.
+    pub(crate) sends: u32,
+    /// `history` reads.
+    pub(crate) histories: u32,
+    /// `presence` queries.
+    pub(crate) presence: u32,
+    /// `join`s sent to owners (each answered by exactly one `Joined` or
+    /// `JoinFailed`).
+    pub(crate) joins: u32,
+}
 
-/// A token bucket for one connection's requests.
+/// A token bucket (one per user per shard).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct RateBucket {
     tokens: f64,
     refilled_ms: u64,
-    /// Requests refused in a row.
-    pub(crate) strikes: u32,
 }
 
 impl RateBucket {
     /// Takes one token at `now_ms` (`per_sec` tokens a second, at most
     /// `burst`); false when the bucket is empty.
     pub(crate) fn take(&mut self, now_ms: u64, per_sec: f64, burst: u32) -> bool {
+        self.refill(now_ms, per_sec, burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket is full at `now_ms` (then it can be forgotten: a
+    /// new bucket starts full).
+    pub(crate) fn is_full(&mut self, now_ms: u64, per_sec: f64, burst: u32) -> bool {
+        self.refill(now_ms, per_sec, burst);
+        self.tokens >= f64::from(burst)
+    }
+
+    fn refill(&mut self, now_ms: u64, per_sec: f64, burst: u32) {
         if self.refilled_ms == 0 {
             self.tokens = f64::from(burst);
         } else {
@@ -203,27 +231,10 @@ impl RateBucket {
             self.tokens = (self.tokens + elapsed * per_sec).min(f64::from(burst));
         }
         self.refilled_ms = now_ms;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.strikes = 0;
-            true
-        } else {
-            self.strikes += 1;
-            false
-        }
     }
 }
 
 impl Conn {
-    /// Whether the driver should stop reading requests: the client is not
-    /// reading its replies, or has too much in flight. Whatever clears the
-    /// condition queues a reply, which wakes the driver.
-    pub(crate) fn reads_paused(&self, budget: usize) -> bool {
-        self.outbox.pending() > budget
-            || self.sends_in_flight >= MAX_SENDS_IN_FLIGHT
-            || self.histories_in_flight >= MAX_HISTORIES_IN_FLIGHT
-    }
-
     pub(crate) fn new(user: Arc<str>, device: Arc<str>, now_ms: u64) -> Conn {
         Conn {
             user,
@@ -233,16 +244,49 @@ impl Conn {
             last_rx_ms: now_ms,
             http: false,
             expires_ms: None,
-            bucket: RateBucket::default(),
-            sends_in_flight: 0,
-            histories_in_flight: 0,
+            strikes: 0,
+            queued: VecDeque::new(),
+            queued_bytes: 0,
+            in_flight: InFlight::default(),
             fetching: false,
         }
+    }
+
+    /// Whether the driver should stop reading the socket: the requests
+    /// waiting for admission reached `max_queued` bytes (the client sent
+    /// far more than it is served; its replies and in-flight limits decide
+    /// when they move). Below that the socket is read, so pings and
+    /// heartbeats are seen even while requests wait.
+    pub(crate) fn reads_paused(&self, max_queued: usize) -> bool {
+        self.queued_bytes >= max_queued
+    }
+
+    /// Queues a request that cannot be admitted yet.
+    pub(crate) fn enqueue(&mut self, text: &str) {
+        self.queued_bytes += text.len();
+        self.queued.push_back(Box::from(text));
+    }
+
+    /// Takes the oldest waiting request.
+    pub(crate) fn dequeue(&mut self) -> Option<Box<str>> {
+        let t = self.queued.pop_front()?;
+        self.queued_bytes -= t.len();
+        if self.queued.is_empty() && self.queued.capacity() > 64 {
+            self.queued = VecDeque::new();
+        }
+        Some(t)
+    }
+
+    /// Puts back a request taken by [`Conn::dequeue`] that still waits.
+    pub(crate) fn requeue_front(&mut self, text: Box<str>) {
+        self.queued_bytes += text.len();
+        self.queued.push_front(text);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -257,18 +301,34 @@ mod tests {
     }
 
     #[test]
-    fn rate_bucket_allows_a_burst_then_the_rate_and_counts_strikes() {
+    fn rate_bucket_allows_a_burst_then_the_rate() {
         let mut b = RateBucket::default();
         let t = 1_000_000;
         for _ in 0..5 {
             assert!(b.take(t, 2.0, 5));
         }
         assert!(!b.take(t, 2.0, 5));
-        assert!(!b.take(t, 2.0, 5));
-        assert_eq!(b.strikes, 2);
+        assert!(!b.is_full(t, 2.0, 5));
         assert!(b.take(t + 500, 2.0, 5), "one token after 0.5 s at 2/s");
-        assert_eq!(b.strikes, 0);
         assert!(!b.take(t + 500, 2.0, 5));
+        assert!(b.is_full(t + 10_000, 2.0, 5), "full again after a while");
+    }
+
+    #[test]
+    fn queued_requests_come_back_in_order_and_count_their_bytes() {
+        let mut c = Conn::new(Arc::from("u"), Arc::from("d"), 0);
+        c.enqueue("one");
+        c.enqueue("three");
+        assert_eq!(c.queued_bytes, 8);
+        assert!(c.reads_paused(8));
+        assert!(!c.reads_paused(9));
+        let first = c.dequeue().unwrap();
+        assert_eq!(&*first, "one");
+        c.requeue_front(first);
+        assert_eq!(&*c.dequeue().unwrap(), "one");
+        assert_eq!(&*c.dequeue().unwrap(), "three");
+        assert_eq!(c.queued_bytes, 0);
+        assert!(c.dequeue().is_none());
     }
 
     #[test]

@@ -10,18 +10,23 @@
 //!   too). The group's or DM's owner sends it once the change is durable,
 //!   through the user's owner shard like `read` and `presence_update`.
 //! - **`GET /v1/me/channels`**: the user's groups and DMs (the store's
-//!   `channels_of` index) with members, head, read cursor and unread count,
-//!   read off the executor like `GET /v1/me/unread`. A client lists this
-//!   once at start and keeps it current with `channel_added`.
+//!   `channels_of` index) with members, head, read cursor and unread count.
+//!   It is `GET /v1/me/unread`'s query (`receipts.rs`: every shard's read
+//!   cursors not written yet, then one store call off the executor), so
+//!   both always agree. A client lists it once at start and keeps it
+//!   current with `channel_added`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::conn::ConnId;
 use crate::protocol::names::{self, ChannelName};
-use crate::protocol::response::write_json;
+use crate::protocol::response::{self, write_json};
 use crate::protocol::ws::encode_text_with;
-use crate::shard::Effects;
+use crate::shard::{Effects, ShardState};
+use crate::store_io::StoreFailure;
 
 /// `"dm"`, `"group"` or `"room"`.
 fn kind_of(channel: &str) -> &'static str {
@@ -83,17 +88,20 @@ pub(crate) struct ChannelInfo {
     pub(crate) members: Vec<String>,
     /// Last committed seq.
     pub(crate) head: u64,
-    /// The user's read cursor.
+    /// The user's read cursor (reports not written yet included).
     pub(crate) read: u64,
-    /// `head - read`, as in `GET /v1/me/unread`.
+    /// Messages above `read` (`edit`/`delete` events not counted), as in
+    /// `GET /v1/me/unread`.
     pub(crate) unread: u64,
 }
 
 /// The user's groups and DMs with members, head, read cursor and unread
-/// count, sorted by channel. Blocking: run off the executor.
+/// count, sorted by channel; `pending`: read cursors reported and not
+/// written yet. Blocking: run off the executor.
 pub(crate) fn my_channels(
     s: &dyn storage::Store,
     user: &str,
+    pending: &HashMap<String, u64>,
 ) -> Result<Vec<ChannelInfo>, storage::StoreError> {
     let mut out = Vec::new();
     for channel in s.channels_of(user)? {
@@ -106,28 +114,68 @@ pub(crate) fn my_channels(
             _ => continue,
         };
         let head = s.head(&channel)?.0;
-        let read = s.read_cursor(user, &channel)?.0.min(head);
+        let stored = s.read_cursor(user, &channel)?.0;
+        let read = stored
+            .max(pending.get(&channel).copied().unwrap_or(0))
+            .min(head);
+        let unread = if head > read {
+            s.count_messages(&channel, storage::Seq(read), storage::Seq(head))?
+        } else {
+            0
+        };
         out.push(ChannelInfo {
             kind: kind_of(&channel),
             channel,
             members,
             head,
             read,
-            unread: head - read,
+            unread,
         });
     }
     Ok(out)
 }
 
-/// The JSON body of `GET /v1/me/channels`: `{"channels": [...]}`.
-pub(crate) fn my_channels_body(channels: &[ChannelInfo]) -> Vec<u8> {
+/// The reply frame `{"type": "channels", "channels": [...]}` (the HTTP API
+/// answers its body without `type`).
+pub(crate) fn my_channels_frame(out: &mut Vec<u8>, channels: &[ChannelInfo]) {
     #[derive(Serialize)]
     struct Body<'a> {
+        r#type: &'static str,
         channels: &'a [ChannelInfo],
     }
-    let mut out = Vec::new();
-    write_json(&mut out, &Body { channels });
-    out
+    encode_text_with(out, |buf| {
+        write_json(
+            buf,
+            &Body {
+                r#type: "channels",
+                channels,
+            },
+        );
+    });
+}
+
+impl ShardState {
+    /// Starts `GET /v1/me/channels` for an HTTP call.
+    pub(crate) fn my_channels_request(&mut self, conn: ConnId) {
+        self.pending_reads_request(conn, true);
+    }
+
+    /// The channel list was read.
+    pub(crate) fn on_my_channels(
+        &mut self,
+        conn: ConnId,
+        result: Result<Vec<ChannelInfo>, StoreFailure>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match result {
+            Ok(list) => c.outbox.push_reply(|out| my_channels_frame(out, &list)),
+            Err(f) => c
+                .outbox
+                .push_reply(|out| response::error(out, None, f.code, &f.message)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -182,7 +230,7 @@ mod tests {
             messages: vec![text("alice", "1")],
         }])
         .unwrap();
-        let list = my_channels(&s, "alice").unwrap();
+        let list = my_channels(&s, "alice", &HashMap::new()).unwrap();
         assert_eq!(
             list,
             vec![
@@ -204,7 +252,15 @@ mod tests {
                 },
             ]
         );
-        let body: serde_json::Value = serde_json::from_slice(&my_channels_body(&list)).unwrap();
+        let mut frame = Vec::new();
+        my_channels_frame(&mut frame, &list);
+        let json = frame.iter().position(|&b| b == b'{').unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&frame[json..]).unwrap();
+        assert_eq!(body["type"], "channels");
         assert_eq!(body["channels"][0]["unread"], 2);
+        // A read reported and not written yet counts at once.
+        let pending = HashMap::from([("dm:alice:carol".to_string(), 1)]);
+        let list = my_channels(&s, "alice", &pending).unwrap();
+        assert_eq!((list[0].read, list[0].unread), (1, 1));
     }
 }

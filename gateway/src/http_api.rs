@@ -8,6 +8,7 @@
 //! replace WebSocket connections and take no part in presence.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -15,16 +16,12 @@ use glommio::net::TcpStream;
 use serde_json::{json, Map, Value};
 
 use crate::auth::Identity;
-use crate::hash::fnv1a_64;
 use crate::owner::GroupOp;
 use crate::protocol::http::{self, RequestHead};
 use crate::protocol::names;
 use crate::protocol::ws::{Role, WsDecoder, WsEvent};
 use crate::protocol::ErrorCode;
 use crate::shard::ShardState;
-
-/// Most time an HTTP request may take (body and reply).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What one API call turns into.
 enum Call {
@@ -45,16 +42,14 @@ enum Call {
 
 type RouteError = (u16, &'static str, String);
 
-/// A fresh group id: 20 hex digits from the clock, the shard, a counter and
-/// the creator (the store refuses a duplicate, answered 409).
-fn new_group_id(creator: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let seed = format!("{}:{}:{creator}", crate::util::now_ms(), n);
-    let a = fnv1a_64(seed.as_bytes());
-    let b = fnv1a_64(&a.to_le_bytes());
-    format!("{:016x}{:04x}", a, b & 0xffff)
+/// A fresh group id: 128 bits from the operating system's random source,
+/// base64url without padding (22 characters of `[A-Za-z0-9_-]`). Nothing
+/// about it can be derived from another id (the store still refuses a
+/// duplicate, answered 409). `None` when the OS has no randomness to give.
+fn new_group_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(data_encoding::BASE64URL_NOPAD.encode(&bytes))
 }
 
 fn group_route(
@@ -93,9 +88,23 @@ fn group_route(
                 }
             }
             if members.len() > max_members {
-                return Err(bad(format!("a group has at most {max_members} members")));
+                return Err((
+                    403,
+                    ErrorCode::Forbidden.as_str(),
+                    format!(
+                        "a group has at most {max_members} members, the creator included \
+                         (max_group_members)"
+                    ),
+                ));
             }
-            let channel = storage::group_channel(&new_group_id(&identity.user));
+            let id = new_group_id().ok_or_else(|| {
+                (
+                    503,
+                    ErrorCode::Unavailable.as_str(),
+                    "no randomness available for a group id".to_string(),
+                )
+            })?;
+            let channel = storage::group_channel(&id);
             Ok(Call::Group {
                 channel,
                 op: GroupOp::Create(members),
@@ -262,7 +271,21 @@ fn to_http(mut reply: Value) -> (u16, Value) {
     (200, reply)
 }
 
-/// Serves one `/v1` request on `shard`.
+/// Ends a user's HTTP call (`max_http_calls_per_user`) however the call
+/// ends: answered, refused, timed out or dropped.
+struct CallSlot {
+    shard: Rc<crate::runtime::Shard>,
+    user: Arc<str>,
+}
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.shard.end_http_call(&self.user);
+    }
+}
+
+/// Serves one `/v1` request on `shard`. The caller bounds the whole call
+/// (body, work and response) by `http_timeout_ms`.
 pub(crate) async fn serve(
     shard: Rc<crate::runtime::Shard>,
     stream: &mut TcpStream,
@@ -270,17 +293,31 @@ pub(crate) async fn serve(
     rest: Vec<u8>,
     identity: Identity,
 ) {
+    let user: Arc<str> = Arc::from(identity.user.as_str());
+    let max_calls = shard.cfg().max_http_calls_per_user;
+    if !shard.start_http_call(&user, max_calls) {
+        let r = http::json_error_response(
+            429,
+            ErrorCode::RateLimited.as_str(),
+            &format!(
+                "at most {max_calls} HTTP calls of one user at once (max_http_calls_per_user)"
+            ),
+        );
+        let _ = stream.write_all(&r).await;
+        return;
+    }
+    let _slot = CallSlot {
+        shard: shard.clone(),
+        user: user.clone(),
+    };
+    let timeout = Duration::from_millis(shard.cfg().http_timeout_ms);
     let len = head.content_length.unwrap_or(0);
     if len > shard.cfg().max_frame_bytes {
         let r = http::json_error_response(413, "message_too_large", "request body too large");
         let _ = stream.write_all(&r).await;
         return;
     }
-    let body = glommio::timer::timeout(REQUEST_TIMEOUT, async {
-        Ok(read_body(stream, rest, len).await)
-    })
-    .await;
-    let Ok(Some(body)) = body else {
+    let Some(body) = read_body(stream, rest, len).await else {
         return;
     };
     let call = match route(&head, &body, &identity, shard.cfg().max_group_members) {
@@ -291,36 +328,32 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let (reply, created) = match call {
-        Call::Request(text) => {
-            let start = move |st: &mut ShardState, id| st.on_text_request(id, &text);
-            (
-                shard.http_request(&identity, start, REQUEST_TIMEOUT).await,
-                None,
-            )
-        }
-        Call::MyChannels => {
-            let user = identity.user.clone();
-            let result = shard
-                .store()
-                .call(move |s| crate::discovery::my_channels(s, &user))
-                .await;
-            let r = match result {
-                Ok(list) => {
-                    let body = crate::discovery::my_channels_body(&list);
-                    http::response(200, "application/json", &body, &[])
-                }
-                Err(f) => http::json_error_response(503, "unavailable", &f.message),
-            };
+    if let Call::Group { created: true, .. } = call {
+        let max = shard.cfg().max_groups_created_per_hour;
+        if !shard.take_group_creation(&user, max) {
+            let r = http::json_error_response(
+                429,
+                ErrorCode::RateLimited.as_str(),
+                &format!(
+                    "at most {max} groups created per user per hour (max_groups_created_per_hour)"
+                ),
+            );
             let _ = stream.write_all(&r).await;
             return;
         }
+    }
+    let (reply, created) = match call {
+        Call::Request(text) => {
+            let start = move |st: &mut ShardState, id| st.on_text_request(id, &text);
+            (shard.http_request(&identity, start, timeout).await, None)
+        }
+        Call::MyChannels => {
+            let start = |st: &mut ShardState, id| st.my_channels_request(id);
+            (shard.http_request(&identity, start, timeout).await, None)
+        }
         Call::Unread => {
             let start = |st: &mut ShardState, id| st.unread_request(id);
-            (
-                shard.http_request(&identity, start, REQUEST_TIMEOUT).await,
-                None,
-            )
+            (shard.http_request(&identity, start, timeout).await, None)
         }
         Call::Group {
             channel,
@@ -329,7 +362,7 @@ pub(crate) async fn serve(
         } => {
             let ch = channel.clone();
             let start = move |st: &mut ShardState, id| st.group_request(id, &ch, op);
-            let reply = shard.http_request(&identity, start, REQUEST_TIMEOUT).await;
+            let reply = shard.http_request(&identity, start, timeout).await;
             (reply, Some((created, channel)))
         }
     };

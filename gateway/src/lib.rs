@@ -53,11 +53,23 @@
 //! the socket drains, then goes live. Nothing is dropped, memory per
 //! connection stays bounded.
 //!
+//! ## Bounded cost
+//!
+//! Every request is admitted at dispatch, not where the socket is read: a
+//! connection has a few requests of each kind in flight, the rest wait in
+//! its queue in order, and past a bound its socket is no longer read.
+//! Replies count against the outbox budget. `docs/reliability.md` lists
+//! every limit and what a client sees at it.
+//!
 //! ## Layout
 //!
 //! - [`config`]: every tunable with unit, default and memory cost.
 //! - [`protocol`]: I/O-free wire protocol (frames, requests, replies, HTTP head).
 //! - [`shard`], [`owner`], [`room`], [`conn`], [`batch`]: the state machines.
+//! - [`dispatch`]: admission (in-flight limits, the per-connection queue,
+//!   per-user rate buckets in [`limits`]) and the request handlers.
+//! - [`cursors`], [`receipts`]: coalesced read/delivered cursors, `read`
+//!   pushes, unread counts.
 //! - [`runtime`]: sockets, tasks, mesh, timers, shutdown. [`server`]: start/stop.
 //! - [`store_io`]: store calls off the executors. [`hash`]: the owner hash.
 //! - [`auth`]: tokens and dev auth. `http_api`: the `/v1` endpoints.
@@ -77,14 +89,18 @@ pub mod server;
 
 pub(crate) mod batch;
 pub(crate) mod conn;
+pub(crate) mod cursors;
 pub(crate) mod demo;
 pub(crate) mod discovery;
+pub(crate) mod dispatch;
 pub(crate) mod http_api;
+pub(crate) mod limits;
 pub(crate) mod metrics;
 pub(crate) mod moderation;
 pub(crate) mod owner;
 pub(crate) mod presence;
 pub(crate) mod push;
+pub(crate) mod receipts;
 pub(crate) mod room;
 pub(crate) mod runtime;
 pub(crate) mod shard;

@@ -62,6 +62,13 @@ fn token(a: &TokenArgs) -> anyhow::Result<()> {
         .ok_or_else(|| {
             anyhow::anyhow!("no secret: pass --auth-secret or set GATEWAY_AUTH_SECRET")
         })?;
+    if secret.len() < gateway::config::MIN_AUTH_SECRET_BYTES {
+        anyhow::bail!(
+            "the secret must be at least {} bytes (found {}): the gateway refuses shorter ones",
+            gateway::config::MIN_AUTH_SECRET_BYTES,
+            secret.len()
+        );
+    }
     if !gateway::protocol::names::is_valid_id(&a.user) {
         anyhow::bail!("--user must be 1-64 chars of [A-Za-z0-9_.-]");
     }

@@ -23,6 +23,7 @@ use storage::{
 use crate::batch::Batch;
 use crate::conn::ConnId;
 use crate::hash::{fnv1a_64, ShardId};
+use crate::presence::{Ask, QueryRef, RoomUsers};
 use crate::protocol::{response, ErrorCode};
 use crate::shard::{ConnRef, Effects, IoJob, ShardMsg};
 use crate::store_io::StoreFailure;
@@ -75,6 +76,8 @@ enum Gated {
     Send(SendReq),
     Subscribe(JoinWaiter, Arc<str>),
     Group(Arc<str>, GroupOp, Reply),
+    /// A `presence` query by this user.
+    Presence(QueryRef, Arc<str>),
 }
 
 /// A join waiting for the head.
@@ -122,6 +125,11 @@ struct OwnedChannel {
     /// backwards within a channel, even if the clock does.
     last_ts: u64,
     join_waiters: Vec<JoinWaiter>,
+    /// Membership adds written to the store and not answered yet (they
+    /// count against `max_group_members` before they land).
+    adds_in_flight: usize,
+    /// Rooms only: the users with a joined connection (presence queries).
+    room_users: RoomUsers,
 }
 
 impl OwnedChannel {
@@ -144,6 +152,8 @@ impl OwnedChannel {
             join_waiters: Vec::new(),
             typing: HashMap::new(),
             last_ts: 0,
+            adds_in_flight: 0,
+            room_users: RoomUsers::default(),
         }
     }
 
@@ -155,6 +165,8 @@ impl OwnedChannel {
             && !self.loading
             && self.join_waiters.is_empty()
             && self.in_flight.is_empty()
+            && self.adds_in_flight == 0
+            && self.room_users.is_empty()
     }
 }
 
@@ -169,6 +181,8 @@ pub(crate) struct CommitJob {
 /// All channels this shard owns.
 pub(crate) struct Owner {
     push: bool,
+    /// Most members of a group (`max_group_members`), checked on every add.
+    max_group_members: usize,
     channels: HashMap<Arc<str>, OwnedChannel>,
     ready: Vec<Arc<str>>,
     committing: bool,
@@ -205,12 +219,13 @@ fn fingerprint(m: &NewMessage) -> u64 {
 impl Owner {
     /// `push`: tell members' owners about committed DM and group messages
     /// (a push webhook is configured).
-    pub(crate) fn new(push: bool) -> Owner {
+    pub(crate) fn new(push: bool, max_group_members: usize) -> Owner {
         Owner {
             channels: HashMap::new(),
             ready: Vec::new(),
             committing: false,
             push,
+            max_group_members,
         }
     }
 
@@ -257,6 +272,7 @@ impl Owner {
                     Gated::Send(req) => fx.send_error(&req.reply, code, msg),
                     Gated::Subscribe(w, channel) => fail_join(fx, w, channel, code, msg),
                     Gated::Group(_, _, reply) => fx.reply_error(&reply, code, msg),
+                    Gated::Presence(reply, _) => presence_failed(fx, reply, code, msg),
                 }
                 None
             }
@@ -287,6 +303,9 @@ impl Owner {
                         Gated::Group(actor, op, reply) => {
                             self.on_group(channel.clone(), actor, op, reply, fx)
                         }
+                        Gated::Presence(reply, user) => {
+                            self.on_presence_group(reply, channel.clone(), user, fx)
+                        }
                     }
                 }
             }
@@ -300,6 +319,9 @@ impl Owner {
                         }
                         Gated::Group(_, _, reply) => {
                             fx.reply_error(&reply, ErrorCode::Unavailable, &msg)
+                        }
+                        Gated::Presence(reply, _) => {
+                            presence_failed(fx, reply, ErrorCode::Unavailable, &msg)
                         }
                     }
                 }
@@ -327,6 +349,23 @@ impl Owner {
         let Some(Gated::Group(_, op, reply)) = self.gate(&channel, &actor, item, fx) else {
             return;
         };
+        // The cap holds on every add, not only at creation: the members
+        // are loaded (the gate passed) and every write goes through here.
+        if let (GroupOp::Add(user), Some(oc)) = (&op, self.channels.get_mut(&channel)) {
+            if let Membership::Members(m) = &oc.membership {
+                if !m.contains(user.as_str())
+                    && m.len() + oc.adds_in_flight >= self.max_group_members
+                {
+                    let msg = format!(
+                        "the group is full: at most {} members (max_group_members)",
+                        self.max_group_members
+                    );
+                    fx.reply_error(&reply, ErrorCode::Forbidden, &msg);
+                    return;
+                }
+            }
+            oc.adds_in_flight += 1;
+        }
         fx.io.push(IoJob::GroupWrite { channel, op, reply });
     }
 
@@ -340,12 +379,20 @@ impl Owner {
         result: Result<bool, StoreFailure>,
         fx: &mut Effects,
     ) {
+        if let GroupOp::Add(_) = op {
+            if let Some(oc) = self.channels.get_mut(&channel) {
+                oc.adds_in_flight = oc.adds_in_flight.saturating_sub(1);
+            }
+        }
         // `changed`: the store added (removed) the member; false when it
         // already was (was not) one.
         let changed = match result {
             Ok(changed) => changed,
             Err(f) => {
                 fx.reply_error(&reply, f.code, &f.message);
+                if self.channels.get(&channel).is_some_and(OwnedChannel::idle) {
+                    self.channels.remove(&channel);
+                }
                 return;
             }
         };
@@ -451,7 +498,7 @@ impl Owner {
         &mut self,
         channel: Arc<str>,
         user: &Arc<str>,
-        from: ConnRef,
+        from: Reply,
         now_ms: u64,
         window_ms: u64,
         fx: &mut Effects,
@@ -461,6 +508,21 @@ impl Owner {
         };
         if oc.subscribers == 0 {
             return;
+        }
+        // A group with subscribers has its members loaded (they passed the
+        // gate): only members' typing reaches them.
+        if channel.starts_with(storage::GROUP_PREFIX) {
+            let refused = match &oc.membership {
+                Membership::Members(m) if m.contains(&**user) => None,
+                Membership::Members(_) => {
+                    Some((ErrorCode::NotMember, "not a member of this group"))
+                }
+                _ => Some((ErrorCode::NotFound, "no such group")),
+            };
+            if let Some((code, msg)) = refused {
+                fx.reply_error(&from, code, msg);
+                return;
+            }
         }
         oc.typing
             .retain(|_, t| now_ms.saturating_sub(*t) < window_ms);
@@ -476,7 +538,7 @@ impl Owner {
                 shard,
                 ShardMsg::TypingNotice {
                     channel: channel.clone(),
-                    except: from,
+                    except: from.to,
                     frame: frame.clone(),
                 },
             );
@@ -497,23 +559,78 @@ impl Owner {
         let oc = self.channel(&channel);
         oc.subscribers |= 1 << waiter.shard.0;
         if let Some(head) = oc.head {
-            fx.send(
-                waiter.shard,
-                ShardMsg::Joined {
-                    channel,
-                    conn: waiter.conn,
-                    gen: waiter.gen,
-                    head,
-                    since: waiter.since,
-                    id: waiter.id,
-                },
-            );
+            send_joined(&channel, oc, waiter, head, fx);
             return;
         }
         oc.join_waiters.push(waiter);
         if !oc.loading {
             oc.loading = true;
             fx.io.push(IoJob::LoadHead(channel));
+        }
+    }
+
+    /// A joined connection of `user` left the room `channel` (counted when
+    /// its `Joined` went out).
+    pub(crate) fn on_member_gone(&mut self, channel: &Arc<str>, user: &str) {
+        if let Some(oc) = self.channels.get_mut(channel) {
+            oc.room_users.remove(user);
+            if oc.idle() {
+                self.channels.remove(channel);
+            }
+        }
+    }
+
+    /// `presence` of a room: the first 100 users with a joined connection
+    /// and their number, O(100).
+    pub(crate) fn on_presence_room(
+        &mut self,
+        reply: QueryRef,
+        channel: &Arc<str>,
+        fx: &mut Effects,
+    ) {
+        let (users, count) = self
+            .channels
+            .get(channel)
+            .map_or((Vec::new(), 0), |oc| oc.room_users.snapshot());
+        fx.send(
+            reply.shard,
+            ShardMsg::PresenceAnswer {
+                query: reply.query,
+                users,
+                count: Some(count),
+            },
+        );
+    }
+
+    /// `presence` of a group by `user`: members only (checked here, from the
+    /// loaded members); every shard is then asked which members it holds.
+    pub(crate) fn on_presence_group(
+        &mut self,
+        reply: QueryRef,
+        channel: Arc<str>,
+        user: Arc<str>,
+        fx: &mut Effects,
+    ) {
+        let item = Gated::Presence(reply, user.clone());
+        let Some(Gated::Presence(reply, _)) = self.gate(&channel, &user, item, fx) else {
+            return;
+        };
+        let members: Vec<String> = match self.channels.get(&channel).map(|oc| &oc.membership) {
+            Some(Membership::Members(m)) => m.iter().map(|u| u.to_string()).collect(),
+            _ => Vec::new(),
+        };
+        let ask = Ask::Users(Arc::new(members));
+        for shard in 0..fx.nr_shards {
+            fx.send(
+                ShardId(shard),
+                ShardMsg::PresenceAsk {
+                    reply,
+                    ask: ask.clone(),
+                },
+            );
+        }
+        if self.channels.get(&channel).is_some_and(OwnedChannel::idle) {
+            self.channels.remove(&channel);
         }
     }
 
@@ -862,17 +979,49 @@ fn flush_join_waiters(channel: &Arc<str>, oc: &mut OwnedChannel, fx: &mut Effect
     let Some(head) = oc.head else {
         return;
     };
-    for w in oc.join_waiters.drain(..) {
-        fx.send(
-            w.shard,
-            ShardMsg::Joined {
-                channel: channel.clone(),
-                conn: w.conn,
-                gen: w.gen,
-                head,
-                since: w.since,
-                id: w.id,
-            },
-        );
+    for w in std::mem::take(&mut oc.join_waiters) {
+        send_joined(channel, oc, w, head, fx);
     }
+}
+
+/// Answers a join with the head (on the queue that carries the channel's
+/// batches); a room counts the user's connection for presence until the
+/// connection's shard says `MemberGone`.
+fn send_joined(
+    channel: &Arc<str>,
+    oc: &mut OwnedChannel,
+    w: JoinWaiter,
+    head: u64,
+    fx: &mut Effects,
+) {
+    if channel.starts_with(ROOM_PREFIX) {
+        oc.room_users.add(&w.user);
+    }
+    fx.send(
+        w.shard,
+        ShardMsg::Joined {
+            channel: channel.clone(),
+            conn: w.conn,
+            gen: w.gen,
+            head,
+            since: w.since,
+            id: w.id,
+            user: w.user,
+        },
+    );
+}
+
+/// Channels whose joined users the owner counts for presence.
+pub(crate) const ROOM_PREFIX: &str = "room:";
+
+/// A presence query the owner refuses (not a member, no such group).
+fn presence_failed(fx: &mut Effects, reply: QueryRef, code: ErrorCode, msg: &str) {
+    fx.send(
+        reply.shard,
+        ShardMsg::PresenceFailed {
+            query: reply.query,
+            code,
+            message: msg.into(),
+        },
+    );
 }

@@ -108,6 +108,9 @@ impl Shard {
         let reply = glommio::timer::timeout(timeout, async move {
             Ok(futures_lite::future::poll_fn(|cx| {
                 let mut st = shard.state.borrow_mut();
+                if st.has_queued(conn) {
+                    st.pump_queue(conn);
+                }
                 let Some(c) = st.conns.get_mut(&conn) else {
                     return Poll::Ready(None);
                 };
@@ -127,9 +130,26 @@ impl Shard {
         reply
     }
 
-    /// The store, for calls off the executor.
-    pub(crate) fn store(&self) -> &StoreIo {
-        &self.store
+    /// Starts an HTTP call of `user`: false when `max` are in progress on
+    /// this shard.
+    pub(crate) fn start_http_call(&self, user: &Arc<str>, max: u32) -> bool {
+        self.state
+            .borrow_mut()
+            .user_limits
+            .start_http_call(user, max)
+    }
+
+    /// An HTTP call of `user` ended.
+    pub(crate) fn end_http_call(&self, user: &str) {
+        self.state.borrow_mut().user_limits.end_http_call(user);
+    }
+
+    /// Counts a group creation of `user` (`max` per hour per shard).
+    pub(crate) fn take_group_creation(&self, user: &Arc<str>, max: u32) -> bool {
+        self.state
+            .borrow_mut()
+            .user_limits
+            .take_group_creation(user, now_ms(), max)
     }
 
     /// Runs `f` on the state, then applies the effects it produced.
@@ -293,31 +313,30 @@ impl Shard {
                                 code,
                             })
                         });
-                    shard.with(|st| st.on_history(conn, &channel, id.as_deref(), result));
+                    let keep_newest = !matches!(range, storage::ReadRange::After(_));
+                    shard.with(|st| {
+                        st.on_history(conn, &channel, id.as_deref(), keep_newest, result);
+                    });
                 })
                 .detach();
             }
-            IoJob::AdvanceRead {
+            IoJob::ReadCheck {
                 conn,
                 user,
                 channel,
                 seq,
-                reply,
+                id,
             } => {
                 glommio::spawn_local(async move {
                     let (u, ch) = (user.clone(), channel.clone());
                     let result = shard
                         .store
-                        .call(move |s| advance_read(s, &u, &ch, seq))
+                        .call(move |s| crate::receipts::check_member(s, &ch, &u))
                         .await
                         .and_then(|r| {
-                            r.map_err(|(code, message)| StoreFailure {
-                                retryable: false,
-                                message: message.into(),
-                                code,
-                            })
+                            r.map_err(|(code, message)| StoreFailure::refused(code, message))
                         });
-                    shard.with(|st| st.on_read_advanced(conn, &channel, &user, reply, result));
+                    shard.with(|st| st.on_read_checked(conn, user, channel, seq, id, result));
                 })
                 .detach();
             }
@@ -326,35 +345,6 @@ impl Shard {
                     let u = user.clone();
                     let result = shard.store.call(move |s| presence_targets(s, &u)).await;
                     shard.with(|st| st.on_presence_fanout(&user, online, result));
-                })
-                .detach();
-            }
-            IoJob::PresenceMembers {
-                conn,
-                user,
-                channel,
-                id,
-            } => {
-                glommio::spawn_local(async move {
-                    let ch = channel.clone();
-                    let result = shard
-                        .store
-                        .call(move |s| s.members(&ch))
-                        .await
-                        .and_then(|m| match m {
-                            None => Err(StoreFailure {
-                                retryable: false,
-                                message: "no such group".into(),
-                                code: ErrorCode::NotFound,
-                            }),
-                            Some(m) if !m.iter().any(|u| **u == *user) => Err(StoreFailure {
-                                retryable: false,
-                                message: "not a member of this group".into(),
-                                code: ErrorCode::NotMember,
-                            }),
-                            Some(m) => Ok(m),
-                        });
-                    shard.with(|st| st.on_presence_members(conn, channel, id, result));
                 })
                 .detach();
             }
@@ -390,23 +380,37 @@ impl Shard {
                 })
                 .detach();
             }
-            IoJob::Unread { conn, user } => {
+            IoJob::Unread {
+                conn,
+                user,
+                pending,
+                channels,
+            } => {
                 glommio::spawn_local(async move {
-                    let result = shard.store.call(move |s| unread(s, &user)).await;
+                    if channels {
+                        let result = shard
+                            .store
+                            .call(move |s| crate::discovery::my_channels(s, &user, &pending))
+                            .await;
+                        shard.with(|st| st.on_my_channels(conn, result));
+                        return;
+                    }
+                    let result = shard
+                        .store
+                        .call(move |s| crate::receipts::unread(s, &user, &pending))
+                        .await;
                     shard.with(|st| st.on_unread(conn, result));
                 })
                 .detach();
             }
-            IoJob::FlushDelivered(updates) => {
+            IoJob::FlushCursors { reads, delivered } => {
                 glommio::spawn_local(async move {
-                    let n = updates.len();
-                    if let Err(f) = shard
+                    let retry = (reads.clone(), delivered.clone());
+                    let result = shard
                         .store
-                        .call(move |s| s.advance_delivered_batch(&updates))
-                        .await
-                    {
-                        tracing::warn!(updates = n, error = %f.message, "delivered cursors not stored");
-                    }
+                        .call(move |s| crate::receipts::write_cursors(s, reads, &delivered))
+                        .await;
+                    shard.with(|st| st.on_cursors_flushed(result, retry));
                 })
                 .detach();
             }
@@ -444,32 +448,6 @@ impl Shard {
     }
 }
 
-/// Advances `user`'s read cursor in `channel` (group members only). Returns,
-/// when the cursor moved, its new value and the other members to tell (DMs
-/// and groups; rooms are not pushed).
-#[allow(clippy::type_complexity)]
-fn advance_read(
-    s: &dyn storage::Store,
-    user: &str,
-    channel: &str,
-    seq: u64,
-) -> Result<Result<Option<(u64, Vec<String>)>, (ErrorCode, &'static str)>, storage::StoreError> {
-    let others: Vec<String> = match names::parse_channel(channel) {
-        Ok(names::ChannelName::Dm { a, b }) => vec![if a == user { b } else { a }.to_string()],
-        Ok(names::ChannelName::Group(_)) => match s.members(channel)? {
-            None => return Ok(Err((ErrorCode::NotFound, "no such group"))),
-            Some(m) if !m.iter().any(|u| u == user) => {
-                return Ok(Err((ErrorCode::NotMember, "not a member of this group")))
-            }
-            Some(m) => m.into_iter().filter(|u| u != user).collect(),
-        },
-        _ => Vec::new(),
-    };
-    let before = s.read_cursor(user, channel)?;
-    let after = s.advance_read(user, channel, storage::Seq(seq))?;
-    Ok(Ok((after > before).then_some((after.0, others))))
-}
-
 /// The channels (and their other members) to tell about `user`'s presence:
 /// the user's groups and DMs (a DM counts once it holds a message).
 fn presence_targets(
@@ -484,28 +462,6 @@ fn presence_targets(
         } else if let Some(members) = s.members(&channel)? {
             let others: Vec<String> = members.into_iter().filter(|m| m != user).collect();
             out.push((channel, others));
-        }
-    }
-    Ok(out)
-}
-
-/// Unread per channel (head − read cursor, only when positive) for the
-/// user's groups and DMs and every channel where the user has a read cursor
-/// (rooms the user wrote in or read).
-fn unread(s: &dyn storage::Store, user: &str) -> Result<Vec<(String, u64)>, storage::StoreError> {
-    let mut cursors: std::collections::BTreeMap<String, u64> = s
-        .read_cursors(user)?
-        .into_iter()
-        .map(|(c, seq)| (c, seq.0))
-        .collect();
-    for g in s.channels_of(user)? {
-        cursors.entry(g).or_insert(0);
-    }
-    let mut out = Vec::new();
-    for (channel, read) in cursors {
-        let head = s.head(&channel)?.0;
-        if head > read {
-            out.push((channel, head - read));
         }
     }
     Ok(out)
@@ -613,6 +569,7 @@ pub(crate) async fn run_shard(p: ShardParams) {
     }
     tasks.push(glommio::spawn_local(accept_loop(shard.clone(), listener)));
     tasks.push(glommio::spawn_local(idle_timer(shard.clone())));
+    tasks.push(glommio::spawn_local(cursor_timer(shard.clone())));
 
     if let Ok(addr) = shard.global.bound.lock().map(|b| b.unwrap_or(p.cfg.listen)) {
         let _ = p.ready.send(Ok(addr));
@@ -649,11 +606,22 @@ async fn idle_timer(shard: Rc<Shard>) {
     loop {
         glommio::timer::sleep(Duration::from_millis(1000)).await;
         shard.with(|st| {
-            st.check_conns(now_ms());
-            st.flush_delivered();
-            st.presence_tick(now_ms());
-            st.push_tick(now_ms());
+            let now = now_ms();
+            st.check_conns(now);
+            st.presence_tick(now);
+            st.push_tick(now);
+            st.user_limits
+                .sweep(now, st.cfg.rate_limit_per_sec, st.cfg.rate_limit_burst);
         });
+    }
+}
+
+/// Writes the coalesced read and delivered cursors every `cursor_flush_ms`.
+async fn cursor_timer(shard: Rc<Shard>) {
+    let every = Duration::from_millis(shard.cfg.cursor_flush_ms);
+    loop {
+        glommio::timer::sleep(every).await;
+        shard.with(ShardState::flush_cursors);
     }
 }
 
@@ -811,7 +779,14 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
             let Some(identity) = admit(&shard, &mut stream, &head).await else {
                 return;
             };
-            crate::http_api::serve(shard, &mut stream, head, rest, identity).await;
+            // The whole call — body, work, response — within the timeout:
+            // a client that does not take its response is cut off.
+            let timeout = Duration::from_millis(shard.cfg.http_timeout_ms);
+            let _ = glommio::timer::timeout(timeout, async {
+                crate::http_api::serve(shard, &mut stream, head, rest, identity).await;
+                Ok(())
+            })
+            .await;
             let _ = stream.close().await;
         }
         ("GET", "/healthz") => {
@@ -1001,11 +976,16 @@ impl Future for &mut Driver {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SessionEnd> {
         let this = &mut **self.get_mut();
-        let budget = this.shard.cfg.outbox_budget_bytes;
+        let max_queued = this.shard.cfg.max_queued_request_bytes;
         // Bounded work per poll so one busy connection cannot starve others.
         for _ in 0..32 {
             let mut progressed = false;
             let mut write_blocked = false;
+            // 0. Requests waiting for admission go before anything else: a
+            // reply, an ack or a drained outbox may have made room for them.
+            if this.shard.state.borrow().has_queued(this.conn) {
+                this.shard.with(|st| st.pump_queue(this.conn));
+            }
             // 1. Write everything queued, in one write when the socket takes it.
             let mut drained = false;
             {
@@ -1039,6 +1019,13 @@ impl Future for &mut Driver {
                         return Poll::Ready(SessionEnd::CloseSent);
                     }
                     if let Some(c) = ob.close {
+                        if conn.in_flight.sends > 0 {
+                            // Acks of sends already taken go out before the
+                            // close frame (the ack wakes us; the idle check
+                            // cuts a close that waits past CLOSE_FLUSH_MS).
+                            conn.outbox.waker = Some(cx.waker().clone());
+                            return Poll::Pending;
+                        }
                         let mut frame = Vec::new();
                         protocol::ws::encode_close(&mut frame, c.code, c.reason, None);
                         ob.buf = frame;
@@ -1048,10 +1035,14 @@ impl Future for &mut Driver {
                         continue;
                     }
                 }
-                // 2. Read, unless closing, draining, or the client is not
-                // reading its replies or has too much in flight (then its
-                // requests wait in the kernel).
-                if this.closing || draining || conn.reads_paused(budget) {
+                // 2. Read, unless closing, draining, or the requests waiting
+                // for admission reached their bound (then the rest waits in
+                // the kernel).
+                if this.closing
+                    || draining
+                    || conn.outbox.close.is_some()
+                    || conn.reads_paused(max_queued)
+                {
                     if !progressed {
                         conn.outbox.waker = Some(cx.waker().clone());
                         return Poll::Pending;

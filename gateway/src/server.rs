@@ -27,6 +27,62 @@ pub enum StartError {
     /// The shards could not start (executor, bind).
     #[error("starting shards: {0}")]
     Shards(String),
+    /// The listen address is already served: by another gateway, or by any
+    /// other process. (Every shard binds with `SO_REUSEPORT`; without this
+    /// check a second gateway would silently join the first one's port
+    /// group and split its traffic.)
+    #[error("listen address {addr}: {reason}")]
+    AddressInUse {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Who holds it.
+        reason: String,
+    },
+}
+
+/// Held for the life of a gateway: an abstract Unix socket named after the
+/// listen address, which only one process can bind (the kernel releases it
+/// when the process exits, also on SIGKILL).
+struct AddressLock {
+    _socket: std::os::unix::net::UnixListener,
+}
+
+impl AddressLock {
+    fn take(addr: SocketAddr) -> Result<AddressLock, StartError> {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("chat-gateway/{addr}");
+        let unix = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .map_err(|e| StartError::Shards(format!("address lock {name}: {e}")))?;
+        match std::os::unix::net::UnixListener::bind_addr(&unix) {
+            Ok(socket) => Ok(AddressLock { _socket: socket }),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(StartError::AddressInUse {
+                addr,
+                reason: "another gateway process serves it".into(),
+            }),
+            Err(e) => Err(StartError::Shards(format!("address lock {name}: {e}"))),
+        }
+    }
+}
+
+/// Fails when any process listens on `addr` (or on the wildcard address of
+/// its port): every listening TCP socket of the host is in `/proc/net/tcp`
+/// and `/proc/net/tcp6`. (A test bind would also trip over connections of
+/// an earlier run still closing on the port, which must not stop a
+/// restart.)
+fn probe_free(addr: SocketAddr) -> Result<(), StartError> {
+    match crate::sys::listening_on(addr) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(StartError::AddressInUse {
+            addr,
+            reason: "another process is listening on it".into(),
+        }),
+        Err(e) => {
+            // Not Linux's procfs: the address lock still keeps a second
+            // gateway out.
+            tracing::warn!(error = %e, "cannot list listening sockets; skipping the check");
+            Ok(())
+        }
+    }
 }
 
 /// A running gateway. Dropping it without [`Gateway::shutdown`] also shuts
@@ -37,6 +93,7 @@ pub struct Gateway {
     global: Arc<Global>,
     handles: Option<PoolThreadHandles<()>>,
     committer: Option<Committer>,
+    _address_lock: Option<AddressLock>,
 }
 
 /// Opens the FoundationDB store (booting FDB's network thread, once per
@@ -81,6 +138,13 @@ impl Gateway {
     /// Starts on the given store (tests use a fault-injecting one).
     pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<Gateway, StartError> {
         config.validate()?;
+        // One gateway per address: a fixed port is locked and probed before
+        // any shard binds it; port 0 is locked once the kernel chose it.
+        let mut address_lock = None;
+        if config.listen.port() != 0 {
+            address_lock = Some(AddressLock::take(config.listen)?);
+            probe_free(config.listen)?;
+        }
         crate::sys::raise_open_file_limit();
         let nr = config.nr_shards();
         let global = Arc::new(Global {
@@ -102,9 +166,10 @@ impl Gateway {
             LocalExecutorPoolBuilder::new(placement)
                 .name("shard")
                 .io_memory(IO_MEMORY)
-                // Store reads of each shard on their own (unpinned) thread;
-                // the default pins every shard's pool to the same first CPU.
-                .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+                // Store reads of each shard on their own (unpinned) threads
+                // (`store_read_threads`; the default pins every shard's pool
+                // to the same first CPU): a slow read holds one of them.
+                .blocking_thread_pool_placement(PoolPlacement::Unbound(cfg.store_read_threads))
                 .on_all_shards(move || {
                     run_shard(ShardParams {
                         cfg,
@@ -122,6 +187,7 @@ impl Gateway {
             global,
             handles: Some(handles),
             committer: Some(committer),
+            _address_lock: None,
         };
         for _ in 0..nr {
             match ready_rx.recv_timeout(Duration::from_secs(30)) {
@@ -136,6 +202,16 @@ impl Gateway {
                 }
             }
         }
+        if address_lock.is_none() {
+            match AddressLock::take(gw.addr) {
+                Ok(lock) => address_lock = Some(lock),
+                Err(e) => {
+                    gw.stop();
+                    return Err(e);
+                }
+            }
+        }
+        gw._address_lock = address_lock;
         Ok(gw)
     }
 

@@ -11,19 +11,20 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use storage::{NewMessage, Page, ReadLimit, ReadRange, Seq};
+use storage::{Page, ReadLimit, ReadRange};
 
 use crate::auth::Identity;
 use crate::batch::Batch;
 use crate::config::Config;
-use crate::conn::{Conn, ConnId, Phase, Sub};
+use crate::conn::{Conn, ConnId, Phase};
+use crate::cursors::PendingCursors;
 use crate::hash::{owner_of, ShardId};
+use crate::limits::UserLimitsTable;
 use crate::moderation::Blocklist;
 use crate::owner::{GroupOp, JoinWaiter, Owner, Reply, SendReq};
 use crate::presence::{self as presence_mod, Ask, Debounce, Queries, QueryRef};
-use crate::protocol::{
-    self, names::ChannelName, request::HistoryRange, response, ErrorCode, Request, WsEvent,
-};
+use crate::protocol::{self, response, ErrorCode, WsEvent};
+use crate::receipts::UnreadQueries;
 use crate::room::Replica;
 use crate::store_io::StoreFailure;
 
@@ -58,7 +59,8 @@ pub(crate) enum ShardMsg {
     },
     /// Connection shard → owner: the shard has no members of the channel left.
     Unsubscribe { channel: Arc<str> },
-    /// Owner → connection shard: the head for a join.
+    /// Owner → connection shard: the head for a join. For a room the owner
+    /// now counts `user` as present until `MemberGone`.
     Joined {
         channel: Arc<str>,
         conn: ConnId,
@@ -66,7 +68,11 @@ pub(crate) enum ShardMsg {
         head: u64,
         since: Option<u64>,
         id: Option<Box<str>>,
+        user: Arc<str>,
     },
+    /// Connection shard → a room's owner: a connection of `user` that was
+    /// answered `Joined` left the room (leave, close, refused `since`).
+    MemberGone { channel: Arc<str>, user: Arc<str> },
     /// Owner → connection shard: the join could not be served (its error
     /// reply follows as `ToConn`).
     JoinFailed {
@@ -107,6 +113,8 @@ pub(crate) enum ShardMsg {
         channel: Arc<str>,
         user: Arc<str>,
         from: ConnRef,
+        /// The request id, for an error reply (a non-member of a group).
+        id: Option<Box<str>>,
     },
     /// Owner → replica shard: a `typing` frame for every local member of the
     /// channel except `except` (ephemeral: dropped for members over budget).
@@ -116,14 +124,38 @@ pub(crate) enum ShardMsg {
         frame: Arc<[u8]>,
     },
     /// Any shard → every shard: which of the asked users have a connection
-    /// here (for a room: which users have a connection that joined it).
-    PresenceAsk {
+    /// here.
+    PresenceAsk { reply: QueryRef, ask: Ask },
+    /// Answer to `PresenceAsk` (count: none) or `PresenceRoom` (count: the
+    /// room's total).
+    PresenceAnswer {
+        query: u64,
+        users: Vec<Arc<str>>,
+        count: Option<usize>,
+    },
+    /// A presence query refused by the group's owner.
+    PresenceFailed {
+        query: u64,
+        code: ErrorCode,
+        message: String,
+    },
+    /// Connection shard → a room's owner: `presence` of the room.
+    PresenceRoom { reply: QueryRef, channel: Arc<str> },
+    /// Connection shard → a group's owner: `presence` of the group by `user`
+    /// (members only); the owner asks every shard, answers go to `reply`.
+    PresenceGroup {
         reply: QueryRef,
         channel: Arc<str>,
-        ask: Ask,
+        user: Arc<str>,
     },
-    /// Answer to `PresenceAsk`.
-    PresenceAnswer { query: u64, users: Vec<Arc<str>> },
+    /// Any shard → every shard: `user`'s read cursors not written yet
+    /// (`GET /v1/me/unread` counts them at once).
+    UnreadAsk { reply: QueryRef, user: Arc<str> },
+    /// Answer to `UnreadAsk`: channel → pending read cursor.
+    UnreadAnswer {
+        query: u64,
+        cursors: Vec<(Arc<str>, u64)>,
+    },
     /// A channel's owner → a member's owner shard: a message the member
     /// should be pushed if no device of theirs is online.
     Notify {
@@ -180,31 +212,33 @@ pub(crate) enum IoJob {
         id: Option<Box<str>>,
         member_check: Option<Arc<str>>,
     },
-    /// Advance a read cursor; push `read` to the other members of a DM or
-    /// group when it moved. `reply`: answer (HTTP) with this request id.
-    AdvanceRead {
+    /// Check group membership for an HTTP `read`, then record it.
+    ReadCheck {
         conn: ConnId,
         user: Arc<str>,
         channel: Arc<str>,
         seq: u64,
-        reply: Option<Option<Box<str>>>,
+        id: Option<Box<str>>,
     },
     /// Push a user's presence change to the other members of their DMs and
     /// groups.
     PresenceFanout { user: Arc<str>, online: bool },
-    /// Load a group's members for a `presence` query (members only).
-    PresenceMembers {
-        conn: ConnId,
-        user: Arc<str>,
-        channel: Arc<str>,
-        id: Option<Box<str>>,
-    },
     /// Deliver a push job to the webhook (retries, then dead letter).
     Push(crate::push::Job),
-    /// Compute a user's unread counts (`GET /v1/me/unread`).
-    Unread { conn: ConnId, user: Arc<str> },
-    /// Write coalesced delivered cursors.
-    FlushDelivered(Vec<storage::DeliveredUpdate>),
+    /// Compute a user's unread counts (`GET /v1/me/unread`), with the read
+    /// cursors reported and not written yet.
+    Unread {
+        conn: ConnId,
+        user: Arc<str>,
+        pending: HashMap<String, u64>,
+        /// List the channels with their counts (`GET /v1/me/channels`).
+        channels: bool,
+    },
+    /// Write the coalesced read and delivered cursors (one store write).
+    FlushCursors {
+        reads: Vec<storage::ReadUpdate>,
+        delivered: Vec<storage::DeliveredUpdate>,
+    },
     /// Load a group's members for its owner.
     LoadMembers(Arc<str>),
     /// Write a membership change for the owner.
@@ -399,9 +433,6 @@ impl Stats {
     }
 }
 
-/// (user, device, channel) of a delivered cursor.
-type DeliveredKey = (Arc<str>, Arc<str>, Arc<str>);
-
 /// One user's devices: device → (connection, open stamp).
 type Devices = HashMap<Arc<str>, (ConnRef, u64)>;
 
@@ -410,50 +441,34 @@ pub(crate) struct ShardState {
     pub(crate) id: ShardId,
     pub(crate) nr_shards: usize,
     pub(crate) cfg: Arc<Config>,
-    limits: protocol::Limits,
+    pub(crate) limits: protocol::Limits,
     pub(crate) conns: HashMap<ConnId, Conn>,
     next_conn: u64,
-    next_join_gen: u64,
-    replicas: HashMap<Arc<str>, Replica>,
+    pub(crate) next_join_gen: u64,
+    pub(crate) replicas: HashMap<Arc<str>, Replica>,
     pub(crate) owner: Owner,
     /// Devices of the users this shard owns: user → device → (connection,
     /// open stamp).
     users: HashMap<Arc<str>, Devices>,
-    blocklist: Blocklist,
+    pub(crate) blocklist: Blocklist,
     pub(crate) fx: Effects,
-    /// Delivered cursors reported since the last flush: (user, device,
-    /// channel) → highest seq.
-    delivered: HashMap<DeliveredKey, u64>,
+    /// Read and delivered cursors reported and not written yet.
+    pub(crate) cursors: PendingCursors,
+    /// Per-user limits of the users this shard serves.
+    pub(crate) user_limits: UserLimitsTable,
+    /// Unread queries started here.
+    pub(crate) unread: UnreadQueries,
     /// WebSocket connections per user on this shard (presence answers).
     local_users: HashMap<Arc<str>, u32>,
     /// Offline announcements waiting for the debounce (owned users).
     debounce: Debounce,
     /// Presence queries started here.
-    queries: Queries,
+    pub(crate) queries: Queries,
     /// Push notices per offline owned user, waiting for their window.
     push_pending: crate::push::Pending,
     /// Shutting down: connections stop reading.
     pub(crate) draining: bool,
     pub(crate) stats: Arc<Stats>,
-}
-
-fn access(user: &str, channel: &str) -> Result<(), (ErrorCode, &'static str)> {
-    match protocol::names::parse_channel(channel) {
-        Ok(ChannelName::Dm { a, b }) => {
-            if user == a || user == b {
-                Ok(())
-            } else {
-                Err((
-                    ErrorCode::NotMember,
-                    "only the two users of a DM may use it",
-                ))
-            }
-        }
-        // Membership is checked by the group's owner (authoritative).
-        Ok(ChannelName::Group(_)) => Ok(()),
-        Ok(ChannelName::Room(_)) => Ok(()),
-        Err(_) => Err((ErrorCode::InvalidChannel, "invalid channel name")),
-    }
 }
 
 impl ShardState {
@@ -468,7 +483,7 @@ impl ShardState {
                 tracing::error!(error = %e, "blocklist invalid");
                 Blocklist::empty()
             });
-        let owner = Owner::new(cfg.push_webhook.is_some());
+        let owner = Owner::new(cfg.push_webhook.is_some(), cfg.max_group_members);
         ShardState {
             id,
             nr_shards,
@@ -485,7 +500,9 @@ impl ShardState {
                 nr_shards,
                 ..Effects::default()
             },
-            delivered: HashMap::new(),
+            cursors: PendingCursors::default(),
+            user_limits: UserLimitsTable::default(),
+            unread: UnreadQueries::default(),
             local_users: HashMap::new(),
             debounce: Debounce::default(),
             queries: Queries::default(),
@@ -495,7 +512,7 @@ impl ShardState {
         }
     }
 
-    fn me(&self, conn: ConnId) -> ConnRef {
+    pub(crate) fn me(&self, conn: ConnId) -> ConnRef {
         ConnRef {
             shard: self.id,
             conn,
@@ -567,18 +584,16 @@ impl ShardState {
         id
     }
 
-    /// A JSON request from an HTTP API call.
-    pub(crate) fn on_text_request(&mut self, id: ConnId, text: &str) {
-        self.on_request(id, text);
-    }
-
     /// A connection ended: leaves its channels and tells the user's owner.
     pub(crate) fn close_conn(&mut self, id: ConnId) {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
-        for channel in conn.subs.keys() {
+        for (channel, sub) in &conn.subs {
             self.drop_member(channel, id);
+            if !matches!(sub.phase, Phase::Joining { .. }) {
+                self.member_gone(channel, &conn.user);
+            }
         }
         if conn.http {
             return;
@@ -603,7 +618,21 @@ impl ShardState {
         );
     }
 
-    fn drop_member(&mut self, channel: &Arc<str>, id: ConnId) {
+    /// Tells a room's owner that a joined connection of `user` left (it
+    /// counts the room's users for presence).
+    pub(crate) fn member_gone(&mut self, channel: &Arc<str>, user: &Arc<str>) {
+        if channel.starts_with(crate::owner::ROOM_PREFIX) {
+            self.fx.send(
+                owner_of(channel, self.nr_shards),
+                ShardMsg::MemberGone {
+                    channel: channel.clone(),
+                    user: user.clone(),
+                },
+            );
+        }
+    }
+
+    pub(crate) fn drop_member(&mut self, channel: &Arc<str>, id: ConnId) {
         if let Some(rep) = self.replicas.get_mut(channel) {
             rep.members.remove(&id);
             if rep.members.is_empty() {
@@ -625,7 +654,9 @@ impl ShardState {
         };
         conn.last_rx_ms = now_ms;
         match ev {
-            WsEvent::Text(text) => self.on_request(id, text),
+            // Closing: requests after the close request are not taken.
+            WsEvent::Text(_) if conn.outbox.close.is_some() => {}
+            WsEvent::Text(text) => self.on_text(id, text),
             WsEvent::Binary(_) => conn.outbox.push_reply(|out| {
                 response::error(
                     out,
@@ -656,8 +687,9 @@ impl ShardState {
     pub(crate) fn check_conns(&mut self, now_ms: u64) {
         let limit = 2 * self.cfg.heartbeat_ms;
         let budget = self.cfg.outbox_budget_bytes;
+        let max_queued = self.cfg.max_queued_request_bytes;
         for conn in self.conns.values_mut() {
-            let paused = conn.reads_paused(budget);
+            let paused = conn.reads_paused(max_queued);
             let ob = &mut conn.outbox;
             if ob.close.is_some() {
                 if now_ms.saturating_sub(ob.close_requested_ms) > crate::conn::CLOSE_FLUSH_MS {
@@ -670,11 +702,15 @@ impl ShardState {
                 self.stats.write_stalls.fetch_add(1, Ordering::Relaxed);
             } else if conn.expires_ms.is_some_and(|e| e <= now_ms) {
                 ob.request_close(4001, "token expired");
-            } else if !paused && now_ms.saturating_sub(conn.last_rx_ms) > limit {
-                ob.request_close(4008, "idle: no frame within 2 x heartbeat_ms");
-            } else if paused {
-                // Silence while we do not read is not the client's fault.
+            } else if paused && ob.pending() <= budget {
+                // Its socket is not read because its requests wait for work
+                // in flight here: the silence is not the client's.
                 conn.last_rx_ms = now_ms;
+            } else if now_ms.saturating_sub(conn.last_rx_ms) > limit {
+                // Also when its socket is not read because it sent more
+                // requests than it takes replies for: trickling the replies
+                // out does not keep such a connection alive.
+                ob.request_close(4008, "idle: no frame within 2 x heartbeat_ms");
             }
         }
     }
@@ -694,276 +730,6 @@ impl ShardState {
     }
 
     // ----- requests ----------------------------------------------------------
-
-    fn reply_err(&mut self, id: ConnId, req_id: Option<&str>, code: ErrorCode, message: &str) {
-        if let Some(conn) = self.conns.get_mut(&id) {
-            conn.outbox
-                .push_reply(|out| response::error(out, req_id, code, message));
-        }
-    }
-
-    fn on_request(&mut self, id: ConnId, text: &str) {
-        let env = match protocol::decode_request(text, &self.limits) {
-            Ok(env) => env,
-            Err((req_id, e)) => {
-                self.reply_err(id, req_id, e.code, &e.message);
-                return;
-            }
-        };
-        let req_id = env.id;
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        let per_sec = self.cfg.rate_limit_per_sec;
-        let counted = per_sec > 0.0 && !matches!(env.request, Request::Ping);
-        if counted
-            && !conn
-                .bucket
-                .take(crate::util::now_ms(), per_sec, self.cfg.rate_limit_burst)
-        {
-            if conn.bucket.strikes >= self.cfg.rate_limit_close_after {
-                conn.outbox
-                    .request_close(1008, "sustained rate limit violation");
-                return;
-            }
-            return self.reply_err(
-                id,
-                req_id,
-                ErrorCode::RateLimited,
-                "too many requests: slow down",
-            );
-        }
-        let user = conn.user.clone();
-        match env.request {
-            Request::Ping => {
-                if let Some(conn) = self.conns.get_mut(&id) {
-                    conn.outbox.push_reply(|out| response::pong(out, req_id));
-                }
-            }
-            Request::Join { channel, since } => {
-                if let Err((code, msg)) = access(&user, channel) {
-                    return self.reply_err(id, req_id, code, msg);
-                }
-                self.join(id, req_id, channel, since);
-            }
-            Request::Leave { channel } => self.leave(id, req_id, channel),
-            Request::Send(s) => {
-                if let Err((code, msg)) = access(&user, s.channel) {
-                    return self.reply_err(id, req_id, code, msg);
-                }
-                if self.blocklist.blocks(&s.text) {
-                    return self.reply_err(
-                        id,
-                        req_id,
-                        ErrorCode::Forbidden,
-                        "the message contains blocked content",
-                    );
-                }
-                let Some(conn) = self.conns.get_mut(&id) else {
-                    return;
-                };
-                conn.sends_in_flight += 1;
-                self.stats.received.fetch_add(1, Ordering::Relaxed);
-                let msg = NewMessage {
-                    from: conn.user.to_string(),
-                    device: conn.device.to_string(),
-                    client_msg_id: s.client_msg_id.into_owned(),
-                    kind: s.kind,
-                    text: s.text.into_owned(),
-                    target: s.target,
-                    media: s.media,
-                    ts: 0,
-                };
-                let channel: Arc<str> = Arc::from(s.channel);
-                let req = SendReq {
-                    channel: channel.clone(),
-                    reply: Reply {
-                        to: self.me(id),
-                        id: req_id.map(Box::from),
-                    },
-                    msg,
-                };
-                self.fx.send(
-                    owner_of(&channel, self.nr_shards),
-                    ShardMsg::Send(Box::new(req)),
-                );
-            }
-            Request::History {
-                channel,
-                range,
-                limit,
-            } => {
-                if let Err((code, msg)) = access(&user, channel) {
-                    return self.reply_err(id, req_id, code, msg);
-                }
-                let range = match range {
-                    HistoryRange::Latest => ReadRange::Latest,
-                    HistoryRange::Before(s) => ReadRange::Before(Seq(s)),
-                    HistoryRange::After(s) => ReadRange::After(Seq(s)),
-                };
-                if let Some(conn) = self.conns.get_mut(&id) {
-                    conn.histories_in_flight += 1;
-                }
-                let member_check = channel
-                    .starts_with(storage::GROUP_PREFIX)
-                    .then(|| user.clone());
-                self.fx.io.push(IoJob::History {
-                    conn: id,
-                    channel: Arc::from(channel),
-                    range,
-                    limit: ReadLimit {
-                        messages: limit,
-                        bytes: self.cfg.history_page_bytes,
-                    },
-                    id: req_id.map(Box::from),
-                    member_check,
-                });
-            }
-            Request::Typing { channel } => {
-                if let Err((code, msg)) = access(&user, channel) {
-                    return self.reply_err(id, req_id, code, msg);
-                }
-                let from = self.me(id);
-                self.fx.send(
-                    owner_of(channel, self.nr_shards),
-                    ShardMsg::Typing {
-                        channel: Arc::from(channel),
-                        user,
-                        from,
-                    },
-                );
-            }
-            Request::Read { channel, seq } => {
-                if let Err((code, msg)) = access(&user, channel) {
-                    return self.reply_err(id, req_id, code, msg);
-                }
-                let http = self.conns.get(&id).is_some_and(|c| c.http);
-                self.fx.io.push(IoJob::AdvanceRead {
-                    conn: id,
-                    user,
-                    channel: Arc::from(channel),
-                    seq,
-                    // Only the HTTP API answers a read (204).
-                    reply: http.then(|| req_id.map(Box::from)),
-                });
-            }
-            Request::Delivered { channel, seq } => {
-                if let Err((code, msg)) = access(&user, channel) {
-                    return self.reply_err(id, req_id, code, msg);
-                }
-                // Coalesced: one store write per shard per second for all
-                // of them (a big room must not cost a write per member).
-                if let Some(conn) = self.conns.get(&id) {
-                    let key = (user, conn.device.clone(), Arc::<str>::from(channel));
-                    let e = self.delivered.entry(key).or_insert(0);
-                    *e = (*e).max(seq);
-                }
-            }
-            Request::Presence { channel } => {
-                if let Err((code, msg)) = access(&user, channel) {
-                    return self.reply_err(id, req_id, code, msg);
-                }
-                let channel: Arc<str> = Arc::from(channel);
-                let req_id = req_id.map(Box::from);
-                match protocol::names::parse_channel(&channel) {
-                    Ok(ChannelName::Dm { a, b }) => {
-                        let users = Arc::new(vec![a.to_string(), b.to_string()]);
-                        self.presence_query(id, channel.clone(), req_id, Ask::Users(users));
-                    }
-                    Ok(ChannelName::Group(_)) => self.fx.io.push(IoJob::PresenceMembers {
-                        conn: id,
-                        user,
-                        channel,
-                        id: req_id,
-                    }),
-                    _ => self.presence_query(id, channel, req_id, Ask::RoomMembers),
-                }
-            }
-        }
-    }
-
-    fn join(&mut self, id: ConnId, req_id: Option<&str>, channel: &str, since: Option<u64>) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if let Some(sub) = conn.subs.get_mut(channel) {
-            match &mut sub.phase {
-                Phase::Joining { ids } => ids.push(req_id.map(Box::from)),
-                _ => {
-                    let head = self
-                        .replicas
-                        .get(channel)
-                        .map_or(sub.cursor, |r| r.last_seq.max(sub.cursor));
-                    conn.outbox
-                        .push_reply(|out| response::joined(out, req_id, channel, head));
-                }
-            }
-            return;
-        }
-        let channel: Arc<str> = match self.replicas.get_key_value(channel) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(channel),
-        };
-        let gen = self.next_join_gen;
-        self.next_join_gen += 1;
-        conn.subs.insert(
-            channel.clone(),
-            Sub {
-                gen,
-                cursor: 0,
-                phase: Phase::Joining { ids: Vec::new() },
-            },
-        );
-        self.replicas
-            .entry(channel.clone())
-            .or_insert_with(Replica::new)
-            .members
-            .insert(id);
-        let user = conn.user.clone();
-        self.fx.send(
-            owner_of(&channel, self.nr_shards),
-            ShardMsg::Subscribe {
-                channel,
-                conn: id,
-                gen,
-                user,
-                since,
-                id: req_id.map(Box::from),
-            },
-        );
-    }
-
-    fn leave(&mut self, id: ConnId, req_id: Option<&str>, channel: &str) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        let removed = conn.subs.remove_entry(channel);
-        if let Some((
-            _,
-            Sub {
-                phase: Phase::Joining { ids },
-                ..
-            },
-        )) = &removed
-        {
-            // Repeated joins waiting with the first: answered like it will be.
-            for rid in ids {
-                conn.outbox.push_reply(|out| {
-                    response::error(
-                        out,
-                        rid.as_deref(),
-                        ErrorCode::BadRequest,
-                        "left the channel before the join completed",
-                    );
-                });
-            }
-        }
-        conn.outbox
-            .push_reply(|out| response::left(out, req_id, channel));
-        if let Some((key, _)) = removed {
-            self.drop_member(&key, id);
-        }
-    }
 
     // ----- messages from shards ---------------------------------------------
 
@@ -998,7 +764,9 @@ impl ShardState {
                 head,
                 since,
                 id,
-            } => self.on_joined(&channel, conn, gen, head, since, id),
+                user,
+            } => self.on_joined(&channel, conn, gen, head, since, id, &user),
+            ShardMsg::MemberGone { channel, user } => self.owner.on_member_gone(&channel, &user),
             ShardMsg::JoinFailed { channel, conn, gen } => self.on_join_failed(&channel, conn, gen),
             ShardMsg::ToConn {
                 conn,
@@ -1007,7 +775,7 @@ impl ShardState {
             } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     if send_done {
-                        c.sends_in_flight = c.sends_in_flight.saturating_sub(1);
+                        c.in_flight.sends = c.in_flight.sends.saturating_sub(1);
                     }
                     c.outbox.push_bytes(&frame);
                 }
@@ -1032,22 +800,23 @@ impl ShardState {
                     }
                 }
             }
-            ShardMsg::PresenceAsk {
-                reply,
-                channel,
-                ask,
-            } => {
-                let users = self.local_presence(&channel, &ask);
+            ShardMsg::PresenceAsk { reply, ask } => {
+                let users = self.local_presence(&ask);
                 self.fx.send(
                     reply.shard,
                     ShardMsg::PresenceAnswer {
                         query: reply.query,
                         users,
+                        count: None,
                     },
                 );
             }
-            ShardMsg::PresenceAnswer { query, users } => {
-                if let Some(q) = self.queries.answer(query, users) {
+            ShardMsg::PresenceAnswer {
+                query,
+                users,
+                count,
+            } => {
+                if let Some(q) = self.queries.answer(query, users, count) {
                     let online: Vec<&str> = q
                         .online
                         .iter()
@@ -1055,28 +824,51 @@ impl ShardState {
                         .map(|u| &**u)
                         .collect();
                     if let Some(c) = self.conns.get_mut(&q.conn) {
+                        c.in_flight.presence = c.in_flight.presence.saturating_sub(1);
+                        let count = q.count.unwrap_or(q.online.len());
                         c.outbox.push_reply(|out| {
-                            response::presence(
-                                out,
-                                q.id.as_deref(),
-                                &q.channel,
-                                &online,
-                                q.online.len(),
-                            );
+                            response::presence(out, q.id.as_deref(), &q.channel, &online, count);
                         });
                     }
                 }
             }
+            ShardMsg::PresenceFailed {
+                query,
+                code,
+                message,
+            } => {
+                if let Some(q) = self.queries.fail(query) {
+                    if let Some(c) = self.conns.get_mut(&q.conn) {
+                        c.in_flight.presence = c.in_flight.presence.saturating_sub(1);
+                        c.outbox.push_reply(|out| {
+                            response::error(out, q.id.as_deref(), code, &message);
+                        });
+                    }
+                }
+            }
+            ShardMsg::PresenceRoom { reply, channel } => {
+                self.owner.on_presence_room(reply, &channel, &mut self.fx);
+            }
+            ShardMsg::PresenceGroup {
+                reply,
+                channel,
+                user,
+            } => self
+                .owner
+                .on_presence_group(reply, channel, user, &mut self.fx),
+            ShardMsg::UnreadAsk { reply, user } => self.on_unread_ask(reply, &user),
+            ShardMsg::UnreadAnswer { query, cursors } => self.on_unread_answer(query, cursors),
             ShardMsg::Typing {
                 channel,
                 user,
                 from,
+                id,
             } => {
                 let window = self.cfg.typing_window_ms;
                 self.owner.on_typing(
                     channel,
                     &user,
-                    from,
+                    Reply { to: from, id },
                     crate::util::now_ms(),
                     window,
                     &mut self.fx,
@@ -1214,64 +1006,10 @@ impl ShardState {
         );
     }
 
-    /// Asks every shard (this one included) and answers once all replied.
-    pub(crate) fn presence_query(
-        &mut self,
-        conn: ConnId,
-        channel: Arc<str>,
-        id: Option<Box<str>>,
-        ask: Ask,
-    ) {
-        let query = self
-            .queries
-            .start(conn, channel.clone(), id, self.nr_shards);
-        for shard in 0..self.nr_shards {
-            self.fx.send(
-                ShardId(shard),
-                ShardMsg::PresenceAsk {
-                    reply: QueryRef {
-                        shard: self.id,
-                        query,
-                    },
-                    channel: channel.clone(),
-                    ask: ask.clone(),
-                },
-            );
-        }
-    }
-
-    /// A group's members for a `presence` query arrived.
-    pub(crate) fn on_presence_members(
-        &mut self,
-        conn: ConnId,
-        channel: Arc<str>,
-        id: Option<Box<str>>,
-        result: Result<Vec<String>, StoreFailure>,
-    ) {
-        match result {
-            Ok(members) => self.presence_query(conn, channel, id, Ask::Users(Arc::new(members))),
-            Err(f) => self.reply_err(conn, id.as_deref(), f.code, &f.message),
-        }
-    }
-
-    /// This shard's part of a presence query.
-    fn local_presence(&self, channel: &Arc<str>, ask: &Ask) -> Vec<Arc<str>> {
+    /// This shard's part of a DM or group presence query: which of the
+    /// asked users have a WebSocket connection here.
+    fn local_presence(&self, ask: &Ask) -> Vec<Arc<str>> {
         match ask {
-            Ask::RoomMembers => {
-                let Some(rep) = self.replicas.get(channel) else {
-                    return Vec::new();
-                };
-                let mut users: Vec<Arc<str>> = rep
-                    .members
-                    .iter()
-                    .filter_map(|c| self.conns.get(c))
-                    .filter(|c| !c.http)
-                    .map(|c| c.user.clone())
-                    .collect();
-                users.sort();
-                users.dedup();
-                users
-            }
             Ask::Users(users) => users
                 .iter()
                 .filter_map(|u| {
@@ -1321,93 +1059,6 @@ impl ShardState {
         }
     }
 
-    /// Starts `GET /v1/me/unread` for an HTTP call.
-    pub(crate) fn unread_request(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get(&conn) {
-            self.fx.io.push(IoJob::Unread {
-                conn,
-                user: c.user.clone(),
-            });
-        }
-    }
-
-    /// The unread counts were read.
-    pub(crate) fn on_unread(
-        &mut self,
-        conn: ConnId,
-        result: Result<Vec<(String, u64)>, StoreFailure>,
-    ) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        match result {
-            Ok(counts) => {
-                let unread: serde_json::Map<String, serde_json::Value> = counts
-                    .into_iter()
-                    .map(|(ch, n)| (ch, serde_json::Value::from(n)))
-                    .collect();
-                let body = serde_json::json!({"type": "unread", "unread": unread}).to_string();
-                c.outbox.push_reply(|out| {
-                    protocol::ws::encode_frame(
-                        out,
-                        protocol::ws::WsOpcode::Text,
-                        body.as_bytes(),
-                        None,
-                    );
-                });
-            }
-            Err(f) => c
-                .outbox
-                .push_reply(|out| response::error(out, None, f.code, &f.message)),
-        }
-    }
-
-    /// Takes the delivered cursors gathered since the last flush.
-    pub(crate) fn flush_delivered(&mut self) {
-        if self.delivered.is_empty() {
-            return;
-        }
-        let updates = self
-            .delivered
-            .drain()
-            .map(|((u, d, c), s)| (u.to_string(), d.to_string(), c.to_string(), Seq(s)))
-            .collect();
-        self.fx.io.push(IoJob::FlushDelivered(updates));
-    }
-
-    /// A read cursor was advanced: answer an HTTP caller, and tell the other
-    /// members' connections when it moved.
-    pub(crate) fn on_read_advanced(
-        &mut self,
-        conn: ConnId,
-        channel: &str,
-        user: &Arc<str>,
-        reply: Option<Option<Box<str>>>,
-        result: Result<Option<(u64, Vec<String>)>, StoreFailure>,
-    ) {
-        match result {
-            Ok(moved) => {
-                if let (Some(rid), Some(c)) = (&reply, self.conns.get_mut(&conn)) {
-                    c.outbox
-                        .push_reply(|out| response::done(out, rid.as_deref()));
-                }
-                if let Some((seq, others)) = moved {
-                    let mut frame = Vec::new();
-                    response::read(&mut frame, channel, user, seq);
-                    let frame: Arc<[u8]> = Arc::from(frame);
-                    self.fx.send_to_users(others, &frame, self.nr_shards);
-                }
-            }
-            Err(f) => {
-                // A WebSocket `read` has no reply; an HTTP one gets the error.
-                if let (Some(rid), Some(c)) = (&reply, self.conns.get_mut(&conn)) {
-                    c.outbox
-                        .push_reply(|out| response::error(out, rid.as_deref(), f.code, &f.message));
-                }
-            }
-        }
-    }
-
     /// A `typing` frame for the local members of a channel, except its sender.
     fn on_typing_notice(&mut self, channel: &Arc<str>, except: ConnRef, frame: &[u8]) {
         let Some(rep) = self.replicas.get(channel) else {
@@ -1438,6 +1089,7 @@ impl ShardState {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
+        conn.in_flight.joins = conn.in_flight.joins.saturating_sub(1);
         let Some(sub) = conn.subs.get_mut(channel).filter(|s| s.gen == gen) else {
             return;
         };
@@ -1457,6 +1109,7 @@ impl ShardState {
         self.drop_member(channel, conn_id);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_joined(
         &mut self,
         channel: &Arc<str>,
@@ -1465,16 +1118,21 @@ impl ShardState {
         head: u64,
         since: Option<u64>,
         id: Option<Box<str>>,
+        user: &Arc<str>,
     ) {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
+            // Closed meanwhile: the owner counted this join.
+            self.member_gone(channel, user);
             return;
         };
+        conn.in_flight.joins = conn.in_flight.joins.saturating_sub(1);
         // An answer for an earlier join of this connection (it left and
         // joined again meanwhile) must not be applied to the new one; its
         // request still gets its answer.
         let Some(sub) = conn.subs.get_mut(channel).filter(|s| s.gen == gen) else {
             conn.outbox
                 .push_reply(|out| response::joined(out, id.as_deref(), channel, head));
+            self.member_gone(channel, user);
             return;
         };
         let Phase::Joining { ids } = &mut sub.phase else {
@@ -1491,6 +1149,7 @@ impl ShardState {
             }
             conn.subs.remove(channel);
             self.drop_member(channel, conn_id);
+            self.member_gone(channel, user);
             return;
         }
         for rid in all_ids {
@@ -1729,12 +1388,13 @@ impl ShardState {
         conn_id: ConnId,
         channel: &str,
         id: Option<&str>,
+        keep_newest: bool,
         result: Result<Page, StoreFailure>,
     ) {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        conn.histories_in_flight = conn.histories_in_flight.saturating_sub(1);
+        conn.in_flight.histories = conn.in_flight.histories.saturating_sub(1);
         match result {
             Ok(page) => {
                 let views: Vec<_> = page
@@ -1742,8 +1402,16 @@ impl ShardState {
                     .iter()
                     .map(response::MsgView::from_stored)
                     .collect();
+                // The store cut the page by text bytes; the frame is cut by
+                // its encoded size (escapes can make it 6× the text).
+                let max = self
+                    .cfg
+                    .history_page_bytes
+                    .min(response::MAX_SERVER_FRAME_BYTES);
+                let fit = response::history_fit(id, channel, &views, keep_newest, max);
+                let has_more = page.has_more || fit.len() < views.len();
                 conn.outbox.push_reply(|out| {
-                    response::history(out, id, channel, &views, page.has_more);
+                    response::history(out, id, channel, &views[fit], has_more);
                 });
             }
             Err(f) => conn.outbox.push_reply(|out| {

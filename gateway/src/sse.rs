@@ -368,6 +368,11 @@ impl Future for &mut Driver {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut **self.get_mut();
         for _ in 0..32 {
+            // 0. Joins past `max_joins_in_flight` wait in the session's
+            // queue: a `joined` (which woke us) makes room for the next.
+            if this.shard.state.borrow().has_queued(this.conn) {
+                this.shard.with(|st| st.pump_queue(this.conn));
+            }
             // 1. Write what was rewritten.
             let mut write_blocked = false;
             while this.out_pos < this.out.len() {

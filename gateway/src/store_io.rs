@@ -35,6 +35,18 @@ pub(crate) struct StoreFailure {
     pub(crate) code: ErrorCode,
 }
 
+impl StoreFailure {
+    /// A request the store refused on the caller's terms (not a member,
+    /// no such group): not retryable, answered with `code`.
+    pub(crate) fn refused(code: ErrorCode, message: &str) -> StoreFailure {
+        StoreFailure {
+            retryable: false,
+            message: message.into(),
+            code,
+        }
+    }
+}
+
 impl From<&StoreError> for StoreFailure {
     fn from(e: &StoreError) -> StoreFailure {
         let code = match e {

@@ -73,3 +73,98 @@ pub(crate) fn wait_for_termination() -> i32 {
         }
     }
 }
+
+/// Whether some socket of this host is listening on `addr`'s port at
+/// `addr`'s IP or a wildcard address (`/proc/net/tcp`, `/proc/net/tcp6`;
+/// state `0A` is LISTEN).
+pub(crate) fn listening_on(addr: std::net::SocketAddr) -> std::io::Result<bool> {
+    let mut found = false;
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && file.ends_with('6') => continue,
+            Err(e) => return Err(e),
+        };
+        found |=
+            text.lines()
+                .skip(1)
+                .filter_map(parse_proc_net_line)
+                .any(|(ip, port, listening)| {
+                    listening && port == addr.port() && overlaps(ip, addr.ip())
+                });
+    }
+    Ok(found)
+}
+
+/// (local IP, local port, is LISTEN) of one `/proc/net/tcp*` line.
+fn parse_proc_net_line(line: &str) -> Option<(std::net::IpAddr, u16, bool)> {
+    let mut fields = line.split_whitespace();
+    let local = fields.nth(1)?;
+    let state = fields.nth(1)?;
+    let (ip_hex, port_hex) = local.split_once(':')?;
+    let port = u16::from_str_radix(port_hex, 16).ok()?;
+    // The kernel prints each 32-bit word of the address in host order.
+    let words: Vec<u32> = (0..ip_hex.len() / 8)
+        .map(|i| u32::from_str_radix(&ip_hex[i * 8..i * 8 + 8], 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let ip = match words.as_slice() {
+        [w] => std::net::IpAddr::V4(std::net::Ipv4Addr::from(w.to_ne_bytes())),
+        [a, b, c, d] => {
+            let mut bytes = [0u8; 16];
+            for (i, w) in [a, b, c, d].into_iter().enumerate() {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some((ip, port, state == "0A"))
+}
+
+/// Whether a listener on `held` takes connections meant for `wanted`.
+fn overlaps(held: std::net::IpAddr, wanted: std::net::IpAddr) -> bool {
+    let v4 = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    let (held, wanted) = (v4(held), v4(wanted));
+    held == wanted || held.is_unspecified() || wanted.is_unspecified()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn proc_net_lines_parse_to_address_port_and_state() {
+        let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
+        let (ip, port, listening) = parse_proc_net_line(v4).unwrap();
+        assert_eq!(ip, "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(port, 8080);
+        assert!(listening);
+        let v6 = "   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 01 0";
+        let (ip, port, listening) = parse_proc_net_line(v6).unwrap();
+        assert!(ip.is_unspecified());
+        assert_eq!(port, 8080);
+        assert!(!listening);
+        assert!(overlaps(
+            "0.0.0.0".parse().unwrap(),
+            "127.0.0.1".parse().unwrap()
+        ));
+        assert!(!overlaps(
+            "127.0.0.2".parse().unwrap(),
+            "127.0.0.1".parse().unwrap()
+        ));
+    }
+
+    #[test]
+    fn a_listening_socket_is_found_and_a_free_port_is_not() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(listening_on(addr).unwrap());
+        drop(l);
+        assert!(!listening_on(addr).unwrap());
+    }
+}

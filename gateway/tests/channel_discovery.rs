@@ -102,10 +102,12 @@ fn the_demo_page_is_on_in_dev_auth_and_off_with_a_secret_unless_configured() {
     assert_eq!(s, 200);
     assert!(body.contains("ChatClient"));
 
-    let tg = start_with(1, |c| c.auth_secret = Some("s".into()));
+    let tg = start_with(1, |c| {
+        c.auth_secret = Some("a-secret-of-at-least-32-bytes-long".into())
+    });
     assert_eq!(http_get(tg.addr(), "/demo/").0, 404);
     let tg = start_with(1, |c| {
-        c.auth_secret = Some("s".into());
+        c.auth_secret = Some("a-secret-of-at-least-32-bytes-long".into());
         c.demo = Some(true);
     });
     assert_eq!(http_get(tg.addr(), "/demo/").0, 200);

@@ -10,13 +10,14 @@ mod common;
 use common::{assert_seqs, http, Child, Client};
 use serde_json::json;
 
-/// The cluster file: `FDB_CLUSTER_FILE`, or one made for the double.
+/// The cluster file: `FDB_CLUSTER_FILE` (a real cluster or a double server),
+/// or an in-process database of the double (no coordinator named).
 fn cluster_file(dir: &std::path::Path) -> String {
     match std::env::var("FDB_CLUSTER_FILE") {
         Ok(p) => p,
         Err(_) => {
             let p = dir.join("fdb.cluster");
-            std::fs::write(&p, "double:double@127.0.0.1:4500\n").unwrap();
+            std::fs::write(&p, "double:in-process\n").unwrap();
             p.to_string_lossy().into_owned()
         }
     }

@@ -87,13 +87,18 @@ fn unknown_groups_and_oversized_groups_are_refused() {
     let mut c = Client::connect(addr, "alice", "d");
     let r = c.request(json!({"type":"join","channel":"group:nope"}));
     assert_eq!(r["code"], "not_found");
-    let (s, _) = http(
+    let (s, b) = http(
         addr,
         "POST",
         "/v1/groups?user=alice",
         Some(&json!({"members": ["b", "c", "d"]})),
     );
-    assert_eq!(s, 400, "4 members with the creator is over 3");
+    assert_eq!(
+        (s, b["code"].as_str().unwrap()),
+        (403, "forbidden"),
+        "4 members with the creator is over 3: a hard cap"
+    );
+    assert!(b["message"].as_str().unwrap().contains("max_group_members"));
     let (s, _) = http(
         addr,
         "POST",

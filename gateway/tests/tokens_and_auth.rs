@@ -7,7 +7,7 @@ use common::*;
 use std::net::{SocketAddr, TcpStream};
 use tungstenite::client::IntoClientRequest;
 
-const SECRET: &str = "test-secret";
+const SECRET: &str = "test-secret-of-at-least-32-bytes!";
 
 fn now_s() -> u64 {
     std::time::SystemTime::now()

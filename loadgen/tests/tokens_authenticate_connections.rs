@@ -7,7 +7,7 @@ mod common;
 use common::{assert_clean, serial, small, start_gateway_with};
 use loadgen::{LocalHooks, RunError, ScenarioKind};
 
-const SECRET: &str = "loadgen-test-secret";
+const SECRET: &str = "loadgen-test-secret-at-least-32-bytes";
 
 #[test]
 fn a_token_per_connection() {

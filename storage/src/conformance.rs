@@ -24,7 +24,7 @@ use std::collections::HashSet;
 
 use crate::{
     AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Media, MessageKind, NewMessage,
-    ReadLimit, ReadRange, Seq, Store, StoreError, StoredMessage,
+    ReadLimit, ReadRange, ReadUpdate, Seq, Store, StoreError, StoredMessage,
 };
 
 /// A read limit that never cuts a page short in these checks.
@@ -1060,6 +1060,106 @@ pub fn own_messages_advance_the_senders_read_cursor<S: Store>(store: &S) {
     );
 }
 
+/// Read cursors also move in batches: forward only, clamped to the head,
+/// repeats coalesced to the highest; each update reports its cursor before
+/// and after the call, and a batch that moves nothing writes nothing.
+pub fn read_cursors_advance_in_batches<S: Store>(store: &S) {
+    fill(store, "rb:a", 5);
+    fill(store, "rb:b", 2);
+    let upd =
+        |user: &str, channel: &str, seq: u64| (user.to_string(), channel.to_string(), Seq(seq));
+    let apply = |updates: Vec<ReadUpdate>| -> Vec<(u64, u64)> {
+        store
+            .advance_read_batch(&updates)
+            .unwrap_or_else(|e| panic!("advance_read_batch {updates:?} failed: {e}"))
+            .into_iter()
+            .map(|(b, a)| (b.0, a.0))
+            .collect()
+    };
+    assert_eq!(apply(vec![]), vec![], "an empty batch");
+    assert_eq!(
+        apply(vec![
+            upd("alice", "rb:a", 2),
+            upd("alice", "rb:a", 4),
+            upd("bob", "rb:a", 9),
+            upd("alice", "rb:b", 1),
+            upd("alice", "rb:none", 3),
+        ]),
+        vec![(0, 4), (0, 4), (0, 5), (0, 1), (0, 0)],
+        "repeats coalesce to the highest, clamped to the head"
+    );
+    assert_eq!(read_cursor(store, "alice", "rb:a"), 4);
+    assert_eq!(read_cursor(store, "bob", "rb:a"), 5);
+    assert_eq!(
+        read_cursor(store, "alice", "rb:none"),
+        0,
+        "an empty channel"
+    );
+    assert_eq!(
+        apply(vec![upd("alice", "rb:a", 3), upd("alice", "rb:b", 2)]),
+        vec![(4, 4), (1, 2)],
+        "never back; forward"
+    );
+    assert_eq!(
+        advance_read(store, "alice", "rb:a", 5),
+        5,
+        "same cursor as advance_read"
+    );
+    assert_eq!(
+        read_cursors(store, "alice"),
+        vec![("rb:a".to_string(), 5), ("rb:b".to_string(), 2)]
+    );
+}
+
+/// `count_messages` counts text and media messages in `(after, through]`,
+/// clamped to the head; edit and delete events are not counted.
+pub fn count_messages_skips_edit_and_delete_events<S: Store>(store: &S) {
+    let count = |after: u64, through: u64| {
+        store
+            .count_messages("cnt", Seq(after), Seq(through))
+            .unwrap_or_else(|e| panic!("count_messages({after}, {through}) failed: {e}"))
+    };
+    assert_eq!(count(0, 10), 0, "an empty channel");
+    append_one(
+        store,
+        "cnt",
+        vec![
+            by("alice", "c1", "one", 1),
+            by("alice", "c2", "two", 2),
+            by("bob", "c3", "three", 3),
+        ],
+    );
+    append_one(
+        store,
+        "cnt",
+        vec![edit("alice", "c4", 1, "uno"), delete("bob", "c5", 3)],
+    );
+    append_one(store, "cnt", vec![by("bob", "c6", "six", 6)]);
+    assert_eq!(head(store, "cnt"), 6);
+    assert_eq!(
+        count(0, 6),
+        4,
+        "seqs 1, 2, 3 and 6; not the edit (4) or delete (5)"
+    );
+    assert_eq!(count(0, 100), 4, "clamped to the head");
+    assert_eq!(count(3, 6), 1, "only seq 6 after 3");
+    assert_eq!(count(3, 5), 0, "only events in (3, 5]");
+    assert_eq!(
+        count(2, 3),
+        1,
+        "a deleted message still counts where it stands"
+    );
+    assert_eq!(count(6, 6), 0, "nothing after the head");
+    assert_eq!(count(5, 2), 0, "through before after");
+    assert_eq!(
+        store
+            .count_messages("cn", Seq(0), Seq(6))
+            .unwrap_or_else(|e| panic!("count_messages on a prefix failed: {e}")),
+        0,
+        "a prefix channel is another channel"
+    );
+}
+
 /// Delivered cursors are per (user, device, channel), move forward only,
 /// are clamped to the head, and coalesce repeats within one batch to the
 /// highest. They are independent of read cursors.
@@ -1520,6 +1620,8 @@ checks!(
     read_cursor_is_monotonic_and_clamped_to_head,
     own_messages_advance_the_senders_read_cursor,
     delivered_cursors_are_monotonic_per_device,
+    read_cursors_advance_in_batches,
+    count_messages_skips_edit_and_delete_events,
     edit_changes_the_targets_view_in_reads,
     delete_hides_the_targets_content,
     invalid_edits_and_deletes_are_rejected_without_a_seq,

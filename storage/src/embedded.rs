@@ -7,7 +7,7 @@
 //! <dir>/fjall/  the fjall database
 //! ```
 //!
-//! The database has nine keyspaces. All integers are big-endian so that
+//! The database has ten keyspaces. All integers are big-endian so that
 //! byte order is numeric order; every length prefix counts bytes. `‖` is
 //! concatenation; a field without a length prefix is always the key's last.
 //!
@@ -22,6 +22,7 @@
 //! | `member_of` | u8 len(user) ‖ user ‖ channel | u8 [`VALUE_VERSION`] |
 //! | `reads` | u8 len(user) ‖ user ‖ channel | u8 [`VALUE_VERSION`] ‖ u64 read cursor |
 //! | `delivered` | u8 len(user) ‖ user ‖ u8 len(device) ‖ device ‖ channel | u8 [`VALUE_VERSION`] ‖ u64 delivered cursor |
+//! | `events` | u16 len(channel) ‖ channel ‖ u64 seq (as in `msgs`) | u8 [`VALUE_VERSION`] |
 //!
 //! - `msgs`: the length prefix makes each channel's messages one contiguous
 //!   key range, ordered by seq, that no other channel's keys fall into (a
@@ -47,6 +48,10 @@
 //! - `reads`, `delivered`: cursors, one contiguous range per user (so
 //!   `read_cursors` is one prefix scan). A missing key means cursor 0; a
 //!   cursor is written only when it moves forward.
+//! - `events`: one key per stored `edit`/`delete` event, written in the
+//!   same batch as the event. `count_messages` (unread counts) is the width
+//!   of a seq range minus the events keys in it, so its cost grows with the
+//!   events in the range, not with the messages.
 //! - `meta/format` is written when the directory is created, and checked
 //!   before any other keyspace is opened: a directory with another version
 //!   is refused with [`StoreError::UnsupportedFormat`] and left untouched. A
@@ -54,9 +59,13 @@
 //!   [`StoreError::Corrupt`].
 //!
 //! Format history: 1 had `msgs`, `heads` and `dedup`, and messages without
-//! `edited`/`deleted`; 2 (this build) adds those fields to the archive and
-//! the five membership and cursor keyspaces. Version 1 directories are
-//! refused, not migrated (there is no deployed data to carry over).
+//! `edited`/`deleted`; 2 adds those fields to the archive and the five
+//! membership and cursor keyspaces; 3 (this build) adds `events`. Version 1
+//! directories are refused, not migrated (there was no deployed data to
+//! carry over). A version 2 directory is migrated when opened: one scan of
+//! `msgs` writes the `events` keys of the events it holds and moves
+//! `meta/format` to 3, in one batch (an interrupted migration leaves
+//! version 2 and runs again).
 //!
 //! Keys are limited to 65,535 bytes (fjall's limit): a channel name, sender,
 //! device and `client_msg_id` whose key would be longer, or a user or device
@@ -98,12 +107,15 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistM
 
 use crate::{
     AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Media, MessageKind,
-    NewMessage, Page, ReadLimit, ReadRange, Seq, Store, StoreError, StoredMessage,
+    NewMessage, Page, ReadLimit, ReadRange, ReadUpdate, Seq, Store, StoreError, StoredMessage,
 };
 
 /// The store-format version this build reads and writes (`meta/format`).
 /// See "Format history" in the module docs.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The oldest format version this build migrates on open.
+const MIGRATES_FROM: u32 = 2;
 
 /// The value-format version: the first byte of every value in every
 /// keyspace but `meta`.
@@ -178,6 +190,7 @@ pub struct EmbeddedStore {
     member_of: Keyspace,
     reads: Keyspace,
     delivered: Keyspace,
+    events: Keyspace,
     /// Cached heads of channels appended to (or looked up by an append)
     /// since open. Only written under `write_lock`, after a commit.
     head_cache: Mutex<HashMap<String, u64>>,
@@ -238,7 +251,7 @@ impl EmbeddedStore {
                     .map_err(|_| {
                         StoreError::Corrupt(format!("meta/format holds {} bytes, not 4", v.len()))
                     })?;
-                if found != FORMAT_VERSION {
+                if found != FORMAT_VERSION && found != MIGRATES_FROM {
                     return Err(StoreError::UnsupportedFormat {
                         found,
                         supported: FORMAT_VERSION,
@@ -256,10 +269,29 @@ impl EmbeddedStore {
         let member_of = keyspace("member_of")?;
         let reads = keyspace("reads")?;
         let delivered = keyspace("delivered")?;
-        if stored_format.is_none() {
-            let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
-            batch.insert(&meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes().to_vec());
-            batch.commit().map_err(engine_error)?;
+        let events = keyspace("events")?;
+        match stored_format {
+            None => {
+                let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+                batch.insert(&meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes().to_vec());
+                batch.commit().map_err(engine_error)?;
+            }
+            Some(MIGRATES_FROM) => {
+                // 2 → 3: index the events already stored.
+                let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+                let mut indexed = 0u64;
+                for guard in msgs.iter() {
+                    let (key, value) = guard.into_inner().map_err(engine_error)?;
+                    if decode_message(&value)?.is_event() {
+                        batch.insert(&events, key.to_vec(), marker());
+                        indexed += 1;
+                    }
+                }
+                batch.insert(&meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes().to_vec());
+                batch.commit().map_err(engine_error)?;
+                tracing::info!(dir = %cfg.dir.display(), events = indexed, "embedded store migrated from format 2 to 3");
+            }
+            Some(_) => {}
         }
 
         tracing::info!(dir = %cfg.dir.display(), durability = ?cfg.durability, "embedded store open");
@@ -273,6 +305,7 @@ impl EmbeddedStore {
             member_of,
             reads,
             delivered,
+            events,
             head_cache: Mutex::new(HashMap::new()),
             write_lock: Mutex::new(()),
             poison: OnceLock::new(),
@@ -527,6 +560,9 @@ impl Store for EmbeddedStore {
 
             for (seq, record) in &records {
                 wb.insert(&self.msgs, msg_key(&prefix, *seq), encode_message(record)?);
+                if *seq > head && record.is_event() {
+                    wb.insert(&self.events, msg_key(&prefix, *seq), marker());
+                }
             }
             for (user, seq) in senders {
                 wb.insert(&self.reads, read_key(user, &ca.channel)?, encode_seq(seq));
@@ -607,6 +643,23 @@ impl Store for EmbeddedStore {
 
     fn message(&self, channel: &str, seq: Seq) -> Result<Option<StoredMessage>, StoreError> {
         self.stored_message(&msg_prefix(channel)?, seq.0)
+    }
+
+    fn count_messages(&self, channel: &str, after: Seq, through: Seq) -> Result<u64, StoreError> {
+        let through = through.0.min(self.head(channel)?.0);
+        if through <= after.0 {
+            return Ok(0);
+        }
+        let prefix = msg_prefix(channel)?;
+        let mut events = 0u64;
+        for guard in self
+            .events
+            .range(msg_key(&prefix, after.0 + 1)..=msg_key(&prefix, through))
+        {
+            guard.into_inner().map_err(engine_error)?;
+            events += 1;
+        }
+        Ok(through - after.0 - events)
     }
 
     fn health(&self) -> Health {
@@ -690,6 +743,40 @@ impl Store for EmbeddedStore {
         wb.insert(&self.reads, key, encode_seq(target));
         self.commit(wb, "read cursor")?;
         Ok(Seq(target))
+    }
+
+    fn advance_read_batch(&self, updates: &[ReadUpdate]) -> Result<Vec<(Seq, Seq)>, StoreError> {
+        // Keys first (before the lock); repeats of one cursor coalesce.
+        let keys = updates
+            .iter()
+            .map(|(u, c, _)| read_key(u, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut wanted: HashMap<&[u8], (&str, u64)> = HashMap::with_capacity(updates.len());
+        for (key, (_, channel, seq)) in keys.iter().zip(updates) {
+            let e = wanted.entry(key).or_insert((channel.as_str(), 0));
+            e.1 = e.1.max(seq.0);
+        }
+        let _write = self.lock_writes()?;
+        let mut moved: HashMap<&[u8], (u64, u64)> = HashMap::with_capacity(wanted.len());
+        let mut wb = self.new_batch();
+        for (key, (channel, seq)) in wanted {
+            let current = Self::cursor(&self.reads, key, "read cursor")?;
+            let target = seq.min(self.head(channel)?.0);
+            if target > current {
+                wb.insert(&self.reads, key.to_vec(), encode_seq(target));
+                moved.insert(key, (current, target));
+            } else {
+                moved.insert(key, (current, current));
+            }
+        }
+        self.commit(wb, "read cursors")?;
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let (b, a) = moved.get(k.as_slice()).copied().unwrap_or((0, 0));
+                (Seq(b), Seq(a))
+            })
+            .collect())
     }
 
     fn read_cursor(&self, user: &str, channel: &str) -> Result<Seq, StoreError> {

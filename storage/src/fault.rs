@@ -22,8 +22,8 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use crate::{
-    ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Page, ReadLimit, ReadRange, Seq, Store,
-    StoreError, StoredMessage,
+    ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Page, ReadLimit, ReadRange, ReadUpdate,
+    Seq, Store, StoreError, StoredMessage,
 };
 
 /// The message of injected errors.
@@ -227,6 +227,11 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.message(channel, seq)
     }
 
+    fn count_messages(&self, channel: &str, after: Seq, through: Seq) -> Result<u64, StoreError> {
+        self.faults.check_lookup()?;
+        self.inner.count_messages(channel, after, through)
+    }
+
     fn health(&self) -> Health {
         match self.faults.poisoned.get() {
             Some(m) => Health::Poisoned(m.clone()),
@@ -267,6 +272,11 @@ impl<S: Store> Store for FaultyStore<S> {
     fn advance_read(&self, user: &str, channel: &str, seq: Seq) -> Result<Seq, StoreError> {
         self.faults.check_write()?;
         self.inner.advance_read(user, channel, seq)
+    }
+
+    fn advance_read_batch(&self, updates: &[ReadUpdate]) -> Result<Vec<(Seq, Seq)>, StoreError> {
+        self.faults.check_write()?;
+        self.inner.advance_read_batch(updates)
     }
 
     fn read_cursor(&self, user: &str, channel: &str) -> Result<Seq, StoreError> {

@@ -151,8 +151,8 @@ pub use memory::MemStore;
 pub use store::Store;
 pub use types::{
     group_channel, AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Media,
-    MessageKind, NewMessage, Page, ReadLimit, ReadRange, RejectReason, Seq, StoredMessage,
-    GROUP_PREFIX,
+    MessageKind, NewMessage, Page, ReadLimit, ReadRange, ReadUpdate, RejectReason, Seq,
+    StoredMessage, GROUP_PREFIX,
 };
 
 /// Whether two messages carry the same content for idempotency: kind, text,

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use crate::{
-    AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, NewMessage, Page,
-    ReadLimit, ReadRange, Seq, Store, StoreError, StoredMessage,
+    AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, MessageKind, NewMessage,
+    Page, ReadLimit, ReadRange, ReadUpdate, Seq, Store, StoreError, StoredMessage,
 };
 
 /// An in-memory [`Store`]: every channel a `BTreeMap<seq, message>`, groups
@@ -177,6 +177,21 @@ impl Store for MemStore {
         Ok(Seq(self.inner().head(channel)))
     }
 
+    fn count_messages(&self, channel: &str, after: Seq, through: Seq) -> Result<u64, StoreError> {
+        let inner = self.inner();
+        let Some(ch) = inner.channels.get(channel) else {
+            return Ok(0);
+        };
+        if through.0 <= after.0 {
+            return Ok(0);
+        }
+        Ok(ch
+            .messages
+            .range(after.0 + 1..=through.0)
+            .filter(|(_, m)| matches!(m.kind, MessageKind::Text | MessageKind::Media))
+            .count() as u64)
+    }
+
     fn read(&self, channel: &str, range: ReadRange, limit: ReadLimit) -> Result<Page, StoreError> {
         let inner = self.inner();
         let Some(ch) = inner.channels.get(channel) else {
@@ -307,6 +322,25 @@ impl Store for MemStore {
             inner.raise_read(user, channel, target);
         }
         Ok(Seq(inner.read_cursor(user, channel)))
+    }
+
+    fn advance_read_batch(&self, updates: &[ReadUpdate]) -> Result<Vec<(Seq, Seq)>, StoreError> {
+        let mut inner = self.inner();
+        let before: Vec<u64> = updates
+            .iter()
+            .map(|(u, c, _)| inner.read_cursor(u, c))
+            .collect();
+        for (user, channel, seq) in updates {
+            let target = seq.0.min(inner.head(channel));
+            if target > inner.read_cursor(user, channel) {
+                inner.raise_read(user, channel, target);
+            }
+        }
+        Ok(updates
+            .iter()
+            .zip(before)
+            .map(|((u, c, _), b)| (Seq(b), Seq(inner.read_cursor(u, c))))
+            .collect())
     }
 
     fn read_cursor(&self, user: &str, channel: &str) -> Result<Seq, StoreError> {

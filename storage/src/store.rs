@@ -1,8 +1,8 @@
 //! The `Store` trait: the one boundary between the gateway and durable state.
 
 use crate::{
-    ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Page, ReadLimit, ReadRange, Seq,
-    StoreError, StoredMessage,
+    ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Page, ReadLimit, ReadRange, ReadUpdate,
+    Seq, StoreError, StoredMessage,
 };
 
 /// Durable, ordered, per-channel message history, group membership and
@@ -96,6 +96,15 @@ pub trait Store: Send + Sync + 'static {
     /// `append` checks again, authoritatively).
     fn message(&self, channel: &str, seq: Seq) -> Result<Option<StoredMessage>, StoreError>;
 
+    /// The number of messages of kind `text` or `media` in `channel` with a
+    /// seq in `(after, through]` — `edit` and `delete` events are not
+    /// counted (they are changes of other messages, not new ones). `through`
+    /// beyond the head counts up to the head; `through <= after` is 0. This
+    /// is what an unread count is: `count_messages(channel, read_cursor,
+    /// head)`. Backends keep an index of events so the cost is proportional
+    /// to the events in the range, not to the messages.
+    fn count_messages(&self, channel: &str, after: Seq, through: Seq) -> Result<u64, StoreError>;
+
     /// Whether the store accepts writes.
     fn health(&self) -> Health;
 
@@ -149,6 +158,15 @@ pub trait Store: Send + Sync + 'static {
     /// Durable when it returns (nothing is written when it does not move).
     fn advance_read(&self, user: &str, channel: &str, seq: Seq) -> Result<Seq, StoreError>;
 
+    /// Applies many read-cursor updates (user, channel, seq) in one durable
+    /// write: each moves its cursor forward only, clamped to the channel's
+    /// head (the same rules as [`Store::advance_read`]); repeats of one
+    /// cursor coalesce to the highest. Returns, per update in order, the
+    /// cursor before the call and after it (equal when it did not move;
+    /// repeats of one cursor all report the same pair). All or nothing;
+    /// nothing is written when no cursor moves.
+    fn advance_read_batch(&self, updates: &[ReadUpdate]) -> Result<Vec<(Seq, Seq)>, StoreError>;
+
     /// `user`'s read cursor in `channel` (`Seq(0)` when none).
     fn read_cursor(&self, user: &str, channel: &str) -> Result<Seq, StoreError>;
 
@@ -180,6 +198,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn message(&self, channel: &str, seq: Seq) -> Result<Option<StoredMessage>, StoreError> {
         (**self).message(channel, seq)
     }
+    fn count_messages(&self, channel: &str, after: Seq, through: Seq) -> Result<u64, StoreError> {
+        (**self).count_messages(channel, after, through)
+    }
     fn health(&self) -> Health {
         (**self).health()
     }
@@ -203,6 +224,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn advance_read(&self, user: &str, channel: &str, seq: Seq) -> Result<Seq, StoreError> {
         (**self).advance_read(user, channel, seq)
+    }
+    fn advance_read_batch(&self, updates: &[ReadUpdate]) -> Result<Vec<(Seq, Seq)>, StoreError> {
+        (**self).advance_read_batch(updates)
     }
     fn read_cursor(&self, user: &str, channel: &str) -> Result<Seq, StoreError> {
         (**self).read_cursor(user, channel)

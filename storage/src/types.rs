@@ -251,6 +251,10 @@ impl std::fmt::Display for RejectReason {
 /// [`crate::Store::advance_delivered_batch`]: (user, device, channel, seq).
 pub type DeliveredUpdate = (String, String, String, Seq);
 
+/// One read-cursor update for [`crate::Store::advance_read_batch`]: (user,
+/// channel, seq).
+pub type ReadUpdate = (String, String, Seq);
+
 /// The result of `append` for one channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelOutcome {

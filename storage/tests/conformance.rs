@@ -4,7 +4,8 @@
 
 use storage::{
     ChannelAppend, ChannelOutcome, DeliveredUpdate, EmbeddedConfig, EmbeddedStore, FaultyStore,
-    Health, MemStore, Page, ReadLimit, ReadRange, Seq, Store, StoreError, StoredMessage,
+    Health, MemStore, Page, ReadLimit, ReadRange, ReadUpdate, Seq, Store, StoreError,
+    StoredMessage,
 };
 use tempfile::TempDir;
 
@@ -34,6 +35,9 @@ impl Store for TempEmbedded {
     fn message(&self, channel: &str, seq: Seq) -> Result<Option<StoredMessage>, StoreError> {
         self.store.message(channel, seq)
     }
+    fn count_messages(&self, channel: &str, after: Seq, through: Seq) -> Result<u64, StoreError> {
+        self.store.count_messages(channel, after, through)
+    }
     fn health(&self) -> Health {
         self.store.health()
     }
@@ -57,6 +61,9 @@ impl Store for TempEmbedded {
     }
     fn advance_read(&self, user: &str, channel: &str, seq: Seq) -> Result<Seq, StoreError> {
         self.store.advance_read(user, channel, seq)
+    }
+    fn advance_read_batch(&self, updates: &[ReadUpdate]) -> Result<Vec<(Seq, Seq)>, StoreError> {
+        self.store.advance_read_batch(updates)
     }
     fn read_cursor(&self, user: &str, channel: &str) -> Result<Seq, StoreError> {
         self.store.read_cursor(user, channel)

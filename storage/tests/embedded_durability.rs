@@ -151,7 +151,7 @@ fn dir_written_by_format_one_is_refused_untouched() {
     match open(dir.path()) {
         Err(StoreError::UnsupportedFormat { found, supported }) => {
             assert_eq!(found, 1);
-            assert_eq!(supported, 2);
+            assert_eq!(supported, 3);
             assert_eq!(supported, storage::embedded::FORMAT_VERSION);
         }
         other => panic!("expected UnsupportedFormat, got {other:?}"),
@@ -169,6 +169,63 @@ fn dir_written_by_format_one_is_refused_untouched() {
         names,
         ["dedup", "heads", "meta", "msgs"],
         "no keyspace added"
+    );
+}
+
+#[test]
+fn dir_of_format_two_is_migrated_and_counts_events_right() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path()).unwrap();
+        append(
+            &store,
+            "room:m",
+            vec![msg("a", "one", 1), msg("b", "two", 2)],
+        );
+        let edit = NewMessage {
+            kind: MessageKind::Edit,
+            target: Some(1),
+            ..msg("c", "uno", 3)
+        };
+        append(&store, "room:m", vec![edit, msg("d", "four", 4)]);
+    }
+    {
+        // What a format-2 build left: the same data without the events index.
+        let db = fjall::Database::builder(dir.path().join("fjall"))
+            .open()
+            .unwrap();
+        let events = db
+            .keyspace("events", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let keys: Vec<Vec<u8>> = events
+            .iter()
+            .map(|g| g.into_inner().unwrap().0.to_vec())
+            .collect();
+        assert_eq!(keys.len(), 1, "one event was indexed");
+        for k in keys {
+            events.remove(k).unwrap();
+        }
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    set_format(dir.path(), 2);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(
+        store.count_messages("room:m", Seq(0), Seq(4)).unwrap(),
+        3,
+        "the edit at seq 3 is not a message, also after the migration"
+    );
+    drop(store);
+    let db = fjall::Database::builder(dir.path().join("fjall"))
+        .open()
+        .unwrap();
+    let meta = db
+        .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    let v = meta.get("format").unwrap().unwrap();
+    assert_eq!(
+        &*v,
+        &3u32.to_be_bytes()[..],
+        "the directory is now format 3"
     );
 }
 

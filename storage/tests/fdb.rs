@@ -18,8 +18,9 @@ use storage::{
     ReadRange, Seq, Store, StoreError,
 };
 
-/// The cluster file shared by the tests: `FDB_CLUSTER_FILE`, or a file made
-/// for the double (which needs one to exist but does not parse it).
+/// The cluster file shared by the tests: `FDB_CLUSTER_FILE` (a real cluster,
+/// or a double server: `scripts/test-fdb` runs this suite both ways), or an
+/// in-process database of the double.
 fn shared_cluster_file() -> PathBuf {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
     FILE.get_or_init(|| match std::env::var_os("FDB_CLUSTER_FILE") {
@@ -29,13 +30,18 @@ fn shared_cluster_file() -> PathBuf {
     .clone()
 }
 
-/// A cluster file of its own: the double keeps one database per path, so
-/// faults injected there touch no other test. Only for double-only tests.
+/// A cluster file of its own: it names no coordinator, so the double keeps
+/// an in-process database for its path and faults injected there touch no
+/// other test. Only for double-only tests.
 fn private_cluster_file(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("fdb-double-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.cluster"));
-    std::fs::write(&path, "double:double@127.0.0.1:4500\n").unwrap();
+    std::fs::write(
+        &path,
+        "# fdb-double: in-process database\ndouble:in-process\n",
+    )
+    .unwrap();
     path
 }
 

@@ -174,7 +174,7 @@ describe('groups, unread and channel discovery', () => {
 
     const addedGroup = nextEvent(bob, 'channel_added', (e) => e.kind === 'group');
     const group = await alice.createGroup(['bob']);
-    assert.match(group, /^group:[0-9a-f]{20}$/);
+    assert.match(group, /^group:[A-Za-z0-9_-]{1,64}$/);
     assert.equal((await addedGroup).channel, group);
     await alice.send(group, 'welcome');
     await alice.send(group, 'to the group');

@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import { ChatClient } from '../src/index.js';
 import { nextEvent, recorder, signToken, sleep, startGateway, waitFor } from './helpers.js';
 
-const SECRET = 'js-test-secret';
+const SECRET = 'js-test-secret-of-at-least-32-bytes';
 let gw;
 const clients = [];
 

@@ -353,6 +353,80 @@ pub fn history(
     );
 }
 
+/// The largest server frame, in bytes of payload: what every client must
+/// accept (protocol: "Server frames are at most 2 MiB too"). History pages
+/// are cut to fit it.
+pub const MAX_SERVER_FRAME_BYTES: usize = 2 * 1024 * 1024;
+
+/// Bytes of frame header in front of any payload up to 2^64 (RFC 6455: 2 +
+/// 8 for a 64-bit length; server frames are unmasked).
+const MAX_FRAME_HEADER_BYTES: usize = 10;
+
+/// A sink that only counts bytes.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Which messages of a page fit one `history` frame of at most `max_bytes`
+/// (header included): the newest ones when `keep_newest` (pages read
+/// backwards: the latest page, `before`), else the oldest (`after`). Returns
+/// the index range into `messages` to send; it holds at least one message
+/// when `messages` is not empty, even if that one alone is larger (a single
+/// message is bounded by the text limit: see `docs/reliability.md`). When
+/// the range is shorter than `messages`, the page has more in the direction
+/// read.
+#[must_use]
+pub fn history_fit(
+    id: Option<&str>,
+    channel: &str,
+    messages: &[MsgView<'_>],
+    keep_newest: bool,
+    max_bytes: usize,
+) -> std::ops::Range<usize> {
+    let n = messages.len();
+    let mut empty = Counter(0);
+    let envelope = History {
+        r#type: Some("history"),
+        id: raw_id(id),
+        channel,
+        messages: MsgList {
+            channel,
+            messages: &[],
+        },
+        has_more: true,
+    };
+    let _ = serde_json::to_writer(&mut empty, &envelope);
+    let mut used = MAX_FRAME_HEADER_BYTES + empty.0;
+    let mut taken = 0;
+    for i in 0..n {
+        let m = if keep_newest {
+            &messages[n - 1 - i]
+        } else {
+            &messages[i]
+        };
+        let mut c = Counter(1); // the comma before it
+        let _ = serde_json::to_writer(&mut c, &MsgJson::new(channel, m));
+        if taken > 0 && used + c.0 > max_bytes {
+            break;
+        }
+        used += c.0;
+        taken += 1;
+    }
+    if keep_newest {
+        n - taken..n
+    } else {
+        0..taken
+    }
+}
+
 /// The HTTP body of a history page: `{channel, messages, has_more}`, the
 /// messages as in [`history`].
 pub fn history_json(out: &mut Vec<u8>, channel: &str, messages: &[MsgView<'_>], has_more: bool) {
@@ -813,5 +887,63 @@ mod tests {
             one(&out)["messages"][0]["text"].as_str().unwrap().len(),
             70_000
         );
+    }
+
+    #[test]
+    fn history_fit_keeps_whole_messages_from_the_side_read_within_the_frame() {
+        // Control characters escape as \u00XX: six bytes per character.
+        let msgs: Vec<StoredMessage> = (1..=10)
+            .map(|seq| StoredMessage {
+                text: "\u{1}".repeat(10_000),
+                ..stored(seq)
+            })
+            .collect();
+        let views: Vec<MsgView<'_>> = msgs.iter().map(MsgView::from_stored).collect();
+        let cap = 200_000;
+        let newest = history_fit(Some("7"), "room:x", &views, true, cap);
+        assert_eq!(newest, 7..10, "three 60 KB messages fit 200 KB");
+        let mut out = Vec::new();
+        history(&mut out, Some("7"), "room:x", &views[newest.clone()], true);
+        assert!(out.len() <= cap, "{} bytes", out.len());
+        assert_eq!(one(&out)["messages"][0]["seq"], 8);
+        let oldest = history_fit(None, "room:x", &views, false, cap);
+        assert_eq!(oldest, 0..3);
+        assert_eq!(
+            history_fit(None, "room:x", &views, true, 10),
+            9..10,
+            "at least one message"
+        );
+        assert_eq!(history_fit(None, "room:x", &[], true, 10), 0..0);
+        let all = history_fit(None, "room:x", &views, true, MAX_SERVER_FRAME_BYTES);
+        assert_eq!(all, 0..10, "600 KB fit the frame maximum");
+    }
+
+    #[test]
+    fn the_largest_possible_message_fits_a_server_frame() {
+        // 100,000 characters, each escaped to six bytes, with the longest
+        // ids and media fields, escaped too.
+        let m = StoredMessage {
+            seq: u64::MAX,
+            from: "u".repeat(64),
+            device: "d".repeat(64),
+            client_msg_id: "\u{1}".repeat(64),
+            kind: MessageKind::Media,
+            text: "\u{1}".repeat(100_000),
+            target: Some(u64::MAX),
+            media: Some(storage::Media {
+                url: format!("https://{}", "\"".repeat(2040)),
+                mime: format!("a/{}", "\"".repeat(250)),
+                size: u64::MAX,
+            }),
+            ts: u64::MAX,
+            edited: true,
+            deleted: false,
+        };
+        let channel = format!("room:{}", "x".repeat(155));
+        let views = [MsgView::from_stored(&m)];
+        let mut out = Vec::new();
+        history(&mut out, Some("\"x\""), &channel, &views, true);
+        assert!(out.len() < 700 * 1024, "{} bytes", out.len());
+        assert!(out.len() < MAX_SERVER_FRAME_BYTES);
     }
 }

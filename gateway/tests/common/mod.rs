@@ -372,3 +372,112 @@ impl Drop for Child {
         let _ = self.proc.wait();
     }
 }
+
+/// A gateway binary started with a TOML config (written to a temp dir
+/// that lives as long as the process) on `127.0.0.1:0` with its own data
+/// directory.
+pub struct ConfiguredChild {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfiguredChild {
+    /// Starts `gateway --config <toml> --listen 127.0.0.1:0 --data-dir <tmp>`.
+    pub fn start(toml: &str) -> ConfiguredChild {
+        let dir = tempfile::tempdir().unwrap();
+        ConfiguredChild::start_in(dir, toml)
+    }
+
+    /// As [`ConfiguredChild::start`], on an existing directory (a restart).
+    pub fn start_in(dir: tempfile::TempDir, toml: &str) -> ConfiguredChild {
+        let cfg = dir.path().join("gateway.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let data = dir.path().join("data");
+        let child = Child::spawn(
+            "",
+            &[
+                "--config",
+                cfg.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+        ConfiguredChild { child, dir }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.child.addr
+    }
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+pub fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The value of a plain (label-less) metric from `/metrics`.
+pub fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Masked client frames for `requests`, back to back: written with one
+/// `write`, they reach the gateway in as few reads as the kernel allows.
+pub fn pipelined(requests: impl IntoIterator<Item = Value>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, r) in requests.into_iter().enumerate() {
+        let mask = (i as u32).wrapping_mul(0x9e37_79b9).to_le_bytes();
+        gateway::protocol::ws::encode_frame(
+            &mut out,
+            gateway::protocol::ws::WsOpcode::Text,
+            r.to_string().as_bytes(),
+            Some(mask),
+        );
+    }
+    out
+}
+
+impl Client {
+    /// Writes raw bytes to the socket (e.g. [`pipelined`] frames).
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.ws.get_mut().write_all(bytes).unwrap();
+        self.ws.get_mut().flush().unwrap();
+    }
+
+    /// Round-trip time of an app-level ping, in milliseconds.
+    pub fn ping_ms(&mut self) -> u128 {
+        let t = Instant::now();
+        let r = self.request(json!({"type": "ping"}));
+        assert_eq!(r["type"], "pong", "{r}");
+        t.elapsed().as_millis()
+    }
+}
+
+/// Polls `f` every 50 ms until it is true or `within` passed; returns
+/// whether it became true.
+pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -21,6 +21,7 @@
 //! root + ("um", user, channel)                    -> empty: the by-user index (groups and DMs with a message)
 //! root + ("r", user, channel)                     -> u64 LE read cursor
 //! root + ("dl", user, device, channel)            -> u64 LE delivered cursor
+//! root + ("e", channel, seq)                      -> empty: an edit/delete event (unread counts)
 //! ```
 //!
 //! - **Messages** (`m`) hold the same record as the embedded backend (one
@@ -34,14 +35,19 @@
 //!   wrote them (a random u64 per transaction, kept across its retries): a
 //!   retry after `commit_unknown_result` that finds its own token knows its
 //!   earlier attempt committed and reports `Stored`, not `Duplicate`.
+//! - **Events** (`e`): one key per stored `edit`/`delete`, written by the
+//!   append that stores it, so `count_messages` (unread) subtracts the
+//!   events of a range without reading its messages.
 //! - **Groups** (`g`, `gm`) carry tokens for the same reason:
 //!   `create_group` retried after an unknown result recognises its own group
 //!   instead of reporting a conflict; `add_member` recognises its own add.
 
 use foundationdb::tuple::Subspace;
 
-/// The store-format version under `root + ("v",)`.
-pub const FORMAT_VERSION: u32 = 1;
+/// The store-format version under `root + ("v",)`. 1 had no `e` index; it
+/// is refused, not migrated (no namespace of version 1 was ever deployed:
+/// the backend had only run against the test double).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Bytes per message chunk: under FDB's 100,000-byte value limit.
 pub const CHUNK_BYTES: usize = 90_000;
@@ -112,6 +118,12 @@ impl Layout {
     #[must_use]
     pub fn reads(&self, user: &str) -> Subspace {
         self.root.subspace(&("r", user))
+    }
+
+    /// The subspace of one channel's event index: `(seq,)` below it.
+    #[must_use]
+    pub fn events(&self, channel: &str) -> Subspace {
+        self.root.subspace(&("e", channel))
     }
 
     #[must_use]

@@ -66,7 +66,7 @@ use futures_lite::StreamExt as _;
 use crate::embedded::{content_hash, decode_message, encode_message};
 use crate::{
     AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, NewMessage, Page,
-    ReadLimit, ReadRange, Seq, Store, StoreError, StoredMessage,
+    ReadLimit, ReadRange, ReadUpdate, Seq, Store, StoreError, StoredMessage,
 };
 use layout::{read_u64, u64_value, Dedup, Layout, CHUNK_BYTES, FORMAT_VERSION};
 
@@ -547,6 +547,9 @@ impl FdbStore {
             }
             for record in records.values() {
                 self.write_message(trx, channel, record)?;
+                if record.seq > head && record.is_event() {
+                    trx.set(&self.layout.events(channel).pack(&(record.seq,)), b"");
+                }
             }
             for (user, seq) in senders {
                 let key = self.layout.reads(user).pack(&(channel,));
@@ -766,6 +769,32 @@ impl Store for FdbStore {
         })
     }
 
+    fn count_messages(&self, channel: &str, after: Seq, through: Seq) -> Result<u64, StoreError> {
+        check_name("channel", channel)?;
+        self.run("count messages", |trx| {
+            Box::pin(async move {
+                let through = through.0.min(self.head_in(&trx, channel, true).await?);
+                if through <= after.0 {
+                    return Ok(0);
+                }
+                let space = self.layout.events(channel);
+                let opt = RangeOption {
+                    begin: KeySelector::first_greater_or_equal(space.pack(&(after.0 + 1,))),
+                    end: KeySelector::first_greater_than(space.pack(&(through,))),
+                    mode: StreamingMode::WantAll,
+                    ..RangeOption::default()
+                };
+                let mut stream = trx.get_ranges_keyvalues(opt, true);
+                let mut events = 0u64;
+                while let Some(kv) = stream.next().await {
+                    kv?;
+                    events += 1;
+                }
+                Ok(through - after.0 - events)
+            })
+        })
+    }
+
     fn health(&self) -> Health {
         Health::Healthy
     }
@@ -860,6 +889,59 @@ impl Store for FdbStore {
                 Ok(Seq(target))
             })
         })
+    }
+
+    fn advance_read_batch(&self, updates: &[ReadUpdate]) -> Result<Vec<(Seq, Seq)>, StoreError> {
+        let mut wanted: HashMap<(&str, &str), u64> = HashMap::with_capacity(updates.len());
+        for (user, channel, seq) in updates {
+            check_name("user", user)?;
+            check_name("channel", channel)?;
+            let e = wanted.entry((user, channel)).or_insert(0);
+            *e = (*e).max(seq.0);
+        }
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let moved = self.run("read cursors", |trx| {
+            let wanted = &wanted;
+            Box::pin(async move {
+                let mut heads: HashMap<&str, u64> = HashMap::new();
+                let mut moved: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
+                for (&(user, channel), &seq) in wanted {
+                    let key = self.layout.reads(user).pack(&(channel,));
+                    let current = match trx.get(&key, false).await? {
+                        None => 0,
+                        Some(v) => read_u64(&v).ok_or_else(|| corrupt("read cursor"))?,
+                    };
+                    let head = match heads.get(channel) {
+                        Some(&h) => h,
+                        None => {
+                            let h = self.head_in(&trx, channel, true).await?;
+                            heads.insert(channel, h);
+                            h
+                        }
+                    };
+                    let target = seq.min(head);
+                    if target > current {
+                        trx.set(&key, &u64_value(target));
+                        moved.insert((user, channel), (current, target));
+                    } else {
+                        moved.insert((user, channel), (current, current));
+                    }
+                }
+                Ok(moved)
+            })
+        })?;
+        Ok(updates
+            .iter()
+            .map(|(u, c, _)| {
+                let (b, a) = moved
+                    .get(&(u.as_str(), c.as_str()))
+                    .copied()
+                    .unwrap_or((0, 0));
+                (Seq(b), Seq(a))
+            })
+            .collect())
     }
 
     fn read_cursor(&self, user: &str, channel: &str) -> Result<Seq, StoreError> {
