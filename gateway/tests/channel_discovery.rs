@@ -90,6 +90,15 @@ fn group_members_are_told_when_added() {
         body["channels"][0]["unread"], 0,
         "own sends move the read cursor"
     );
+
+    // A read just reported (coalesced, maybe not written yet) counts at once.
+    bob.send_json(json!({"type": "read", "channel": channel, "seq": 1}));
+    bob.request(json!({"type": "ping"})); // the read was taken in
+    let (_, body) = http(addr, "GET", "/v1/me/channels?user=bob", None);
+    assert_eq!(body["channels"][0]["read"], 1);
+    assert_eq!(body["channels"][0]["unread"], 0);
+    let (_, unread) = http(addr, "GET", "/v1/me/unread?user=bob", None);
+    assert_eq!(unread["unread"], json!({}), "both endpoints agree");
 }
 
 #[test]

@@ -292,3 +292,29 @@ fn presence_and_read_events_reach_the_stream() {
     bo.send_msg("dm:al:bo", "2", "again");
     assert_eq!(sse.next_of("msg").data["seq"], 3);
 }
+
+#[test]
+fn a_stream_of_more_channels_than_joins_in_flight_joins_them_all() {
+    let tg = start_with(2, |c| c.max_joins_in_flight = 4);
+    let list: Vec<String> = (0..40).map(|i| format!("room:many{i}")).collect();
+    let mut sse = Sse::open(
+        tg.addr(),
+        &format!("user=many&device=d&channels={}", list.join(",")),
+        None,
+    );
+    let mut joined: Vec<String> = (0..40)
+        .map(|_| {
+            sse.next_of("joined").data["channel"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    joined.sort();
+    let mut want = list.clone();
+    want.sort();
+    assert_eq!(joined, want);
+    let mut w = Client::connect(tg.addr(), "w", "d");
+    w.send_msg("room:many39", "x", "last one");
+    assert_eq!(sse.next_of("msg").data["channel"], "room:many39");
+}
