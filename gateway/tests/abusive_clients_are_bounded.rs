@@ -109,13 +109,13 @@ fn pipelined_history_waits_its_turn_and_a_trickling_reader_is_cut_off() {
 
 /// `presence` of a big room costs O(100) per query, not O(members), and a
 /// connection has at most a few queries in flight: 3,000 pipelined queries
-/// on a 2,000-member room do not freeze the shards.
+/// on a 5,000-member room do not freeze the shards.
 #[test]
 fn presence_floods_on_a_big_room_do_not_freeze_the_shards() {
     let gw = ConfiguredChild::start("shards = 2\n");
     let addr = gw.addr();
     let mut members = Vec::new();
-    for i in 0..2_000 {
+    for i in 0..5_000 {
         let mut c = Client::connect(addr, &format!("m{i}"), "d");
         c.send_json(json!({"type":"join","channel":"room:big"}));
         members.push(c);
@@ -127,7 +127,7 @@ fn presence_floods_on_a_big_room_do_not_freeze_the_shards() {
         .map(|s| Client::connect_on_shard(addr, &format!("probe{s}"), s))
         .collect();
     let p = probes[0].request(json!({"type":"presence","channel":"room:big"}));
-    assert_eq!(p["count"], 2_000, "{p}");
+    assert_eq!(p["count"], 5_000, "{p}");
     assert_eq!(p["online"].as_array().unwrap().len(), 100);
 
     let mut attacker = Client::connect(addr, "mallory", "m");
@@ -136,12 +136,12 @@ fn presence_floods_on_a_big_room_do_not_freeze_the_shards() {
     std::thread::sleep(Duration::from_millis(200));
     for probe in &mut probes {
         let ms = probe.ping_ms();
-        assert!(ms < 2_000, "a ping took {ms} ms during the presence flood");
+        assert!(ms < 1_000, "a ping took {ms} ms during the presence flood");
     }
     // Every query is answered, in order, with the exact count.
     for i in 0..3_000u64 {
         let r = attacker.reply_to(i);
-        assert_eq!(r["count"], 2_000, "{r}");
+        assert_eq!(r["count"], 5_000, "{r}");
     }
 }
 
