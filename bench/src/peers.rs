@@ -108,7 +108,7 @@ pub fn result_file_name(scenario: &str, server: ServerKind, timestamp: u64) -> S
 /// `bench/peers` of the workspace.
 #[must_use]
 pub fn peers_dir() -> PathBuf {
-    crate::run::workspace_root().join("bench/peers")
+    workspace_root().join("bench/peers")
 }
 
 /// Checks that a peer can start: its script exists and, for Bun, `npm
@@ -169,6 +169,14 @@ pub fn setup(dir: &Path) -> anyhow::Result<()> {
         dir.join("node_modules").display()
     );
     Ok(())
+}
+
+/// The workspace root (`bench/..`).
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 #[cfg(test)]

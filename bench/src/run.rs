@@ -139,13 +139,7 @@ fn gateway_metrics(ws_target: &str) -> anyhow::Result<BTreeMap<String, f64>> {
         .collect())
 }
 
-/// The workspace root (`bench/..`).
-#[must_use]
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
+pub use crate::peers::workspace_root;
 
 /// The release gateway and loadgen, built with cargo if either is missing
 /// (unless given explicitly).

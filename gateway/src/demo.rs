@@ -11,8 +11,8 @@ use std::rc::Rc;
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
-use crate::protocol::http::{self, RequestHead};
-use crate::runtime::Shard;
+use crate::shard_task::Shard;
+use chat_proto::http::{self, RequestHead};
 
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";

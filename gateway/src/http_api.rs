@@ -3,25 +3,30 @@
 //! An HTTP request is served as a short-lived session on the shard that
 //! accepted it: the body becomes the same JSON request a WebSocket client
 //! would send (so validation, access checks, the owner path and dedup are
-//! the very same code), the reply lands in the session's outbox, and is
-//! turned into an HTTP response. HTTP sessions are not devices: they do not
-//! replace WebSocket connections and take no part in presence.
+//! the very same code), and the core answers it typed ([`Answer`]), which
+//! this module maps to a status and a JSON body. HTTP sessions are not
+//! devices: they do not replace WebSocket connections and take no part in
+//! presence. Each call counts against `max_http_calls_per_user` and is
+//! bounded in time, response included (`listener.rs`).
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use chat_core::vocab::GroupOp;
+use chat_core::{Answer, ConnId, ShardState};
+use chat_proto::auth::Identity;
+use chat_proto::http::{self, RequestHead};
+use chat_proto::names;
+use chat_proto::response::{self, MsgView};
+use chat_proto::ErrorCode;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use serde_json::{json, Map, Value};
 
-use crate::auth::Identity;
-use crate::owner::GroupOp;
-use crate::protocol::http::{self, RequestHead};
-use crate::protocol::names;
-use crate::protocol::ws::{Role, WsDecoder, WsEvent};
-use crate::protocol::ErrorCode;
-use crate::shard::ShardState;
+use crate::shard_task::Shard;
+use crate::util::now_ms;
 
 /// What one API call turns into.
 enum Call {
@@ -241,53 +246,120 @@ async fn read_body(stream: &mut TcpStream, mut body: Vec<u8>, len: usize) -> Opt
     Some(body)
 }
 
-/// The JSON of the first frame of `frames` (server frames: unmasked text).
-fn first_json(frames: &[u8]) -> Option<Value> {
-    let mut dec = WsDecoder::new(Role::Client, usize::MAX / 2);
-    let mut out = None;
-    let _ = dec.feed(frames, &mut |ev| {
-        if let (None, WsEvent::Text(t)) = (&out, ev) {
-            out = serde_json::from_str::<Value>(t).ok();
+/// The HTTP response for a typed answer. `created`: a group was created
+/// (201 with its channel rather than 204).
+fn to_http(answer: Answer, created: Option<&str>) -> Vec<u8> {
+    let ok =
+        |body: Value| http::response(200, "application/json", body.to_string().as_bytes(), &[]);
+    match answer {
+        Answer::Ack {
+            channel,
+            client_msg_id,
+            seq,
+            ts,
+            duplicate,
+        } => ok(json!({
+            "channel": &*channel,
+            "client_msg_id": client_msg_id,
+            "seq": seq.0,
+            "ts": ts,
+            "duplicate": duplicate,
+        })),
+        Answer::Error { code, message } => {
+            let body = json!({"code": code.as_str(), "message": message}).to_string();
+            http::response(code.http_status(), "application/json", body.as_bytes(), &[])
         }
-    });
-    out
+        Answer::History { channel, page } => {
+            let views: Vec<MsgView<'_>> = page.messages.iter().map(MsgView::from_stored).collect();
+            let mut body = Vec::new();
+            response::history_json(&mut body, &channel, &views, page.has_more);
+            http::response(200, "application/json", &body, &[])
+        }
+        Answer::Presence {
+            channel,
+            online,
+            count,
+        } => {
+            let online: Vec<&str> = online.iter().map(|u| &**u).collect();
+            let mut body = Vec::new();
+            response::presence_json(&mut body, &channel, &online, count);
+            http::response(200, "application/json", &body, &[])
+        }
+        Answer::GroupDone { channel } => match created {
+            Some(_) => {
+                let body = json!({ "channel": &*channel }).to_string();
+                http::response(201, "application/json", body.as_bytes(), &[])
+            }
+            None => http::response(204, "application/json", b"", &[]),
+        },
+        Answer::Done => http::response(204, "application/json", b"", &[]),
+        Answer::Unread(counts) => {
+            let unread: Map<String, Value> = counts
+                .into_iter()
+                .map(|(ch, n)| (ch, Value::from(n)))
+                .collect();
+            ok(json!({ "unread": unread }))
+        }
+        Answer::Channels(list) => ok(json!({ "channels": list })),
+    }
 }
 
-/// Turns the WebSocket reply into (status, body).
-fn to_http(mut reply: Value) -> (u16, Value) {
-    let ty = reply["type"].as_str().unwrap_or("").to_string();
-    if let Value::Object(m) = &mut reply {
-        m.remove("type");
-        m.remove("id");
-    }
-    if ty == "error" {
-        let code = reply["code"].as_str().unwrap_or("unavailable");
-        let status = crate::protocol::request::ErrorCode::ALL
-            .iter()
-            .find(|c| c.as_str() == code)
-            .map_or(503, |c| c.http_status());
-        return (status, reply);
-    }
-    (200, reply)
+/// Runs one call as a short-lived session on `shard` and waits (at most
+/// `timeout`) for its typed answer.
+async fn run_call(
+    shard: &Rc<Shard>,
+    identity: &Identity,
+    start: impl FnOnce(&mut ShardState, ConnId),
+    timeout: Duration,
+) -> Option<Answer> {
+    let conn = shard.with(|st| {
+        let id = st.open_http(identity, now_ms());
+        start(st, id);
+        id
+    });
+    let s = shard.clone();
+    let answer = glommio::timer::timeout(timeout, async move {
+        Ok(futures_lite::future::poll_fn(|cx| {
+            if s.state.borrow().has_queued(conn) {
+                s.with(|st| st.admit_queued(conn, now_ms()));
+            }
+            let mut st = s.state.borrow_mut();
+            if !st.is_open(conn) {
+                return Poll::Ready(None);
+            }
+            if let Some(a) = st.take_http_answer(conn) {
+                return Poll::Ready(Some(a));
+            }
+            s.park(&mut st, conn, cx.waker());
+            Poll::Pending
+        })
+        .await)
+    })
+    .await
+    .ok()
+    .flatten();
+    shard.forget(conn);
+    shard.with(|st| st.close_conn(conn, now_ms()));
+    answer
 }
 
 /// Ends a user's HTTP call (`max_http_calls_per_user`) however the call
 /// ends: answered, refused, timed out or dropped.
 struct CallSlot {
-    shard: Rc<crate::runtime::Shard>,
+    shard: Rc<Shard>,
     user: Arc<str>,
 }
 
 impl Drop for CallSlot {
     fn drop(&mut self) {
-        self.shard.end_http_call(&self.user);
+        self.shard.state.borrow_mut().end_http_call(&self.user);
     }
 }
 
 /// Serves one `/v1` request on `shard`. The caller bounds the whole call
 /// (body, work and response) by `http_timeout_ms`.
 pub(crate) async fn serve(
-    shard: Rc<crate::runtime::Shard>,
+    shard: Rc<Shard>,
     stream: &mut TcpStream,
     head: RequestHead,
     rest: Vec<u8>,
@@ -295,7 +367,7 @@ pub(crate) async fn serve(
 ) {
     let user: Arc<str> = Arc::from(identity.user.as_str());
     let max_calls = shard.cfg().max_http_calls_per_user;
-    if !shard.start_http_call(&user, max_calls) {
+    if !shard.state.borrow_mut().start_http_call(&user) {
         let r = http::json_error_response(
             429,
             ErrorCode::RateLimited.as_str(),
@@ -330,7 +402,11 @@ pub(crate) async fn serve(
     };
     if let Call::Group { created: true, .. } = call {
         let max = shard.cfg().max_groups_created_per_hour;
-        if !shard.take_group_creation(&user, max) {
+        if !shard
+            .state
+            .borrow_mut()
+            .take_group_creation(&user, now_ms())
+        {
             let r = http::json_error_response(
                 429,
                 ErrorCode::RateLimited.as_str(),
@@ -342,18 +418,18 @@ pub(crate) async fn serve(
             return;
         }
     }
-    let (reply, created) = match call {
+    let (answer, created) = match call {
         Call::Request(text) => {
-            let start = move |st: &mut ShardState, id| st.on_text_request(id, &text);
-            (shard.http_request(&identity, start, timeout).await, None)
+            let start = move |st: &mut ShardState, id| st.on_request(id, &text, now_ms());
+            (run_call(&shard, &identity, start, timeout).await, None)
         }
         Call::MyChannels => {
-            let start = |st: &mut ShardState, id| st.my_channels_request(id);
-            (shard.http_request(&identity, start, timeout).await, None)
+            let start = |st: &mut ShardState, id| st.my_channels_request(id, now_ms());
+            (run_call(&shard, &identity, start, timeout).await, None)
         }
         Call::Unread => {
-            let start = |st: &mut ShardState, id| st.unread_request(id);
-            (shard.http_request(&identity, start, timeout).await, None)
+            let start = |st: &mut ShardState, id| st.unread_request(id, now_ms());
+            (run_call(&shard, &identity, start, timeout).await, None)
         }
         Call::Group {
             channel,
@@ -361,26 +437,14 @@ pub(crate) async fn serve(
             created,
         } => {
             let ch = channel.clone();
-            let start = move |st: &mut ShardState, id| st.group_request(id, &ch, op);
-            let reply = shard.http_request(&identity, start, timeout).await;
-            (reply, Some((created, channel)))
+            let start = move |st: &mut ShardState, id| st.group_request(id, &ch, op, now_ms());
+            let answer = run_call(&shard, &identity, start, timeout).await;
+            (answer, created.then_some(channel))
         }
     };
-    let r = match (reply.as_deref().and_then(first_json), created) {
-        (Some(v), Some((created, channel))) if v["type"] == "group" => {
-            if created {
-                let body = json!({ "channel": channel }).to_string();
-                http::response(201, "application/json", body.as_bytes(), &[])
-            } else {
-                http::response(204, "application/json", b"", &[])
-            }
-        }
-        (Some(v), _) if v["type"] == "done" => http::response(204, "application/json", b"", &[]),
-        (Some(v), _) => {
-            let (status, body) = to_http(v);
-            http::response(status, "application/json", body.to_string().as_bytes(), &[])
-        }
-        (None, _) => http::json_error_response(503, "unavailable", "no reply in time"),
+    let r = match answer {
+        Some(a) => to_http(a, created.as_deref()),
+        None => http::json_error_response(503, "unavailable", "no reply in time"),
     };
     let _ = stream.write_all(&r).await;
 }
@@ -390,15 +454,41 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn status_and_body(r: &[u8]) -> (u16, Value) {
+        let text = std::str::from_utf8(r).unwrap();
+        let status = text[9..12].parse().unwrap();
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
     #[test]
-    fn replies_map_to_statuses_without_type_and_id() {
-        let (s, b) = to_http(json!({"type":"ack","id":1,"seq":3}));
+    fn typed_answers_map_to_statuses_and_bodies() {
+        let ack = Answer::Ack {
+            channel: Arc::from("room:x"),
+            client_msg_id: "c1".into(),
+            seq: chat_model::Seq(3),
+            ts: 9,
+            duplicate: false,
+        };
+        let (s, b) = status_and_body(&to_http(ack, None));
         assert_eq!(s, 200);
-        assert_eq!(b, json!({"seq":3}));
-        let (s, b) = to_http(json!({"type":"error","code":"not_member","message":"m"}));
+        assert_eq!(
+            b,
+            json!({"channel":"room:x","client_msg_id":"c1","seq":3,"ts":9,"duplicate":false})
+        );
+        let (s, b) = status_and_body(&to_http(Answer::error(ErrorCode::NotMember, "m"), None));
         assert_eq!(s, 403);
         assert_eq!(b["code"], "not_member");
-        let (s, _) = to_http(json!({"type":"error","code":"message_too_large","message":"m"}));
+        let (s, _) = status_and_body(&to_http(
+            Answer::error(ErrorCode::MessageTooLarge, "m"),
+            None,
+        ));
         assert_eq!(s, 413);
+        let done = Answer::GroupDone {
+            channel: Arc::from("group:g"),
+        };
+        let (s, b) = status_and_body(&to_http(done.clone(), Some("group:g")));
+        assert_eq!((s, b), (201, json!({"channel":"group:g"})));
+        assert_eq!(status_and_body(&to_http(done, None)).0, 204);
     }
 }

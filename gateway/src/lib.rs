@@ -79,39 +79,36 @@
 //!   WebSocket one, written as SSE). `demo`: the chat page at `/demo/`.
 //! - `bench_support` (hidden): the fan-out entry point of `bench micro`.
 
-pub mod auth;
+/// The hot-path fixtures of `bench micro` (from `chat-core`).
 #[doc(hidden)]
-pub mod bench_support;
-pub mod config;
-pub mod hash;
-pub mod protocol;
+pub use chat_core::bench_support;
+/// The configuration (the `chat-core` crate's).
+pub use chat_core::config;
+/// The owner hash (the `chat-core` crate's).
+pub use chat_core::hash;
+/// The wire protocol (the `chat-proto` crate), under its old path.
+pub use chat_proto as protocol;
+/// Tokens (`chat_proto::auth`), under their old path.
+pub use chat_proto::auth;
 pub mod server;
 
-pub(crate) mod batch;
-pub(crate) mod conn;
-pub(crate) mod cursors;
 pub(crate) mod demo;
-pub(crate) mod discovery;
-pub(crate) mod dispatch;
+pub(crate) mod driver;
 pub(crate) mod http_api;
-pub(crate) mod limits;
+pub(crate) mod jobs;
+pub(crate) mod lifecycle;
+pub(crate) mod listener;
+pub(crate) mod mesh;
 pub(crate) mod metrics;
-pub(crate) mod moderation;
-pub(crate) mod owner;
-pub(crate) mod presence;
 pub(crate) mod push;
-pub(crate) mod receipts;
-pub(crate) mod room;
-pub(crate) mod runtime;
-pub(crate) mod shard;
+pub(crate) mod shard_task;
 pub(crate) mod sse;
 pub(crate) mod store_io;
 pub(crate) mod sys;
 pub(crate) mod util;
 
-pub use config::Config;
+pub use chat_core::{Config, StatsSnapshot};
 pub use server::{Gateway, StartError};
-pub use shard::StatsSnapshot;
 
 /// Blocks SIGINT/SIGTERM for the calling thread and the threads it starts
 /// later, so [`wait_for_termination`] can take them. Call first in `main`.

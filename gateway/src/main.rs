@@ -174,10 +174,10 @@ fn load_config(a: &ServeArgs) -> anyhow::Result<Config> {
 /// Refuses to start when the host cannot hold the configured maximum of
 /// connections (found and required values in the error), unless overridden.
 fn preflight(cfg: &Config, skip: bool) -> anyhow::Result<()> {
-    gateway::raise_open_file_limit();
+    let limit = gateway::raise_open_file_limit();
     let req = tuning::Requirements {
-        reserved_fds: cfg.effective_reserved_fds() as u64,
-        ..tuning::Requirements::new(cfg.effective_max_connections() as u64, cfg.nr_shards())
+        reserved_fds: cfg.effective_reserved_fds(limit) as u64,
+        ..tuning::Requirements::new(cfg.effective_max_connections(limit) as u64, cfg.nr_shards())
     };
     match tuning::preflight(&req) {
         Ok(report) => {

@@ -1,75 +1,9 @@
 //! Prometheus text exposition of the gateway's counters (`GET /metrics`).
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use crate::shard::StatsSnapshot;
-
-/// A fixed-bucket histogram updated with relaxed atomics.
-pub(crate) struct Histogram {
-    bounds: &'static [f64],
-    /// One counter per bound, plus +Inf.
-    counts: Vec<AtomicU64>,
-    sum: AtomicU64,
-}
-
-impl Histogram {
-    pub(crate) fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0),
-        }
-    }
-
-    /// Records one value (in the histogram's unit; the sum keeps integers).
-    pub(crate) fn observe(&self, v: f64) {
-        let i = self.bounds.partition_point(|&b| b < v);
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        // The sum is kept in thousandths of the unit.
-        self.sum
-            .fetch_add((v.max(0.0) * 1000.0) as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        let mut cum = 0;
-        for (i, b) in self.bounds.iter().enumerate() {
-            cum += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
-        }
-        cum += self.counts[self.bounds.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
-        let sum = self.sum.load(Ordering::Relaxed) as f64 / 1000.0;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {cum}");
-    }
-}
-
-/// Histograms and per-shard gauges next to the plain counters.
-pub(crate) struct Detail {
-    /// Store commit latency in milliseconds (one per owner commit).
-    pub(crate) commit_ms: Histogram,
-    /// Messages per owner commit.
-    pub(crate) batch_messages: Histogram,
-    /// Open WebSocket connections per shard (64 = the shard maximum).
-    pub(crate) shard_connections: Vec<AtomicUsize>,
-}
-
-impl Default for Detail {
-    fn default() -> Detail {
-        Detail {
-            commit_ms: Histogram::new(&[
-                0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0,
-            ]),
-            batch_messages: Histogram::new(&[
-                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
-            ]),
-            shard_connections: (0..64).map(|_| AtomicUsize::new(0)).collect(),
-        }
-    }
-}
+use chat_core::stats::{Detail, StatsSnapshot};
 
 /// Renders the histograms and per-shard gauges.
 pub(crate) fn render_detail(d: &Detail, nr_shards: usize, out: &mut String) {

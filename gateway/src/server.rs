@@ -10,9 +10,11 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use storage::{EmbeddedConfig, EmbeddedStore, Store, StoreError};
 
-use crate::config::{Config, ConfigError, StoreKind};
-use crate::runtime::{run_shard, Global, ShardParams};
-use crate::shard::{Stats, StatsSnapshot};
+use chat_core::config::{Config, ConfigError, StoreKind};
+use chat_core::{Stats, StatsSnapshot};
+
+use crate::lifecycle::{run_shard, ShardParams};
+use crate::shard_task::Global;
 use crate::store_io::Committer;
 
 /// Why a gateway did not start.
@@ -149,7 +151,7 @@ impl Gateway {
         let nr = config.nr_shards();
         let global = Arc::new(Global {
             stats: Arc::new(Stats::default()),
-            max_connections: config.effective_max_connections(),
+            max_connections: config.effective_max_connections(crate::sys::open_file_limit()),
             shutdown: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
             bound: Mutex::new(None),

@@ -44,11 +44,12 @@ use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use serde::Deserialize;
 
-use crate::auth::Identity;
-use crate::conn::ConnId;
-use crate::protocol::http::{self, RequestHead};
-use crate::protocol::names;
-use crate::runtime::Shard;
+use chat_core::ConnId;
+use chat_proto::auth::Identity;
+use chat_proto::http::{self, RequestHead};
+use chat_proto::names;
+
+use crate::shard_task::Shard;
 use crate::util::now_ms;
 
 /// Most channels one stream may list.
@@ -252,7 +253,7 @@ fn close_event(out: &mut Vec<u8>, code: u16, reason: &str) {
     if code == 1001 {
         // Shutdown: an EventSource comes back after a random delay, so a
         // restarting server is not hit by every client at once.
-        let delay = 1000 + crate::hash::fnv1a_64(&now_ms().to_le_bytes()) % 4000;
+        let delay = 1000 + chat_core::hash::fnv1a_64(&now_ms().to_le_bytes()) % 4000;
         out.extend_from_slice(format!("retry: {delay}\n").as_bytes());
     }
     let data = serde_json::json!({"type": "close", "code": code, "reason": reason});
@@ -275,7 +276,7 @@ pub(crate) async fn serve(
             return;
         }
     };
-    if shard.state.borrow().draining {
+    if shard.state.borrow().is_draining() {
         let r = http::json_error_response(503, "unavailable", "server shutting down");
         let _ = stream.write_all(&r).await;
         let _ = stream.close().await;
@@ -294,7 +295,7 @@ pub(crate) async fn serve(
             if let Some(s) = since {
                 req["since"] = (*s).into();
             }
-            st.on_text_request(id, &req.to_string());
+            st.on_request(id, &req.to_string(), now_ms());
         }
         id
     });
@@ -306,17 +307,10 @@ pub(crate) async fn serve(
             loop {
                 glommio::timer::sleep(period).await;
                 flag.set(true);
-                let alive = shard.with(|st| match st.conns.get_mut(&conn) {
-                    Some(c) => {
-                        // The client cannot send frames: a stream that takes
-                        // its bytes is alive (stalls are cut off by the
-                        // write-stall check and by the driver).
-                        c.last_rx_ms = now_ms();
-                        c.outbox.wake();
-                        true
-                    }
-                    None => false,
-                });
+                // The client cannot send frames: a stream that takes its
+                // bytes is alive (stalls are cut off by the write-stall
+                // check and by the driver).
+                let alive = shard.with(|st| st.keep_alive(conn, now_ms()));
                 if !alive {
                     return;
                 }
@@ -340,7 +334,8 @@ pub(crate) async fn serve(
     };
     (&mut driver).await;
     drop(ticker);
-    shard.with(|st| st.close_conn(conn));
+    shard.forget(conn);
+    shard.with(|st| st.close_conn(conn, now_ms()));
     let _ = driver.stream.close().await;
 }
 
@@ -371,7 +366,7 @@ impl Future for &mut Driver {
             // 0. Joins past `max_joins_in_flight` wait in the session's
             // queue: a `joined` (which woke us) makes room for the next.
             if this.shard.state.borrow().has_queued(this.conn) {
-                this.shard.with(|st| st.pump_queue(this.conn));
+                this.shard.with(|st| st.admit_queued(this.conn, now_ms()));
             }
             // 1. Write what was rewritten.
             let mut write_blocked = false;
@@ -393,7 +388,6 @@ impl Future for &mut Driver {
             }
             // 2. Once written, take more frames off the outbox.
             let mut refilled = false;
-            let mut drained = false;
             if !write_blocked {
                 this.out.clear();
                 this.out_pos = 0;
@@ -401,28 +395,24 @@ impl Future for &mut Driver {
                     return Poll::Ready(());
                 }
                 let mut st = this.shard.state.borrow_mut();
-                let Some(conn) = st.conns.get_mut(&this.conn) else {
-                    return Poll::Ready(());
-                };
-                if conn.outbox.kill {
-                    return Poll::Ready(());
+                match st.session(this.conn) {
+                    None => return Poll::Ready(()),
+                    Some(s) if s.kill => return Poll::Ready(()),
+                    Some(_) => {}
                 }
-                let ob = &mut conn.outbox;
                 let used = rewrite(
-                    &ob.buf[ob.pos..],
+                    st.output(this.conn),
                     REFILL_BYTES,
                     &mut this.out,
                     &mut this.positions,
                 );
                 if used > 0 {
-                    drained = ob.wrote(used);
+                    // An emptied outbox lets catching-up channels continue.
+                    st.wrote(this.conn, used, now_ms());
                 }
-                if ob.pending() == 0 {
-                    if let Some(c) = ob.close {
-                        close_event(&mut this.out, c.code, c.reason);
-                        ob.close_queued = true;
-                        this.finished = true;
-                    }
+                if let Some(c) = st.take_close(this.conn) {
+                    close_event(&mut this.out, c.code, c.reason);
+                    this.finished = true;
                 }
                 if this.heartbeat.replace(false) {
                     this.out.extend_from_slice(b": hb\n\n");
@@ -431,10 +421,8 @@ impl Future for &mut Driver {
                 if refilled {
                     this.out_since_ms = now_ms();
                 }
-            }
-            if drained {
-                // The outbox emptied: channels catching up continue.
-                this.shard.with(|st| st.on_drained(this.conn));
+                drop(st);
+                this.shard.apply_effects();
             }
             // 3. Read only to notice the peer going away.
             let mut sink = [0u8; 512];
@@ -446,16 +434,16 @@ impl Future for &mut Driver {
                 continue;
             }
             // 4. Wait for the socket, the outbox or the ticker.
-            let mut st = this.shard.state.borrow_mut();
-            let Some(conn) = st.conns.get_mut(&this.conn) else {
+            let shard = this.shard.clone();
+            let mut st = shard.state.borrow_mut();
+            let Some(s) = st.session(this.conn) else {
                 return Poll::Ready(());
             };
-            let more =
-                conn.outbox.pending() > 0 || conn.outbox.close.is_some() || this.heartbeat.get();
+            let more = s.pending > 0 || s.closing.is_some() || this.heartbeat.get();
             if more && !write_blocked {
                 continue;
             }
-            conn.outbox.waker = Some(cx.waker().clone());
+            shard.park(&mut st, this.conn, cx.waker());
             return Poll::Pending;
         }
         cx.waker().wake_by_ref();
@@ -467,7 +455,7 @@ impl Future for &mut Driver {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::protocol::response;
+    use chat_proto::response;
 
     #[test]
     fn positions_parse_and_print_in_one_format() {
@@ -526,7 +514,7 @@ mod tests {
         response::error(
             &mut frames,
             Some("\"group:g\""),
-            crate::protocol::ErrorCode::NotMember,
+            chat_proto::ErrorCode::NotMember,
             "no",
         );
         let mut positions = Positions {
@@ -560,9 +548,9 @@ mod tests {
             "max stops after a frame"
         );
         let mut big = Vec::new();
-        crate::protocol::ws::encode_frame(
+        chat_proto::ws::encode_frame(
             &mut big,
-            crate::protocol::ws::WsOpcode::Text,
+            chat_proto::ws::WsOpcode::Text,
             &vec![b' '; 70_000],
             None,
         );

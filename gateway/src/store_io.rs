@@ -16,54 +16,13 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use storage::{
-    ChannelAppend, ChannelOutcome, Health, Page, ReadLimit, ReadRange, Seq, Store, StoreError,
-};
+use chat_core::jobs::{guarded, run_store_job};
+use chat_core::{IoJob, JobDone, JobError};
+use storage::{ChannelAppend, ChannelOutcome, Health, Store};
 
-use crate::protocol::ErrorCode;
 use crate::util::{oneshot, OneshotSender};
 
-/// A failed store call as seen by the gateway (cloneable, for fan-out to
-/// every waiting sender).
-#[derive(Clone, Debug)]
-pub(crate) struct StoreFailure {
-    /// Retryable (`unavailable` for clients) or not.
-    pub(crate) retryable: bool,
-    /// The store's message.
-    pub(crate) message: String,
-    /// What a client is told.
-    pub(crate) code: ErrorCode,
-}
-
-impl StoreFailure {
-    /// A request the store refused on the caller's terms (not a member,
-    /// no such group): not retryable, answered with `code`.
-    pub(crate) fn refused(code: ErrorCode, message: &str) -> StoreFailure {
-        StoreFailure {
-            retryable: false,
-            message: message.into(),
-            code,
-        }
-    }
-}
-
-impl From<&StoreError> for StoreFailure {
-    fn from(e: &StoreError) -> StoreFailure {
-        let code = match e {
-            StoreError::NotFound(_) => ErrorCode::NotFound,
-            StoreError::Conflict(_) => ErrorCode::Conflict,
-            StoreError::Invalid(_) => ErrorCode::BadRequest,
-            _ => ErrorCode::Unavailable,
-        };
-        StoreFailure {
-            retryable: e.is_retryable(),
-            message: e.to_string(),
-            code,
-        }
-    }
-}
-
-type CommitResult = Result<Vec<ChannelOutcome>, StoreFailure>;
+type CommitResult = Result<Vec<ChannelOutcome>, JobError>;
 
 /// The batch comes back with its result, so the owner can encode the
 /// committed messages without having kept a copy.
@@ -164,20 +123,6 @@ fn commit_loop(store: &dyn Store, rx: &crossbeam_channel::Receiver<Job>) {
     }
 }
 
-/// Runs a store call, turning a panic into a non-retryable failure (a
-/// panicking backend must not take the shard down with it).
-fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreFailure> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(StoreFailure::from(&e)),
-        Err(_) => Err(StoreFailure {
-            retryable: false,
-            message: "store panicked".into(),
-            code: ErrorCode::Unavailable,
-        }),
-    }
-}
-
 impl StoreIo {
     /// Commits `batch` durably (merged with other shards' concurrent commits).
     pub(crate) async fn commit(&self, batch: Vec<ChannelAppend>) -> CommitReply {
@@ -186,11 +131,7 @@ impl StoreIo {
             .commits
             .send(Job::Commit(CommitRequest { batch, reply: tx }))
         {
-            let failure = StoreFailure {
-                retryable: true,
-                message: "committer stopped".into(),
-                code: ErrorCode::Unavailable,
-            };
+            let failure = JobError::Stopped;
             let batch = match e.into_inner() {
                 Job::Commit(r) => r.batch,
                 Job::Stop => Vec::new(),
@@ -199,47 +140,16 @@ impl StoreIo {
         }
         // The committer always answers; a dropped sender means it died
         // mid-call, and the batch is gone with it.
-        rx.await.unwrap_or_else(|| {
-            (
-                Vec::new(),
-                Err(StoreFailure {
-                    retryable: true,
-                    message: "committer dropped the request".into(),
-                    code: ErrorCode::Unavailable,
-                }),
-            )
-        })
+        rx.await
+            .unwrap_or_else(|| (Vec::new(), Err(JobError::Stopped)))
     }
 
-    /// The channel's head, read on the blocking pool.
-    pub(crate) async fn head(&self, channel: Arc<str>) -> Result<Seq, StoreFailure> {
+    /// Runs a store job on the shard's store threads (`store_read_threads`)
+    /// and returns its result.
+    pub(crate) async fn run(&self, job: IoJob) -> JobDone {
         let store = self.store.clone();
         glommio::executor()
-            .spawn_blocking(move || guarded(|| store.head(&channel)))
-            .await
-    }
-
-    /// A page of history, read on the blocking pool.
-    pub(crate) async fn read(
-        &self,
-        channel: Arc<str>,
-        range: ReadRange,
-        limit: ReadLimit,
-    ) -> Result<Page, StoreFailure> {
-        let store = self.store.clone();
-        glommio::executor()
-            .spawn_blocking(move || guarded(|| store.read(&channel, range, limit)))
-            .await
-    }
-
-    /// Any other store call (membership, cursors), on the blocking pool.
-    pub(crate) async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreFailure> {
-        let store = self.store.clone();
-        glommio::executor()
-            .spawn_blocking(move || guarded(|| f(&*store)))
+            .spawn_blocking(move || run_store_job(&*store, job))
             .await
     }
 

@@ -113,3 +113,10 @@ pub(crate) fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Writes `bytes` and closes the connection.
+pub(crate) async fn write_and_close(stream: &mut glommio::net::TcpStream, bytes: &[u8]) {
+    use futures_lite::AsyncWriteExt;
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.close().await;
+}

@@ -49,17 +49,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use chat_proto::{encode_frame, Role, WsDecoder, WsEvent, WsOpcode};
 use futures_lite::future::poll_fn;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use gateway::protocol::{encode_frame, Role, WsDecoder, WsEvent, WsOpcode};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::clock::Clock;
 use crate::config::Target;
-use crate::run::Shared;
 use crate::session::{Action, Closed, Ctx, Milestones, Phase, PhaseView, Session};
+use crate::shared::Shared;
 use crate::stats::ShardStats;
 use crate::throttle::ReadThrottle;
 
@@ -160,7 +160,7 @@ pub async fn connect_ws(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             + TOKEN_TTL_S;
-        gateway::auth::sign(secret, user, Some(device), exp)
+        chat_proto::auth::sign(secret, user, Some(device), exp)
     });
     let request = target.upgrade_request(user, device, token.as_deref(), &key);
     let handshake = async {

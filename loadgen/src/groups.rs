@@ -111,7 +111,7 @@ fn post_group(
                 .map_err(|e| e.to_string())?
                 .as_secs()
                 + 3600;
-            let t = gateway::auth::sign(secret.as_bytes(), creator, Some("loadgen-setup"), exp);
+            let t = chat_proto::auth::sign(secret.as_bytes(), creator, Some("loadgen-setup"), exp);
             (
                 "/v1/groups".to_string(),
                 format!("Authorization: Bearer {t}\r\n"),

@@ -46,7 +46,7 @@
 //! 1. **Ramp.** Connections start at `--ramp` per second: TCP connect,
 //!    WebSocket upgrade (one user and device per connection; dev auth
 //!    `?user=&device=`, or with `--token-secret` a bearer HS256 token each
-//!    connection signs with `gateway::auth::sign`), `hello`, a `join` per
+//!    connection signs with `chat_proto::auth::sign`), `hello`, a `join` per
 //!    channel. The `head` of each
 //!    `joined` is the member's position: it must receive every seq after it.
 //! 2. **Send.** Open loop: each sender has a fixed schedule at its share of
@@ -102,8 +102,9 @@
 //! | [`throttle`] | the read-rate limit of slow-consumer connections | none |
 //! | [`clock`], [`rng`], [`sys`] | time base, randomness, file limit | |
 //!
-//! The wire protocol is the gateway's own I/O-free module,
-//! `gateway::protocol`: the frame codec ([`gateway::protocol::WsDecoder`]
+//! The wire protocol is the gateway's own I/O-free crate, `chat-proto`
+//! (loadgen depends on it, not on the gateway or the store): the frame codec
+//! ([`chat_proto::WsDecoder`]
 //! in the client role, `encode_frame`/`encode_close`), the request encoders
 //! (`encode_join`, `encode_send`, `encode_ping`) and the event decoder
 //! (`decode_server_event`). Nothing about the protocol is re-implemented
@@ -129,6 +130,7 @@ pub mod rng;
 pub mod run;
 pub mod scenario;
 pub mod session;
+pub(crate) mod shared;
 pub mod stats;
 pub mod sys;
 pub mod throttle;

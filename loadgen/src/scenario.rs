@@ -325,7 +325,7 @@ impl<'a> Builder<'a> {
     fn dm(&mut self, n: usize) {
         for _ in 0..n / 2 {
             let first = self.plan.conns.len();
-            let name = gateway::protocol::dm_channel(&self.user(first), &self.user(first + 1));
+            let name = chat_proto::dm_channel(&self.user(first), &self.user(first + 1));
             let ch = self.channel(name);
             self.conn(vec![ch], true);
             self.conn(vec![ch], true);
@@ -417,11 +417,11 @@ mod tests {
 
     fn assert_valid_names(plan: &Plan) {
         for name in &plan.channels {
-            gateway::protocol::parse_channel(name).unwrap();
+            chat_proto::parse_channel(name).unwrap();
         }
         for c in &plan.conns {
-            assert!(gateway::protocol::is_valid_id(&c.user), "{}", c.user);
-            assert!(gateway::protocol::is_valid_id(&c.device), "{}", c.device);
+            assert!(chat_proto::is_valid_id(&c.user), "{}", c.user);
+            assert!(chat_proto::is_valid_id(&c.device), "{}", c.device);
         }
     }
 

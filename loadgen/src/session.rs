@@ -53,8 +53,8 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use gateway::protocol::client::{encode_join, encode_ping, encode_send};
-use gateway::protocol::{decode_server_event, encode_close, ServerEvent};
+use chat_proto::client::{encode_join, encode_ping, encode_send};
+use chat_proto::{decode_server_event, encode_close, ServerEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -888,9 +888,9 @@ mod tests {
     //! Drives a session with virtual time against scripted server frames.
     use super::*;
     use crate::checker::Violations;
-    use gateway::protocol::response::{self, HelloLimits, MsgView};
-    use gateway::protocol::{decode_request, Limits, Request, Role, WsDecoder, WsEvent};
-    use storage::{MessageKind, StoredMessage};
+    use chat_model::{MessageKind, StoredMessage};
+    use chat_proto::response::{self, HelloLimits, MsgView};
+    use chat_proto::{decode_request, Limits, Request, Role, WsDecoder, WsEvent};
 
     struct World {
         stats: ShardStats,

@@ -83,7 +83,7 @@
 //!
 //! ```text
 //! <dir>/LOCK     exclusive advisory lock, held while the store is open
-//! <dir>/fjall/   the fjall database (format 2), with nine keyspaces:
+//! <dir>/fjall/   the fjall database (format 3), with ten keyspaces:
 //!   meta      "format"                                -> u32 BE format version
 //!   msgs      u16 BE len | channel | u64 BE seq      -> v1 | rkyv(StoredMessage), current view
 //!   heads     channel                                 -> v1 | u64 BE head
@@ -94,6 +94,7 @@
 //!   member_of u8 len | user | channel                 -> v1
 //!   reads     u8 len | user | channel                 -> v1 | u64 BE read cursor
 //!   delivered u8 len | user | u8 len | device | channel -> v1 | u64 BE cursor
+//!   events    u16 BE len | channel | u64 BE seq      -> v1 (edit/delete events)
 //! ```
 //!
 //! Big-endian, length-prefixed keys make a channel's messages one contiguous
@@ -123,7 +124,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `types.rs` | values crossing the boundary: [`Seq`], [`NewMessage`], [`StoredMessage`], [`AppendOutcome`], [`RejectReason`], [`ReadRange`], [`Page`], … |
+//! | (`chat-model`) | values crossing the boundary, re-exported: [`Seq`], [`NewMessage`], [`StoredMessage`], [`AppendOutcome`], [`RejectReason`], [`ReadRange`], [`Page`], … |
 //! | `store.rs` | the [`Store`] trait and its contract |
 //! | `error.rs` | [`StoreError`], retryable or not as data |
 //! | `embedded.rs` | [`EmbeddedStore`] on fjall, its key layout and codecs |
@@ -140,8 +141,14 @@ pub mod fault;
 pub mod fdb;
 pub mod memory;
 pub mod store;
-pub mod types;
 
+/// The values crossing the `Store` boundary live in `chat-model` (shared
+/// with the wire protocol and the core); re-exported here.
+pub use chat_model::{
+    group_channel, AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Media,
+    MessageKind, NewMessage, Page, ReadLimit, ReadRange, ReadUpdate, RejectReason, Seq,
+    StoredMessage, GROUP_PREFIX,
+};
 pub use embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 pub use error::StoreError;
 pub use fault::{Faults, FaultyStore};
@@ -149,11 +156,6 @@ pub use fault::{Faults, FaultyStore};
 pub use fdb::{FdbConfig, FdbStore};
 pub use memory::MemStore;
 pub use store::Store;
-pub use types::{
-    group_channel, AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Media,
-    MessageKind, NewMessage, Page, ReadLimit, ReadRange, ReadUpdate, RejectReason, Seq,
-    StoredMessage, GROUP_PREFIX,
-};
 
 /// Whether two messages carry the same content for idempotency: kind, text,
 /// target and media equal (sender, device, id and timestamp are not content).

@@ -1,0 +1,155 @@
+//! A committed batch: one channel's newly stored messages, each encoded once
+//! as a ready-to-send WebSocket frame.
+//!
+//! Server frames are unmasked, so every recipient gets the same bytes: the
+//! owner encodes each message once, wraps the batch in an `Arc`, and hands a
+//! pointer to every shard with subscribers. Frames sit back to back in one
+//! buffer, so a connection that is behind by k messages of a batch gets them
+//! with one copy of a contiguous slice.
+
+use std::sync::Arc;
+
+/// Committed messages `first_seq ..= last_seq()` of one channel.
+pub struct Batch {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// Seq of the first frame.
+    pub(crate) first_seq: u64,
+    /// All frames, back to back.
+    data: Vec<u8>,
+    /// `ends[i]` is the end offset in `data` of the frame of `first_seq + i`.
+    ends: Vec<usize>,
+    /// The oldest seq an edit or delete in this batch targets: frames of
+    /// that seq and later, encoded before, no longer show the latest view.
+    pub(crate) oldest_target: Option<u64>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("channel", &self.channel)
+            .field("first_seq", &self.first_seq)
+            .field("len", &self.ends.len())
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+impl Batch {
+    /// Starts an empty batch whose first frame will carry `first_seq`.
+    pub(crate) fn new(channel: Arc<str>, first_seq: u64) -> Batch {
+        Batch {
+            channel,
+            first_seq,
+            data: Vec::new(),
+            ends: Vec::new(),
+            oldest_target: None,
+        }
+    }
+
+    /// Records that a message of this batch edits or deletes `target`.
+    pub(crate) fn note_target(&mut self, target: u64) {
+        self.oldest_target = Some(self.oldest_target.map_or(target, |t| t.min(target)));
+    }
+
+    /// Appends the frame of the next seq, produced by `encode`.
+    pub(crate) fn push_frame(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        encode(&mut self.data);
+        self.ends.push(self.data.len());
+    }
+
+    /// Number of messages.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Seq of the last frame (`first_seq - 1` when empty).
+    pub fn last_seq(&self) -> u64 {
+        self.first_seq + self.ends.len() as u64 - 1
+    }
+
+    /// Bytes of all frames.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The frames of every seq greater than `cursor` (all of them when the
+    /// cursor is before the batch, none when it is at or past its end).
+    pub(crate) fn frames_after(&self, cursor: u64) -> &[u8] {
+        if cursor < self.first_seq {
+            return &self.data;
+        }
+        let skip = (cursor - self.first_seq + 1) as usize;
+        if skip >= self.ends.len() {
+            return &[];
+        }
+        &self.data[self.ends[skip - 1]..]
+    }
+
+    /// The frames after `cursor` that fit in `room` bytes (at least one
+    /// frame when `at_least_one`), and the seq of the last one taken
+    /// (`cursor` itself when none was taken).
+    pub(crate) fn frames_fitting(
+        &self,
+        cursor: u64,
+        room: usize,
+        at_least_one: bool,
+    ) -> (&[u8], u64) {
+        let tail = self.frames_after(cursor);
+        if tail.is_empty() {
+            return (tail, cursor.max(self.last_seq()));
+        }
+        if tail.len() <= room {
+            return (tail, self.last_seq());
+        }
+        let start = self.data.len() - tail.len();
+        let first_idx = (cursor.max(self.first_seq - 1) + 1 - self.first_seq) as usize;
+        // Last index whose end still fits.
+        let fit = self.ends[first_idx..].partition_point(|&e| e - start <= room);
+        let take = if fit == 0 && at_least_one { 1 } else { fit };
+        if take == 0 {
+            return (&[], cursor);
+        }
+        let end = self.ends[first_idx + take - 1];
+        (
+            &self.data[start..end],
+            self.first_seq + (first_idx + take - 1) as u64,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(first: u64, n: u64) -> Batch {
+        let mut b = Batch::new(Arc::from("room:t"), first);
+        for s in first..first + n {
+            b.push_frame(|out| out.extend_from_slice(format!("[{s}]").as_bytes()));
+        }
+        b
+    }
+
+    #[test]
+    fn frames_after_skips_what_the_cursor_already_has() {
+        let b = batch(5, 3);
+        assert_eq!(b.last_seq(), 7);
+        assert_eq!(b.frames_after(0), b"[5][6][7]");
+        assert_eq!(b.frames_after(4), b"[5][6][7]");
+        assert_eq!(b.frames_after(5), b"[6][7]");
+        assert_eq!(b.frames_after(6), b"[7]");
+        assert_eq!(b.frames_after(7), b"");
+        assert_eq!(b.frames_after(100), b"");
+    }
+
+    #[test]
+    fn frames_fitting_takes_whole_frames_within_the_room() {
+        let b = batch(5, 3); // each frame is 3 bytes
+        assert_eq!(b.frames_fitting(4, 100, false), (&b"[5][6][7]"[..], 7));
+        assert_eq!(b.frames_fitting(4, 7, false), (&b"[5][6]"[..], 6));
+        assert_eq!(b.frames_fitting(5, 3, false), (&b"[6]"[..], 6));
+        assert_eq!(b.frames_fitting(4, 2, false), (&b""[..], 4));
+        assert_eq!(b.frames_fitting(4, 2, true), (&b"[5]"[..], 5));
+        assert_eq!(b.frames_fitting(0, 3, false), (&b"[5]"[..], 5));
+    }
+}

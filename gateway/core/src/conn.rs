@@ -1,0 +1,375 @@
+//! One client connection's state, owned by its shard: identity, outbox and
+//! one cursor per joined channel. No I/O here: the runtime's driver moves
+//! the outbox to the socket and feeds received frames back in, and learns
+//! which outboxes to flush from the shard's woken list ([`Signal`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::vocab::{Answer, ConnId};
+
+/// What every outbox of one shard shares: the shard's clock (set by every
+/// entry point of [`crate::ShardState`] from the `now` it is given) and the
+/// list of connections whose outbox changed since the runtime last looked
+/// ([`crate::ShardState::take_woken`]).
+#[derive(Debug, Default)]
+pub struct Signal {
+    now: Cell<u64>,
+    woken: RefCell<Vec<ConnId>>,
+}
+
+impl Signal {
+    /// The shard's current time, ms.
+    pub(crate) fn now(&self) -> u64 {
+        self.now.get()
+    }
+
+    pub(crate) fn set_now(&self, now_ms: u64) {
+        self.now.set(now_ms);
+    }
+
+    /// Takes the connections woken since the last call.
+    pub(crate) fn take_woken(&self) -> Vec<ConnId> {
+        std::mem::take(&mut *self.woken.borrow_mut())
+    }
+}
+
+/// Where a join stands for one (connection, channel).
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// `Subscribe` went to the owner; the head has not come back yet. Batches
+    /// seen now are at or below that head and are skipped. Further `join`
+    /// requests for the channel wait here for their `joined` reply.
+    Joining {
+        /// Request ids of the joins waiting for `joined`.
+        ids: Vec<Option<Box<str>>>,
+    },
+    /// Every seq up to `cursor` was queued; new batches are queued directly.
+    Live,
+    /// Behind the replica: pages forward from the ring or the store as the
+    /// socket drains, then goes live.
+    CatchUp {
+        /// A store read for this cursor is in flight.
+        fetching: bool,
+    },
+}
+
+/// One (connection, channel) cursor.
+#[derive(Debug)]
+pub(crate) struct Sub {
+    /// Which join this is (answers for an earlier join are ignored).
+    pub(crate) gen: u64,
+    /// Last seq queued to the connection.
+    pub(crate) cursor: u64,
+    /// Where the join stands.
+    pub(crate) phase: Phase,
+}
+
+/// Why and how a connection is being closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseRequest {
+    /// WebSocket close code.
+    pub code: u16,
+    /// Reason sent in the close frame.
+    pub reason: &'static str,
+}
+
+/// Bytes waiting for one connection's socket, and how it is to be closed.
+pub struct Outbox {
+    /// This connection (for the woken list).
+    id: ConnId,
+    signal: Rc<Signal>,
+    /// On the woken list and not taken off it yet by the runtime.
+    woken: bool,
+    /// Bytes waiting to be written, starting at `pos`. Allocated only while
+    /// something is pending (released when drained if it grew large).
+    pub(crate) buf: Vec<u8>,
+    /// How much of `buf` is already written.
+    pub(crate) pos: usize,
+    /// Close after flushing what is queued.
+    pub(crate) close: Option<CloseRequest>,
+    /// The close frame has been queued: nothing more is accepted.
+    pub(crate) close_queued: bool,
+    /// When the close was requested (ms); a peer that does not take the
+    /// queued bytes within `close_flush_ms` is cut off.
+    pub(crate) close_requested_ms: u64,
+    /// Drop the socket now (the peer stopped reading).
+    pub(crate) kill: bool,
+    /// Last time bytes were written or the outbox was empty (ms).
+    pub(crate) progress_ms: u64,
+}
+
+/// Outboxes larger than this are released when drained rather than kept.
+const KEEP_OUTBOX_CAPACITY: usize = 16 * 1024;
+
+impl Outbox {
+    pub(crate) fn new(id: ConnId, signal: Rc<Signal>) -> Outbox {
+        Outbox {
+            id,
+            signal,
+            woken: false,
+            buf: Vec::new(),
+            pos: 0,
+            close: None,
+            close_queued: false,
+            close_requested_ms: 0,
+            kill: false,
+            progress_ms: 0,
+        }
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn pending(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// The bytes waiting to be written.
+    pub(crate) fn output(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Puts the connection on the shard's woken list (once until the
+    /// runtime takes the list): its driver has something to do.
+    pub(crate) fn wake(&mut self) {
+        if !self.woken {
+            self.woken = true;
+            self.signal.woken.borrow_mut().push(self.id);
+        }
+    }
+
+    /// The runtime took this connection off the woken list.
+    pub(crate) fn unwake(&mut self) {
+        self.woken = false;
+    }
+
+    /// Queues a reply (never dropped) and wakes the driver.
+    pub(crate) fn push_reply(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self.close_queued {
+            return;
+        }
+        let was_empty = self.pending() == 0;
+        encode(&mut self.buf);
+        self.note_queued(was_empty);
+        self.wake();
+    }
+
+    /// Queues raw frame bytes and wakes the driver.
+    pub(crate) fn push_bytes(&mut self, bytes: &[u8]) {
+        if self.close_queued || bytes.is_empty() {
+            return;
+        }
+        let was_empty = self.pending() == 0;
+        self.buf.extend_from_slice(bytes);
+        self.note_queued(was_empty);
+        self.wake();
+    }
+
+    /// Records that `n` bytes were written; returns true when the outbox
+    /// became empty.
+    pub(crate) fn wrote(&mut self, n: usize) -> bool {
+        self.progress_ms = self.signal.now();
+        self.pos += n;
+        if self.pos < self.buf.len() {
+            return false;
+        }
+        self.pos = 0;
+        if self.buf.capacity() > KEEP_OUTBOX_CAPACITY {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
+        true
+    }
+
+    /// Asks the driver to close the connection once the outbox is flushed.
+    /// The first request wins.
+    pub(crate) fn request_close(&mut self, code: u16, reason: &'static str) {
+        if self.close.is_none() {
+            self.close = Some(CloseRequest { code, reason });
+            self.close_requested_ms = self.signal.now();
+        }
+        self.wake();
+    }
+
+    /// Marks bytes queued into an empty outbox as the start of a wait for
+    /// the socket (for the write-stall check).
+    fn note_queued(&mut self, was_empty: bool) {
+        if was_empty {
+            self.progress_ms = self.signal.now();
+        }
+    }
+}
+
+/// A connection as its shard sees it.
+pub struct Conn {
+    /// User id.
+    pub(crate) user: Arc<str>,
+    /// Device id.
+    pub(crate) device: Arc<str>,
+    /// What waits for the socket.
+    pub(crate) outbox: Outbox,
+    /// Joined channels.
+    pub(crate) subs: HashMap<Arc<str>, Sub>,
+    /// Last time a frame arrived (ms since the epoch), for the idle check.
+    pub(crate) last_rx_ms: u64,
+    /// An HTTP API call, not a device: no hello, no device registration.
+    pub(crate) http: bool,
+    /// When the token expires (ms since the epoch); closed with 4001 then.
+    pub(crate) expires_ms: Option<u64>,
+    /// Requests refused for rate in a row (a close with 1008 past
+    /// `rate_limit_close_after`). The bucket itself is the user's.
+    pub(crate) strikes: u32,
+    /// Requests received and not admitted yet, oldest first: a request
+    /// waits here while its kind is at its in-flight limit or the outbox is
+    /// over budget, and everything after it waits behind it (FIFO).
+    pub(crate) queued: VecDeque<Box<str>>,
+    /// Bytes of `queued`.
+    pub(crate) queued_bytes: usize,
+    /// Work in flight for this connection, per kind of request.
+    pub(crate) in_flight: InFlight,
+    /// A catch-up store read is in flight for one of its channels (one at a
+    /// time per connection bounds the memory a reader of many channels costs).
+    pub(crate) fetching: bool,
+    /// An HTTP call: its answer, typed, for the HTTP API to map (request id,
+    /// answer).
+    pub(crate) http_answer: Option<Answer>,
+}
+
+/// Requests of one connection that were admitted and not answered yet.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InFlight {
+    /// Sends, edits and deletes forwarded to owners.
+    pub(crate) sends: u32,
+    /// `history` reads.
+    pub(crate) histories: u32,
+    /// `presence` queries.
+    pub(crate) presence: u32,
+    /// `join`s sent to owners (each answered by exactly one `Joined` or
+    /// `JoinFailed`).
+    pub(crate) joins: u32,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        id: ConnId,
+        user: Arc<str>,
+        device: Arc<str>,
+        signal: Rc<Signal>,
+        now_ms: u64,
+    ) -> Conn {
+        Conn {
+            user,
+            device,
+            outbox: Outbox::new(id, signal),
+            subs: HashMap::new(),
+            last_rx_ms: now_ms,
+            http: false,
+            expires_ms: None,
+            strikes: 0,
+            queued: VecDeque::new(),
+            queued_bytes: 0,
+            in_flight: InFlight::default(),
+            fetching: false,
+            http_answer: None,
+        }
+    }
+
+    /// Whether the driver should stop reading the socket: the requests
+    /// waiting for admission reached `max_queued` bytes (the client sent
+    /// far more than it is served; its replies and in-flight limits decide
+    /// when they move). Below that the socket is read, so pings and
+    /// heartbeats are seen even while requests wait.
+    pub(crate) fn reads_paused(&self, max_queued: usize) -> bool {
+        self.queued_bytes >= max_queued
+    }
+
+    /// Queues a request that cannot be admitted yet.
+    pub(crate) fn enqueue(&mut self, text: &str) {
+        self.queued_bytes += text.len();
+        self.queued.push_back(Box::from(text));
+    }
+
+    /// Takes the oldest waiting request.
+    pub(crate) fn dequeue(&mut self) -> Option<Box<str>> {
+        let t = self.queued.pop_front()?;
+        self.queued_bytes -= t.len();
+        if self.queued.is_empty() && self.queued.capacity() > 64 {
+            self.queued = VecDeque::new();
+        }
+        Some(t)
+    }
+
+    /// Puts back a request taken by [`Conn::dequeue`] that still waits.
+    pub(crate) fn requeue_front(&mut self, text: Box<str>) {
+        self.queued_bytes += text.len();
+        self.queued.push_front(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_connection_is_woken_once_until_the_runtime_looks() {
+        let signal = Rc::new(Signal::default());
+        let mut a = Outbox::new(ConnId(1), signal.clone());
+        let mut b = Outbox::new(ConnId(2), signal.clone());
+        a.push_bytes(b"x");
+        a.push_bytes(b"y");
+        b.request_close(1000, "");
+        assert_eq!(signal.take_woken(), vec![ConnId(1), ConnId(2)]);
+        a.push_bytes(b"z");
+        assert!(
+            signal.take_woken().is_empty(),
+            "still woken: not listed twice"
+        );
+        a.unwake();
+        a.push_bytes(b"w");
+        assert_eq!(signal.take_woken(), vec![ConnId(1)]);
+    }
+
+    fn outbox() -> Outbox {
+        Outbox::new(ConnId(1), Rc::new(Signal::default()))
+    }
+
+    #[test]
+    fn outbox_tracks_partial_writes() {
+        let mut c = outbox();
+        c.push_bytes(&[0; 80]);
+        assert_eq!(c.pending(), 80);
+        assert!(!c.wrote(40));
+        assert_eq!(c.pending(), 40);
+        assert!(c.wrote(40));
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn queued_requests_come_back_in_order_and_count_their_bytes() {
+        let signal = Rc::new(Signal::default());
+        let mut c = Conn::new(ConnId(1), Arc::from("u"), Arc::from("d"), signal, 0);
+        c.enqueue("one");
+        c.enqueue("three");
+        assert_eq!(c.queued_bytes, 8);
+        assert!(c.reads_paused(8));
+        assert!(!c.reads_paused(9));
+        let first = c.dequeue().unwrap();
+        assert_eq!(&*first, "one");
+        c.requeue_front(first);
+        assert_eq!(&*c.dequeue().unwrap(), "one");
+        assert_eq!(&*c.dequeue().unwrap(), "three");
+        assert_eq!(c.queued_bytes, 0);
+        assert!(c.dequeue().is_none());
+    }
+
+    #[test]
+    fn large_outbox_memory_is_released_when_drained() {
+        let mut c = outbox();
+        c.push_bytes(&vec![1; 100_000]);
+        assert!(c.wrote(100_000));
+        assert_eq!(c.buf.capacity(), 0);
+    }
+}

@@ -1,0 +1,208 @@
+//! Running the store jobs a shard asks for: plain, blocking functions over
+//! a `&dyn Store` (the runtime runs them on its store threads; the
+//! simulator runs them in line). The domain rules that need the store live
+//! here or next to their role (`receipts.rs`, `discovery.rs`), not in the
+//! runtime: the runtime only decides *where* a job runs.
+//!
+//! Three kinds of job are not store calls and are the runtime's own:
+//! [`IoJob::Append`] (the committer merges every shard's commit into one
+//! store call), [`IoJob::CatchUpLater`] (a timer) and [`IoJob::Push`] (an
+//! HTTP delivery). [`run_store_job`] refuses them.
+
+use chat_model::names;
+use chat_proto::ErrorCode;
+use storage::{Store, StoreError};
+
+use crate::error::JobError;
+use crate::vocab::{GroupOp, IoJob, JobDone};
+
+/// Runs a store call, turning a panic into [`JobError::Panicked`] (a
+/// panicking backend must not take the shard down with it).
+pub fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, JobError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(JobError::from(e)),
+        Err(_) => Err(JobError::Panicked),
+    }
+}
+
+/// A store call whose answer may also be a refusal on the caller's terms.
+fn refusable<T>(
+    f: impl FnOnce() -> Result<Result<T, (ErrorCode, &'static str)>, StoreError>,
+) -> Result<T, JobError> {
+    guarded(f).and_then(|r| r.map_err(|(code, message)| JobError::Refused { code, message }))
+}
+
+/// Whether `job` is a store call for [`run_store_job`].
+#[must_use]
+pub fn is_store_job(job: &IoJob) -> bool {
+    !matches!(
+        job,
+        IoJob::Append(_) | IoJob::CatchUpLater { .. } | IoJob::Push(_)
+    )
+}
+
+/// Runs one store job and returns its result. Blocking.
+///
+/// # Panics
+///
+/// Never for the jobs [`is_store_job`] accepts; the others are a caller's
+/// bug and are answered as store failures.
+#[must_use]
+pub fn run_store_job(store: &dyn Store, job: IoJob) -> JobDone {
+    match job {
+        IoJob::LoadHead(channel) => {
+            let result = guarded(|| store.head(&channel));
+            JobDone::HeadLoaded { channel, result }
+        }
+        IoJob::CatchUp {
+            conn,
+            channel,
+            gen,
+            after,
+            limit,
+        } => {
+            let result =
+                guarded(|| store.read(&channel, chat_model::ReadRange::After(after), limit));
+            JobDone::CatchUpPage {
+                conn,
+                channel,
+                gen,
+                result,
+            }
+        }
+        IoJob::History {
+            conn,
+            channel,
+            range,
+            limit,
+            id,
+            member_check,
+        } => {
+            let result = refusable(|| {
+                if let Some(user) = &member_check {
+                    if let Err(refused) = member_of(store, &channel, user)? {
+                        return Ok(Err(refused));
+                    }
+                }
+                store.read(&channel, range, limit).map(Ok)
+            });
+            JobDone::History {
+                conn,
+                channel,
+                id,
+                keep_newest: !matches!(range, chat_model::ReadRange::After(_)),
+                result,
+            }
+        }
+        IoJob::ReadCheck {
+            conn,
+            user,
+            channel,
+            seq,
+            id,
+        } => {
+            let result = refusable(|| member_of(store, &channel, &user));
+            JobDone::ReadChecked {
+                conn,
+                user,
+                channel,
+                seq,
+                id,
+                result,
+            }
+        }
+        IoJob::PresenceFanout { user, online } => {
+            let result = guarded(|| presence_targets(store, &user));
+            JobDone::PresenceTargets {
+                user,
+                online,
+                result,
+            }
+        }
+        IoJob::Unread {
+            conn,
+            user,
+            pending,
+            channels,
+        } => {
+            if channels {
+                let result = guarded(|| crate::discovery::my_channels(store, &user, &pending));
+                JobDone::Channels { conn, result }
+            } else {
+                let result = guarded(|| crate::receipts::unread(store, &user, &pending));
+                JobDone::Unread { conn, result }
+            }
+        }
+        IoJob::FlushCursors { reads, delivered } => {
+            let retry = (reads.clone(), delivered.clone());
+            let result = guarded(|| crate::receipts::write_cursors(store, reads, &delivered));
+            JobDone::CursorsFlushed { result, retry }
+        }
+        IoJob::LoadMembers(channel) => {
+            let result = guarded(|| store.members(&channel));
+            JobDone::MembersLoaded { channel, result }
+        }
+        IoJob::GroupWrite { channel, op, reply } => {
+            let result = guarded(|| match &op {
+                GroupOp::Create(members) => {
+                    let id = channel
+                        .strip_prefix(chat_model::GROUP_PREFIX)
+                        .unwrap_or(&channel);
+                    store.create_group(id, members).map(|()| true)
+                }
+                GroupOp::Add(user) => store.add_member(&channel, user),
+                GroupOp::Remove(user) => store.remove_member(&channel, user),
+            });
+            JobDone::GroupWritten {
+                channel,
+                op,
+                reply,
+                result,
+            }
+        }
+        IoJob::Append(appends) => JobDone::Appended {
+            appends,
+            result: Err(JobError::Stopped),
+        },
+        IoJob::CatchUpLater {
+            conn, channel, gen, ..
+        } => JobDone::CatchUpRetry { conn, channel, gen },
+        IoJob::Push(_) => JobDone::Pushed,
+    }
+}
+
+/// Whether `user` is a member of the group `channel` (refused as
+/// `not_found` / `not_member`).
+pub(crate) fn member_of(
+    s: &dyn Store,
+    channel: &str,
+    user: &str,
+) -> Result<Result<(), (ErrorCode, &'static str)>, StoreError> {
+    Ok(match s.members(channel)? {
+        None => Err((ErrorCode::NotFound, "no such group")),
+        Some(m) if !m.iter().any(|u| u == user) => {
+            Err((ErrorCode::NotMember, "not a member of this group"))
+        }
+        Some(_) => Ok(()),
+    })
+}
+
+/// The channels (and their other members) to tell about `user`'s presence:
+/// the user's groups and DMs (a DM counts once it holds a message).
+pub(crate) fn presence_targets(
+    s: &dyn Store,
+    user: &str,
+) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+    let mut out = Vec::new();
+    for channel in s.channels_of(user)? {
+        if let Ok(names::ChannelName::Dm { a, b }) = names::parse_channel(&channel) {
+            let other = if a == user { b } else { a }.to_string();
+            out.push((channel, vec![other]));
+        } else if let Some(members) = s.members(&channel)? {
+            let others: Vec<String> = members.into_iter().filter(|m| m != user).collect();
+            out.push((channel, others));
+        }
+    }
+    Ok(out)
+}

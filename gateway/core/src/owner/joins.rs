@@ -1,0 +1,174 @@
+//! Joins, typing and room presence at the owner: a join registers the
+//! shard's replica and is answered with the head on the queue that carries
+//! the channel's batches; typing goes to every shard with members (members
+//! only in a group), at most once per user per window; a room's present
+//! users are counted here.
+
+use std::sync::Arc;
+
+use chat_model::Seq;
+use chat_proto::{response, ErrorCode};
+
+use super::state::{
+    fail_join, flush_join_waiters, send_joined, subscriber_shards, Gated, JoinWaiter, Membership,
+    Owner,
+};
+use crate::error::JobError;
+use crate::vocab::{Effects, IoJob, QueryRef, Reply, ShardId, ShardMsg};
+
+impl Owner {
+    /// A user is typing: forwards one `typing` to every shard with members,
+    /// at most one per user and channel per `window_ms`. Never stored.
+    pub(crate) fn on_typing(
+        &mut self,
+        channel: Arc<str>,
+        user: &Arc<str>,
+        from: Reply,
+        now_ms: u64,
+        window_ms: u64,
+        fx: &mut Effects,
+    ) {
+        let Some(oc) = self.channels.get_mut(&channel) else {
+            return; // no state: nobody subscribed
+        };
+        if oc.subscribers == 0 {
+            return;
+        }
+        // A group with subscribers has its members loaded (they passed the
+        // gate): only members' typing reaches them.
+        if channel.starts_with(chat_model::GROUP_PREFIX) {
+            let refused = match &oc.membership {
+                Membership::Members(m) if m.contains(&**user) => None,
+                Membership::Members(_) => {
+                    Some((ErrorCode::NotMember, "not a member of this group"))
+                }
+                _ => Some((ErrorCode::NotFound, "no such group")),
+            };
+            if let Some((code, msg)) = refused {
+                fx.reply_error(&from, code, msg);
+                return;
+            }
+        }
+        oc.typing
+            .retain(|_, t| now_ms.saturating_sub(*t) < window_ms);
+        if oc.typing.contains_key(user) {
+            return;
+        }
+        oc.typing.insert(user.clone(), now_ms);
+        let mut frame = Vec::new();
+        response::typing(&mut frame, &channel, user);
+        let frame: Arc<[u8]> = Arc::from(frame);
+        for shard in subscriber_shards(oc.subscribers) {
+            fx.send(
+                shard,
+                ShardMsg::TypingNotice {
+                    channel: channel.clone(),
+                    except: from.to,
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
+    /// A shard registers its replica for `conn`'s join and wants the head.
+    pub(crate) fn on_subscribe(&mut self, waiter: JoinWaiter, channel: Arc<str>, fx: &mut Effects) {
+        let user = waiter.user.clone();
+        let Some(Gated::Subscribe(waiter, channel)) = self.gate(
+            &channel.clone(),
+            &user,
+            Gated::Subscribe(waiter, channel),
+            fx,
+        ) else {
+            return;
+        };
+        let oc = self.channel(&channel);
+        oc.subscribers |= 1 << waiter.shard.0;
+        if let Some(head) = oc.head {
+            send_joined(&channel, oc, waiter, head, fx);
+            return;
+        }
+        oc.join_waiters.push(waiter);
+        if !oc.loading {
+            oc.loading = true;
+            fx.io.push(IoJob::LoadHead(channel));
+        }
+    }
+
+    /// A joined connection of `user` left the room `channel` (counted when
+    /// its `Joined` went out).
+    pub(crate) fn on_member_gone(&mut self, channel: &Arc<str>, user: &str) {
+        if let Some(oc) = self.channels.get_mut(channel) {
+            oc.room_users.remove(user);
+            if oc.idle() {
+                self.channels.remove(channel);
+            }
+        }
+    }
+
+    /// `presence` of a room: the first 100 users with a joined connection
+    /// and their number, O(100).
+    pub(crate) fn on_presence_room(
+        &mut self,
+        reply: QueryRef,
+        channel: &Arc<str>,
+        fx: &mut Effects,
+    ) {
+        let (users, count) = self
+            .channels
+            .get(channel)
+            .map_or((Vec::new(), 0), |oc| oc.room_users.snapshot());
+        fx.send(
+            reply.shard,
+            ShardMsg::PresenceAnswer {
+                query: reply.query,
+                users,
+                count: Some(count),
+            },
+        );
+    }
+
+    /// A shard has no more members of `channel`.
+    pub(crate) fn on_unsubscribe(&mut self, from: ShardId, channel: &Arc<str>) {
+        if let Some(oc) = self.channels.get_mut(channel) {
+            oc.subscribers &= !(1 << from.0);
+            if oc.idle() {
+                self.channels.remove(channel);
+            }
+        }
+    }
+
+    /// The store answered a head load.
+    pub(crate) fn on_head_loaded(
+        &mut self,
+        channel: Arc<str>,
+        result: Result<Seq, JobError>,
+        fx: &mut Effects,
+    ) {
+        let Some(oc) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        oc.loading = false;
+        match result {
+            Ok(head) => {
+                // A commit that completed meanwhile is at least as new.
+                let head = oc.head.map_or(head.0, |h| h.max(head.0));
+                oc.head = Some(head);
+                // While a commit is in flight the loaded head may already
+                // include it: answering now could put `joined` (and a replay)
+                // ahead of that commit's acks. Its completion answers them.
+                if !oc.committing {
+                    flush_join_waiters(&channel, oc, fx);
+                }
+            }
+            Err(e) => {
+                let message = format!("store unavailable: {e}");
+                for w in oc.join_waiters.drain(..) {
+                    fail_join(fx, w, channel.clone(), ErrorCode::Unavailable, &message);
+                }
+            }
+        }
+        if oc.idle() {
+            self.channels.remove(&channel);
+        }
+    }
+}

@@ -1,0 +1,761 @@
+//! [`ShardState`]: everything one shard owns, and the one door into it.
+//!
+//! A shard plays four roles, each its own piece of state: the **channel
+//! owner** of the channels that hash to it ([`crate::owner::Owner`]), the
+//! **replicas** of the channels its connections joined (`fanout.rs`), the
+//! **user owner** of the users that hash to it ([`crate::users::UserOwner`]),
+//! and the **connections** it accepted (`conn.rs`, `dispatch.rs`). This file
+//! holds them together: the connection lifecycle, the routing of every
+//! [`ShardMsg`] and [`JobDone`] to its role, and what the runtime's drivers
+//! may do with a connection's outbox.
+//!
+//! Every entry point takes `now` (ms since the epoch) and does no I/O: what
+//! must happen next goes into [`Effects`] ([`ShardState::take_effects`]), and
+//! the connections whose outbox changed into the woken list
+//! ([`ShardState::take_woken`]). The runtime applies both; the
+//! deterministic simulator (`tests/simulation.rs`) does the same in one
+//! thread with virtual time.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chat_proto::auth::Identity;
+use chat_proto::{self as protocol, response, ErrorCode, WsEvent};
+
+use crate::conn::{CloseRequest, Conn, Phase};
+use crate::hash::owner_of;
+use crate::presence::{self as presence_mod, Ask};
+pub use crate::state::ShardState;
+use crate::users::UserOwner;
+use crate::vocab::{Answer, ConnId, Effects, IoJob, JobDone, Reply, ShardId, ShardMsg};
+
+/// What a driver needs to know about its connection's outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionState {
+    /// Bytes waiting to be written.
+    pub pending: usize,
+    /// Drop the socket now (the peer took nothing for too long, or a close
+    /// could not be flushed).
+    pub kill: bool,
+    /// A close was requested (the close frame is not queued yet).
+    pub closing: Option<CloseRequest>,
+    /// The close frame is queued (nothing more is accepted).
+    pub close_queued: bool,
+    /// Stop reading the socket: the waiting requests reached their bound,
+    /// or a close was requested.
+    pub reads_paused: bool,
+    /// Requests wait for admission.
+    pub has_queued: bool,
+}
+
+impl ShardState {
+    // ----- what the runtime takes ----------------------------------------
+
+    /// What the handlers since the last call asked for.
+    pub fn take_effects(&mut self) -> Effects {
+        std::mem::replace(
+            &mut self.fx,
+            Effects {
+                nr_shards: self.nr_shards,
+                ..Effects::default()
+            },
+        )
+    }
+
+    /// Whether the handlers asked for nothing yet.
+    #[must_use]
+    pub fn effects_pending(&self) -> bool {
+        !self.fx.out.is_empty() || !self.fx.io.is_empty() || self.fx.commit_ready
+    }
+
+    /// The connections whose outbox changed (bytes queued, a close asked)
+    /// since the last call: their drivers have work.
+    pub fn take_woken(&mut self) -> Vec<ConnId> {
+        self.signal.take_woken()
+    }
+
+    // ----- connections ---------------------------------------------------
+
+    fn new_conn(&mut self, identity: &Identity, now: u64) -> (ConnId, Conn) {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let conn = Conn::new(
+            id,
+            Arc::from(identity.user.as_str()),
+            Arc::from(identity.device.as_str()),
+            self.signal.clone(),
+            now,
+        );
+        (id, conn)
+    }
+
+    /// A WebSocket (or SSE) session starts: registers it, queues `hello`,
+    /// and tells the user's owner a device connected.
+    pub fn open_conn(&mut self, identity: &Identity, now: u64) -> ConnId {
+        self.set_now(now);
+        let (id, mut conn) = self.new_conn(identity, now);
+        conn.expires_ms = identity.expires_ms;
+        let user = conn.user.clone();
+        let device = conn.device.clone();
+        let session = format!(
+            "{:x}-{:x}-{:x}",
+            now,
+            self.id.0,
+            crate::hash::fnv1a_64(&id.0.to_le_bytes()) ^ now.rotate_left(17)
+        );
+        let limits = response::HelloLimits {
+            max_text_chars: self.cfg.max_text_chars,
+            max_frame_bytes: self.cfg.max_frame_bytes,
+            history_max_limit: self.limits.history_max_limit,
+        };
+        conn.outbox.push_reply(|out| {
+            response::hello(
+                out,
+                &user,
+                &device,
+                &session,
+                self.id.0,
+                self.cfg.heartbeat_ms,
+                &limits,
+            );
+        });
+        self.conns.insert(id, conn);
+        *self.local_users.entry(user.clone()).or_insert(0) += 1;
+        if let Some(g) = self.stats.detail.shard_connections.get(self.id.0) {
+            g.fetch_add(1, Ordering::Relaxed);
+        }
+        let me = self.me(id);
+        let stamp = self.stats.opened.fetch_add(1, Ordering::Relaxed);
+        self.fx.send(
+            owner_of(&user, self.nr_shards),
+            ShardMsg::DeviceUp {
+                user,
+                device,
+                conn: me,
+                stamp,
+            },
+        );
+        id
+    }
+
+    /// An HTTP API call starts: a session without hello or device, whose
+    /// answer is kept typed ([`ShardState::take_http_answer`]).
+    pub fn open_http(&mut self, identity: &Identity, now: u64) -> ConnId {
+        self.set_now(now);
+        let (id, mut conn) = self.new_conn(identity, now);
+        conn.http = true;
+        self.conns.insert(id, conn);
+        id
+    }
+
+    /// A connection ended: leaves its channels and tells the user's owner.
+    pub fn close_conn(&mut self, id: ConnId, now: u64) {
+        self.set_now(now);
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        for (channel, sub) in &conn.subs {
+            self.drop_member(channel, id);
+            if !matches!(sub.phase, Phase::Joining { .. }) {
+                self.member_gone(channel, &conn.user);
+            }
+        }
+        if conn.http {
+            return;
+        }
+        if let Some(g) = self.stats.detail.shard_connections.get(self.id.0) {
+            g.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(n) = self.local_users.get_mut(&conn.user) {
+            *n -= 1;
+            if *n == 0 {
+                self.local_users.remove(&conn.user);
+            }
+        }
+        let me = self.me(id);
+        self.fx.send(
+            owner_of(&conn.user, self.nr_shards),
+            ShardMsg::DeviceDown {
+                user: conn.user,
+                device: conn.device,
+                conn: me,
+            },
+        );
+    }
+
+    /// Whether the connection is open.
+    #[must_use]
+    pub fn is_open(&self, id: ConnId) -> bool {
+        self.conns.contains_key(&id)
+    }
+
+    /// Open connections (WebSocket, SSE and HTTP calls).
+    #[must_use]
+    pub fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// One WebSocket event from a connection's decoder.
+    pub fn on_ws_event(&mut self, id: ConnId, ev: WsEvent<'_>, now: u64) {
+        self.set_now(now);
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.last_rx_ms = now;
+        match ev {
+            // Closing: requests after the close request are not taken.
+            WsEvent::Text(_) if conn.outbox.close.is_some() => {}
+            WsEvent::Text(text) => self.on_text(id, text),
+            WsEvent::Binary(_) => conn.outbox.push_reply(|out| {
+                response::error(
+                    out,
+                    None,
+                    ErrorCode::BadRequest,
+                    "binary frames are not supported: send JSON text frames",
+                );
+            }),
+            WsEvent::Ping(payload) => conn.outbox.push_reply(|out| {
+                protocol::ws::encode_frame(out, protocol::ws::WsOpcode::Pong, payload, None);
+            }),
+            WsEvent::Pong(_) => {}
+            WsEvent::Close(_) => conn.outbox.request_close(1000, ""),
+        }
+    }
+
+    /// A frame the decoder refused: close with its code.
+    pub fn on_ws_error(&mut self, id: ConnId, code: u16, reason: &'static str, now: u64) {
+        self.set_now(now);
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.outbox.request_close(code, reason);
+        }
+    }
+
+    /// A JSON request of an HTTP API call (or an SSE stream's join).
+    pub fn on_request(&mut self, id: ConnId, text: &str, now: u64) {
+        self.set_now(now);
+        self.on_text(id, text);
+    }
+
+    /// Offers the connection's waiting requests again (the driver calls it
+    /// before it reads).
+    pub fn admit_queued(&mut self, id: ConnId, now: u64) {
+        self.set_now(now);
+        self.pump_queue(id);
+    }
+
+    /// The SSE stream of `id` is alive (its client cannot send frames).
+    pub fn keep_alive(&mut self, id: ConnId, now: u64) -> bool {
+        self.set_now(now);
+        match self.conns.get_mut(&id) {
+            Some(c) => {
+                c.last_rx_ms = now;
+                c.outbox.wake();
+                true
+            }
+            None => false,
+        }
+    }
+
+    // ----- the outbox, as the driver sees it ------------------------------
+
+    /// The state of a connection's outbox and close; `None` once it is gone.
+    #[must_use]
+    pub fn session(&self, id: ConnId) -> Option<SessionState> {
+        let c = self.conns.get(&id)?;
+        let ob = &c.outbox;
+        Some(SessionState {
+            pending: ob.pending(),
+            kill: ob.kill,
+            closing: if ob.close_queued { None } else { ob.close },
+            close_queued: ob.close_queued,
+            reads_paused: self.draining
+                || ob.close.is_some()
+                || c.reads_paused(self.cfg.max_queued_request_bytes),
+            has_queued: !c.queued.is_empty(),
+        })
+    }
+
+    /// The bytes waiting for the socket (empty when none or gone).
+    #[must_use]
+    pub fn output(&self, id: ConnId) -> &[u8] {
+        self.conns.get(&id).map_or(&[], |c| c.outbox.output())
+    }
+
+    /// The driver wrote `n` bytes of [`ShardState::output`]; when that
+    /// emptied the outbox, catch-ups continue.
+    pub fn wrote(&mut self, id: ConnId, n: usize, now: u64) {
+        self.set_now(now);
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.outbox.wrote(n) {
+            self.on_drained(id);
+        }
+    }
+
+    /// The driver is about to wait: the next change of this outbox wakes
+    /// it again.
+    pub fn park(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.outbox.unwake();
+        }
+    }
+
+    /// A close was requested and everything owed went out (the outbox is
+    /// empty, no send waits for its ack): queues the WebSocket close frame
+    /// and returns its code. After it nothing more is queued.
+    pub fn queue_close_frame(&mut self, id: ConnId) -> Option<u16> {
+        let req = self.ready_to_close(id)?;
+        let c = self.conns.get_mut(&id)?;
+        let mut frame = Vec::new();
+        protocol::ws::encode_close(&mut frame, req.code, req.reason, None);
+        c.outbox.buf = frame;
+        c.outbox.pos = 0;
+        Some(req.code)
+    }
+
+    /// Like [`ShardState::queue_close_frame`] for a transport that writes
+    /// its own close (SSE): marks the close as queued and returns it.
+    pub fn take_close(&mut self, id: ConnId) -> Option<CloseRequest> {
+        self.ready_to_close(id)
+    }
+
+    fn ready_to_close(&mut self, id: ConnId) -> Option<CloseRequest> {
+        let c = self.conns.get_mut(&id)?;
+        let req = c.outbox.close?;
+        if c.outbox.close_queued || c.outbox.pending() > 0 || c.in_flight.sends > 0 {
+            // Acks of sends already taken go out before the close (the
+            // periodic check cuts a close that waits past its deadline).
+            return None;
+        }
+        c.outbox.close_queued = true;
+        Some(req)
+    }
+
+    /// The typed answer of an HTTP call, once it came.
+    pub fn take_http_answer(&mut self, id: ConnId) -> Option<Answer> {
+        self.conns.get_mut(&id)?.http_answer.take()
+    }
+
+    // ----- answers ---------------------------------------------------------
+
+    /// Answers request `req_id` of connection `id` the way it speaks: a
+    /// WebSocket frame in its outbox, or a typed answer for an HTTP call.
+    pub(crate) fn answer(&mut self, id: ConnId, req_id: Option<&str>, answer: Answer) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.http {
+            conn.http_answer = Some(answer);
+            conn.outbox.wake();
+            return;
+        }
+        conn.outbox
+            .push_reply(|out| crate::answers::encode(out, req_id, &answer));
+    }
+
+    pub(crate) fn reply_err(
+        &mut self,
+        id: ConnId,
+        req_id: Option<&str>,
+        code: ErrorCode,
+        message: &str,
+    ) {
+        self.answer(id, req_id, Answer::error(code, message));
+    }
+
+    // ----- time ------------------------------------------------------------
+
+    /// The once-a-second work: every connection's checks, presence
+    /// debounce and push windows of the users owned here, and forgetting
+    /// per-user limits at rest.
+    pub fn tick(&mut self, now: u64) {
+        self.set_now(now);
+        self.check_conns(now);
+        self.users.tick(now, &mut self.fx);
+        self.user_limits
+            .sweep(now, self.cfg.rate_limit_per_sec, self.cfg.rate_limit_burst);
+    }
+
+    /// Token expiry (4001), silence (4008: no frame for 2 × heartbeat,
+    /// unless its socket is unread because its requests wait for work in
+    /// flight here), a peer that takes no bytes for 2 × heartbeat (cut off),
+    /// and a close that could not be flushed in time (cut off).
+    pub(crate) fn check_conns(&mut self, now_ms: u64) {
+        let limit = 2 * self.cfg.heartbeat_ms;
+        let budget = self.cfg.outbox_budget_bytes;
+        let max_queued = self.cfg.max_queued_request_bytes;
+        let close_flush = self.cfg.close_flush_ms;
+        for conn in self.conns.values_mut() {
+            let paused = conn.reads_paused(max_queued);
+            let ob = &mut conn.outbox;
+            if ob.close.is_some() {
+                if now_ms.saturating_sub(ob.close_requested_ms) > close_flush {
+                    ob.kill = true;
+                    ob.wake();
+                }
+            } else if ob.pending() > 0 && now_ms.saturating_sub(ob.progress_ms) > limit {
+                ob.kill = true;
+                ob.wake();
+                self.stats.write_stalls.fetch_add(1, Ordering::Relaxed);
+            } else if conn.expires_ms.is_some_and(|e| e <= now_ms) {
+                ob.request_close(4001, "token expired");
+            } else if paused && ob.pending() <= budget {
+                // Its socket is not read because its requests wait for work
+                // in flight here: the silence is not the client's.
+                conn.last_rx_ms = now_ms;
+            } else if now_ms.saturating_sub(conn.last_rx_ms) > limit {
+                // Also when its socket is not read because it sent more
+                // requests than it takes replies for: trickling the replies
+                // out does not keep such a connection alive.
+                ob.request_close(4008, "idle: no frame within 2 x heartbeat_ms");
+            }
+        }
+    }
+
+    // ----- shutdown --------------------------------------------------------
+
+    /// Shutting down: connections stop reading (their drivers are woken to
+    /// see it).
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+        for conn in self.conns.values_mut() {
+            conn.outbox.wake();
+        }
+    }
+
+    /// Whether shutting down.
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Closes every connection with `code` (after what is queued).
+    pub fn close_all(&mut self, code: u16, reason: &'static str, now: u64) {
+        self.set_now(now);
+        for conn in self.conns.values_mut() {
+            conn.outbox.request_close(code, reason);
+        }
+    }
+
+    /// Whether the owner has nothing pending or being committed.
+    #[must_use]
+    pub fn is_quiet(&self) -> bool {
+        self.owner.is_quiet()
+    }
+
+    // ----- commits -------------------------------------------------------
+
+    /// Takes everything ready into one commit (at most one in flight): the
+    /// job for the committer. The runtime calls it once a turn's work is in
+    /// after [`Effects::commit_ready`].
+    pub fn take_commit(&mut self, now: u64) -> Option<IoJob> {
+        self.set_now(now);
+        let max = self.cfg.commit_max_messages;
+        let max_bytes = self.cfg.commit_max_bytes;
+        self.owner
+            .take_commit(max, max_bytes, now)
+            .map(IoJob::Append)
+    }
+
+    // ----- messages from shards --------------------------------------------
+
+    /// Handles one message from shard `from` (possibly this one).
+    pub fn on_msg(&mut self, from: ShardId, msg: ShardMsg, now: u64) {
+        self.set_now(now);
+        match msg {
+            ShardMsg::Send(req) => self.owner.on_send(*req, &mut self.fx),
+            ShardMsg::Subscribe {
+                channel,
+                conn,
+                gen,
+                user,
+                since,
+                id,
+            } => self.owner.on_subscribe(
+                crate::owner::JoinWaiter {
+                    shard: from,
+                    conn,
+                    gen,
+                    user,
+                    since,
+                    id,
+                },
+                channel,
+                &mut self.fx,
+            ),
+            ShardMsg::Unsubscribe { channel } => self.owner.on_unsubscribe(from, &channel),
+            ShardMsg::Joined {
+                channel,
+                conn,
+                gen,
+                head,
+                since,
+                id,
+                user,
+            } => self.on_joined(&channel, conn, gen, head, since, id, &user),
+            ShardMsg::MemberGone { channel, user } => self.owner.on_member_gone(&channel, &user),
+            ShardMsg::JoinFailed { channel, conn, gen } => self.on_join_failed(&channel, conn, gen),
+            ShardMsg::Answer {
+                conn,
+                id,
+                answer,
+                send_done,
+            } => {
+                if send_done {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.in_flight.sends = c.in_flight.sends.saturating_sub(1);
+                    }
+                }
+                self.answer(conn, id.as_deref(), answer);
+            }
+            ShardMsg::ToConn { conn, frame } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.outbox.push_bytes(&frame);
+                }
+            }
+            ShardMsg::Batch(batch) => self.on_batch(&batch),
+            ShardMsg::Advanced { channel, head } => self.advance_replica(&channel, head.0),
+            ShardMsg::DeviceUp {
+                user,
+                device,
+                conn,
+                stamp,
+            } => self
+                .users
+                .device_up(user, device, conn, stamp, &mut self.fx),
+            ShardMsg::DeviceDown { user, device, conn } => {
+                self.users.device_down(user, &device, conn, now);
+            }
+            ShardMsg::PresenceAsk { reply, ask } => {
+                let users = self.local_presence(&ask);
+                self.fx.send(
+                    reply.shard,
+                    ShardMsg::PresenceAnswer {
+                        query: reply.query,
+                        users,
+                        count: None,
+                    },
+                );
+            }
+            ShardMsg::PresenceAnswer {
+                query,
+                users,
+                count,
+            } => {
+                if let Some(q) = self.queries.answer(query, users, count) {
+                    if let Some(c) = self.conns.get_mut(&q.conn) {
+                        c.in_flight.presence = c.in_flight.presence.saturating_sub(1);
+                    }
+                    let count = q.count.unwrap_or(q.online.len());
+                    let online = q
+                        .online
+                        .into_iter()
+                        .take(presence_mod::MAX_LISTED)
+                        .collect();
+                    let answer = Answer::Presence {
+                        channel: q.channel,
+                        online,
+                        count,
+                    };
+                    self.answer(q.conn, q.id.as_deref(), answer);
+                }
+            }
+            ShardMsg::PresenceFailed {
+                query,
+                code,
+                message,
+            } => {
+                if let Some(q) = self.queries.fail(query) {
+                    if let Some(c) = self.conns.get_mut(&q.conn) {
+                        c.in_flight.presence = c.in_flight.presence.saturating_sub(1);
+                    }
+                    self.answer(q.conn, q.id.as_deref(), Answer::error(code, message));
+                }
+            }
+            ShardMsg::PresenceRoom { reply, channel } => {
+                self.owner.on_presence_room(reply, &channel, &mut self.fx);
+            }
+            ShardMsg::PresenceGroup {
+                reply,
+                channel,
+                user,
+            } => self
+                .owner
+                .on_presence_group(reply, channel, user, &mut self.fx),
+            ShardMsg::UnreadAsk { reply, user } => self.on_unread_ask(reply, &user),
+            ShardMsg::UnreadAnswer { query, cursors } => self.on_unread_answer(query, cursors),
+            ShardMsg::Typing {
+                channel,
+                user,
+                from,
+            } => {
+                let window = self.cfg.typing_window_ms;
+                self.owner
+                    .on_typing(channel, &user, from, now, window, &mut self.fx);
+            }
+            ShardMsg::TypingNotice {
+                channel,
+                except,
+                frame,
+            } => self.on_typing_notice(&channel, except, &frame),
+            ShardMsg::Group {
+                channel,
+                actor,
+                op,
+                reply,
+            } => self.owner.on_group(channel, actor, op, reply, &mut self.fx),
+            ShardMsg::Kick { channel, user } => self.kick(&channel, &user),
+            ShardMsg::Notify { user, notice } => self.users.notify(user, notice, now),
+            ShardMsg::ToUser { user, frame } => self.users.to_user(&user, &frame, &mut self.fx),
+            ShardMsg::Close { conn, code, reason } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.outbox.request_close(code, reason);
+                }
+            }
+        }
+    }
+
+    /// This shard's part of a DM or group presence query: which of the
+    /// asked users have a WebSocket connection here.
+    fn local_presence(&self, ask: &Ask) -> Vec<Arc<str>> {
+        match ask {
+            Ask::Users(users) => users
+                .iter()
+                .filter_map(|u| {
+                    self.local_users
+                        .get_key_value(u.as_str())
+                        .map(|(k, _)| k.clone())
+                })
+                .collect(),
+        }
+    }
+
+    // ----- finished jobs -----------------------------------------------------
+
+    /// A job this shard asked for finished.
+    pub fn on_job_done(&mut self, done: JobDone, now: u64) {
+        self.set_now(now);
+        match done {
+            JobDone::Appended { appends, result } => {
+                self.owner.on_committed(appends, result, &mut self.fx);
+            }
+            JobDone::HeadLoaded { channel, result } => {
+                self.owner.on_head_loaded(channel, result, &mut self.fx);
+            }
+            JobDone::CatchUpPage {
+                conn,
+                channel,
+                gen,
+                result,
+            } => self.on_catchup_page(conn, &channel, gen, result),
+            JobDone::CatchUpRetry { conn, channel, gen } => {
+                self.on_catchup_retry(conn, &channel, gen);
+            }
+            JobDone::History {
+                conn,
+                channel,
+                id,
+                keep_newest,
+                result,
+            } => self.on_history(conn, &channel, id, keep_newest, result),
+            JobDone::ReadChecked {
+                conn,
+                user,
+                channel,
+                seq,
+                id,
+                result,
+            } => self.on_read_checked(conn, user, channel, seq, id, result),
+            JobDone::PresenceTargets {
+                user,
+                online,
+                result,
+            } => {
+                if let Ok(targets) = result {
+                    UserOwner::on_presence_targets(&user, online, targets, &mut self.fx);
+                }
+            }
+            JobDone::Pushed => {}
+            JobDone::Unread { conn, result } => {
+                let answer = match result {
+                    Ok(counts) => Answer::Unread(counts),
+                    Err(e) => Answer::error(e.code(), e.to_string()),
+                };
+                self.answer(conn, None, answer);
+            }
+            JobDone::Channels { conn, result } => {
+                let answer = match result {
+                    Ok(list) => Answer::Channels(list),
+                    Err(e) => Answer::error(e.code(), e.to_string()),
+                };
+                self.answer(conn, None, answer);
+            }
+            JobDone::CursorsFlushed { result, retry } => self.on_cursors_flushed(result, retry),
+            JobDone::MembersLoaded { channel, result } => {
+                self.owner.on_members_loaded(channel, result, &mut self.fx);
+            }
+            JobDone::GroupWritten {
+                channel,
+                op,
+                reply,
+                result,
+            } => self
+                .owner
+                .on_group_written(channel, op, reply, result, &mut self.fx),
+        }
+    }
+
+    // ----- HTTP calls that are not requests ---------------------------------
+
+    /// Starts a membership change of an HTTP call: sent to the group's
+    /// owner, answered typed.
+    pub fn group_request(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        op: crate::vocab::GroupOp,
+        now: u64,
+    ) {
+        self.set_now(now);
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let actor = c.user.clone();
+        let reply = Reply {
+            to: self.me(conn),
+            id: None,
+        };
+        let channel: Arc<str> = Arc::from(channel);
+        self.fx.send(
+            owner_of(&channel, self.nr_shards),
+            ShardMsg::Group {
+                channel,
+                actor,
+                op,
+                reply,
+            },
+        );
+    }
+
+    // ----- per-user limits of HTTP calls ------------------------------------
+
+    /// Starts an HTTP call of `user` (`max_http_calls_per_user` on this
+    /// shard): false when the user is at the limit.
+    pub fn start_http_call(&mut self, user: &Arc<str>) -> bool {
+        let max = self.cfg.max_http_calls_per_user;
+        self.user_limits.start_http_call(user, max)
+    }
+
+    /// An HTTP call of `user` ended.
+    pub fn end_http_call(&mut self, user: &str) {
+        self.user_limits.end_http_call(user);
+    }
+
+    /// Counts a group creation of `user` at `now` against
+    /// `max_groups_created_per_hour`; false when over.
+    pub fn take_group_creation(&mut self, user: &Arc<str>, now: u64) -> bool {
+        let max = self.cfg.max_groups_created_per_hour;
+        self.user_limits.take_group_creation(user, now, max)
+    }
+}

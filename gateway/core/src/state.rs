@@ -1,0 +1,138 @@
+//! [`ShardState`]: everything one shard owns, in one struct whose fields
+//! are the roles' states. Each role's behaviour is in its own file
+//! (`shard.rs` the lifecycle and the routing, `dispatch.rs` requests,
+//! `fanout.rs` replicas and cursors, `receipts.rs` receipts; the owner and
+//! user-owner roles are types of their own, `owner/` and `users.rs`).
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use chat_proto as protocol;
+
+use crate::config::Config;
+use crate::conn::{Conn, Signal};
+use crate::cursors::{PendingCursors, UnreadQueries};
+use crate::limits::UserLimitsTable;
+use crate::moderation::Blocklist;
+use crate::owner::Owner;
+use crate::presence::Queries;
+use crate::replica::Replica;
+use crate::stats::Stats;
+use crate::users::{UserOwner, UserSettings};
+use crate::vocab::{ConnId, ConnRef, Effects, ShardId};
+
+/// Everything one shard owns.
+pub struct ShardState {
+    pub(crate) id: ShardId,
+    pub(crate) nr_shards: usize,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) limits: protocol::Limits,
+    pub(crate) conns: HashMap<ConnId, Conn>,
+    pub(crate) next_conn: u64,
+    pub(crate) next_join_gen: u64,
+    pub(crate) replicas: HashMap<Arc<str>, Replica>,
+    /// The channel-owner role.
+    pub(crate) owner: Owner,
+    /// The user-owner role.
+    pub(crate) users: UserOwner,
+    pub(crate) blocklist: Blocklist,
+    pub(crate) fx: Effects,
+    /// Read and delivered cursors reported and not written yet.
+    pub(crate) cursors: PendingCursors,
+    /// Per-user limits of the users this shard serves.
+    pub(crate) user_limits: UserLimitsTable,
+    /// Unread queries started here.
+    pub(crate) unread: UnreadQueries,
+    /// WebSocket connections per user on this shard (presence answers).
+    pub(crate) local_users: HashMap<Arc<str>, u32>,
+    /// Presence queries started here.
+    pub(crate) queries: Queries,
+    /// Shutting down: connections stop reading.
+    pub(crate) draining: bool,
+    pub(crate) stats: Arc<Stats>,
+    /// The clock and woken list every outbox of this shard shares.
+    pub(crate) signal: Rc<Signal>,
+}
+
+impl ShardState {
+    /// Shard `id` of `nr_shards`, with the process-wide counters.
+    #[must_use]
+    pub fn new(id: ShardId, nr_shards: usize, cfg: Arc<Config>, stats: Arc<Stats>) -> Self {
+        let limits = protocol::Limits {
+            max_text_chars: cfg.max_text_chars,
+            ..protocol::Limits::default()
+        };
+        let blocklist = Blocklist::new(&cfg.blocklist_words, &cfg.blocklist_patterns)
+            .unwrap_or_else(|e| {
+                // Validated at start; an empty list is the safe fallback.
+                tracing::error!(error = %e, "blocklist invalid");
+                Blocklist::empty()
+            });
+        let owner = Owner::new(cfg.push_webhook.is_some(), cfg.max_group_members);
+        let users = UserOwner::new(UserSettings {
+            max_connections: cfg.max_connections_per_user,
+            debounce_ms: cfg.presence_debounce_ms,
+            push_coalesce_ms: cfg.push_coalesce_ms,
+        });
+        ShardState {
+            id,
+            nr_shards,
+            cfg,
+            limits,
+            conns: HashMap::new(),
+            next_conn: 1,
+            next_join_gen: 1,
+            replicas: HashMap::new(),
+            owner,
+            users,
+            blocklist,
+            fx: Effects {
+                nr_shards,
+                ..Effects::default()
+            },
+            cursors: PendingCursors::default(),
+            user_limits: UserLimitsTable::default(),
+            unread: UnreadQueries::default(),
+            local_users: HashMap::new(),
+            queries: Queries::default(),
+            draining: false,
+            stats,
+            signal: Rc::new(Signal::default()),
+        }
+    }
+
+    /// This shard.
+    #[must_use]
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// Number of shards.
+    #[must_use]
+    pub fn nr_shards(&self) -> usize {
+        self.nr_shards
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub(crate) fn me(&self, conn: ConnId) -> ConnRef {
+        ConnRef {
+            shard: self.id,
+            conn,
+        }
+    }
+
+    pub(crate) fn set_now(&self, now: u64) {
+        self.signal.set_now(now);
+    }
+
+    /// The shard's time as given by the last entry point.
+    pub(crate) fn now(&self) -> u64 {
+        self.signal.now()
+    }
+}

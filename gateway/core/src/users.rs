@@ -1,0 +1,259 @@
+//! The user owner: the shard `owner_of(user)` keeps, for every user that
+//! hashes to it, which connection is the live one of each device (a newer
+//! connection of a device replaces the older with 4009; past
+//! `max_connections_per_user` a new one is closed with 4029), the presence
+//! transitions with their offline debounce, and the push notices waiting
+//! for a user with no device online. Every connection of a user is reached
+//! through here (`ToUser`: `read`, `presence_update`, `channel_added`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chat_proto::response;
+
+use crate::presence::Debounce;
+use crate::push::{Notice, Pending};
+use crate::vocab::{ConnRef, Effects, IoJob, ShardMsg};
+
+/// One user's devices: device → (connection, open stamp).
+type Devices = HashMap<Arc<str>, (ConnRef, u64)>;
+
+/// The settings the role needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct UserSettings {
+    /// `max_connections_per_user` (0 = unlimited).
+    pub(crate) max_connections: usize,
+    /// `presence_debounce_ms`.
+    pub(crate) debounce_ms: u64,
+    /// `push_coalesce_ms`.
+    pub(crate) push_coalesce_ms: u64,
+}
+
+/// The user-owner role of one shard.
+pub(crate) struct UserOwner {
+    settings: UserSettings,
+    /// Devices of the users this shard owns.
+    users: HashMap<Arc<str>, Devices>,
+    /// Offline announcements waiting for the debounce.
+    debounce: Debounce,
+    /// Push notices per offline user, waiting for their window.
+    push_pending: Pending,
+}
+
+const REPLACED: &str = "replaced by a newer connection of the same device";
+
+fn close(to: ConnRef, code: u16, reason: &'static str) -> (crate::vocab::ShardId, ShardMsg) {
+    (
+        to.shard,
+        ShardMsg::Close {
+            conn: to.conn,
+            code,
+            reason,
+        },
+    )
+}
+
+impl UserOwner {
+    pub(crate) fn new(settings: UserSettings) -> UserOwner {
+        UserOwner {
+            settings,
+            users: HashMap::new(),
+            debounce: Debounce::default(),
+            push_pending: Pending::default(),
+        }
+    }
+
+    /// A device connected. A newer connection of the same device replaces
+    /// the older (4009); past the per-user maximum the new connection is
+    /// closed (4029). The first device (not back within the debounce) makes
+    /// the user online.
+    pub(crate) fn device_up(
+        &mut self,
+        user: Arc<str>,
+        device: Arc<str>,
+        conn: ConnRef,
+        stamp: u64,
+        fx: &mut Effects,
+    ) {
+        let max = self.settings.max_connections;
+        if !self.users.contains_key(&user) && !self.debounce.cancel(&user) {
+            fx.io.push(IoJob::PresenceFanout {
+                user: user.clone(),
+                online: true,
+            });
+        }
+        let devices = self.users.entry(user).or_default();
+        if let Some((old, old_stamp)) = devices.get(&device).copied() {
+            if old == conn {
+                return;
+            }
+            let (to, msg) = if stamp > old_stamp {
+                devices.insert(device, (conn, stamp));
+                close(old, 4009, REPLACED)
+            } else {
+                // The incoming connection is the older one (its DeviceUp
+                // came late): it is the one replaced.
+                close(conn, 4009, REPLACED)
+            };
+            fx.send(to, msg);
+            return;
+        }
+        if max > 0 && devices.len() >= max {
+            let (to, msg) = close(conn, 4029, "too many connections for this user");
+            fx.send(to, msg);
+            return;
+        }
+        devices.insert(device, (conn, stamp));
+    }
+
+    /// A device's connection ended; the last one starts the offline
+    /// debounce.
+    pub(crate) fn device_down(&mut self, user: Arc<str>, device: &str, conn: ConnRef, now: u64) {
+        if let Some(devices) = self.users.get_mut(&user) {
+            if devices.get(device).map(|d| d.0) == Some(conn) {
+                devices.remove(device);
+            }
+            if devices.is_empty() {
+                self.users.remove(&user);
+                self.debounce.start(user, now + self.settings.debounce_ms);
+            }
+        }
+    }
+
+    /// A committed message for `user`: queued for push when no device of
+    /// theirs is online.
+    pub(crate) fn notify(&mut self, user: Arc<str>, notice: Notice, now: u64) {
+        if !self.users.contains_key(&user) {
+            self.push_pending
+                .add(user, notice, now + self.settings.push_coalesce_ms);
+        }
+    }
+
+    /// One frame for every connection of `user`.
+    pub(crate) fn to_user(&self, user: &str, frame: &Arc<[u8]>, fx: &mut Effects) {
+        if let Some(devices) = self.users.get(user) {
+            for (conn, _) in devices.values() {
+                fx.send(
+                    conn.shard,
+                    ShardMsg::ToConn {
+                        conn: conn.conn,
+                        frame: frame.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Once a second: users whose offline debounce ran out are announced
+    /// offline; push jobs whose coalescing window ended go out.
+    pub(crate) fn tick(&mut self, now: u64, fx: &mut Effects) {
+        for user in self.debounce.take_due(now) {
+            if !self.users.contains_key(&user) {
+                fx.io.push(IoJob::PresenceFanout {
+                    user,
+                    online: false,
+                });
+            }
+        }
+        for job in self.push_pending.due(now) {
+            fx.io.push(IoJob::Push(job));
+        }
+    }
+
+    /// The members to tell about a presence change were found.
+    pub(crate) fn on_presence_targets(
+        user: &str,
+        online: bool,
+        targets: Vec<(String, Vec<String>)>,
+        fx: &mut Effects,
+    ) {
+        for (channel, others) in targets {
+            let mut frame = Vec::new();
+            response::presence_update(&mut frame, &channel, user, online);
+            let frame: Arc<[u8]> = Arc::from(frame);
+            fx.send_to_users(others, &frame);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::{ConnId, ShardId};
+
+    fn owner() -> UserOwner {
+        UserOwner::new(UserSettings {
+            max_connections: 2,
+            debounce_ms: 1_000,
+            push_coalesce_ms: 100,
+        })
+    }
+
+    fn at(shard: usize, conn: u64) -> ConnRef {
+        ConnRef {
+            shard: ShardId(shard),
+            conn: ConnId(conn),
+        }
+    }
+
+    fn closes(fx: &Effects) -> Vec<(ConnRef, u16)> {
+        fx.out
+            .iter()
+            .filter_map(|(to, m)| match m {
+                ShardMsg::Close { conn, code, .. } => Some((
+                    ConnRef {
+                        shard: *to,
+                        conn: *conn,
+                    },
+                    *code,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_newer_device_connection_replaces_the_older_whatever_the_arrival_order() {
+        let mut u = owner();
+        let mut fx = Effects::default();
+        let (a, d): (Arc<str>, Arc<str>) = (Arc::from("alice"), Arc::from("phone"));
+        u.device_up(a.clone(), d.clone(), at(0, 1), 5, &mut fx);
+        u.device_up(a.clone(), d.clone(), at(1, 7), 9, &mut fx);
+        assert_eq!(closes(&fx), vec![(at(0, 1), 4009)]);
+        let mut fx = Effects::default();
+        u.device_up(a.clone(), d.clone(), at(0, 3), 6, &mut fx);
+        assert_eq!(
+            closes(&fx),
+            vec![(at(0, 3), 4009)],
+            "the late, older one goes"
+        );
+        u.device_up(a.clone(), Arc::from("laptop"), at(0, 4), 10, &mut fx);
+        let mut fx = Effects::default();
+        u.device_up(a, Arc::from("tablet"), at(0, 5), 11, &mut fx);
+        assert_eq!(closes(&fx), vec![(at(0, 5), 4029)]);
+    }
+
+    #[test]
+    fn offline_is_announced_after_the_debounce_unless_a_device_returns() {
+        let mut u = owner();
+        let mut fx = Effects::default();
+        let a: Arc<str> = Arc::from("alice");
+        u.device_up(a.clone(), Arc::from("d"), at(0, 1), 1, &mut fx);
+        assert_eq!(fx.io.len(), 1, "online");
+        u.device_down(a.clone(), "d", at(0, 1), 10_000);
+        let mut fx = Effects::default();
+        u.tick(10_500, &mut fx);
+        assert!(fx.io.is_empty(), "within the debounce");
+        u.device_up(a.clone(), Arc::from("d"), at(0, 2), 2, &mut fx);
+        assert!(
+            fx.io.is_empty(),
+            "back within the debounce: nothing announced"
+        );
+        u.device_down(a, "d", at(0, 2), 20_000);
+        u.tick(21_001, &mut fx);
+        assert!(matches!(
+            fx.io.as_slice(),
+            [IoJob::PresenceFanout { online: false, .. }]
+        ));
+    }
+}

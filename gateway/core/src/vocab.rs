@@ -1,0 +1,729 @@
+//! The vocabulary the shards speak: who is addressed ([`ShardId`],
+//! [`ConnId`], [`ConnRef`], [`Reply`]), what crosses between shards
+//! ([`ShardMsg`]), what a shard asks its runtime to do ([`IoJob`], and the
+//! answer it gets back, [`JobDone`]), a reply to one request ([`Answer`]),
+//! and the bag a handler fills ([`Effects`]).
+//!
+//! Queues between shards are FIFO per (from, to) pair, and an owner sends a
+//! shard's acks, `joined` heads and batches on the same queue: that order is
+//! what makes "ack before own msg" and "no batch slips between the head and
+//! the live stream" hold.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chat_model::{ChannelAppend, ChannelOutcome, Page, ReadLimit, ReadRange, Seq};
+use chat_proto::ErrorCode;
+
+use chat_model::NewMessage;
+use serde::Serialize;
+
+use crate::batch::Batch;
+use crate::error::JobError;
+
+pub use crate::hash::ShardId;
+
+/// A connection's id, unique within its shard for the life of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// A connection anywhere in the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnRef {
+    /// Its shard.
+    pub shard: ShardId,
+    /// Its id on that shard.
+    pub conn: ConnId,
+}
+
+/// Where the answer to a request goes.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// The requesting connection.
+    pub to: ConnRef,
+    /// The request's `id`, raw JSON, echoed in the reply.
+    pub id: Option<Box<str>>,
+}
+
+/// The answer to one request, typed. The connection's shard turns it into
+/// what the connection speaks: a WebSocket frame (or SSE event) in its
+/// outbox, or, for an HTTP call, a value the HTTP API maps to a response.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// A send, edit or delete was stored (or was already).
+    Ack {
+        /// The channel.
+        channel: Arc<str>,
+        /// The client's id of the message.
+        client_msg_id: String,
+        /// Its seq.
+        seq: Seq,
+        /// Its commit time (ms since the epoch).
+        ts: u64,
+        /// A retry of a message stored earlier.
+        duplicate: bool,
+    },
+    /// The request failed.
+    Error {
+        /// What the client is told.
+        code: ErrorCode,
+        /// A plain explanation.
+        message: String,
+    },
+    /// A page of history; the messages are already cut to fit one frame.
+    History {
+        /// The channel.
+        channel: Arc<str>,
+        /// The messages, ascending.
+        page: Page,
+    },
+    /// Who is online in a channel.
+    Presence {
+        /// The channel.
+        channel: Arc<str>,
+        /// The first 100, sorted.
+        online: Vec<Arc<str>>,
+        /// How many.
+        count: usize,
+    },
+    /// A membership change was stored.
+    GroupDone {
+        /// The group.
+        channel: Arc<str>,
+    },
+    /// Done, nothing to say (an HTTP `read`: 204).
+    Done,
+    /// Unread counts per channel.
+    Unread(Vec<(String, u64)>),
+    /// The user's channels (`GET /v1/me/channels`).
+    Channels(Vec<ChannelInfo>),
+}
+
+impl Answer {
+    /// An error answer.
+    #[must_use]
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Answer {
+        Answer::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A send (or edit/delete) forwarded to the channel's owner.
+#[derive(Debug)]
+pub struct SendReq {
+    /// Channel (validated; DMs checked; a group's membership is checked by
+    /// its owner).
+    pub channel: Arc<str>,
+    /// Who gets the ack.
+    pub reply: Reply,
+    /// The message; `ts` is set at commit.
+    pub msg: NewMessage,
+}
+
+/// A change of a group's membership, requested by a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupOp {
+    /// Create the group with these members (the creator included).
+    Create(Vec<String>),
+    /// Add a member (by a member).
+    Add(String),
+    /// Remove a member (by a member; members may remove themselves).
+    Remove(String),
+}
+
+/// What a presence query asks each shard.
+#[derive(Clone, Debug)]
+pub enum Ask {
+    /// Which of these users (at most a group's size) have a connection.
+    Users(Arc<Vec<String>>),
+}
+
+/// Where a query's answer goes.
+#[derive(Clone, Copy, Debug)]
+pub struct QueryRef {
+    /// The querying shard.
+    pub shard: ShardId,
+    /// Its query id there.
+    pub query: u64,
+}
+
+/// One entry of `GET /v1/me/channels`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// The channel name.
+    pub channel: String,
+    /// `dm` or `group`.
+    pub kind: &'static str,
+    /// The members, sorted (a DM: its two users).
+    pub members: Vec<String>,
+    /// Last committed seq.
+    pub head: u64,
+    /// The user's read cursor (reports not written yet included).
+    pub read: u64,
+    /// Messages above `read` (`edit`/`delete` events not counted), as in
+    /// `GET /v1/me/unread`.
+    pub unread: u64,
+}
+
+/// A `read` cursor that moved, and whom to tell: (channel, user, seq, the
+/// other members of the DM or group).
+pub type ReadMoved = (String, String, u64, Vec<String>);
+
+/// Everything that crosses between shards.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Connection shard → owner: sequence this message.
+    Send(Box<SendReq>),
+    /// Connection shard → owner: `conn` joins; register the shard's replica
+    /// and answer with the head.
+    Subscribe {
+        /// The channel.
+        channel: Arc<str>,
+        /// The joining connection (on the sending shard).
+        conn: ConnId,
+        /// Which join of this connection (a leave and rejoin makes a new one).
+        gen: u64,
+        /// Who joins (group channels check membership at the owner).
+        user: Arc<str>,
+        /// The last seq the client has.
+        since: Option<Seq>,
+        /// The request id.
+        id: Option<Box<str>>,
+    },
+    /// Connection shard → owner: the shard has no members of the channel left.
+    Unsubscribe {
+        /// The channel.
+        channel: Arc<str>,
+    },
+    /// Owner → connection shard: the head for a join. For a room the owner
+    /// now counts `user` as present until `MemberGone`.
+    Joined {
+        /// The channel.
+        channel: Arc<str>,
+        /// The joining connection.
+        conn: ConnId,
+        /// Its join generation.
+        gen: u64,
+        /// The channel's head when the join was registered.
+        head: Seq,
+        /// As asked.
+        since: Option<Seq>,
+        /// The request id.
+        id: Option<Box<str>>,
+        /// Who joined.
+        user: Arc<str>,
+    },
+    /// Connection shard → a room's owner: a connection of `user` that was
+    /// answered `Joined` left the room (leave, close, refused `since`).
+    MemberGone {
+        /// The room.
+        channel: Arc<str>,
+        /// Whose connection.
+        user: Arc<str>,
+    },
+    /// Owner → connection shard: the join could not be served (its error
+    /// answer follows).
+    JoinFailed {
+        /// The channel.
+        channel: Arc<str>,
+        /// The connection.
+        conn: ConnId,
+        /// Its join generation.
+        gen: u64,
+    },
+    /// Any shard → connection shard: the answer to a request of `conn`;
+    /// `send_done` when it answers a `send` (the connection's count of sends
+    /// in flight drops).
+    Answer {
+        /// The connection.
+        conn: ConnId,
+        /// The request id to echo.
+        id: Option<Box<str>>,
+        /// The answer.
+        answer: Answer,
+        /// It answers a send.
+        send_done: bool,
+    },
+    /// Any shard → connection shard: one ready event frame (`read`,
+    /// `presence_update`, `channel_added`), shared by every recipient.
+    ToConn {
+        /// The connection.
+        conn: ConnId,
+        /// The frame.
+        frame: Arc<[u8]>,
+    },
+    /// Owner → replica shard: newly committed messages, encoded once.
+    Batch(Arc<Batch>),
+    /// Owner → replica shard: the head moved to `head` but the batches were
+    /// not delivered (the queue was full); members page from the store.
+    Advanced {
+        /// The channel.
+        channel: Arc<str>,
+        /// Its head.
+        head: Seq,
+    },
+    /// Connection shard → user's owner shard: a device connected.
+    DeviceUp {
+        /// The user.
+        user: Arc<str>,
+        /// The device.
+        device: Arc<str>,
+        /// The connection.
+        conn: ConnRef,
+        /// Process-wide open order: the larger stamp is the newer connection,
+        /// whatever order the shards' messages arrive in.
+        stamp: u64,
+    },
+    /// Connection shard → user's owner shard: a device's connection ended.
+    DeviceDown {
+        /// The user.
+        user: Arc<str>,
+        /// The device.
+        device: Arc<str>,
+        /// The connection that ended.
+        conn: ConnRef,
+    },
+    /// Connection shard → owner: a user is typing in the channel.
+    Typing {
+        /// The channel.
+        channel: Arc<str>,
+        /// Who types.
+        user: Arc<str>,
+        /// The typing connection, and the request id for an error answer
+        /// (a non-member of a group).
+        from: Reply,
+    },
+    /// Owner → replica shard: a `typing` frame for every local member of the
+    /// channel except `except` (ephemeral: dropped for members over budget).
+    TypingNotice {
+        /// The channel.
+        channel: Arc<str>,
+        /// The sender's connection.
+        except: ConnRef,
+        /// The frame.
+        frame: Arc<[u8]>,
+    },
+    /// Any shard → every shard: which of the asked users have a connection
+    /// here.
+    PresenceAsk {
+        /// Where the answer goes.
+        reply: QueryRef,
+        /// What is asked.
+        ask: Ask,
+    },
+    /// Answer to `PresenceAsk` (count: none) or `PresenceRoom` (count: the
+    /// room's total).
+    PresenceAnswer {
+        /// The query.
+        query: u64,
+        /// Users online (a room: the first 100).
+        users: Vec<Arc<str>>,
+        /// A room's total.
+        count: Option<usize>,
+    },
+    /// A presence query refused by the group's owner.
+    PresenceFailed {
+        /// The query.
+        query: u64,
+        /// What the client is told.
+        code: ErrorCode,
+        /// Why.
+        message: String,
+    },
+    /// Connection shard → a room's owner: `presence` of the room.
+    PresenceRoom {
+        /// Where the answer goes.
+        reply: QueryRef,
+        /// The room.
+        channel: Arc<str>,
+    },
+    /// Connection shard → a group's owner: `presence` of the group by `user`
+    /// (members only); the owner asks every shard, answers go to `reply`.
+    PresenceGroup {
+        /// Where the answers go.
+        reply: QueryRef,
+        /// The group.
+        channel: Arc<str>,
+        /// Who asks.
+        user: Arc<str>,
+    },
+    /// Any shard → every shard: `user`'s read cursors not written yet
+    /// (unread counts see them at once).
+    UnreadAsk {
+        /// Where the answer goes.
+        reply: QueryRef,
+        /// Whose cursors.
+        user: Arc<str>,
+    },
+    /// Answer to `UnreadAsk`: channel → pending read cursor.
+    UnreadAnswer {
+        /// The query.
+        query: u64,
+        /// The cursors.
+        cursors: Vec<(Arc<str>, u64)>,
+    },
+    /// A channel's owner → a member's owner shard: a message the member
+    /// should be pushed if no device of theirs is online.
+    Notify {
+        /// The member.
+        user: Arc<str>,
+        /// The message.
+        notice: crate::push::Notice,
+    },
+    /// Any shard → a user's owner shard: one frame for every connection of
+    /// the user (e.g. `read` events).
+    ToUser {
+        /// The user.
+        user: Arc<str>,
+        /// The frame.
+        frame: Arc<[u8]>,
+    },
+    /// Connection shard → owner of a group: change its membership.
+    Group {
+        /// The group.
+        channel: Arc<str>,
+        /// Who asks.
+        actor: Arc<str>,
+        /// The change.
+        op: GroupOp,
+        /// Where the answer goes.
+        reply: Reply,
+    },
+    /// Owner → replica shards: `user` was removed from the group; its
+    /// connections leave the channel.
+    Kick {
+        /// The group.
+        channel: Arc<str>,
+        /// The removed member.
+        user: Arc<str>,
+    },
+    /// User's owner shard → connection shard: close `conn` (e.g. 4009 replaced).
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// The close code.
+        code: u16,
+        /// The reason sent with it.
+        reason: &'static str,
+    },
+}
+
+/// Blocking work a handler asks the runtime to do off the shard's thread:
+/// store calls ([`crate::jobs::run_job`] runs them), a commit (the runtime's
+/// committer), a push delivery (HTTP), a timer. Each is answered by one
+/// [`JobDone`] given to [`crate::ShardState::on_job_done`].
+#[derive(Debug)]
+pub enum IoJob {
+    /// The owner's group commit: append these channels' messages in one
+    /// store call. At most one per shard is in flight.
+    Append(Vec<ChannelAppend>),
+    /// Load a channel's head for its owner.
+    LoadHead(Arc<str>),
+    /// Read the page after `after` for a catching-up (conn, channel).
+    CatchUp {
+        /// The connection.
+        conn: ConnId,
+        /// The channel.
+        channel: Arc<str>,
+        /// Its join generation.
+        gen: u64,
+        /// The cursor.
+        after: Seq,
+        /// The read's limit.
+        limit: ReadLimit,
+    },
+    /// Retry a catch-up after `after_ms` (a store error or an empty page).
+    CatchUpLater {
+        /// The connection.
+        conn: ConnId,
+        /// The channel.
+        channel: Arc<str>,
+        /// Its join generation.
+        gen: u64,
+        /// How long to wait, ms.
+        after_ms: u64,
+    },
+    /// Serve a `history` request (for a group: only to a member).
+    History {
+        /// The connection.
+        conn: ConnId,
+        /// The channel.
+        channel: Arc<str>,
+        /// Which page.
+        range: ReadRange,
+        /// Its limit.
+        limit: ReadLimit,
+        /// The request id.
+        id: Option<Box<str>>,
+        /// A group's member to check.
+        member_check: Option<Arc<str>>,
+    },
+    /// Check group membership for an HTTP `read`, then record it.
+    ReadCheck {
+        /// The connection.
+        conn: ConnId,
+        /// The reader.
+        user: Arc<str>,
+        /// The group.
+        channel: Arc<str>,
+        /// The cursor reported.
+        seq: u64,
+        /// The request id.
+        id: Option<Box<str>>,
+    },
+    /// Find whom to tell about a user's presence change (the other members
+    /// of their DMs and groups).
+    PresenceFanout {
+        /// The user.
+        user: Arc<str>,
+        /// The change.
+        online: bool,
+    },
+    /// Deliver a push job to the webhook (retries, then dead letter).
+    Push(crate::push::Job),
+    /// Count a user's unread messages (`GET /v1/me/unread`), or list their
+    /// channels (`GET /v1/me/channels`), with the read cursors reported and
+    /// not written yet.
+    Unread {
+        /// The HTTP call.
+        conn: ConnId,
+        /// The user.
+        user: Arc<str>,
+        /// Cursors not written yet.
+        pending: HashMap<String, u64>,
+        /// List the channels with their counts.
+        channels: bool,
+    },
+    /// Write the coalesced read and delivered cursors (one store write).
+    FlushCursors {
+        /// Read cursors.
+        reads: Vec<chat_model::ReadUpdate>,
+        /// Delivered cursors.
+        delivered: Vec<chat_model::DeliveredUpdate>,
+    },
+    /// Load a group's members for its owner.
+    LoadMembers(Arc<str>),
+    /// Write a membership change for the owner.
+    GroupWrite {
+        /// The group.
+        channel: Arc<str>,
+        /// The change.
+        op: GroupOp,
+        /// Where the answer goes.
+        reply: Reply,
+    },
+}
+
+/// The result of an [`IoJob`].
+#[derive(Debug)]
+pub enum JobDone {
+    /// The commit finished (the appends come back so the owner can encode
+    /// what was stored without having kept a copy).
+    Appended {
+        /// The appends as given.
+        appends: Vec<ChannelAppend>,
+        /// One outcome per append.
+        result: Result<Vec<ChannelOutcome>, JobError>,
+    },
+    /// A head was loaded.
+    HeadLoaded {
+        /// The channel.
+        channel: Arc<str>,
+        /// The head.
+        result: Result<Seq, JobError>,
+    },
+    /// A catch-up page was read.
+    CatchUpPage {
+        /// The connection.
+        conn: ConnId,
+        /// The channel.
+        channel: Arc<str>,
+        /// Its join generation.
+        gen: u64,
+        /// The page.
+        result: Result<Page, JobError>,
+    },
+    /// A catch-up's retry timer fired.
+    CatchUpRetry {
+        /// The connection.
+        conn: ConnId,
+        /// The channel.
+        channel: Arc<str>,
+        /// Its join generation.
+        gen: u64,
+    },
+    /// A `history` page was read.
+    History {
+        /// The connection.
+        conn: ConnId,
+        /// The channel.
+        channel: Arc<str>,
+        /// The request id.
+        id: Option<Box<str>>,
+        /// Read backwards (the latest page, `before`): keep the newest when
+        /// cutting it to a frame.
+        keep_newest: bool,
+        /// The page.
+        result: Result<Page, JobError>,
+    },
+    /// An HTTP `read`'s membership check finished.
+    ReadChecked {
+        /// The connection.
+        conn: ConnId,
+        /// The reader.
+        user: Arc<str>,
+        /// The group.
+        channel: Arc<str>,
+        /// The cursor reported.
+        seq: u64,
+        /// The request id.
+        id: Option<Box<str>>,
+        /// Member or not.
+        result: Result<(), JobError>,
+    },
+    /// The members to tell about a presence change were found: (channel,
+    /// the other members).
+    PresenceTargets {
+        /// The user.
+        user: Arc<str>,
+        /// The change.
+        online: bool,
+        /// Whom to tell.
+        result: Result<Vec<(String, Vec<String>)>, JobError>,
+    },
+    /// A push job finished (delivered or dead-lettered).
+    Pushed,
+    /// Unread counts were read.
+    Unread {
+        /// The HTTP call.
+        conn: ConnId,
+        /// The counts.
+        result: Result<Vec<(String, u64)>, JobError>,
+    },
+    /// The channel list was read.
+    Channels {
+        /// The HTTP call.
+        conn: ConnId,
+        /// The list.
+        result: Result<Vec<ChannelInfo>, JobError>,
+    },
+    /// The coalesced cursors were written (or not: they are retried).
+    CursorsFlushed {
+        /// The `read` cursors that moved, with whom to tell.
+        result: Result<Vec<ReadMoved>, JobError>,
+        /// What was written, for a retry after a failure.
+        retry: (
+            Vec<chat_model::ReadUpdate>,
+            Vec<chat_model::DeliveredUpdate>,
+        ),
+    },
+    /// A group's members were loaded.
+    MembersLoaded {
+        /// The group.
+        channel: Arc<str>,
+        /// Its members (`None`: no such group).
+        result: Result<Option<Vec<String>>, JobError>,
+    },
+    /// A membership change was written.
+    GroupWritten {
+        /// The group.
+        channel: Arc<str>,
+        /// The change.
+        op: GroupOp,
+        /// Where the answer goes.
+        reply: Reply,
+        /// Written (`true`: the store changed; `false`: it already was so).
+        result: Result<bool, JobError>,
+    },
+}
+
+/// What a handler asks the runtime to do.
+#[derive(Default)]
+pub struct Effects {
+    /// Messages to shards, in order (this shard's own included: the runtime
+    /// hands them back to this shard after the current handler, so local and
+    /// remote paths are the same).
+    pub out: Vec<(ShardId, ShardMsg)>,
+    /// Blocking work to start.
+    pub io: Vec<IoJob>,
+    /// The owner has messages ready to commit: the runtime calls
+    /// [`crate::ShardState::take_commit`] once the current turn's work is in
+    /// (so everything that arrived in the turn joins one commit).
+    pub commit_ready: bool,
+    /// Messages committed (for stats).
+    pub stats_committed: u64,
+    /// Number of shards (for owner lookups by handlers that only see these
+    /// effects).
+    pub nr_shards: usize,
+}
+
+impl Effects {
+    /// Sends `msg` to shard `to`.
+    pub fn send(&mut self, to: ShardId, msg: ShardMsg) {
+        self.out.push((to, msg));
+    }
+
+    /// One shared frame for every connection of each of `users` (through
+    /// each user's owner shard).
+    pub fn send_to_users(&mut self, users: Vec<String>, frame: &Arc<[u8]>) {
+        for user in users {
+            let user: Arc<str> = Arc::from(user.as_str());
+            self.send(
+                crate::hash::owner_of(&user, self.nr_shards),
+                ShardMsg::ToUser {
+                    user,
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
+    /// Answers a request (not a send).
+    pub fn answer(&mut self, reply: &Reply, answer: Answer) {
+        self.answer_to(reply, answer, false);
+    }
+
+    /// An error answering a request that is not a send (a join).
+    pub fn reply_error(&mut self, reply: &Reply, code: ErrorCode, message: &str) {
+        self.answer_to(reply, Answer::error(code, message), false);
+    }
+
+    /// An error answering a send.
+    pub fn send_error(&mut self, reply: &Reply, code: ErrorCode, message: &str) {
+        self.answer_to(reply, Answer::error(code, message), true);
+    }
+
+    /// The ack of a send.
+    pub fn ack(
+        &mut self,
+        reply: &Reply,
+        channel: &Arc<str>,
+        client_msg_id: &str,
+        seq: Seq,
+        ts: u64,
+        duplicate: bool,
+    ) {
+        let answer = Answer::Ack {
+            channel: channel.clone(),
+            client_msg_id: client_msg_id.to_string(),
+            seq,
+            ts,
+            duplicate,
+        };
+        self.answer_to(reply, answer, true);
+    }
+
+    fn answer_to(&mut self, reply: &Reply, answer: Answer, send_done: bool) {
+        self.send(
+            reply.to.shard,
+            ShardMsg::Answer {
+                conn: reply.to.conn,
+                id: reply.id.clone(),
+                answer,
+                send_done,
+            },
+        );
+    }
+}

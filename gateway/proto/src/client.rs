@@ -1,0 +1,688 @@
+//! The client side of the protocol, for the load generator and tests:
+//! request encoders that append masked text frames, and a decoder for server
+//! events.
+//!
+//! The decoder reads every field any event has in one serde pass into owned
+//! values, then checks the fields the event's `type` needs. Event types it
+//! does not model (`presence`, `presence_update`, `read`, and any added
+//! later) come back as [`ServerEvent::Other`] with their type.
+
+use chat_model::{Media, MessageKind};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::request::{HistoryRange, Request};
+use super::response::{write_json, HelloLimits, MediaJson};
+use super::ws::{encode_frame_with, WsOpcode};
+
+/// A message as a client receives it (`msg` events and history pages).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ClientMsg {
+    /// The channel (empty if a server omitted it in a history page).
+    #[serde(default)]
+    pub channel: String,
+    /// Position in the channel.
+    pub seq: u64,
+    /// Sending user.
+    pub from: String,
+    /// Sending device.
+    pub device: String,
+    /// The sender's id for the send.
+    pub client_msg_id: String,
+    /// Kind: `text`, `media`, `edit`, `delete` (or a later addition).
+    pub kind: String,
+    /// Text; `None` for a message later deleted.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Commit time, ms since the Unix epoch.
+    pub ts: u64,
+    /// Edited or deleted seq.
+    #[serde(default)]
+    pub target: Option<u64>,
+    /// Media metadata.
+    #[serde(default, deserialize_with = "media_opt")]
+    pub media: Option<Media>,
+    /// The message was edited later.
+    #[serde(default)]
+    pub edited: bool,
+    /// The message was deleted later.
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// An event from the server, with owned fields. `id` is the echoed request
+/// id, as JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerEvent {
+    /// `hello`, first after the upgrade.
+    Hello {
+        /// The authenticated user.
+        user: String,
+        /// The device.
+        device: String,
+        /// The session id.
+        session: String,
+        /// The shard serving the connection.
+        shard: usize,
+        /// Send something at least this often (ms).
+        heartbeat_ms: u64,
+        /// The server's limits.
+        limits: HelloLimits,
+    },
+    /// `joined`.
+    Joined {
+        /// Echoed request id.
+        id: Option<Value>,
+        /// The channel.
+        channel: String,
+        /// The channel's head at the join.
+        head: u64,
+    },
+    /// `left`.
+    Left {
+        /// Echoed request id.
+        id: Option<Value>,
+        /// The channel.
+        channel: String,
+    },
+    /// `ack` of a send, edit or delete.
+    Ack {
+        /// Echoed request id.
+        id: Option<Value>,
+        /// The channel.
+        channel: String,
+        /// The client's id for the send.
+        client_msg_id: String,
+        /// The assigned seq.
+        seq: u64,
+        /// The commit time (ms).
+        ts: u64,
+        /// A retry of an earlier send.
+        duplicate: bool,
+    },
+    /// `msg`.
+    Msg(Box<ClientMsg>),
+    /// `history`.
+    History {
+        /// Echoed request id.
+        id: Option<Value>,
+        /// The channel.
+        channel: String,
+        /// Messages, ascending.
+        messages: Vec<ClientMsg>,
+        /// More messages exist in the direction read.
+        has_more: bool,
+    },
+    /// `pong`.
+    Pong {
+        /// Echoed request id.
+        id: Option<Value>,
+    },
+    /// `error`.
+    Error {
+        /// Echoed request id.
+        id: Option<Value>,
+        /// The error code, e.g. `bad_request`.
+        code: String,
+        /// The explanation.
+        message: String,
+    },
+    /// `typing`.
+    Typing {
+        /// The channel.
+        channel: String,
+        /// Who is typing.
+        user: String,
+    },
+    /// Any other event; holds its `type`.
+    Other(String),
+}
+
+/// Every field of every modelled event.
+#[derive(Deserialize)]
+struct WireEvent {
+    #[serde(rename = "type")]
+    ty: String,
+    id: Option<Value>,
+    user: Option<String>,
+    device: Option<String>,
+    session: Option<String>,
+    shard: Option<usize>,
+    heartbeat_ms: Option<u64>,
+    limits: Option<HelloLimits>,
+    channel: Option<String>,
+    head: Option<u64>,
+    client_msg_id: Option<String>,
+    seq: Option<u64>,
+    ts: Option<u64>,
+    duplicate: Option<bool>,
+    from: Option<String>,
+    kind: Option<String>,
+    text: Option<String>,
+    target: Option<u64>,
+    #[serde(default, deserialize_with = "media_opt")]
+    media: Option<Media>,
+    edited: Option<bool>,
+    deleted: Option<bool>,
+    messages: Option<Vec<ClientMsg>>,
+    has_more: Option<bool>,
+    code: Option<String>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireMedia {
+    url: String,
+    mime: String,
+    size: u64,
+}
+
+fn media_opt<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Media>, D::Error> {
+    Ok(
+        Option::<WireMedia>::deserialize(deserializer)?.map(|m| Media {
+            url: m.url,
+            mime: m.mime,
+            size: m.size,
+        }),
+    )
+}
+
+fn need<T>(field: Option<T>, name: &'static str) -> Result<T, serde_json::Error> {
+    field.ok_or_else(|| serde_json::Error::missing_field(name))
+}
+
+/// Decodes the text of one server frame.
+pub fn decode_server_event(text: &str) -> Result<ServerEvent, serde_json::Error> {
+    let w: WireEvent = serde_json::from_str(text)?;
+    let event = match w.ty.as_str() {
+        "hello" => ServerEvent::Hello {
+            user: need(w.user, "user")?,
+            device: need(w.device, "device")?,
+            session: need(w.session, "session")?,
+            shard: need(w.shard, "shard")?,
+            heartbeat_ms: need(w.heartbeat_ms, "heartbeat_ms")?,
+            limits: need(w.limits, "limits")?,
+        },
+        "joined" => ServerEvent::Joined {
+            id: w.id,
+            channel: need(w.channel, "channel")?,
+            head: need(w.head, "head")?,
+        },
+        "left" => ServerEvent::Left {
+            id: w.id,
+            channel: need(w.channel, "channel")?,
+        },
+        "ack" => ServerEvent::Ack {
+            id: w.id,
+            channel: need(w.channel, "channel")?,
+            client_msg_id: need(w.client_msg_id, "client_msg_id")?,
+            seq: need(w.seq, "seq")?,
+            ts: need(w.ts, "ts")?,
+            duplicate: need(w.duplicate, "duplicate")?,
+        },
+        "msg" => ServerEvent::Msg(Box::new(ClientMsg {
+            channel: need(w.channel, "channel")?,
+            seq: need(w.seq, "seq")?,
+            from: need(w.from, "from")?,
+            device: need(w.device, "device")?,
+            client_msg_id: need(w.client_msg_id, "client_msg_id")?,
+            kind: need(w.kind, "kind")?,
+            text: w.text,
+            ts: need(w.ts, "ts")?,
+            target: w.target,
+            media: w.media,
+            edited: w.edited.unwrap_or(false),
+            deleted: w.deleted.unwrap_or(false),
+        })),
+        "history" => ServerEvent::History {
+            id: w.id,
+            channel: need(w.channel, "channel")?,
+            messages: need(w.messages, "messages")?,
+            has_more: need(w.has_more, "has_more")?,
+        },
+        "pong" => ServerEvent::Pong { id: w.id },
+        "error" => ServerEvent::Error {
+            id: w.id,
+            code: need(w.code, "code")?,
+            message: need(w.message, "message")?,
+        },
+        "typing" => ServerEvent::Typing {
+            channel: need(w.channel, "channel")?,
+            user: need(w.user, "user")?,
+        },
+        _ => ServerEvent::Other(w.ty),
+    };
+    Ok(event)
+}
+
+/// A request id: a number, or raw JSON.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Id<'a> {
+    Number(u64),
+    Raw(&'a RawValue),
+}
+
+/// Every field any request has.
+#[derive(Default, Serialize)]
+struct RequestJson<'a> {
+    r#type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<Id<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_msg_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media: Option<MediaJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+}
+
+fn masked_frame(out: &mut Vec<u8>, request: &RequestJson<'_>, mask: [u8; 4]) {
+    encode_frame_with(out, WsOpcode::Text, Some(mask), |buf| {
+        write_json(buf, request);
+    });
+}
+
+/// Appends a masked `join` frame (`id` as a JSON number).
+pub fn encode_join(
+    out: &mut Vec<u8>,
+    id: Option<u64>,
+    channel: &str,
+    since: Option<u64>,
+    mask: [u8; 4],
+) {
+    let request = RequestJson {
+        r#type: "join",
+        id: id.map(Id::Number),
+        channel: Some(channel),
+        since,
+        ..RequestJson::default()
+    };
+    masked_frame(out, &request, mask);
+}
+
+/// Appends a masked `send` frame of kind text (`id` as a JSON number).
+pub fn encode_send(
+    out: &mut Vec<u8>,
+    id: Option<u64>,
+    channel: &str,
+    client_msg_id: &str,
+    text: &str,
+    mask: [u8; 4],
+) {
+    let request = RequestJson {
+        r#type: "send",
+        id: id.map(Id::Number),
+        channel: Some(channel),
+        client_msg_id: Some(client_msg_id),
+        text: Some(text),
+        ..RequestJson::default()
+    };
+    masked_frame(out, &request, mask);
+}
+
+/// Appends a masked `ping` frame (`id` as a JSON number).
+pub fn encode_ping(out: &mut Vec<u8>, id: Option<u64>, mask: [u8; 4]) {
+    let request = RequestJson {
+        r#type: "ping",
+        id: id.map(Id::Number),
+        ..RequestJson::default()
+    };
+    masked_frame(out, &request, mask);
+}
+
+/// Appends any request as a masked frame. `id` is raw JSON (a number or a
+/// string literal with its quotes), as in [`super::request::Envelope::id`];
+/// an id that is not valid JSON is left out.
+pub fn encode_request(out: &mut Vec<u8>, id: Option<&str>, request: &Request<'_>, mask: [u8; 4]) {
+    let id = id
+        .and_then(|raw| serde_json::from_str::<&RawValue>(raw).ok())
+        .map(Id::Raw);
+    let json = match request {
+        Request::Join { channel, since } => RequestJson {
+            r#type: "join",
+            channel: Some(channel),
+            since: *since,
+            ..RequestJson::default()
+        },
+        Request::Leave { channel } => RequestJson {
+            r#type: "leave",
+            channel: Some(channel),
+            ..RequestJson::default()
+        },
+        Request::Send(send) => {
+            let (ty, kind) = match send.kind {
+                MessageKind::Text => ("send", None),
+                MessageKind::Media => ("send", Some("media")),
+                MessageKind::Edit => ("edit", None),
+                MessageKind::Delete => ("delete", None),
+            };
+            RequestJson {
+                r#type: ty,
+                channel: Some(send.channel),
+                client_msg_id: Some(&send.client_msg_id),
+                kind,
+                text: (send.kind != MessageKind::Delete).then_some(&*send.text),
+                target: send.target,
+                media: send.media.as_ref().map(MediaJson::from),
+                ..RequestJson::default()
+            }
+        }
+        Request::History {
+            channel,
+            range,
+            limit,
+        } => RequestJson {
+            r#type: "history",
+            channel: Some(channel),
+            before: match range {
+                HistoryRange::Before(seq) => Some(*seq),
+                _ => None,
+            },
+            after: match range {
+                HistoryRange::After(seq) => Some(*seq),
+                _ => None,
+            },
+            limit: Some(*limit),
+            ..RequestJson::default()
+        },
+        Request::Read { channel, seq } => RequestJson {
+            r#type: "read",
+            channel: Some(channel),
+            seq: Some(*seq),
+            ..RequestJson::default()
+        },
+        Request::Delivered { channel, seq } => RequestJson {
+            r#type: "delivered",
+            channel: Some(channel),
+            seq: Some(*seq),
+            ..RequestJson::default()
+        },
+        Request::Typing { channel } => RequestJson {
+            r#type: "typing",
+            channel: Some(channel),
+            ..RequestJson::default()
+        },
+        Request::Presence { channel } => RequestJson {
+            r#type: "presence",
+            channel: Some(channel),
+            ..RequestJson::default()
+        },
+        Request::Ping => RequestJson {
+            r#type: "ping",
+            ..RequestJson::default()
+        },
+    };
+    masked_frame(out, &RequestJson { id, ..json }, mask);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::request::{decode_request, ErrorCode, Limits, SendRequest};
+    use super::super::response::{self, MsgView};
+    use super::super::ws::{Role, WsDecoder, WsEvent};
+    use super::*;
+    use chat_model::StoredMessage;
+    use serde_json::json;
+    use std::borrow::Cow;
+
+    const MASK: [u8; 4] = [1, 2, 3, 4];
+
+    /// Decodes server frames as a client.
+    fn events(bytes: &[u8]) -> Vec<ServerEvent> {
+        let mut dec = WsDecoder::new(Role::Client, usize::MAX);
+        let mut out = Vec::new();
+        dec.feed(bytes, &mut |e| match e {
+            WsEvent::Text(t) => out.push(decode_server_event(t).unwrap()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .unwrap();
+        out
+    }
+
+    /// Decodes client frames as the server, returning each frame's text.
+    fn server_texts(bytes: &[u8]) -> Vec<String> {
+        let mut dec = WsDecoder::new(Role::Server, usize::MAX);
+        let mut out = Vec::new();
+        dec.feed(bytes, &mut |e| match e {
+            WsEvent::Text(t) => out.push(t.to_owned()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn server_encoders_decode_to_the_matching_events() {
+        let limits = HelloLimits {
+            max_text_chars: 10,
+            max_frame_bytes: 20,
+            history_max_limit: 30,
+        };
+        let stored = StoredMessage {
+            seq: 2,
+            from: "bob".into(),
+            device: "d".into(),
+            client_msg_id: "c".into(),
+            kind: MessageKind::Media,
+            text: "cap".into(),
+            target: None,
+            media: Some(Media {
+                url: "https://x/y".into(),
+                mime: "a/b".into(),
+                size: 3,
+            }),
+            ts: 77,
+            edited: false,
+            deleted: false,
+        };
+        let view = MsgView::from_stored(&stored);
+        let mut out = Vec::new();
+        response::hello(&mut out, "u", "d", "s", 1, 500, &limits);
+        response::joined(&mut out, Some("1"), "room:x", 4);
+        response::left(&mut out, Some("\"two\""), "room:x");
+        response::ack(&mut out, None, "room:x", "c", 5, 6, true);
+        response::msg(&mut out, "room:x", &view);
+        response::history(&mut out, Some("3"), "room:x", &[view], false);
+        response::pong(&mut out, Some("4"));
+        response::error(&mut out, None, ErrorCode::RateLimited, "slow down");
+        response::typing(&mut out, "room:x", "u");
+        response::presence_update(&mut out, "dm:a:b", "a", true);
+        let client_msg = ClientMsg {
+            channel: "room:x".into(),
+            seq: 2,
+            from: "bob".into(),
+            device: "d".into(),
+            client_msg_id: "c".into(),
+            kind: "media".into(),
+            text: Some("cap".into()),
+            ts: 77,
+            target: None,
+            media: stored.media.clone(),
+            edited: false,
+            deleted: false,
+        };
+        assert_eq!(
+            events(&out),
+            vec![
+                ServerEvent::Hello {
+                    user: "u".into(),
+                    device: "d".into(),
+                    session: "s".into(),
+                    shard: 1,
+                    heartbeat_ms: 500,
+                    limits
+                },
+                ServerEvent::Joined {
+                    id: Some(json!(1)),
+                    channel: "room:x".into(),
+                    head: 4
+                },
+                ServerEvent::Left {
+                    id: Some(json!("two")),
+                    channel: "room:x".into()
+                },
+                ServerEvent::Ack {
+                    id: None,
+                    channel: "room:x".into(),
+                    client_msg_id: "c".into(),
+                    seq: 5,
+                    ts: 6,
+                    duplicate: true
+                },
+                ServerEvent::Msg(Box::new(client_msg.clone())),
+                ServerEvent::History {
+                    id: Some(json!(3)),
+                    channel: "room:x".into(),
+                    messages: vec![client_msg],
+                    has_more: false
+                },
+                ServerEvent::Pong { id: Some(json!(4)) },
+                ServerEvent::Error {
+                    id: None,
+                    code: "rate_limited".into(),
+                    message: "slow down".into()
+                },
+                ServerEvent::Typing {
+                    channel: "room:x".into(),
+                    user: "u".into()
+                },
+                ServerEvent::Other("presence_update".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn server_events_missing_a_field_fail_to_decode() {
+        assert!(decode_server_event(r#"{"type":"ack","channel":"room:x"}"#).is_err());
+        assert!(decode_server_event(r#"{"channel":"room:x"}"#).is_err());
+        assert!(decode_server_event("not json").is_err());
+    }
+
+    #[test]
+    fn join_send_and_ping_encoders_decode_on_the_server() {
+        let mut out = Vec::new();
+        encode_join(&mut out, Some(1), "room:x", Some(9), MASK);
+        encode_join(&mut out, None, "room:x", None, MASK);
+        encode_send(&mut out, Some(2), "dm:a:b", "c-1", "hi \"there\"\n", MASK);
+        encode_ping(&mut out, Some(3), MASK);
+        let texts = server_texts(&out);
+        let limits = Limits::default();
+        let decoded: Vec<_> = texts
+            .iter()
+            .map(|t| decode_request(t, &limits).unwrap())
+            .collect();
+        assert_eq!(decoded[0].id, Some("1"));
+        assert_eq!(
+            decoded[0].request,
+            Request::Join {
+                channel: "room:x",
+                since: Some(9)
+            }
+        );
+        assert_eq!(decoded[1].id, None);
+        assert_eq!(
+            decoded[1].request,
+            Request::Join {
+                channel: "room:x",
+                since: None
+            }
+        );
+        assert_eq!(decoded[2].id, Some("2"));
+        let Request::Send(send) = &decoded[2].request else {
+            panic!("not a send")
+        };
+        assert_eq!(send.text, "hi \"there\"\n");
+        assert_eq!(send.client_msg_id, "c-1");
+        assert_eq!(decoded[3].request, Request::Ping);
+        assert_eq!(decoded[3].id, Some("3"));
+    }
+
+    #[test]
+    fn every_request_round_trips_through_encode_request() {
+        let media = Media {
+            url: "https://x/y".into(),
+            mime: "image/png".into(),
+            size: 5,
+        };
+        let send = |kind, text: &'static str, target, media| {
+            Request::Send(SendRequest {
+                channel: "group:g",
+                client_msg_id: Cow::Borrowed("c1"),
+                kind,
+                text: Cow::Borrowed(text),
+                target,
+                media,
+            })
+        };
+        let requests = vec![
+            Request::Join {
+                channel: "room:x",
+                since: Some(3),
+            },
+            Request::Leave { channel: "room:x" },
+            send(MessageKind::Text, "hello", None, None),
+            send(MessageKind::Media, "caption", None, Some(media)),
+            send(MessageKind::Edit, "fixed", Some(4), None),
+            send(MessageKind::Delete, "", Some(4), None),
+            Request::History {
+                channel: "room:x",
+                range: HistoryRange::Latest,
+                limit: 50,
+            },
+            Request::History {
+                channel: "room:x",
+                range: HistoryRange::Before(9),
+                limit: 10,
+            },
+            Request::History {
+                channel: "room:x",
+                range: HistoryRange::After(2),
+                limit: 200,
+            },
+            Request::Read {
+                channel: "dm:a:b",
+                seq: 8,
+            },
+            Request::Delivered {
+                channel: "dm:a:b",
+                seq: 9,
+            },
+            Request::Typing { channel: "dm:a:b" },
+            Request::Presence { channel: "dm:a:b" },
+            Request::Ping,
+        ];
+        for (i, request) in requests.iter().enumerate() {
+            let id = if i % 2 == 0 {
+                i.to_string()
+            } else {
+                format!("\"r{i}\"")
+            };
+            let mut out = Vec::new();
+            encode_request(&mut out, Some(&id), request, MASK);
+            let texts = server_texts(&out);
+            let envelope = decode_request(&texts[0], &Limits::default()).unwrap();
+            assert_eq!(envelope.id, Some(id.as_str()));
+            assert_eq!(&envelope.request, request);
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! A WebSocket session: admission (token or dev auth), the upgrade, and the
+//! connection driver — the one future per connection that moves the core's
+//! outbox to the socket (one write of everything queued) and the socket's
+//! bytes into the core (the shard's one shared read buffer, decoded in
+//! place). The driver asks the core what to do ([`ShardState::session`]);
+//! it never decides a protocol rule itself.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use chat_core::{Config, ConnId, ShardState};
+use chat_proto::auth::{self, AuthError, Identity};
+use chat_proto::http::{self, RequestHead};
+use chat_proto::names;
+use chat_proto::ws::{Role, WsDecoder, WsError};
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::shard_task::Shard;
+use crate::util::{now_ms, write_and_close};
+
+/// Who is connecting: a verified token when a secret is configured, else
+/// dev auth (`?user=&device=`, loopback only — enforced at start).
+pub(crate) fn authenticate(cfg: &Config, head: &RequestHead) -> Result<Identity, AuthError> {
+    match cfg.auth_secret.as_deref() {
+        Some(secret) => {
+            let token = head
+                .bearer_token()
+                .or_else(|| head.query_param("token"))
+                .ok_or(AuthError::Missing)?;
+            auth::verify(secret.as_bytes(), token, now_ms())
+        }
+        None => {
+            let user = head.query_param("user").unwrap_or("");
+            let device = head.query_param("device").unwrap_or("default");
+            if !names::is_valid_id(user) || !names::is_valid_id(device) {
+                return Err(AuthError::DevIds);
+            }
+            Ok(Identity {
+                user: user.to_string(),
+                device: device.to_string(),
+                expires_ms: None,
+            })
+        }
+    }
+}
+
+/// Authenticates a request; on failure counts it, answers 401 and closes.
+pub(crate) async fn admit(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    head: &RequestHead,
+) -> Option<Identity> {
+    match authenticate(&shard.cfg, head) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            shard
+                .global
+                .stats
+                .auth_failures
+                .fetch_add(1, Ordering::Relaxed);
+            let r = http::json_error_response(401, "unauthorized", &e.to_string());
+            write_and_close(stream, &r).await;
+            None
+        }
+    }
+}
+
+/// Upgrades to WebSocket and runs the session until it ends.
+pub(crate) async fn upgrade(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    head: RequestHead,
+    rest: Vec<u8>,
+) {
+    if head.method != "GET" || !head.upgrade_websocket || head.ws_version.as_deref() != Some("13") {
+        let r = http::json_error_response(
+            400,
+            "bad_request",
+            "expected a WebSocket upgrade (GET, Upgrade: websocket, Sec-WebSocket-Version: 13)",
+        );
+        return write_and_close(&mut stream, &r).await;
+    }
+    let Some(key) = head.ws_key.clone() else {
+        let r = http::json_error_response(400, "bad_request", "missing Sec-WebSocket-Key");
+        return write_and_close(&mut stream, &r).await;
+    };
+    let Some(identity) = admit(&shard, &mut stream, &head).await else {
+        return;
+    };
+    if shard.state.borrow().is_draining() {
+        let r = http::json_error_response(503, "unavailable", "server shutting down");
+        return write_and_close(&mut stream, &r).await;
+    }
+    if stream
+        .write_all(&http::upgrade_response(&key))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let conn = shard.with(|st| st.open_conn(&identity, now_ms()));
+    let mut driver = Driver {
+        shard: shard.clone(),
+        conn,
+        stream,
+        decoder: WsDecoder::new(Role::Server, shard.cfg.max_frame_bytes),
+        closing: false,
+    };
+    if !rest.is_empty() {
+        driver.feed(&rest);
+    }
+    let end = (&mut driver).await;
+    shard.forget(conn);
+    shard.with(|st| st.close_conn(conn, now_ms()));
+    let mut stream = driver.stream;
+    if end == SessionEnd::CloseSent {
+        linger(&shard.cfg, &mut stream).await;
+    }
+    let _ = stream.close().await;
+}
+
+/// After our close frame: half-close and discard what the client still
+/// sends (bounded by `close_linger_ms` and 8 MiB), so that a client in the
+/// middle of writing reads the close frame instead of a reset.
+async fn linger(cfg: &Config, stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    let _ = glommio::timer::timeout(Duration::from_millis(cfg.close_linger_ms), async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0usize;
+        while total < 8 * 1024 * 1024 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// How a WebSocket session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SessionEnd {
+    /// The peer closed the socket, or it failed, or it was cut off.
+    PeerGone,
+    /// We wrote a close frame.
+    CloseSent,
+}
+
+/// The poll-driven half of a WebSocket session.
+struct Driver {
+    shard: Rc<Shard>,
+    conn: ConnId,
+    stream: TcpStream,
+    decoder: WsDecoder,
+    /// The close frame is queued; finish once it is written.
+    closing: bool,
+}
+
+fn close_reason(e: &WsError) -> &'static str {
+    match e {
+        WsError::TooBig => "frame too big",
+        WsError::InvalidUtf8 => "invalid UTF-8",
+        WsError::Protocol(m) => m,
+    }
+}
+
+impl Driver {
+    /// Decodes bytes that came with the upgrade request.
+    fn feed(&mut self, bytes: &[u8]) {
+        let now = now_ms();
+        let conn = self.conn;
+        let mut st = self.shard.state.borrow_mut();
+        let result = self
+            .decoder
+            .feed(bytes, &mut |ev| st.on_ws_event(conn, ev, now));
+        if let Err(e) = result {
+            st.on_ws_error(conn, e.close_code(), close_reason(&e), now);
+        }
+        drop(st);
+        self.shard.apply_effects();
+    }
+
+    /// Writes what the outbox holds, as long as the socket takes it.
+    /// Returns (progressed, write_blocked), or the end of the session.
+    fn write(
+        &mut self,
+        st: &mut ShardState,
+        cx: &mut Context<'_>,
+    ) -> Result<(bool, bool), SessionEnd> {
+        let mut progressed = false;
+        loop {
+            let out = st.output(self.conn);
+            if out.is_empty() {
+                return Ok((progressed, false));
+            }
+            match Pin::new(&mut self.stream).poll_write(cx, out) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(SessionEnd::PeerGone),
+                Poll::Ready(Ok(n)) => {
+                    progressed = true;
+                    st.wrote(self.conn, n, now_ms());
+                }
+                Poll::Pending => return Ok((progressed, true)),
+            }
+        }
+    }
+}
+
+impl Future for &mut Driver {
+    type Output = SessionEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SessionEnd> {
+        let this = &mut **self.get_mut();
+        let conn = this.conn;
+        // Bounded work per poll so one busy connection cannot starve others.
+        for _ in 0..32 {
+            // 0. Requests waiting for admission go before anything else: a
+            // reply, an ack or a drained outbox may have made room for them.
+            if this.shard.state.borrow().has_queued(conn) {
+                this.shard.with(|st| st.admit_queued(conn, now_ms()));
+            }
+            // 1. Write everything queued, in one write when the socket takes
+            // it; close once everything owed is out.
+            let (mut progressed, write_blocked) = {
+                let shard = this.shard.clone();
+                let mut st = shard.state.borrow_mut();
+                let Some(s) = st.session(conn) else {
+                    return Poll::Ready(SessionEnd::PeerGone);
+                };
+                if s.kill {
+                    // The peer stopped taking bytes: drop the socket.
+                    return Poll::Ready(SessionEnd::PeerGone);
+                }
+                let (progressed, write_blocked) = match this.write(&mut st, cx) {
+                    Ok(r) => r,
+                    Err(end) => return Poll::Ready(end),
+                };
+                let Some(s) = st.session(conn) else {
+                    return Poll::Ready(SessionEnd::PeerGone);
+                };
+                if s.pending == 0 {
+                    if this.closing {
+                        return Poll::Ready(SessionEnd::CloseSent);
+                    }
+                    if s.closing.is_some() && st.queue_close_frame(conn).is_some() {
+                        this.closing = true;
+                        drop(st);
+                        shard.apply_effects();
+                        continue;
+                    }
+                }
+                // 2. Read, unless closing, draining, or the requests waiting
+                // for admission reached their bound (then the rest waits in
+                // the kernel).
+                if this.closing || s.reads_paused {
+                    if !progressed {
+                        shard.park(&mut st, conn, cx.waker());
+                        return Poll::Pending;
+                    }
+                    drop(st);
+                    shard.apply_effects();
+                    continue;
+                }
+                (progressed, write_blocked)
+            };
+            this.shard.apply_effects();
+            let read = {
+                let mut buf = this.shard.read_buf.borrow_mut();
+                match Pin::new(&mut this.stream).poll_read(cx, &mut buf[..]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(SessionEnd::PeerGone)
+                    }
+                    Poll::Ready(Ok(n)) => Some(n),
+                    Poll::Pending => None,
+                }
+            };
+            if let Some(n) = read {
+                let now = now_ms();
+                let mut buf = this.shard.read_buf.borrow_mut();
+                let mut st = this.shard.state.borrow_mut();
+                // Unmasks in place: complete frames are never copied.
+                let result = this
+                    .decoder
+                    .feed_mut(&mut buf[..n], &mut |ev| st.on_ws_event(conn, ev, now));
+                if let Err(e) = result {
+                    st.on_ws_error(conn, e.close_code(), close_reason(&e), now);
+                }
+                drop(st);
+                drop(buf);
+                this.shard.apply_effects();
+                progressed = true;
+            }
+            if !progressed {
+                let shard = this.shard.clone();
+                let mut st = shard.state.borrow_mut();
+                let Some(s) = st.session(conn) else {
+                    return Poll::Ready(SessionEnd::PeerGone);
+                };
+                let queued = s.pending > 0 && !write_blocked;
+                if queued || (s.closing.is_some() && !this.closing && !write_blocked) {
+                    // Something was queued while we read: go round again.
+                    continue;
+                }
+                shard.park(&mut st, conn, cx.waker());
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

@@ -1,0 +1,163 @@
+//! A shard's life: its main future ([`run_shard`]) binds the listener,
+//! joins the mesh, starts the shard's tasks — one receiver and one backlog
+//! pump per peer (`mesh.rs`), the accept loop (`listener.rs`), the
+//! once-a-second tick, the cursor flush timer — and runs the supervisor that
+//! performs a graceful shutdown.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_core::{Config, ShardId, ShardMsg, ShardState};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+
+use crate::shard_task::{Global, Shard};
+use crate::store_io::StoreIo;
+use crate::util::{now_ms, Notify};
+
+/// Parameters a shard starts with.
+pub(crate) struct ShardParams {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) global: Arc<Global>,
+    pub(crate) store: StoreIo,
+    pub(crate) mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    pub(crate) ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
+}
+
+/// The main future of one shard's executor.
+pub(crate) async fn run_shard(p: ShardParams) {
+    let (senders, mut receivers) = match p.mesh.join().await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = p
+                .ready
+                .send(Err(format!("joining the shard mesh failed: {e}")));
+            return;
+        }
+    };
+    let id = ShardId(senders.peer_id());
+    let nr = senders.nr_consumers();
+    let listener = {
+        let mut bound = p.global.bound.lock().unwrap_or_else(|e| e.into_inner());
+        let addr = bound.unwrap_or(p.cfg.listen);
+        match TcpListener::bind(addr) {
+            Ok(l) => {
+                let local = l.local_addr().unwrap_or(addr);
+                *bound = Some(local);
+                l
+            }
+            Err(e) => {
+                let _ = p.ready.send(Err(format!("binding {addr} failed: {e}")));
+                return;
+            }
+        }
+    };
+    let shard = Rc::new(Shard {
+        id,
+        cfg: p.cfg.clone(),
+        state: RefCell::new(ShardState::new(
+            id,
+            nr,
+            p.cfg.clone(),
+            p.global.stats.clone(),
+        )),
+        mesh: senders,
+        backlog: (0..nr).map(|_| RefCell::new(VecDeque::new())).collect(),
+        pump_busy: (0..nr).map(|_| Cell::new(false)).collect(),
+        pump_notify: (0..nr).map(|_| Notify::default()).collect(),
+        store: p.store,
+        global: p.global.clone(),
+        read_buf: RefCell::new(vec![0; p.cfg.read_chunk_bytes]),
+        commit_running: Cell::new(false),
+        accepting: Cell::new(true),
+        wakers: RefCell::new(HashMap::new()),
+    });
+
+    // Long-lived tasks are kept (not detached) so that returning from this
+    // function cancels them and frees the shard.
+    let mut tasks = Vec::new();
+    for (peer, rx) in receivers.streams() {
+        let shard = shard.clone();
+        tasks.push(glommio::spawn_local(async move {
+            while let Some(msg) = rx.recv().await {
+                shard.with(|st| st.on_msg(ShardId(peer), msg, now_ms()));
+            }
+        }));
+    }
+    for peer in 0..nr {
+        if peer != id.0 {
+            tasks.push(glommio::spawn_local(crate::mesh::pump(shard.clone(), peer)));
+        }
+    }
+    tasks.push(glommio::spawn_local(crate::listener::accept_loop(
+        shard.clone(),
+        listener,
+    )));
+    tasks.push(glommio::spawn_local(tick(shard.clone())));
+    tasks.push(glommio::spawn_local(cursor_timer(shard.clone())));
+
+    if let Ok(addr) = shard.global.bound.lock().map(|b| b.unwrap_or(p.cfg.listen)) {
+        let _ = p.ready.send(Ok(addr));
+    }
+
+    supervise(&shard).await;
+    for t in tasks {
+        t.cancel().await;
+    }
+    shard.mesh.close();
+}
+
+/// The once-a-second work of the shard.
+async fn tick(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(1000)).await;
+        shard.with(|st| st.tick(now_ms()));
+    }
+}
+
+/// Writes the coalesced read and delivered cursors every `cursor_flush_ms`.
+async fn cursor_timer(shard: Rc<Shard>) {
+    let every = Duration::from_millis(shard.cfg.cursor_flush_ms);
+    loop {
+        glommio::timer::sleep(every).await;
+        shard.with(|st| st.flush_cursors(now_ms()));
+    }
+}
+
+/// Waits for the shutdown flag, then: stop reading, let owners finish their
+/// commits (all shards), close every connection with 1001, flush, return.
+async fn supervise(shard: &Rc<Shard>) {
+    let tick = Duration::from_millis(10);
+    while !shard.global.shutdown.load(Ordering::Acquire) {
+        glommio::timer::sleep(Duration::from_millis(25)).await;
+    }
+    shard.accepting.set(false);
+    shard.with(ShardState::begin_drain);
+    shard.wake_all();
+    let nr = shard.state.borrow().nr_shards();
+    let deadline = std::time::Instant::now() + Duration::from_millis(shard.cfg.shutdown_grace_ms);
+    // Owners finish what they received.
+    loop {
+        let quiet = shard.state.borrow().is_quiet() && !shard.commit_running.get();
+        if quiet || std::time::Instant::now() > deadline {
+            break;
+        }
+        glommio::timer::sleep(tick).await;
+    }
+    shard.global.drained.fetch_add(1, Ordering::AcqRel);
+    while shard.global.drained.load(Ordering::Acquire) < nr && std::time::Instant::now() < deadline
+    {
+        glommio::timer::sleep(tick).await;
+    }
+    // Let the last acks cross the mesh, then say goodbye.
+    glommio::timer::sleep(Duration::from_millis(20)).await;
+    shard.with(|st| st.close_all(1001, "server shutting down", now_ms()));
+    while shard.state.borrow().conn_count() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(tick).await;
+    }
+}

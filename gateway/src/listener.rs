@@ -1,0 +1,178 @@
+//! The listener of a shard: accepting connections (backing off on
+//! EMFILE/ENFILE, refusing past the maximum), reading the HTTP request head
+//! (bounded in size and time), and routing it: the WebSocket upgrade
+//! (`driver.rs`), the SSE stream (`sse.rs`), the HTTP API (`http_api.rs`),
+//! the demo page, `/healthz` and `/metrics`.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_proto::http::{self, RequestHead};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::shard_task::{Global, Shard};
+use crate::util::{now_ms, write_and_close};
+
+/// Releases a connection slot when a connection's task ends.
+pub(crate) struct Slot(Arc<Global>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// Accepts connections until the shard stops accepting.
+pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let mut warned_at = 0u64;
+    loop {
+        if !shard.accepting.get() {
+            return;
+        }
+        match listener.accept().await {
+            Ok(stream) => {
+                let global = shard.global.clone();
+                let n = global.stats.connections.fetch_add(1, Ordering::Relaxed);
+                let slot = Slot(global.clone());
+                if n >= global.max_connections || !shard.accepting.get() {
+                    global.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    glommio::spawn_local(refuse(stream, slot)).detach();
+                } else {
+                    glommio::spawn_local(serve(shard.clone(), stream, slot)).detach();
+                }
+            }
+            Err(e) => {
+                shard
+                    .global
+                    .stats
+                    .accept_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                let io_err: std::io::Error = e.into();
+                let now = now_ms();
+                if now.saturating_sub(warned_at) > 5_000 {
+                    warned_at = now;
+                    tracing::warn!(error = %io_err, "accept failed; backing off");
+                }
+                // EMFILE/ENFILE return at once without yielding: without a
+                // pause this loop would spin and starve every connection.
+                let pause = if is_fd_exhaustion(&io_err) { 50 } else { 5 };
+                glommio::timer::sleep(Duration::from_millis(pause)).await;
+            }
+        }
+    }
+}
+
+/// Answers a connection past the maximum with 503 and closes it.
+async fn refuse(mut stream: TcpStream, _slot: Slot) {
+    let resp = http::json_error_response(503, "unavailable", "connection limit reached");
+    let _ = glommio::timer::timeout(Duration::from_millis(500), async move {
+        let _ = stream.write_all(&resp).await;
+        let _ = stream.close().await;
+        Ok(())
+    })
+    .await;
+}
+
+/// Reads the HTTP request head (bounded size).
+async fn read_head(
+    stream: &mut TcpStream,
+    max: usize,
+) -> Result<Option<(RequestHead, Vec<u8>)>, http::HttpError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((head, used)) = http::parse_request_head(&buf, max)? {
+            let rest = buf.split_off(used);
+            return Ok(Some((head, rest)));
+        }
+    }
+}
+
+/// Serves one accepted connection: HTTP endpoints or a WebSocket session.
+async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
+    let _ = stream.set_nodelay(true);
+    if shard.cfg.socket_send_buffer_bytes > 0 {
+        let _ = socket2::SockRef::from(&stream)
+            .set_send_buffer_size(shard.cfg.socket_send_buffer_bytes);
+    }
+    let timeout = Duration::from_millis(shard.cfg.handshake_timeout_ms);
+    let max_head = shard.cfg.max_request_head_bytes;
+    let head = glommio::timer::timeout(timeout, async {
+        Ok(read_head(&mut stream, max_head).await)
+    })
+    .await;
+    let (head, rest) = match head {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) | Err(_) => return,
+        Ok(Err(http::HttpError::TooLarge)) => {
+            let r = http::json_error_response(431, "bad_request", "request head too large");
+            return write_and_close(&mut stream, &r).await;
+        }
+        Ok(Err(http::HttpError::Malformed(m))) => {
+            let r = http::json_error_response(400, "bad_request", &m);
+            return write_and_close(&mut stream, &r).await;
+        }
+    };
+    match (head.method.as_str(), head.path.as_str()) {
+        (_, "/ws") => crate::driver::upgrade(shard, stream, head, rest).await,
+        ("GET", "/v1/events") => {
+            let Some(identity) = crate::driver::admit(&shard, &mut stream, &head).await else {
+                return;
+            };
+            crate::sse::serve(shard, stream, head, identity).await;
+        }
+        ("GET", p) if p == "/demo" || p.starts_with("/demo/") => {
+            crate::demo::serve(&shard, &mut stream, &head).await;
+        }
+        (_, p) if p.starts_with("/v1/") => {
+            let Some(identity) = crate::driver::admit(&shard, &mut stream, &head).await else {
+                return;
+            };
+            // The whole call — body, work, response — within the timeout:
+            // a client that does not take its response is cut off.
+            let timeout = Duration::from_millis(shard.cfg.http_timeout_ms);
+            let _ = glommio::timer::timeout(timeout, async {
+                crate::http_api::serve(shard, &mut stream, head, rest, identity).await;
+                Ok(())
+            })
+            .await;
+            let _ = stream.close().await;
+        }
+        ("GET", "/healthz") => {
+            let r = match shard.store.health() {
+                storage::Health::Healthy => {
+                    http::response(200, "application/json", b"{\"status\":\"ok\"}", &[])
+                }
+                storage::Health::Poisoned(why) => {
+                    let body =
+                        serde_json::json!({"status": "unhealthy", "reason": why}).to_string();
+                    http::response(503, "application/json", body.as_bytes(), &[])
+                }
+            };
+            write_and_close(&mut stream, &r).await;
+        }
+        ("GET", "/metrics") => {
+            let mut body = crate::metrics::render(&shard.global.stats.snapshot());
+            let nr = shard.state.borrow().nr_shards();
+            crate::metrics::render_detail(&shard.global.stats.detail, nr, &mut body);
+            let r = http::response(200, "text/plain; version=0.0.4", body.as_bytes(), &[]);
+            write_and_close(&mut stream, &r).await;
+        }
+        _ => {
+            let r = http::json_error_response(404, "not_found", "no such endpoint");
+            write_and_close(&mut stream, &r).await;
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! One shard on its executor: the [`Shard`] handle every task of the shard
+//! shares, and how it applies what the core asks for ([`Shard::with`]):
+//! messages to shards (`mesh.rs`), jobs (`jobs.rs`), commits, and the
+//! drivers to wake. The shard's main future is in `lifecycle.rs`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+
+use chat_core::{Config, ConnId, Effects, ShardId, ShardMsg, ShardState, Stats};
+use glommio::channels::channel_mesh::Senders;
+
+use crate::store_io::StoreIo;
+use crate::util::{now_ms, Notify};
+
+/// State shared by every shard of one gateway process.
+pub(crate) struct Global {
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) max_connections: usize,
+    /// Set once to start a graceful shutdown.
+    pub(crate) shutdown: AtomicBool,
+    /// Shards whose owners have finished every commit after the shutdown began.
+    pub(crate) drained: AtomicUsize,
+    /// The address shards bind (the first binder fills it in for port 0).
+    pub(crate) bound: Mutex<Option<SocketAddr>>,
+}
+
+/// One shard: its state and the handles its tasks share.
+pub(crate) struct Shard {
+    pub(crate) id: ShardId,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) state: RefCell<ShardState>,
+    pub(crate) mesh: Senders<ShardMsg>,
+    pub(crate) backlog: Vec<RefCell<VecDeque<ShardMsg>>>,
+    pub(crate) pump_busy: Vec<Cell<bool>>,
+    pub(crate) pump_notify: Vec<Notify>,
+    pub(crate) store: StoreIo,
+    pub(crate) global: Arc<Global>,
+    pub(crate) read_buf: RefCell<Vec<u8>>,
+    pub(crate) commit_running: Cell<bool>,
+    pub(crate) accepting: Cell<bool>,
+    /// The wakers of parked connection drivers.
+    pub(crate) wakers: RefCell<HashMap<ConnId, Waker>>,
+}
+
+impl Shard {
+    /// The configuration.
+    pub(crate) fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Runs `f` on the state, then applies the effects it produced.
+    pub(crate) fn with<R>(self: &Rc<Self>, f: impl FnOnce(&mut ShardState) -> R) -> R {
+        let r = f(&mut self.state.borrow_mut());
+        self.apply_effects();
+        r
+    }
+
+    /// Parks a connection's driver: the next change of its outbox wakes
+    /// it. Call after the driver checked, under the same borrow, that it
+    /// has nothing to do.
+    pub(crate) fn park(&self, st: &mut ShardState, conn: ConnId, waker: &Waker) {
+        st.park(conn);
+        self.wakers.borrow_mut().insert(conn, waker.clone());
+    }
+
+    /// Forgets a finished connection's waker.
+    pub(crate) fn forget(&self, conn: ConnId) {
+        self.wakers.borrow_mut().remove(&conn);
+    }
+
+    /// Delivers queued shard messages (local ones in place, in order),
+    /// starts jobs and commits, and wakes the drivers of the connections
+    /// whose outbox changed, until nothing is left.
+    pub(crate) fn apply_effects(self: &Rc<Self>) {
+        loop {
+            let (fx, woken): (Effects, Vec<ConnId>) = {
+                let mut st = self.state.borrow_mut();
+                (st.take_effects(), st.take_woken())
+            };
+            if !woken.is_empty() {
+                let mut wakers = self.wakers.borrow_mut();
+                for conn in woken {
+                    if let Some(w) = wakers.remove(&conn) {
+                        w.wake();
+                    }
+                }
+            }
+            if fx.stats_committed > 0 {
+                self.global
+                    .stats
+                    .committed
+                    .fetch_add(fx.stats_committed, Ordering::Relaxed);
+            }
+            if fx.out.is_empty() && fx.io.is_empty() && !fx.commit_ready {
+                return;
+            }
+            for (to, msg) in fx.out {
+                if to == self.id {
+                    self.state.borrow_mut().on_msg(self.id, msg, now_ms());
+                } else {
+                    self.send_remote(to, msg);
+                }
+            }
+            for job in fx.io {
+                self.start_job(job);
+            }
+            if fx.commit_ready {
+                self.start_commits();
+            }
+        }
+    }
+
+    /// Wakes every parked driver (shutdown).
+    pub(crate) fn wake_all(&self) {
+        for (_, w) in self.wakers.borrow_mut().drain() {
+            w.wake();
+        }
+    }
+}
