@@ -8,12 +8,12 @@
 //! cursor, take the frames that fit the outbox budget, append them, advance
 //! the cursor.
 
-use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use chat_model::{MessageKind, StoredMessage};
 
+use crate::maps::{Map, Set};
 use crate::batch::Batch;
 use crate::conn::{Conn, Phase, Signal, Sub};
 use crate::fanout::{offer_batch, Offer};
@@ -24,8 +24,8 @@ use chat_proto::response::{self, MsgView};
 /// with an empty outbox and its cursor just before the batch.
 pub struct FanoutFixture {
     batch: Arc<Batch>,
-    members: HashSet<ConnId>,
-    conns: HashMap<ConnId, Conn>,
+    members: Set<ConnId>,
+    conns: Map<ConnId, Conn>,
     budget: usize,
     signal: Rc<Signal>,
 }
@@ -55,9 +55,9 @@ impl FanoutFixture {
             };
             batch.push_frame(|out| response::msg(out, &channel, &MsgView::from_stored(&m)));
         }
-        let mut conns = HashMap::with_capacity(members);
+        let mut conns = Map::with_capacity_and_hasher(members, Default::default());
         let signal = Rc::new(Signal::default());
-        let mut set = HashSet::with_capacity(members);
+        let mut set = Set::with_capacity_and_hasher(members, Default::default());
         for i in 0..members as u64 {
             let id = ConnId(i);
             let mut c = Conn::new(

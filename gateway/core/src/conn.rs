@@ -4,10 +4,11 @@
 //! which outboxes to flush from the shard's woken list ([`Signal`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::maps::Map;
 use crate::vocab::{Answer, ConnId};
 
 /// What every outbox of one shard shares: the shard's clock (set by every
@@ -211,7 +212,7 @@ pub struct Conn {
     /// What waits for the socket.
     pub(crate) outbox: Outbox,
     /// Joined channels.
-    pub(crate) subs: HashMap<Arc<str>, Sub>,
+    pub(crate) subs: Map<Arc<str>, Sub>,
     /// Last time a frame arrived (ms since the epoch), for the idle check.
     pub(crate) last_rx_ms: u64,
     /// An HTTP API call, not a device: no hello, no device registration.
@@ -263,7 +264,7 @@ impl Conn {
             user,
             device,
             outbox: Outbox::new(id, signal),
-            subs: HashMap::new(),
+            subs: Map::default(),
             last_rx_ms: now_ms,
             http: false,
             expires_ms: None,

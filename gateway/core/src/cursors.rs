@@ -13,11 +13,11 @@
 //! [`PendingCursors::reads_of`] overlays the pending (and flushing) read
 //! cursors of a user on the store's.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chat_model::{DeliveredUpdate, ReadUpdate, Seq};
 
+use crate::maps::Map;
 use crate::vocab::ConnId;
 
 /// (user, channel).
@@ -28,10 +28,10 @@ type DeliveredKey = (Arc<str>, Arc<str>, Arc<str>);
 /// Cursors reported since the last flush, and those being written.
 #[derive(Debug, Default)]
 pub(crate) struct PendingCursors {
-    reads: HashMap<ReadKey, u64>,
-    delivered: HashMap<DeliveredKey, u64>,
+    reads: Map<ReadKey, u64>,
+    delivered: Map<DeliveredKey, u64>,
     /// The reads of the flush in flight (still pending for unread counts).
-    flushing_reads: HashMap<ReadKey, u64>,
+    flushing_reads: Map<ReadKey, u64>,
     /// A flush is in flight.
     flushing: bool,
 }
@@ -98,13 +98,13 @@ impl PendingCursors {
         self.flushing = false;
         self.flushing_reads.clear();
         if self.flushing_reads.capacity() > 1024 {
-            self.flushing_reads = HashMap::new();
+            self.flushing_reads = Map::default();
         }
     }
 
     /// The read cursors of `user` not yet in the store: channel → seq.
     pub(crate) fn reads_of(&self, user: &str) -> Vec<(Arc<str>, u64)> {
-        let mut out: HashMap<Arc<str>, u64> = HashMap::new();
+        let mut out: Map<Arc<str>, u64> = Map::default();
         for ((u, c), &s) in self.reads.iter().chain(&self.flushing_reads) {
             if &**u == user {
                 let e = out.entry(c.clone()).or_insert(0);
@@ -120,14 +120,14 @@ impl PendingCursors {
 #[derive(Default)]
 pub(crate) struct UnreadQueries {
     pub(crate) next: u64,
-    pub(crate) open: HashMap<u64, UnreadQuery>,
+    pub(crate) open: Map<u64, UnreadQuery>,
 }
 
 pub(crate) struct UnreadQuery {
     pub(crate) conn: ConnId,
     pub(crate) user: Arc<str>,
     pub(crate) remaining: usize,
-    pub(crate) pending: HashMap<String, u64>,
+    pub(crate) pending: std::collections::HashMap<String, u64>,
     /// For `GET /v1/me/channels` (`discovery.rs`), not `/v1/me/unread`.
     pub(crate) channels: bool,
 }

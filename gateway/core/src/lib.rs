@@ -69,6 +69,7 @@ pub(crate) mod fanout;
 pub mod hash;
 pub mod jobs;
 pub(crate) mod limits;
+pub mod maps;
 pub(crate) mod moderation;
 pub mod owner;
 pub mod presence;

@@ -10,8 +10,9 @@
 //! full bucket, no call in progress, no creation in the current hour), so
 //! memory follows the users active on the shard.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use crate::maps::Map;
 
 /// One hour, in milliseconds: the window of `max_groups_created_per_hour`.
 const HOUR_MS: u64 = 3_600_000;
@@ -30,7 +31,7 @@ struct UserLimits {
 /// The per-user limits of one shard.
 #[derive(Debug, Default)]
 pub(crate) struct UserLimitsTable {
-    users: HashMap<Arc<str>, UserLimits>,
+    users: Map<Arc<str>, UserLimits>,
 }
 
 impl UserLimitsTable {

@@ -16,9 +16,10 @@
 //! merged. A connection has at most `max_presence_in_flight` queries in
 //! flight.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::maps::Map;
 use crate::vocab::ConnId;
 pub use crate::vocab::{Ask, QueryRef};
 
@@ -29,7 +30,7 @@ pub(crate) const MAX_LISTED: usize = 100;
 #[derive(Default)]
 pub(crate) struct Debounce {
     /// user → when the offline event is due (ms).
-    due: HashMap<Arc<str>, u64>,
+    due: Map<Arc<str>, u64>,
 }
 
 impl Debounce {
@@ -75,7 +76,7 @@ pub(crate) struct Query {
 #[derive(Default)]
 pub(crate) struct Queries {
     next: u64,
-    open: HashMap<u64, Query>,
+    open: Map<u64, Query>,
 }
 
 impl Queries {

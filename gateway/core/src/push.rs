@@ -20,8 +20,9 @@
 //! `since`). Durable push queues are future work.
 
 use serde::Serialize;
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use crate::maps::Map;
 
 /// One message a user should hear about.
 #[derive(Clone, Debug, Serialize)]
@@ -45,7 +46,7 @@ pub struct Job {
 /// Notices gathered per user until their coalescing window ends.
 #[derive(Default)]
 pub(crate) struct Pending {
-    users: HashMap<Arc<str>, (u64, Vec<Notice>)>,
+    users: Map<Arc<str>, (u64, Vec<Notice>)>,
 }
 
 impl Pending {

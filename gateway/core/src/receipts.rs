@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chat_model::{names, DeliveredUpdate, ReadUpdate, Seq};
 use chat_proto::response;
 
+use crate::maps::Map;
 use crate::cursors::UnreadQuery;
 use crate::error::JobError;
 use crate::presence::QueryRef;
@@ -127,7 +128,7 @@ impl ShardState {
                 conn,
                 user: user.clone(),
                 remaining: self.nr_shards,
-                pending: HashMap::new(),
+                pending: std::collections::HashMap::new(),
                 channels,
             },
         );
@@ -190,7 +191,7 @@ pub(crate) fn write_cursors(
     reads: Vec<ReadUpdate>,
     delivered: &[DeliveredUpdate],
 ) -> Result<Vec<ReadMoved>, storage::StoreError> {
-    let mut members: HashMap<String, Option<Vec<String>>> = HashMap::new();
+    let mut members: Map<String, Option<Vec<String>>> = Map::default();
     let mut kept = Vec::with_capacity(reads.len());
     for (user, channel, seq) in reads {
         if let Ok(names::ChannelName::Group(_)) = names::parse_channel(&channel) {

@@ -2,16 +2,17 @@
 //! connections joined — the local members and a small ring of recent
 //! committed batches (for fast resume and catch-up without the store).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::maps::Set;
 use crate::batch::Batch;
 use crate::vocab::ConnId;
 
 /// One shard's replica of one channel.
 pub(crate) struct Replica {
     /// Local connections that joined (or are joining) the channel.
-    pub(crate) members: HashSet<ConnId>,
+    pub(crate) members: Set<ConnId>,
     /// Highest seq this shard knows to be committed: from batches, `joined`
     /// heads and `Advanced` notices. Members are at or below it; live ones
     /// at it.
@@ -24,7 +25,7 @@ pub(crate) struct Replica {
 impl Replica {
     pub(crate) fn new() -> Replica {
         Replica {
-            members: HashSet::new(),
+            members: Set::default(),
             last_seq: 0,
             ring: VecDeque::new(),
             ring_bytes: 0,

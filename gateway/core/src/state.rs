@@ -4,12 +4,12 @@
 //! `fanout.rs` replicas and cursors, `receipts.rs` receipts; the owner and
 //! user-owner roles are types of their own, `owner/` and `users.rs`).
 
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use chat_proto as protocol;
 
+use crate::maps::Map;
 use crate::config::Config;
 use crate::conn::{Conn, Signal};
 use crate::cursors::{PendingCursors, UnreadQueries};
@@ -28,10 +28,10 @@ pub struct ShardState {
     pub(crate) nr_shards: usize,
     pub(crate) cfg: Arc<Config>,
     pub(crate) limits: protocol::Limits,
-    pub(crate) conns: HashMap<ConnId, Conn>,
+    pub(crate) conns: Map<ConnId, Conn>,
     pub(crate) next_conn: u64,
     pub(crate) next_join_gen: u64,
-    pub(crate) replicas: HashMap<Arc<str>, Replica>,
+    pub(crate) replicas: Map<Arc<str>, Replica>,
     /// The channel-owner role.
     pub(crate) owner: Owner,
     /// The user-owner role.
@@ -45,7 +45,7 @@ pub struct ShardState {
     /// Unread queries started here.
     pub(crate) unread: UnreadQueries,
     /// WebSocket connections per user on this shard (presence answers).
-    pub(crate) local_users: HashMap<Arc<str>, u32>,
+    pub(crate) local_users: Map<Arc<str>, u32>,
     /// Presence queries started here.
     pub(crate) queries: Queries,
     /// Shutting down: connections stop reading.
@@ -80,10 +80,10 @@ impl ShardState {
             nr_shards,
             cfg,
             limits,
-            conns: HashMap::new(),
+            conns: Map::default(),
             next_conn: 1,
             next_join_gen: 1,
-            replicas: HashMap::new(),
+            replicas: Map::default(),
             owner,
             users,
             blocklist,
@@ -94,7 +94,7 @@ impl ShardState {
             cursors: PendingCursors::default(),
             user_limits: UserLimitsTable::default(),
             unread: UnreadQueries::default(),
-            local_users: HashMap::new(),
+            local_users: Map::default(),
             queries: Queries::default(),
             draining: false,
             stats,

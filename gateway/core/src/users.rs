@@ -6,17 +6,17 @@
 //! for a user with no device online. Every connection of a user is reached
 //! through here (`ToUser`: `read`, `presence_update`, `channel_added`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chat_proto::response;
 
+use crate::maps::Map;
 use crate::presence::Debounce;
 use crate::push::{Notice, Pending};
 use crate::vocab::{ConnRef, Effects, IoJob, ShardMsg};
 
 /// One user's devices: device → (connection, open stamp).
-type Devices = HashMap<Arc<str>, (ConnRef, u64)>;
+type Devices = Map<Arc<str>, (ConnRef, u64)>;
 
 /// The settings the role needs.
 #[derive(Clone, Copy, Debug)]
@@ -33,7 +33,7 @@ pub(crate) struct UserSettings {
 pub(crate) struct UserOwner {
     settings: UserSettings,
     /// Devices of the users this shard owns.
-    users: HashMap<Arc<str>, Devices>,
+    users: Map<Arc<str>, Devices>,
     /// Offline announcements waiting for the debounce.
     debounce: Debounce,
     /// Push notices per offline user, waiting for their window.
@@ -57,7 +57,7 @@ impl UserOwner {
     pub(crate) fn new(settings: UserSettings) -> UserOwner {
         UserOwner {
             settings,
-            users: HashMap::new(),
+            users: Map::default(),
             debounce: Debounce::default(),
             push_pending: Pending::default(),
         }

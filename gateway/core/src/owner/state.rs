@@ -3,12 +3,12 @@
 //! joins waiting, a group's loaded members), the commit in flight, and the
 //! small helpers every part of the owner uses.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chat_model::{NewMessage, Seq};
 use chat_proto::ErrorCode;
 
+use crate::maps::{Map, Set};
 use crate::hash::fnv1a_64;
 use crate::presence::RoomUsers;
 use crate::vocab::{
@@ -23,7 +23,7 @@ pub(super) enum Membership {
     /// Loaded: the group does not exist.
     NoGroup,
     /// Loaded: its members.
-    Members(std::collections::HashSet<Arc<str>>),
+    Members(Set<Arc<str>>),
 }
 
 /// A request that waits for a group's members to load.
@@ -72,11 +72,11 @@ pub(super) struct OwnedChannel {
     pub(super) pending: Vec<Pending>,
     pub(super) committing: bool,
     pub(super) queued: bool,
-    pub(super) in_flight: HashMap<String, InFlight>,
+    pub(super) in_flight: Map<String, InFlight>,
     /// Bit i set: shard i has a replica with members.
     pub(super) subscribers: u64,
     /// When each user's last `typing` was forwarded (ms).
-    pub(super) typing: HashMap<Arc<str>, u64>,
+    pub(super) typing: Map<Arc<str>, u64>,
     /// Timestamp of the last message taken into a commit: `ts` never goes
     /// backwards within a channel, even if the clock does.
     pub(super) last_ts: u64,
@@ -103,10 +103,10 @@ impl OwnedChannel {
             pending: Vec::new(),
             committing: false,
             queued: false,
-            in_flight: HashMap::new(),
+            in_flight: Map::default(),
             subscribers: 0,
             join_waiters: Vec::new(),
-            typing: HashMap::new(),
+            typing: Map::default(),
             last_ts: 0,
             adds_in_flight: 0,
             room_users: RoomUsers::default(),
@@ -139,7 +139,7 @@ pub(crate) struct Owner {
     pub(super) push: bool,
     /// Most members of a group (`max_group_members`), checked on every add.
     pub(super) max_group_members: usize,
-    pub(super) channels: HashMap<Arc<str>, OwnedChannel>,
+    pub(super) channels: Map<Arc<str>, OwnedChannel>,
     pub(super) ready: Vec<Arc<str>>,
     /// The commit in flight (one per shard, hence per channel).
     pub(super) committing: Option<CommitJob>,
@@ -178,7 +178,7 @@ impl Owner {
     /// (a push webhook is configured).
     pub(crate) fn new(push: bool, max_group_members: usize) -> Owner {
         Owner {
-            channels: HashMap::new(),
+            channels: Map::default(),
             ready: Vec::new(),
             committing: None,
             push,
