@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use chat_model::{MessageKind, StoredMessage};
 
-use crate::maps::{Map, Set};
 use crate::batch::Batch;
 use crate::conn::{Conn, Phase, Signal, Sub};
 use crate::fanout::{offer_batch, Offer};
+use crate::maps::{Map, Set};
 use crate::vocab::ConnId;
 use chat_proto::response::{self, MsgView};
 

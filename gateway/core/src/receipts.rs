@@ -8,9 +8,9 @@ use std::sync::Arc;
 use chat_model::{names, DeliveredUpdate, ReadUpdate, Seq};
 use chat_proto::response;
 
-use crate::maps::Map;
 use crate::cursors::UnreadQuery;
 use crate::error::JobError;
+use crate::maps::Map;
 use crate::presence::QueryRef;
 use crate::state::ShardState;
 use crate::vocab::{Answer, ConnId, IoJob, ReadMoved, ShardId, ShardMsg};

@@ -5,8 +5,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::maps::Set;
 use crate::batch::Batch;
+use crate::maps::Set;
 use crate::vocab::ConnId;
 
 /// One shard's replica of one channel.

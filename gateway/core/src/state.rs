@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use chat_proto as protocol;
 
-use crate::maps::Map;
 use crate::config::Config;
 use crate::conn::{Conn, Signal};
 use crate::cursors::{PendingCursors, UnreadQueries};
 use crate::limits::UserLimitsTable;
+use crate::maps::Map;
 use crate::moderation::Blocklist;
 use crate::owner::Owner;
 use crate::presence::Queries;

@@ -35,9 +35,9 @@ use std::sync::Arc;
 
 use chat_core::jobs::{is_store_job, run_store_job};
 use chat_core::{Config, ConnId, IoJob, JobDone, ShardId, ShardMsg, ShardState, Stats};
+use chat_proto::auth::Identity;
 use chat_proto::client::{decode_server_event, ServerEvent};
 use chat_proto::ws::{Role, WsDecoder, WsEvent};
-use chat_proto::auth::Identity;
 use storage::{FaultyStore, MemStore, ReadLimit, ReadRange, Seq, Store};
 
 /// splitmix64: small, fast, and the same everywhere.
@@ -71,8 +71,12 @@ enum ChanState {
     /// `since` = what it has) at the next connect.
     Wanted,
     /// Join request `req` sent, `joined` not seen.
-    Joining { req: u64 },
-    Live { next: u64 },
+    Joining {
+        req: u64,
+    },
+    Live {
+        next: u64,
+    },
     /// Leave sent. `join`: left before the answer to that join came (its
     /// `joined` may still come, before or after `left`); `next`: what the
     /// stream expects until `left`, once it started; `rejoin`: a join sent
@@ -623,7 +627,8 @@ impl Sim {
         let ev = decode_server_event(text).unwrap_or_else(|e| self.fail(&format!("{e}: {text}")));
         let short: String = text.chars().take(120).collect();
         self.log(format!("client {c} <- {short}"));
-        let id_of = |id: &Option<serde_json::Value>| id.as_ref().and_then(serde_json::Value::as_u64);
+        let id_of =
+            |id: &Option<serde_json::Value>| id.as_ref().and_then(serde_json::Value::as_u64);
         match ev {
             ServerEvent::Hello { .. } | ServerEvent::Pong { .. } | ServerEvent::Typing { .. } => {
                 if let ServerEvent::Pong { id } = ev {
@@ -632,17 +637,25 @@ impl Sim {
             }
             ServerEvent::Joined { id, channel, head } => {
                 let req = self.clients[c].pending.remove(&id_of(&id).unwrap_or(0));
-                let Some(Req::Join { channel: asked, since }) = req else {
+                let Some(Req::Join {
+                    channel: asked,
+                    since,
+                }) = req
+                else {
                     self.fail(&format!("client {c}: joined without a join: {text}"));
                 };
                 if asked != channel {
-                    self.fail(&format!("client {c}: joined answers another channel: {text}"));
+                    self.fail(&format!(
+                        "client {c}: joined answers another channel: {text}"
+                    ));
                 }
                 let req_id = id_of(&id).unwrap_or(0);
                 let state = self.clients[c].chans[&channel].state;
                 let live = match state {
                     ChanState::Joining { req } if req == req_id => true,
-                    ChanState::Leaving { join: Some(req), .. } if req == req_id => false,
+                    ChanState::Leaving {
+                        join: Some(req), ..
+                    } if req == req_id => false,
                     _ => {
                         // The answer to an earlier join of this channel
                         // (left, maybe joined again, meanwhile): it must
@@ -758,7 +771,9 @@ impl Sim {
                     // A repeated join answered when the channel was left
                     // before the first was answered.
                     (Some(Req::Join { .. }), "bad_request") => {}
-                    (req, _) => self.fail(&format!("client {c}: unexpected error for {req:?}: {text}")),
+                    (req, _) => {
+                        self.fail(&format!("client {c}: unexpected error for {req:?}: {text}"))
+                    }
                 }
             }
             ServerEvent::History { .. } | ServerEvent::Other(_) => {}
@@ -809,7 +824,10 @@ impl Sim {
         self.check_stored(&m.channel, m.seq, &m.from, &m.client_msg_id);
         let stored = self.store.message(&m.channel, Seq(m.seq)).unwrap().unwrap();
         if m.text.as_deref() != Some(stored.text.as_str()) {
-            self.fail(&format!("{} seq {}: delivered text differs from the store", m.channel, m.seq));
+            self.fail(&format!(
+                "{} seq {}: delivered text differs from the store",
+                m.channel, m.seq
+            ));
         }
     }
 
@@ -895,7 +913,9 @@ impl Sim {
                 .messages;
             let seqs: Vec<u64> = all.iter().map(|m| m.seq).collect();
             if seqs != (1..=head).collect::<Vec<_>>() {
-                self.fail(&format!("{channel}: stored seqs are not 1..={head}: {seqs:?}"));
+                self.fail(&format!(
+                    "{channel}: stored seqs are not 1..={head}: {seqs:?}"
+                ));
             }
             let mut keys = HashSet::new();
             for m in &all {
@@ -923,10 +943,14 @@ impl Sim {
                     .message(ch, Seq(*seq))
                     .ok()
                     .flatten()
-                    .is_some_and(|m| &m.from == user && &m.device == device && &m.client_msg_id == cmid)
+                    .is_some_and(|m| {
+                        &m.from == user && &m.device == device && &m.client_msg_id == cmid
+                    })
             });
             if !ok {
-                self.fail(&format!("acked {user}/{device}/{cmid} at {seq} is not stored"));
+                self.fail(&format!(
+                    "acked {user}/{device}/{cmid} at {seq} is not stored"
+                ));
             }
         }
     }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use chat_model::{NewMessage, Seq};
 use chat_proto::ErrorCode;
 
-use crate::maps::{Map, Set};
 use crate::hash::fnv1a_64;
+use crate::maps::{Map, Set};
 use crate::presence::RoomUsers;
 use crate::vocab::{
     ConnId, ConnRef, Effects, GroupOp, QueryRef, Reply, SendReq, ShardId, ShardMsg,
