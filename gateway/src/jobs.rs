@@ -91,7 +91,7 @@ impl Shard {
     /// The owner has messages ready: runs the commit loop unless it runs.
     pub(crate) fn start_commits(self: &Rc<Self>) {
         if !self.commit_running.replace(true) {
-            glommio::spawn_local(commit_loop(self.clone())).detach();
+            glommio::spawn_local(group_commit(self.clone())).detach();
         }
     }
 
@@ -113,7 +113,7 @@ impl Shard {
 
 /// The owner's group commit: takes everything ready, commits it, answers,
 /// repeats while anything is ready. One commit in flight per shard.
-async fn commit_loop(shard: Rc<Shard>) {
+async fn group_commit(shard: Rc<Shard>) {
     // Let every task already woken this turn add its sends first.
     futures_lite::future::yield_now().await;
     loop {

@@ -1,6 +1,6 @@
 //! A shard's life: its main future ([`run_shard`]) binds the listener,
 //! joins the mesh, starts the shard's tasks — one receiver and one backlog
-//! pump per peer (`mesh.rs`), the accept loop (`listener.rs`), the
+//! backlog forwarder per peer (`mesh.rs`), the accept loop (`listener.rs`), the
 //! once-a-second tick, the cursor flush timer — and runs the supervisor that
 //! performs a graceful shutdown.
 
@@ -68,8 +68,8 @@ pub(crate) async fn run_shard(p: ShardParams) {
         )),
         mesh: senders,
         backlog: (0..nr).map(|_| RefCell::new(VecDeque::new())).collect(),
-        pump_busy: (0..nr).map(|_| Cell::new(false)).collect(),
-        pump_notify: (0..nr).map(|_| Notify::default()).collect(),
+        backlog_busy: (0..nr).map(|_| Cell::new(false)).collect(),
+        backlog_notify: (0..nr).map(|_| Notify::default()).collect(),
         store: p.store,
         global: p.global.clone(),
         read_buf: RefCell::new(vec![0; p.cfg.read_chunk_bytes]),
@@ -91,7 +91,10 @@ pub(crate) async fn run_shard(p: ShardParams) {
     }
     for peer in 0..nr {
         if peer != id.0 {
-            tasks.push(glommio::spawn_local(crate::mesh::pump(shard.clone(), peer)));
+            tasks.push(glommio::spawn_local(crate::mesh::forward_backlog(
+                shard.clone(),
+                peer,
+            )));
         }
     }
     tasks.push(glommio::spawn_local(crate::listener::accept_loop(

@@ -1,7 +1,7 @@
 //! The full mesh of bounded queues between shards, created at start and
 //! kept. **No shard waits for another**: a handler's message goes straight
 //! into the peer's queue when it has room, else into a per-peer backlog that
-//! one task per peer ([`pump`]) drains in order (waiting for space is fine
+//! one task per peer ([`forward_backlog`]) drains in order (waiting for space is fine
 //! there: the receivers are separate tasks and keep draining). Past
 //! `mesh_backlog_messages`, further batches to that peer are replaced by
 //! `Advanced` notices (consecutive notices for one channel coalesce into
@@ -21,7 +21,7 @@ impl Shard {
     /// Sends to a peer without ever waiting.
     pub(crate) fn send_remote(self: &Rc<Self>, to: ShardId, msg: ShardMsg) {
         let mut backlog = self.backlog[to.0].borrow_mut();
-        if backlog.is_empty() && !self.pump_busy[to.0].get() {
+        if backlog.is_empty() && !self.backlog_busy[to.0].get() {
             match self.mesh.try_send_to(to.0, msg) {
                 Ok(()) => return,
                 Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
@@ -54,22 +54,22 @@ impl Shard {
             };
             backlog.push_back(msg);
         }
-        self.pump_notify[to.0].notify();
+        self.backlog_notify[to.0].notify();
     }
 }
 
 /// Sends a peer's backlog in order, waiting for queue space (only this task
 /// waits; handlers never do).
-pub(crate) async fn pump(shard: Rc<Shard>, peer: usize) {
+pub(crate) async fn forward_backlog(shard: Rc<Shard>, peer: usize) {
     loop {
-        shard.pump_notify[peer].notified().await;
+        shard.backlog_notify[peer].notified().await;
         loop {
             let Some(msg) = shard.backlog[peer].borrow_mut().pop_front() else {
                 break;
             };
-            shard.pump_busy[peer].set(true);
+            shard.backlog_busy[peer].set(true);
             let sent = shard.mesh.send_to(peer, msg).await;
-            shard.pump_busy[peer].set(false);
+            shard.backlog_busy[peer].set(false);
             if sent.is_err() {
                 shard.backlog[peer].borrow_mut().clear();
                 break;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chat_core::push::{Job, Webhook};
+use chat_core::push::{PushBatch, Webhook};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 /// Why one delivery attempt failed.
@@ -78,7 +78,11 @@ pub(crate) async fn post(hook: &Webhook, body: &[u8], timeout: Duration) -> Resu
 }
 
 /// Delivers one job with retries; returns it when every attempt failed.
-pub(crate) async fn deliver(hook: &Webhook, mut job: Job, max_attempts: u32) -> Option<Job> {
+pub(crate) async fn deliver(
+    hook: &Webhook,
+    mut job: PushBatch,
+    max_attempts: u32,
+) -> Option<PushBatch> {
     let mut backoff = Duration::from_millis(200);
     loop {
         job.attempts += 1;
@@ -99,7 +103,11 @@ pub(crate) async fn deliver(hook: &Webhook, mut job: Job, max_attempts: u32) -> 
 
 /// Appends a failed job to the dead-letter file (blocking: run it off the
 /// executor).
-pub(crate) fn dead_letter(path: &std::path::Path, job: &Job, error: &str) -> std::io::Result<()> {
+pub(crate) fn dead_letter(
+    path: &std::path::Path,
+    job: &PushBatch,
+    error: &str,
+) -> std::io::Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .create(true)

@@ -33,7 +33,7 @@ struct CommitRequest {
     reply: OneshotSender<CommitReply>,
 }
 
-enum Job {
+enum ToCommitter {
     Commit(CommitRequest),
     /// Sent by [`Committer::join`]: finish what is queued, then exit.
     Stop,
@@ -43,23 +43,23 @@ enum Job {
 #[derive(Clone)]
 pub(crate) struct StoreIo {
     store: Arc<dyn Store>,
-    commits: crossbeam_channel::Sender<Job>,
+    commits: crossbeam_channel::Sender<ToCommitter>,
 }
 
 /// The committer thread; joined at shutdown after every `StoreIo` is dropped.
 pub(crate) struct Committer {
     thread: Option<JoinHandle<()>>,
-    stop: crossbeam_channel::Sender<Job>,
+    stop: crossbeam_channel::Sender<ToCommitter>,
 }
 
 impl Committer {
     /// Starts the committer thread for `store`.
     pub(crate) fn start(store: Arc<dyn Store>) -> std::io::Result<(Committer, StoreIo)> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let (tx, rx) = crossbeam_channel::unbounded::<ToCommitter>();
         let thread_store = store.clone();
         let thread = std::thread::Builder::new()
             .name("gateway-committer".into())
-            .spawn(move || commit_loop(&*thread_store, &rx))?;
+            .spawn(move || committer_thread(&*thread_store, &rx))?;
         Ok((
             Committer {
                 thread: Some(thread),
@@ -72,25 +72,25 @@ impl Committer {
     /// Lets the thread finish what is queued, then waits for it. Call after
     /// the shards stopped.
     pub(crate) fn join(mut self) {
-        let _ = self.stop.send(Job::Stop);
+        let _ = self.stop.send(ToCommitter::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn commit_loop(store: &dyn Store, rx: &crossbeam_channel::Receiver<Job>) {
+fn committer_thread(store: &dyn Store, rx: &crossbeam_channel::Receiver<ToCommitter>) {
     let mut stop = false;
     while !stop {
         let mut requests = Vec::new();
         match rx.recv() {
-            Ok(Job::Commit(r)) => requests.push(r),
-            Ok(Job::Stop) | Err(_) => stop = true,
+            Ok(ToCommitter::Commit(r)) => requests.push(r),
+            Ok(ToCommitter::Stop) | Err(_) => stop = true,
         }
         while let Ok(job) = rx.try_recv() {
             match job {
-                Job::Commit(r) => requests.push(r),
-                Job::Stop => stop = true,
+                ToCommitter::Commit(r) => requests.push(r),
+                ToCommitter::Stop => stop = true,
             }
         }
         if requests.is_empty() {
@@ -129,12 +129,12 @@ impl StoreIo {
         let (tx, rx) = oneshot();
         if let Err(e) = self
             .commits
-            .send(Job::Commit(CommitRequest { batch, reply: tx }))
+            .send(ToCommitter::Commit(CommitRequest { batch, reply: tx }))
         {
             let failure = JobError::Stopped;
             let batch = match e.into_inner() {
-                Job::Commit(r) => r.batch,
-                Job::Stop => Vec::new(),
+                ToCommitter::Commit(r) => r.batch,
+                ToCommitter::Stop => Vec::new(),
             };
             return (batch, Err(failure));
         }

@@ -62,7 +62,7 @@
 //!   (so two writers of a channel conflict and one retries), looks up dedup
 //!   keys, writes messages (chunked under FDB's 100 KB value limit), dedup
 //!   keys, cursors and the new head. It lets many gateway nodes share one
-//!   history. Tested in CI through the libfdb_c test double (`fdb-double/`,
+//!   history. Tested in CI through the libfdb_c test double (`storage/fdb-double/`,
 //!   `scripts/test-fdb`); see `docs/storage.md` for what has and has not run
 //!   against a real cluster.
 //! - [`MemStore`] (`memory.rs`): a `BTreeMap` under a mutex. For unit tests

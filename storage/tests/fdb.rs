@@ -1,7 +1,7 @@
 //! The FoundationDB backend through the real `foundationdb` crate.
 //!
 //! Runs only with the `fdb` feature. Linked to the libfdb_c test double
-//! (`fdb-double/`) by `scripts/test-fdb`, or to a real client library with
+//! (`storage/fdb-double/`) by `scripts/test-fdb`, or to a real client library with
 //! `FDB_CLUSTER_FILE` naming a reachable cluster (then every store uses a
 //! fresh namespace of that cluster and clears it first). Tests that inject
 //! faults need the double's hook and skip themselves on a real cluster.

@@ -176,7 +176,7 @@ impl ShardState {
         sub.cursor = since.unwrap_or(head);
         sub.phase = Phase::CatchUp { fetching: false };
         self.advance_replica(channel, head);
-        self.pump(conn_id, channel);
+        self.catch_up(conn_id, channel);
     }
 
     /// The replica learns that `head` is committed; members behind it catch up.
@@ -202,7 +202,7 @@ impl ShardState {
             }
         }
         for cid in behind {
-            self.pump(cid, channel);
+            self.catch_up(cid, channel);
         }
     }
 
@@ -237,7 +237,7 @@ impl ShardState {
             .deliveries
             .fetch_add(delivered, Ordering::Relaxed);
         for cid in behind {
-            self.pump(cid, &batch.channel);
+            self.catch_up(cid, &batch.channel);
         }
     }
 
@@ -246,7 +246,7 @@ impl ShardState {
     /// Moves a catching-up (conn, channel) forward from the ring while its
     /// outbox has room; asks the store when the ring does not reach back far
     /// enough; goes live once it meets the replica's head.
-    pub(crate) fn pump(&mut self, conn_id: ConnId, channel: &Arc<str>) {
+    pub(crate) fn catch_up(&mut self, conn_id: ConnId, channel: &Arc<str>) {
         let budget = self.cfg.outbox_budget_bytes;
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
@@ -400,7 +400,7 @@ impl ShardState {
             .map(|(k, _)| k.clone())
             .collect();
         for ch in behind {
-            self.pump(conn_id, &ch);
+            self.catch_up(conn_id, &ch);
         }
     }
 

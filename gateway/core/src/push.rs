@@ -36,7 +36,7 @@ pub struct Notice {
 
 /// The webhook's body: everything coalesced for one user.
 #[derive(Debug, Serialize)]
-pub struct Job {
+pub struct PushBatch {
     pub user: Arc<str>,
     pub notifications: Vec<Notice>,
     /// Delivery attempts so far (in the dead-letter record: all of them).
@@ -57,7 +57,7 @@ impl Pending {
     }
 
     /// Jobs whose window ended at `now_ms`.
-    pub(crate) fn due(&mut self, now_ms: u64) -> Vec<Job> {
+    pub(crate) fn due(&mut self, now_ms: u64) -> Vec<PushBatch> {
         let users: Vec<Arc<str>> = self
             .users
             .iter()
@@ -67,7 +67,7 @@ impl Pending {
         users
             .into_iter()
             .filter_map(|u| {
-                self.users.remove(&u).map(|(_, notifications)| Job {
+                self.users.remove(&u).map(|(_, notifications)| PushBatch {
                     user: u,
                     notifications,
                     attempts: 0,

@@ -482,7 +482,7 @@ pub enum IoJob {
         online: bool,
     },
     /// Deliver a push job to the webhook (retries, then dead letter).
-    Push(crate::push::Job),
+    Push(crate::push::PushBatch),
     /// Count a user's unread messages (`GET /v1/me/unread`), or list their
     /// channels (`GET /v1/me/channels`), with the read cursors reported and
     /// not written yet.

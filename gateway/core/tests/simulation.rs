@@ -120,7 +120,7 @@ struct Client {
     counter: u64,
 }
 
-struct Job {
+struct ScheduledJob {
     shard: usize,
     due: u64,
     job: IoJob,
@@ -133,7 +133,7 @@ struct Sim {
     shards: Vec<ShardState>,
     /// `queues[from][to]`.
     queues: Vec<Vec<VecDeque<ShardMsg>>>,
-    jobs: Vec<Job>,
+    jobs: Vec<ScheduledJob>,
     commit_ready: Vec<bool>,
     commit_busy: Vec<bool>,
     store: Arc<FaultyStore<MemStore>>,
@@ -273,7 +273,7 @@ impl Sim {
                 IoJob::CatchUpLater { after_ms, .. } => *after_ms,
                 _ => self.rng.below(30) as u64,
             };
-            self.jobs.push(Job {
+            self.jobs.push(ScheduledJob {
                 shard: s,
                 due: self.now + delay,
                 job,
@@ -313,7 +313,7 @@ impl Sim {
         if due.is_empty() {
             return false;
         }
-        let Job { shard, job, .. } = self.jobs.swap_remove(due[self.rng.below(due.len())]);
+        let ScheduledJob { shard, job, .. } = self.jobs.swap_remove(due[self.rng.below(due.len())]);
         let store = self.store.clone();
         let faults = store.faults();
         let done = match job {
@@ -367,7 +367,7 @@ impl Sim {
             };
             self.log(format!("shard {s}: commit of {n} messages taken"));
             self.commit_busy[s] = true;
-            self.jobs.push(Job {
+            self.jobs.push(ScheduledJob {
                 shard: s,
                 due: self.now + self.rng.below(20) as u64,
                 job,

@@ -10,8 +10,8 @@ use chat_model::{AppendOutcome, ChannelAppend, ChannelOutcome, RejectReason, Sto
 use chat_proto::{response, ErrorCode};
 
 use super::state::{
-    dedup_key, fingerprint, flush_join_waiters, notify_members, subscriber_shards, CommitJob,
-    Gated, InFlight, MessageMeta, Owner, Pending,
+    dedup_key, fingerprint, flush_join_waiters, notify_members, subscriber_shards, Gated, InFlight,
+    InFlightCommit, MessageMeta, Owner, Pending,
 };
 use crate::batch::Batch;
 use crate::error::JobError;
@@ -77,7 +77,7 @@ impl Owner {
         if self.committing.is_some() || self.ready.is_empty() {
             return None;
         }
-        let mut job = CommitJob {
+        let mut job = InFlightCommit {
             channels: Vec::new(),
         };
         let mut appends = Vec::new();

@@ -130,7 +130,7 @@ impl OwnedChannel {
 pub(super) type MessageMeta = (Reply, String);
 
 /// The metadata of the commit in flight, matching its `ChannelAppend`s.
-pub(super) struct CommitJob {
+pub(super) struct InFlightCommit {
     pub(super) channels: Vec<(Arc<str>, Vec<MessageMeta>)>,
 }
 
@@ -142,7 +142,7 @@ pub(crate) struct Owner {
     pub(super) channels: Map<Arc<str>, OwnedChannel>,
     pub(super) ready: Vec<Arc<str>>,
     /// The commit in flight (one per shard, hence per channel).
-    pub(super) committing: Option<CommitJob>,
+    pub(super) committing: Option<InFlightCommit>,
 }
 
 pub(super) fn dedup_key(m: &NewMessage) -> String {
