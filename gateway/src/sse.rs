@@ -52,9 +52,6 @@ use chat_proto::names;
 use crate::shard_task::Shard;
 use crate::util::now_ms;
 
-/// Most channels one stream may list.
-pub(crate) const MAX_CHANNELS: usize = 256;
-
 /// Bytes of outbox frames rewritten per step (the SSE buffer holds about
 /// this much plus one frame).
 const REFILL_BYTES: usize = 64 * 1024;
@@ -85,16 +82,20 @@ pub(crate) fn parse_positions(s: &str) -> Result<PositionList, String> {
             None => out.push((name.to_string(), seq)),
         }
     }
-    if out.len() > MAX_CHANNELS {
-        return Err(format!("at most {MAX_CHANNELS} channels per stream"));
-    }
     Ok(out)
 }
 
 /// The channels to join and where from: `channels=` with the positions of
 /// `Last-Event-ID` (which wins: it is where this stream got to).
-fn requested(head: &RequestHead) -> Result<PositionList, String> {
+/// At most `max` channels (`max_sse_channels`).
+fn requested(head: &RequestHead, max: usize) -> Result<PositionList, String> {
     let mut list = parse_positions(head.query_param("channels").unwrap_or(""))?;
+    if list.len() > max {
+        return Err(format!(
+            "at most {max} channels per stream (max_sse_channels), not {}",
+            list.len()
+        ));
+    }
     if let Some(last) = head.last_event_id.as_deref() {
         // An id that does not parse (another server's?) is ignored, as an
         // EventSource would send it for any stream at this URL.
@@ -267,7 +268,7 @@ pub(crate) async fn serve(
     head: RequestHead,
     identity: Identity,
 ) {
-    let list = match requested(&head) {
+    let list = match requested(&head, shard.cfg().max_sse_channels) {
         Ok(l) => l,
         Err(m) => {
             let r = http::json_error_response(400, "bad_request", &m);
@@ -483,7 +484,7 @@ mod tests {
             ..RequestHead::default()
         };
         assert_eq!(
-            requested(&head).unwrap(),
+            requested(&head, 256).unwrap(),
             vec![("room:a".into(), Some(4)), ("room:b".into(), Some(9))]
         );
     }

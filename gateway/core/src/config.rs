@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub mod sections;
+
 pub use storage::Durability;
 
 /// The largest accepted `max_text_chars`: JSON escapes a control character
@@ -22,7 +24,10 @@ pub const MIN_AUTH_SECRET_BYTES: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A field has a value outside its allowed range.
-    #[error("config field `{field}`: {reason}")]
+    #[error(
+        "config field `{}` (top-level alias `{field}`): {reason}",
+        sections::home_of(field)
+    )]
     Invalid {
         /// Field name as in the TOML file.
         field: &'static str,
@@ -229,6 +234,11 @@ pub struct Config {
     /// refused with `forbidden`. Memory: up to ~1 KiB per joined channel
     /// (cursor, replica and owner entries). Default 10,000.
     pub max_channels_per_connection: usize,
+    /// Channels one Server-Sent Events stream (`GET /v1/events`) may
+    /// follow; a longer list is refused with 400 before streaming. Memory:
+    /// one subscription each, as for `max_channels_per_connection`.
+    /// Default 256.
+    pub max_sse_channels: usize,
     /// HTTP API calls of one user in progress at once, per shard (a user
     /// calling through k shards gets ≤ k ×); past it: HTTP 429. Default 16.
     pub max_http_calls_per_user: u32,
@@ -321,6 +331,7 @@ impl Default for Config {
             http_timeout_ms: 30_000,
             cursor_flush_ms: 1_000,
             max_pending_cursors: 65_536,
+            max_sse_channels: 256,
             store_read_threads: 4,
             typing_window_ms: 3_000,
             blocklist_words: Vec::new(),
@@ -331,16 +342,27 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads a TOML file (fields as in this struct, all optional).
+    /// Reads a TOML file: every field optional, under its section
+    /// (`[limits] max_sends_in_flight = 64`) or, as an alias, under its
+    /// top-level name (`max_sends_in_flight = 64`); see [`sections`].
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        let file_error = |reason: String| ConfigError::File {
             path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        Config::from_toml(&text).map_err(file_error)
+    }
+
+    /// Parses a config file's text (see [`Config::from_file`]).
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with the text, as a sentence naming the key.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        let file: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        let flat = sections::flatten(file)?;
+        Config::deserialize(toml::Value::Table(flat)).map_err(|e| e.to_string())
     }
 
     /// The number of shards to run: the configured value or one per core.
@@ -452,6 +474,9 @@ impl Config {
         }
         if self.max_channels_per_connection == 0 {
             return Err(invalid("max_channels_per_connection", "must be at least 1"));
+        }
+        if self.max_sse_channels == 0 {
+            return Err(invalid("max_sse_channels", "must be at least 1"));
         }
         if self.http_timeout_ms < 100 {
             return Err(invalid("http_timeout_ms", "must be at least 100 ms"));
