@@ -34,13 +34,32 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
-    /// The TOML file could not be read or parsed.
-    #[error("config file {path}: {reason}")]
-    File {
+    /// The config file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
         /// Path of the file.
         path: String,
-        /// What went wrong.
-        reason: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has a value of the wrong type.
+    #[error("config file {path}: {source}")]
+    Toml {
+        /// Path of the file (`-` for text given directly).
+        path: String,
+        /// The parser's error, with line and column.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A key is unknown in its section or given twice.
+    #[error("config file {path}: {source}")]
+    Section {
+        /// Path of the file (`-` for text given directly).
+        path: String,
+        /// What is wrong.
+        #[source]
+        source: sections::SectionError,
     },
 }
 
@@ -346,23 +365,33 @@ impl Config {
     /// (`[limits] max_sends_in_flight = 64`) or, as an alias, under its
     /// top-level name (`max_sends_in_flight = 64`); see [`sections`].
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let file_error = |reason: String| ConfigError::File {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-        Config::from_toml(&text).map_err(file_error)
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
     }
 
     /// Parses a config file's text (see [`Config::from_file`]).
     ///
     /// # Errors
     ///
-    /// What is wrong with the text, as a sentence naming the key.
-    pub fn from_toml(text: &str) -> Result<Config, String> {
-        let file: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
-        let flat = sections::flatten(file)?;
-        Config::deserialize(toml::Value::Table(flat)).map_err(|e| e.to_string())
+    /// The text is not TOML, names an unknown key, or sets one twice.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "-")
+    }
+
+    fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let toml_error = |source| ConfigError::Toml {
+            path: path.to_owned(),
+            source,
+        };
+        let file: toml::Table = text.parse().map_err(toml_error)?;
+        let flat = sections::flatten(file).map_err(|source| ConfigError::Section {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::deserialize(toml::Value::Table(flat)).map_err(toml_error)
     }
 
     /// The number of shards to run: the configured value or one per core.
@@ -493,10 +522,10 @@ impl Config {
         if let Err(e) =
             crate::moderation::Blocklist::new(&self.blocklist_words, &self.blocklist_patterns)
         {
-            return Err(invalid("blocklist_patterns", e));
+            return Err(invalid("blocklist_patterns", e.to_string()));
         }
         if let Some(url) = &self.push_webhook {
-            crate::push::Webhook::parse(url).map_err(|e| invalid("push_webhook", e))?;
+            crate::push::Webhook::parse(url).map_err(|e| invalid("push_webhook", e.to_string()))?;
         }
         if self.push_max_attempts == 0 {
             return Err(invalid("push_max_attempts", "must be at least 1"));

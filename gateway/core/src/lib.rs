@@ -70,7 +70,7 @@ pub mod hash;
 pub mod jobs;
 pub(crate) mod limits;
 pub mod maps;
-pub(crate) mod moderation;
+pub mod moderation;
 pub mod owner;
 pub mod presence;
 pub mod push;

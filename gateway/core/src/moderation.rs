@@ -3,6 +3,17 @@
 
 use regex::{Regex, RegexBuilder};
 
+/// A blocklist pattern that is not a valid regular expression.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid pattern {pattern:?}: {source}")]
+pub struct BlocklistError {
+    /// The pattern as configured (empty for the combined expression).
+    pub pattern: String,
+    /// The regex crate's error (it names the position).
+    #[source]
+    pub source: regex::Error,
+}
+
 /// Words (whole-word, case-insensitive) and patterns refused in messages.
 pub(crate) struct Blocklist {
     /// One alternation of all words and patterns; `None` when empty.
@@ -11,14 +22,17 @@ pub(crate) struct Blocklist {
 
 impl Blocklist {
     /// Builds the blocklist; an invalid pattern is an error naming it.
-    pub(crate) fn new(words: &[String], patterns: &[String]) -> Result<Blocklist, String> {
+    pub(crate) fn new(words: &[String], patterns: &[String]) -> Result<Blocklist, BlocklistError> {
         let mut parts: Vec<String> = words
             .iter()
             .filter(|w| !w.trim().is_empty())
             .map(|w| format!(r"\b{}\b", regex::escape(w.trim())))
             .collect();
         for p in patterns {
-            Regex::new(p).map_err(|e| format!("invalid pattern {p:?}: {e}"))?;
+            Regex::new(p).map_err(|source| BlocklistError {
+                pattern: p.clone(),
+                source,
+            })?;
             parts.push(format!("(?:{p})"));
         }
         if parts.is_empty() {
@@ -27,7 +41,10 @@ impl Blocklist {
         let re = RegexBuilder::new(&parts.join("|"))
             .case_insensitive(true)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| BlocklistError {
+                pattern: String::new(),
+                source,
+            })?;
         Ok(Blocklist { re: Some(re) })
     }
 
@@ -59,7 +76,10 @@ mod tests {
 
     #[test]
     fn an_invalid_pattern_is_refused_with_its_text() {
-        let e = Blocklist::new(&[], &["(".into()]).err().unwrap();
+        let e = Blocklist::new(&[], &["(".into()])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("\"(\""), "{e}");
     }
 }

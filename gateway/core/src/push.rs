@@ -82,6 +82,20 @@ pub(crate) fn preview(text: &str, n: usize) -> String {
     text.chars().take(n).collect()
 }
 
+/// What is wrong with a webhook URL.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WebhookError {
+    /// Not `http://…` (TLS is not supported: terminate it in a local relay).
+    #[error("push_webhook must be an http:// URL, not {0:?}")]
+    NotHttp(String),
+    /// The port is not a number in 0..=65535.
+    #[error("bad port in {0:?}")]
+    BadPort(String),
+    /// No host before the port or path.
+    #[error("no host in {0:?}")]
+    NoHost(String),
+}
+
 /// A parsed `http://host:port/path` webhook address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Webhook {
@@ -93,20 +107,24 @@ pub struct Webhook {
 impl Webhook {
     /// Parses a plain-HTTP URL (TLS is not supported: terminate it in a
     /// local relay).
-    pub fn parse(url: &str) -> Result<Webhook, String> {
+    pub fn parse(url: &str) -> Result<Webhook, WebhookError> {
         let rest = url
             .strip_prefix("http://")
-            .ok_or_else(|| format!("push_webhook must be an http:// URL, not {url:?}"))?;
+            .ok_or_else(|| WebhookError::NotHttp(url.to_owned()))?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
         let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| format!("bad port in {url:?}"))?),
+            Some((h, p)) => (
+                h,
+                p.parse()
+                    .map_err(|_| WebhookError::BadPort(url.to_owned()))?,
+            ),
             None => (authority, 80),
         };
         if host.is_empty() {
-            return Err(format!("no host in {url:?}"));
+            return Err(WebhookError::NoHost(url.to_owned()));
         }
         Ok(Webhook {
             host: host.to_string(),
@@ -132,8 +150,18 @@ mod tests {
             }
         );
         assert_eq!(Webhook::parse("http://example").unwrap().port, 80);
-        assert!(Webhook::parse("https://x/y").is_err());
-        assert!(Webhook::parse("http://:80/").is_err());
+        assert!(matches!(
+            Webhook::parse("https://x/y"),
+            Err(WebhookError::NotHttp(_))
+        ));
+        assert!(matches!(
+            Webhook::parse("http://:80/"),
+            Err(WebhookError::NoHost(_))
+        ));
+        assert!(matches!(
+            Webhook::parse("http://h:99999/"),
+            Err(WebhookError::BadPort(_))
+        ));
     }
 
     #[test]

@@ -9,6 +9,35 @@
 
 use toml::{Table, Value};
 
+/// What is wrong with a file's sections.
+#[derive(Debug, thiserror::Error)]
+pub enum SectionError {
+    /// A key its section does not have.
+    #[error("unknown key `{key}` in [{section}]; its keys are {}", known.join(", "))]
+    UnknownKey {
+        /// The section.
+        section: &'static str,
+        /// The key as written.
+        key: String,
+        /// The section's keys.
+        known: Vec<&'static str>,
+    },
+    /// One field set under two names.
+    #[error("`{second}` and `{first}` set the same field; keep one")]
+    Twice {
+        /// The name met first (`section.key` or the top-level alias).
+        first: String,
+        /// The name met second.
+        second: String,
+    },
+    /// A section name used for something other than a table.
+    #[error("`{section}` must be a table: [{section}]")]
+    NotATable {
+        /// The section.
+        section: &'static str,
+    },
+}
+
 /// `(section, [(key in the section, field of Config)])`, in the order the
 /// documentation lists them.
 pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
@@ -138,14 +167,15 @@ pub fn home_of(field: &str) -> String {
 ///
 /// An unknown key in a known section, or a field given twice (in its
 /// section and at the top level, under either name).
-pub fn flatten(file: Table) -> Result<Table, String> {
+pub fn flatten(file: Table) -> Result<Table, SectionError> {
     let mut flat = Table::new();
     let mut origin: Vec<(String, String)> = Vec::new();
     let mut put = |flat: &mut Table, field: &str, how: String, v: Value| {
         if let Some((_, first)) = origin.iter().find(|(f, _)| f == field) {
-            return Err(format!(
-                "`{how}` and `{first}` set the same field; keep one"
-            ));
+            return Err(SectionError::Twice {
+                first: first.clone(),
+                second: how,
+            });
         }
         origin.push((field.to_owned(), how));
         flat.insert(field.to_owned(), v);
@@ -157,18 +187,16 @@ pub fn flatten(file: Table) -> Result<Table, String> {
             (Some((section, keys)), Value::Table(t)) => {
                 for (key, v) in t {
                     let Some((_, field)) = keys.iter().find(|(k, _)| *k == key) else {
-                        let known: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
-                        return Err(format!(
-                            "unknown key `{key}` in [{section}]; its keys are {}",
-                            known.join(", ")
-                        ));
+                        return Err(SectionError::UnknownKey {
+                            section,
+                            key,
+                            known: keys.iter().map(|(k, _)| *k).collect(),
+                        });
                     };
                     put(&mut flat, field, format!("{section}.{key}"), v)?;
                 }
             }
-            (Some((section, _)), _) => {
-                return Err(format!("`{section}` must be a table: [{section}]"));
-            }
+            (Some((section, _)), _) => return Err(SectionError::NotATable { section }),
             (None, v) => {
                 let how = name.clone();
                 put(&mut flat, &name, how, v)?;
@@ -180,10 +208,11 @@ pub fn flatten(file: Table) -> Result<Table, String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn flat(text: &str) -> Result<Table, String> {
-        flatten(text.parse::<Table>().map_err(|e| e.to_string())?)
+        flatten(text.parse::<Table>().map_err(|e| e.to_string())?).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -201,12 +230,15 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.max_sends_in_flight, 7);
         assert_eq!(cfg.store, crate::config::StoreKind::Fdb);
-        let mut cfg = crate::config::Config::default();
-        cfg.max_sse_channels = 0;
+        let cfg = crate::config::Config {
+            max_sse_channels: 0,
+            ..Default::default()
+        };
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains("limits.max_sse_channels"), "{e}");
-        let e =
-            crate::config::Config::from_toml("[limits]\nmax_sends_in_flight = -1\n").unwrap_err();
+        let e = crate::config::Config::from_toml("[limits]\nmax_sends_in_flight = -1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_sends_in_flight"), "{e}");
     }
 
