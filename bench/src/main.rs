@@ -113,7 +113,7 @@ struct RunArgs {
     #[arg(long, default_value_t = scenario::STEP_P99_LIMIT_US / 1000)]
     stop_p99_ms: u64,
     /// A gateway config override, `KEY=VALUE` (a field of
-    /// gateway/src/config.rs); repeatable. Gateway only.
+    /// gateway/core/src/config.rs); repeatable. Gateway only.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Server on CPU 0, loadgen on CPU 1 (taskset, or sched_setaffinity).

@@ -1,7 +1,7 @@
 //! `bench run --set KEY=VALUE`: gateway config overrides, written as a TOML
 //! file the gateway reads with `--config FILE`. No I/O.
 //!
-//! Keys are the field names of `gateway/src/config.rs` (`commit_max_messages`,
+//! Keys are the field names of `gateway/core/src/config.rs` (`commit_max_messages`,
 //! `outbox_budget_bytes`, …); the gateway rejects unknown ones at start. A
 //! value that parses as an integer, a float or a bool is written verbatim,
 //! anything else as a quoted TOML string. The settings bench passes as flags

@@ -1,83 +1,68 @@
-//! # gateway — a thread-per-core WebSocket chat gateway
+//! # gateway — a thread-per-core WebSocket chat gateway: the runtime
 //!
 //! The gateway holds many WebSocket connections and moves chat messages
-//! between them with durable, ordered, per-channel history. This page is
-//! the map; `docs/architecture.md` has the long form.
+//! between them with durable, ordered, per-channel history. It is four
+//! crates; this one is the only one that touches sockets, threads, timers
+//! and the store's threads. `docs/architecture.md` has the long form.
+//!
+//! | crate | what it decides |
+//! |---|---|
+//! | `chat-model` (`gateway/model`) | the values everyone shares: seqs, channel names, messages |
+//! | `chat-proto` (`gateway/proto`) | the wire: frames, requests, events, the HTTP head, tokens |
+//! | `chat-core` (`gateway/core`) | everything a shard decides, sans-IO, `now` passed in |
+//! | `gateway` (this crate) | where it happens: executors, sockets, the mesh, store threads |
 //!
 //! ## Shards
 //!
 //! One glommio executor per core, pinned ([`server`]). Every shard binds the
 //! same port with `SO_REUSEPORT` and the kernel spreads connections; a shard
 //! owns its connections outright, so nothing on the hot path takes a lock.
-//! Shards talk only through a full mesh of bounded queues created at start,
-//! carrying one enum ([`shard::ShardMsg`]); a handler never waits for queue
-//! space (a backlog per peer is drained by a separate task), so two shards can
-//! never wait on each other.
+//! A shard's decisions are a `chat_core::ShardState` behind a `RefCell`
+//! (`shard_task`); every handler runs to completion without awaiting and
+//! returns `Effects`, which this crate applies: messages to shards, jobs to
+//! run, connections to wake.
 //!
-//! ## Owners and replicas
+//! ## The runtime, one file per job
 //!
-//! Every channel has an **owner shard**, `fnv1a_64(name) % nr_shards`
-//! ([`hash`], fixed forever). The owner ([`owner`]) is the only writer of the
-//! channel's sequence: it dedups sends in flight, groups everything its
-//! channels received into one store commit, and only once the commit is
-//! durable acks the senders and fans out (**store before deliver**). Every
-//! shard with local members of a channel keeps a **replica** ([`room`]): its
-//! members and a ring of recent batches. Every user has an owner shard too,
-//! which tracks the user's devices (a newer connection of a device replaces
-//! the older with 4009).
+//! - `lifecycle`: starts a shard's tasks (mesh receivers, backlog
+//!   forwarders, the accept loop, the once-a-second tick, the cursor flush
+//!   timer) and runs its graceful shutdown; [`server`] starts and stops the
+//!   whole process (store, committer, executors, the one-gateway-per-address
+//!   lock).
+//! - `mesh`: the full mesh of bounded queues between shards. A handler never
+//!   waits for queue space: a per-peer backlog is drained in order by its own
+//!   task (`forward_backlog`), so two shards never wait on each other.
+//! - `jobs`: where each `IoJob` runs — store reads on the blocking pool,
+//!   the shard's group commit (`group_commit`), push deliveries — and how its
+//!   `JobDone` comes back; `store_io`: the committer thread that merges every
+//!   shard's commit into one `Store::append` (one fsync).
+//! - `listener`: accept, the HTTP head, the upgrade or the HTTP API;
+//!   `driver`: one task per WebSocket connection — read into the shard's one
+//!   read buffer, hand frames to the core, write what the core queued in one
+//!   write per turn, close as the core says.
+//! - `http_api`: the `/v1` endpoints, each a short-lived session whose typed
+//!   `Answer` becomes an HTTP response; `sse`: `GET /v1/events`, a session
+//!   written as Server-Sent Events; `demo`: the chat page at `/demo/`.
+//! - `push` (webhook delivery), `metrics` (`/metrics`, `/healthz`), `sys`
+//!   (signals, file limits), `util`.
 //!
 //! ## A message's path
 //!
-//! 1. A connection's driver ([`runtime`]) reads bytes into the shard's one
-//!    read buffer; the sans-IO codec ([`protocol::ws`]) yields frames; the
-//!    request decoder ([`protocol::request`]) validates them; the shard
-//!    ([`shard`]) checks access and forwards a `send` to the owner.
-//! 2. The owner's commit loop hands one batch per turn to the committer
-//!    thread ([`store_io`]), which merges all shards' batches into one
-//!    `Store::append` (one fsync).
-//! 3. On success the owner encodes each message **once** as a WebSocket
-//!    frame ([`batch`]), acks the senders, and sends one `Arc` of the batch to
-//!    each shard with subscribers — acks and batches on the same FIFO queue,
-//!    so a sender sees its ack before its own message.
+//! 1. `driver` reads bytes; `chat_proto::ws` yields frames,
+//!    `chat_proto::request` validates them; the core admits the request and
+//!    forwards a `send` to the channel's owner shard (`mesh`).
+//! 2. The owner's group commit (`jobs`) hands one batch per turn to the
+//!    committer thread (`store_io`): one `Store::append` for all shards.
+//! 3. On success the core encodes each message **once** as a WebSocket
+//!    frame, acks the senders, and sends one `Arc` of the batch to each shard
+//!    with subscribers — acks and batches on the same FIFO queue, so a
+//!    sender sees its ack before its own message.
 //! 4. Each shard appends the frames to each member's outbox and wakes its
 //!    driver; the driver writes everything queued this turn in one write.
 //!
-//! ## Cursors, resume and slow consumers
-//!
-//! Each (connection, channel) has one cursor: the last seq queued
-//! ([`conn::Sub`]). `joined` is sent only after the owner returned the head
-//! through the queue that carries the batches, so nothing slips between the
-//! head and the live stream. A join with `since`, a gap, and an outbox past
-//! its byte budget are one mechanism: the cursor pages forward — from the
-//! replica's ring when it reaches back far enough, else from the store — as
-//! the socket drains, then goes live. Nothing is dropped, memory per
-//! connection stays bounded.
-//!
-//! ## Bounded cost
-//!
-//! Every request is admitted at dispatch, not where the socket is read: a
-//! connection has a few requests of each kind in flight, the rest wait in
-//! its queue in order, and past a bound its socket is no longer read.
-//! Replies count against the outbox budget. `docs/reliability.md` lists
-//! every limit and what a client sees at it.
-//!
-//! ## Layout
-//!
-//! - [`config`]: every tunable with unit, default and memory cost.
-//! - [`protocol`]: I/O-free wire protocol (frames, requests, replies, HTTP head).
-//! - [`shard`], [`owner`], [`room`], [`conn`], [`batch`]: the state machines.
-//! - [`dispatch`]: admission (in-flight limits, the per-connection queue,
-//!   per-user rate buckets in [`limits`]) and the request handlers.
-//! - [`cursors`], [`receipts`]: coalesced read/delivered cursors, `read`
-//!   pushes, unread counts.
-//! - [`runtime`]: sockets, tasks, mesh, timers, shutdown. [`server`]: start/stop.
-//! - [`store_io`]: store calls off the executors. [`hash`]: the owner hash.
-//! - [`auth`]: tokens and dev auth. `http_api`: the `/v1` endpoints.
-//!   `presence`, `push`, `moderation`: presence, offline push, blocklist.
-//!   `discovery`: `GET /v1/me/channels` and `channel_added`. `sse`:
-//!   `GET /v1/events`, the Server-Sent Events fallback (a session like a
-//!   WebSocket one, written as SSE). `demo`: the chat page at `/demo/`.
-//! - `bench_support` (hidden): the fan-out entry point of `bench micro`.
+//! Admission, cursors, catch-up and slow consumers are the core's: see the
+//! essay of `chat-core`. Every limit is in `docs/reliability.md`; every
+//! config key in `docs/configuration.md`.
 
 /// The hot-path fixtures of `bench micro` (from `chat-core`).
 #[doc(hidden)]

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 /// File descriptors per gateway connection: one, the accepted TCP socket.
 ///
-/// Source: the gateway's driver (`gateway/src/runtime.rs`) holds one
+/// Source: the gateway's driver (`gateway/src/driver.rs`) holds one
 /// glommio `TcpStream` per connection; glommio's io_uring rings are per
 /// executor, not per socket, so they add no descriptor per connection.
 pub const FDS_PER_CONNECTION: u64 = 1;

@@ -106,7 +106,7 @@ impl fmt::Display for Point {
     }
 }
 
-/// The default grid, around the gateway's defaults (`gateway/src/config.rs`;
+/// The default grid, around the gateway's defaults (`gateway/core/src/config.rs`;
 /// each default is named beside its axis). `cores` is this host's core count
 /// (the gateway's default shard count). One value at a time this is 11 runs
 /// on a 2-core host; [`Mode::Full`] adds `default` to every axis.
