@@ -567,9 +567,12 @@ impl Store for EmbeddedStore {
             for (user, seq) in senders {
                 wb.insert(&self.reads, read_key(user, &ca.channel)?, encode_seq(seq));
             }
-            if next != head {
+            if head == 0 && next != head {
                 if let Some((a, b)) = crate::dm_pair(&ca.channel) {
-                    // Both users' DM index (idempotent re-insert).
+                    // Both users' DM index, written with the DM's first
+                    // message (a DM's messages are never removed, so the
+                    // index of a DM with a head is already there; writing
+                    // it again cost two memtable inserts per message).
                     for u in [a, b] {
                         wb.insert(&self.member_of, member_of_key(u, &ca.channel)?, marker());
                     }

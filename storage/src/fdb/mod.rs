@@ -556,9 +556,13 @@ impl FdbStore {
                 trx.atomic_op(&key, &u64_value(seq), MutationType::Max);
             }
             if next != head {
-                if let Some((a, b)) = crate::dm_pair(channel) {
-                    for u in [a, b] {
-                        trx.set(&self.layout.member_of(u).pack(&(channel,)), b"");
+                // Both users' DM index, with the DM's first message (see
+                // the embedded store: later messages find it there).
+                if head == 0 {
+                    if let Some((a, b)) = crate::dm_pair(channel) {
+                        for u in [a, b] {
+                            trx.set(&self.layout.member_of(u).pack(&(channel,)), b"");
+                        }
                     }
                 }
                 trx.set(&self.layout.head(channel), &u64_value(next));
