@@ -114,8 +114,12 @@ impl Shard {
 /// The owner's group commit: takes everything ready, commits it, answers,
 /// repeats while anything is ready. One commit in flight per shard.
 async fn group_commit(shard: Rc<Shard>) {
-    // Let every task already woken this turn add its sends first.
-    futures_lite::future::yield_now().await;
+    // Let every task already woken this turn add its sends first, and with
+    // `commit_linger_us` wait that long for more: one durable write for all.
+    match shard.cfg.commit_linger_us {
+        0 => futures_lite::future::yield_now().await,
+        us => glommio::timer::sleep(Duration::from_micros(us)).await,
+    }
     loop {
         let Some(IoJob::Append(appends)) = shard.with(|st| st.take_commit(now_ms())) else {
             shard.commit_running.set(false);

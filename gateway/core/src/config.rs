@@ -166,6 +166,15 @@ pub struct Config {
     pub mesh_backlog_messages: usize,
     /// Most messages one shard puts in one store commit. Default 4,096.
     pub commit_max_messages: usize,
+    /// How long an idle shard's commit loop waits after the first message
+    /// before committing, in microseconds, so that messages arriving
+    /// meanwhile share its durable write. 0 (default) commits at once: the
+    /// lowest latency. Under load batches form anyway (messages arriving
+    /// during a commit go in the next one); at low rates each message pays
+    /// for its own fsync and thread hand-off, and a linger of ~1,000 µs
+    /// trades that much added ack and delivery latency for fewer, larger
+    /// commits (measured in docs/benchmarks.md). At most 100,000.
+    pub commit_linger_us: u64,
     /// Most bytes of text one shard puts in one store commit (one message
     /// always goes). Default 8 MiB. Bounds a commit's batch memory.
     pub commit_max_bytes: usize,
@@ -321,6 +330,7 @@ impl Default for Config {
             mesh_queue_capacity: 4096,
             mesh_backlog_messages: 8192,
             commit_max_messages: 4096,
+            commit_linger_us: 0,
             commit_max_bytes: 8 * 1024 * 1024,
             replica_ring_bytes: 256 * 1024,
             catchup_page_messages: 256,
@@ -465,6 +475,9 @@ impl Config {
         }
         if self.commit_max_messages == 0 || self.commit_max_messages > 65_536 {
             return Err(invalid("commit_max_messages", "must be 1..=65536"));
+        }
+        if self.commit_linger_us > 100_000 {
+            return Err(invalid("commit_linger_us", "must be 0..=100000 (µs)"));
         }
         if self.commit_max_bytes < 64 * 1024 {
             return Err(invalid("commit_max_bytes", "must be at least 64 KiB"));

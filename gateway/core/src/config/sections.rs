@@ -64,6 +64,7 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("fdb_namespace", "fdb_namespace"),
             ("read_threads", "store_read_threads"),
             ("commit_max_messages", "commit_max_messages"),
+            ("commit_linger_us", "commit_linger_us"),
             ("commit_max_bytes", "commit_max_bytes"),
         ],
     ),
