@@ -28,8 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a scenario: dm-latency, room-fanout (stepped), groups-durable, idle,
-    /// connect-storm, resume-storm, slow-consumers, shards.
+    /// Run a scenario: dm-latency, room-fanout (stepped), groups-durable,
+    /// small-rooms, idle, connect-storm, resume-storm, slow-consumers, shards.
     Run(Box<RunArgs>),
     /// The peer servers of bench/peers.
     Peers {

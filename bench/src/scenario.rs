@@ -5,6 +5,7 @@
 //! | `dm-latency` | `dm` | latency at a fixed moderate load |
 //! | `room-fanout` | `room`, one room, 5 senders, rate stepped ([`ladder`]) | the saturation curve: stops after the first step whose delivery p99 passes 50 ms |
 //! | `groups-durable` | `groups` of 10 | acked messages/s with fsync |
+//! | `small-rooms` | `room`: rooms of 10, 2 senders each | the groups workload in a form the peers run too (rooms need no group API) |
 //! | `idle` | `idle` | memory per connection |
 //! | `connect-storm` | `idle`, every connection at once (`--ramp 0`) | upgrades/s, handshake p99 |
 //! | `resume-storm` | `resume`: receivers away while 5 senders send, then all rejoin with `since` | rejoin and catch-up p99, nothing lost |
@@ -21,6 +22,7 @@ pub const NAMES: &[&str] = &[
     "dm-latency",
     "room-fanout",
     "groups-durable",
+    "small-rooms",
     "idle",
     "connect-storm",
     "resume-storm",
@@ -95,6 +97,9 @@ pub struct RunSpec {
     pub group_size: Option<usize>,
     /// Senders (room).
     pub senders: Option<usize>,
+    /// Members per room (room; `None`: one room of every connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_size: Option<usize>,
     /// Gateway config overrides (`--set`), written to its `--config` file.
     #[serde(default)]
     pub settings: Settings,
@@ -143,6 +148,9 @@ impl RunSpec {
         }
         if let Some(s) = self.senders {
             a.extend(["--senders".into(), s.to_string()]);
+        }
+        if let Some(r) = self.room_size {
+            a.extend(["--room-size".into(), r.to_string()]);
         }
         if let Some(b) = self.message_bytes {
             a.extend(["--message-bytes".into(), b.to_string()]);
@@ -232,6 +240,7 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
         ramp: 5000.0,
         group_size: None,
         senders: None,
+        room_size: None,
         settings: o.settings.clone(),
         pinned: o.pin,
         message_bytes: None,
@@ -324,6 +333,19 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
                 base("groups", "groups", 2000, 2000.0, "10s")
             }
         }],
+        // groups-durable's load (2,000 connections, 10 members, 2 senders
+        // each, 2,000 msgs/s) as rooms: the peers have no group API, rooms
+        // they have; on the gateway a room message takes the same path as a
+        // group's (owner, commit, fan-out) without the membership check.
+        "small-rooms" => vec![RunSpec {
+            room_size: Some(10),
+            senders: Some(2),
+            ..if q {
+                base("rooms", "room", 200, 500.0, "3s")
+            } else {
+                base("rooms", "room", 2000, 2000.0, "10s")
+            }
+        }],
         // As many connections as one gateway process holds here (~19,500 of
         // the 20,000 open files), from two loadgen processes.
         "idle" => vec![if q {
@@ -414,6 +436,24 @@ mod tests {
         assert_eq!(a[pos("--duration") + 1], "1s");
         assert_eq!(a[pos("--group-size") + 1], "10");
         assert!(a.contains(&"--json".to_string()) && a.contains(&"--quiet".to_string()));
+    }
+
+    #[test]
+    fn small_rooms_are_rooms_of_ten_with_two_senders_for_every_server() {
+        for server in [ServerKind::Gateway, ServerKind::Bun, ServerKind::Node] {
+            let o = Options {
+                server,
+                ..Options::default()
+            };
+            let r = &plan("small-rooms", &o).unwrap()[0];
+            let a = r.loadgen_args("ws://x/ws");
+            let pos = |k: &str| a.iter().position(|x| x == k).unwrap();
+            assert_eq!(a[0], "room");
+            assert_eq!(a[pos("--connections") + 1], "2000");
+            assert_eq!(a[pos("--rate") + 1], "2000");
+            assert_eq!(a[pos("--room-size") + 1], "10");
+            assert_eq!(a[pos("--senders") + 1], "2");
+        }
     }
 
     #[test]

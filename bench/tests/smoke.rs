@@ -6,7 +6,12 @@ use std::process::Command;
 
 fn debug_bins() -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = root.join("target/debug");
+    // Beside the bench binary this test drives: the same target directory
+    // (`CARGO_TARGET_DIR` or the workspace's `target`) and profile.
+    let dir = Path::new(env!("CARGO_BIN_EXE_bench"))
+        .parent()
+        .expect("the bench binary has a directory")
+        .to_path_buf();
     let (gw, lg) = (dir.join("gateway"), dir.join("loadgen"));
     if !gw.exists() || !lg.exists() {
         let st = Command::new(env!("CARGO"))
