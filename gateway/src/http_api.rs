@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use chat_core::vocab::GroupOp;
 use chat_core::{Answer, ConnId, ShardState};
+use chat_model::Channel;
 use chat_proto::auth::Identity;
 use chat_proto::http::{self, RequestHead};
 use chat_proto::names;
@@ -39,7 +40,7 @@ enum Call {
     /// A membership change, sent to the group's owner; `created` answers 201
     /// with the channel, else 204.
     Group {
-        channel: String,
+        channel: Channel,
         op: GroupOp,
         created: bool,
     },
@@ -109,7 +110,8 @@ fn group_route(
                     "no randomness available for a group id".to_string(),
                 )
             })?;
-            let channel = storage::group_channel(&id);
+            // A fresh id is a valid group id.
+            let channel = Channel::from_validated(Arc::from(storage::group_channel(&id)));
             Ok(Call::Group {
                 channel,
                 op: GroupOp::Create(members),
@@ -141,10 +143,10 @@ fn group_route(
     }
 }
 
-fn group_channel_of(id: &str) -> Result<String, RouteError> {
+fn group_channel_of(id: &str) -> Result<Channel, RouteError> {
     let channel = storage::group_channel(id);
     match names::parse_channel(&channel) {
-        Ok(names::ChannelName::Group(_)) => Ok(channel),
+        Ok(names::ChannelName::Group(_)) => Ok(Channel::from_validated(Arc::from(channel))),
         _ => Err((400, "invalid_channel", format!("invalid group id {id:?}"))),
     }
 }
@@ -259,9 +261,9 @@ fn to_http(answer: Answer, created: Option<&str>) -> Vec<u8> {
             ts,
             duplicate,
         } => ok(json!({
-            "channel": &*channel,
+            "channel": channel,
             "client_msg_id": client_msg_id,
-            "seq": seq.0,
+            "seq": seq,
             "ts": ts,
             "duplicate": duplicate,
         })),
@@ -287,7 +289,7 @@ fn to_http(answer: Answer, created: Option<&str>) -> Vec<u8> {
         }
         Answer::GroupDone { channel } => match created {
             Some(_) => {
-                let body = json!({ "channel": &*channel }).to_string();
+                let body = json!({ "channel": channel }).to_string();
                 http::response(201, "application/json", body.as_bytes(), &[])
             }
             None => http::response(204, "application/json", b"", &[]),
@@ -296,7 +298,7 @@ fn to_http(answer: Answer, created: Option<&str>) -> Vec<u8> {
         Answer::Unread(counts) => {
             let unread: Map<String, Value> = counts
                 .into_iter()
-                .map(|(ch, n)| (ch, Value::from(n)))
+                .map(|(ch, n)| (ch.to_string(), Value::from(n)))
                 .collect();
             ok(json!({ "unread": unread }))
         }
@@ -437,7 +439,7 @@ pub(crate) async fn serve(
             created,
         } => {
             let ch = channel.clone();
-            let start = move |st: &mut ShardState, id| st.group_request(id, &ch, op, now_ms());
+            let start = move |st: &mut ShardState, id| st.group_request(id, ch, op, now_ms());
             let answer = run_call(&shard, &identity, start, timeout).await;
             (answer, created.then_some(channel))
         }
@@ -464,7 +466,7 @@ mod tests {
     #[test]
     fn typed_answers_map_to_statuses_and_bodies() {
         let ack = Answer::Ack {
-            channel: Arc::from("room:x"),
+            channel: Channel::from_validated(Arc::from("room:x")),
             client_msg_id: "c1".into(),
             seq: chat_model::Seq(3),
             ts: 9,
@@ -485,7 +487,7 @@ mod tests {
         ));
         assert_eq!(s, 413);
         let done = Answer::GroupDone {
-            channel: Arc::from("group:g"),
+            channel: Channel::from_validated(Arc::from("group:g")),
         };
         let (s, b) = status_and_body(&to_http(done.clone(), Some("group:g")));
         assert_eq!((s, b), (201, json!({"channel":"group:g"})));

@@ -12,7 +12,6 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use chat_core::{ShardId, ShardMsg};
-use chat_model::Seq;
 use glommio::{GlommioError, ResourceType};
 
 use crate::shard_task::Shard;
@@ -41,13 +40,13 @@ impl Shard {
                     // Coalesce with a notice for the same channel at the tail.
                     if let Some(ShardMsg::Advanced { channel, head }) = backlog.back_mut() {
                         if *channel == b.channel {
-                            *head = (*head).max(Seq(b.last_seq()));
+                            *head = (*head).max(b.last_seq());
                             return;
                         }
                     }
                     ShardMsg::Advanced {
                         channel: b.channel.clone(),
-                        head: Seq(b.last_seq()),
+                        head: b.last_seq(),
                     }
                 }
                 other => other,

@@ -45,9 +45,9 @@ use glommio::net::TcpStream;
 use serde::Deserialize;
 
 use chat_core::ConnId;
+use chat_model::{Channel, Seq};
 use chat_proto::auth::Identity;
 use chat_proto::http::{self, RequestHead};
-use chat_proto::names;
 
 use crate::shard_task::Shard;
 use crate::util::now_ms;
@@ -58,7 +58,7 @@ const REFILL_BYTES: usize = 64 * 1024;
 
 /// A channel list as in `channels=` and in event ids: comma-separated
 /// entries `channel` or `channel=seq`.
-pub(crate) type PositionList = Vec<(String, Option<u64>)>;
+pub(crate) type PositionList = Vec<(Channel, Option<Seq>)>;
 
 /// Parses a position list. Entries must be valid channel names; a channel
 /// listed twice keeps its first place and its last position.
@@ -70,16 +70,16 @@ pub(crate) fn parse_positions(s: &str) -> Result<PositionList, String> {
                 let seq = v
                     .parse::<u64>()
                     .map_err(|_| format!("position of {n:?} must be a non-negative integer"))?;
-                (n, Some(seq))
+                (n, Some(Seq(seq)))
             }
             None => (item, None),
         };
-        if names::parse_channel(name).is_err() {
+        let Ok(channel) = Channel::parse(name) else {
             return Err(format!("invalid channel {name:?}"));
-        }
-        match out.iter_mut().find(|(c, _)| c == name) {
+        };
+        match out.iter_mut().find(|(c, _)| *c == channel) {
             Some(entry) => entry.1 = seq.or(entry.1),
-            None => out.push((name.to_string(), seq)),
+            None => out.push((channel, seq)),
         }
     }
     Ok(out)
@@ -134,15 +134,15 @@ impl Positions {
         id
     }
 
-    fn entry(&mut self, channel: &str) -> Option<&mut Option<u64>> {
+    fn entry(&mut self, channel: &str) -> Option<&mut Option<Seq>> {
         self.list
             .iter_mut()
-            .find(|(c, _)| c == channel)
+            .find(|(c, _)| c.as_str() == channel)
             .map(|(_, s)| s)
     }
 
     fn remove(&mut self, channel: &str) {
-        self.list.retain(|(c, _)| c != channel);
+        self.list.retain(|(c, _)| c.as_str() != channel);
     }
 }
 
@@ -154,9 +154,9 @@ struct Peek<'a> {
     #[serde(borrow, default)]
     channel: Option<Cow<'a, str>>,
     #[serde(default)]
-    seq: Option<u64>,
+    seq: Option<Seq>,
     #[serde(default)]
-    head: Option<u64>,
+    head: Option<Seq>,
     #[serde(borrow, default)]
     id: Option<Cow<'a, str>>,
 }
@@ -294,7 +294,7 @@ pub(crate) async fn serve(
         for (channel, since) in &list {
             let mut req = serde_json::json!({"type": "join", "channel": channel, "id": channel});
             if let Some(s) = since {
-                req["since"] = (*s).into();
+                req["since"] = s.0.into();
             }
             st.on_request(id, &req.to_string(), now_ms());
         }
@@ -458,15 +458,19 @@ mod tests {
     use super::*;
     use chat_proto::response;
 
+    fn ch(name: &str) -> Channel {
+        Channel::parse(name).unwrap()
+    }
+
     #[test]
     fn positions_parse_and_print_in_one_format() {
         let list = parse_positions("room:a=5, dm:al:bo ,group:g1=0,room:a=7").unwrap();
         assert_eq!(
             list,
             vec![
-                ("room:a".to_string(), Some(7)),
-                ("dm:al:bo".to_string(), None),
-                ("group:g1".to_string(), Some(0)),
+                (ch("room:a"), Some(Seq(7))),
+                (ch("dm:al:bo"), None),
+                (ch("group:g1"), Some(Seq(0))),
             ]
         );
         let p = Positions { list };
@@ -485,7 +489,7 @@ mod tests {
         };
         assert_eq!(
             requested(&head, 256).unwrap(),
-            vec![("room:a".into(), Some(4)), ("room:b".into(), Some(9))]
+            vec![(ch("room:a"), Some(Seq(4))), (ch("room:b"), Some(Seq(9)))]
         );
     }
 
@@ -519,7 +523,7 @@ mod tests {
             "no",
         );
         let mut positions = Positions {
-            list: vec![("room:a".into(), None), ("group:g".into(), Some(2))],
+            list: vec![(ch("room:a"), None), (ch("group:g"), Some(Seq(2)))],
         };
         let mut out = Vec::new();
         let used = rewrite(&frames, usize::MAX, &mut out, &mut positions);

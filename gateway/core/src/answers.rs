@@ -35,7 +35,7 @@ pub fn encode(out: &mut Vec<u8>, id: Option<&str>, answer: &Answer) {
         Answer::Unread(counts) => {
             let unread: serde_json::Map<String, serde_json::Value> = counts
                 .iter()
-                .map(|(ch, n)| (ch.clone(), serde_json::Value::from(*n)))
+                .map(|(ch, n)| (ch.to_string(), serde_json::Value::from(*n)))
                 .collect();
             let body = serde_json::json!({"type": "unread", "unread": unread}).to_string();
             encode_frame(out, WsOpcode::Text, body.as_bytes(), None);

@@ -7,21 +7,21 @@
 //! buffer, so a connection that is behind by k messages of a batch gets them
 //! with one copy of a contiguous slice.
 
-use std::sync::Arc;
+use chat_model::{Channel, Seq};
 
 /// Committed messages `first_seq ..= last_seq()` of one channel.
 pub struct Batch {
     /// The channel.
-    pub channel: Arc<str>,
+    pub channel: Channel,
     /// Seq of the first frame.
-    pub(crate) first_seq: u64,
+    pub(crate) first_seq: Seq,
     /// All frames, back to back.
     data: Vec<u8>,
     /// `ends[i]` is the end offset in `data` of the frame of `first_seq + i`.
     ends: Vec<usize>,
     /// The oldest seq an edit or delete in this batch targets: frames of
     /// that seq and later, encoded before, no longer show the latest view.
-    pub(crate) oldest_target: Option<u64>,
+    pub(crate) oldest_target: Option<Seq>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -37,7 +37,7 @@ impl std::fmt::Debug for Batch {
 
 impl Batch {
     /// Starts an empty batch whose first frame will carry `first_seq`.
-    pub(crate) fn new(channel: Arc<str>, first_seq: u64) -> Batch {
+    pub(crate) fn new(channel: Channel, first_seq: Seq) -> Batch {
         Batch {
             channel,
             first_seq,
@@ -48,7 +48,7 @@ impl Batch {
     }
 
     /// Records that a message of this batch edits or deletes `target`.
-    pub(crate) fn note_target(&mut self, target: u64) {
+    pub(crate) fn note_target(&mut self, target: Seq) {
         self.oldest_target = Some(self.oldest_target.map_or(target, |t| t.min(target)));
     }
 
@@ -64,8 +64,8 @@ impl Batch {
     }
 
     /// Seq of the last frame (`first_seq - 1` when empty).
-    pub fn last_seq(&self) -> u64 {
-        self.first_seq + self.ends.len() as u64 - 1
+    pub fn last_seq(&self) -> Seq {
+        Seq(self.first_seq.0 + self.ends.len() as u64 - 1)
     }
 
     /// Bytes of all frames.
@@ -75,11 +75,11 @@ impl Batch {
 
     /// The frames of every seq greater than `cursor` (all of them when the
     /// cursor is before the batch, none when it is at or past its end).
-    pub(crate) fn frames_after(&self, cursor: u64) -> &[u8] {
+    pub(crate) fn frames_after(&self, cursor: Seq) -> &[u8] {
         if cursor < self.first_seq {
             return &self.data;
         }
-        let skip = (cursor - self.first_seq + 1) as usize;
+        let skip = (cursor.0 - self.first_seq.0 + 1) as usize;
         if skip >= self.ends.len() {
             return &[];
         }
@@ -91,10 +91,10 @@ impl Batch {
     /// (`cursor` itself when none was taken).
     pub(crate) fn frames_fitting(
         &self,
-        cursor: u64,
+        cursor: Seq,
         room: usize,
         at_least_one: bool,
-    ) -> (&[u8], u64) {
+    ) -> (&[u8], Seq) {
         let tail = self.frames_after(cursor);
         if tail.is_empty() {
             return (tail, cursor.max(self.last_seq()));
@@ -103,7 +103,8 @@ impl Batch {
             return (tail, self.last_seq());
         }
         let start = self.data.len() - tail.len();
-        let first_idx = (cursor.max(self.first_seq - 1) + 1 - self.first_seq) as usize;
+        let first = self.first_seq.0;
+        let first_idx = (cursor.0.max(first - 1) + 1 - first) as usize;
         // Last index whose end still fits.
         let fit = self.ends[first_idx..].partition_point(|&e| e - start <= room);
         let take = if fit == 0 && at_least_one { 1 } else { fit };
@@ -113,7 +114,7 @@ impl Batch {
         let end = self.ends[first_idx + take - 1];
         (
             &self.data[start..end],
-            self.first_seq + (first_idx + take - 1) as u64,
+            Seq(first + (first_idx + take - 1) as u64),
         )
     }
 }
@@ -121,9 +122,10 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn batch(first: u64, n: u64) -> Batch {
-        let mut b = Batch::new(Arc::from("room:t"), first);
+        let mut b = Batch::new(Channel::from_validated(Arc::from("room:t")), Seq(first));
         for s in first..first + n {
             b.push_frame(|out| out.extend_from_slice(format!("[{s}]").as_bytes()));
         }
@@ -133,23 +135,24 @@ mod tests {
     #[test]
     fn frames_after_skips_what_the_cursor_already_has() {
         let b = batch(5, 3);
-        assert_eq!(b.last_seq(), 7);
-        assert_eq!(b.frames_after(0), b"[5][6][7]");
-        assert_eq!(b.frames_after(4), b"[5][6][7]");
-        assert_eq!(b.frames_after(5), b"[6][7]");
-        assert_eq!(b.frames_after(6), b"[7]");
-        assert_eq!(b.frames_after(7), b"");
-        assert_eq!(b.frames_after(100), b"");
+        assert_eq!(b.last_seq(), Seq(7));
+        assert_eq!(b.frames_after(Seq(0)), b"[5][6][7]");
+        assert_eq!(b.frames_after(Seq(4)), b"[5][6][7]");
+        assert_eq!(b.frames_after(Seq(5)), b"[6][7]");
+        assert_eq!(b.frames_after(Seq(6)), b"[7]");
+        assert_eq!(b.frames_after(Seq(7)), b"");
+        assert_eq!(b.frames_after(Seq(100)), b"");
     }
 
     #[test]
     fn frames_fitting_takes_whole_frames_within_the_room() {
         let b = batch(5, 3); // each frame is 3 bytes
-        assert_eq!(b.frames_fitting(4, 100, false), (&b"[5][6][7]"[..], 7));
-        assert_eq!(b.frames_fitting(4, 7, false), (&b"[5][6]"[..], 6));
-        assert_eq!(b.frames_fitting(5, 3, false), (&b"[6]"[..], 6));
-        assert_eq!(b.frames_fitting(4, 2, false), (&b""[..], 4));
-        assert_eq!(b.frames_fitting(4, 2, true), (&b"[5]"[..], 5));
-        assert_eq!(b.frames_fitting(0, 3, false), (&b"[5]"[..], 5));
+        let fit = |cursor, room, at_least_one| b.frames_fitting(Seq(cursor), room, at_least_one);
+        assert_eq!(fit(4, 100, false), (&b"[5][6][7]"[..], Seq(7)));
+        assert_eq!(fit(4, 7, false), (&b"[5][6]"[..], Seq(6)));
+        assert_eq!(fit(5, 3, false), (&b"[6]"[..], Seq(6)));
+        assert_eq!(fit(4, 2, false), (&b""[..], Seq(4)));
+        assert_eq!(fit(4, 2, true), (&b"[5]"[..], Seq(5)));
+        assert_eq!(fit(0, 3, false), (&b"[5]"[..], Seq(5)));
     }
 }

@@ -11,7 +11,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use chat_model::{MessageKind, StoredMessage};
+use chat_model::{Channel, MessageKind, Seq, StoredMessage};
 
 use crate::batch::Batch;
 use crate::conn::{Conn, Phase, Signal, Sub};
@@ -36,8 +36,8 @@ impl FanoutFixture {
     /// the default outbox budget (256 KiB).
     #[must_use]
     pub fn new(members: usize, messages: usize, text_bytes: usize) -> FanoutFixture {
-        let channel: Arc<str> = Arc::from("room:bench");
-        let mut batch = Batch::new(channel.clone(), 1);
+        let channel = Channel::from_validated(Arc::from("room:bench"));
+        let mut batch = Batch::new(channel.clone(), Seq(1));
         let text = "x".repeat(text_bytes);
         for seq in 1..=messages as u64 {
             let m = StoredMessage {
@@ -71,7 +71,7 @@ impl FanoutFixture {
                 channel.clone(),
                 Sub {
                     gen: 1,
-                    cursor: 0,
+                    cursor: Seq::ZERO,
                     phase: Phase::Live,
                 },
             );
@@ -118,7 +118,7 @@ impl FanoutFixture {
             let pending = conn.outbox.pending();
             conn.outbox.wrote(pending);
             if let Some(sub) = conn.subs.get_mut(&self.batch.channel) {
-                sub.cursor = self.batch.first_seq - 1;
+                sub.cursor = Seq(self.batch.first_seq.0 - 1);
             }
         }
     }

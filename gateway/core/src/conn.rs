@@ -8,6 +8,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use chat_model::{Channel, Seq};
+
 use crate::maps::Map;
 use crate::vocab::{Answer, ConnId};
 
@@ -63,7 +65,7 @@ pub(crate) struct Sub {
     /// Which join this is (answers for an earlier join are ignored).
     pub(crate) gen: u64,
     /// Last seq queued to the connection.
-    pub(crate) cursor: u64,
+    pub(crate) cursor: Seq,
     /// Where the join stands.
     pub(crate) phase: Phase,
 }
@@ -212,7 +214,7 @@ pub struct Conn {
     /// What waits for the socket.
     pub(crate) outbox: Outbox,
     /// Joined channels.
-    pub(crate) subs: Map<Arc<str>, Sub>,
+    pub(crate) subs: Map<Channel, Sub>,
     /// Last time a frame arrived (ms since the epoch), for the idle check.
     pub(crate) last_rx_ms: u64,
     /// An HTTP API call, not a device: no hello, no device registration.

@@ -15,23 +15,23 @@
 
 use std::sync::Arc;
 
-use chat_model::{DeliveredUpdate, ReadUpdate, Seq};
+use chat_model::{Channel, DeliveredUpdate, ReadUpdate, Seq};
 
 use crate::maps::Map;
 use crate::vocab::ConnId;
 
 /// (user, channel).
-type ReadKey = (Arc<str>, Arc<str>);
+type ReadKey = (Arc<str>, Channel);
 /// (user, device, channel).
-type DeliveredKey = (Arc<str>, Arc<str>, Arc<str>);
+type DeliveredKey = (Arc<str>, Arc<str>, Channel);
 
 /// Cursors reported since the last flush, and those being written.
 #[derive(Debug, Default)]
 pub(crate) struct PendingCursors {
-    reads: Map<ReadKey, u64>,
-    delivered: Map<DeliveredKey, u64>,
+    reads: Map<ReadKey, Seq>,
+    delivered: Map<DeliveredKey, Seq>,
     /// The reads of the flush in flight (still pending for unread counts).
-    flushing_reads: Map<ReadKey, u64>,
+    flushing_reads: Map<ReadKey, Seq>,
     /// A flush is in flight.
     flushing: bool,
 }
@@ -53,8 +53,8 @@ impl PendingCursors {
     }
 
     /// `user` read `channel` up to `seq`.
-    pub(crate) fn report_read(&mut self, user: Arc<str>, channel: Arc<str>, seq: u64) {
-        let e = self.reads.entry((user, channel)).or_insert(0);
+    pub(crate) fn report_read(&mut self, user: Arc<str>, channel: Channel, seq: Seq) {
+        let e = self.reads.entry((user, channel)).or_insert(Seq::ZERO);
         *e = (*e).max(seq);
     }
 
@@ -63,10 +63,13 @@ impl PendingCursors {
         &mut self,
         user: Arc<str>,
         device: Arc<str>,
-        channel: Arc<str>,
-        seq: u64,
+        channel: Channel,
+        seq: Seq,
     ) {
-        let e = self.delivered.entry((user, device, channel)).or_insert(0);
+        let e = self
+            .delivered
+            .entry((user, device, channel))
+            .or_insert(Seq::ZERO);
         *e = (*e).max(seq);
     }
 
@@ -80,13 +83,13 @@ impl PendingCursors {
         let reads: Vec<ReadUpdate> = self
             .reads
             .iter()
-            .map(|((u, c), &s)| (u.to_string(), c.to_string(), Seq(s)))
+            .map(|((u, c), &s)| (u.to_string(), c.to_string(), s))
             .collect();
         self.flushing_reads = std::mem::take(&mut self.reads);
         let delivered = self
             .delivered
             .drain()
-            .map(|((u, d, c), s)| (u.to_string(), d.to_string(), c.to_string(), Seq(s)))
+            .map(|((u, d, c), s)| (u.to_string(), d.to_string(), c.to_string(), s))
             .collect();
         Some((reads, delivered))
     }
@@ -103,11 +106,11 @@ impl PendingCursors {
     }
 
     /// The read cursors of `user` not yet in the store: channel → seq.
-    pub(crate) fn reads_of(&self, user: &str) -> Vec<(Arc<str>, u64)> {
-        let mut out: Map<Arc<str>, u64> = Map::default();
+    pub(crate) fn reads_of(&self, user: &str) -> Vec<(Channel, Seq)> {
+        let mut out: Map<Channel, Seq> = Map::default();
         for ((u, c), &s) in self.reads.iter().chain(&self.flushing_reads) {
             if &**u == user {
-                let e = out.entry(c.clone()).or_insert(0);
+                let e = out.entry(c.clone()).or_insert(Seq::ZERO);
                 *e = (*e).max(s);
             }
         }
@@ -127,7 +130,7 @@ pub(crate) struct UnreadQuery {
     pub(crate) conn: ConnId,
     pub(crate) user: Arc<str>,
     pub(crate) remaining: usize,
-    pub(crate) pending: std::collections::HashMap<String, u64>,
+    pub(crate) pending: std::collections::HashMap<Channel, Seq>,
     /// For `GET /v1/me/channels` (`discovery.rs`), not `/v1/me/unread`.
     pub(crate) channels: bool,
 }
@@ -141,14 +144,18 @@ mod tests {
         Arc::from(s)
     }
 
+    fn ch(s: &str) -> Channel {
+        Channel::from_validated(Arc::from(s))
+    }
+
     #[test]
     fn reports_coalesce_to_the_highest_and_flush_once() {
         let mut p = PendingCursors::default();
         for seq in [3, 9, 4] {
-            p.report_read(a("alice"), a("dm:alice:bob"), seq);
+            p.report_read(a("alice"), ch("dm:alice:bob"), Seq(seq));
         }
-        p.report_delivered(a("alice"), a("d1"), a("room:x"), 2);
-        p.report_delivered(a("alice"), a("d1"), a("room:x"), 5);
+        p.report_delivered(a("alice"), a("d1"), ch("room:x"), Seq(2));
+        p.report_delivered(a("alice"), a("d1"), ch("room:x"), Seq(5));
         assert_eq!(p.len(), 2);
         let (reads, delivered) = p.take().unwrap();
         assert_eq!(reads, vec![("alice".into(), "dm:alice:bob".into(), Seq(9))]);
@@ -157,16 +164,16 @@ mod tests {
             vec![("alice".into(), "d1".into(), "room:x".into(), Seq(5))]
         );
         assert!(p.take().is_none(), "one flush at a time");
-        p.report_read(a("alice"), a("room:y"), 1);
+        p.report_read(a("alice"), ch("room:y"), Seq(1));
         let mut seen = p.reads_of("alice");
         seen.sort();
         assert_eq!(
             seen,
-            vec![(a("dm:alice:bob"), 9), (a("room:y"), 1)],
+            vec![(ch("dm:alice:bob"), Seq(9)), (ch("room:y"), Seq(1))],
             "pending and flushing cursors both count for unread"
         );
         p.flushed();
-        assert_eq!(p.reads_of("alice"), vec![(a("room:y"), 1)]);
+        assert_eq!(p.reads_of("alice"), vec![(ch("room:y"), Seq(1))]);
         assert!(p.take().is_some());
     }
 
@@ -174,7 +181,7 @@ mod tests {
     fn the_bound_starts_a_flush_then_holds_reports() {
         let mut p = PendingCursors::default();
         for i in 0..4 {
-            p.report_read(a("u"), Arc::from(format!("room:{i}")), 1);
+            p.report_read(a("u"), ch(&format!("room:{i}")), Seq(1));
         }
         assert!(p.wants_flush(4));
         assert!(!p.is_full(4), "no flush in flight yet: it starts now");

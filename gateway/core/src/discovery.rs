@@ -22,6 +22,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use chat_model::names::{self, ChannelName};
+use chat_model::{Channel, Seq};
 use chat_proto::response::write_json;
 use chat_proto::ws::encode_text_with;
 
@@ -29,7 +30,7 @@ pub use crate::vocab::ChannelInfo;
 use crate::vocab::Effects;
 
 /// `"dm"`, `"group"` or `"room"`.
-fn kind_of(channel: &str) -> &'static str {
+fn kind_of(channel: &Channel) -> &'static str {
     match names::parse_channel(channel) {
         Ok(ChannelName::Dm { .. }) => "dm",
         Ok(ChannelName::Group(_)) => "group",
@@ -38,7 +39,7 @@ fn kind_of(channel: &str) -> &'static str {
 }
 
 /// The `channel_added` frame `{type, channel, kind}`.
-pub(crate) fn channel_added_frame(channel: &str) -> Arc<[u8]> {
+pub(crate) fn channel_added_frame(channel: &Channel) -> Arc<[u8]> {
     #[derive(Serialize)]
     struct ChannelAdded<'a> {
         r#type: &'static str,
@@ -51,7 +52,7 @@ pub(crate) fn channel_added_frame(channel: &str) -> Arc<[u8]> {
             buf,
             &ChannelAdded {
                 r#type: "channel_added",
-                channel,
+                channel: channel.as_str(),
                 kind: kind_of(channel),
             },
         );
@@ -60,7 +61,7 @@ pub(crate) fn channel_added_frame(channel: &str) -> Arc<[u8]> {
 }
 
 /// Tells every connection of each of `users` that `channel` is now theirs.
-pub(crate) fn announce(fx: &mut Effects, users: Vec<String>, channel: &str) {
+pub(crate) fn announce(fx: &mut Effects, users: Vec<String>, channel: &Channel) {
     if users.is_empty() {
         return;
     }
@@ -69,9 +70,9 @@ pub(crate) fn announce(fx: &mut Effects, users: Vec<String>, channel: &str) {
 }
 
 /// For a DM whose seq 1 was just committed: its two users.
-pub(crate) fn first_dm_users(channel: &str, seq: u64) -> Vec<String> {
+pub(crate) fn first_dm_users(channel: &Channel, seq: Seq) -> Vec<String> {
     match names::parse_channel(channel) {
-        Ok(ChannelName::Dm { a, b }) if seq == 1 => vec![a.to_string(), b.to_string()],
+        Ok(ChannelName::Dm { a, b }) if seq == Seq(1) => vec![a.to_string(), b.to_string()],
         _ => Vec::new(),
     }
 }
@@ -82,7 +83,7 @@ pub(crate) fn first_dm_users(channel: &str, seq: u64) -> Vec<String> {
 pub(crate) fn my_channels(
     s: &dyn storage::Store,
     user: &str,
-    pending: &HashMap<String, u64>,
+    pending: &HashMap<Channel, Seq>,
 ) -> Result<Vec<ChannelInfo>, storage::StoreError> {
     let mut out = Vec::new();
     for channel in s.channels_of(user)? {
@@ -94,13 +95,14 @@ pub(crate) fn my_channels(
             },
             _ => continue,
         };
-        let head = s.head(&channel)?.0;
-        let stored = s.read_cursor(user, &channel)?.0;
+        let channel = crate::receipts::stored_channel(channel);
+        let head = s.head(&channel)?;
+        let stored = s.read_cursor(user, &channel)?;
         let read = stored
-            .max(pending.get(&channel).copied().unwrap_or(0))
+            .max(pending.get(channel.as_str()).copied().unwrap_or(Seq::ZERO))
             .min(head);
         let unread = if head > read {
-            s.count_messages(&channel, chat_model::Seq(read), chat_model::Seq(head))?
+            s.count_messages(&channel, read, head)?
         } else {
             0
         };
@@ -137,7 +139,7 @@ mod tests {
 
     #[test]
     fn channel_added_is_one_text_frame() {
-        let f = channel_added_frame("dm:alice:bob");
+        let f = channel_added_frame(&ch("dm:alice:bob"));
         assert_eq!(f[0], 0x81);
         let json: serde_json::Value = serde_json::from_slice(&f[2..]).unwrap();
         assert_eq!(
@@ -146,11 +148,15 @@ mod tests {
         );
     }
 
+    fn ch(name: &str) -> Channel {
+        Channel::from_validated(name.into())
+    }
+
     #[test]
     fn only_the_first_dm_message_announces() {
-        assert_eq!(first_dm_users("dm:a:b", 1), vec!["a", "b"]);
-        assert!(first_dm_users("dm:a:b", 2).is_empty());
-        assert!(first_dm_users("room:x", 1).is_empty());
+        assert_eq!(first_dm_users(&ch("dm:a:b"), Seq(1)), vec!["a", "b"]);
+        assert!(first_dm_users(&ch("dm:a:b"), Seq(2)).is_empty());
+        assert!(first_dm_users(&ch("room:x"), Seq(1)).is_empty());
     }
 
     #[test]
@@ -173,19 +179,19 @@ mod tests {
             list,
             vec![
                 ChannelInfo {
-                    channel: "dm:alice:carol".into(),
+                    channel: ch("dm:alice:carol"),
                     kind: "dm",
                     members: vec!["alice".into(), "carol".into()],
-                    head: 2,
-                    read: 0,
+                    head: Seq(2),
+                    read: Seq(0),
                     unread: 2,
                 },
                 ChannelInfo {
-                    channel: "group:g1".into(),
+                    channel: ch("group:g1"),
                     kind: "group",
                     members: vec!["alice".into(), "bob".into()],
-                    head: 1,
-                    read: 1,
+                    head: Seq(1),
+                    read: Seq(1),
                     unread: 0,
                 },
             ]
@@ -200,9 +206,15 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&frame[json..]).unwrap();
         assert_eq!(body["type"], "channels");
         assert_eq!(body["channels"][0]["unread"], 2);
+        assert_eq!(
+            body["channels"][1],
+            serde_json::json!({"channel": "group:g1", "kind": "group",
+                "members": ["alice", "bob"], "head": 1, "read": 1, "unread": 0}),
+            "names and seqs are plain JSON strings and numbers"
+        );
         // A read reported and not written yet counts at once.
-        let pending = HashMap::from([("dm:alice:carol".to_string(), 1)]);
+        let pending = HashMap::from([(ch("dm:alice:carol"), Seq(1))]);
         let list = my_channels(&s, "alice", &pending).unwrap();
-        assert_eq!((list[0].read, list[0].unread), (1, 1));
+        assert_eq!((list[0].read, list[0].unread), (Seq(1), 1));
     }
 }

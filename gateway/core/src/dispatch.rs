@@ -20,7 +20,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use chat_model::{names::ChannelName, NewMessage, ReadLimit, ReadRange, Seq};
+use chat_model::{names::ChannelName, Channel, NewMessage, ReadLimit, ReadRange, Seq};
 use chat_proto::{self as protocol, request::HistoryRange, response, ErrorCode, Request};
 
 use crate::conn::{Phase, Sub};
@@ -57,6 +57,11 @@ pub(crate) fn access(user: &str, channel: &str) -> Result<(), (ErrorCode, &'stat
         Ok(ChannelName::Room(_)) => Ok(()),
         Err(_) => Err((ErrorCode::InvalidChannel, "invalid channel name")),
     }
+}
+
+/// The channel of a decoded request (`decode_request` validated it).
+fn validated(channel: &str) -> Channel {
+    Channel::from_validated(Arc::from(channel))
 }
 
 impl ShardState {
@@ -201,7 +206,7 @@ impl ShardState {
                     conn.outbox.push_reply(|out| response::pong(out, req_id));
                 }
             }
-            Request::Join { channel, since } => self.join(id, req_id, channel, since),
+            Request::Join { channel, since } => self.join(id, req_id, channel, since.map(Seq)),
             Request::Leave { channel } => self.leave(id, req_id, channel),
             Request::Send(s) => {
                 if self.blocklist.blocks(&s.text) {
@@ -227,7 +232,7 @@ impl ShardState {
                     media: s.media,
                     ts: 0,
                 };
-                let channel: Arc<str> = Arc::from(s.channel);
+                let channel = validated(s.channel);
                 let req = SendReq {
                     channel: channel.clone(),
                     reply: Reply {
@@ -259,7 +264,7 @@ impl ShardState {
                     .then(|| user.clone());
                 self.fx.io.push(IoJob::History {
                     conn: id,
-                    channel: Arc::from(channel),
+                    channel: validated(channel),
                     range,
                     limit: ReadLimit {
                         messages: limit,
@@ -277,7 +282,7 @@ impl ShardState {
                 self.fx.send(
                     owner_of(channel, self.nr_shards),
                     ShardMsg::Typing {
-                        channel: Arc::from(channel),
+                        channel: validated(channel),
                         user,
                         from,
                     },
@@ -285,7 +290,8 @@ impl ShardState {
             }
             Request::Read { channel, seq } => {
                 let http = self.conns.get(&id).is_some_and(|c| c.http);
-                let channel: Arc<str> = Arc::from(channel);
+                let channel = validated(channel);
+                let seq = Seq(seq);
                 if http && channel.starts_with(chat_model::GROUP_PREFIX) {
                     // The HTTP API answers a read (204 or an error): check
                     // membership first. (A WebSocket read has no reply; a
@@ -308,18 +314,18 @@ impl ShardState {
                 if let Some(conn) = self.conns.get(&id) {
                     let device = conn.device.clone();
                     self.cursors
-                        .report_delivered(user, device, Arc::from(channel), seq);
+                        .report_delivered(user, device, validated(channel), Seq(seq));
                     self.maybe_flush_cursors();
                 }
             }
             Request::Presence { channel } => {
-                self.start_presence(id, Arc::from(channel), req_id.map(Box::from), user);
+                self.start_presence(id, validated(channel), req_id.map(Box::from), user);
             }
         }
     }
 
     /// Records a read cursor (coalesced; written at the next flush).
-    pub(crate) fn report_read(&mut self, user: Arc<str>, channel: Arc<str>, seq: u64) {
+    pub(crate) fn report_read(&mut self, user: Arc<str>, channel: Channel, seq: Seq) {
         self.cursors.report_read(user, channel, seq);
         self.maybe_flush_cursors();
     }
@@ -331,7 +337,7 @@ impl ShardState {
     fn start_presence(
         &mut self,
         id: ConnId,
-        channel: Arc<str>,
+        channel: Channel,
         rid: Option<Box<str>>,
         user: Arc<str>,
     ) {
@@ -385,7 +391,9 @@ impl ShardState {
         }
     }
 
-    fn join(&mut self, id: ConnId, req_id: Option<&str>, channel: &str, since: Option<u64>) {
+    /// `channel` as decoded: a `Channel` is made only for a new join (or
+    /// shared with the replica's key).
+    fn join(&mut self, id: ConnId, req_id: Option<&str>, channel: &str, since: Option<Seq>) {
         let max_channels = self.cfg.max_channels_per_connection;
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
@@ -399,7 +407,7 @@ impl ShardState {
                         .get(channel)
                         .map_or(sub.cursor, |r| r.last_seq.max(sub.cursor));
                     conn.outbox
-                        .push_reply(|out| response::joined(out, req_id, channel, head));
+                        .push_reply(|out| response::joined(out, req_id, channel, head.0));
                 }
             }
             return;
@@ -411,9 +419,9 @@ impl ShardState {
             );
             return self.reply_err(id, req_id, ErrorCode::Forbidden, &message);
         }
-        let channel: Arc<str> = match self.replicas.get_key_value(channel) {
+        let channel = match self.replicas.get_key_value(channel) {
             Some((k, _)) => k.clone(),
-            None => Arc::from(channel),
+            None => validated(channel),
         };
         let gen = self.next_join_gen;
         self.next_join_gen += 1;
@@ -422,7 +430,7 @@ impl ShardState {
             channel.clone(),
             Sub {
                 gen,
-                cursor: 0,
+                cursor: Seq::ZERO,
                 phase: Phase::Joining { ids: Vec::new() },
             },
         );
@@ -439,7 +447,7 @@ impl ShardState {
                 conn: id,
                 gen,
                 user,
-                since: since.map(Seq),
+                since,
                 id: req_id.map(Box::from),
             },
         );
@@ -530,7 +538,7 @@ mod tests {
         // The read completes: the next one goes.
         st.on_history(
             c,
-            &Arc::from("room:h"),
+            &validated("room:h"),
             Some(Box::from("0")),
             true,
             Ok(chat_model::Page::default()),

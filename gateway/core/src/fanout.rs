@@ -11,7 +11,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use chat_model::{Page, ReadLimit, Seq};
+use chat_model::{Channel, Page, ReadLimit, Seq};
 use chat_proto::{response, ErrorCode};
 
 use crate::batch::Batch;
@@ -25,7 +25,7 @@ use crate::vocab::{ConnId, ConnRef, IoJob, ShardMsg};
 impl ShardState {
     /// Tells a room's owner that a joined connection of `user` left (it
     /// counts the room's users for presence).
-    pub(crate) fn member_gone(&mut self, channel: &Arc<str>, user: &Arc<str>) {
+    pub(crate) fn member_gone(&mut self, channel: &Channel, user: &Arc<str>) {
         if channel.starts_with(crate::owner::ROOM_PREFIX) {
             self.fx.send(
                 owner_of(channel, self.nr_shards),
@@ -37,7 +37,7 @@ impl ShardState {
         }
     }
 
-    pub(crate) fn drop_member(&mut self, channel: &Arc<str>, id: ConnId) {
+    pub(crate) fn drop_member(&mut self, channel: &Channel, id: ConnId) {
         if let Some(rep) = self.replicas.get_mut(channel) {
             rep.members.remove(&id);
             if rep.members.is_empty() {
@@ -54,7 +54,7 @@ impl ShardState {
 
     /// A removed member's local connections leave the group channel (each
     /// gets an unsolicited `left`).
-    pub(crate) fn kick(&mut self, channel: &Arc<str>, user: &str) {
+    pub(crate) fn kick(&mut self, channel: &Channel, user: &str) {
         let Some(rep) = self.replicas.get(channel) else {
             return;
         };
@@ -75,7 +75,7 @@ impl ShardState {
     }
 
     /// A `typing` frame for the local members of a channel, except its sender.
-    pub(crate) fn on_typing_notice(&mut self, channel: &Arc<str>, except: ConnRef, frame: &[u8]) {
+    pub(crate) fn on_typing_notice(&mut self, channel: &Channel, except: ConnRef, frame: &[u8]) {
         let Some(rep) = self.replicas.get(channel) else {
             return;
         };
@@ -100,7 +100,7 @@ impl ShardState {
 
     /// The owner could not load the head for a join: its error went to the
     /// first request; answer the joins that waited with it, and forget it.
-    pub(crate) fn on_join_failed(&mut self, channel: &Arc<str>, conn_id: ConnId, gen: u64) {
+    pub(crate) fn on_join_failed(&mut self, channel: &Channel, conn_id: ConnId, gen: u64) {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
@@ -127,7 +127,7 @@ impl ShardState {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_joined(
         &mut self,
-        channel: &Arc<str>,
+        channel: &Channel,
         conn_id: ConnId,
         gen: u64,
         head: Seq,
@@ -135,8 +135,6 @@ impl ShardState {
         id: Option<Box<str>>,
         user: &Arc<str>,
     ) {
-        let head = head.0;
-        let since = since.map(|s| s.0);
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             // Closed meanwhile: the owner counted this join.
             self.member_gone(channel, user);
@@ -148,7 +146,7 @@ impl ShardState {
         // request still gets its answer.
         let Some(sub) = conn.subs.get_mut(channel).filter(|s| s.gen == gen) else {
             conn.outbox
-                .push_reply(|out| response::joined(out, id.as_deref(), channel, head));
+                .push_reply(|out| response::joined(out, id.as_deref(), channel, head.0));
             self.member_gone(channel, user);
             return;
         };
@@ -171,7 +169,7 @@ impl ShardState {
         }
         for rid in all_ids {
             conn.outbox
-                .push_reply(|out| response::joined(out, rid.as_deref(), channel, head));
+                .push_reply(|out| response::joined(out, rid.as_deref(), channel, head.0));
         }
         sub.cursor = since.unwrap_or(head);
         sub.phase = Phase::CatchUp { fetching: false };
@@ -180,7 +178,7 @@ impl ShardState {
     }
 
     /// The replica learns that `head` is committed; members behind it catch up.
-    pub(crate) fn advance_replica(&mut self, channel: &Arc<str>, head: u64) {
+    pub(crate) fn advance_replica(&mut self, channel: &Channel, head: Seq) {
         let Some(rep) = self.replicas.get_mut(channel) else {
             return;
         };
@@ -246,7 +244,7 @@ impl ShardState {
     /// Moves a catching-up (conn, channel) forward from the ring while its
     /// outbox has room; asks the store when the ring does not reach back far
     /// enough; goes live once it meets the replica's head.
-    pub(crate) fn catch_up(&mut self, conn_id: ConnId, channel: &Arc<str>) {
+    pub(crate) fn catch_up(&mut self, conn_id: ConnId, channel: &Channel) {
         let budget = self.cfg.outbox_budget_bytes;
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
@@ -269,11 +267,11 @@ impl ShardState {
             if conn.outbox.pending() >= budget / 2 || conn.outbox.close.is_some() {
                 break; // resumes when the outbox drains
             }
-            if let Some(b) = rep.ring_batch_with(sub.cursor + 1) {
+            if let Some(b) = rep.ring_batch_with(sub.cursor.next()) {
                 let room = budget.saturating_sub(conn.outbox.pending());
                 // Ring batches never pass the replica's head.
                 let (bytes, upto) = b.frames_fitting(sub.cursor, room, true);
-                delivered += upto - sub.cursor;
+                delivered += upto.0 - sub.cursor.0;
                 conn.outbox.push_bytes(bytes);
                 sub.cursor = upto;
                 continue;
@@ -287,7 +285,7 @@ impl ShardState {
                 conn: conn_id,
                 channel: channel.clone(),
                 gen: sub.gen,
-                after: Seq(sub.cursor),
+                after: sub.cursor,
                 limit: ReadLimit {
                     messages: self.cfg.catchup_page_messages,
                     bytes: budget,
@@ -308,7 +306,7 @@ impl ShardState {
     pub(crate) fn on_catchup_page(
         &mut self,
         conn_id: ConnId,
-        channel: &Arc<str>,
+        channel: &Channel,
         gen: u64,
         result: Result<Page, JobError>,
     ) {
@@ -317,7 +315,7 @@ impl ShardState {
             return;
         };
         conn.fetching = false;
-        let head = self.replicas.get(channel).map_or(0, |r| r.last_seq);
+        let head = self.replicas.get(channel).map_or(Seq::ZERO, |r| r.last_seq);
         let mut retry = false;
         if let Some(sub) = conn
             .subs
@@ -329,10 +327,11 @@ impl ShardState {
             match result {
                 Ok(page) => {
                     for m in &page.messages {
-                        if m.seq <= sub.cursor {
+                        let seq = Seq(m.seq);
+                        if seq <= sub.cursor {
                             continue;
                         }
-                        if m.seq != sub.cursor + 1 || m.seq > head {
+                        if seq != sub.cursor.next() || seq > head {
                             break;
                         }
                         if conn.outbox.pending() >= budget {
@@ -341,14 +340,14 @@ impl ShardState {
                         conn.outbox.push_reply(|out| {
                             response::msg(out, channel, &response::MsgView::from_stored(m));
                         });
-                        sub.cursor = m.seq;
+                        sub.cursor = seq;
                     }
                 }
                 Err(e) => {
                     tracing::warn!(channel = %channel, error = %e, "catch-up read failed; retrying");
                 }
             }
-            let progressed = sub.cursor - before;
+            let progressed = sub.cursor.0 - before.0;
             self.stats
                 .deliveries
                 .fetch_add(progressed, Ordering::Relaxed);
@@ -375,7 +374,7 @@ impl ShardState {
     }
 
     /// The retry timer of a catch-up fired.
-    pub(crate) fn on_catchup_retry(&mut self, conn_id: ConnId, channel: &Arc<str>, gen: u64) {
+    pub(crate) fn on_catchup_retry(&mut self, conn_id: ConnId, channel: &Channel, gen: u64) {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
@@ -393,7 +392,7 @@ impl ShardState {
         let Some(conn) = self.conns.get(&conn_id) else {
             return;
         };
-        let behind: Vec<Arc<str>> = conn
+        let behind: Vec<Channel> = conn
             .subs
             .iter()
             .filter(|(_, s)| matches!(s.phase, Phase::CatchUp { fetching: false }))
@@ -408,7 +407,7 @@ impl ShardState {
     pub(crate) fn on_history(
         &mut self,
         conn_id: ConnId,
-        channel: &Arc<str>,
+        channel: &Channel,
         id: Option<Box<str>>,
         keep_newest: bool,
         result: Result<Page, JobError>,
@@ -483,14 +482,14 @@ pub(crate) fn offer_batch(conn: &mut Conn, batch: &Batch, budget: usize) -> Offe
     if !matches!(sub.phase, Phase::Live) || batch.last_seq() <= sub.cursor {
         return Offer::Skipped;
     }
-    if batch.first_seq > sub.cursor + 1 {
+    if batch.first_seq > sub.cursor.next() {
         sub.phase = Phase::CatchUp { fetching: false };
         return Offer::Gap;
     }
     let pending = conn.outbox.pending();
     let room = budget.saturating_sub(pending);
     let (bytes, upto) = batch.frames_fitting(sub.cursor, room, pending == 0);
-    let messages = upto.saturating_sub(sub.cursor);
+    let messages = upto.0.saturating_sub(sub.cursor.0);
     if upto > sub.cursor {
         conn.outbox.push_bytes(bytes);
         sub.cursor = upto;

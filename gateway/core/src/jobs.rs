@@ -9,11 +9,12 @@
 //! store call), [`IoJob::CatchUpLater`] (a timer) and [`IoJob::Push`] (an
 //! HTTP delivery). [`run_store_job`] refuses them.
 
-use chat_model::names;
+use chat_model::{names, Channel};
 use chat_proto::ErrorCode;
 use storage::{Store, StoreError};
 
 use crate::error::JobError;
+use crate::receipts::stored_channel;
 use crate::vocab::{GroupOp, IoJob, JobDone};
 
 /// Runs a store call, turning a panic into [`JobError::Panicked`] (a
@@ -176,7 +177,7 @@ pub fn run_store_job(store: &dyn Store, job: IoJob) -> JobDone {
 /// `not_found` / `not_member`).
 pub(crate) fn member_of(
     s: &dyn Store,
-    channel: &str,
+    channel: &Channel,
     user: &str,
 ) -> Result<Result<(), (ErrorCode, &'static str)>, StoreError> {
     Ok(match s.members(channel)? {
@@ -193,15 +194,15 @@ pub(crate) fn member_of(
 pub(crate) fn presence_targets(
     s: &dyn Store,
     user: &str,
-) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+) -> Result<Vec<(Channel, Vec<String>)>, StoreError> {
     let mut out = Vec::new();
     for channel in s.channels_of(user)? {
         if let Ok(names::ChannelName::Dm { a, b }) = names::parse_channel(&channel) {
             let other = if a == user { b } else { a }.to_string();
-            out.push((channel, vec![other]));
+            out.push((stored_channel(channel), vec![other]));
         } else if let Some(members) = s.members(&channel)? {
             let others: Vec<String> = members.into_iter().filter(|m| m != user).collect();
-            out.push((channel, others));
+            out.push((stored_channel(channel), others));
         }
     }
     Ok(out)

@@ -19,6 +19,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use chat_model::Channel;
+
 use crate::maps::Map;
 use crate::vocab::ConnId;
 pub use crate::vocab::{Ask, QueryRef};
@@ -63,7 +65,7 @@ impl Debounce {
 /// A presence query gathering answers.
 pub(crate) struct Query {
     pub(crate) conn: ConnId,
-    pub(crate) channel: Arc<str>,
+    pub(crate) channel: Channel,
     pub(crate) id: Option<Box<str>>,
     pub(crate) remaining: usize,
     pub(crate) online: BTreeSet<Arc<str>>,
@@ -84,7 +86,7 @@ impl Queries {
     pub(crate) fn start(
         &mut self,
         conn: ConnId,
-        channel: Arc<str>,
+        channel: Channel,
         id: Option<Box<str>>,
         answers: usize,
     ) -> u64 {
@@ -186,7 +188,8 @@ mod tests {
     #[test]
     fn queries_complete_after_every_answer() {
         let mut q = Queries::default();
-        let id = q.start(ConnId(1), Arc::from("dm:a:b"), None, 2);
+        let ch = |name: &str| Channel::from_validated(Arc::from(name));
+        let id = q.start(ConnId(1), ch("dm:a:b"), None, 2);
         assert!(q
             .answer(id, vec![Arc::from("b"), Arc::from("a")], None)
             .is_none());
@@ -197,7 +200,7 @@ mod tests {
             q.answer(id, vec![], None).is_none(),
             "answers after completion are ignored"
         );
-        let id = q.start(ConnId(1), Arc::from("room:r"), None, 1);
+        let id = q.start(ConnId(1), ch("room:r"), None, 1);
         let done = q.answer(id, vec![Arc::from("a")], Some(5000)).unwrap();
         assert_eq!(done.count, Some(5000));
     }

@@ -19,6 +19,7 @@
 //! are lost (the messages themselves are durable; a client catches up with
 //! `since`). Durable push queues are future work.
 
+use chat_model::{Channel, Seq};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -27,8 +28,8 @@ use crate::maps::Map;
 /// One message a user should hear about.
 #[derive(Clone, Debug, Serialize)]
 pub struct Notice {
-    pub channel: Arc<str>,
-    pub seq: u64,
+    pub channel: Channel,
+    pub seq: Seq,
     pub from: Arc<str>,
     /// The first 200 characters of the text.
     pub preview: String,
@@ -168,8 +169,8 @@ mod tests {
     fn notices_coalesce_per_user_until_due() {
         let mut p = Pending::default();
         let n = |seq| Notice {
-            channel: Arc::from("dm:a:b"),
-            seq,
+            channel: Channel::from_validated(Arc::from("dm:a:b")),
+            seq: Seq(seq),
             from: Arc::from("a"),
             preview: "hi".into(),
         };

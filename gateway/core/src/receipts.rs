@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use chat_model::{names, DeliveredUpdate, ReadUpdate, Seq};
+use chat_model::{names, Channel, DeliveredUpdate, ReadUpdate, Seq};
 use chat_proto::response;
 
 use crate::cursors::UnreadQuery;
@@ -49,14 +49,14 @@ impl ShardState {
             let (reads, delivered) = retry;
             for (user, channel, seq) in reads {
                 self.cursors
-                    .report_read(Arc::from(user), Arc::from(channel), seq.0);
+                    .report_read(Arc::from(user), stored_channel(channel), seq);
             }
             for (user, device, channel, seq) in delivered {
                 self.cursors.report_delivered(
                     Arc::from(user),
                     Arc::from(device),
-                    Arc::from(channel),
-                    seq.0,
+                    stored_channel(channel),
+                    seq,
                 );
             }
         }
@@ -64,7 +64,7 @@ impl ShardState {
             Ok(moved) => {
                 for (channel, user, seq, others) in moved {
                     let mut frame = Vec::new();
-                    response::read(&mut frame, &channel, &user, seq);
+                    response::read(&mut frame, &channel, &user, seq.0);
                     let frame: Arc<[u8]> = Arc::from(frame);
                     self.fx.send_to_users(others, &frame);
                 }
@@ -86,8 +86,8 @@ impl ShardState {
         &mut self,
         conn: ConnId,
         user: Arc<str>,
-        channel: Arc<str>,
-        seq: u64,
+        channel: Channel,
+        seq: Seq,
         id: Option<Box<str>>,
         result: Result<(), JobError>,
     ) {
@@ -160,12 +160,12 @@ impl ShardState {
     }
 
     /// One shard's pending cursors for an unread query.
-    pub(crate) fn on_unread_answer(&mut self, query: u64, cursors: Vec<(Arc<str>, u64)>) {
+    pub(crate) fn on_unread_answer(&mut self, query: u64, cursors: Vec<(Channel, Seq)>) {
         let Some(q) = self.unread.open.get_mut(&query) else {
             return;
         };
         for (channel, seq) in cursors {
-            let e = q.pending.entry(channel.to_string()).or_insert(0);
+            let e = q.pending.entry(channel).or_insert(Seq::ZERO);
             *e = (*e).max(seq);
         }
         q.remaining -= 1;
@@ -228,7 +228,7 @@ pub(crate) fn write_cursors(
                 .unwrap_or_default(),
             _ => continue, // rooms are not pushed
         };
-        moved.push((channel, user, after.0, others));
+        moved.push((stored_channel(channel), user, after, others));
     }
     Ok(moved)
 }
@@ -240,29 +240,31 @@ pub(crate) fn write_cursors(
 pub(crate) fn unread(
     s: &dyn storage::Store,
     user: &str,
-    pending: &HashMap<String, u64>,
-) -> Result<Vec<(String, u64)>, storage::StoreError> {
-    let mut cursors: BTreeMap<String, u64> = s
-        .read_cursors(user)?
-        .into_iter()
-        .map(|(c, seq)| (c, seq.0))
-        .collect();
+    pending: &HashMap<Channel, Seq>,
+) -> Result<Vec<(Channel, u64)>, storage::StoreError> {
+    let mut cursors: BTreeMap<String, Seq> = s.read_cursors(user)?.into_iter().collect();
     for g in s.channels_of(user)? {
-        cursors.entry(g).or_insert(0);
+        cursors.entry(g).or_insert(Seq::ZERO);
     }
     for (channel, &seq) in pending {
-        let e = cursors.entry(channel.clone()).or_insert(0);
+        let e = cursors.entry(channel.to_string()).or_insert(Seq::ZERO);
         *e = (*e).max(seq);
     }
     let mut out = Vec::new();
     for (channel, read) in cursors {
-        let head = s.head(&channel)?.0;
+        let head = s.head(&channel)?;
         if head > read {
-            let n = s.count_messages(&channel, Seq(read), Seq(head))?;
+            let n = s.count_messages(&channel, read, head)?;
             if n > 0 {
-                out.push((channel, n));
+                out.push((stored_channel(channel), n));
             }
         }
     }
     Ok(out)
+}
+
+/// A channel name the store gave back: every name it holds was validated
+/// before it was written.
+pub(crate) fn stored_channel(name: String) -> Channel {
+    Channel::from_validated(Arc::from(name))
 }

@@ -5,6 +5,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use chat_model::Seq;
+
 use crate::batch::Batch;
 use crate::maps::Set;
 use crate::vocab::ConnId;
@@ -16,7 +18,7 @@ pub(crate) struct Replica {
     /// Highest seq this shard knows to be committed: from batches, `joined`
     /// heads and `Advanced` notices. Members are at or below it; live ones
     /// at it.
-    pub(crate) last_seq: u64,
+    pub(crate) last_seq: Seq,
     /// Recent batches, oldest first, contiguous.
     ring: VecDeque<Arc<Batch>>,
     ring_bytes: usize,
@@ -26,7 +28,7 @@ impl Replica {
     pub(crate) fn new() -> Replica {
         Replica {
             members: Set::default(),
-            last_seq: 0,
+            last_seq: Seq::ZERO,
             ring: VecDeque::new(),
             ring_bytes: 0,
         }
@@ -39,7 +41,7 @@ impl Replica {
             // An edit or delete of a message the ring holds makes its frames
             // stale for replay: catch-up then reads the store's view.
             let stale = batch.oldest_target.is_some_and(|t| t <= last.last_seq());
-            if stale || batch.first_seq != last.last_seq() + 1 {
+            if stale || batch.first_seq != last.last_seq().next() {
                 self.ring.clear();
                 self.ring_bytes = 0;
             }
@@ -54,7 +56,7 @@ impl Replica {
     }
 
     /// The ring's batch holding `seq`, if the ring still has it.
-    pub(crate) fn ring_batch_with(&self, seq: u64) -> Option<&Arc<Batch>> {
+    pub(crate) fn ring_batch_with(&self, seq: Seq) -> Option<&Arc<Batch>> {
         let first = self.ring.front()?.first_seq;
         if seq < first {
             return None;
@@ -69,9 +71,14 @@ impl Replica {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chat_model::Channel;
+
+    fn room() -> Channel {
+        Channel::from_validated(Arc::from("room:t"))
+    }
 
     fn batch(first: u64, n: u64, size: usize) -> Arc<Batch> {
-        let mut b = Batch::new(Arc::from("room:t"), first);
+        let mut b = Batch::new(room(), Seq(first));
         for _ in 0..n {
             b.push_frame(|out| out.extend(std::iter::repeat_n(b'x', size)));
         }
@@ -84,27 +91,27 @@ mod tests {
         r.remember(&batch(1, 2, 10), 100);
         r.remember(&batch(3, 3, 10), 100);
         r.remember(&batch(6, 1, 10), 100);
-        assert_eq!(r.ring_batch_with(4).map(|b| b.first_seq), Some(3));
-        assert_eq!(r.ring_batch_with(6).map(|b| b.first_seq), Some(6));
-        assert!(r.ring_batch_with(7).is_none());
+        assert_eq!(r.ring_batch_with(Seq(4)).map(|b| b.first_seq), Some(Seq(3)));
+        assert_eq!(r.ring_batch_with(Seq(6)).map(|b| b.first_seq), Some(Seq(6)));
+        assert!(r.ring_batch_with(Seq(7)).is_none());
         r.remember(&batch(7, 10, 10), 100);
         assert!(
-            r.ring_batch_with(1).is_none(),
+            r.ring_batch_with(Seq(1)).is_none(),
             "oldest batch evicted past the byte budget"
         );
-        assert_eq!(r.ring_batch_with(8).map(|b| b.first_seq), Some(7));
+        assert_eq!(r.ring_batch_with(Seq(8)).map(|b| b.first_seq), Some(Seq(7)));
     }
 
     #[test]
     fn an_edit_of_a_remembered_message_clears_the_ring() {
         let mut r = Replica::new();
         r.remember(&batch(1, 3, 1), 1000);
-        let mut edit = Batch::new(Arc::from("room:t"), 4);
+        let mut edit = Batch::new(room(), Seq(4));
         edit.push_frame(|out| out.push(b'e'));
-        edit.note_target(2);
+        edit.note_target(Seq(2));
         r.remember(&Arc::new(edit), 1000);
-        assert!(r.ring_batch_with(2).is_none(), "stale frames are gone");
-        assert!(r.ring_batch_with(4).is_some());
+        assert!(r.ring_batch_with(Seq(2)).is_none(), "stale frames are gone");
+        assert!(r.ring_batch_with(Seq(4)).is_some());
     }
 
     #[test]
@@ -112,7 +119,7 @@ mod tests {
         let mut r = Replica::new();
         r.remember(&batch(1, 2, 1), 1000);
         r.remember(&batch(10, 1, 1), 1000);
-        assert!(r.ring_batch_with(1).is_none());
-        assert!(r.ring_batch_with(10).is_some());
+        assert!(r.ring_batch_with(Seq(1)).is_none());
+        assert!(r.ring_batch_with(Seq(10)).is_some());
     }
 }

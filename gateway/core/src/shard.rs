@@ -19,6 +19,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use chat_model::Channel;
 use chat_proto::auth::Identity;
 use chat_proto::{self as protocol, response, ErrorCode, WsEvent};
 
@@ -515,7 +516,7 @@ impl ShardState {
                 }
             }
             ShardMsg::Batch(batch) => self.on_batch(&batch),
-            ShardMsg::Advanced { channel, head } => self.advance_replica(&channel, head.0),
+            ShardMsg::Advanced { channel, head } => self.advance_replica(&channel, head),
             ShardMsg::DeviceUp {
                 user,
                 device,
@@ -713,7 +714,7 @@ impl ShardState {
     pub fn group_request(
         &mut self,
         conn: ConnId,
-        channel: &str,
+        channel: Channel,
         op: crate::vocab::GroupOp,
         now: u64,
     ) {
@@ -726,7 +727,6 @@ impl ShardState {
             to: self.me(conn),
             id: None,
         };
-        let channel: Arc<str> = Arc::from(channel);
         self.fx.send(
             owner_of(&channel, self.nr_shards),
             ShardMsg::Group {

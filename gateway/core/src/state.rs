@@ -7,6 +7,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use chat_model::Channel;
 use chat_proto as protocol;
 
 use crate::config::Config;
@@ -31,7 +32,7 @@ pub struct ShardState {
     pub(crate) conns: Map<ConnId, Conn>,
     pub(crate) next_conn: u64,
     pub(crate) next_join_gen: u64,
-    pub(crate) replicas: Map<Arc<str>, Replica>,
+    pub(crate) replicas: Map<Channel, Replica>,
     /// The channel-owner role.
     pub(crate) owner: Owner,
     /// The user-owner role.

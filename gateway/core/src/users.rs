@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use chat_model::Channel;
 use chat_proto::response;
 
 use crate::maps::Map;
@@ -164,7 +165,7 @@ impl UserOwner {
     pub(crate) fn on_presence_targets(
         user: &str,
         online: bool,
-        targets: Vec<(String, Vec<String>)>,
+        targets: Vec<(Channel, Vec<String>)>,
         fx: &mut Effects,
     ) {
         for (channel, others) in targets {

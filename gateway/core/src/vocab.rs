@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chat_model::{ChannelAppend, ChannelOutcome, Page, ReadLimit, ReadRange, Seq};
+use chat_model::{Channel, ChannelAppend, ChannelOutcome, Page, ReadLimit, ReadRange, Seq};
 use chat_proto::ErrorCode;
 
 use chat_model::NewMessage;
@@ -53,7 +53,7 @@ pub enum Answer {
     /// A send, edit or delete was stored (or was already).
     Ack {
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// The client's id of the message.
         client_msg_id: String,
         /// Its seq.
@@ -73,14 +73,14 @@ pub enum Answer {
     /// A page of history; the messages are already cut to fit one frame.
     History {
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// The messages, ascending.
         page: Page,
     },
     /// Who is online in a channel.
     Presence {
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// The first 100, sorted.
         online: Vec<Arc<str>>,
         /// How many.
@@ -89,12 +89,12 @@ pub enum Answer {
     /// A membership change was stored.
     GroupDone {
         /// The group.
-        channel: Arc<str>,
+        channel: Channel,
     },
     /// Done, nothing to say (an HTTP `read`: 204).
     Done,
     /// Unread counts per channel.
-    Unread(Vec<(String, u64)>),
+    Unread(Vec<(Channel, u64)>),
     /// The user's channels (`GET /v1/me/channels`).
     Channels(Vec<ChannelInfo>),
 }
@@ -115,7 +115,7 @@ impl Answer {
 pub struct SendReq {
     /// Channel (validated; DMs checked; a group's membership is checked by
     /// its owner).
-    pub channel: Arc<str>,
+    pub channel: Channel,
     /// Who gets the ack.
     pub reply: Reply,
     /// The message; `ts` is set at commit.
@@ -153,15 +153,15 @@ pub struct QueryRef {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct ChannelInfo {
     /// The channel name.
-    pub channel: String,
+    pub channel: Channel,
     /// `dm` or `group`.
     pub kind: &'static str,
     /// The members, sorted (a DM: its two users).
     pub members: Vec<String>,
     /// Last committed seq.
-    pub head: u64,
+    pub head: Seq,
     /// The user's read cursor (reports not written yet included).
-    pub read: u64,
+    pub read: Seq,
     /// Messages above `read` (`edit`/`delete` events not counted), as in
     /// `GET /v1/me/unread`.
     pub unread: u64,
@@ -169,7 +169,7 @@ pub struct ChannelInfo {
 
 /// A `read` cursor that moved, and whom to tell: (channel, user, seq, the
 /// other members of the DM or group).
-pub type ReadMoved = (String, String, u64, Vec<String>);
+pub type ReadMoved = (Channel, String, Seq, Vec<String>);
 
 /// Everything that crosses between shards.
 #[derive(Debug)]
@@ -180,7 +180,7 @@ pub enum ShardMsg {
     /// and answer with the head.
     Subscribe {
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// The joining connection (on the sending shard).
         conn: ConnId,
         /// Which join of this connection (a leave and rejoin makes a new one).
@@ -195,13 +195,13 @@ pub enum ShardMsg {
     /// Connection shard → owner: the shard has no members of the channel left.
     Unsubscribe {
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
     },
     /// Owner → connection shard: the head for a join. For a room the owner
     /// now counts `user` as present until `MemberGone`.
     Joined {
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// The joining connection.
         conn: ConnId,
         /// Its join generation.
@@ -219,7 +219,7 @@ pub enum ShardMsg {
     /// answered `Joined` left the room (leave, close, refused `since`).
     MemberGone {
         /// The room.
-        channel: Arc<str>,
+        channel: Channel,
         /// Whose connection.
         user: Arc<str>,
     },
@@ -227,7 +227,7 @@ pub enum ShardMsg {
     /// answer follows).
     JoinFailed {
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// The connection.
         conn: ConnId,
         /// Its join generation.
@@ -260,7 +260,7 @@ pub enum ShardMsg {
     /// not delivered (the queue was full); members page from the store.
     Advanced {
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// Its head.
         head: Seq,
     },
@@ -288,7 +288,7 @@ pub enum ShardMsg {
     /// Connection shard → owner: a user is typing in the channel.
     Typing {
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// Who types.
         user: Arc<str>,
         /// The typing connection, and the request id for an error answer
@@ -299,7 +299,7 @@ pub enum ShardMsg {
     /// channel except `except` (ephemeral: dropped for members over budget).
     TypingNotice {
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// The sender's connection.
         except: ConnRef,
         /// The frame.
@@ -337,7 +337,7 @@ pub enum ShardMsg {
         /// Where the answer goes.
         reply: QueryRef,
         /// The room.
-        channel: Arc<str>,
+        channel: Channel,
     },
     /// Connection shard → a group's owner: `presence` of the group by `user`
     /// (members only); the owner asks every shard, answers go to `reply`.
@@ -345,7 +345,7 @@ pub enum ShardMsg {
         /// Where the answers go.
         reply: QueryRef,
         /// The group.
-        channel: Arc<str>,
+        channel: Channel,
         /// Who asks.
         user: Arc<str>,
     },
@@ -362,7 +362,7 @@ pub enum ShardMsg {
         /// The query.
         query: u64,
         /// The cursors.
-        cursors: Vec<(Arc<str>, u64)>,
+        cursors: Vec<(Channel, Seq)>,
     },
     /// A channel's owner → a member's owner shard: a message the member
     /// should be pushed if no device of theirs is online.
@@ -383,7 +383,7 @@ pub enum ShardMsg {
     /// Connection shard → owner of a group: change its membership.
     Group {
         /// The group.
-        channel: Arc<str>,
+        channel: Channel,
         /// Who asks.
         actor: Arc<str>,
         /// The change.
@@ -395,7 +395,7 @@ pub enum ShardMsg {
     /// connections leave the channel.
     Kick {
         /// The group.
-        channel: Arc<str>,
+        channel: Channel,
         /// The removed member.
         user: Arc<str>,
     },
@@ -420,13 +420,13 @@ pub enum IoJob {
     /// store call. At most one per shard is in flight.
     Append(Vec<ChannelAppend>),
     /// Load a channel's head for its owner.
-    LoadHead(Arc<str>),
+    LoadHead(Channel),
     /// Read the page after `after` for a catching-up (conn, channel).
     CatchUp {
         /// The connection.
         conn: ConnId,
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// Its join generation.
         gen: u64,
         /// The cursor.
@@ -439,7 +439,7 @@ pub enum IoJob {
         /// The connection.
         conn: ConnId,
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// Its join generation.
         gen: u64,
         /// How long to wait, ms.
@@ -450,7 +450,7 @@ pub enum IoJob {
         /// The connection.
         conn: ConnId,
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// Which page.
         range: ReadRange,
         /// Its limit.
@@ -467,9 +467,9 @@ pub enum IoJob {
         /// The reader.
         user: Arc<str>,
         /// The group.
-        channel: Arc<str>,
+        channel: Channel,
         /// The cursor reported.
-        seq: u64,
+        seq: Seq,
         /// The request id.
         id: Option<Box<str>>,
     },
@@ -492,7 +492,7 @@ pub enum IoJob {
         /// The user.
         user: Arc<str>,
         /// Cursors not written yet.
-        pending: HashMap<String, u64>,
+        pending: HashMap<Channel, Seq>,
         /// List the channels with their counts.
         channels: bool,
     },
@@ -504,11 +504,11 @@ pub enum IoJob {
         delivered: Vec<chat_model::DeliveredUpdate>,
     },
     /// Load a group's members for its owner.
-    LoadMembers(Arc<str>),
+    LoadMembers(Channel),
     /// Write a membership change for the owner.
     GroupWrite {
         /// The group.
-        channel: Arc<str>,
+        channel: Channel,
         /// The change.
         op: GroupOp,
         /// Where the answer goes.
@@ -530,7 +530,7 @@ pub enum JobDone {
     /// A head was loaded.
     HeadLoaded {
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// The head.
         result: Result<Seq, JobError>,
     },
@@ -539,7 +539,7 @@ pub enum JobDone {
         /// The connection.
         conn: ConnId,
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// Its join generation.
         gen: u64,
         /// The page.
@@ -550,7 +550,7 @@ pub enum JobDone {
         /// The connection.
         conn: ConnId,
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// Its join generation.
         gen: u64,
     },
@@ -559,7 +559,7 @@ pub enum JobDone {
         /// The connection.
         conn: ConnId,
         /// The channel.
-        channel: Arc<str>,
+        channel: Channel,
         /// The request id.
         id: Option<Box<str>>,
         /// Read backwards (the latest page, `before`): keep the newest when
@@ -575,9 +575,9 @@ pub enum JobDone {
         /// The reader.
         user: Arc<str>,
         /// The group.
-        channel: Arc<str>,
+        channel: Channel,
         /// The cursor reported.
-        seq: u64,
+        seq: Seq,
         /// The request id.
         id: Option<Box<str>>,
         /// Member or not.
@@ -591,7 +591,7 @@ pub enum JobDone {
         /// The change.
         online: bool,
         /// Whom to tell.
-        result: Result<Vec<(String, Vec<String>)>, JobError>,
+        result: Result<Vec<(Channel, Vec<String>)>, JobError>,
     },
     /// A push job finished (delivered or dead-lettered).
     Pushed,
@@ -600,7 +600,7 @@ pub enum JobDone {
         /// The HTTP call.
         conn: ConnId,
         /// The counts.
-        result: Result<Vec<(String, u64)>, JobError>,
+        result: Result<Vec<(Channel, u64)>, JobError>,
     },
     /// The channel list was read.
     Channels {
@@ -622,14 +622,14 @@ pub enum JobDone {
     /// A group's members were loaded.
     MembersLoaded {
         /// The group.
-        channel: Arc<str>,
+        channel: Channel,
         /// Its members (`None`: no such group).
         result: Result<Option<Vec<String>>, JobError>,
     },
     /// A membership change was written.
     GroupWritten {
         /// The group.
-        channel: Arc<str>,
+        channel: Channel,
         /// The change.
         op: GroupOp,
         /// Where the answer goes.
@@ -699,7 +699,7 @@ impl Effects {
     pub fn ack(
         &mut self,
         reply: &Reply,
-        channel: &Arc<str>,
+        channel: &Channel,
         client_msg_id: &str,
         seq: Seq,
         ts: u64,

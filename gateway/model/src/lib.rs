@@ -7,6 +7,10 @@
 //! - [`names`]: user, device and group ids, and channel names (`dm:<a>:<b>`,
 //!   `group:<id>`, `room:<name>`), with [`Channel`], a validated channel
 //!   name that is cheap to clone.
+//! - [`Channel`] and [`Seq`] implement serde's traits as the bare name and
+//!   number, so a struct holding them serializes exactly as one holding a
+//!   `String` and a `u64` would (no wire format lives here: `chat-proto`
+//!   writes the protocol's frames).
 //! - The message values (`types.rs`): a message as sent ([`NewMessage`]),
 //!   as stored and read back in its current view ([`StoredMessage`], the
 //!   value the embedded store archives with rkyv), its [`MessageKind`] and

@@ -4,7 +4,22 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 /// A position in one channel's sequence. Dense, starting at 1; `Seq(0)` means
 /// "before the first message" (the head of an empty channel).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// In serde it is the bare number (`#[serde(transparent)]`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Seq(pub u64);
 
 impl Seq {

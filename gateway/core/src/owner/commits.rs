@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use chat_model::{AppendOutcome, ChannelAppend, ChannelOutcome, RejectReason, StoredMessage};
+use chat_model::{
+    AppendOutcome, Channel, ChannelAppend, ChannelOutcome, RejectReason, Seq, StoredMessage,
+};
 use chat_proto::{response, ErrorCode};
 
 use super::state::{
@@ -18,7 +20,7 @@ use crate::error::JobError;
 use crate::vocab::{Effects, IoJob, SendReq, ShardMsg};
 
 impl Owner {
-    fn mark_ready(&mut self, name: &Arc<str>, fx: &mut Effects) {
+    fn mark_ready(&mut self, name: &Channel, fx: &mut Effects) {
         let oc = self.channel(name);
         if !oc.queued && !oc.committing && !oc.pending.is_empty() {
             oc.queued = true;
@@ -167,7 +169,7 @@ impl Owner {
 
     fn channel_committed(
         &mut self,
-        name: Arc<str>,
+        name: Channel,
         metas: Vec<MessageMeta>,
         append: ChannelAppend,
         outcome: ChannelOutcome,
@@ -193,17 +195,21 @@ impl Owner {
                         fx.ack(w, &name, &msg.client_msg_id, seq, ts, true);
                     }
                     if self.push {
-                        notify_members(&name, &oc.membership, &msg, seq.0, fx);
+                        notify_members(&name, &oc.membership, &msg, seq, fx);
                     }
                     crate::discovery::announce(
                         fx,
-                        crate::discovery::first_dm_users(&name, seq.0),
+                        crate::discovery::first_dm_users(&name, seq),
                         &name,
                     );
-                    let b = batch.get_or_insert_with(|| Batch::new(name.clone(), seq.0));
-                    debug_assert_eq!(b.first_seq + b.len() as u64, seq.0, "store seqs are dense");
+                    let b = batch.get_or_insert_with(|| Batch::new(name.clone(), seq));
+                    debug_assert_eq!(
+                        b.first_seq.0 + b.len() as u64,
+                        seq.0,
+                        "store seqs are dense"
+                    );
                     if let Some(t) = msg.target {
-                        b.note_target(t);
+                        b.note_target(Seq(t));
                     }
                     let stored = StoredMessage::from_new(seq, &msg);
                     b.push_frame(|out| {
@@ -240,7 +246,7 @@ impl Owner {
                 }
             }
         }
-        oc.head = Some(outcome.head.0);
+        oc.head = Some(outcome.head);
         fx.stats_committed += batch.as_ref().map_or(0, |b| b.len() as u64);
         if let Some(b) = batch {
             let b = Arc::new(b);
@@ -260,7 +266,7 @@ impl Owner {
 
     fn channel_failed(
         &mut self,
-        name: Arc<str>,
+        name: Channel,
         metas: Vec<MessageMeta>,
         failure: &JobError,
         fx: &mut Effects,

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use chat_model::Channel;
 use chat_proto::ErrorCode;
 
 use super::state::{
@@ -21,7 +22,7 @@ impl Owner {
     /// for the members to load (the request is kept), or is refused.
     pub(super) fn gate(
         &mut self,
-        name: &Arc<str>,
+        name: &Channel,
         user: &str,
         item: Gated,
         fx: &mut Effects,
@@ -59,7 +60,7 @@ impl Owner {
     /// A group's members were loaded: answers what waited for them.
     pub(crate) fn on_members_loaded(
         &mut self,
-        channel: Arc<str>,
+        channel: Channel,
         result: Result<Option<Vec<String>>, JobError>,
         fx: &mut Effects,
     ) {
@@ -112,7 +113,7 @@ impl Owner {
     /// A membership change (HTTP API) for a group this shard owns.
     pub(crate) fn on_group(
         &mut self,
-        channel: Arc<str>,
+        channel: Channel,
         actor: Arc<str>,
         op: GroupOp,
         reply: Reply,
@@ -150,7 +151,7 @@ impl Owner {
     /// removed member's connections out of the channel everywhere.
     pub(crate) fn on_group_written(
         &mut self,
-        channel: Arc<str>,
+        channel: Channel,
         op: GroupOp,
         reply: Reply,
         result: Result<bool, JobError>,
@@ -222,7 +223,7 @@ impl Owner {
     pub(crate) fn on_presence_group(
         &mut self,
         reply: QueryRef,
-        channel: Arc<str>,
+        channel: Channel,
         user: Arc<str>,
         fx: &mut Effects,
     ) {

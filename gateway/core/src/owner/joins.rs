@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use chat_model::Seq;
+use chat_model::{Channel, Seq};
 use chat_proto::{response, ErrorCode};
 
 use super::state::{
@@ -21,7 +21,7 @@ impl Owner {
     /// at most one per user and channel per `window_ms`. Never stored.
     pub(crate) fn on_typing(
         &mut self,
-        channel: Arc<str>,
+        channel: Channel,
         user: &Arc<str>,
         from: Reply,
         now_ms: u64,
@@ -71,7 +71,7 @@ impl Owner {
     }
 
     /// A shard registers its replica for `conn`'s join and wants the head.
-    pub(crate) fn on_subscribe(&mut self, waiter: JoinWaiter, channel: Arc<str>, fx: &mut Effects) {
+    pub(crate) fn on_subscribe(&mut self, waiter: JoinWaiter, channel: Channel, fx: &mut Effects) {
         let user = waiter.user.clone();
         let Some(Gated::Subscribe(waiter, channel)) = self.gate(
             &channel.clone(),
@@ -96,7 +96,7 @@ impl Owner {
 
     /// A joined connection of `user` left the room `channel` (counted when
     /// its `Joined` went out).
-    pub(crate) fn on_member_gone(&mut self, channel: &Arc<str>, user: &str) {
+    pub(crate) fn on_member_gone(&mut self, channel: &Channel, user: &str) {
         if let Some(oc) = self.channels.get_mut(channel) {
             oc.room_users.remove(user);
             if oc.idle() {
@@ -110,7 +110,7 @@ impl Owner {
     pub(crate) fn on_presence_room(
         &mut self,
         reply: QueryRef,
-        channel: &Arc<str>,
+        channel: &Channel,
         fx: &mut Effects,
     ) {
         let (users, count) = self
@@ -128,7 +128,7 @@ impl Owner {
     }
 
     /// A shard has no more members of `channel`.
-    pub(crate) fn on_unsubscribe(&mut self, from: ShardId, channel: &Arc<str>) {
+    pub(crate) fn on_unsubscribe(&mut self, from: ShardId, channel: &Channel) {
         if let Some(oc) = self.channels.get_mut(channel) {
             oc.subscribers &= !(1 << from.0);
             if oc.idle() {
@@ -140,7 +140,7 @@ impl Owner {
     /// The store answered a head load.
     pub(crate) fn on_head_loaded(
         &mut self,
-        channel: Arc<str>,
+        channel: Channel,
         result: Result<Seq, JobError>,
         fx: &mut Effects,
     ) {
@@ -151,7 +151,7 @@ impl Owner {
         match result {
             Ok(head) => {
                 // A commit that completed meanwhile is at least as new.
-                let head = oc.head.map_or(head.0, |h| h.max(head.0));
+                let head = oc.head.map_or(head, |h| h.max(head));
                 oc.head = Some(head);
                 // While a commit is in flight the loaded head may already
                 // include it: answering now could put `joined` (and a replay)

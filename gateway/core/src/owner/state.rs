@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chat_model::{NewMessage, Seq};
+use chat_model::{Channel, NewMessage, Seq};
 use chat_proto::ErrorCode;
 
 use crate::hash::fnv1a_64;
@@ -30,7 +30,7 @@ pub(super) enum Membership {
 #[derive(Debug)]
 pub(super) enum Gated {
     Send(SendReq),
-    Subscribe(JoinWaiter, Arc<str>),
+    Subscribe(JoinWaiter, Channel),
     Group(Arc<str>, GroupOp, Reply),
     /// A `presence` query by this user.
     Presence(QueryRef, Arc<str>),
@@ -67,7 +67,7 @@ pub(super) struct OwnedChannel {
     pub(super) gated: Vec<Gated>,
     /// Last committed seq, once known (loaded from the store or learned from
     /// a commit).
-    pub(super) head: Option<u64>,
+    pub(super) head: Option<Seq>,
     pub(super) loading: bool,
     pub(super) pending: Vec<Pending>,
     pub(super) committing: bool,
@@ -89,7 +89,7 @@ pub(super) struct OwnedChannel {
 }
 
 impl OwnedChannel {
-    pub(super) fn new(name: &str) -> OwnedChannel {
+    pub(super) fn new(name: &Channel) -> OwnedChannel {
         let is_group = name.starts_with(chat_model::GROUP_PREFIX);
         OwnedChannel {
             membership: if is_group {
@@ -131,7 +131,7 @@ pub(super) type MessageMeta = (Reply, String);
 
 /// The metadata of the commit in flight, matching its `ChannelAppend`s.
 pub(super) struct InFlightCommit {
-    pub(super) channels: Vec<(Arc<str>, Vec<MessageMeta>)>,
+    pub(super) channels: Vec<(Channel, Vec<MessageMeta>)>,
 }
 
 /// All channels this shard owns.
@@ -139,8 +139,8 @@ pub(crate) struct Owner {
     pub(super) push: bool,
     /// Most members of a group (`max_group_members`), checked on every add.
     pub(super) max_group_members: usize,
-    pub(super) channels: Map<Arc<str>, OwnedChannel>,
-    pub(super) ready: Vec<Arc<str>>,
+    pub(super) channels: Map<Channel, OwnedChannel>,
+    pub(super) ready: Vec<Channel>,
     /// The commit in flight (one per shard, hence per channel).
     pub(super) committing: Option<InFlightCommit>,
 }
@@ -191,7 +191,7 @@ impl Owner {
         self.committing.is_none() && self.ready.is_empty()
     }
 
-    pub(super) fn channel(&mut self, name: &Arc<str>) -> &mut OwnedChannel {
+    pub(super) fn channel(&mut self, name: &Channel) -> &mut OwnedChannel {
         self.channels
             .entry(name.clone())
             .or_insert_with(|| OwnedChannel::new(name))
@@ -201,10 +201,10 @@ impl Owner {
 /// Tells the owner shard of every other member of a DM or group about a
 /// committed message (it pushes to members with no online device).
 pub(super) fn notify_members(
-    channel: &Arc<str>,
+    channel: &Channel,
     membership: &Membership,
     msg: &NewMessage,
-    seq: u64,
+    seq: Seq,
     fx: &mut Effects,
 ) {
     let others: Vec<Arc<str>> = match (chat_model::names::parse_channel(channel), membership) {
@@ -249,7 +249,7 @@ pub(super) fn subscriber_shards(mut mask: u64) -> impl Iterator<Item = ShardId> 
 pub(super) fn fail_join(
     fx: &mut Effects,
     w: JoinWaiter,
-    channel: Arc<str>,
+    channel: Channel,
     code: ErrorCode,
     msg: &str,
 ) {
@@ -271,7 +271,7 @@ pub(super) fn fail_join(
     fx.reply_error(&reply, code, msg);
 }
 
-pub(super) fn flush_join_waiters(channel: &Arc<str>, oc: &mut OwnedChannel, fx: &mut Effects) {
+pub(super) fn flush_join_waiters(channel: &Channel, oc: &mut OwnedChannel, fx: &mut Effects) {
     let Some(head) = oc.head else {
         return;
     };
@@ -284,10 +284,10 @@ pub(super) fn flush_join_waiters(channel: &Arc<str>, oc: &mut OwnedChannel, fx: 
 /// batches); a room counts the user's connection for presence until the
 /// connection's shard says `MemberGone`.
 pub(super) fn send_joined(
-    channel: &Arc<str>,
+    channel: &Channel,
     oc: &mut OwnedChannel,
     w: JoinWaiter,
-    head: u64,
+    head: Seq,
     fx: &mut Effects,
 ) {
     if channel.starts_with(ROOM_PREFIX) {
@@ -299,7 +299,7 @@ pub(super) fn send_joined(
             channel: channel.clone(),
             conn: w.conn,
             gen: w.gen,
-            head: Seq(head),
+            head,
             since: w.since,
             id: w.id,
             user: w.user,
