@@ -113,18 +113,27 @@ impl Shard {
 
 /// The owner's group commit: takes everything ready, commits it, answers,
 /// repeats while anything is ready. One commit in flight per shard.
+///
+/// With `commit_linger_us` > 0, commits start at least that far apart: the
+/// first message after idle waits that long, and a commit that took less
+/// waits out the rest before the next, so a low-rate stream shares durable
+/// writes. Under load a commit takes longer than the linger and nothing waits.
 async fn group_commit(shard: Rc<Shard>) {
-    // Let every task already woken this turn add its sends first, and with
-    // `commit_linger_us` wait that long for more: one durable write for all.
-    match shard.cfg.commit_linger_us {
-        0 => futures_lite::future::yield_now().await,
-        us => glommio::timer::sleep(Duration::from_micros(us)).await,
-    }
+    let linger = Duration::from_micros(shard.cfg.commit_linger_us);
+    let mut last_start: Option<std::time::Instant> = None;
     loop {
+        // Let every task already woken this turn add its sends first.
+        let waited = last_start.map_or(Duration::ZERO, |t| t.elapsed());
+        match linger.checked_sub(waited) {
+            Some(rest) if !rest.is_zero() => glommio::timer::sleep(rest).await,
+            _ if last_start.is_none() => futures_lite::future::yield_now().await,
+            _ => {}
+        }
         let Some(IoJob::Append(appends)) = shard.with(|st| st.take_commit(now_ms())) else {
             shard.commit_running.set(false);
             return;
         };
+        last_start = Some(std::time::Instant::now());
         let done = shard.commit(appends).await;
         shard.with(|st| st.on_job_done(done, now_ms()));
     }

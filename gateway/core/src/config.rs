@@ -166,14 +166,15 @@ pub struct Config {
     pub mesh_backlog_messages: usize,
     /// Most messages one shard puts in one store commit. Default 4,096.
     pub commit_max_messages: usize,
-    /// How long an idle shard's commit loop waits after the first message
-    /// before committing, in microseconds, so that messages arriving
-    /// meanwhile share its durable write. 0 (default) commits at once: the
-    /// lowest latency. Under load batches form anyway (messages arriving
-    /// during a commit go in the next one); at low rates each message pays
-    /// for its own fsync and thread hand-off, and a linger of ~1,000 µs
-    /// trades that much added ack and delivery latency for fewer, larger
-    /// commits (measured in docs/benchmarks.md). At most 100,000.
+    /// The shortest time between the starts of two commits of one shard,
+    /// in microseconds: the first message after idle waits that long, and
+    /// messages arriving meanwhile share its durable write. 0 (default)
+    /// commits at once: the lowest latency. Under load batches form anyway
+    /// (messages arriving during a commit go in the next one, and a commit
+    /// that takes longer than the linger is followed at once); at low rates
+    /// each message pays for its own fsync and thread hand-off, and a
+    /// linger of ~1,000 µs trades up to that much added ack and delivery
+    /// latency for fewer, larger commits. At most 100,000.
     pub commit_linger_us: u64,
     /// Most bytes of text one shard puts in one store commit (one message
     /// always goes). Default 8 MiB. Bounds a commit's batch memory.
