@@ -75,6 +75,8 @@ pub(crate) async fn run_shard(p: ShardParams) {
         read_buf: RefCell::new(vec![0; p.cfg.read_chunk_bytes]),
         commit_running: Cell::new(false),
         accepting: Cell::new(true),
+        // `validate` refused a bad entry at start.
+        origins: p.cfg.origin_policy().unwrap_or_default(),
         wakers: RefCell::new(HashMap::new()),
     });
 

@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_proto::http::{self, RequestHead};
+use chat_proto::http::{self, ConnHeaders, Persist, Reply, RequestHead};
+use chat_proto::origin::{self, OriginVerdict};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
@@ -125,26 +126,70 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
             return write_and_close(&mut stream, &r).await;
         }
     };
+    // Browser pages: refused unless allowed (`allowed_origins`, `origin.rs`
+    // of chat-proto); an allowed one gets CORS headers on every answer.
+    let cors = match shard
+        .origins
+        .check(head.origin.as_deref(), head.host.as_deref())
+    {
+        OriginVerdict::NoOrigin => None,
+        OriginVerdict::Allowed(origin) => Some(origin),
+        OriginVerdict::Refused(origin) => {
+            shard
+                .global
+                .stats
+                .origin_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let r = http::json_error_response(
+                403,
+                "forbidden",
+                &format!("origin {origin} is not allowed (allowed_origins)"),
+            );
+            return write_and_close(&mut stream, &r).await;
+        }
+    };
     match (head.method.as_str(), head.path.as_str()) {
         (_, "/ws") => crate::driver::upgrade(shard, stream, head, rest).await,
+        ("OPTIONS", p) if p.starts_with("/v1/") => {
+            // A CORS preflight (or a bare OPTIONS): what a page may send.
+            let mut reply = Reply::empty(204);
+            if let (Some(origin), Some(_)) = (cors.as_deref(), head.preflight_method.as_ref()) {
+                reply.headers.extend(origin::preflight_headers(origin));
+            } else {
+                reply = reply.with_header("Allow", origin::ALLOWED_METHODS);
+            }
+            write_and_close(&mut stream, &reply.encode(ConnHeaders::CLOSE)).await;
+        }
         ("GET", "/v1/events") => {
-            let Some(identity) = crate::driver::admit(&shard, &mut stream, &head).await else {
+            let Some(identity) =
+                crate::driver::admit(&shard, &mut stream, &head, cors.as_deref()).await
+            else {
                 return;
             };
-            crate::sse::serve(shard, stream, head, identity).await;
+            crate::sse::serve(shard, stream, head, identity, cors).await;
         }
         ("GET", p) if p == "/demo" || p.starts_with("/demo/") => {
             crate::demo::serve(&shard, &mut stream, &head).await;
         }
         (_, p) if p.starts_with("/v1/") => {
-            let Some(identity) = crate::driver::admit(&shard, &mut stream, &head).await else {
+            let conn = ConnHeaders {
+                persist: Persist::Close,
+                cors_origin: cors.as_deref(),
+            };
+            let Some(identity) =
+                crate::driver::admit(&shard, &mut stream, &head, cors.as_deref()).await
+            else {
                 return;
             };
             // The whole call — body, work, response — within the timeout:
             // a client that does not take its response is cut off.
             let timeout = Duration::from_millis(shard.cfg.http_timeout_ms);
             let _ = glommio::timer::timeout(timeout, async {
-                crate::http_api::serve(shard, &mut stream, head, rest, identity).await;
+                if let Some(reply) =
+                    crate::http_api::serve(shard, &mut stream, head, rest, identity).await
+                {
+                    let _ = stream.write_all(&reply.encode(conn)).await;
+                }
                 Ok(())
             })
             .await;

@@ -88,6 +88,12 @@ pub(crate) fn render(s: &StatsSnapshot) -> String {
         s.auth_failures.to_string(),
     );
     metric(
+        "gateway_origin_refused_total",
+        "counter",
+        "Browser requests and upgrades refused for their Origin (allowed_origins).",
+        s.origin_refused.to_string(),
+    );
+    metric(
         "gateway_write_stalls_total",
         "counter",
         "Connections cut off because the peer took no bytes for 2 x heartbeat.",

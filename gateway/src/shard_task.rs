@@ -43,6 +43,8 @@ pub(crate) struct Shard {
     pub(crate) read_buf: RefCell<Vec<u8>>,
     pub(crate) commit_running: Cell<bool>,
     pub(crate) accepting: Cell<bool>,
+    /// Which browser origins may use the gateway (`allowed_origins`).
+    pub(crate) origins: chat_proto::origin::OriginPolicy,
     /// The wakers of parked connection drivers.
     pub(crate) wakers: RefCell<HashMap<ConnId, Waker>>,
 }

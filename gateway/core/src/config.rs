@@ -121,6 +121,17 @@ pub struct Config {
     /// (a shorter one is refused at start). With none, the gateway runs in dev auth
     /// (`?user=&device=` trusted), allowed only on a loopback listener.
     pub auth_secret: Option<String>,
+    /// Browser origins (`scheme://host[:port]`) whose pages may use the
+    /// gateway: a WebSocket upgrade or HTTP API request with an `Origin`
+    /// header that is not allowed gets HTTP 403; an allowed one gets CORS
+    /// headers (`Access-Control-Allow-Origin` echoed, preflights answered).
+    /// Requests without `Origin` (non-browser clients) are not affected.
+    /// Pages of the gateway's own origin (the request's `Host`) are always
+    /// allowed, and in dev auth so are loopback origins (`localhost`,
+    /// `127.0.0.0/8`, `[::1]`). `"*"` allows every origin; `"null"` the
+    /// opaque origin of sandboxed frames and `file:` pages. Default: empty
+    /// (same origin only). Memory: a few bytes per entry, once.
+    pub allowed_origins: Vec<String>,
     /// When an ack is given: `fsync` (on disk, default) or `buffered`.
     pub durability: DurabilitySetting,
     /// Maximum concurrent connections of the process (WebSocket and HTTP).
@@ -307,6 +318,7 @@ impl Default for Config {
             fdb_namespace: "default".into(),
             shards: None,
             auth_secret: None,
+            allowed_origins: Vec::new(),
             durability: DurabilitySetting::Fsync,
             max_connections: None,
             reserved_fds: 512,
@@ -510,6 +522,9 @@ impl Config {
         if self.http_timeout_ms < 100 {
             return Err(invalid("http_timeout_ms", "must be at least 100 ms"));
         }
+        if let Err(e) = self.origin_policy() {
+            return Err(invalid("allowed_origins", e.to_string()));
+        }
         if !(10..=60_000).contains(&self.cursor_flush_ms) {
             return Err(invalid("cursor_flush_ms", "must be 10..=60000 ms"));
         }
@@ -554,6 +569,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The browser-origin rule of `allowed_origins` (loopback origins too
+    /// in dev auth).
+    ///
+    /// # Errors
+    ///
+    /// An entry that is not an origin (`validate` refuses it at start).
+    pub fn origin_policy(
+        &self,
+    ) -> Result<chat_proto::origin::OriginPolicy, chat_proto::origin::OriginError> {
+        chat_proto::origin::OriginPolicy::new(&self.allowed_origins, self.auth_secret.is_none())
     }
 
     /// Whether `GET /demo/` serves the demo page: `demo` when set, else

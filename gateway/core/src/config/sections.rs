@@ -53,7 +53,13 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("demo", "demo"),
         ],
     ),
-    ("auth", &[("secret", "auth_secret")]),
+    (
+        "auth",
+        &[
+            ("secret", "auth_secret"),
+            ("allowed_origins", "allowed_origins"),
+        ],
+    ),
     (
         "storage",
         &[
