@@ -2,7 +2,7 @@
 //! EMFILE/ENFILE, refusing past the maximum), reading the HTTP request head
 //! (bounded in size and time), and routing it: the WebSocket upgrade
 //! (`driver.rs`), the SSE stream (`sse.rs`), the HTTP API (`http_api.rs`),
-//! the demo page, `/healthz` and `/metrics`.
+//! the demo page, `/healthz`, `/readyz` and `/metrics`.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -208,10 +208,26 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
             };
             write_and_close(&mut stream, &r).await;
         }
+        ("GET", "/readyz") => {
+            // Ready = this shard listens, the store is healthy, no drain
+            // has begun (load balancers stop sending new clients at once).
+            let draining = shard.global.draining.load(Ordering::Acquire) || !shard.accepting.get();
+            let (status, body) = match (draining, shard.store.health()) {
+                (true, _) => (503, serde_json::json!({"status": "draining"})),
+                (false, storage::Health::Poisoned(why)) => (
+                    503,
+                    serde_json::json!({"status": "unhealthy", "reason": why}),
+                ),
+                (false, storage::Health::Healthy) => (200, serde_json::json!({"status": "ready"})),
+            };
+            let r = http::response(status, "application/json", body.to_string().as_bytes(), &[]);
+            write_and_close(&mut stream, &r).await;
+        }
         ("GET", "/metrics") => {
             let mut body = crate::metrics::render(&shard.global.stats.snapshot());
             let nr = shard.state.borrow().nr_shards();
             crate::metrics::render_detail(&shard.global.stats.detail, nr, &mut body);
+            crate::metrics::render_process(&crate::sys::process_stats(), &mut body);
             let r = http::response(200, "text/plain; version=0.0.4", body.as_bytes(), &[]);
             write_and_close(&mut stream, &r).await;
         }

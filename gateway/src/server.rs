@@ -153,6 +153,7 @@ impl Gateway {
             stats: Arc::new(Stats::default()),
             max_connections: config.effective_max_connections(crate::sys::open_file_limit()),
             shutdown: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
             bound: Mutex::new(None),
         });
@@ -239,6 +240,7 @@ impl Gateway {
     }
 
     fn stop(&mut self) {
+        self.global.draining.store(true, Ordering::Release);
         self.global.shutdown.store(true, Ordering::Release);
         if let Some(h) = self.handles.take() {
             for r in h.join_all() {

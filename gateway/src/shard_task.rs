@@ -23,6 +23,9 @@ pub(crate) struct Global {
     pub(crate) max_connections: usize,
     /// Set once to start a graceful shutdown.
     pub(crate) shutdown: AtomicBool,
+    /// Set when a drain or shutdown begins: `/readyz` answers 503 from then
+    /// on.
+    pub(crate) draining: AtomicBool,
     /// Shards whose owners have finished every commit after the shutdown began.
     pub(crate) drained: AtomicUsize,
     /// The address shards bind (the first binder fills it in for port 0).
