@@ -246,8 +246,15 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let sig = gateway::wait_for_termination();
-    tracing::info!(signal = sig, "shutting down");
-    gw.shutdown();
+    if sig == libc::SIGTERM {
+        // A deploy or the service manager: drain (docs/protocol.md).
+        tracing::info!(signal = sig, "draining, then shutting down");
+        gw.drain();
+    } else {
+        // Ctrl-C: close at once (graceful: commits finish, acks flush).
+        tracing::info!(signal = sig, "shutting down");
+        gw.shutdown();
+    }
     // FDB's client must be stopped before the process exits.
     #[cfg(feature = "fdb")]
     storage::fdb::stop_network();

@@ -23,6 +23,8 @@ pub(crate) struct Global {
     pub(crate) max_connections: usize,
     /// Set once to start a graceful shutdown.
     pub(crate) shutdown: AtomicBool,
+    /// Set (before `shutdown`) when the shutdown is to be a drain.
+    pub(crate) drain: AtomicBool,
     /// Set when a drain or shutdown begins: `/readyz` answers 503 from then
     /// on.
     pub(crate) draining: AtomicBool,

@@ -207,6 +207,19 @@ pub struct Config {
     /// How long a graceful shutdown waits for acks and close frames to flush,
     /// in milliseconds. Default 3,000.
     pub shutdown_grace_ms: u64,
+    /// Drain, first step: after SIGTERM, how long `/readyz` answers 503 while
+    /// the listener still accepts and serves new connections, so load
+    /// balancers stop sending new clients before the port closes, in
+    /// milliseconds. Skipped when no connection is open. Default 5,000.
+    pub drain_notice_ms: u64,
+    /// Drain, second step: after the listener closed, the window over which
+    /// open WebSocket and SSE sessions are closed with 1001 — each at its own
+    /// random time in the window, so clients reconnect spread out rather
+    /// than all at once (each close waits for the acks owed to it). The
+    /// process exits as soon as no connection is left. 0 closes all at
+    /// once. Milliseconds; default 20,000 (a million connections reconnect
+    /// at ~50,000 per second).
+    pub drain_window_ms: u64,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides. Default
     /// `info,fjall=warn,lsm_tree=warn` (the engine is chatty at info).
     pub log: String,
@@ -341,6 +354,8 @@ impl Default for Config {
             close_linger_ms: 1_000,
             history_page_bytes: 1024 * 1024,
             shutdown_grace_ms: 3_000,
+            drain_notice_ms: 5_000,
+            drain_window_ms: 20_000,
             log: "info,fjall=warn,lsm_tree=warn".to_string(),
             presence_debounce_ms: 30_000,
             push_webhook: None,
@@ -521,6 +536,12 @@ impl Config {
         }
         if self.http_timeout_ms < 100 {
             return Err(invalid("http_timeout_ms", "must be at least 100 ms"));
+        }
+        if self.drain_notice_ms > 600_000 {
+            return Err(invalid("drain_notice_ms", "must be 0..=600000 ms"));
+        }
+        if self.drain_window_ms > 3_600_000 {
+            return Err(invalid("drain_window_ms", "must be 0..=3600000 ms"));
         }
         if let Err(e) = self.origin_policy() {
             return Err(invalid("allowed_origins", e.to_string()));

@@ -49,6 +49,8 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("max_connections", "max_connections"),
             ("reserved_fds", "reserved_fds"),
             ("shutdown_grace_ms", "shutdown_grace_ms"),
+            ("drain_notice_ms", "drain_notice_ms"),
+            ("drain_window_ms", "drain_window_ms"),
             ("log", "log"),
             ("demo", "demo"),
         ],
