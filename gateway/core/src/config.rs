@@ -95,6 +95,19 @@ pub enum StoreKind {
     Fdb,
 }
 
+/// How log lines are written (to standard error).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event; ANSI colours only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, and
+    /// `fields` holding `message` and every field of the event), for log
+    /// collectors.
+    Json,
+}
+
 /// The whole gateway configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -223,6 +236,9 @@ pub struct Config {
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides. Default
     /// `info,fjall=warn,lsm_tree=warn` (the engine is chatty at info).
     pub log: String,
+    /// Log line format: `text` (default; colours only on a terminal) or
+    /// `json` (one object per line). `--log-format` overrides.
+    pub log_format: LogFormat,
     /// How long after a user's last device disconnects the user is announced
     /// offline, in milliseconds (a device returning within it announces
     /// nothing). Default 30,000.
@@ -357,6 +373,7 @@ impl Default for Config {
             drain_notice_ms: 5_000,
             drain_window_ms: 20_000,
             log: "info,fjall=warn,lsm_tree=warn".to_string(),
+            log_format: LogFormat::Text,
             presence_debounce_ms: 30_000,
             push_webhook: None,
             push_coalesce_ms: 1_000,

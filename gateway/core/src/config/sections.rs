@@ -52,6 +52,7 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("drain_notice_ms", "drain_notice_ms"),
             ("drain_window_ms", "drain_window_ms"),
             ("log", "log"),
+            ("log_format", "log_format"),
             ("demo", "demo"),
         ],
     ),
