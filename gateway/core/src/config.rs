@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub mod sections;
 
@@ -64,7 +64,7 @@ pub enum ConfigError {
 }
 
 /// Durability level as written in the config file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DurabilitySetting {
     /// Acked only after fsync (the default).
@@ -84,7 +84,7 @@ impl From<DurabilitySetting> for Durability {
 }
 
 /// Which storage backend holds history, membership and cursors.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     /// The embedded engine in `data_dir` (the default; no setup).
@@ -96,7 +96,7 @@ pub enum StoreKind {
 }
 
 /// How log lines are written (to standard error).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event; ANSI colours only on a terminal.
@@ -108,8 +108,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// The whole gateway configuration.
-#[derive(Clone, Debug, Deserialize)]
+/// The whole gateway configuration. `Serialize` lets tests compare files
+/// (the example config) against the defaults; the auth secret is never
+/// serialized.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address every shard listens on (`SO_REUSEPORT`). Default
@@ -133,6 +135,7 @@ pub struct Config {
     /// HMAC secret for tokens, at least [`MIN_AUTH_SECRET_BYTES`] (32) bytes
     /// (a shorter one is refused at start). With none, the gateway runs in dev auth
     /// (`?user=&device=` trusted), allowed only on a loopback listener.
+    #[serde(skip_serializing)]
     pub auth_secret: Option<String>,
     /// Browser origins (`scheme://host[:port]`) whose pages may use the
     /// gateway: a WebSocket upgrade or HTTP API request with an `Origin`

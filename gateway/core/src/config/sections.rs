@@ -311,4 +311,45 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn the_example_config_sets_every_default_and_lists_every_key_in_its_section() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/gateway.example.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        // As it is, the file configures exactly the defaults.
+        let parsed = crate::Config::from_toml(&text).unwrap();
+        let json = |c: &crate::Config| serde_json::to_value(c).unwrap();
+        assert_eq!(
+            json(&parsed),
+            json(&crate::Config::default()),
+            "deploy/gateway.example.toml must set every default (regenerate it from the config)"
+        );
+        // Every key is in it, under its section, set or commented out, after
+        // a comment saying its default.
+        for (section, keys) in SECTIONS {
+            let start = text
+                .find(&format!("\n[{section}]\n"))
+                .unwrap_or_else(|| panic!("gateway.example.toml has no [{section}]"));
+            let part = &text[start + 1..];
+            let part = &part[..part[1..].find("\n[").map_or(part.len(), |i| i + 1)];
+            let lines: Vec<&str> = part.lines().collect();
+            for (key, _) in *keys {
+                let at = lines
+                    .iter()
+                    .position(|l| {
+                        l.strip_prefix("# ")
+                            .unwrap_or(l)
+                            .starts_with(&format!("{key} = "))
+                    })
+                    .unwrap_or_else(|| panic!("gateway.example.toml: [{section}] lacks {key}"));
+                assert!(
+                    at > 0 && lines[at - 1].starts_with("# Default"),
+                    "gateway.example.toml: [{section}] {key} has no default line"
+                );
+            }
+        }
+    }
 }
