@@ -231,19 +231,24 @@ fn body_object(body: &[u8]) -> Result<Map<String, Value>, String> {
     }
 }
 
-/// Reads the rest of a body of `len` bytes.
-async fn read_body(stream: &mut TcpStream, mut body: Vec<u8>, len: usize) -> Option<Vec<u8>> {
-    body.truncate(len);
+/// Reads the rest of a body of `len` bytes; returns the body and the bytes
+/// read past it (the start of the next request on a kept-alive
+/// connection).
+async fn read_body(
+    stream: &mut TcpStream,
+    mut body: Vec<u8>,
+    len: usize,
+) -> Option<(Vec<u8>, Vec<u8>)> {
     let mut chunk = vec![0u8; 16 * 1024];
     while body.len() < len {
         let n = stream.read(&mut chunk).await.ok()?;
         if n == 0 {
             return None;
         }
-        let take = n.min(len - body.len());
-        body.extend_from_slice(&chunk[..take]);
+        body.extend_from_slice(&chunk[..n]);
     }
-    Some(body)
+    let next = body.split_off(len);
+    Some((body, next))
 }
 
 /// The HTTP response for a typed answer. `created`: a group was created
@@ -351,21 +356,38 @@ impl Drop for CallSlot {
     }
 }
 
+/// What one call comes to.
+pub(crate) struct Served {
+    /// The response, for the caller to write with the connection's headers.
+    pub(crate) reply: Reply,
+    /// The bytes read past the request's body (the next request's, on a
+    /// kept-alive connection); `None` when the call was refused before its
+    /// body was read, so the connection cannot go on.
+    pub(crate) rest: Option<Vec<u8>>,
+}
+
 /// Serves one `/v1` request on `shard`: reads its body and returns the
-/// response for the caller to write with the connection's headers, or
-/// `None` when the client left before sending its body. The caller bounds
-/// the whole call (body, work and response) by `http_timeout_ms`.
+/// response, or `None` when the client left before sending its body. The
+/// caller bounds the whole call (body, work and response) by
+/// `http_timeout_ms`.
 pub(crate) async fn serve(
     shard: Rc<Shard>,
     stream: &mut TcpStream,
     head: RequestHead,
     rest: Vec<u8>,
     identity: Identity,
-) -> Option<Reply> {
+) -> Option<Served> {
+    let refused = |reply: Reply| Some(Served { reply, rest: None });
+    let answered = |reply: Reply, next: Vec<u8>| {
+        Some(Served {
+            reply,
+            rest: Some(next),
+        })
+    };
     let user: Arc<str> = Arc::from(identity.user.as_str());
     let max_calls = shard.cfg().max_http_calls_per_user;
     if !shard.state.borrow_mut().start_http_call(&user) {
-        return Some(Reply::error(
+        return refused(Reply::error(
             429,
             ErrorCode::RateLimited.as_str(),
             &format!(
@@ -380,17 +402,18 @@ pub(crate) async fn serve(
     let timeout = Duration::from_millis(shard.cfg().http_timeout_ms);
     let len = head.content_length.unwrap_or(0);
     if len > shard.cfg().max_frame_bytes {
-        return Some(Reply::error(
+        return refused(Reply::error(
             413,
             "message_too_large",
             "request body too large",
         ));
     }
-    let body = read_body(stream, rest, len).await?;
+    let (body, next) = read_body(stream, rest, len).await?;
+
     let call = match route(&head, &body, &identity, shard.cfg().max_group_members) {
         Ok(c) => c,
         Err((status, code, message)) => {
-            return Some(Reply::error(status, code, &message));
+            return answered(Reply::error(status, code, &message), next);
         }
     };
     if let Call::Group { created: true, .. } = call {
@@ -400,13 +423,16 @@ pub(crate) async fn serve(
             .borrow_mut()
             .take_group_creation(&user, now_ms())
         {
-            return Some(Reply::error(
-                429,
-                ErrorCode::RateLimited.as_str(),
-                &format!(
+            return answered(
+                Reply::error(
+                    429,
+                    ErrorCode::RateLimited.as_str(),
+                    &format!(
                     "at most {max} groups created per user per hour (max_groups_created_per_hour)"
                 ),
-            ));
+                ),
+                next,
+            );
         }
     }
     let (answer, created) = match call {
@@ -433,10 +459,11 @@ pub(crate) async fn serve(
             (answer, created.then_some(channel))
         }
     };
-    Some(match answer {
+    let reply = match answer {
         Some(a) => to_http(a, created.as_deref()),
         None => Reply::error(503, "unavailable", "no reply in time"),
-    })
+    };
+    answered(reply, next)
 }
 
 #[cfg(test)]

@@ -311,6 +311,15 @@ pub struct Config {
     /// response included, in milliseconds; a client that does not take its
     /// response in time is cut off. Default 30,000.
     pub http_timeout_ms: u64,
+    /// HTTP keep-alive: how long a connection may wait idle for its next
+    /// request after a response, in milliseconds (announced as `Keep-Alive:
+    /// timeout=<s>`); then it is closed. 0 answers every request with
+    /// `Connection: close`. Each request on a kept-alive connection is still
+    /// a call of its own (its auth, `max_http_calls_per_user`,
+    /// `http_timeout_ms`). Memory: an idle connection holds one file
+    /// descriptor, its task and a ~1 KiB read buffer; it counts towards
+    /// `max_connections`. Default 30,000.
+    pub http_idle_timeout_ms: u64,
     /// Read and delivered cursors reported by clients are coalesced per
     /// (user[, device], channel) in memory and written to the store once per
     /// this interval per shard, in one write; `read` pushes to the other
@@ -395,6 +404,7 @@ impl Default for Config {
             max_http_calls_per_user: 16,
             max_groups_created_per_hour: 100,
             http_timeout_ms: 30_000,
+            http_idle_timeout_ms: 30_000,
             cursor_flush_ms: 1_000,
             max_pending_cursors: 65_536,
             max_sse_channels: 256,
@@ -556,6 +566,12 @@ impl Config {
         }
         if self.http_timeout_ms < 100 {
             return Err(invalid("http_timeout_ms", "must be at least 100 ms"));
+        }
+        if self.http_idle_timeout_ms > 3_600_000 {
+            return Err(invalid(
+                "http_idle_timeout_ms",
+                "must be 0 (no keep-alive) ..=3600000 ms",
+            ));
         }
         if self.drain_notice_ms > 600_000 {
             return Err(invalid("drain_notice_ms", "must be 0..=600000 ms"));

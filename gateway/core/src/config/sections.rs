@@ -87,6 +87,7 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("handshake_timeout_ms", "handshake_timeout_ms"),
             ("max_request_head_bytes", "max_request_head_bytes"),
             ("http_timeout_ms", "http_timeout_ms"),
+            ("http_idle_timeout_ms", "http_idle_timeout_ms"),
             ("close_flush_ms", "close_flush_ms"),
             ("close_linger_ms", "close_linger_ms"),
         ],
