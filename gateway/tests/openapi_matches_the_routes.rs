@@ -36,11 +36,8 @@ fn status(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Strin
 #[test]
 fn every_documented_operation_is_served_and_no_other_method_is() {
     let doc: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../docs/openapi.json"
-        ))
-        .unwrap(),
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json"))
+            .unwrap(),
     )
     .unwrap();
     let tg = start(1);
