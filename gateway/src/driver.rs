@@ -50,11 +50,14 @@ pub(crate) fn authenticate(cfg: &Config, head: &RequestHead) -> Result<Identity,
     }
 }
 
-/// Authenticates a request; on failure counts it, answers 401 and closes.
+/// Authenticates a request; on failure counts it, answers 401 (with the
+/// CORS headers of an allowed `cors` origin, so the page can read why) and
+/// closes.
 pub(crate) async fn admit(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
     head: &RequestHead,
+    cors: Option<&str>,
 ) -> Option<Identity> {
     match authenticate(&shard.cfg, head) {
         Ok(id) => Some(id),
@@ -64,7 +67,11 @@ pub(crate) async fn admit(
                 .stats
                 .auth_failures
                 .fetch_add(1, Ordering::Relaxed);
-            let r = http::json_error_response(401, "unauthorized", &e.to_string());
+            let r =
+                http::Reply::error(401, "unauthorized", &e.to_string()).encode(http::ConnHeaders {
+                    persist: http::Persist::Close,
+                    cors_origin: cors,
+                });
             write_and_close(stream, &r).await;
             None
         }
@@ -90,7 +97,7 @@ pub(crate) async fn upgrade(
         let r = http::json_error_response(400, "bad_request", "missing Sec-WebSocket-Key");
         return write_and_close(&mut stream, &r).await;
     };
-    let Some(identity) = admit(&shard, &mut stream, &head).await else {
+    let Some(identity) = admit(&shard, &mut stream, &head, None).await else {
         return;
     };
     if shard.state.borrow().is_draining() {

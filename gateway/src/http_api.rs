@@ -18,11 +18,11 @@ use chat_core::vocab::GroupOp;
 use chat_core::{Answer, ConnId, ShardState};
 use chat_model::Channel;
 use chat_proto::auth::Identity;
-use chat_proto::http::{self, RequestHead};
+use chat_proto::http::{Reply, RequestHead};
 use chat_proto::names;
 use chat_proto::response::{self, MsgView};
 use chat_proto::ErrorCode;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use serde_json::{json, Map, Value};
 
@@ -233,26 +233,30 @@ fn body_object(body: &[u8]) -> Result<Map<String, Value>, String> {
     }
 }
 
-/// Reads the rest of a body of `len` bytes.
-async fn read_body(stream: &mut TcpStream, mut body: Vec<u8>, len: usize) -> Option<Vec<u8>> {
-    body.truncate(len);
+/// Reads the rest of a body of `len` bytes; returns the body and the bytes
+/// read past it (the start of the next request on a kept-alive
+/// connection).
+async fn read_body(
+    stream: &mut TcpStream,
+    mut body: Vec<u8>,
+    len: usize,
+) -> Option<(Vec<u8>, Vec<u8>)> {
     let mut chunk = vec![0u8; 16 * 1024];
     while body.len() < len {
         let n = stream.read(&mut chunk).await.ok()?;
         if n == 0 {
             return None;
         }
-        let take = n.min(len - body.len());
-        body.extend_from_slice(&chunk[..take]);
+        body.extend_from_slice(&chunk[..n]);
     }
-    Some(body)
+    let next = body.split_off(len);
+    Some((body, next))
 }
 
 /// The HTTP response for a typed answer. `created`: a group was created
 /// (201 with its channel rather than 204).
-fn to_http(answer: Answer, created: Option<&str>) -> Vec<u8> {
-    let ok =
-        |body: Value| http::response(200, "application/json", body.to_string().as_bytes(), &[]);
+fn to_http(answer: Answer, created: Option<&str>) -> Reply {
+    let ok = |body: Value| Reply::json(200, body.to_string());
     match answer {
         Answer::Ack {
             channel,
@@ -268,14 +272,13 @@ fn to_http(answer: Answer, created: Option<&str>) -> Vec<u8> {
             "duplicate": duplicate,
         })),
         Answer::Error { code, message } => {
-            let body = json!({"code": code.as_str(), "message": message}).to_string();
-            http::response(code.http_status(), "application/json", body.as_bytes(), &[])
+            Reply::error(code.http_status(), code.as_str(), &message)
         }
         Answer::History { channel, page } => {
             let views: Vec<MsgView<'_>> = page.messages.iter().map(MsgView::from_stored).collect();
             let mut body = Vec::new();
             response::history_json(&mut body, &channel, &views, page.has_more);
-            http::response(200, "application/json", &body, &[])
+            Reply::json(200, body)
         }
         Answer::Presence {
             channel,
@@ -285,16 +288,13 @@ fn to_http(answer: Answer, created: Option<&str>) -> Vec<u8> {
             let online: Vec<&str> = online.iter().map(|u| &**u).collect();
             let mut body = Vec::new();
             response::presence_json(&mut body, &channel, &online, count);
-            http::response(200, "application/json", &body, &[])
+            Reply::json(200, body)
         }
         Answer::GroupDone { channel } => match created {
-            Some(_) => {
-                let body = json!({ "channel": channel }).to_string();
-                http::response(201, "application/json", body.as_bytes(), &[])
-            }
-            None => http::response(204, "application/json", b"", &[]),
+            Some(_) => Reply::json(201, json!({ "channel": channel }).to_string()),
+            None => Reply::empty(204),
         },
-        Answer::Done => http::response(204, "application/json", b"", &[]),
+        Answer::Done => Reply::empty(204),
         Answer::Unread(counts) => {
             let unread: Map<String, Value> = counts
                 .into_iter()
@@ -358,27 +358,44 @@ impl Drop for CallSlot {
     }
 }
 
-/// Serves one `/v1` request on `shard`. The caller bounds the whole call
-/// (body, work and response) by `http_timeout_ms`.
+/// What one call comes to.
+pub(crate) struct Served {
+    /// The response, for the caller to write with the connection's headers.
+    pub(crate) reply: Reply,
+    /// The bytes read past the request's body (the next request's, on a
+    /// kept-alive connection); `None` when the call was refused before its
+    /// body was read, so the connection cannot go on.
+    pub(crate) rest: Option<Vec<u8>>,
+}
+
+/// Serves one `/v1` request on `shard`: reads its body and returns the
+/// response, or `None` when the client left before sending its body. The
+/// caller bounds the whole call (body, work and response) by
+/// `http_timeout_ms`.
 pub(crate) async fn serve(
     shard: Rc<Shard>,
     stream: &mut TcpStream,
     head: RequestHead,
     rest: Vec<u8>,
     identity: Identity,
-) {
+) -> Option<Served> {
+    let refused = |reply: Reply| Some(Served { reply, rest: None });
+    let answered = |reply: Reply, next: Vec<u8>| {
+        Some(Served {
+            reply,
+            rest: Some(next),
+        })
+    };
     let user: Arc<str> = Arc::from(identity.user.as_str());
     let max_calls = shard.cfg().max_http_calls_per_user;
     if !shard.state.borrow_mut().start_http_call(&user) {
-        let r = http::json_error_response(
+        return refused(Reply::error(
             429,
             ErrorCode::RateLimited.as_str(),
             &format!(
                 "at most {max_calls} HTTP calls of one user at once (max_http_calls_per_user)"
             ),
-        );
-        let _ = stream.write_all(&r).await;
-        return;
+        ));
     }
     let _slot = CallSlot {
         shard: shard.clone(),
@@ -387,19 +404,18 @@ pub(crate) async fn serve(
     let timeout = Duration::from_millis(shard.cfg().http_timeout_ms);
     let len = head.content_length.unwrap_or(0);
     if len > shard.cfg().max_frame_bytes {
-        let r = http::json_error_response(413, "message_too_large", "request body too large");
-        let _ = stream.write_all(&r).await;
-        return;
+        return refused(Reply::error(
+            413,
+            "message_too_large",
+            "request body too large",
+        ));
     }
-    let Some(body) = read_body(stream, rest, len).await else {
-        return;
-    };
+    let (body, next) = read_body(stream, rest, len).await?;
+
     let call = match route(&head, &body, &identity, shard.cfg().max_group_members) {
         Ok(c) => c,
         Err((status, code, message)) => {
-            let r = http::json_error_response(status, code, &message);
-            let _ = stream.write_all(&r).await;
-            return;
+            return answered(Reply::error(status, code, &message), next);
         }
     };
     if let Call::Group { created: true, .. } = call {
@@ -409,15 +425,16 @@ pub(crate) async fn serve(
             .borrow_mut()
             .take_group_creation(&user, now_ms())
         {
-            let r = http::json_error_response(
-                429,
-                ErrorCode::RateLimited.as_str(),
-                &format!(
+            return answered(
+                Reply::error(
+                    429,
+                    ErrorCode::RateLimited.as_str(),
+                    &format!(
                     "at most {max} groups created per user per hour (max_groups_created_per_hour)"
                 ),
+                ),
+                next,
             );
-            let _ = stream.write_all(&r).await;
-            return;
         }
     }
     let (answer, created) = match call {
@@ -444,11 +461,11 @@ pub(crate) async fn serve(
             (answer, created.then_some(channel))
         }
     };
-    let r = match answer {
+    let reply = match answer {
         Some(a) => to_http(a, created.as_deref()),
-        None => http::json_error_response(503, "unavailable", "no reply in time"),
+        None => Reply::error(503, "unavailable", "no reply in time"),
     };
-    let _ = stream.write_all(&r).await;
+    answered(reply, next)
 }
 
 #[cfg(test)]
@@ -456,8 +473,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn status_and_body(r: &[u8]) -> (u16, Value) {
-        let text = std::str::from_utf8(r).unwrap();
+    fn status_and_body(r: &Reply) -> (u16, Value) {
+        let r = r.encode(chat_proto::http::ConnHeaders::CLOSE);
+        let text = std::str::from_utf8(&r).unwrap();
         let status = text[9..12].parse().unwrap();
         let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
         (status, serde_json::from_str(body).unwrap_or(Value::Null))

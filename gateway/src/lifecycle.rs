@@ -75,6 +75,8 @@ pub(crate) async fn run_shard(p: ShardParams) {
         read_buf: RefCell::new(vec![0; p.cfg.read_chunk_bytes]),
         commit_running: Cell::new(false),
         accepting: Cell::new(true),
+        // `validate` refused a bad entry at start.
+        origins: p.cfg.origin_policy().unwrap_or_default(),
         wakers: RefCell::new(HashMap::new()),
     });
 
@@ -97,10 +99,9 @@ pub(crate) async fn run_shard(p: ShardParams) {
             )));
         }
     }
-    tasks.push(glommio::spawn_local(crate::listener::accept_loop(
-        shard.clone(),
-        listener,
-    )));
+    // Kept apart: cancelling it closes the listener (drop), which a drain
+    // does before it closes connections.
+    let accept = glommio::spawn_local(crate::listener::accept_loop(shard.clone(), listener));
     tasks.push(glommio::spawn_local(tick(shard.clone())));
     tasks.push(glommio::spawn_local(cursor_timer(shard.clone())));
 
@@ -108,7 +109,7 @@ pub(crate) async fn run_shard(p: ShardParams) {
         let _ = p.ready.send(Ok(addr));
     }
 
-    supervise(&shard).await;
+    supervise(&shard, accept).await;
     for t in tasks {
         t.cancel().await;
     }
@@ -132,14 +133,20 @@ async fn cursor_timer(shard: Rc<Shard>) {
     }
 }
 
-/// Waits for the shutdown flag, then: stop reading, let owners finish their
-/// commits (all shards), close every connection with 1001, flush, return.
-async fn supervise(shard: &Rc<Shard>) {
+/// Waits for the shutdown flag, then — after a drain if one was asked for
+/// ([`drain`]) — stop reading, let owners finish their commits (all
+/// shards), close every connection with 1001, flush, return.
+async fn supervise(shard: &Rc<Shard>, accept: glommio::Task<()>) {
     let tick = Duration::from_millis(10);
     while !shard.global.shutdown.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(25)).await;
     }
-    shard.accepting.set(false);
+    if shard.global.drain.load(Ordering::Acquire) {
+        drain(shard, accept).await;
+    } else {
+        shard.accepting.set(false);
+        accept.cancel().await;
+    }
     shard.with(ShardState::begin_drain);
     shard.wake_all();
     let nr = shard.state.borrow().nr_shards();
@@ -161,6 +168,54 @@ async fn supervise(shard: &Rc<Shard>) {
     glommio::timer::sleep(Duration::from_millis(20)).await;
     shard.with(|st| st.close_all(1001, "server shutting down", now_ms()));
     while shard.state.borrow().conn_count() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(tick).await;
+    }
+}
+
+/// A graceful drain, before the shutdown proper (`/readyz` already answers
+/// 503, `Global::draining`):
+///
+/// 1. **Notice.** For `drain_notice_ms` the listener still accepts and
+///    serves new connections, so load balancers that poll `/readyz` stop
+///    sending clients here before the port closes. Skipped as soon as the
+///    process has no connection.
+/// 2. **The listener closes** (the accept task is cancelled, which drops
+///    it); new connections are refused by the kernel.
+/// 3. **The window.** Every WebSocket and SSE session is closed with 1001
+///    at its own random time within `drain_window_ms`
+///    (`chat_core::drain`), after the acks of its sends; clients come back
+///    spread out. It ends early when no session is left.
+async fn drain(shard: &Rc<Shard>, accept: glommio::Task<()>) {
+    let tick = Duration::from_millis(10);
+    let connections = || shard.global.stats.connections.load(Ordering::Relaxed);
+    let notice_end = std::time::Instant::now() + Duration::from_millis(shard.cfg.drain_notice_ms);
+    while connections() > 0 && std::time::Instant::now() < notice_end {
+        glommio::timer::sleep(tick).await;
+    }
+    shard.accepting.set(false);
+    accept.cancel().await;
+    let window = shard.cfg.drain_window_ms;
+    let seed = now_ms() ^ (shard.id.0 as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let sessions = shard.with(|st| st.start_drain_window(now_ms(), window, seed));
+    tracing::info!(
+        shard = shard.id.0,
+        sessions,
+        window_ms = window,
+        "draining: closing sessions over the window"
+    );
+    // Past the window, sessions still waiting for their acks get the
+    // shutdown's grace; then the shutdown closes whatever is left.
+    let deadline =
+        std::time::Instant::now() + Duration::from_millis(window + shard.cfg.shutdown_grace_ms);
+    loop {
+        shard.with(|st| st.drain_step(now_ms()));
+        let done = {
+            let st = shard.state.borrow();
+            st.drain_remaining() == 0 || st.conn_count() == 0
+        };
+        if done || std::time::Instant::now() > deadline {
+            break;
+        }
         glommio::timer::sleep(tick).await;
     }
 }

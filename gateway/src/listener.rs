@@ -2,14 +2,15 @@
 //! EMFILE/ENFILE, refusing past the maximum), reading the HTTP request head
 //! (bounded in size and time), and routing it: the WebSocket upgrade
 //! (`driver.rs`), the SSE stream (`sse.rs`), the HTTP API (`http_api.rs`),
-//! the demo page, `/healthz` and `/metrics`.
+//! the demo page, `/healthz`, `/readyz` and `/metrics`.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_proto::http::{self, RequestHead};
+use chat_proto::http::{self, ConnHeaders, Persist, Reply, RequestHead};
+use chat_proto::origin::{self, OriginVerdict};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
@@ -80,12 +81,17 @@ async fn refuse(mut stream: TcpStream, _slot: Slot) {
     .await;
 }
 
-/// Reads the HTTP request head (bounded size).
+/// Reads the HTTP request head (bounded size), after the bytes already in
+/// `buf` (what followed the previous request on a kept-alive connection).
 async fn read_head(
     stream: &mut TcpStream,
+    mut buf: Vec<u8>,
     max: usize,
 ) -> Result<Option<(RequestHead, Vec<u8>)>, http::HttpError> {
-    let mut buf = Vec::with_capacity(1024);
+    if let Some((head, used)) = http::parse_request_head(&buf, max)? {
+        let rest = buf.split_off(used);
+        return Ok(Some((head, rest)));
+    }
     let mut chunk = [0u8; 1024];
     loop {
         let n = match stream.read(&mut chunk).await {
@@ -101,54 +107,153 @@ async fn read_head(
 }
 
 /// Serves one accepted connection: HTTP endpoints or a WebSocket session.
+/// An HTTP API call may be followed by more on the same connection
+/// (keep-alive, [`api_call`]); everything else ends it.
 async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
     let _ = stream.set_nodelay(true);
     if shard.cfg.socket_send_buffer_bytes > 0 {
         let _ = socket2::SockRef::from(&stream)
             .set_send_buffer_size(shard.cfg.socket_send_buffer_bytes);
     }
-    let timeout = Duration::from_millis(shard.cfg.handshake_timeout_ms);
     let max_head = shard.cfg.max_request_head_bytes;
-    let head = glommio::timer::timeout(timeout, async {
-        Ok(read_head(&mut stream, max_head).await)
+    // The first head within the handshake timeout; a next one (keep-alive)
+    // within the idle timeout.
+    let mut wait = Duration::from_millis(shard.cfg.handshake_timeout_ms);
+    let mut buf = Vec::new();
+    loop {
+        let head = glommio::timer::timeout(wait, async {
+            Ok(read_head(&mut stream, std::mem::take(&mut buf), max_head).await)
+        })
+        .await;
+        let (head, rest) = match head {
+            Ok(Ok(Some(h))) => h,
+            Ok(Ok(None)) | Err(_) => return,
+            Ok(Err(http::HttpError::TooLarge)) => {
+                let r = http::json_error_response(431, "bad_request", "request head too large");
+                return write_and_close(&mut stream, &r).await;
+            }
+            Ok(Err(http::HttpError::Malformed(m))) => {
+                let r = http::json_error_response(400, "bad_request", &m);
+                return write_and_close(&mut stream, &r).await;
+            }
+        };
+        // Browser pages: refused unless allowed (`allowed_origins`,
+        // `origin.rs` of chat-proto); an allowed one gets CORS headers on
+        // every answer.
+        let cors = match shard
+            .origins
+            .check(head.origin.as_deref(), head.host.as_deref())
+        {
+            OriginVerdict::NoOrigin => None,
+            OriginVerdict::Allowed(origin) => Some(origin),
+            OriginVerdict::Refused(origin) => {
+                shard
+                    .global
+                    .stats
+                    .origin_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                let r = http::json_error_response(
+                    403,
+                    "forbidden",
+                    &format!("origin {origin} is not allowed (allowed_origins)"),
+                );
+                return write_and_close(&mut stream, &r).await;
+            }
+        };
+        let is_api_call = head.path.starts_with("/v1/")
+            && head.method != "OPTIONS"
+            && !(head.method == "GET" && head.path == "/v1/events");
+        if !is_api_call {
+            return route(shard, stream, head, rest, cors).await;
+        }
+        match api_call(&shard, &mut stream, head, rest, cors.as_deref()).await {
+            Some(next) => {
+                buf = next;
+                wait = Duration::from_millis(shard.cfg.http_idle_timeout_ms);
+            }
+            None => {
+                let _ = stream.close().await;
+                return;
+            }
+        }
+    }
+}
+
+/// One `/v1` API call: authenticates it, runs it (body, work and response
+/// within `http_timeout_ms`) and answers with the connection's headers.
+/// Returns the bytes read past the call when the connection stays open
+/// (keep-alive: the client allows it, `http_idle_timeout_ms` > 0, the body
+/// was read, no drain has begun); `None` when it is to be closed.
+async fn api_call(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    head: RequestHead,
+    rest: Vec<u8>,
+    cors: Option<&str>,
+) -> Option<Vec<u8>> {
+    let idle_timeout_ms = shard.cfg.http_idle_timeout_ms;
+    let may_persist = head.keep_alive && idle_timeout_ms > 0;
+    let identity = crate::driver::admit(shard, stream, &head, cors).await?;
+    // The whole call — body, work, response — within the timeout: a client
+    // that does not take its response is cut off.
+    let timeout = Duration::from_millis(shard.cfg.http_timeout_ms);
+    glommio::timer::timeout(timeout, async {
+        let Some(served) =
+            crate::http_api::serve(shard.clone(), stream, head, rest, identity).await
+        else {
+            return Ok(None);
+        };
+        let persist =
+            may_persist && served.rest.is_some() && !shard.global.draining.load(Ordering::Acquire);
+        let conn = ConnHeaders {
+            persist: if persist {
+                Persist::KeepAlive { idle_timeout_ms }
+            } else {
+                Persist::Close
+            },
+            cors_origin: cors,
+        };
+        if stream.write_all(&served.reply.encode(conn)).await.is_err() {
+            return Ok(None);
+        }
+        Ok(served.rest.filter(|_| persist))
     })
-    .await;
-    let (head, rest) = match head {
-        Ok(Ok(Some(h))) => h,
-        Ok(Ok(None)) | Err(_) => return,
-        Ok(Err(http::HttpError::TooLarge)) => {
-            let r = http::json_error_response(431, "bad_request", "request head too large");
-            return write_and_close(&mut stream, &r).await;
-        }
-        Ok(Err(http::HttpError::Malformed(m))) => {
-            let r = http::json_error_response(400, "bad_request", &m);
-            return write_and_close(&mut stream, &r).await;
-        }
-    };
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Routes a request that ends its connection: the WebSocket upgrade, a
+/// preflight, the event stream, the demo page, health, readiness, metrics.
+async fn route(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    head: RequestHead,
+    rest: Vec<u8>,
+    cors: Option<String>,
+) {
     match (head.method.as_str(), head.path.as_str()) {
         (_, "/ws") => crate::driver::upgrade(shard, stream, head, rest).await,
+        ("OPTIONS", p) if p.starts_with("/v1/") => {
+            // A CORS preflight (or a bare OPTIONS): what a page may send.
+            let mut reply = Reply::empty(204);
+            if let (Some(origin), Some(_)) = (cors.as_deref(), head.preflight_method.as_ref()) {
+                reply.headers.extend(origin::preflight_headers(origin));
+            } else {
+                reply = reply.with_header("Allow", origin::ALLOWED_METHODS);
+            }
+            write_and_close(&mut stream, &reply.encode(ConnHeaders::CLOSE)).await;
+        }
         ("GET", "/v1/events") => {
-            let Some(identity) = crate::driver::admit(&shard, &mut stream, &head).await else {
+            let Some(identity) =
+                crate::driver::admit(&shard, &mut stream, &head, cors.as_deref()).await
+            else {
                 return;
             };
-            crate::sse::serve(shard, stream, head, identity).await;
+            crate::sse::serve(shard, stream, head, identity, cors).await;
         }
         ("GET", p) if p == "/demo" || p.starts_with("/demo/") => {
             crate::demo::serve(&shard, &mut stream, &head).await;
-        }
-        (_, p) if p.starts_with("/v1/") => {
-            let Some(identity) = crate::driver::admit(&shard, &mut stream, &head).await else {
-                return;
-            };
-            // The whole call — body, work, response — within the timeout:
-            // a client that does not take its response is cut off.
-            let timeout = Duration::from_millis(shard.cfg.http_timeout_ms);
-            let _ = glommio::timer::timeout(timeout, async {
-                crate::http_api::serve(shard, &mut stream, head, rest, identity).await;
-                Ok(())
-            })
-            .await;
-            let _ = stream.close().await;
         }
         ("GET", "/healthz") => {
             let r = match shard.store.health() {
@@ -163,10 +268,26 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
             };
             write_and_close(&mut stream, &r).await;
         }
+        ("GET", "/readyz") => {
+            // Ready = this shard listens, the store is healthy, no drain
+            // has begun (load balancers stop sending new clients at once).
+            let draining = shard.global.draining.load(Ordering::Acquire) || !shard.accepting.get();
+            let (status, body) = match (draining, shard.store.health()) {
+                (true, _) => (503, serde_json::json!({"status": "draining"})),
+                (false, storage::Health::Poisoned(why)) => (
+                    503,
+                    serde_json::json!({"status": "unhealthy", "reason": why}),
+                ),
+                (false, storage::Health::Healthy) => (200, serde_json::json!({"status": "ready"})),
+            };
+            let r = http::response(status, "application/json", body.to_string().as_bytes(), &[]);
+            write_and_close(&mut stream, &r).await;
+        }
         ("GET", "/metrics") => {
             let mut body = crate::metrics::render(&shard.global.stats.snapshot());
             let nr = shard.state.borrow().nr_shards();
             crate::metrics::render_detail(&shard.global.stats.detail, nr, &mut body);
+            crate::metrics::render_process(&crate::sys::process_stats(), &mut body);
             let r = http::response(200, "text/plain; version=0.0.4", body.as_bytes(), &[]);
             write_and_close(&mut stream, &r).await;
         }

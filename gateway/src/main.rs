@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use gateway::config::LogFormat;
 use gateway::{Config, Gateway};
 
 #[global_allocator]
@@ -121,10 +122,21 @@ struct ServeArgs {
     /// FoundationDB key namespace (with `--store fdb`) [default: default].
     #[arg(long)]
     fdb_namespace: Option<String>,
+    /// Log line format: text (default; colours only on a terminal) or json
+    /// (one object per line).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormatArg>,
     /// Start even when the host cannot hold the configured maximum of
     /// connections (the shortfall is logged as a warning).
     #[arg(long)]
     skip_preflight: bool,
+}
+
+/// `--log-format` (mirrors `gateway::config::LogFormat`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 fn load_config(a: &ServeArgs) -> anyhow::Result<Config> {
@@ -167,6 +179,12 @@ fn load_config(a: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(v) = &a.fdb_namespace {
         cfg.fdb_namespace = v.clone();
     }
+    if let Some(v) = a.log_format {
+        cfg.log_format = match v {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -194,6 +212,25 @@ fn preflight(cfg: &Config, skip: bool) -> anyhow::Result<()> {
     }
 }
 
+/// Logs go to standard error: `text` with ANSI colours only when it is a
+/// terminal (and `NO_COLOR` is unset), so files and journals get plain
+/// lines; or `json`, one object per line.
+fn init_logging(cfg: &Config) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log_format {
+        LogFormat::Text => {
+            let colours = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colours).init();
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
@@ -202,12 +239,7 @@ fn main() -> anyhow::Result<()> {
         None => cli.serve,
     };
     let cfg = load_config(&args)?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&cfg);
     gateway::block_termination_signals()?;
     if cfg.auth_secret.is_none() {
         tracing::warn!(
@@ -246,8 +278,15 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let sig = gateway::wait_for_termination();
-    tracing::info!(signal = sig, "shutting down");
-    gw.shutdown();
+    if sig == libc::SIGTERM {
+        // A deploy or the service manager: drain (docs/protocol.md).
+        tracing::info!(signal = sig, "draining, then shutting down");
+        gw.drain();
+    } else {
+        // Ctrl-C: close at once (graceful: commits finish, acks flush).
+        tracing::info!(signal = sig, "shutting down");
+        gw.shutdown();
+    }
     // FDB's client must be stopped before the process exits.
     #[cfg(feature = "fdb")]
     storage::fdb::stop_network();

@@ -1,4 +1,5 @@
-//! Prometheus text exposition of the gateway's counters (`GET /metrics`).
+//! Prometheus text exposition of the gateway's counters and of the process
+//! (`GET /metrics`).
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -29,6 +30,48 @@ pub(crate) fn render_detail(d: &Detail, nr_shards: usize, out: &mut String) {
             c.load(Ordering::Relaxed)
         );
     }
+}
+
+/// Renders the process figures (resident memory, CPU time, file
+/// descriptors, start time) under the names Prometheus clients use.
+pub(crate) fn render_process(p: &crate::sys::ProcessStats, out: &mut String) {
+    let mut metric = |name: &str, kind: &str, help: &str, value: Option<String>| {
+        if let Some(value) = value {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        }
+    };
+    metric(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        p.rss_bytes.map(|v| v.to_string()),
+    );
+    metric(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        p.cpu_seconds.map(|v| format!("{v:.2}")),
+    );
+    metric(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+        p.open_fds.map(|v| v.to_string()),
+    );
+    metric(
+        "process_max_fds",
+        "gauge",
+        "Maximum number of open file descriptors (the soft limit).",
+        p.max_fds.map(|v| v.to_string()),
+    );
+    metric(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch in seconds.",
+        p.start_time_seconds.map(|v| format!("{v:.2}")),
+    );
 }
 
 /// Renders the counters in the Prometheus text format (version 0.0.4).
@@ -86,6 +129,12 @@ pub(crate) fn render(s: &StatsSnapshot) -> String {
         "counter",
         "Upgrades refused for a missing, bad or expired token.",
         s.auth_failures.to_string(),
+    );
+    metric(
+        "gateway_origin_refused_total",
+        "counter",
+        "Browser requests and upgrades refused for their Origin (allowed_origins).",
+        s.origin_refused.to_string(),
     );
     metric(
         "gateway_write_stalls_total",

@@ -153,6 +153,8 @@ impl Gateway {
             stats: Arc::new(Stats::default()),
             max_connections: config.effective_max_connections(crate::sys::open_file_limit()),
             shutdown: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            drain: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
             bound: Mutex::new(None),
         });
@@ -233,12 +235,32 @@ impl Gateway {
     }
 
     /// Graceful shutdown: stop reading, finish commits, flush acks, close
-    /// connections with 1001, stop the shards and the committer.
+    /// connections with 1001, stop the shards and the committer. After
+    /// [`Gateway::begin_drain`], the drain runs first.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
+    /// Starts a graceful drain (what SIGTERM does) and returns at once:
+    /// `/readyz` answers 503 from now on; the next [`Gateway::shutdown`]
+    /// (or drop) then keeps accepting for `drain_notice_ms`, closes the
+    /// listener, closes sessions with 1001 spread over `drain_window_ms`
+    /// (each after its acks), and stops — at once when no connection is
+    /// left.
+    pub fn begin_drain(&self) {
+        self.global.draining.store(true, Ordering::Release);
+        self.global.drain.store(true, Ordering::Release);
+    }
+
+    /// [`Gateway::begin_drain`], then [`Gateway::shutdown`]: returns when the
+    /// drain is over and the shards stopped.
+    pub fn drain(self) {
+        self.begin_drain();
+        self.shutdown();
+    }
+
     fn stop(&mut self) {
+        self.global.draining.store(true, Ordering::Release);
         self.global.shutdown.store(true, Ordering::Release);
         if let Some(h) = self.handles.take() {
             for r in h.join_all() {

@@ -23,6 +23,11 @@ pub(crate) struct Global {
     pub(crate) max_connections: usize,
     /// Set once to start a graceful shutdown.
     pub(crate) shutdown: AtomicBool,
+    /// Set (before `shutdown`) when the shutdown is to be a drain.
+    pub(crate) drain: AtomicBool,
+    /// Set when a drain or shutdown begins: `/readyz` answers 503 from then
+    /// on.
+    pub(crate) draining: AtomicBool,
     /// Shards whose owners have finished every commit after the shutdown began.
     pub(crate) drained: AtomicUsize,
     /// The address shards bind (the first binder fills it in for port 0).
@@ -43,6 +48,8 @@ pub(crate) struct Shard {
     pub(crate) read_buf: RefCell<Vec<u8>>,
     pub(crate) commit_running: Cell<bool>,
     pub(crate) accepting: Cell<bool>,
+    /// Which browser origins may use the gateway (`allowed_origins`).
+    pub(crate) origins: chat_proto::origin::OriginPolicy,
     /// The wakers of parked connection drivers.
     pub(crate) wakers: RefCell<HashMap<ConnId, Waker>>,
 }

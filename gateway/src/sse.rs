@@ -267,25 +267,37 @@ pub(crate) async fn serve(
     mut stream: TcpStream,
     head: RequestHead,
     identity: Identity,
+    cors: Option<String>,
 ) {
+    let conn_headers = http::ConnHeaders {
+        persist: http::Persist::Close,
+        cors_origin: cors.as_deref(),
+    };
     let list = match requested(&head, shard.cfg().max_sse_channels) {
         Ok(l) => l,
         Err(m) => {
-            let r = http::json_error_response(400, "bad_request", &m);
+            let r = http::Reply::error(400, "bad_request", &m).encode(conn_headers);
             let _ = stream.write_all(&r).await;
             let _ = stream.close().await;
             return;
         }
     };
     if shard.state.borrow().is_draining() {
-        let r = http::json_error_response(503, "unavailable", "server shutting down");
+        let r = http::Reply::error(503, "unavailable", "server shutting down").encode(conn_headers);
         let _ = stream.write_all(&r).await;
         let _ = stream.close().await;
         return;
     }
-    let start = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
-                 Cache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\r\n\
-                 retry: 2000\n\n";
+    let mut start = String::from(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+         Cache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n",
+    );
+    if let Some(origin) = cors.as_deref().filter(|o| !o.contains(['\r', '\n'])) {
+        start.push_str("Access-Control-Allow-Origin: ");
+        start.push_str(origin);
+        start.push_str("\r\nVary: Origin\r\n");
+    }
+    start.push_str("\r\nretry: 2000\n\n");
     if stream.write_all(start.as_bytes()).await.is_err() {
         return;
     }

@@ -90,25 +90,18 @@ fn every_acked_message_survives_sigkill_and_seqs_continue() {
 }
 
 #[test]
-fn sigterm_shuts_down_gracefully_with_1001() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut gw = Child::spawn(
-        "",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
-    let mut c = Client::connect(gw.addr, "alice", "d");
+fn sigterm_drains_closes_with_1001_and_exits_cleanly() {
+    // SIGTERM drains (the notice and window, shortened here; the defaults
+    // are 5 s and 20 s).
+    let mut gw = ConfiguredChild::start(
+        "[server]\nshards = 1\ndrain_notice_ms = 200\ndrain_window_ms = 500\n",
+    );
+    let mut c = Client::connect(gw.addr(), "alice", "d");
     c.send_msg("room:bye", "m1", "hi");
     let t0 = std::time::Instant::now();
-    gw.signal("TERM");
+    gw.child.signal("TERM");
     assert_eq!(c.close_code(), Some(1001));
-    let status = gw.proc.wait().unwrap();
+    let status = gw.child.proc.wait().unwrap();
     assert!(status.success(), "clean exit: {status:?}");
     assert!(t0.elapsed() < std::time::Duration::from_secs(5));
 }

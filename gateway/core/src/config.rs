@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub mod sections;
 
@@ -64,7 +64,7 @@ pub enum ConfigError {
 }
 
 /// Durability level as written in the config file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DurabilitySetting {
     /// Acked only after fsync (the default).
@@ -84,7 +84,7 @@ impl From<DurabilitySetting> for Durability {
 }
 
 /// Which storage backend holds history, membership and cursors.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     /// The embedded engine in `data_dir` (the default; no setup).
@@ -95,8 +95,23 @@ pub enum StoreKind {
     Fdb,
 }
 
-/// The whole gateway configuration.
-#[derive(Clone, Debug, Deserialize)]
+/// How log lines are written (to standard error).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event; ANSI colours only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, and
+    /// `fields` holding `message` and every field of the event), for log
+    /// collectors.
+    Json,
+}
+
+/// The whole gateway configuration. `Serialize` lets tests compare files
+/// (the example config) against the defaults; the auth secret is never
+/// serialized.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address every shard listens on (`SO_REUSEPORT`). Default
@@ -120,7 +135,19 @@ pub struct Config {
     /// HMAC secret for tokens, at least [`MIN_AUTH_SECRET_BYTES`] (32) bytes
     /// (a shorter one is refused at start). With none, the gateway runs in dev auth
     /// (`?user=&device=` trusted), allowed only on a loopback listener.
+    #[serde(skip_serializing)]
     pub auth_secret: Option<String>,
+    /// Browser origins (`scheme://host[:port]`) whose pages may use the
+    /// gateway: a WebSocket upgrade or HTTP API request with an `Origin`
+    /// header that is not allowed gets HTTP 403; an allowed one gets CORS
+    /// headers (`Access-Control-Allow-Origin` echoed, preflights answered).
+    /// Requests without `Origin` (non-browser clients) are not affected.
+    /// Pages of the gateway's own origin (the request's `Host`) are always
+    /// allowed, and in dev auth so are loopback origins (`localhost`,
+    /// `127.0.0.0/8`, `[::1]`). `"*"` allows every origin; `"null"` the
+    /// opaque origin of sandboxed frames and `file:` pages. Default: empty
+    /// (same origin only). Memory: a few bytes per entry, once.
+    pub allowed_origins: Vec<String>,
     /// When an ack is given: `fsync` (on disk, default) or `buffered`.
     pub durability: DurabilitySetting,
     /// Maximum concurrent connections of the process (WebSocket and HTTP).
@@ -206,9 +233,25 @@ pub struct Config {
     /// How long a graceful shutdown waits for acks and close frames to flush,
     /// in milliseconds. Default 3,000.
     pub shutdown_grace_ms: u64,
+    /// Drain, first step: after SIGTERM, how long `/readyz` answers 503 while
+    /// the listener still accepts and serves new connections, so load
+    /// balancers stop sending new clients before the port closes, in
+    /// milliseconds. Skipped when no connection is open. Default 5,000.
+    pub drain_notice_ms: u64,
+    /// Drain, second step: after the listener closed, the window over which
+    /// open WebSocket and SSE sessions are closed with 1001 — each at its own
+    /// random time in the window, so clients reconnect spread out rather
+    /// than all at once (each close waits for the acks owed to it). The
+    /// process exits as soon as no connection is left. 0 closes all at
+    /// once. Milliseconds; default 20,000 (a million connections reconnect
+    /// at ~50,000 per second).
+    pub drain_window_ms: u64,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides. Default
     /// `info,fjall=warn,lsm_tree=warn` (the engine is chatty at info).
     pub log: String,
+    /// Log line format: `text` (default; colours only on a terminal) or
+    /// `json` (one object per line). `--log-format` overrides.
+    pub log_format: LogFormat,
     /// How long after a user's last device disconnects the user is announced
     /// offline, in milliseconds (a device returning within it announces
     /// nothing). Default 30,000.
@@ -278,6 +321,15 @@ pub struct Config {
     /// response included, in milliseconds; a client that does not take its
     /// response in time is cut off. Default 30,000.
     pub http_timeout_ms: u64,
+    /// HTTP keep-alive: how long a connection may wait idle for its next
+    /// request after a response, in milliseconds (announced as `Keep-Alive:
+    /// timeout=<s>`); then it is closed. 0 answers every request with
+    /// `Connection: close`. Each request on a kept-alive connection is still
+    /// a call of its own (its auth, `max_http_calls_per_user`,
+    /// `http_timeout_ms`). Memory: an idle connection holds one file
+    /// descriptor, its task and a ~1 KiB read buffer; it counts towards
+    /// `max_connections`. Default 30,000.
+    pub http_idle_timeout_ms: u64,
     /// Read and delivered cursors reported by clients are coalesced per
     /// (user[, device], channel) in memory and written to the store once per
     /// this interval per shard, in one write; `read` pushes to the other
@@ -317,6 +369,7 @@ impl Default for Config {
             fdb_namespace: "default".into(),
             shards: None,
             auth_secret: None,
+            allowed_origins: Vec::new(),
             durability: DurabilitySetting::Fsync,
             max_connections: None,
             reserved_fds: 512,
@@ -340,7 +393,10 @@ impl Default for Config {
             close_linger_ms: 1_000,
             history_page_bytes: 1024 * 1024,
             shutdown_grace_ms: 3_000,
+            drain_notice_ms: 5_000,
+            drain_window_ms: 20_000,
             log: "info,fjall=warn,lsm_tree=warn".to_string(),
+            log_format: LogFormat::Text,
             presence_debounce_ms: 30_000,
             push_webhook: None,
             push_coalesce_ms: 1_000,
@@ -359,6 +415,7 @@ impl Default for Config {
             max_http_calls_per_user: 16,
             max_groups_created_per_hour: 100,
             http_timeout_ms: 30_000,
+            http_idle_timeout_ms: 30_000,
             cursor_flush_ms: 1_000,
             max_pending_cursors: 65_536,
             max_sse_channels: 256,
@@ -524,6 +581,21 @@ impl Config {
         if self.http_timeout_ms < 100 {
             return Err(invalid("http_timeout_ms", "must be at least 100 ms"));
         }
+        if self.http_idle_timeout_ms > 3_600_000 {
+            return Err(invalid(
+                "http_idle_timeout_ms",
+                "must be 0 (no keep-alive) ..=3600000 ms",
+            ));
+        }
+        if self.drain_notice_ms > 600_000 {
+            return Err(invalid("drain_notice_ms", "must be 0..=600000 ms"));
+        }
+        if self.drain_window_ms > 3_600_000 {
+            return Err(invalid("drain_window_ms", "must be 0..=3600000 ms"));
+        }
+        if let Err(e) = self.origin_policy() {
+            return Err(invalid("allowed_origins", e.to_string()));
+        }
         if !(10..=60_000).contains(&self.cursor_flush_ms) {
             return Err(invalid("cursor_flush_ms", "must be 10..=60000 ms"));
         }
@@ -568,6 +640,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The browser-origin rule of `allowed_origins` (loopback origins too
+    /// in dev auth).
+    ///
+    /// # Errors
+    ///
+    /// An entry that is not an origin (`validate` refuses it at start).
+    pub fn origin_policy(
+        &self,
+    ) -> Result<chat_proto::origin::OriginPolicy, chat_proto::origin::OriginError> {
+        chat_proto::origin::OriginPolicy::new(&self.allowed_origins, self.auth_secret.is_none())
     }
 
     /// Whether `GET /demo/` serves the demo page: `demo` when set, else

@@ -238,6 +238,9 @@ pub struct Conn {
     /// An HTTP call: its answer, typed, for the HTTP API to map (request id,
     /// answer).
     pub(crate) http_answer: Option<Answer>,
+    /// Its drain time came: not read any more, closed with 1001 once its
+    /// sends are acked (`ShardState::drain_step`).
+    pub(crate) drain_due: bool,
 }
 
 /// Requests of one connection that were admitted and not answered yet.
@@ -274,6 +277,7 @@ impl Conn {
             queued: VecDeque::new(),
             queued_bytes: 0,
             in_flight: InFlight::default(),
+            drain_due: false,
             fetching: false,
             http_answer: None,
         }

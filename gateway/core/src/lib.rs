@@ -32,6 +32,9 @@
 //!   executed. Receipts (`cursors.rs`, `receipts.rs`) are coalesced per
 //!   shard; presence queries (`presence.rs`) cost O(100).
 //!
+//! A draining gateway closes its sessions over a window, each at a random
+//! time of its own ([`drain`]), so clients reconnect spread out.
+//!
 //! ## The vocabulary
 //!
 //! [`vocab`] holds what crosses between shards ([`ShardMsg`]), what a shard
@@ -64,6 +67,7 @@ pub mod conn;
 pub(crate) mod cursors;
 pub mod discovery;
 pub(crate) mod dispatch;
+pub mod drain;
 pub mod error;
 pub(crate) mod fanout;
 pub mod hash;

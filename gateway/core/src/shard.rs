@@ -270,6 +270,7 @@ impl ShardState {
             closing: if ob.close_queued { None } else { ob.close },
             close_queued: ob.close_queued,
             reads_paused: self.draining
+                || c.drain_due
                 || ob.close.is_some()
                 || c.reads_paused(self.cfg.max_queued_request_bytes),
             has_queued: !c.queued.is_empty(),
@@ -429,6 +430,71 @@ impl ShardState {
     #[must_use]
     pub fn is_draining(&self) -> bool {
         self.draining
+    }
+
+    /// The drain window begins: every open WebSocket and SSE session (not
+    /// HTTP calls, which end by themselves) gets a close time in `now ..
+    /// now + window_ms` ([`crate::drain::DrainSchedule`]). Returns how many.
+    pub fn start_drain_window(&mut self, now: u64, window_ms: u64, seed: u64) -> usize {
+        self.set_now(now);
+        let mut sessions: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.http)
+            .map(|(id, _)| *id)
+            .collect();
+        // The map's order is not the connections' order; sorting first makes
+        // the schedule depend on the seed alone.
+        sessions.sort_unstable_by_key(|c| c.0);
+        let schedule = crate::drain::DrainSchedule::new(sessions, now, window_ms, seed);
+        let n = schedule.len();
+        self.drain_schedule = Some(schedule);
+        n
+    }
+
+    /// Closes with 1001 the sessions whose drain time came by `now`. A
+    /// session whose time came stops being read at once, and is closed as
+    /// soon as it has no send in flight and no request waiting — so every
+    /// send it made is acked before its close frame, and a client never has
+    /// to guess whether a send it made just before the close went through.
+    /// Returns how many were asked to close now; sessions already gone are
+    /// skipped.
+    pub fn drain_step(&mut self, now: u64) -> usize {
+        self.set_now(now);
+        if let Some(schedule) = self.drain_schedule.as_mut() {
+            for (_, id) in schedule.due(now) {
+                if let Some(conn) = self.conns.get_mut(id) {
+                    conn.drain_due = true;
+                    conn.outbox.wake();
+                    self.drain_waiting.push(*id);
+                }
+            }
+        }
+        let mut closed = 0;
+        let conns = &mut self.conns;
+        self.drain_waiting.retain(|id| {
+            let Some(conn) = conns.get_mut(id) else {
+                return false;
+            };
+            if conn.in_flight.sends > 0 || !conn.queued.is_empty() {
+                return true;
+            }
+            conn.outbox
+                .request_close(1001, "server draining: reconnect after a random delay");
+            closed += 1;
+            false
+        });
+        closed
+    }
+
+    /// Sessions of the drain window not asked to close yet (not due, or
+    /// due and waiting for their acks).
+    #[must_use]
+    pub fn drain_remaining(&self) -> usize {
+        self.drain_schedule
+            .as_ref()
+            .map_or(0, crate::drain::DrainSchedule::remaining)
+            + self.drain_waiting.len()
     }
 
     /// Closes every connection with `code` (after what is queued).

@@ -51,6 +51,10 @@ pub struct ShardState {
     pub(crate) queries: Queries,
     /// Shutting down: connections stop reading.
     pub(crate) draining: bool,
+    /// The drain window's close times, once it started.
+    pub(crate) drain_schedule: Option<crate::drain::DrainSchedule>,
+    /// Sessions whose drain time came, waiting for their acks to close.
+    pub(crate) drain_waiting: Vec<ConnId>,
     pub(crate) stats: Arc<Stats>,
     /// The clock and woken list every outbox of this shard shares.
     pub(crate) signal: Rc<Signal>,
@@ -98,6 +102,8 @@ impl ShardState {
             local_users: Map::default(),
             queries: Queries::default(),
             draining: false,
+            drain_schedule: None,
+            drain_waiting: Vec::new(),
             stats,
             signal: Rc::new(Signal::default()),
         }

@@ -25,6 +25,9 @@ pub struct Stats {
     pub opened: AtomicU64,
     /// Upgrades refused for a missing, bad or expired token (or bad dev ids).
     pub auth_failures: AtomicU64,
+    /// Browser requests and upgrades refused for their `Origin`
+    /// (`allowed_origins`).
+    pub origin_refused: AtomicU64,
     /// Connections cut off because the peer took no bytes for 2 × heartbeat.
     pub write_stalls: AtomicU64,
     /// Push jobs delivered to the webhook.
@@ -60,6 +63,8 @@ pub struct StatsSnapshot {
     pub deliveries: u64,
     /// See [`Stats::auth_failures`].
     pub auth_failures: u64,
+    /// See [`Stats::origin_refused`].
+    pub origin_refused: u64,
     /// See [`Stats::write_stalls`].
     pub write_stalls: u64,
     /// See [`Stats::push_sent`].
@@ -86,6 +91,7 @@ impl Stats {
             commits: self.commits.load(Ordering::Relaxed),
             deliveries: self.deliveries.load(Ordering::Relaxed),
             auth_failures: self.auth_failures.load(Ordering::Relaxed),
+            origin_refused: self.origin_refused.load(Ordering::Relaxed),
             write_stalls: self.write_stalls.load(Ordering::Relaxed),
             push_sent: self.push_sent.load(Ordering::Relaxed),
             push_dead: self.push_dead.load(Ordering::Relaxed),

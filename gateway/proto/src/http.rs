@@ -11,8 +11,12 @@
 //! `Transfer-Encoding` is refused as malformed (the API's bodies are small
 //! JSON documents and every HTTP client can send a length).
 //!
-//! The response builders write complete responses with `Content-Length` and
-//! `Connection: close` (one request per connection).
+//! Connections persist (HTTP/1.1 keep-alive) when the client allows it
+//! ([`RequestHead::keep_alive`]) and the server chooses to: a [`Reply`] is
+//! encoded with the connection's own headers ([`ConnHeaders`]: `Connection`
+//! and `Keep-Alive`, and the CORS headers of an allowed origin). The plain
+//! builders ([`response`], [`json_error_response`]) write `Connection:
+//! close` responses for the answers after which the server hangs up.
 
 use std::fmt;
 
@@ -44,6 +48,17 @@ pub struct RequestHead {
     pub content_length: Option<usize>,
     /// `Last-Event-ID` (an `EventSource` reconnecting to `/v1/events`).
     pub last_event_id: Option<String>,
+    /// `Origin`, as sent (browsers send it; see [`crate::origin`]).
+    pub origin: Option<String>,
+    /// `Host`, as sent.
+    pub host: Option<String>,
+    /// Whether the client lets the connection persist after the response:
+    /// HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with
+    /// `Connection: keep-alive`.
+    pub keep_alive: bool,
+    /// `Access-Control-Request-Method` (an `OPTIONS` with it is a CORS
+    /// preflight).
+    pub preflight_method: Option<String>,
 }
 
 impl RequestHead {
@@ -166,6 +181,7 @@ fn build_head(request: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpEr
         ..RequestHead::default()
     };
     let (mut upgrade, mut connection_upgrade) = (false, false);
+    let (mut connection_close, mut connection_keep_alive) = (false, false);
     for header in request.headers.iter() {
         let name = header.name;
         let is = |n: &str| name.eq_ignore_ascii_case(n);
@@ -176,6 +192,9 @@ fn build_head(request: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpEr
             || is("authorization")
             || is("content-length")
             || is("last-event-id")
+            || is("origin")
+            || is("host")
+            || is("access-control-request-method")
             || is("transfer-encoding"))
         {
             continue;
@@ -187,6 +206,8 @@ fn build_head(request: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpEr
             upgrade |= has_token(value, "websocket");
         } else if is("connection") {
             connection_upgrade |= has_token(value, "upgrade");
+            connection_close |= has_token(value, "close");
+            connection_keep_alive |= has_token(value, "keep-alive");
         } else if is("sec-websocket-key") {
             head.ws_key = Some(value.to_owned());
         } else if is("sec-websocket-version") {
@@ -201,6 +222,12 @@ fn build_head(request: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpEr
             head.content_length = Some(length);
         } else if is("last-event-id") {
             head.last_event_id = Some(value.to_owned());
+        } else if is("origin") {
+            head.origin = Some(value.to_owned());
+        } else if is("host") {
+            head.host = Some(value.to_owned());
+        } else if is("access-control-request-method") {
+            head.preflight_method = Some(value.to_owned());
         } else {
             return Err(malformed(
                 "Transfer-Encoding is not supported; send Content-Length",
@@ -208,6 +235,10 @@ fn build_head(request: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpEr
         }
     }
     head.upgrade_websocket = upgrade && connection_upgrade;
+    head.keep_alive = match request.version {
+        Some(1) => !connection_close,
+        _ => connection_keep_alive && !connection_close,
+    };
     Ok(head)
 }
 
@@ -280,6 +311,7 @@ fn reason_phrase(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         204 => "No Content",
+        301 => "Moved Permanently",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -309,6 +341,118 @@ pub fn upgrade_response(ws_key: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Whether the connection stays open after a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persist {
+    /// `Connection: close`: the server closes after this response.
+    Close,
+    /// `Connection: keep-alive` with `Keep-Alive: timeout=<s>`: the server
+    /// waits this long for the next request (rounded down to seconds, at
+    /// least 1).
+    KeepAlive {
+        /// The idle timeout, in milliseconds.
+        idle_timeout_ms: u64,
+    },
+}
+
+/// The headers a response gets from its connection rather than from its
+/// endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnHeaders<'a> {
+    /// Keep-alive or close.
+    pub persist: Persist,
+    /// The allowed `Origin` to echo (`Access-Control-Allow-Origin` and
+    /// `Vary: Origin`), if the request carried one.
+    pub cors_origin: Option<&'a str>,
+}
+
+impl ConnHeaders<'_> {
+    /// `Connection: close`, no CORS headers.
+    pub const CLOSE: ConnHeaders<'static> = ConnHeaders {
+        persist: Persist::Close,
+        cors_origin: None,
+    };
+}
+
+/// A response of an endpoint, before the connection's headers are added
+/// ([`Reply::encode`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// `Content-Type` (left out when empty).
+    pub content_type: &'static str,
+    /// The body (not sent for 1xx, 204 and 304).
+    pub body: Vec<u8>,
+    /// Further headers of the endpoint.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    /// A JSON body with `status`.
+    #[must_use]
+    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// An error body `{"code": code, "message": message}` with `status`.
+    #[must_use]
+    pub fn error(status: u16, code: &str, message: &str) -> Reply {
+        #[derive(Serialize)]
+        struct ErrorBody<'a> {
+            code: &'a str,
+            message: &'a str,
+        }
+        let mut body = Vec::new();
+        super::response::write_json(&mut body, &ErrorBody { code, message });
+        Reply::json(status, body)
+    }
+
+    /// A response with no body (`204`, or a redirect with its headers).
+    #[must_use]
+    pub fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            content_type: "",
+            body: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The complete response: status line, `Content-Type`,
+    /// `Content-Length`, the connection's headers, the endpoint's headers
+    /// and the body. Headers containing CR or LF are dropped (no header
+    /// injection).
+    #[must_use]
+    pub fn encode(&self, conn: ConnHeaders<'_>) -> Vec<u8> {
+        let mut extra: Vec<(&str, &str)> = Vec::with_capacity(self.headers.len() + 2);
+        if let Some(origin) = conn.cors_origin {
+            extra.push(("Access-Control-Allow-Origin", origin));
+            extra.push(("Vary", "Origin"));
+        }
+        extra.extend(self.headers.iter().map(|(k, v)| (*k, v.as_str())));
+        write_response(
+            self.status,
+            self.content_type,
+            &self.body,
+            conn.persist,
+            &extra,
+        )
+    }
+}
+
 /// A complete response with `Content-Type` (left out when empty),
 /// `Content-Length`, `Connection: close`, `extra_headers` and `body`.
 /// Statuses without content (1xx, 204, 304) get neither length nor body.
@@ -318,6 +462,16 @@ pub fn response(
     status: u16,
     content_type: &str,
     body: &[u8],
+    extra_headers: &[(&str, &str)],
+) -> Vec<u8> {
+    write_response(status, content_type, body, Persist::Close, extra_headers)
+}
+
+fn write_response(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    persist: Persist,
     extra_headers: &[(&str, &str)],
 ) -> Vec<u8> {
     let no_content = matches!(status, 100..=199 | 204 | 304);
@@ -333,7 +487,14 @@ pub fn response(
         head.push_str(&body.len().to_string());
         head.push_str("\r\n");
     }
-    head.push_str("Connection: close\r\n");
+    match persist {
+        Persist::Close => head.push_str("Connection: close\r\n"),
+        Persist::KeepAlive { idle_timeout_ms } => {
+            head.push_str("Connection: keep-alive\r\nKeep-Alive: timeout=");
+            head.push_str(&(idle_timeout_ms / 1000).max(1).to_string());
+            head.push_str("\r\n");
+        }
+    }
     for (name, value) in extra_headers {
         if safe(name) && safe(value) && !name.is_empty() {
             head.push_str(name);
@@ -350,17 +511,11 @@ pub fn response(
     out
 }
 
-/// A JSON error response: body `{"code": code, "message": message}`.
+/// A JSON error response: body `{"code": code, "message": message}`,
+/// `Connection: close`.
 #[must_use]
 pub fn json_error_response(status: u16, code: &str, message: &str) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct ErrorBody<'a> {
-        code: &'a str,
-        message: &'a str,
-    }
-    let mut body = Vec::new();
-    super::response::write_json(&mut body, &ErrorBody { code, message });
-    response(status, "application/json", &body, &[])
+    Reply::error(status, code, message).encode(ConnHeaders::CLOSE)
 }
 
 #[cfg(test)]
@@ -555,5 +710,57 @@ mod tests {
             serde_json::json!({"code":"unauthorized","message":"bad \"token\""})
         );
         assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection_header() {
+        let ka = |req: &str| parse(req).unwrap().unwrap().0.keep_alive;
+        assert!(ka("GET / HTTP/1.1\r\n\r\n"));
+        assert!(!ka("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(!ka("GET / HTTP/1.1\r\nConnection: Upgrade, Close\r\n\r\n"));
+        assert!(!ka("GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn origin_host_and_preflight_headers_are_kept() {
+        let (head, _) = parse(
+            "OPTIONS /v1/me/unread HTTP/1.1\r\nHost: gw:8080\r\nOrigin: https://a.example\r\n\
+             Access-Control-Request-Method: GET\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.host.as_deref(), Some("gw:8080"));
+        assert_eq!(head.origin.as_deref(), Some("https://a.example"));
+        assert_eq!(head.preflight_method.as_deref(), Some("GET"));
+    }
+
+    #[test]
+    fn replies_carry_the_connection_headers() {
+        let r = Reply::json(200, &b"{}"[..]).with_header("Cache-Control", "no-cache");
+        let text = String::from_utf8(r.encode(ConnHeaders {
+            persist: Persist::KeepAlive {
+                idle_timeout_ms: 30_500,
+            },
+            cors_origin: Some("https://a.example"),
+        }))
+        .unwrap();
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
+             Connection: keep-alive\r\nKeep-Alive: timeout=30\r\n\
+             Access-Control-Allow-Origin: https://a.example\r\nVary: Origin\r\n\
+             Cache-Control: no-cache\r\n\r\n{}"
+        );
+        let closed = String::from_utf8(Reply::empty(204).encode(ConnHeaders::CLOSE)).unwrap();
+        assert_eq!(
+            closed,
+            "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+        );
+        let evil = Reply::empty(204).encode(ConnHeaders {
+            persist: Persist::Close,
+            cors_origin: Some("x\r\nSet-Cookie: a"),
+        });
+        assert!(!String::from_utf8(evil).unwrap().contains("Set-Cookie"));
     }
 }

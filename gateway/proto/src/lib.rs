@@ -17,6 +17,7 @@
 //! | [`request`] | client JSON requests → [`Request`]; [`ErrorCode`]s |
 //! | [`response`] | server events → frames (`hello`, `ack`, `msg`, …) |
 //! | [`names`] | ids and channel names (re-exported from `chat-model`) |
+//! | [`origin`] | browser origins: the `allowed_origins` rule and CORS headers |
 //! | [`client`] | the client side: request encoders, [`ServerEvent`] decoder |
 //! | [`auth`] | tokens: HS256 JWT sign and verify, `now` passed in |
 //!
@@ -25,9 +26,11 @@
 //! 1. **Head.** The driver reads into its buffer and calls
 //!    [`http::parse_request_head`] until it returns a head (`Ok(None)` means
 //!    "read more", and costs nothing). A WebSocket upgrade is answered with
-//!    [`http::upgrade_response`]; the small HTTP API with
-//!    [`http::response`] / [`http::json_error_response`]. Bytes after
-//!    `consumed` already belong to the next stage.
+//!    [`http::upgrade_response`]; the small HTTP API with an
+//!    [`http::Reply`] encoded with its connection's headers (keep-alive,
+//!    CORS: [`origin`]), or [`http::json_error_response`] before hanging up.
+//!    Bytes after `consumed` already belong to the next stage (a body, the
+//!    next request of a kept-alive connection, or WebSocket frames).
 //! 2. **Frames.** A [`WsDecoder`] in [`Role::Server`] gets every read
 //!    ([`WsDecoder::feed_mut`] unmasks in place; [`WsDecoder::feed`] takes a
 //!    shared slice). It calls back once per [`WsEvent`]: complete text or
@@ -65,6 +68,7 @@
 pub mod auth;
 pub mod client;
 pub mod http;
+pub mod origin;
 /// Names of users, devices and channels (from `chat-model`).
 pub use chat_model::names;
 pub mod request;

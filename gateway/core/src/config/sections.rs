@@ -49,11 +49,20 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("max_connections", "max_connections"),
             ("reserved_fds", "reserved_fds"),
             ("shutdown_grace_ms", "shutdown_grace_ms"),
+            ("drain_notice_ms", "drain_notice_ms"),
+            ("drain_window_ms", "drain_window_ms"),
             ("log", "log"),
+            ("log_format", "log_format"),
             ("demo", "demo"),
         ],
     ),
-    ("auth", &[("secret", "auth_secret")]),
+    (
+        "auth",
+        &[
+            ("secret", "auth_secret"),
+            ("allowed_origins", "allowed_origins"),
+        ],
+    ),
     (
         "storage",
         &[
@@ -79,6 +88,7 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("handshake_timeout_ms", "handshake_timeout_ms"),
             ("max_request_head_bytes", "max_request_head_bytes"),
             ("http_timeout_ms", "http_timeout_ms"),
+            ("http_idle_timeout_ms", "http_idle_timeout_ms"),
             ("close_flush_ms", "close_flush_ms"),
             ("close_linger_ms", "close_linger_ms"),
         ],
@@ -299,6 +309,47 @@ mod tests {
                 assert!(
                     part.contains(&format!("| `{key}` |")),
                     "docs/configuration.md: [{section}] lacks `{key}`"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_config_sets_every_default_and_lists_every_key_in_its_section() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/gateway.example.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        // As it is, the file configures exactly the defaults.
+        let parsed = crate::Config::from_toml(&text).unwrap();
+        let json = |c: &crate::Config| serde_json::to_value(c).unwrap();
+        assert_eq!(
+            json(&parsed),
+            json(&crate::Config::default()),
+            "deploy/gateway.example.toml must set every default (regenerate it from the config)"
+        );
+        // Every key is in it, under its section, set or commented out, after
+        // a comment saying its default.
+        for (section, keys) in SECTIONS {
+            let start = text
+                .find(&format!("\n[{section}]\n"))
+                .unwrap_or_else(|| panic!("gateway.example.toml has no [{section}]"));
+            let part = &text[start + 1..];
+            let part = &part[..part[1..].find("\n[").map_or(part.len(), |i| i + 1)];
+            let lines: Vec<&str> = part.lines().collect();
+            for (key, _) in *keys {
+                let at = lines
+                    .iter()
+                    .position(|l| {
+                        l.strip_prefix("# ")
+                            .unwrap_or(l)
+                            .starts_with(&format!("{key} = "))
+                    })
+                    .unwrap_or_else(|| panic!("gateway.example.toml: [{section}] lacks {key}"));
+                assert!(
+                    at > 0 && lines[at - 1].starts_with("# Default"),
+                    "gateway.example.toml: [{section}] {key} has no default line"
                 );
             }
         }
