@@ -48,7 +48,15 @@ fn a_drain_keeps_serving_during_the_notice_then_closes_sessions_with_1001_spread
     assert!(t0.elapsed() < Duration::from_millis(600), "test too slow");
     clients.push(late);
 
-    let closes: Vec<(Option<u16>, Instant)> = clients.iter_mut().map(wait_close).collect();
+    // Each client waits on its own thread: read one after the other, a late
+    // close of the first would hide the early closes of the others.
+    let closes: Vec<(Option<u16>, Instant)> = clients
+        .into_iter()
+        .map(|mut c| std::thread::spawn(move || wait_close(&mut c)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
     assert!(
         closes.iter().all(|(code, _)| *code == Some(1001)),
         "{:?}",
