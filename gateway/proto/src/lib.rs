@@ -13,6 +13,8 @@
 //! | file | concept |
 //! |---|---|
 //! | [`http`] | the HTTP/1.1 request head (upgrade and HTTP API), responses |
+//! | [`api`] | the `/v1` HTTP API: method, path and body → an [`api::ApiCall`] |
+//! | [`positions`] | SSE position lists (`channels=`, event ids, `Last-Event-ID`) |
 //! | [`ws`] | RFC 6455 frames: [`WsDecoder`] and the `encode_*` functions |
 //! | [`request`] | client JSON requests → [`Request`]; [`ErrorCode`]s |
 //! | [`response`] | server events → frames (`hello`, `ack`, `msg`, …) |
@@ -62,9 +64,11 @@
 //!   frames out, unmasked in), [`client`]'s request encoders and
 //!   [`decode_server_event`].
 
+pub mod api;
 pub mod auth;
 pub mod client;
 pub mod http;
+pub mod positions;
 /// Names of users, devices and channels (from `chat-model`).
 pub use chat_model::names;
 pub mod request;
