@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use chat_core::vocab::GroupOp;
 use chat_core::{Answer, ConnId, ShardState};
-use chat_proto::auth::Identity;
 use chat_proto::api::{self, ApiCall, ApiError};
+use chat_proto::auth::Identity;
 use chat_proto::http::{self, RequestHead};
 use chat_proto::response::{self, MsgView};
 use chat_proto::ErrorCode;
@@ -248,12 +248,7 @@ pub(crate) async fn serve(
     let Some(body) = read_body(stream, rest, len).await else {
         return;
     };
-    let routed = api::route(
-        &head,
-        &body,
-        &identity.user,
-        shard.cfg().max_group_members,
-    );
+    let routed = api::route(&head, &body, &identity.user, shard.cfg().max_group_members);
     let call = match routed.and_then(call_of) {
         Ok(c) => c,
         Err(e) => {
