@@ -19,5 +19,9 @@ pub fn parse(data: &[u8]) {
     // Printed, the entries with a position parse back to themselves.
     let printed = format_positions(&list);
     let known: Vec<_> = list.iter().filter(|(_, s)| s.is_some()).cloned().collect();
-    assert_eq!(parse_positions(&printed), Ok(known), "printed as {printed:?}");
+    assert_eq!(
+        parse_positions(&printed),
+        Ok(known),
+        "printed as {printed:?}"
+    );
 }

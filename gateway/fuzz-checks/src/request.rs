@@ -42,7 +42,9 @@ pub fn decode(data: &[u8]) {
 /// echoed `id`) they are refused.
 pub fn is_json_object(text: &str) -> bool {
     serde_json::from_str::<&RawValue>(text).is_ok()
-        && text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{')
+        && text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{')
 }
 
 fn check(text: &str, object: bool, limits: &Limits) {
@@ -65,7 +67,12 @@ fn check(text: &str, object: bool, limits: &Limits) {
             });
             assert_eq!((fed, texts.len()), (Ok(()), 1));
             let again = decode_request(&texts[0], limits);
-            assert_eq!(again.as_ref(), Ok(&envelope), "re-encoded as {:?}", texts[0]);
+            assert_eq!(
+                again.as_ref(),
+                Ok(&envelope),
+                "re-encoded as {:?}",
+                texts[0]
+            );
         }
         Err((id, e)) => {
             if let Some(id) = id {
@@ -99,8 +106,9 @@ fn check_request(request: &Request<'_>, limits: &Limits) {
             assert_ne!(send.target, Some(0), "target 0");
         }
         Request::History { limit, .. } => {
-            assert!((1..=limits.history_max_limit.max(limits.history_default_limit))
-                .contains(limit));
+            assert!(
+                (1..=limits.history_max_limit.max(limits.history_default_limit)).contains(limit)
+            );
         }
         _ => {}
     }

@@ -124,7 +124,15 @@ fn encode(event: &ServerEvent) -> Option<Vec<u8>> {
             shard,
             heartbeat_ms,
             limits,
-        } => response::hello(&mut out, user, device, session, *shard, *heartbeat_ms, limits),
+        } => response::hello(
+            &mut out,
+            user,
+            device,
+            session,
+            *shard,
+            *heartbeat_ms,
+            limits,
+        ),
         ServerEvent::Other(_) => return None,
     }
     Some(out)

@@ -151,7 +151,10 @@ fn check_event(e: &Event, limit: usize) {
         Event::Ping(b) | Event::Pong(b) => assert!(b.len() <= MAX_CONTROL_PAYLOAD),
         Event::Close(None) => {}
         Event::Close(Some((code, reason))) => {
-            assert!(matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999), "{code}");
+            assert!(
+                matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999),
+                "{code}"
+            );
             assert!(reason.len() <= MAX_CONTROL_PAYLOAD - 2);
         }
     }
@@ -278,7 +281,10 @@ pub fn against_tungstenite(data: &[u8]) {
         }
         (Some(_), TungEnd::Pending) => {
             // Refused from a header tungstenite has not finished reading.
-            assert_eq!(ours, theirs, "ours refuses early ({error:?}), the events before agree");
+            assert_eq!(
+                ours, theirs,
+                "ours refuses early ({error:?}), the events before agree"
+            );
         }
         (None, TungEnd::Utf8) => {
             // tungstenite refuses a fragment; ours waits for the message,
