@@ -6,7 +6,9 @@
 //! buffers and return values; the driver that owns the sockets calls them.
 //! This keeps the hot paths testable byte for byte, reusable by the load
 //! generator, and fuzzable (protocol.md is the contract these files
-//! implement; `docs/protocol.md` lists our additions).
+//! implement; `docs/protocol.md` lists our additions). Every decoder of
+//! untrusted bytes here has a fuzz target (`gateway/fuzz`; the properties
+//! they assert are in `chat-fuzz-checks`, see `docs/reliability.md`).
 //!
 //! ## Layout
 //!
