@@ -17,9 +17,9 @@ use std::time::Duration;
 use chat_core::vocab::GroupOp;
 use chat_core::{Answer, ConnId, ShardState};
 use chat_model::Channel;
+use chat_proto::api::{self, ApiCall, ApiError};
 use chat_proto::auth::Identity;
 use chat_proto::http::{Reply, RequestHead};
-use chat_proto::names;
 use chat_proto::response::{self, MsgView};
 use chat_proto::ErrorCode;
 use futures_lite::AsyncReadExt;
@@ -29,7 +29,7 @@ use serde_json::{json, Map, Value};
 use crate::shard_task::Shard;
 use crate::util::now_ms;
 
-/// What one API call turns into.
+/// What one API call turns into, once the shard's part is decided.
 enum Call {
     /// A WebSocket-style request (JSON text) answered by one frame.
     Request(String),
@@ -46,8 +46,6 @@ enum Call {
     },
 }
 
-type RouteError = (u16, &'static str, String);
-
 /// A fresh group id: 128 bits from the operating system's random source,
 /// base64url without padding (22 characters of `[A-Za-z0-9_-]`). Nothing
 /// about it can be derived from another id (the store still refuses a
@@ -58,179 +56,38 @@ fn new_group_id() -> Option<String> {
     Some(data_encoding::BASE64URL_NOPAD.encode(&bytes))
 }
 
-fn group_route(
-    head: &RequestHead,
-    rest: &str,
-    body: &[u8],
-    identity: &Identity,
-    max_members: usize,
-) -> Result<Call, RouteError> {
-    let bad = |m: String| (400, ErrorCode::BadRequest.as_str(), m);
-    let valid_user = |u: &str| {
-        if names::is_valid_id(u) {
-            Ok(u.to_string())
-        } else {
-            Err(bad(format!("invalid user id {u:?}")))
-        }
-    };
-    match (
-        head.method.as_str(),
-        rest.split('/').collect::<Vec<_>>().as_slice(),
-    ) {
-        ("POST", [""]) | ("POST", []) => {
-            let obj = body_object(body).map_err(bad)?;
-            let listed = obj
-                .get("members")
-                .and_then(Value::as_array)
-                .ok_or_else(|| bad("members must be an array of user ids".into()))?;
-            let mut members = vec![identity.user.clone()];
-            for m in listed {
-                let u = m
-                    .as_str()
-                    .ok_or_else(|| bad("members must be an array of user ids".into()))?;
-                let u = valid_user(u)?;
-                if !members.contains(&u) {
-                    members.push(u);
-                }
-            }
-            if members.len() > max_members {
-                return Err((
-                    403,
-                    ErrorCode::Forbidden.as_str(),
-                    format!(
-                        "a group has at most {max_members} members, the creator included \
-                         (max_group_members)"
-                    ),
-                ));
-            }
-            let id = new_group_id().ok_or_else(|| {
-                (
-                    503,
-                    ErrorCode::Unavailable.as_str(),
-                    "no randomness available for a group id".to_string(),
-                )
+/// The call for a routed request (`chat_proto::api::route`, the pure part):
+/// a new group gets its id here.
+fn call_of(routed: ApiCall) -> Result<Call, ApiError> {
+    Ok(match routed {
+        ApiCall::Request(text) => Call::Request(text),
+        ApiCall::Unread => Call::Unread,
+        ApiCall::MyChannels => Call::MyChannels,
+        ApiCall::CreateGroup { members } => {
+            let id = new_group_id().ok_or_else(|| ApiError {
+                status: 503,
+                code: ErrorCode::Unavailable.as_str(),
+                message: "no randomness available for a group id".to_string(),
             })?;
             // A fresh id is a valid group id.
             let channel = Channel::from_validated(Arc::from(storage::group_channel(&id)));
-            Ok(Call::Group {
+            Call::Group {
                 channel,
                 op: GroupOp::Create(members),
                 created: true,
-            })
+            }
         }
-        ("POST", [id, "members"]) => {
-            let obj = body_object(body).map_err(bad)?;
-            let user = obj
-                .get("user")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("user is required".into()))?;
-            Ok(Call::Group {
-                channel: group_channel_of(id)?,
-                op: GroupOp::Add(valid_user(user)?),
-                created: false,
-            })
-        }
-        ("DELETE", [id, "members", user]) => Ok(Call::Group {
-            channel: group_channel_of(id)?,
-            op: GroupOp::Remove(valid_user(user)?),
+        ApiCall::AddMember { channel, user } => Call::Group {
+            channel,
+            op: GroupOp::Add(user),
             created: false,
-        }),
-        _ => Err((
-            404,
-            "not_found",
-            format!("no endpoint {} {}", head.method, head.path),
-        )),
-    }
-}
-
-fn group_channel_of(id: &str) -> Result<Channel, RouteError> {
-    let channel = storage::group_channel(id);
-    match names::parse_channel(&channel) {
-        Ok(names::ChannelName::Group(_)) => Ok(Channel::from_validated(Arc::from(channel))),
-        _ => Err((400, "invalid_channel", format!("invalid group id {id:?}"))),
-    }
-}
-
-/// Maps method and path (already percent-decoded) and the body to a call.
-fn route(
-    head: &RequestHead,
-    body: &[u8],
-    identity: &Identity,
-    max_members: usize,
-) -> Result<Call, RouteError> {
-    let path = head.path.strip_prefix("/v1/").unwrap_or("");
-    let bad = |m: &str| (400, ErrorCode::BadRequest.as_str(), m.to_string());
-    if path == "me/unread" && head.method == "GET" {
-        return Ok(Call::Unread);
-    }
-    if path == "me/channels" && head.method == "GET" {
-        return Ok(Call::MyChannels);
-    }
-    if path == "groups" {
-        return group_route(head, "", body, identity, max_members);
-    }
-    if let Some(rest) = path.strip_prefix("groups/") {
-        return group_route(head, rest, body, identity, max_members);
-    }
-    if let Some(rest) = path.strip_prefix("channels/") {
-        let (channel, tail) = rest
-            .rsplit_once('/')
-            .ok_or_else(|| (404, "not_found", "no such endpoint".to_string()))?;
-        match (head.method.as_str(), tail) {
-            ("POST", "messages") => {
-                let mut obj = body_object(body).map_err(|m| bad(&m))?;
-                // An edit or delete is a send with that kind and a target.
-                let ty = match obj.get("kind").and_then(Value::as_str) {
-                    Some(k @ ("edit" | "delete")) => k.to_string(),
-                    _ => "send".to_string(),
-                };
-                if ty != "send" {
-                    obj.remove("kind");
-                }
-                obj.insert("type".into(), json!(ty));
-                obj.insert("channel".into(), json!(channel));
-                return Ok(Call::Request(Value::Object(obj).to_string()));
-            }
-            ("POST", "read") => {
-                let mut obj = body_object(body).map_err(|m| bad(&m))?;
-                obj.insert("type".into(), json!("read"));
-                obj.insert("channel".into(), json!(channel));
-                return Ok(Call::Request(Value::Object(obj).to_string()));
-            }
-            ("GET", "presence") => {
-                let req = json!({"type": "presence", "channel": channel});
-                return Ok(Call::Request(req.to_string()));
-            }
-            ("GET", "messages") => {
-                let mut obj = Map::new();
-                obj.insert("type".into(), json!("history"));
-                obj.insert("channel".into(), json!(channel));
-                for key in ["before", "after", "limit"] {
-                    if let Some(v) = head.query_param(key) {
-                        let n: u64 = v
-                            .parse()
-                            .map_err(|_| bad(&format!("{key} must be a non-negative integer")))?;
-                        obj.insert(key.into(), json!(n));
-                    }
-                }
-                return Ok(Call::Request(Value::Object(obj).to_string()));
-            }
-            _ => {}
-        }
-    }
-    Err((
-        404,
-        "not_found",
-        format!("no endpoint {} {}", head.method, head.path),
-    ))
-}
-
-fn body_object(body: &[u8]) -> Result<Map<String, Value>, String> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err("the body must be a JSON object".into()),
-        Err(e) => Err(format!("the body is not JSON: {e}")),
-    }
+        },
+        ApiCall::RemoveMember { channel, user } => Call::Group {
+            channel,
+            op: GroupOp::Remove(user),
+            created: false,
+        },
+    })
 }
 
 /// Reads the rest of a body of `len` bytes; returns the body and the bytes
@@ -412,10 +269,11 @@ pub(crate) async fn serve(
     }
     let (body, next) = read_body(stream, rest, len).await?;
 
-    let call = match route(&head, &body, &identity, shard.cfg().max_group_members) {
+    let routed = api::route(&head, &body, &identity.user, shard.cfg().max_group_members);
+    let call = match routed.and_then(call_of) {
         Ok(c) => c,
-        Err((status, code, message)) => {
-            return answered(Reply::error(status, code, &message), next);
+        Err(e) => {
+            return answered(Reply::error(e.status, e.code, &e.message), next);
         }
     };
     if let Call::Group { created: true, .. } = call {

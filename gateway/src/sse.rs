@@ -45,9 +45,10 @@ use glommio::net::TcpStream;
 use serde::Deserialize;
 
 use chat_core::ConnId;
-use chat_model::{Channel, Seq};
+use chat_model::Seq;
 use chat_proto::auth::Identity;
 use chat_proto::http::{self, RequestHead};
+use chat_proto::positions::{self, parse_positions};
 
 use crate::shard_task::Shard;
 use crate::util::now_ms;
@@ -56,34 +57,8 @@ use crate::util::now_ms;
 /// this much plus one frame).
 const REFILL_BYTES: usize = 64 * 1024;
 
-/// A channel list as in `channels=` and in event ids: comma-separated
-/// entries `channel` or `channel=seq`.
-pub(crate) type PositionList = Vec<(Channel, Option<Seq>)>;
-
-/// Parses a position list. Entries must be valid channel names; a channel
-/// listed twice keeps its first place and its last position.
-pub(crate) fn parse_positions(s: &str) -> Result<PositionList, String> {
-    let mut out: PositionList = Vec::new();
-    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let (name, seq) = match item.split_once('=') {
-            Some((n, v)) => {
-                let seq = v
-                    .parse::<u64>()
-                    .map_err(|_| format!("position of {n:?} must be a non-negative integer"))?;
-                (n, Some(Seq(seq)))
-            }
-            None => (item, None),
-        };
-        let Ok(channel) = Channel::parse(name) else {
-            return Err(format!("invalid channel {name:?}"));
-        };
-        match out.iter_mut().find(|(c, _)| *c == channel) {
-            Some(entry) => entry.1 = seq.or(entry.1),
-            None => out.push((channel, seq)),
-        }
-    }
-    Ok(out)
-}
+/// A channel list as in `channels=` and in event ids (`chat_proto::positions`).
+pub(crate) type PositionList = positions::PositionList;
 
 /// The channels to join and where from: `channels=` with the positions of
 /// `Last-Event-ID` (which wins: it is where this stream got to).
@@ -120,18 +95,7 @@ pub(crate) struct Positions {
 impl Positions {
     /// The event id: `channel=seq` for every channel with a known position.
     pub(crate) fn id(&self) -> String {
-        let mut id = String::new();
-        for (channel, seq) in &self.list {
-            if let Some(seq) = seq {
-                if !id.is_empty() {
-                    id.push(',');
-                }
-                id.push_str(channel);
-                id.push('=');
-                id.push_str(&seq.to_string());
-            }
-        }
-        id
+        positions::format_positions(&self.list)
     }
 
     fn entry(&mut self, channel: &str) -> Option<&mut Option<Seq>> {
@@ -470,8 +434,8 @@ mod tests {
     use super::*;
     use chat_proto::response;
 
-    fn ch(name: &str) -> Channel {
-        Channel::parse(name).unwrap()
+    fn ch(name: &str) -> chat_model::Channel {
+        chat_model::Channel::parse(name).unwrap()
     }
 
     #[test]

@@ -6,13 +6,17 @@
 //! buffers and return values; the driver that owns the sockets calls them.
 //! This keeps the hot paths testable byte for byte, reusable by the load
 //! generator, and fuzzable (protocol.md is the contract these files
-//! implement; `docs/protocol.md` lists our additions).
+//! implement; `docs/protocol.md` lists our additions). Every decoder of
+//! untrusted bytes here has a fuzz target (`gateway/fuzz`; the properties
+//! they assert are in `chat-fuzz-checks`, see `docs/reliability.md`).
 //!
 //! ## Layout
 //!
 //! | file | concept |
 //! |---|---|
 //! | [`http`] | the HTTP/1.1 request head (upgrade and HTTP API), responses |
+//! | [`api`] | the `/v1` HTTP API: method, path and body → an [`api::ApiCall`] |
+//! | [`positions`] | SSE position lists (`channels=`, event ids, `Last-Event-ID`) |
 //! | [`ws`] | RFC 6455 frames: [`WsDecoder`] and the `encode_*` functions |
 //! | [`request`] | client JSON requests → [`Request`]; [`ErrorCode`]s |
 //! | [`response`] | server events → frames (`hello`, `ack`, `msg`, …) |
@@ -65,10 +69,12 @@
 //!   frames out, unmasked in), [`client`]'s request encoders and
 //!   [`decode_server_event`].
 
+pub mod api;
 pub mod auth;
 pub mod client;
 pub mod http;
 pub mod origin;
+pub mod positions;
 /// Names of users, devices and channels (from `chat-model`).
 pub use chat_model::names;
 pub mod request;

@@ -525,7 +525,23 @@ fn diagnose<'a>(text: &'a str, err: &serde_json::Error) -> (Option<&'a str>, Pro
 /// The raw text of a valid `id`: a JSON number or string.
 fn checked_id(raw: &RawValue) -> Result<&str, ProtocolError> {
     let json = raw.get();
+    // A raw value is checked against JSON's grammar only, which allows an
+    // escaped lone surrogate (`"\ud800"`) and numbers no double holds
+    // (`1e400`); echoed, either makes the reply unreadable to most JSON
+    // parsers (found by the `request` fuzz target). Only strings with `\u`
+    // pay the check.
+    let unreadable = || {
+        ProtocolError::bad_request(
+            "`id` must be a JSON number (within a double's range) or string (of Unicode characters)",
+        )
+    };
     match json.as_bytes().first() {
+        Some(b'"') if json.contains("\\u") && serde_json::from_str::<String>(json).is_err() => {
+            Err(unreadable())
+        }
+        Some(b'-' | b'0'..=b'9') if serde_json::from_str::<serde_json::Number>(json).is_err() => {
+            Err(unreadable())
+        }
         Some(b'"' | b'-' | b'0'..=b'9') => Ok(json),
         _ => Err(ProtocolError::bad_request(
             "`id` must be a JSON number or string",

@@ -504,3 +504,21 @@ fn garbage_never_panics() {
     }
     assert_eq!(ok(r#"{"type":"\u0070ing"}"#), Request::Ping);
 }
+
+#[test]
+fn an_id_no_client_could_read_is_refused_not_echoed() {
+    // Found by the `request` fuzz target: JSON's grammar allows `"\ud800"`,
+    // but an echoed id must be readable by every client.
+    let (id, e) = decode(r#"{"type":"ping","id":"\ud800"}"#).unwrap_err();
+    assert_eq!((id, e.code), (None, ErrorCode::BadRequest));
+    let (id, e) = decode(r#"{"type":"ping","id":"a\udc00b"}"#).unwrap_err();
+    assert_eq!((id, e.code), (None, ErrorCode::BadRequest));
+    // A number no double holds.
+    let (id, e) = decode(r#"{"type":"ping","id":1e400}"#).unwrap_err();
+    assert_eq!((id, e.code), (None, ErrorCode::BadRequest));
+    let ok = decode(r#"{"type":"ping","id":-1.5e300}"#).unwrap();
+    assert_eq!(ok.id, Some("-1.5e300"));
+    // Escaped, but Unicode: echoed as sent.
+    let ok = decode(r#"{"type":"ping","id":"\ud83d\ude00\u0041"}"#).unwrap();
+    assert_eq!(ok.id, Some(r#""\ud83d\ude00\u0041""#));
+}
