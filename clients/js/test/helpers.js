@@ -27,8 +27,12 @@ export function gatewayBin() {
   return bin;
 }
 
-/** Config used by the tests: a short heartbeat so idle closes would show. */
-export const TEST_CONFIG = `heartbeat_ms = 1000\npresence_debounce_ms = 300\nshutdown_grace_ms = 1000\n`;
+/**
+ * Config used by the tests: a short heartbeat so idle closes would show,
+ * and a short drain (SIGTERM drains since issue 20: notice, then 1001s
+ * spread over the window) so that stops stay quick.
+ */
+export const TEST_CONFIG = `heartbeat_ms = 1000\npresence_debounce_ms = 300\nshutdown_grace_ms = 1000\ndrain_notice_ms = 0\ndrain_window_ms = 200\n`;
 
 /**
  * Starts a gateway. Options: `listen` (default 127.0.0.1:0), `dataDir`
