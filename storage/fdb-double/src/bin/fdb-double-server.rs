@@ -1,6 +1,6 @@
 //! `fdb-double-server`: the libfdb_c test double's server. **Test-only**:
 //! one in-memory database, nothing on disk, no authentication; it listens on
-//! loopback by default. See `fdb-double/src/lib.rs` and `docs/storage.md`.
+//! loopback by default. See `storage/fdb-double/src/lib.rs` and `docs/storage.md`.
 //!
 //! ```text
 //! fdb-double-server [serve] [--bind IP] [--port N] [--cluster-file PATH]
