@@ -1,5 +1,7 @@
 //! A WebSocket session: admission (token or dev auth), the upgrade, and the
-//! connection driver — the one future per connection that moves the core's
+//! connection driver — the one future per connection (a task of its own
+//! once the handshake is done, so that it holds nothing of the handshake)
+//! that moves the core's
 //! outbox to the socket (one write of everything queued) and the socket's
 //! bytes into the core (the shard's one shared read buffer, decoded in
 //! place). The driver asks the core what to do ([`ShardState::session`]);
@@ -21,6 +23,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::listener::Slot;
 use crate::shard_task::Shard;
 use crate::util::{now_ms, write_and_close};
 
@@ -84,6 +87,7 @@ pub(crate) async fn upgrade(
     mut stream: TcpStream,
     head: RequestHead,
     rest: Vec<u8>,
+    slot: Slot,
 ) {
     if head.method != "GET" || !head.upgrade_websocket || head.ws_version.as_deref() != Some("13") {
         let r = http::json_error_response(
@@ -122,12 +126,23 @@ pub(crate) async fn upgrade(
     if !rest.is_empty() {
         driver.feed(&rest);
     }
+    // The session is a task of its own: what the handshake and the routing
+    // held (the request head, their futures) is freed now. An idle
+    // connection then costs this small future and the core's state.
+    glommio::spawn_local(session(shard, driver, slot)).detach();
+}
+
+/// Runs an upgraded WebSocket session until it ends; `_slot` counts it as
+/// a connection until then.
+async fn session(shard: Rc<Shard>, mut driver: Driver, _slot: Slot) {
+    let conn = driver.conn;
     let end = (&mut driver).await;
     shard.forget(conn);
     shard.with(|st| st.close_conn(conn, now_ms()));
     let mut stream = driver.stream;
     if end == SessionEnd::CloseSent {
-        linger(&shard.cfg, &mut stream).await;
+        // Boxed: its 4 KiB sink exists only while lingering.
+        Box::pin(linger(&shard.cfg, &mut stream)).await;
     }
     let _ = stream.close().await;
 }
@@ -138,7 +153,7 @@ pub(crate) async fn upgrade(
 async fn linger(cfg: &Config, stream: &mut TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write).await;
     let _ = glommio::timer::timeout(Duration::from_millis(cfg.close_linger_ms), async {
-        let mut sink = [0u8; 4096];
+        let mut sink = vec![0u8; 4096];
         let mut total = 0usize;
         while total < 8 * 1024 * 1024 {
             match stream.read(&mut sink).await {

@@ -92,7 +92,9 @@ async fn read_head(
         let rest = buf.split_off(used);
         return Ok(Some((head, rest)));
     }
-    let mut chunk = [0u8; 1024];
+    // On the heap, and only while a head is read: an array here would sit
+    // in every connection's future for its whole life.
+    let mut chunk = vec![0u8; 1024];
     loop {
         let n = match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => return Ok(None),
@@ -109,7 +111,7 @@ async fn read_head(
 /// Serves one accepted connection: HTTP endpoints or a WebSocket session.
 /// An HTTP API call may be followed by more on the same connection
 /// (keep-alive, [`api_call`]); everything else ends it.
-async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
+async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: Slot) {
     let _ = stream.set_nodelay(true);
     if shard.cfg.socket_send_buffer_bytes > 0 {
         let _ = socket2::SockRef::from(&stream)
@@ -164,9 +166,11 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, _slot: Slot) {
             && head.method != "OPTIONS"
             && !(head.method == "GET" && head.path == "/v1/events");
         if !is_api_call {
-            return route(shard, stream, head, rest, cors).await;
+            return Box::pin(route(shard, stream, head, rest, cors, slot)).await;
         }
-        match api_call(&shard, &mut stream, head, rest, cors.as_deref()).await {
+        // Boxed (as `route` above): a future's size is that of its largest
+        // path, and this one lives across keep-alive calls.
+        match Box::pin(api_call(&shard, &mut stream, head, rest, cors.as_deref())).await {
             Some(next) => {
                 buf = next;
                 wait = Duration::from_millis(shard.cfg.http_idle_timeout_ms);
@@ -231,9 +235,12 @@ async fn route(
     head: RequestHead,
     rest: Vec<u8>,
     cors: Option<String>,
+    slot: Slot,
 ) {
     match (head.method.as_str(), head.path.as_str()) {
-        (_, "/ws") => crate::driver::upgrade(shard, stream, head, rest).await,
+        // The upgrade hands the session to a task of its own (`driver.rs`),
+        // and this future ends: a session does not keep the routing state.
+        (_, "/ws") => Box::pin(crate::driver::upgrade(shard, stream, head, rest, slot)).await,
         ("OPTIONS", p) if p.starts_with("/v1/") => {
             // A CORS preflight (or a bare OPTIONS): what a page may send.
             let mut reply = Reply::empty(204);
@@ -250,7 +257,8 @@ async fn route(
             else {
                 return;
             };
-            crate::sse::serve(shard, stream, head, identity, cors).await;
+            // Boxed: this future is the size of its largest path.
+            Box::pin(crate::sse::serve(shard, stream, head, identity, cors)).await;
         }
         ("GET", p) if p == "/demo" || p.starts_with("/demo/") => {
             crate::demo::serve(&shard, &mut stream, &head).await;
