@@ -184,6 +184,7 @@ mod tests {
             settings: Default::default(),
             pinned: true,
             stepped: None,
+            soak: None,
             runs: specs
                 .into_iter()
                 .zip(p99s)
@@ -203,6 +204,7 @@ mod tests {
                     server_cpus: vec![],
                     pin_method: None,
                     server_metrics: Default::default(),
+                    timeline: Vec::new(),
                 })
                 .collect(),
         }

@@ -14,6 +14,19 @@ pub struct Sample {
     pub tcp_out_segs: u64,
 }
 
+/// One sample of the server's timeline (`RunSpec::sample_every_s`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimePoint {
+    /// Seconds since loadgen started.
+    pub t_s: f64,
+    /// Resident set size, KiB.
+    pub rss_kib: u64,
+    /// Open file descriptors (`/proc/<pid>/fd`).
+    pub fds: u64,
+    /// CPU time used so far (user + system), clock ticks.
+    pub cpu_ticks: u64,
+}
+
 /// What the bench measured around one loadgen run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServerSamples {

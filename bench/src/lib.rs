@@ -18,6 +18,7 @@
 //! | [`report`] | result files, Markdown rows and notes, `compare` | none |
 //! | [`curves`] | when a ladder stops; charts of one result's steps or of several systems | none |
 //! | [`plot`] | chart spec → SVG line chart (`bench plot`) | none |
+//! | [`soak`] | a soak's runs → RSS slope, fds, CPU, abusers' refusals, p99 with vs without abusers; its charts | none |
 //! | [`run`] | binaries, server process, pinning, sampling, loadgen | processes, files |
 //! | [`micro`] | `bench micro`: hot-path micro-benchmarks (median ns/op) | a temporary store |
 //! | [`sys`] | `sysconf(_SC_CLK_TCK)`, SIGTERM, CPU affinity (the only `unsafe`) | syscalls |
@@ -46,6 +47,10 @@
 //!   curves on one chart each (p99, deliveries/s, memory per connection).
 //! - `bench plot SPEC.json --out FILE.svg` renders any chart spec (the
 //!   format is in [`plot`]).
+//! - `soak` runs twice (without, then with abusers; 30 min each, `--quick`
+//!   2, `--duration` overrides), samples the gateway every 5 s (RSS, fds,
+//!   CPU: each run's `timeline`), adds a `soak` summary to the result file
+//!   ([`soak`]) and draws `…-rss.svg`, `…-p99.svg` and `…-fds.svg`.
 //!
 //! `bench/suite.sh` runs the whole set behind `docs/benchmarks.md`.
 //!
@@ -61,4 +66,5 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod settings;
+pub mod soak;
 pub mod sys;

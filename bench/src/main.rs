@@ -29,7 +29,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a scenario: dm-latency, room-fanout (stepped), groups-durable,
-    /// small-rooms, idle, connect-storm, resume-storm, slow-consumers, shards.
+    /// small-rooms, idle, connect-storm, resume-storm, slow-consumers, shards,
+    /// soak (30 min without, then with abusers; --quick: 2 min each).
     Run(Box<RunArgs>),
     /// The peer servers of bench/peers.
     Peers {
@@ -334,6 +335,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     stopped_after: stopped.as_ref().map(|s| s.0.clone()),
                     reason: stopped.as_ref().map(|s| s.1.clone()),
                 }),
+                soak: (name == "soak").then(|| bench::soak::summarize(&runs)),
                 runs,
             };
             let file_name = peers::result_file_name(&name, server, timestamp);
@@ -346,6 +348,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     eprintln!("bench: wrote {}", p.display());
                 }
             }
+            if file.soak.is_some() {
+                let stem = file_name.trim_end_matches(".json");
+                for p in write_plots(&out, stem, &bench::soak::plots(&file), false)? {
+                    eprintln!("bench: wrote {}", p.display());
+                }
+            }
             print!("{}", report::markdown_header());
             for r in &file.runs {
                 print!("{}", report::markdown_row(&name, r));
@@ -354,6 +362,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 if let Some(n) = report::notes(&name, r) {
                     println!("\n{n}");
                 }
+            }
+            if let Some(s) = &file.soak {
+                println!("\n{}", bench::soak::markdown(s));
             }
             if let Some(s) = &file.stepped {
                 match (&s.stopped_after, &s.reason) {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::figures::{Figures, ServerSamples};
+use crate::figures::{Figures, ServerSamples, TimePoint};
 use crate::peers::ServerKind;
 use crate::scenario::RunSpec;
 use crate::settings::{self, Settings};
@@ -45,6 +45,10 @@ pub struct RunResult {
     /// exited (e.g. `gateway_slow_consumer_events_total`); empty for peers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_metrics: BTreeMap<String, f64>,
+    /// The server sampled every `spec.sample_every_s` while loadgen ran
+    /// (`soak`): RSS, open fds, CPU time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimePoint>,
 }
 
 /// How a stepped scenario went.
@@ -89,6 +93,10 @@ pub struct ResultFile {
     pub stepped: Option<Stepped>,
     /// One entry per run (two for `shards`, one per step when stepped).
     pub runs: Vec<RunResult>,
+    /// `soak`: RSS slope, fds, CPU, abusers' refusals, p99 with vs without
+    /// abusers (computed from `runs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<crate::soak::SoakSummary>,
 }
 
 /// The Markdown table header.
@@ -293,6 +301,7 @@ mod tests {
             settings: Settings::new(),
             pinned: false,
             stepped: None,
+            soak: None,
             runs: vec![RunResult {
                 spec,
                 loadgen: serde_json::json!({}),
@@ -308,6 +317,7 @@ mod tests {
                 server_cpus: vec![],
                 pin_method: None,
                 server_metrics: BTreeMap::new(),
+                timeline: Vec::new(),
             }],
         }
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use crate::figures::{Figures, LoadgenSummary, Sample, ServerSamples};
+use crate::figures::{Figures, LoadgenSummary, Sample, ServerSamples, TimePoint};
 use crate::peers;
 use crate::procfs;
 use crate::report::{Machine, RunResult};
@@ -35,6 +35,8 @@ pub const LOADGEN_CPU: usize = 1;
 pub const GATEWAY_METRICS: &[&str] = &[
     "gateway_slow_consumer_events_total",
     "gateway_deliveries_total",
+    "gateway_connections_refused_total",
+    "gateway_write_stalls_total",
 ];
 
 /// How `--pin` puts a process on a CPU.
@@ -198,6 +200,39 @@ fn sample(pid: u32) -> anyhow::Result<Sample> {
     })
 }
 
+/// RSS, open fds and CPU time of `pid` now, `t_s` after `t0`.
+fn time_point(pid: u32, t0: Instant) -> anyhow::Result<TimePoint> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
+    Ok(TimePoint {
+        t_s: t0.elapsed().as_secs_f64(),
+        rss_kib: procfs::status_vm_rss_kib(&status)?,
+        fds,
+        cpu_ticks: procfs::stat_cpu_ticks(&stat)?,
+    })
+}
+
+/// Samples `pid` every `every` from `t0` until `done` (and once more at
+/// the end).
+fn sample_timeline(pid: u32, t0: Instant, every: Duration, done: &AtomicBool) -> Vec<TimePoint> {
+    let mut out = Vec::new();
+    let mut next = t0;
+    while !done.load(Ordering::Relaxed) {
+        if Instant::now() >= next {
+            if let Ok(p) = time_point(pid, t0) {
+                out.push(p);
+            }
+            next += every;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Ok(p) = time_point(pid, t0) {
+        out.push(p);
+    }
+    out
+}
+
 /// A running server (gateway or peer); SIGTERM and reaped on drop.
 struct Server {
     child: Child,
@@ -356,6 +391,15 @@ pub fn run_one(
         .stderr(Stdio::inherit());
     eprintln!("bench: {lg:?}");
     let t0 = Instant::now();
+    let timeline = spec
+        .sample_every_s
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|every| {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                sample_timeline(pid, t0, Duration::from_secs_f64(every), &done)
+            })
+        });
     let out = pinner
         .spawn(lg_cpu, || lg.output())
         .with_context(|| format!("running {}", loadgen_bin.display()))?;
@@ -363,6 +407,7 @@ pub fn run_one(
     let after = sample(pid)?;
     done.store(true, Ordering::Relaxed);
     let _ = poller.join();
+    let timeline = timeline.and_then(|t| t.join().ok()).unwrap_or_default();
     let server_metrics = if spec.server.is_peer() {
         BTreeMap::new()
     } else {
@@ -405,5 +450,6 @@ pub fn run_one(
         server_cpus,
         pin_method: spec.pinned.then(|| pinner.name().to_string()),
         server_metrics,
+        timeline,
     })
 }

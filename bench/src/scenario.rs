@@ -11,6 +11,7 @@
 //! | `resume-storm` | `resume`: receivers away while 5 senders send, then all rejoin with `since` | rejoin and catch-up p99, nothing lost |
 //! | `slow-consumers` | `room` with 10 % of the receivers reading slowly | gateway peak RSS stays bounded, nothing lost |
 //! | `shards` | `room-fanout` at one rate with 1, then 2 shards | the second shard's cost or gain |
+//! | `soak` | `soak` (mixed DMs, groups of 8 and a room of 200; churn; 2 % of the room's receivers read at 4 kB/s) for 30 min (quick 2), without then with 4 abusers ([`soak`](crate::soak)) | RSS flat after warm-up, fds, CPU, 0 violations, abusers refused or cut off, normal p99 with vs without abusers |
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +29,13 @@ pub const NAMES: &[&str] = &[
     "resume-storm",
     "slow-consumers",
     "shards",
+    "soak",
 ];
+
+/// `soak`'s per-user rate limit (requests/s) unless `--set` says otherwise.
+pub const SOAK_RATE_LIMIT_PER_SEC: &str = "20";
+/// `soak`'s rate-limit burst.
+pub const SOAK_RATE_LIMIT_BURST: &str = "40";
 
 /// A stepped run stops after the first step whose delivery p99 passes
 /// this, µs (50 ms).
@@ -122,6 +129,23 @@ pub struct RunSpec {
     /// ~19,900 sockets here (20,000 open files), so large runs spread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub procs: Option<usize>,
+    /// Connection drops per second over all connections (`churn`, `soak`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churn_rate: Option<f64>,
+    /// Abusive connections beside `connections` (loadgen `--abusers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abusers: Option<usize>,
+    /// Abusive acts per second over all abusers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abuse_rate: Option<f64>,
+    /// loadgen's delivery-latency window (`--latency-window`, e.g. `5s`):
+    /// p99 over time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_window: Option<String>,
+    /// Sample the server's RSS, open fds and CPU time every this many
+    /// seconds while loadgen runs (the run's `timeline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_every_s: Option<f64>,
 }
 
 impl RunSpec {
@@ -166,6 +190,18 @@ impl RunSpec {
         }
         if let Some(p) = self.procs {
             a.extend(["--procs".into(), p.to_string()]);
+        }
+        if let Some(c) = self.churn_rate {
+            a.extend(["--churn-rate".into(), c.to_string()]);
+        }
+        if let Some(n) = self.abusers {
+            a.extend(["--abusers".into(), n.to_string()]);
+        }
+        if let Some(r) = self.abuse_rate {
+            a.extend(["--abuse-rate".into(), r.to_string()]);
+        }
+        if let Some(w) = &self.latency_window {
+            a.extend(["--latency-window".into(), w.clone()]);
         }
         a
     }
@@ -220,6 +256,12 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
             o.server
         );
     }
+    if o.server.is_peer() && name == "soak" {
+        anyhow::bail!(
+            "--server {}: soak drives the gateway only (its rate limits refuse the abusers)",
+            o.server
+        );
+    }
     if o.steps.is_some() && name != "room-fanout" {
         anyhow::bail!("--steps: only room-fanout runs a ladder of rates");
     }
@@ -248,6 +290,11 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
         slow_fraction: None,
         slow_read_bps: None,
         procs: None,
+        churn_rate: None,
+        abusers: None,
+        abuse_rate: None,
+        latency_window: None,
+        sample_every_s: None,
     };
     // room-fanout: a few senders; ~100k deliveries/s offered either way.
     let room = |label: &str| RunSpec {
@@ -356,6 +403,35 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
                 ..base("idle", "idle", 19_000, 1.0, "10s")
             }
         }],
+        // A long run at a moderate load (~3,000 deliveries/s), once without
+        // and once with abusers, on the same config: a per-user rate limit
+        // (20 requests/s, burst 40: a normal connection sends ~0.6/s) so
+        // floods are refused and sustained ones closed (1008).
+        "soak" => {
+            let mut settings = o.settings.clone();
+            settings
+                .entry("rate_limit_per_sec".into())
+                .or_insert_with(|| SOAK_RATE_LIMIT_PER_SEC.into());
+            settings
+                .entry("rate_limit_burst".into())
+                .or_insert_with(|| SOAK_RATE_LIMIT_BURST.into());
+            let soak = |label: &str, abusers: Option<usize>| RunSpec {
+                settings: settings.clone(),
+                senders: Some(10),
+                group_size: Some(8),
+                churn_rate: Some(2.0),
+                slow_fraction: Some(0.02),
+                slow_read_bps: Some(4000),
+                abusers,
+                abuse_rate: abusers.map(|_| 2.0),
+                latency_window: Some(if q { "5s" } else { "15s" }.into()),
+                sample_every_s: Some(5.0),
+                drain_timeout: Some("30s".into()),
+                ramp: 500.0,
+                ..base(label, "soak", 1000, 500.0, if q { "2m" } else { "30m" })
+            };
+            vec![soak("no-abusers", None), soak("abusers", Some(4))]
+        }
         "shards" => [1, 2]
             .into_iter()
             .map(|n| RunSpec {
@@ -580,6 +656,43 @@ mod tests {
         assert_eq!(a[pos(&a, "--slow-fraction") + 1], "0.1");
         assert_eq!(a[pos(&a, "--slow-read-rate") + 1], "64000");
         assert_eq!(a[pos(&a, "--message-bytes") + 1], "4096");
+    }
+
+    #[test]
+    fn soak_runs_without_then_with_abusers_on_one_rate_limited_config() {
+        let q = Options {
+            quick: true,
+            ..Options::default()
+        };
+        let runs = plan("soak", &q).unwrap();
+        let labels: Vec<_> = runs.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels, ["no-abusers", "abusers"]);
+        assert_eq!(runs[0].settings, runs[1].settings);
+        assert_eq!(runs[0].settings["rate_limit_per_sec"], "20");
+        let pos = |a: &[String], k: &str| a.iter().position(|x| x == k);
+        let without = runs[0].loadgen_args("ws://x/ws");
+        let with = runs[1].loadgen_args("ws://x/ws");
+        assert_eq!(without[0], "soak");
+        assert_eq!(without[pos(&without, "--duration").unwrap() + 1], "2m");
+        assert!(pos(&without, "--abusers").is_none());
+        assert_eq!(with[pos(&with, "--abusers").unwrap() + 1], "4");
+        assert!(pos(&with, "--latency-window").is_some());
+        assert!(runs.iter().all(|r| r.sample_every_s == Some(5.0)));
+        let full = plan("soak", &Options::default()).unwrap();
+        assert_eq!(full[1].duration, "30m");
+        let mine = Options {
+            duration: Some("10m".into()),
+            settings: [("rate_limit_per_sec".to_string(), "5".to_string())].into(),
+            ..Options::default()
+        };
+        let runs = plan("soak", &mine).unwrap();
+        assert_eq!(runs[0].duration, "10m");
+        assert_eq!(runs[1].settings["rate_limit_per_sec"], "5", "--set wins");
+        let peer = Options {
+            server: ServerKind::Bun,
+            ..Options::default()
+        };
+        assert!(plan("soak", &peer).is_err());
     }
 
     #[test]

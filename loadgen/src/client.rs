@@ -56,6 +56,7 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use crate::abuse::Abuser;
 use crate::clock::Clock;
 use crate::config::Target;
 use crate::session::{Action, Closed, Ctx, Milestones, Phase, PhaseView, Session};
@@ -595,4 +596,193 @@ fn feed(
         ctx.report(m);
         closed
     })
+}
+
+/// Drives one abusive connection ([`crate::abuse`]) until the send phase
+/// is over: connect, act, reconnect when the gateway closes it. Nothing of
+/// it reaches the run's milestones, checks or error counts; its numbers go
+/// to the shard's [`crate::abuse::AbuseStats`].
+pub(crate) async fn drive_abuser(ctx: Rc<ShardCtx>, slot: usize, mut abuser: Abuser) {
+    let mut deadline = Deadline::default();
+    let mut out = Vec::new();
+    loop {
+        let now = ctx.clock.now_us();
+        let step = abuser.poll(
+            now,
+            &ctx.phase.get(),
+            &mut out,
+            &mut ctx.stats.borrow_mut().abuse,
+        );
+        match step.action {
+            Action::Finished | Action::Close => break,
+            Action::Connect => {
+                let connect = connect_ws(
+                    &ctx.target,
+                    abuser.user(),
+                    abuser.device(),
+                    ctx.token_secret.as_deref(),
+                    None,
+                );
+                let stopped = poll_fn(|cx| {
+                    if ctx.phase.get().phase >= Phase::Drain {
+                        return Poll::Ready(Err(ConnectError::Cancelled));
+                    }
+                    ctx.register(slot, cx);
+                    Poll::Pending
+                });
+                match futures_lite::future::or(connect, stopped).await {
+                    Err(ConnectError::Cancelled) => break,
+                    Ok((stream, leftover)) => {
+                        abuser.on_connected(ctx.clock.now_us(), &mut ctx.stats.borrow_mut().abuse);
+                        if abuse_connection(&ctx, slot, &mut abuser, stream, &leftover).await {
+                            break;
+                        }
+                    }
+                    Err(_) => abuser
+                        .on_connect_failed(ctx.clock.now_us(), &mut ctx.stats.borrow_mut().abuse),
+                }
+            }
+            Action::Continue | Action::Drop => {
+                deadline.set(step.wake_at, now);
+                let seen = ctx.epoch.get();
+                poll_fn(|cx| {
+                    if ctx.epoch.get() != seen || deadline.poll_expired(cx) {
+                        return Poll::Ready(());
+                    }
+                    ctx.register(slot, cx);
+                    Poll::Pending
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// One connection of an abuser. Returns `true` when the abuser is done
+/// (sending is over), `false` to reconnect.
+async fn abuse_connection(
+    ctx: &ShardCtx,
+    slot: usize,
+    abuser: &mut Abuser,
+    mut stream: TcpStream,
+    leftover: &[u8],
+) -> bool {
+    let mut decoder = WsDecoder::new(Role::Client, MAX_MESSAGE_BYTES);
+    let mut out: Vec<u8> = Vec::new();
+    let mut written = 0usize;
+    let mut deadline = Deadline::default();
+    let mut pending = leftover.to_vec();
+    loop {
+        if !pending.is_empty() {
+            let closed = abuse_feed(ctx, abuser, &mut decoder, &pending, &mut out);
+            pending.clear();
+            if let Some(why) = closed {
+                abuser.on_closed(ctx.clock.now_us(), why, &mut ctx.stats.borrow_mut().abuse);
+                return false;
+            }
+        }
+        let now = ctx.clock.now_us();
+        let step = abuser.poll(
+            now,
+            &ctx.phase.get(),
+            &mut out,
+            &mut ctx.stats.borrow_mut().abuse,
+        );
+        match step.action {
+            Action::Close => {
+                let flush = async {
+                    let _ = stream.write_all(&out[written..]).await;
+                };
+                let timeout = async {
+                    Timer::new(CLOSE_FLUSH).await;
+                };
+                futures_lite::future::or(flush, timeout).await;
+                return true;
+            }
+            Action::Drop => {
+                abuser.on_closed(now, Closed::Churn, &mut ctx.stats.borrow_mut().abuse);
+                return false;
+            }
+            Action::Continue | Action::Connect | Action::Finished => {}
+        }
+        deadline.set(step.wake_at, now);
+        let seen = ctx.epoch.get();
+        let event = poll_fn(|cx| {
+            if written < out.len() {
+                match Pin::new(&mut stream).poll_write(cx, &out[written..]) {
+                    Poll::Ready(Ok(n)) => return Poll::Ready(IoEvent::Wrote(n)),
+                    Poll::Ready(Err(_)) => return Poll::Ready(IoEvent::Failed),
+                    Poll::Pending => {}
+                }
+            }
+            let mut rbuf = ctx.rbuf.borrow_mut();
+            match Pin::new(&mut stream).poll_read(cx, &mut rbuf[..]) {
+                Poll::Ready(Ok(n)) => return Poll::Ready(IoEvent::Read(n)),
+                Poll::Ready(Err(_)) => return Poll::Ready(IoEvent::Failed),
+                Poll::Pending => {}
+            }
+            if ctx.epoch.get() != seen || deadline.poll_expired(cx) {
+                return Poll::Ready(IoEvent::Wake);
+            }
+            ctx.register(slot, cx);
+            Poll::Pending
+        })
+        .await;
+        match event {
+            IoEvent::Wrote(n) => {
+                written += n;
+                if written == out.len() {
+                    out.clear();
+                    written = 0;
+                    if out.capacity() > RETAINED_OUT_BYTES {
+                        out = Vec::new();
+                    }
+                }
+            }
+            IoEvent::Read(0) | IoEvent::Failed => {
+                abuser.on_closed(
+                    ctx.clock.now_us(),
+                    Closed::Lost,
+                    &mut ctx.stats.borrow_mut().abuse,
+                );
+                return false;
+            }
+            IoEvent::Read(n) => {
+                pending.extend_from_slice(&ctx.rbuf.borrow()[..n]);
+                glommio::yield_if_needed().await;
+            }
+            IoEvent::Wake => {}
+        }
+    }
+}
+
+/// Decodes `bytes` for an abuser; returns why the connection ends, if it
+/// does. Pings are answered (a close would otherwise wait on them).
+fn abuse_feed(
+    ctx: &ShardCtx,
+    abuser: &mut Abuser,
+    decoder: &mut WsDecoder,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<Closed> {
+    let mut stats = ctx.stats.borrow_mut();
+    let mut closed = None;
+    let result = decoder.feed(bytes, &mut |event| {
+        if closed.is_some() {
+            return;
+        }
+        match event {
+            WsEvent::Text(text) => abuser.on_text(text, &mut stats.abuse),
+            WsEvent::Ping(payload) => {
+                let mask = abuser.mask();
+                encode_frame(out, WsOpcode::Pong, payload, Some(mask));
+            }
+            WsEvent::Pong(_) | WsEvent::Binary(_) => {}
+            WsEvent::Close(code) => closed = Some(Closed::ByServer(code.map(|(c, _)| c))),
+        }
+    });
+    if result.is_err() && closed.is_none() {
+        closed = Some(Closed::ProtocolError);
+    }
+    closed
 }

@@ -70,6 +70,10 @@ pub struct RunConfig {
     pub pin: bool,
     /// Set in worker processes: which slice of the plan to run.
     pub worker: Option<WorkerSlot>,
+    /// Keep delivery latency per window of this many ms of the send phase
+    /// (0: not kept); see [`crate::stats::LatencyWindows`].
+    #[serde(default)]
+    pub latency_window_ms: u64,
     /// The gateway's token secret: with it, every connection authenticates
     /// with its own HS256 token (`sub` = user, `device`) in an
     /// `Authorization: Bearer` header; without it, with dev auth
@@ -100,6 +104,8 @@ impl RunConfig {
                 slow_read_bps: 0,
                 run_id: new_run_id(),
                 group_names: Vec::new(),
+                abusers: 0,
+                abuse_rate: 0.0,
             },
             target: target.to_string(),
             duration_ms: 10_000,
@@ -112,6 +118,7 @@ impl RunConfig {
             ready_grace_ms: 30_000,
             pin: false,
             worker: None,
+            latency_window_ms: 0,
             token_secret: None,
         }
     }

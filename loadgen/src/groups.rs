@@ -34,7 +34,7 @@ pub fn prepare(cfg: &mut crate::config::RunConfig) -> Result<(), GroupsError> {
     use crate::scenario::ScenarioKind;
     let has_groups = matches!(
         cfg.scenario.kind,
-        ScenarioKind::Groups | ScenarioKind::Churn | ScenarioKind::Mixed
+        ScenarioKind::Groups | ScenarioKind::Churn | ScenarioKind::Mixed | ScenarioKind::Soak
     );
     if !has_groups || !cfg.scenario.group_names.is_empty() {
         return Ok(());

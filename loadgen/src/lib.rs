@@ -100,6 +100,7 @@
 //! | [`progress`] | the live progress line | terminal |
 //! | [`config`] | the validated run configuration, target URL, durations | none |
 //! | [`throttle`] | the read-rate limit of slow-consumer connections | none |
+//! | [`abuse`] | abusive connections (`--abusers`): bad frames, pipelines, floods; their refusals and closes, counted apart | none |
 //! | [`clock`], [`rng`], [`sys`] | time base, randomness, file limit | |
 //!
 //! The wire protocol is the gateway's own I/O-free crate, `chat-proto`
@@ -118,6 +119,7 @@
 //! * One host: latency compares clocks of processes on the same host
 //!   ([`clock`]).
 
+pub mod abuse;
 pub mod checker;
 pub mod client;
 pub mod clock;

@@ -46,6 +46,9 @@ enum Command {
     /// A room (as `room`) whose non-senders leave when sending starts and all
     /// rejoin with `since` when it ends; reports rejoin and catch-up times.
     Resume(Common),
+    /// `mixed` with every connection dropping and rejoining at its share of
+    /// --churn-rate; slow readers' latency reported apart (bench's soak).
+    Soak(Common),
     /// Internal: run as a worker process of `--procs` (JSON on stdio).
     #[command(hide = true)]
     Worker {
@@ -87,9 +90,21 @@ struct Common {
     /// Senders per room (room, mixed).
     #[arg(long, default_value_t = 10)]
     senders: usize,
-    /// Connection drops per second over all connections (churn).
+    /// Connection drops per second over all connections (churn, soak).
     #[arg(long, default_value_t = 10.0)]
     churn_rate: f64,
+    /// Abusive connections besides --connections: bad frames, pipelined
+    /// history/presence, send and read floods (reported apart, never
+    /// violations).
+    #[arg(long, default_value_t = 0)]
+    abusers: usize,
+    /// Abusive acts per second over all abusers.
+    #[arg(long, default_value_t = 1.0)]
+    abuse_rate: f64,
+    /// Also report delivery latency per window of the send phase (e.g.
+    /// 10s; p99 over time). Off by default.
+    #[arg(long)]
+    latency_window: Option<String>,
     /// Fraction (0–1) of the receiving connections that read slowly.
     #[arg(long, default_value_t = 0.0)]
     slow_fraction: f64,
@@ -132,6 +147,11 @@ impl Common {
         cfg.scenario.churn_rate = self.churn_rate;
         cfg.scenario.slow_fraction = self.slow_fraction;
         cfg.scenario.slow_read_bps = self.slow_read_rate;
+        cfg.scenario.abusers = self.abusers;
+        cfg.scenario.abuse_rate = self.abuse_rate;
+        if let Some(w) = &self.latency_window {
+            cfg.latency_window_ms = parse_duration(w)?.as_millis() as u64;
+        }
         cfg.duration_ms = parse_duration(&self.duration)?.as_millis() as u64;
         cfg.drain_timeout_ms = parse_duration(&self.drain_timeout)?.as_millis() as u64;
         cfg.ramp = self.ramp;
@@ -159,6 +179,7 @@ fn main() -> ExitCode {
         Command::Idle(c) => (ScenarioKind::Idle, c),
         Command::Churn(c) => (ScenarioKind::Churn, c),
         Command::Resume(c) => (ScenarioKind::Resume, c),
+        Command::Soak(c) => (ScenarioKind::Soak, c),
     };
     match run(kind, &common) {
         Ok(report) => {

@@ -17,11 +17,16 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::abuse::AbuseStats;
 use crate::checker::Violations;
 use crate::config::RunConfig;
 use crate::progress::group;
 use crate::run::RunResult;
-use crate::stats::{Counters, Percentiles};
+use crate::stats::{Counters, Percentiles, WindowPercentiles};
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
 
 /// The result of a run, as printed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,6 +76,19 @@ pub struct Report {
     /// Resumers (`resume`): reconnect attempt → last missed message, µs.
     #[serde(default)]
     pub catch_up_latency_us: Percentiles,
+    /// Throttled readers' delivery latency when kept apart (`soak`), µs.
+    #[serde(default)]
+    pub slow_latency_us: Percentiles,
+    /// Delivery latency per window of the send phase (`--latency-window`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_windows: Vec<WindowPercentiles>,
+    /// The window of `latency_windows`, s.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub latency_window_s: f64,
+    /// What the abusive connections did and how the gateway answered
+    /// (`--abusers`); never part of the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abuse: Option<AbuseStats>,
     /// Every counter.
     pub counters: Counters,
     /// Whether every send was acked before the drain timeout.
@@ -128,6 +146,10 @@ impl Report {
             handshake_latency_us: r.stats.handshake.percentiles(),
             rejoin_latency_us: r.stats.rejoin.percentiles(),
             catch_up_latency_us: r.stats.catch_up.percentiles(),
+            slow_latency_us: r.stats.slow_delivery.percentiles(),
+            latency_windows: r.stats.windows.percentiles(),
+            latency_window_s: r.stats.windows.window_us as f64 / 1e6,
+            abuse: (cfg.scenario.abusers > 0).then(|| r.stats.abuse.clone()),
             counters: c,
             drained: r.drained,
             caught_up: r.caught_up,
@@ -191,6 +213,7 @@ impl Report {
             ("handshake", &self.handshake_latency_us),
             ("rejoin", &self.rejoin_latency_us),
             ("catch-up", &self.catch_up_latency_us),
+            ("slow readers", &self.slow_latency_us),
         ] {
             if p.count == 0 && !matches!(name, "delivery" | "ack") {
                 continue;
@@ -250,6 +273,36 @@ impl Report {
                 group(c.slow_connections),
                 group(c.slow_bytes_read),
             );
+        }
+        if let Some(a) = &self.abuse {
+            let list = |m: &std::collections::BTreeMap<String, u64>| {
+                m.iter()
+                    .map(|(k, v)| format!("{k} {}", group(*v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                t,
+                "abusers       {} connections, {} acts ({} skipped), {} frames, {} connects",
+                a.abusers,
+                group(a.acts.values().sum()),
+                group(a.acts_skipped),
+                group(a.frames),
+                group(a.connects),
+            );
+            let _ = writeln!(
+                t,
+                "  refused     {} ({})",
+                group(a.refused()),
+                list(&a.refusals)
+            );
+            let _ = writeln!(
+                t,
+                "  closed      {} ({})",
+                group(a.disconnects()),
+                list(&a.closes)
+            );
+            let _ = writeln!(t, "  served      {}", list(&a.served));
         }
         let _ = writeln!(
             t,
@@ -356,6 +409,32 @@ mod tests {
         let table = r.table();
         assert!(table.contains("FAILED: 3 acked message deliveries never arrived"));
         assert!(table.contains("reordered"));
+    }
+
+    #[test]
+    fn abusers_are_reported_apart_and_never_fail_the_run() {
+        let mut cfg = RunConfig::new(ScenarioKind::Groups, "ws://127.0.0.1:1/ws");
+        cfg.scenario.abusers = 2;
+        cfg.scenario.abuse_rate = 1.0;
+        let mut r = RunResult {
+            connections: 10,
+            send_us: 1_000_000,
+            drained: true,
+            caught_up: true,
+            ..RunResult::default()
+        };
+        r.stats.abuse.abusers = 2;
+        r.stats.abuse.refusals.insert("rate_limited".into(), 40);
+        r.stats.abuse.closes.insert("1008".into(), 3);
+        let rep = Report::new(&cfg, &r);
+        assert!(rep.ok);
+        assert_eq!(rep.errors, 0);
+        let a = rep.abuse.as_ref().unwrap();
+        assert_eq!((a.refused(), a.disconnects()), (40, 3));
+        let v: serde_json::Value = serde_json::from_str(&rep.to_json()).unwrap();
+        assert_eq!(v["abuse"]["closes"]["1008"], 3);
+        assert!(rep.table().contains("closed      3 (1008 3)"));
+        assert!(report(|_| {}).abuse.is_none(), "no abusers, no section");
     }
 
     #[test]

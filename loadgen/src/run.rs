@@ -29,6 +29,7 @@ use std::time::Duration;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 use serde::{Deserialize, Serialize};
 
+use crate::abuse::{AbuseStats, Abuser};
 use crate::checker::Violations;
 use crate::client::{self, ShardCtx, READ_BUFFER_BYTES};
 use crate::clock::Clock;
@@ -37,7 +38,9 @@ use crate::progress::ProgressSnapshot;
 use crate::scenario::{self, Plan};
 use crate::session::{Phase, PhaseView, Session};
 use crate::shared::Shared;
-use crate::stats::{Counters, HistogramData, LatencyHistogram, ShardStats};
+use crate::stats::{
+    Counters, HistogramData, LatencyHistogram, LatencyWindows, ShardStats, WindowsData,
+};
 
 /// Registered I/O memory per client shard: the load generator does no
 /// direct file I/O, so the minimum keeps memlock use small.
@@ -168,6 +171,15 @@ pub struct RunResultData {
     /// See [`ShardStats::error_samples`].
     #[serde(default)]
     pub error_samples: Vec<String>,
+    /// See [`ShardStats::slow_delivery`].
+    #[serde(default)]
+    pub slow_latency: HistogramData,
+    /// See [`ShardStats::windows`].
+    #[serde(default)]
+    pub windows: WindowsData,
+    /// See [`ShardStats::abuse`].
+    #[serde(default)]
+    pub abuse: AbuseStats,
 }
 
 impl RunResult {
@@ -202,6 +214,9 @@ impl RunResult {
             drained: self.drained,
             caught_up: self.caught_up,
             error_samples: self.stats.error_samples.clone(),
+            slow_latency: self.stats.slow_delivery.to_data(),
+            windows: self.stats.windows.to_data(),
+            abuse: self.stats.abuse.clone(),
         }
     }
 
@@ -212,6 +227,9 @@ impl RunResult {
             connections: d.connections,
             stats: ShardStats {
                 delivery: LatencyHistogram::from_data(&d.latency),
+                slow_delivery: LatencyHistogram::from_data(&d.slow_latency),
+                windows: LatencyWindows::from_data(&d.windows),
+                abuse: d.abuse.clone(),
                 ack: LatencyHistogram::from_data(&d.ack_latency),
                 handshake: LatencyHistogram::from_data(&d.handshake_latency),
                 rejoin: LatencyHistogram::from_data(&d.rejoin_latency),
@@ -469,6 +487,24 @@ async fn run_shard(params: Arc<ShardParams>, nr_shards: usize) -> ShardStats {
         .enumerate()
         .filter(|(j, _)| j % nr_shards == shard_id)
         .collect();
+    // Abusers: all in the first worker process, spread over its shards.
+    let abusers: Vec<_> = if index == 0 {
+        params
+            .plan
+            .abusers
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| j % nr_shards == shard_id)
+            .map(|(_, a)| a.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut stats = ShardStats {
+        windows: LatencyWindows::new(params.cfg.latency_window_ms * 1000),
+        ..ShardStats::default()
+    };
+    stats.abuse.abusers = abusers.len() as u64;
     let ctx = Rc::new(ShardCtx {
         clock: params.clock,
         shared: params.shared.clone(),
@@ -479,11 +515,12 @@ async fn run_shard(params: Arc<ShardParams>, nr_shards: usize) -> ShardStats {
             .as_ref()
             .map(|s| s.as_bytes().to_vec()),
         rbuf: RefCell::new(vec![0; READ_BUFFER_BYTES]),
-        stats: RefCell::new(ShardStats::default()),
+        stats: RefCell::new(stats),
         epoch: Cell::new(params.shared.epoch.load(Ordering::Acquire)),
         phase: Cell::new(params.shared.phase()),
-        wakers: RefCell::new(vec![None; conns.len()]),
+        wakers: RefCell::new(vec![None; conns.len() + abusers.len()]),
     });
+    let first_abuser_slot = conns.len();
     let mut tasks = Vec::with_capacity(conns.len());
     for (slot, (j, spec)) in conns.into_iter().enumerate() {
         let start_at = params.ramp_start_us + (j as f64 * params.ramp_interval_us) as u64;
@@ -504,6 +541,14 @@ async fn run_shard(params: Arc<ShardParams>, nr_shards: usize) -> ShardStats {
             slot,
             session,
             source,
+        )));
+    }
+    for (j, spec) in abusers.into_iter().enumerate() {
+        let abuser = Abuser::new(spec, params.seed);
+        tasks.push(glommio::spawn_local(client::drive_abuser(
+            ctx.clone(),
+            first_abuser_slot + j,
+            abuser,
         )));
     }
     let done = Rc::new(Cell::new(false));

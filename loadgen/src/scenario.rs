@@ -15,10 +15,20 @@
 //! | `idle` | connections hold (heartbeat pings only), join nothing | none |
 //! | `churn` | as `groups`, and connections drop and rejoin with `since` at `--churn-rate` drops per second in total | every member |
 //! | `resume` | as `room`; every non-sender leaves when sending starts and rejoins with `since` (all at once) when it ends | the first `--senders` members of each room |
+//! | `soak` | as `mixed`, and every connection drops and rejoins with `since` at its share of `--churn-rate`; slow readers' latency is kept apart | as in `mixed` |
 //!
 //! **Slow consumers** (any scenario): `--slow-fraction f --slow-read-rate B`
 //! makes a fraction `f` of the connections that only receive read at most
 //! `B` bytes per second ([`ConnSpec::read_bps`]), spread evenly over them.
+//! In `soak` their delivery latency goes to a histogram of its own
+//! ([`ConnSpec::latency_apart`]): a throttled reader's lag is its own doing,
+//! and would otherwise be most of the run's p99.
+//!
+//! **Abusers** (any scenario): `--abusers N` adds N connections of their
+//! own users that break the rules at `--abuse-rate` acts per second in total
+//! ([`crate::abuse`]); [`Plan::abusers`]. They target the plan's largest
+//! room (their own room when the plan has none) and are run by the first
+//! worker process.
 //!
 //! **Groups are real groups.** Before a run, [`crate::groups`] creates one
 //! `group:` channel per planned group over the gateway's HTTP API (members
@@ -34,6 +44,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::abuse::AbuserSpec;
+
 /// A named scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,6 +60,8 @@ pub enum ScenarioKind {
     Mixed,
     /// Connect and hold.
     Idle,
+    /// `mixed`, with churn over every connection (a long run's load).
+    Soak,
     /// Groups whose members drop and rejoin with `since`.
     Churn,
     /// A room whose non-senders are away for the whole send phase and all
@@ -67,6 +81,7 @@ impl ScenarioKind {
             ScenarioKind::Idle => "idle",
             ScenarioKind::Churn => "churn",
             ScenarioKind::Resume => "resume",
+            ScenarioKind::Soak => "soak",
         }
     }
 }
@@ -104,6 +119,12 @@ pub struct ScenarioParams {
     /// without groups, or before they were created).
     #[serde(default)]
     pub group_names: Vec<String>,
+    /// Abusive connections ([`crate::abuse`]), beside `connections`.
+    #[serde(default)]
+    pub abusers: usize,
+    /// Abusive acts per second over all abusers.
+    #[serde(default)]
+    pub abuse_rate: f64,
 }
 
 /// Why a scenario cannot be planned.
@@ -135,6 +156,8 @@ pub struct ConnSpec {
     pub resume: bool,
     /// Reads limited to this many bytes per second (0: unlimited).
     pub read_bps: u64,
+    /// A slow reader whose delivery latency is recorded apart (`soak`).
+    pub latency_apart: bool,
 }
 
 /// The planned run.
@@ -144,6 +167,9 @@ pub struct Plan {
     pub channels: Vec<String>,
     /// Every connection, by index.
     pub conns: Vec<ConnSpec>,
+    /// The abusive connections (not in `conns`: nothing about them is
+    /// checked).
+    pub abusers: Vec<AbuserSpec>,
 }
 
 impl Plan {
@@ -205,7 +231,7 @@ pub fn plan(p: &ScenarioParams) -> Result<Plan, PlanError> {
             need(p.senders >= 1, "--senders must be at least 1")?;
             b.rooms(n, size, p.senders);
         }
-        ScenarioKind::Mixed => {
+        ScenarioKind::Mixed | ScenarioKind::Soak => {
             need(p.group_size >= 2, "--group-size must be at least 2")?;
             need(p.senders >= 1, "--senders must be at least 1")?;
             let dm = (n / 2) & !1; // an even half
@@ -257,15 +283,45 @@ pub fn plan(p: &ScenarioParams) -> Result<Plan, PlanError> {
         {
             if ((j + 1.0) * p.slow_fraction).floor() > (j * p.slow_fraction).floor() {
                 c.read_bps = p.slow_read_bps;
+                c.latency_apart = p.kind == ScenarioKind::Soak;
             }
             j += 1.0;
         }
     }
-    if p.kind == ScenarioKind::Churn && p.churn_rate > 0.0 {
+    if matches!(p.kind, ScenarioKind::Churn | ScenarioKind::Soak) && p.churn_rate > 0.0 {
         let per_conn = p.churn_rate / n as f64;
         for c in &mut plan.conns {
             c.churn_rate = per_conn;
         }
+    }
+    if !(p.abuse_rate.is_finite() && p.abuse_rate >= 0.0) {
+        return Err(PlanError::Invalid("--abuse-rate must be ≥ 0".into()));
+    }
+    need(p.abusers <= 1000, "--abusers must be at most 1,000")?;
+    need(
+        p.abusers == 0 || p.abuse_rate > 0.0,
+        "--abusers needs a positive --abuse-rate (acts per second)",
+    )?;
+    // The room with the most members: full history pages, a real presence.
+    let mut members = vec![0usize; plan.channels.len()];
+    for c in &plan.conns {
+        for &ch in &c.joins {
+            members[ch as usize] += 1;
+        }
+    }
+    let big_room = (0..plan.channels.len())
+        .filter(|&i| plan.channels[i].starts_with("room:") && plan.channels[i].contains("-room"))
+        .max_by_key(|&i| (members[i], std::cmp::Reverse(i)));
+    for i in 0..p.abusers {
+        let own = format!("room:lg{}-abuse{i}", p.run_id);
+        plan.abusers.push(AbuserSpec {
+            index: i as u32,
+            user: format!("lg{}x{i}", p.run_id),
+            device: format!("x{i}"),
+            room: big_room.map_or_else(|| own.clone(), |r| plan.channels[r].clone()),
+            own,
+            rate: p.abuse_rate / p.abusers as f64,
+        });
     }
     Ok(plan)
 }
@@ -314,6 +370,7 @@ impl<'a> Builder<'a> {
             churn_rate: 0.0,
             resume: false,
             read_bps: 0,
+            latency_apart: false,
         });
     }
 
@@ -398,6 +455,8 @@ mod tests {
             slow_read_bps: 0,
             run_id: "t1".into(),
             group_names: Vec::new(),
+            abusers: 0,
+            abuse_rate: 0.0,
         }
     }
 
@@ -548,6 +607,52 @@ mod tests {
         let mut p = params(ScenarioKind::Idle, 3);
         p.run_id = "a-b".into();
         assert!(plan(&p).is_err());
+    }
+
+    #[test]
+    fn soak_is_mixed_with_churn_everywhere_and_slow_latency_apart() {
+        let mut p = params(ScenarioKind::Soak, 100);
+        p.slow_fraction = 0.5;
+        p.slow_read_bps = 1000;
+        let soak = plan(&p).unwrap();
+        p.kind = ScenarioKind::Mixed;
+        let mixed = plan(&p).unwrap();
+        assert_eq!(soak.channels, mixed.channels);
+        let total: f64 = soak.conns.iter().map(|c| c.churn_rate).sum();
+        assert!((total - 10.0).abs() < 1e-9);
+        assert!(mixed.conns.iter().all(|c| c.churn_rate == 0.0));
+        let slow: Vec<_> = soak.conns.iter().filter(|c| c.read_bps > 0).collect();
+        assert!(!slow.is_empty() && slow.iter().all(|c| c.latency_apart));
+        assert!(mixed.conns.iter().all(|c| !c.latency_apart));
+    }
+
+    #[test]
+    fn abusers_have_their_own_users_and_target_the_biggest_room() {
+        let mut p = params(ScenarioKind::Mixed, 40);
+        p.abusers = 3;
+        assert!(plan(&p).is_err(), "abusers need a rate");
+        p.abuse_rate = 6.0;
+        let plan = plan(&p).unwrap();
+        assert_eq!(
+            plan.conns.len(),
+            40,
+            "abusers are not connections of the plan"
+        );
+        assert_eq!(plan.abusers.len(), 3);
+        let room = plan.channels.iter().find(|c| c.contains("-room")).unwrap();
+        for (i, a) in plan.abusers.iter().enumerate() {
+            assert_eq!(&a.room, room);
+            assert_eq!(a.own, format!("room:lgt1-abuse{i}"));
+            assert!((a.rate - 2.0).abs() < 1e-9);
+            assert!(plan.conns.iter().all(|c| c.user != a.user));
+            assert!(chat_proto::is_valid_id(&a.user) && chat_proto::is_valid_id(&a.device));
+            chat_proto::parse_channel(&a.own).unwrap();
+        }
+        let mut dm = params(ScenarioKind::Dm, 4);
+        dm.abusers = 1;
+        dm.abuse_rate = 1.0;
+        let a = &super::plan(&dm).unwrap().abusers[0];
+        assert_eq!(a.room, a.own, "no room in the plan: their own");
     }
 
     #[test]

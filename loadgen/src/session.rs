@@ -273,6 +273,7 @@ pub struct Session {
     text: String,
     resume: Resume,
     read_bps: u64,
+    latency_apart: bool,
 }
 
 impl Session {
@@ -337,6 +338,7 @@ impl Session {
                 Resume::No
             },
             read_bps: spec.read_bps,
+            latency_apart: spec.latency_apart,
         }
     }
 
@@ -806,7 +808,15 @@ impl Session {
             Delivery::InOrder | Delivery::Gap { .. } => {
                 if !own {
                     if let Some(sched) = scheduled_time(text) {
-                        ctx.stats.delivery.record(ctx.now_us.saturating_sub(sched));
+                        let latency = ctx.now_us.saturating_sub(sched);
+                        if self.latency_apart {
+                            ctx.stats.slow_delivery.record(latency);
+                        } else {
+                            ctx.stats.delivery.record(latency);
+                            ctx.stats
+                                .windows
+                                .record(sched.saturating_sub(ctx.phase.send_start_us), latency);
+                        }
                     }
                 }
             }
@@ -999,6 +1009,7 @@ mod tests {
             churn_rate: 0.0,
             resume: false,
             read_bps: 0,
+            latency_apart: false,
         }
     }
 

@@ -18,6 +18,12 @@
 //! * **ack** — for every `ack` a sender receives: receive time − scheduled
 //!   send time.
 //!
+//! With `--latency-window W`, delivery latency is also kept per window of
+//! W of the send phase (by scheduled time), in coarser histograms (2
+//! significant digits, ~25 KiB each): [`LatencyWindows`], p99 over time.
+//! In `soak`, throttled readers' deliveries go to `slow_delivery` instead
+//! of `delivery` (and not into the windows).
+//!
 //! And three about connections:
 //!
 //! * **handshake** — TCP connect + WebSocket upgrade, start of the attempt →
@@ -47,6 +53,16 @@ impl Default for LatencyHistogram {
 }
 
 impl LatencyHistogram {
+    /// An empty histogram of 2 significant digits (~1 % error, an eighth
+    /// of the memory), for the per-window histograms.
+    #[must_use]
+    pub fn coarse() -> LatencyHistogram {
+        let h = Histogram::new_with_bounds(1, MAX_TRACKED_US, 2)
+            .or_else(|_| Histogram::new(2))
+            .unwrap_or_else(|_| unreachable_histogram());
+        LatencyHistogram { h }
+    }
+
     /// An empty histogram (1 µs – 1 h, 3 significant digits).
     #[must_use]
     pub fn new() -> LatencyHistogram {
@@ -136,6 +152,116 @@ impl LatencyHistogram {
 #[cold]
 fn unreachable_histogram() -> Histogram<u64> {
     panic!("hdrhistogram refused 3 significant digits")
+}
+
+/// Delivery latency per window of the send phase (window `i` holds the
+/// messages *scheduled* in `[i·W, (i+1)·W)` after sending started).
+#[derive(Clone, Debug, Default)]
+pub struct LatencyWindows {
+    /// The window, µs (0: not kept).
+    pub window_us: u64,
+    /// One histogram per window, grown as messages arrive.
+    pub hists: Vec<LatencyHistogram>,
+}
+
+/// At most this many windows are kept (later messages go to the last).
+pub const MAX_WINDOWS: usize = 2_000;
+
+impl LatencyWindows {
+    /// Windows of `window_us` (0: none kept).
+    #[must_use]
+    pub fn new(window_us: u64) -> LatencyWindows {
+        LatencyWindows {
+            window_us,
+            hists: Vec::new(),
+        }
+    }
+
+    /// Records `latency_us` of a message scheduled `since_start_us` after
+    /// sending started.
+    pub fn record(&mut self, since_start_us: u64, latency_us: u64) {
+        if self.window_us == 0 {
+            return;
+        }
+        let i = ((since_start_us / self.window_us) as usize).min(MAX_WINDOWS - 1);
+        while self.hists.len() <= i {
+            self.hists.push(LatencyHistogram::coarse());
+        }
+        self.hists[i].record(latency_us);
+    }
+
+    /// Adds `other`'s windows, window by window.
+    pub fn merge(&mut self, other: &LatencyWindows) {
+        if self.window_us == 0 {
+            self.window_us = other.window_us;
+        }
+        for (i, h) in other.hists.iter().enumerate() {
+            if i >= self.hists.len() {
+                self.hists.push(LatencyHistogram::coarse());
+            }
+            self.hists[i].merge(h);
+        }
+    }
+
+    /// Percentiles per window, with the window's start in seconds after
+    /// sending started.
+    #[must_use]
+    pub fn percentiles(&self) -> Vec<WindowPercentiles> {
+        self.hists
+            .iter()
+            .enumerate()
+            .map(|(i, h)| WindowPercentiles {
+                start_s: (i as u64 * self.window_us) as f64 / 1e6,
+                latency_us: h.percentiles(),
+            })
+            .collect()
+    }
+
+    /// The serialisable form: (window, its histogram's pairs).
+    #[must_use]
+    pub fn to_data(&self) -> WindowsData {
+        WindowsData {
+            window_us: self.window_us,
+            hists: self.hists.iter().map(LatencyHistogram::to_data).collect(),
+        }
+    }
+
+    /// Back from [`LatencyWindows::to_data`].
+    #[must_use]
+    pub fn from_data(d: &WindowsData) -> LatencyWindows {
+        LatencyWindows {
+            window_us: d.window_us,
+            hists: d
+                .hists
+                .iter()
+                .map(|data| {
+                    let mut h = LatencyHistogram::coarse();
+                    for &(v, n) in &data.0 {
+                        h.record_n(v, n);
+                    }
+                    h
+                })
+                .collect(),
+        }
+    }
+}
+
+/// [`LatencyWindows`] as a worker process sends it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowsData {
+    /// The window, µs.
+    pub window_us: u64,
+    /// Each window's histogram.
+    pub hists: Vec<HistogramData>,
+}
+
+/// The delivery latency of one window of the send phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowPercentiles {
+    /// Start of the window, s after sending started.
+    pub start_s: f64,
+    /// Its percentiles, µs.
+    pub latency_us: Percentiles,
 }
 
 /// A histogram as (value in µs, count) pairs.
@@ -266,6 +392,12 @@ impl Counters {
 pub struct ShardStats {
     /// Delivery latency (µs) of messages from other connections.
     pub delivery: LatencyHistogram,
+    /// Delivery latency (µs) of throttled readers kept apart (`soak`).
+    pub slow_delivery: LatencyHistogram,
+    /// Delivery latency per window of the send phase (`--latency-window`).
+    pub windows: LatencyWindows,
+    /// What the abusive connections did and were answered.
+    pub abuse: crate::abuse::AbuseStats,
     /// Ack latency (µs).
     pub ack: LatencyHistogram,
     /// Connect + upgrade time of successful attempts (µs).
@@ -293,6 +425,9 @@ impl ShardStats {
     /// Adds `other` into `self` (the gauge `conns_up` too).
     pub fn merge(&mut self, other: &ShardStats) {
         self.delivery.merge(&other.delivery);
+        self.slow_delivery.merge(&other.slow_delivery);
+        self.windows.merge(&other.windows);
+        self.abuse.merge(&other.abuse);
         self.ack.merge(&other.ack);
         self.handshake.merge(&other.handshake);
         self.rejoin.merge(&other.rejoin);
@@ -349,6 +484,26 @@ mod tests {
         let back = LatencyHistogram::from_data(&a.to_data());
         assert_eq!(back.percentiles(), a.percentiles());
         assert!(back.percentiles().max >= MAX_TRACKED_US);
+    }
+
+    #[test]
+    fn windows_split_by_scheduled_time_and_merge_window_by_window() {
+        let mut a = LatencyWindows::new(10_000_000);
+        a.record(1_000_000, 100);
+        a.record(25_000_000, 5_000);
+        let mut b = LatencyWindows::new(10_000_000);
+        b.record(9_999_999, 300);
+        a.merge(&b);
+        let p = a.percentiles();
+        assert_eq!(p.len(), 3);
+        assert_eq!((p[0].start_s, p[0].latency_us.count), (0.0, 2));
+        assert_eq!(p[1].latency_us.count, 0, "an empty window stays");
+        assert_eq!(p[2].start_s, 20.0);
+        let back = LatencyWindows::from_data(&a.to_data());
+        assert_eq!(back.percentiles(), p);
+        let mut off = LatencyWindows::default();
+        off.record(1, 1);
+        assert!(off.hists.is_empty());
     }
 
     #[test]
