@@ -206,10 +206,30 @@ pub struct Config {
     /// Most bytes of text one shard puts in one store commit (one message
     /// always goes). Default 8 MiB. Bounds a commit's batch memory.
     pub commit_max_bytes: usize,
+    /// Capacity of the embedded store's block cache, in bytes (history and
+    /// catch-up reads). Default 64 MiB, once per process; costs that much
+    /// memory once reads have warmed it. At least 1 MiB.
+    pub store_cache_bytes: u64,
+    /// Size at which each of the embedded store's keyspaces seals its write
+    /// buffer (memtable) and flushes it to disk, in bytes. Default 16 MiB
+    /// (fjall's own default is 64). Memory: the keyspaces written per
+    /// message (messages, heads, dedup keys) each fill theirs under load,
+    /// so plan on ~3× this once warm, plus a sealed one while it flushes.
+    /// Applies to a data directory when it is created (the store keeps it).
+    /// 1 MiB ..= 1 GiB.
+    pub store_memtable_bytes: u64,
     /// Bytes of recent committed batches each room replica keeps for fast
     /// resume and catch-up. Default 256 KiB per replica (a replica exists per
-    /// shard for each channel with local subscribers).
+    /// shard for each channel with local subscribers); all of a shard's
+    /// replicas together keep at most [`Config::replica_rings_bytes`].
     pub replica_ring_bytes: usize,
+    /// Bytes of recent committed batches one shard keeps over all its
+    /// replicas' rings: past it the shard forgets its oldest batches first,
+    /// whichever channel they belong to (catch-up then reads the store).
+    /// Bounds ring memory per shard whatever the number of channels (a
+    /// thousand DMs × 256 KiB would otherwise be 256 MiB). Default 16 MiB
+    /// per shard; at least 64 KiB.
+    pub replica_rings_bytes: usize,
     /// Messages fetched from history per catch-up step. Default 256.
     pub catchup_page_messages: usize,
     /// How long a catch-up waits before reading again after a failed or
@@ -386,7 +406,10 @@ impl Default for Config {
             commit_max_messages: 4096,
             commit_linger_us: 0,
             commit_max_bytes: 8 * 1024 * 1024,
+            store_cache_bytes: 64 * 1024 * 1024,
+            store_memtable_bytes: 16 * 1024 * 1024,
             replica_ring_bytes: 256 * 1024,
+            replica_rings_bytes: 16 * 1024 * 1024,
             catchup_page_messages: 256,
             catchup_retry_ms: 100,
             close_flush_ms: 5_000,
@@ -539,6 +562,15 @@ impl Config {
         }
         if self.commit_max_bytes < 64 * 1024 {
             return Err(invalid("commit_max_bytes", "must be at least 64 KiB"));
+        }
+        if self.store_cache_bytes < 1024 * 1024 {
+            return Err(invalid("store_cache_bytes", "must be at least 1 MiB"));
+        }
+        if !(1024 * 1024..=1024 * 1024 * 1024).contains(&self.store_memtable_bytes) {
+            return Err(invalid("store_memtable_bytes", "must be 1 MiB ..= 1 GiB"));
+        }
+        if self.replica_rings_bytes < 64 * 1024 {
+            return Err(invalid("replica_rings_bytes", "must be at least 64 KiB"));
         }
         if self.catchup_page_messages == 0 || self.catchup_page_messages > 10_000 {
             return Err(invalid("catchup_page_messages", "must be 1..=10000"));

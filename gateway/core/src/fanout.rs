@@ -234,6 +234,8 @@ impl ShardState {
         self.stats
             .deliveries
             .fetch_add(delivered, Ordering::Relaxed);
+        self.ring_log
+            .remembered(batch, self.cfg.replica_rings_bytes, &mut self.replicas);
         for cid in behind {
             self.catch_up(cid, &batch.channel);
         }

@@ -18,7 +18,7 @@ use crate::maps::Map;
 use crate::moderation::Blocklist;
 use crate::owner::Owner;
 use crate::presence::Queries;
-use crate::replica::Replica;
+use crate::replica::{Replica, RingLog};
 use crate::stats::Stats;
 use crate::users::{UserOwner, UserSettings};
 use crate::vocab::{ConnId, ConnRef, Effects, ShardId};
@@ -33,6 +33,8 @@ pub struct ShardState {
     pub(crate) next_conn: u64,
     pub(crate) next_join_gen: u64,
     pub(crate) replicas: Map<Channel, Replica>,
+    /// The shard-wide budget of the replicas' rings.
+    pub(crate) ring_log: RingLog,
     /// The channel-owner role.
     pub(crate) owner: Owner,
     /// The user-owner role.
@@ -89,6 +91,7 @@ impl ShardState {
             next_conn: 1,
             next_join_gen: 1,
             replicas: Map::default(),
+            ring_log: RingLog::default(),
             owner,
             users,
             blocklist,

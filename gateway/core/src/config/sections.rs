@@ -75,6 +75,8 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("commit_max_messages", "commit_max_messages"),
             ("commit_linger_us", "commit_linger_us"),
             ("commit_max_bytes", "commit_max_bytes"),
+            ("cache_bytes", "store_cache_bytes"),
+            ("memtable_bytes", "store_memtable_bytes"),
         ],
     ),
     (
@@ -104,6 +106,7 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
         "fanout",
         &[
             ("replica_ring_bytes", "replica_ring_bytes"),
+            ("replica_rings_bytes", "replica_rings_bytes"),
             ("catchup_page_messages", "catchup_page_messages"),
             ("catchup_retry_ms", "catchup_retry_ms"),
             ("history_page_bytes", "history_page_bytes"),
