@@ -130,6 +130,8 @@ impl Gateway {
         let store: Arc<dyn Store> = match config.store {
             StoreKind::Embedded => Arc::new(EmbeddedStore::open(&EmbeddedConfig {
                 durability: config.durability.into(),
+                cache_bytes: config.store_cache_bytes,
+                memtable_bytes: config.store_memtable_bytes,
                 ..EmbeddedConfig::new(config.data_dir.clone())
             })?),
             StoreKind::Fdb => open_fdb(&config)?,

@@ -159,11 +159,22 @@ pub struct EmbeddedConfig {
     /// Capacity of fjall's block cache, in bytes. Default: 64 MiB. Costs up
     /// to this much memory once history reads have warmed it.
     pub cache_bytes: u64,
+    /// Size at which a keyspace's write buffer (memtable) is sealed and
+    /// flushed to a table, in bytes. Default: 16 MiB. Memory: each of the
+    /// store's keyspaces holds up to this much in its active memtable, plus
+    /// sealed ones while they flush; the keyspaces written per message
+    /// (messages, heads, dedup keys) fill theirs under load, so plan on
+    /// about 3× this once warm. Fixed when a keyspace is created: a
+    /// directory keeps the size it was created with (fjall stores it).
+    pub memtable_bytes: u64,
 }
 
 impl EmbeddedConfig {
     /// The default block-cache size: 64 MiB.
     pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+    /// The default memtable size: 16 MiB (fjall's own default is 64 MiB).
+    pub const DEFAULT_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
     /// A configuration for `dir` with default durability and cache size.
     #[must_use]
@@ -172,6 +183,7 @@ impl EmbeddedConfig {
             dir: dir.into(),
             durability: Durability::default(),
             cache_bytes: Self::DEFAULT_CACHE_BYTES,
+            memtable_bytes: Self::DEFAULT_MEMTABLE_BYTES,
         }
     }
 }
@@ -238,8 +250,10 @@ impl EmbeddedStore {
                 e => engine_error(e),
             })?;
         let keyspace = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(engine_error)
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(cfg.memtable_bytes)
+            })
+            .map_err(engine_error)
         };
         // The version is checked before any other keyspace is opened, so a
         // directory of another version is refused without being touched.
