@@ -213,10 +213,16 @@ fn time_point(pid: u32, t0: Instant) -> anyhow::Result<TimePoint> {
     })
 }
 
-/// Samples `pid` every `every` from `t0` until `done` (and once more at
-/// the end).
+/// How long the last sample waits, after loadgen exits, for the server's
+/// open fds to fall back to where they were before the first connection
+/// (closing connections wait for their acks and outboxes).
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Samples `pid` every `every` from `t0` until `done`, then once more when
+/// the server has settled: its fds back to the first sample's (a few over
+/// are allowed: the store's files come and go) or [`SETTLE_LIMIT`] passed.
 fn sample_timeline(pid: u32, t0: Instant, every: Duration, done: &AtomicBool) -> Vec<TimePoint> {
-    let mut out = Vec::new();
+    let mut out: Vec<TimePoint> = Vec::new();
     let mut next = t0;
     while !done.load(Ordering::Relaxed) {
         if Instant::now() >= next {
@@ -227,8 +233,16 @@ fn sample_timeline(pid: u32, t0: Instant, every: Duration, done: &AtomicBool) ->
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    if let Ok(p) = time_point(pid, t0) {
-        out.push(p);
+    let baseline = out.first().map(|p| p.fds);
+    let settle_by = Instant::now() + SETTLE_LIMIT;
+    loop {
+        let Ok(p) = time_point(pid, t0) else { break };
+        let settled = baseline.is_none_or(|b| p.fds <= b + 4);
+        if settled || Instant::now() >= settle_by {
+            out.push(p);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
     out
 }

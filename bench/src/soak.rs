@@ -131,7 +131,8 @@ pub struct SoakRun {
     pub rss_window_mib: [f64; 2],
     /// Least-squares RSS slope over the window, MiB per minute.
     pub rss_slope_mib_per_min: Option<f64>,
-    /// Open fds: first sample, largest, last sample (after loadgen closed).
+    /// Open fds: first sample, largest, last sample (after loadgen exited
+    /// and the gateway settled: fds back to the first sample's, or 30 s).
     pub fds: [u64; 3],
     /// Gateway CPU over the whole loadgen run, s.
     pub cpu_s: f64,
