@@ -106,6 +106,7 @@ pub fn hello(
     shard: usize,
     heartbeat_ms: u64,
     limits: &HelloLimits,
+    node: Option<&str>,
 ) {
     #[derive(Serialize)]
     struct Hello<'a> {
@@ -116,6 +117,8 @@ pub fn hello(
         shard: usize,
         heartbeat_ms: u64,
         limits: &'a HelloLimits,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<&'a str>,
     }
     frame(
         out,
@@ -127,6 +130,7 @@ pub fn hello(
             shard,
             heartbeat_ms,
             limits,
+            node,
         },
     );
 }
