@@ -148,7 +148,9 @@ impl Gateway {
     ) -> Result<Gateway, StartError> {
         config.validate()?;
         let node_id = crate::nodes::resolve_node_id(config.node_id.as_deref(), &config.data_dir)
-            .map_err(|e| StartError::Shards(format!("node id in {}: {e}", config.data_dir.display())))?;
+            .map_err(|e| {
+                StartError::Shards(format!("node id in {}: {e}", config.data_dir.display()))
+            })?;
         config.node_id = Some(node_id.clone());
         // One gateway per address: a fixed port is locked and probed before
         // any shard binds it; port 0 is locked once the kernel chose it.
@@ -319,7 +321,9 @@ impl Gateway {
             if let Some(cluster) = self.store.cluster() {
                 match cluster.deregister(&id) {
                     Ok(()) => tracing::info!(node = %id, "left the cluster"),
-                    Err(e) => tracing::warn!(node = %id, error = %e, "leaving the cluster failed; the lease expires"),
+                    Err(e) => {
+                        tracing::warn!(node = %id, error = %e, "leaving the cluster failed; the lease expires")
+                    }
                 }
             }
         }

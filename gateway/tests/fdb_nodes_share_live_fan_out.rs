@@ -35,20 +35,30 @@ fn shared_cluster(dir: &Path) -> (String, Option<DoubleServer>) {
     }
     let bin = std::env::var_os("FDB_DOUBLE_SERVER")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_BIN_EXE_gateway")).with_file_name("fdb-double-server"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_BIN_EXE_gateway")).with_file_name("fdb-double-server")
+        });
     let file = dir.join("fdb.cluster");
     let mut child = Command::new(&bin)
         .args(["--port", "0", "--cluster-file"])
         .arg(&file)
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("starting {} ({e}): cargo build -p fdb-double", bin.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "starting {} ({e}): cargo build -p fdb-double",
+                bin.display()
+            )
+        });
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains("listening on"), "{line}");
-    (file.to_string_lossy().into_owned(), Some(DoubleServer(child)))
+    (
+        file.to_string_lossy().into_owned(),
+        Some(DoubleServer(child)),
+    )
 }
 
 fn node(cluster: &str, namespace: &str, data: &Path, id: &str) -> Child {
@@ -114,10 +124,19 @@ fn nodes_are_listed_say_who_they_are_and_leave_when_stopped_or_killed() {
     let all = vec!["node-a".to_owned(), "node-b".into(), "node-c".into()];
     // Each node sees the others from its next heartbeat on (2 s).
     for n in [&a, &b, &c] {
-        assert!(eventually(Duration::from_secs(5), || listed(n.addr) == all), "{:?}", listed(n.addr));
+        assert!(
+            eventually(Duration::from_secs(5), || listed(n.addr) == all),
+            "{:?}",
+            listed(n.addr)
+        );
     }
     let (_, body) = http(a.addr, "GET", "/v1/nodes", None);
-    let me = body["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "node-a").unwrap();
+    let me = body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "node-a")
+        .unwrap();
     assert_eq!(me["url"], format!("ws://{}/ws", a.addr));
     assert_eq!(me["self"], true);
     assert_eq!(body["node"], "node-a");
@@ -127,19 +146,27 @@ fn nodes_are_listed_say_who_they_are_and_leave_when_stopped_or_killed() {
     // A clean stop (SIGINT) deregisters at once.
     c.signal("INT");
     let stopped = Instant::now();
-    assert!(eventually(Duration::from_secs(5), || !listed(a.addr).contains(&"node-c".to_owned())));
-    eprintln!("stopped node gone from the list after {:?}", stopped.elapsed());
+    assert!(eventually(Duration::from_secs(5), || !listed(a.addr)
+        .contains(&"node-c".to_owned())));
+    eprintln!(
+        "stopped node gone from the list after {:?}",
+        stopped.elapsed()
+    );
 
     // A killed node is dead to the others within the lease bound
     // (node_lease_ms 6 s + node_heartbeat_ms 2 s by default).
     b.kill9();
     let killed = Instant::now();
     assert!(
-        eventually(Duration::from_secs(10), || listed(a.addr) == vec!["node-a".to_owned()]),
+        eventually(Duration::from_secs(10), || listed(a.addr)
+            == vec!["node-a".to_owned()]),
         "{:?}",
         listed(a.addr)
     );
-    eprintln!("killed node gone from the list after {:?}", killed.elapsed());
+    eprintln!(
+        "killed node gone from the list after {:?}",
+        killed.elapsed()
+    );
     assert!(killed.elapsed() <= Duration::from_secs(10));
 }
 
@@ -206,11 +233,86 @@ fn room_members_on_three_nodes_get_every_seq_once_in_order_from_senders_on_all()
         let seqs: Vec<u64> = got.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
         assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
         for v in &got {
-            assert_eq!(v["text"].as_str().unwrap(), texts[&v["seq"].as_u64().unwrap()]);
+            assert_eq!(
+                v["text"].as_str().unwrap(),
+                texts[&v["seq"].as_u64().unwrap()]
+            );
         }
         // And nothing more (no duplicate arrives late).
         std::thread::sleep(Duration::from_millis(50));
         assert!(m.recv_matching_now(|v| v["type"] == "msg").is_none());
+    }
+    // A message from one node alone reaches the members of the other two
+    // (nothing local follows it there: only the inbox brings it).
+    let mut last = Client::connect(nodes[0].addr, "sender-last", "d1");
+    let ack = last.send_msg(ROOM, "last", "last");
+    assert_eq!(ack["seq"].as_u64(), Some(total + 1), "{ack}");
+    for m in &mut members {
+        let got = m.msgs(ROOM, 1);
+        assert_eq!(got[0]["seq"].as_u64(), Some(total + 1));
+    }
+}
+
+/// Same-node vs cross-node delivery latency on this host, and the double
+/// server's counters per message. Not a test of FDB performance: the double
+/// has no real FDB latency. Run with `--ignored --nocapture`.
+#[test]
+#[ignore = "a measurement"]
+fn measure_cross_node_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, _server) = shared_cluster(dir.path());
+    let ns = namespace("measure");
+    let a = node(&cluster, &ns, &dir.path().join("a"), "a");
+    let b = node(&cluster, &ns, &dir.path().join("b"), "b");
+    const ROOM: &str = "room:measure";
+    const N: usize = 300;
+    let mut here = Client::connect(a.addr, "here", "d1");
+    let mut there = Client::connect(b.addr, "there", "d1");
+    here.join(ROOM, None);
+    there.join(ROOM, None);
+    let mut sender = Client::connect(a.addr, "sender", "d1");
+    let stats = |label: &str| {
+        let server = std::env::var_os("FDB_DOUBLE_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_BIN_EXE_gateway")).with_file_name("fdb-double-server")
+            });
+        let out = Command::new(server)
+            .args(["stats", "--cluster-file", &cluster])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        eprintln!("{label}: {v}");
+        v
+    };
+    let before = stats("double stats before");
+    let (mut same, mut cross) = (Vec::new(), Vec::new());
+    for i in 0..N {
+        let t0 = Instant::now();
+        sender.send_msg_async(ROOM, &format!("m{i}"), "x");
+        here.msgs(ROOM, 1);
+        same.push(t0.elapsed());
+        there.msgs(ROOM, 1);
+        cross.push(t0.elapsed());
+    }
+    let after = stats("double stats after");
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p) as usize]
+    };
+    eprintln!(
+        "same node: p50 {:?} p99 {:?}; other node: p50 {:?} p99 {:?} ({N} messages, one at a time)",
+        pct(&mut same, 0.5),
+        pct(&mut same, 0.99),
+        pct(&mut cross, 0.5),
+        pct(&mut cross, 0.99)
+    );
+    if let (Some(b), Some(a)) = (before.as_object(), after.as_object()) {
+        for (k, v) in a {
+            if let (Some(x), Some(y)) = (v.as_f64(), b.get(k).and_then(Value::as_f64)) {
+                eprintln!("per message {k}: {:.2}", (x - y) / N as f64);
+            }
+        }
     }
 }
 

@@ -212,7 +212,10 @@ pub mod conformance {
         let (a, b) = (make(), make());
         a.register(&node("a", 100)).expect("register a");
         b.register(&node("b", 200)).expect("register b");
-        assert_eq!(a.nodes().expect("nodes"), vec![node("a", 100), node("b", 200)]);
+        assert_eq!(
+            a.nodes().expect("nodes"),
+            vec![node("a", 100), node("b", 200)]
+        );
         b.heartbeat("b", 300).expect("heartbeat");
         assert_eq!(a.nodes().expect("nodes")[1].expires_ms, 300);
         b.deregister("b").expect("deregister");
@@ -250,7 +253,10 @@ pub mod conformance {
         send(&a, "room:r", "m2");
         send(&c, "room:other", "m3");
         assert!(a.inbox("a", 10).expect("inbox").is_empty(), "own commits");
-        assert!(c.inbox("c", 10).expect("inbox").is_empty(), "not subscribed");
+        assert!(
+            c.inbox("c", 10).expect("inbox").is_empty(),
+            "not subscribed"
+        );
         let got = b.inbox("b", 10).expect("inbox");
         let seqs: Vec<(u64, u64)> = got
             .iter()
@@ -310,7 +316,10 @@ pub mod conformance {
             let t0 = std::time::Instant::now();
             while b.inbox("b", 1).expect("inbox").is_empty() {
                 b.wait_inbox("b", 5_000).expect("wait");
-                assert!(t0.elapsed() < std::time::Duration::from_secs(4), "no wake-up");
+                assert!(
+                    t0.elapsed() < std::time::Duration::from_secs(4),
+                    "no wake-up"
+                );
             }
         });
     }

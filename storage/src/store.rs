@@ -1,8 +1,8 @@
 //! The `Store` trait: the one boundary between the gateway and durable state.
 
 use crate::{
-    Cluster, ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Page, ReadLimit, ReadRange, ReadUpdate,
-    Seq, StoreError, StoredMessage,
+    ChannelAppend, ChannelOutcome, Cluster, DeliveredUpdate, Health, Page, ReadLimit, ReadRange,
+    ReadUpdate, Seq, StoreError, StoredMessage,
 };
 
 /// Durable, ordered, per-channel message history, group membership and

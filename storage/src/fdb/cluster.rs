@@ -25,7 +25,10 @@ fn node_value(expires_ms: u64, url: &str) -> Vec<u8> {
 }
 
 fn decode_node(id: String, v: &[u8]) -> Result<NodeInfo, StoreError> {
-    let expires_ms = v.get(..8).and_then(read_u64).ok_or_else(|| corrupt("node value"))?;
+    let expires_ms = v
+        .get(..8)
+        .and_then(read_u64)
+        .ok_or_else(|| corrupt("node value"))?;
     let url = String::from_utf8(v[8..].to_vec()).map_err(|_| corrupt("node url"))?;
     Ok(NodeInfo {
         id,
@@ -53,7 +56,11 @@ impl FdbStore {
         trx.clear_range(&lo, &hi);
         trx.clear(&self.layout.node(id));
         // Bumped, not cleared: a watch on it (a wait of this node) wakes.
-        trx.atomic_op(&self.layout.inbox_bell(id), &u64_value(1), MutationType::Add);
+        trx.atomic_op(
+            &self.layout.inbox_bell(id),
+            &u64_value(1),
+            MutationType::Add,
+        );
         Ok(())
     }
 
@@ -137,7 +144,9 @@ impl Cluster for FdbStore {
             Box::pin(async move {
                 let key = self.layout.node(id);
                 let Some(v) = trx.get(&key, false).await? else {
-                    return Err(StoreError::NotFound(format!("node {id:?} is not registered")).into());
+                    return Err(
+                        StoreError::NotFound(format!("node {id:?} is not registered")).into(),
+                    );
                 };
                 let old = decode_node(id.to_owned(), &v)?;
                 trx.set(&key, &node_value(expires_ms, &old.url));
@@ -159,8 +168,7 @@ impl Cluster for FdbStore {
             let space = space.clone();
             Box::pin(async move {
                 let mut out = Vec::new();
-                let mut stream =
-                    trx.get_ranges_keyvalues(RangeOption::from(space.range()), true);
+                let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), true);
                 while let Some(kv) = stream.next().await {
                     let kv = kv?;
                     let (id,): (String,) = space

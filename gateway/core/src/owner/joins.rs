@@ -166,8 +166,7 @@ impl Owner {
     pub(crate) fn on_unsubscribe(&mut self, from: ShardId, channel: &Channel, fx: &mut Effects) {
         if let Some(oc) = self.channels.get_mut(channel) {
             oc.subscribers &= !(1 << from.0);
-            if let (0, NodeSub::On(token), Some(node)) = (oc.subscribers, oc.node_sub, &self.node)
-            {
+            if let (0, NodeSub::On(token), Some(node)) = (oc.subscribers, oc.node_sub, &self.node) {
                 oc.node_sub = NodeSub::Off;
                 fx.io.push(IoJob::NodeUnsubscribe {
                     node: node.clone(),
@@ -288,7 +287,8 @@ impl Owner {
         let known = oc.head.unwrap_or(Seq::ZERO);
         let mut batch: Option<crate::batch::Batch> = None;
         for m in messages.iter().filter(|m| Seq(m.seq) > known) {
-            let b = batch.get_or_insert_with(|| crate::batch::Batch::new(channel.clone(), Seq(m.seq)));
+            let b =
+                batch.get_or_insert_with(|| crate::batch::Batch::new(channel.clone(), Seq(m.seq)));
             if b.first_seq.0 + b.len() as u64 != m.seq {
                 break; // not contiguous: the rest comes with a later notice or a catch-up
             }
