@@ -98,6 +98,8 @@ impl<'a> MsgView<'a> {
 }
 
 /// `hello`, sent once after the upgrade.
+// One field per argument: the frame is the argument list.
+#[allow(clippy::too_many_arguments)]
 pub fn hello(
     out: &mut Vec<u8>,
     user: &str,
