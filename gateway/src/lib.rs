@@ -43,6 +43,9 @@
 //! - `http_api`: the `/v1` endpoints, each a short-lived session whose typed
 //!   `Answer` becomes an HTTP response; `sse`: `GET /v1/events`, a session
 //!   written as Server-Sent Events; `demo`: the chat page at `/demo/`.
+//! - `nodes`: this node's id and, on a shared (FoundationDB) store, its
+//!   lease, its inbox of other nodes' commits and `GET /v1/nodes`
+//!   (`docs/architecture.md`, "Many nodes").
 //! - `push` (webhook delivery), `metrics` (`/metrics`, `/healthz`), `sys`
 //!   (signals, file limits), `util`.
 //!
@@ -85,6 +88,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod listener;
 pub(crate) mod mesh;
 pub(crate) mod metrics;
+pub(crate) mod nodes;
 pub(crate) mod push;
 pub(crate) mod shard_task;
 pub(crate) mod sse;

@@ -103,6 +103,9 @@ pub(crate) async fn run_shard(p: ShardParams) {
     // does before it closes connections.
     let accept = glommio::spawn_local(crate::listener::accept_loop(shard.clone(), listener));
     tasks.push(glommio::spawn_local(tick(shard.clone())));
+    if id.0 == 0 {
+        tasks.push(glommio::spawn_local(cluster_tasks(shard.clone())));
+    }
     tasks.push(glommio::spawn_local(cursor_timer(shard.clone())));
 
     if let Ok(addr) = shard.global.bound.lock().map(|b| b.unwrap_or(p.cfg.listen)) {
@@ -114,6 +117,20 @@ pub(crate) async fn run_shard(p: ShardParams) {
         t.cancel().await;
     }
     shard.mesh.close();
+}
+
+/// Shard 0, once the node is registered in a cluster (`nodes.rs`): the
+/// heartbeat and the inbox, for as long as the shard runs.
+async fn cluster_tasks(shard: Rc<Shard>) {
+    while !shard.global.in_cluster.load(Ordering::Acquire) {
+        if shard.global.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(25)).await;
+    }
+    let heartbeat = glommio::spawn_local(crate::nodes::heartbeat_loop(shard.clone()));
+    crate::nodes::inbox_loop(shard).await;
+    heartbeat.cancel().await;
 }
 
 /// The once-a-second work of the shard.

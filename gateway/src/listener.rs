@@ -164,7 +164,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: Slot) {
         };
         let is_api_call = head.path.starts_with("/v1/")
             && head.method != "OPTIONS"
-            && !(head.method == "GET" && head.path == "/v1/events");
+            && !(head.method == "GET" && (head.path == "/v1/events" || head.path == "/v1/nodes"));
         if !is_api_call {
             return Box::pin(route(shard, stream, head, rest, cors, slot)).await;
         }
@@ -289,6 +289,12 @@ async fn route(
                 (false, storage::Health::Healthy) => (200, serde_json::json!({"status": "ready"})),
             };
             let r = http::response(status, "application/json", body.to_string().as_bytes(), &[]);
+            write_and_close(&mut stream, &r).await;
+        }
+        ("GET", "/v1/nodes") => {
+            // Discovery, for clients and load balancers: no credentials.
+            let body = crate::nodes::nodes_body(&shard).to_string();
+            let r = http::response(200, "application/json", body.as_bytes(), &[]);
             write_and_close(&mut stream, &r).await;
         }
         ("GET", "/metrics") => {

@@ -122,6 +122,13 @@ struct ServeArgs {
     /// FoundationDB key namespace (with `--store fdb`) [default: default].
     #[arg(long)]
     fdb_namespace: Option<String>,
+    /// This node's id [default: kept in <data-dir>/node-id].
+    #[arg(long)]
+    node_id: Option<String>,
+    /// The WebSocket URL this node advertises in `GET /v1/nodes`
+    /// [default: ws://<listen address>/ws].
+    #[arg(long)]
+    advertise_url: Option<String>,
     /// Log line format: text (default; colours only on a terminal) or json
     /// (one object per line).
     #[arg(long, value_enum)]
@@ -178,6 +185,12 @@ fn load_config(a: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = &a.fdb_namespace {
         cfg.fdb_namespace = v.clone();
+    }
+    if let Some(v) = &a.node_id {
+        cfg.node_id = Some(v.clone());
+    }
+    if let Some(v) = &a.advertise_url {
+        cfg.advertise_url = Some(v.clone());
     }
     if let Some(v) = a.log_format {
         cfg.log_format = match v {

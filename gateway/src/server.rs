@@ -96,6 +96,10 @@ pub struct Gateway {
     handles: Option<PoolThreadHandles<()>>,
     committer: Option<Committer>,
     _address_lock: Option<AddressLock>,
+    /// The store (for the cluster: deregistering at a clean stop).
+    store: Arc<dyn Store>,
+    /// This node's id while it is registered in a cluster.
+    node: Option<String>,
 }
 
 /// Opens the FoundationDB store (booting FDB's network thread, once per
@@ -140,8 +144,16 @@ impl Gateway {
     }
 
     /// Starts on the given store (tests use a fault-injecting one).
-    pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<Gateway, StartError> {
+    pub fn start_with_store(
+        mut config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Gateway, StartError> {
         config.validate()?;
+        let node_id = crate::nodes::resolve_node_id(config.node_id.as_deref(), &config.data_dir)
+            .map_err(|e| {
+                StartError::Shards(format!("node id in {}: {e}", config.data_dir.display()))
+            })?;
+        config.node_id = Some(node_id.clone());
         // One gateway per address: a fixed port is locked and probed before
         // any shard binds it; port 0 is locked once the kernel chose it.
         let mut address_lock = None;
@@ -159,9 +171,12 @@ impl Gateway {
             drain: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
             bound: Mutex::new(None),
+            node_url: Mutex::new(None),
+            nodes: Mutex::new(Vec::new()),
+            in_cluster: AtomicBool::new(false),
         });
         let (committer, store_io) =
-            Committer::start(store).map_err(|e| StartError::Shards(e.to_string()))?;
+            Committer::start(store.clone()).map_err(|e| StartError::Shards(e.to_string()))?;
         let cfg = Arc::new(config);
         let mesh = MeshBuilder::full(nr, cfg.mesh_queue_capacity);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -194,6 +209,8 @@ impl Gateway {
             handles: Some(handles),
             committer: Some(committer),
             _address_lock: None,
+            store: store.clone(),
+            node: None,
         };
         for _ in 0..nr {
             match ready_rx.recv_timeout(Duration::from_secs(30)) {
@@ -218,6 +235,32 @@ impl Gateway {
             }
         }
         gw._address_lock = address_lock;
+        let url = cfg
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("ws://{}/ws", gw.addr));
+        *gw.global
+            .node_url
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(url.clone());
+        if let Some(cluster) = store.cluster() {
+            let node = storage::NodeInfo {
+                id: node_id.clone(),
+                url,
+                expires_ms: crate::util::now_ms() + cfg.node_lease_ms,
+            };
+            if let Err(e) = cluster.register(&node) {
+                gw.stop();
+                return Err(StartError::Store(e));
+            }
+            tracing::info!(node = %node.id, url = %node.url, "registered in the cluster");
+            *gw.global
+                .nodes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = vec![node];
+            gw.node = Some(node_id);
+            gw.global.in_cluster.store(true, Ordering::Release);
+        }
         Ok(gw)
     }
 
@@ -273,6 +316,18 @@ impl Gateway {
         }
         if let Some(c) = self.committer.take() {
             c.join();
+        }
+        // A clean stop leaves the cluster at once (a killed node is reaped
+        // when its lease expires).
+        if let Some(id) = self.node.take() {
+            if let Some(cluster) = self.store.cluster() {
+                match cluster.deregister(&id) {
+                    Ok(()) => tracing::info!(node = %id, "left the cluster"),
+                    Err(e) => {
+                        tracing::warn!(node = %id, error = %e, "leaving the cluster failed; the lease expires")
+                    }
+                }
+            }
         }
     }
 }

@@ -32,6 +32,14 @@ pub(crate) struct Global {
     pub(crate) drained: AtomicUsize,
     /// The address shards bind (the first binder fills it in for port 0).
     pub(crate) bound: Mutex<Option<SocketAddr>>,
+    /// This node's advertised WebSocket URL (set once the address is bound).
+    pub(crate) node_url: Mutex<Option<String>>,
+    /// The live nodes of the cluster as of the last heartbeat (`nodes.rs`;
+    /// empty without a cluster).
+    pub(crate) nodes: Mutex<Vec<storage::NodeInfo>>,
+    /// Set once this node is registered in the cluster: shard 0 then starts
+    /// its heartbeat and inbox tasks.
+    pub(crate) in_cluster: AtomicBool,
 }
 
 /// One shard: its state and the handles its tasks share.

@@ -153,6 +153,11 @@ impl StoreIo {
             .await
     }
 
+    /// The store itself (for calls the runtime makes on the blocking pool).
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
     /// Whether the store accepts writes (cheap; no I/O for the embedded store).
     pub(crate) fn health(&self) -> Health {
         self.store.health()

@@ -978,7 +978,7 @@ mod tests {
             max_frame_bytes: 1000,
             history_max_limit: 200,
         };
-        frame_text(|b| response::hello(b, "u", "d", "s", 0, 30_000, &limits))
+        frame_text(|b| response::hello(b, "u", "d", "s", 0, 30_000, &limits, None))
     }
 
     fn msg(seq: u64, from: &str, text: &str) -> String {

@@ -298,6 +298,11 @@ impl<S: Store> Store for FaultyStore<S> {
         self.faults.check_lookup()?;
         self.inner.delivered_cursor(user, device, channel)
     }
+
+    /// The wrapped store's cluster, without faults.
+    fn cluster(&self) -> Option<&dyn crate::Cluster> {
+        self.inner.cluster()
+    }
 }
 
 #[cfg(test)]

@@ -126,6 +126,7 @@
 //! |---|---|
 //! | (`chat-model`) | values crossing the boundary, re-exported: [`Seq`], [`NewMessage`], [`StoredMessage`], [`AppendOutcome`], [`RejectReason`], [`ReadRange`], [`Page`], … |
 //! | `store.rs` | the [`Store`] trait and its contract |
+//! | `cluster.rs` | the [`Cluster`] trait (nodes, subscriptions, inboxes of stores several gateways share) and its checks |
 //! | `error.rs` | [`StoreError`], retryable or not as data |
 //! | `embedded.rs` | [`EmbeddedStore`] on fjall, its key layout and codecs |
 //! | `fdb/` | `FdbStore` (feature `fdb`): `mod.rs` the backend, `layout.rs` every subspace, `sys.rs` FDB's network thread |
@@ -133,6 +134,7 @@
 //! | `fault.rs` | [`FaultyStore`] and [`Faults`] |
 //! | `conformance.rs` | the suite and [`conformance_tests!`] |
 
+pub mod cluster;
 pub mod conformance;
 pub mod embedded;
 pub mod error;
@@ -149,6 +151,7 @@ pub use chat_model::{
     MessageKind, NewMessage, Page, ReadLimit, ReadRange, ReadUpdate, RejectReason, Seq,
     StoredMessage, GROUP_PREFIX,
 };
+pub use cluster::{Cluster, InboxEntry, NodeInfo, Notice};
 pub use embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 pub use error::StoreError;
 pub use fault::{Faults, FaultyStore};

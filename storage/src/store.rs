@@ -1,8 +1,8 @@
 //! The `Store` trait: the one boundary between the gateway and durable state.
 
 use crate::{
-    ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Page, ReadLimit, ReadRange, ReadUpdate,
-    Seq, StoreError, StoredMessage,
+    ChannelAppend, ChannelOutcome, Cluster, DeliveredUpdate, Health, Page, ReadLimit, ReadRange,
+    ReadUpdate, Seq, StoreError, StoredMessage,
 };
 
 /// Durable, ordered, per-channel message history, group membership and
@@ -183,6 +183,15 @@ pub trait Store: Send + Sync + 'static {
     /// The delivered cursor of (`user`, `device`) in `channel` (`Seq(0)` when
     /// none).
     fn delivered_cursor(&self, user: &str, device: &str, channel: &str) -> Result<Seq, StoreError>;
+
+    // ----------------------------------------------------------- cluster --
+
+    /// What gateway nodes sharing this store know of each other (nodes,
+    /// subscriptions, inboxes; [`crate::cluster`]), or `None` for a backend
+    /// only one gateway process can use (the default: embedded, memory).
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        None
+    }
 }
 
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
@@ -239,5 +248,8 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn delivered_cursor(&self, user: &str, device: &str, channel: &str) -> Result<Seq, StoreError> {
         (**self).delivered_cursor(user, device, channel)
+    }
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        (**self).cluster()
     }
 }

@@ -368,3 +368,26 @@ fn a_missing_cluster_file_is_a_clear_error() {
     .unwrap_err();
     assert!(err.to_string().contains("FoundationDB error"), "{err}");
 }
+
+/// The `Cluster` contract (nodes, subscriptions, inboxes) on FoundationDB:
+/// each check on a fresh namespace, every "node" its own `FdbStore` handle
+/// on it, as separate gateway processes would open.
+#[test]
+fn cluster_conformance() {
+    storage::cluster::conformance::run_all(&|| {
+        let ns = namespace();
+        open(FdbConfig {
+            cluster_file: Some(shared_cluster_file()),
+            namespace: ns.clone(),
+            ..FdbConfig::default()
+        });
+        move || {
+            FdbStore::open(FdbConfig {
+                cluster_file: Some(shared_cluster_file()),
+                namespace: ns.clone(),
+                ..FdbConfig::default()
+            })
+            .expect("open")
+        }
+    });
+}

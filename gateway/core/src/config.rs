@@ -368,6 +368,27 @@ pub struct Config {
     /// Window in which further `typing` events of one user in one channel are
     /// dropped after one was forwarded, in milliseconds. Default 3,000.
     pub typing_window_ms: u64,
+    /// This gateway's node id: in `hello.node`, `GET /v1/nodes` and, with
+    /// `store = "fdb"`, the cluster's node records (1–64 of `[A-Za-z0-9_.-]`).
+    /// Default: the id kept in `<data_dir>/node-id`, written with a random
+    /// id on the first start, so a restarted node keeps its id.
+    pub node_id: Option<String>,
+    /// The WebSocket URL other nodes and clients are told to use for this
+    /// node (`GET /v1/nodes`). Default `ws://<listen address>/ws` (the bound
+    /// address when the port is 0).
+    pub advertise_url: Option<String>,
+    /// With `store = "fdb"`: how long a node's lease lasts after each
+    /// heartbeat, in milliseconds. A node that stops renewing it is dead to
+    /// the others within `node_lease_ms + node_heartbeat_ms` (plus the
+    /// clock skew between nodes; leases are wall-clock timestamps), and its
+    /// subscriptions and inbox are then removed. Default 6,000 (dead within
+    /// 8 s).
+    pub node_lease_ms: u64,
+    /// With `store = "fdb"`: how often a node renews its lease and looks for
+    /// expired nodes, in milliseconds; one FDB transaction each, plus one
+    /// per expired node found. Must be below `node_lease_ms / 2`. Default
+    /// 2,000.
+    pub node_heartbeat_ms: u64,
     /// Words refused in messages (case-insensitive, whole words): a send
     /// containing one gets `forbidden` and is not stored.
     pub blocklist_words: Vec<String>,
@@ -444,6 +465,10 @@ impl Default for Config {
             max_sse_channels: 256,
             store_read_threads: 4,
             typing_window_ms: 3_000,
+            node_id: None,
+            advertise_url: None,
+            node_lease_ms: 6_000,
+            node_heartbeat_ms: 2_000,
             blocklist_words: Vec::new(),
             blocklist_patterns: Vec::new(),
             demo: None,
@@ -634,6 +659,17 @@ impl Config {
         if self.max_pending_cursors < 16 {
             return Err(invalid("max_pending_cursors", "must be at least 16"));
         }
+        if let Some(id) = &self.node_id {
+            if !valid_node_id(id) {
+                return Err(invalid("node_id", "must be 1-64 of [A-Za-z0-9_.-]"));
+            }
+        }
+        if self.node_heartbeat_ms == 0 || self.node_heartbeat_ms * 2 >= self.node_lease_ms {
+            return Err(invalid(
+                "node_heartbeat_ms",
+                "must be above 0 and below node_lease_ms / 2",
+            ));
+        }
         if !(1..=64).contains(&self.store_read_threads) {
             return Err(invalid("store_read_threads", "must be 1..=64"));
         }
@@ -713,4 +749,13 @@ impl Config {
         let limit = open_file_limit.unwrap_or(1024) as usize;
         self.reserved_fds.min(limit / 4)
     }
+}
+
+/// Whether `id` can be a node id: 1–64 of `[A-Za-z0-9_.-]`.
+#[must_use]
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }

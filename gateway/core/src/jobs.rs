@@ -56,6 +56,32 @@ pub fn run_store_job(store: &dyn Store, job: IoJob) -> JobDone {
             let result = guarded(|| store.head(&channel));
             JobDone::HeadLoaded { channel, result }
         }
+        IoJob::NodeSubscribe {
+            node,
+            channel,
+            token,
+        } => {
+            let result = guarded(|| match store.cluster() {
+                Some(c) => c.subscribe(&node, &channel, token),
+                None => store.head(&channel),
+            });
+            JobDone::NodeSubscribed {
+                channel,
+                token,
+                result,
+            }
+        }
+        IoJob::NodeUnsubscribe {
+            node,
+            channel,
+            token,
+        } => {
+            let result = guarded(|| match store.cluster() {
+                Some(c) => c.unsubscribe(&node, &channel, token),
+                None => Ok(()),
+            });
+            JobDone::NodeUnsubscribed { channel, result }
+        }
         IoJob::CatchUp {
             conn,
             channel,

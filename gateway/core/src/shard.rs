@@ -118,6 +118,7 @@ impl ShardState {
                 self.id.0,
                 self.cfg.heartbeat_ms,
                 &limits,
+                self.cfg.node_id.as_deref(),
             );
         });
         self.conns.insert(id, conn);
@@ -551,7 +552,9 @@ impl ShardState {
                 channel,
                 &mut self.fx,
             ),
-            ShardMsg::Unsubscribe { channel } => self.owner.on_unsubscribe(from, &channel),
+            ShardMsg::Unsubscribe { channel } => {
+                self.owner.on_unsubscribe(from, &channel, &mut self.fx);
+            }
             ShardMsg::Joined {
                 channel,
                 conn,
@@ -583,6 +586,14 @@ impl ShardState {
             }
             ShardMsg::Batch(batch) => self.on_batch(&batch),
             ShardMsg::Advanced { channel, head } => self.advance_replica(&channel, head),
+            ShardMsg::RemoteCommit {
+                channel,
+                messages,
+                last,
+            } => {
+                self.owner
+                    .on_remote_commit(channel, &messages, last, &mut self.fx);
+            }
             ShardMsg::DeviceUp {
                 user,
                 device,
@@ -709,6 +720,19 @@ impl ShardState {
             }
             JobDone::HeadLoaded { channel, result } => {
                 self.owner.on_head_loaded(channel, result, &mut self.fx);
+            }
+            JobDone::NodeSubscribed {
+                channel,
+                token,
+                result,
+            } => {
+                self.owner
+                    .on_node_subscribed(channel, token, result, &mut self.fx);
+            }
+            JobDone::NodeUnsubscribed { channel, result } => {
+                if let Err(e) = result {
+                    tracing::warn!(channel = %channel, error = %e, "node unsubscribe failed; the cluster keeps sending notices until this node stops");
+                }
             }
             JobDone::CatchUpPage {
                 conn,

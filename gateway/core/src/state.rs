@@ -76,7 +76,12 @@ impl ShardState {
                 tracing::error!(error = %e, "blocklist invalid");
                 Blocklist::empty()
             });
-        let owner = Owner::new(cfg.push_webhook.is_some(), cfg.max_group_members);
+        let mut owner = Owner::new(cfg.push_webhook.is_some(), cfg.max_group_members);
+        // Cluster mode: nodes share the FoundationDB store and learn of each
+        // other's commits through it.
+        if cfg.store == crate::config::StoreKind::Fdb {
+            owner.node = cfg.node_id.as_deref().map(Arc::from);
+        }
         let users = UserOwner::new(UserSettings {
             max_connections: cfg.max_connections_per_user,
             debounce_ms: cfg.presence_debounce_ms,

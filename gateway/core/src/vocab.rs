@@ -256,6 +256,18 @@ pub enum ShardMsg {
     },
     /// Owner → replica shard: newly committed messages, encoded once.
     Batch(Arc<Batch>),
+    /// Runtime → owner shard: messages another gateway node committed to a
+    /// channel this node subscribes to (read once from the store after its
+    /// inbox notice), in seq order. The owner fans them out as a batch.
+    RemoteCommit {
+        /// The channel.
+        channel: Channel,
+        /// The messages, as stored (possibly fewer than were committed).
+        messages: Vec<chat_model::StoredMessage>,
+        /// The last seq the notices named: members page anything past
+        /// `messages` up to it from the store.
+        last: Seq,
+    },
     /// Owner → replica shard: the head moved to `head` but the batches were
     /// not delivered (the queue was full); members page from the store.
     Advanced {
@@ -421,6 +433,25 @@ pub enum IoJob {
     Append(Vec<ChannelAppend>),
     /// Load a channel's head for its owner.
     LoadHead(Channel),
+    /// Record in the cluster that this node has subscribers of `channel`
+    /// (with `token`) and load its head in the same transaction.
+    NodeSubscribe {
+        /// This node.
+        node: Arc<str>,
+        /// The channel.
+        channel: Channel,
+        /// Identifies this subscription (a later unsubscribe names it).
+        token: u64,
+    },
+    /// Remove this node's subscription `token` to `channel`.
+    NodeUnsubscribe {
+        /// This node.
+        node: Arc<str>,
+        /// The channel.
+        channel: Channel,
+        /// The subscription.
+        token: u64,
+    },
     /// Read the page after `after` for a catching-up (conn, channel).
     CatchUp {
         /// The connection.
@@ -526,6 +557,24 @@ pub enum JobDone {
         appends: Vec<ChannelAppend>,
         /// One outcome per append.
         result: Result<Vec<ChannelOutcome>, JobError>,
+    },
+    /// This node's subscription to a channel was recorded; the head read
+    /// with it.
+    NodeSubscribed {
+        /// The channel.
+        channel: Channel,
+        /// The subscription.
+        token: u64,
+        /// The head.
+        result: Result<Seq, JobError>,
+    },
+    /// A subscription was removed (or the removal failed: the cluster
+    /// forgets it when the node stops).
+    NodeUnsubscribed {
+        /// The channel.
+        channel: Channel,
+        /// Whether it was removed.
+        result: Result<(), JobError>,
     },
     /// A head was loaded.
     HeadLoaded {

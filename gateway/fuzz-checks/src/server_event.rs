@@ -170,6 +170,7 @@ fn encode(event: &ServerEvent) -> Option<Vec<u8>> {
             *shard,
             *heartbeat_ms,
             limits,
+            None,
         ),
         ServerEvent::Other(_) => return None,
     }

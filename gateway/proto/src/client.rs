@@ -497,7 +497,7 @@ mod tests {
         };
         let view = MsgView::from_stored(&stored);
         let mut out = Vec::new();
-        response::hello(&mut out, "u", "d", "s", 1, 500, &limits);
+        response::hello(&mut out, "u", "d", "s", 1, 500, &limits, None);
         response::joined(&mut out, Some("1"), "room:x", 4);
         response::left(&mut out, Some("\"two\""), "room:x");
         response::ack(&mut out, None, "room:x", "c", 5, 6, true);

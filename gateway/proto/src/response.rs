@@ -98,6 +98,8 @@ impl<'a> MsgView<'a> {
 }
 
 /// `hello`, sent once after the upgrade.
+// One field per argument: the frame is the argument list.
+#[allow(clippy::too_many_arguments)]
 pub fn hello(
     out: &mut Vec<u8>,
     user: &str,
@@ -106,6 +108,7 @@ pub fn hello(
     shard: usize,
     heartbeat_ms: u64,
     limits: &HelloLimits,
+    node: Option<&str>,
 ) {
     #[derive(Serialize)]
     struct Hello<'a> {
@@ -116,6 +119,8 @@ pub fn hello(
         shard: usize,
         heartbeat_ms: u64,
         limits: &'a HelloLimits,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<&'a str>,
     }
     frame(
         out,
@@ -127,6 +132,7 @@ pub fn hello(
             shard,
             heartbeat_ms,
             limits,
+            node,
         },
     );
 }

@@ -22,6 +22,11 @@
 //! root + ("r", user, channel)                     -> u64 LE read cursor
 //! root + ("dl", user, device, channel)            -> u64 LE delivered cursor
 //! root + ("e", channel, seq)                      -> empty: an edit/delete event (unread counts)
+//! root + ("n", node)                              -> u64 LE lease end (wall-clock ms) | advertised URL
+//! root + ("ns", channel, node)                    -> u64 LE token: node has subscribers of channel
+//! root + ("nx", node, channel)                    -> empty: the by-node index of "ns"
+//! root + ("ni", node, versionstamp)               -> notices of one commit (cluster::encode_notices)
+//! root + ("nw", node)                             -> u64 LE counter, bumped with every inbox write (watched)
 //! ```
 //!
 //! - **Messages** (`m`) hold the same record as the embedded backend (one
@@ -38,6 +43,11 @@
 //! - **Events** (`e`): one key per stored `edit`/`delete`, written by the
 //!   append that stores it, so `count_messages` (unread) subtracts the
 //!   events of a range without reading its messages.
+//! - **Nodes** (`n`, `ns`, `nx`, `ni`, `nw`): the cluster of gateway nodes
+//!   (`crate::cluster`). An append reads `("ns", channel)` of every channel
+//!   it stores into (a conflicting read: a subscription racing the commit
+//!   conflicts with it) and writes one versionstamped `ni` entry per other
+//!   subscribed node, so inbox keys sort in commit order.
 //! - **Groups** (`g`, `gm`) carry tokens for the same reason:
 //!   `create_group` retried after an unknown result recognises its own group
 //!   instead of reporting a conflict; `add_member` recognises its own add.
@@ -124,6 +134,41 @@ impl Layout {
     #[must_use]
     pub fn events(&self, channel: &str) -> Subspace {
         self.root.subspace(&("e", channel))
+    }
+
+    #[must_use]
+    pub fn node(&self, node: &str) -> Vec<u8> {
+        self.root.pack(&("n", node))
+    }
+
+    /// Every node record.
+    #[must_use]
+    pub fn nodes(&self) -> Subspace {
+        self.root.subspace(&("n",))
+    }
+
+    /// The nodes subscribed to `channel`: `(node,)` below it.
+    #[must_use]
+    pub fn subscribed(&self, channel: &str) -> Subspace {
+        self.root.subspace(&("ns", channel))
+    }
+
+    /// The channels `node` subscribes to: `(channel,)` below it.
+    #[must_use]
+    pub fn subscriptions_of(&self, node: &str) -> Subspace {
+        self.root.subspace(&("nx", node))
+    }
+
+    /// `node`'s inbox: `(versionstamp,)` below it.
+    #[must_use]
+    pub fn inbox(&self, node: &str) -> Subspace {
+        self.root.subspace(&("ni", node))
+    }
+
+    /// The key `node` watches for inbox writes.
+    #[must_use]
+    pub fn inbox_bell(&self, node: &str) -> Vec<u8> {
+        self.root.pack(&("nw", node))
     }
 
     #[must_use]

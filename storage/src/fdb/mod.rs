@@ -48,6 +48,7 @@
 //!
 //! The key layout is in [`layout`]; the network thread in [`sys`].
 
+mod cluster;
 pub mod layout;
 pub mod sys;
 
@@ -119,6 +120,9 @@ pub struct FdbStore {
     db: Database,
     layout: Layout,
     cfg: FdbConfig,
+    /// The node this handle registered as (`Cluster::register`): its own
+    /// commits leave it no inbox notices.
+    local_node: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for FdbStore {
@@ -280,6 +284,7 @@ impl FdbStore {
             db,
             layout: Layout::new(&cfg.namespace),
             cfg,
+            local_node: std::sync::Mutex::new(None),
         };
         store.check_format()?;
         Ok(store)
@@ -458,6 +463,7 @@ impl FdbStore {
         token: u64,
     ) -> Result<Vec<PartOutcome>, Abort> {
         let mut out = Vec::with_capacity(part.len());
+        let mut notices: BTreeMap<String, Vec<crate::Notice>> = BTreeMap::new();
         for (ci, range) in part {
             let ca = &batch[*ci];
             let channel = ca.channel.as_str();
@@ -566,6 +572,12 @@ impl FdbStore {
                     }
                 }
                 trx.set(&self.layout.head(channel), &u64_value(next));
+                let notice = crate::Notice {
+                    channel: channel.to_owned(),
+                    first: Seq(head + 1),
+                    last: Seq(next),
+                };
+                self.collect_notices(trx, notice, &mut notices).await?;
             }
             // The head after this part: ours, or (when a retry found its own
             // commit) the stored one.
@@ -576,6 +588,7 @@ impl FdbStore {
                 head: next,
             });
         }
+        self.write_notices(trx, &notices);
         Ok(out)
     }
 
@@ -1031,6 +1044,10 @@ impl Store for FdbStore {
                 }
             })
         })
+    }
+
+    fn cluster(&self) -> Option<&dyn crate::Cluster> {
+        Some(self)
     }
 }
 

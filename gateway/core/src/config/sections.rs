@@ -140,6 +140,15 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        "cluster",
+        &[
+            ("node_id", "node_id"),
+            ("advertise_url", "advertise_url"),
+            ("lease_ms", "node_lease_ms"),
+            ("heartbeat_ms", "node_heartbeat_ms"),
+        ],
+    ),
+    (
         "presence",
         &[
             ("debounce_ms", "presence_debounce_ms"),

@@ -246,7 +246,8 @@ impl Owner {
                 }
             }
         }
-        oc.head = Some(outcome.head);
+        // Another node's commit may have moved the head further already.
+        oc.head = Some(oc.head.map_or(outcome.head, |h| h.max(outcome.head)));
         fx.stats_committed += batch.as_ref().map_or(0, |b| b.len() as u64);
         if let Some(b) = batch {
             let b = Arc::new(b);

@@ -11,7 +11,7 @@ use chat_proto::{response, ErrorCode};
 
 use super::state::{
     fail_join, flush_join_waiters, send_joined, subscriber_shards, Gated, JoinWaiter, Membership,
-    Owner,
+    NodeSub, Owner,
 };
 use crate::error::JobError;
 use crate::vocab::{Effects, IoJob, QueryRef, Reply, ShardId, ShardMsg};
@@ -81,8 +81,43 @@ impl Owner {
         ) else {
             return;
         };
+        let node = self.node.clone();
+        self.last_token += 1;
+        let token = self.last_token;
         let oc = self.channel(&channel);
         oc.subscribers |= 1 << waiter.shard.0;
+        if let Some(node) = node {
+            // Cluster mode: the first join records this node's subscription
+            // (and reads the head with it); a join with `since` beyond the
+            // head this node knows reloads it (another node may have
+            // committed it, its notice still on the way).
+            match oc.node_sub {
+                NodeSub::Off => {
+                    oc.node_sub = NodeSub::Pending;
+                    oc.join_waiters.push(waiter);
+                    fx.io.push(IoJob::NodeSubscribe {
+                        node,
+                        channel,
+                        token,
+                    });
+                    return;
+                }
+                NodeSub::Pending => {
+                    oc.join_waiters.push(waiter);
+                    return;
+                }
+                NodeSub::On(_) => {
+                    if waiter.since.is_some_and(|s| oc.head.is_none_or(|h| s > h)) {
+                        oc.join_waiters.push(waiter);
+                        if !oc.loading {
+                            oc.loading = true;
+                            fx.io.push(IoJob::LoadHead(channel));
+                        }
+                        return;
+                    }
+                }
+            }
+        }
         if let Some(head) = oc.head {
             send_joined(&channel, oc, waiter, head, fx);
             return;
@@ -128,9 +163,17 @@ impl Owner {
     }
 
     /// A shard has no more members of `channel`.
-    pub(crate) fn on_unsubscribe(&mut self, from: ShardId, channel: &Channel) {
+    pub(crate) fn on_unsubscribe(&mut self, from: ShardId, channel: &Channel, fx: &mut Effects) {
         if let Some(oc) = self.channels.get_mut(channel) {
             oc.subscribers &= !(1 << from.0);
+            if let (0, NodeSub::On(token), Some(node)) = (oc.subscribers, oc.node_sub, &self.node) {
+                oc.node_sub = NodeSub::Off;
+                fx.io.push(IoJob::NodeUnsubscribe {
+                    node: node.clone(),
+                    channel: channel.clone(),
+                    token,
+                });
+            }
             if oc.idle() {
                 self.channels.remove(channel);
             }
@@ -156,7 +199,8 @@ impl Owner {
                 // While a commit is in flight the loaded head may already
                 // include it: answering now could put `joined` (and a replay)
                 // ahead of that commit's acks. Its completion answers them.
-                if !oc.committing {
+                // A subscription being recorded answers them when it is.
+                if !oc.committing && oc.node_sub != NodeSub::Pending {
                     flush_join_waiters(&channel, oc, fx);
                 }
             }
@@ -169,6 +213,112 @@ impl Owner {
         }
         if oc.idle() {
             self.channels.remove(&channel);
+        }
+    }
+
+    /// This node's subscription to `channel` was recorded (or failed).
+    pub(crate) fn on_node_subscribed(
+        &mut self,
+        channel: Channel,
+        token: u64,
+        result: Result<Seq, JobError>,
+        fx: &mut Effects,
+    ) {
+        let node = self.node.clone();
+        let unsubscribe = |fx: &mut Effects, channel: Channel| {
+            if let Some(node) = node.clone() {
+                fx.io.push(IoJob::NodeUnsubscribe {
+                    node,
+                    channel,
+                    token,
+                });
+            }
+        };
+        let Some(oc) = self.channels.get_mut(&channel) else {
+            if result.is_ok() {
+                unsubscribe(fx, channel);
+            }
+            return;
+        };
+        match result {
+            Ok(head) => {
+                if oc.subscribers == 0 {
+                    oc.node_sub = NodeSub::Off;
+                    unsubscribe(fx, channel.clone());
+                } else {
+                    oc.node_sub = NodeSub::On(token);
+                }
+                let head = oc.head.map_or(head, |h| h.max(head));
+                oc.head = Some(head);
+                if !oc.committing && !oc.loading {
+                    flush_join_waiters(&channel, oc, fx);
+                }
+            }
+            Err(e) => {
+                oc.node_sub = NodeSub::Off;
+                let message = format!("store unavailable: {e}");
+                for w in oc.join_waiters.drain(..) {
+                    fail_join(fx, w, channel.clone(), ErrorCode::Unavailable, &message);
+                }
+            }
+        }
+        if oc.idle() {
+            self.channels.remove(&channel);
+        }
+    }
+
+    /// Another node committed `messages` to `channel`: the part past the
+    /// head this node knows goes to every shard with members as one batch,
+    /// as a local commit would (members that missed anything page it from
+    /// the store, as after any gap).
+    pub(crate) fn on_remote_commit(
+        &mut self,
+        channel: Channel,
+        messages: &[chat_model::StoredMessage],
+        last: Seq,
+        fx: &mut Effects,
+    ) {
+        let Some(oc) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        if oc.subscribers == 0 {
+            return;
+        }
+        let known = oc.head.unwrap_or(Seq::ZERO);
+        let mut batch: Option<crate::batch::Batch> = None;
+        for m in messages.iter().filter(|m| Seq(m.seq) > known) {
+            let b =
+                batch.get_or_insert_with(|| crate::batch::Batch::new(channel.clone(), Seq(m.seq)));
+            if b.first_seq.0 + b.len() as u64 != m.seq {
+                break; // not contiguous: the rest comes with a later notice or a catch-up
+            }
+            if let Some(t) = m.target {
+                b.note_target(Seq(t));
+            }
+            b.push_frame(|out| {
+                response::msg(out, &channel, &response::MsgView::from_stored(m));
+            });
+        }
+        if let Some(b) = batch {
+            if oc.head.is_some() {
+                oc.head = Some(b.last_seq());
+            }
+            let b = std::sync::Arc::new(b);
+            for shard in subscriber_shards(oc.subscribers) {
+                fx.send(shard, ShardMsg::Batch(b.clone()));
+            }
+        }
+        if oc.head.is_some_and(|h| h < last) {
+            oc.head = Some(last);
+            for shard in subscriber_shards(oc.subscribers) {
+                fx.send(
+                    shard,
+                    ShardMsg::Advanced {
+                        channel: channel.clone(),
+                        head: last,
+                    },
+                );
+            }
         }
     }
 }

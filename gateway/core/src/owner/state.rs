@@ -60,6 +60,18 @@ pub(super) struct Pending {
     pub(super) key: String,
 }
 
+/// Whether this node's subscription to a channel is recorded in the
+/// cluster (cluster mode only; see `docs/architecture.md`, "Many nodes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NodeSub {
+    /// Not recorded (or not cluster mode).
+    Off,
+    /// Being recorded: joins wait.
+    Pending,
+    /// Recorded with this token: commits of other nodes leave notices.
+    On(u64),
+}
+
 pub(super) struct OwnedChannel {
     /// Group channels only: the members, authoritative for this process.
     pub(super) membership: Membership,
@@ -86,6 +98,8 @@ pub(super) struct OwnedChannel {
     pub(super) adds_in_flight: usize,
     /// Rooms only: the users with a joined connection (presence queries).
     pub(super) room_users: RoomUsers,
+    /// This node's subscription in the cluster.
+    pub(super) node_sub: NodeSub,
 }
 
 impl OwnedChannel {
@@ -110,6 +124,7 @@ impl OwnedChannel {
             last_ts: 0,
             adds_in_flight: 0,
             room_users: RoomUsers::default(),
+            node_sub: NodeSub::Off,
         }
     }
 
@@ -123,6 +138,7 @@ impl OwnedChannel {
             && self.in_flight.is_empty()
             && self.adds_in_flight == 0
             && self.room_users.is_empty()
+            && self.node_sub != NodeSub::Pending
     }
 }
 
@@ -143,6 +159,12 @@ pub(crate) struct Owner {
     pub(super) ready: Vec<Channel>,
     /// The commit in flight (one per shard, hence per channel).
     pub(super) committing: Option<InFlightCommit>,
+    /// Cluster mode: this node's id (channels with subscribers are
+    /// subscribed in the cluster, other nodes' commits arrive as
+    /// `RemoteCommit`). `None`: the only gateway on its store.
+    pub(crate) node: Option<Arc<str>>,
+    /// The last subscription token handed out.
+    pub(super) last_token: u64,
 }
 
 pub(super) fn dedup_key(m: &NewMessage) -> String {
@@ -183,6 +205,8 @@ impl Owner {
             committing: None,
             push,
             max_group_members,
+            node: None,
+            last_token: 0,
         }
     }
 

@@ -47,7 +47,7 @@ fn hello_has_the_protocol_fields() {
         max_frame_bytes: 2 << 20,
         history_max_limit: 200,
     };
-    hello(&mut out, "alice", "d1", "s-1", 0, 30_000, &limits);
+    hello(&mut out, "alice", "d1", "s-1", 0, 30_000, &limits, None);
     assert_eq!(
         one(&out),
         json!({"type":"hello","user":"alice","device":"d1","session":"s-1","shard":0,

@@ -1,0 +1,360 @@
+//! The `Cluster` trait: what gateway nodes sharing one store know of each
+//! other — who is alive, which node has subscribers of which channel, and
+//! each node's inbox of commits made elsewhere.
+//!
+//! Only a store that several gateway processes can share implements it
+//! (FoundationDB: `FdbStore`); [`Store::cluster`](crate::Store::cluster)
+//! returns it, `None` for the single-node backends. The store is the only
+//! thing nodes share: no broker, no consensus of their own.
+//!
+//! # Contract (checked by [`conformance`])
+//!
+//! **Nodes and leases.** A node registers with [`Cluster::register`]
+//! (its id, its advertised WebSocket URL, `expires_ms`) and renews the lease
+//! with [`Cluster::heartbeat`] before it expires. Leases are **wall-clock
+//! timestamps** (ms since the Unix epoch) written by the node and compared by
+//! each reader with its own clock: the cluster assumes the nodes' clocks
+//! agree within a skew much smaller than the lease (NTP: milliseconds), and a
+//! lease is late by at most that skew. [`Cluster::nodes`] lists every
+//! registered node with its lease, expired or not: callers filter by their
+//! `now`. A node whose lease expired is removed, with its subscriptions and
+//! inbox, by [`Cluster::reap`] — which any node may call; it does nothing when
+//! the lease was renewed meanwhile (the check and the removal are one
+//! transaction), so a slow but live node is never reaped by a stale view.
+//! A node that finds its record gone at its next heartbeat
+//! ([`StoreError::NotFound`]) was reaped: it missed notices and must not
+//! keep serving live subscribers as if it had not.
+//!
+//! **Subscriptions.** [`Cluster::subscribe`] records that a node has local
+//! subscribers of a channel and returns the channel's head *in the same
+//! transaction*: every commit after that head leaves a notice in the node's
+//! inbox, every commit up to it is in the head (a commit racing the
+//! subscription conflicts with it and reruns). Each subscription carries the
+//! caller's token; [`Cluster::unsubscribe`] removes it only when the token is
+//! still the one stored, so a late unsubscribe never removes a newer
+//! subscription of the same node.
+//!
+//! **Notices.** Every `Store::append` that stores messages writes, in its
+//! own transaction, one [`InboxEntry`] into the inbox of every node
+//! subscribed to any of its channels *except the node this store handle
+//! registered as* (that node fans its own commits out itself): which
+//! channels moved and their first and last new seq. Entries of one inbox
+//! are in commit order (versionstamped keys). They stay until the node
+//! acknowledges them ([`Cluster::ack_inbox`]), so a node that fails between
+//! reading and handing them on reads them again.
+//!
+//! **Waiting.** [`Cluster::wait_inbox`] blocks until the inbox may have
+//! changed or the timeout passed (a watch: it may return early; callers read
+//! the inbox either way).
+
+use crate::{Seq, StoreError};
+
+/// A registered gateway node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node's id (unique in the cluster; stable across restarts of a
+    /// node that keeps its data directory).
+    pub id: String,
+    /// Its advertised WebSocket URL (`ws://host:port/ws`).
+    pub url: String,
+    /// Its lease's end: wall-clock ms since the Unix epoch.
+    pub expires_ms: u64,
+}
+
+/// One channel's new messages, committed by another node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// The channel.
+    pub channel: String,
+    /// The first seq the commit stored.
+    pub first: Seq,
+    /// The last seq it stored.
+    pub last: Seq,
+}
+
+/// One commit's notices in a node's inbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboxEntry {
+    /// Where the entry sits (opaque; pass it to [`Cluster::ack_inbox`]).
+    pub key: Vec<u8>,
+    /// The channels of the commit this node subscribes to.
+    pub notices: Vec<Notice>,
+}
+
+/// What nodes sharing one store know of each other; see the module docs.
+///
+/// Every method may block on network I/O (callers run them off the shards'
+/// executors, as for [`Store`](crate::Store)).
+pub trait Cluster: Send + Sync {
+    /// Registers `node` as a fresh life of that node: writes its record,
+    /// clears any subscriptions and inbox a previous life left, and makes
+    /// `node.id` the node this store handle writes commits as (its own
+    /// commits leave it no notices).
+    fn register(&self, node: &NodeInfo) -> Result<(), StoreError>;
+
+    /// Renews the lease of the registered node `id` to `expires_ms`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when the record is gone (the node was
+    /// reaped or deregistered).
+    fn heartbeat(&self, id: &str, expires_ms: u64) -> Result<(), StoreError>;
+
+    /// Removes node `id`, its subscriptions and its inbox (a clean stop).
+    fn deregister(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Every registered node, sorted by id, with its lease (expired or not).
+    fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError>;
+
+    /// Removes node `id` as [`Cluster::deregister`] does, but only while its
+    /// lease is still `expires_ms` (what the caller saw expire). Returns
+    /// whether it removed it.
+    fn reap(&self, id: &str, expires_ms: u64) -> Result<bool, StoreError>;
+
+    /// Records that node `id` has subscribers of `channel` (with `token`);
+    /// returns the channel's head read in the same transaction.
+    fn subscribe(&self, id: &str, channel: &str, token: u64) -> Result<Seq, StoreError>;
+
+    /// Removes node `id`'s subscription to `channel` if its token is still
+    /// `token`.
+    fn unsubscribe(&self, id: &str, channel: &str, token: u64) -> Result<(), StoreError>;
+
+    /// The nodes subscribed to `channel`, sorted.
+    fn subscribers(&self, channel: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Up to `max` of node `id`'s oldest inbox entries, in commit order.
+    fn inbox(&self, id: &str, max: usize) -> Result<Vec<InboxEntry>, StoreError>;
+
+    /// Removes node `id`'s inbox entries up to and including `through`.
+    fn ack_inbox(&self, id: &str, through: &[u8]) -> Result<(), StoreError>;
+
+    /// Blocks until node `id`'s inbox may have changed, or `timeout_ms`.
+    fn wait_inbox(&self, id: &str, timeout_ms: u64) -> Result<(), StoreError>;
+}
+
+/// Encodes the notices of one inbox entry: per notice, u16 LE channel
+/// length, the channel, u64 LE first, u64 LE last.
+#[must_use]
+pub fn encode_notices(notices: &[Notice]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(notices.iter().map(|n| n.channel.len() + 18).sum());
+    for n in notices {
+        let len = u16::try_from(n.channel.len()).unwrap_or(u16::MAX);
+        v.extend_from_slice(&len.to_le_bytes());
+        v.extend_from_slice(&n.channel.as_bytes()[..usize::from(len)]);
+        v.extend_from_slice(&n.first.0.to_le_bytes());
+        v.extend_from_slice(&n.last.0.to_le_bytes());
+    }
+    v
+}
+
+/// Decodes [`encode_notices`]; `None` when malformed.
+#[must_use]
+pub fn decode_notices(mut v: &[u8]) -> Option<Vec<Notice>> {
+    let mut out = Vec::new();
+    let u64_at = |b: &[u8]| <[u8; 8]>::try_from(b).ok().map(u64::from_le_bytes);
+    while !v.is_empty() {
+        let len = usize::from(u16::from_le_bytes(v.get(..2)?.try_into().ok()?));
+        let channel = std::str::from_utf8(v.get(2..2 + len)?).ok()?.to_owned();
+        let first = u64_at(v.get(2 + len..10 + len)?)?;
+        let last = u64_at(v.get(10 + len..18 + len)?)?;
+        out.push(Notice {
+            channel,
+            first: Seq(first),
+            last: Seq(last),
+        });
+        v = &v[18 + len..];
+    }
+    Some(out)
+}
+
+/// The [`Cluster`] contract as executable checks. Each takes a factory of
+/// handles on **one fresh shared database** (each call a new handle, as a
+/// new gateway process would open; handles share the data) and panics with
+/// what broke. Run them with [`conformance::run_all`].
+pub mod conformance {
+    use super::{Cluster, NodeInfo};
+    use crate::{ChannelAppend, MessageKind, NewMessage, Seq, Store};
+
+    /// What the checks need of a backend handle.
+    pub trait Handle: Store + Cluster {}
+    impl<T: Store + Cluster> Handle for T {}
+
+    fn node(id: &str, expires_ms: u64) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            url: format!("ws://{id}.test/ws"),
+            expires_ms,
+        }
+    }
+
+    fn send<S: Store + ?Sized>(s: &S, channel: &str, id: &str) -> Seq {
+        let out = s
+            .append(&[ChannelAppend {
+                channel: channel.into(),
+                messages: vec![NewMessage {
+                    from: "u1".into(),
+                    device: "d1".into(),
+                    client_msg_id: id.into(),
+                    kind: MessageKind::Text,
+                    text: "hi".into(),
+                    target: None,
+                    media: None,
+                    ts: 1,
+                }],
+            }])
+            .expect("append");
+        out[0].head
+    }
+
+    /// Registered nodes are listed with their leases; a heartbeat moves the
+    /// lease; a deregistered node is gone and its heartbeat is `NotFound`.
+    pub fn nodes_register_renew_and_deregister<H: Handle>(make: &dyn Fn() -> H) {
+        let (a, b) = (make(), make());
+        a.register(&node("a", 100)).expect("register a");
+        b.register(&node("b", 200)).expect("register b");
+        assert_eq!(
+            a.nodes().expect("nodes"),
+            vec![node("a", 100), node("b", 200)]
+        );
+        b.heartbeat("b", 300).expect("heartbeat");
+        assert_eq!(a.nodes().expect("nodes")[1].expires_ms, 300);
+        b.deregister("b").expect("deregister");
+        assert_eq!(a.nodes().expect("nodes"), vec![node("a", 100)]);
+        assert!(matches!(
+            b.heartbeat("b", 400),
+            Err(crate::StoreError::NotFound(_))
+        ));
+    }
+
+    /// `reap` removes a node only while its lease is the one seen expiring.
+    pub fn reap_removes_only_an_unrenewed_lease<H: Handle>(make: &dyn Fn() -> H) {
+        let (a, b) = (make(), make());
+        a.register(&node("a", 100)).expect("register a");
+        b.register(&node("b", 100)).expect("register b");
+        b.subscribe("b", "room:r", 1).expect("subscribe");
+        b.heartbeat("b", 200).expect("heartbeat");
+        assert!(!a.reap("b", 100).expect("reap"), "renewed meanwhile: kept");
+        assert!(a.reap("b", 200).expect("reap"), "expired: removed");
+        assert_eq!(a.nodes().expect("nodes"), vec![node("a", 100)]);
+        assert!(a.subscribers("room:r").expect("subs").is_empty());
+    }
+
+    /// A commit leaves one notice in each subscribed node's inbox but not in
+    /// the committing node's own; entries come in commit order and go when
+    /// acknowledged.
+    pub fn commits_leave_notices_in_other_subscribed_inboxes<H: Handle>(make: &dyn Fn() -> H) {
+        let (a, b, c) = (make(), make(), make());
+        for (h, id) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+            h.register(&node(id, u64::MAX)).expect("register");
+        }
+        assert_eq!(b.subscribe("b", "room:r", 1).expect("sub"), Seq(0));
+        assert_eq!(a.subscribe("a", "room:r", 1).expect("sub"), Seq(0));
+        send(&a, "room:r", "m1");
+        send(&a, "room:r", "m2");
+        send(&c, "room:other", "m3");
+        assert!(a.inbox("a", 10).expect("inbox").is_empty(), "own commits");
+        assert!(
+            c.inbox("c", 10).expect("inbox").is_empty(),
+            "not subscribed"
+        );
+        let got = b.inbox("b", 10).expect("inbox");
+        let seqs: Vec<(u64, u64)> = got
+            .iter()
+            .flat_map(|e| e.notices.iter().map(|n| (n.first.0, n.last.0)))
+            .collect();
+        assert_eq!(seqs, vec![(1, 1), (2, 2)]);
+        assert!(got[0].notices.iter().all(|n| n.channel == "room:r"));
+        b.ack_inbox("b", &got[0].key).expect("ack");
+        let rest = b.inbox("b", 10).expect("inbox");
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].notices[0].first, Seq(2));
+        // Another node's commit reaches a too.
+        send(&b, "room:r", "m4");
+        let for_a = a.inbox("a", 10).expect("inbox");
+        assert_eq!(for_a.len(), 1);
+        assert_eq!(for_a[0].notices[0].last, Seq(3));
+    }
+
+    /// `subscribe` answers the head; an unsubscribe with a stale token keeps
+    /// the newer subscription; a fresh registration clears the old life's
+    /// subscriptions and inbox.
+    pub fn subscriptions_follow_tokens_and_lives<H: Handle>(make: &dyn Fn() -> H) {
+        let (a, b) = (make(), make());
+        a.register(&node("a", u64::MAX)).expect("register");
+        b.register(&node("b", u64::MAX)).expect("register");
+        send(&a, "room:r", "m1");
+        assert_eq!(b.subscribe("b", "room:r", 1).expect("sub"), Seq(1));
+        assert_eq!(b.subscribe("b", "room:r", 2).expect("sub"), Seq(1));
+        b.unsubscribe("b", "room:r", 1).expect("stale unsub");
+        assert_eq!(a.subscribers("room:r").expect("subs"), vec!["b".to_owned()]);
+        send(&a, "room:r", "m2");
+        assert_eq!(b.inbox("b", 10).expect("inbox").len(), 1);
+        b.unsubscribe("b", "room:r", 2).expect("unsub");
+        assert!(a.subscribers("room:r").expect("subs").is_empty());
+        b.subscribe("b", "room:r", 3).expect("sub");
+        let b2 = make();
+        b2.register(&node("b", u64::MAX)).expect("a new life of b");
+        assert!(a.subscribers("room:r").expect("subs").is_empty());
+        assert!(b2.inbox("b", 10).expect("inbox").is_empty());
+    }
+
+    /// `wait_inbox` returns soon after a commit leaves a notice (and by its
+    /// timeout when none comes).
+    pub fn wait_inbox_wakes_on_a_notice<H: Handle + 'static>(make: &dyn Fn() -> H) {
+        let (a, b) = (make(), make());
+        a.register(&node("a", u64::MAX)).expect("register");
+        b.register(&node("b", u64::MAX)).expect("register");
+        b.subscribe("b", "room:w", 1).expect("sub");
+        let t0 = std::time::Instant::now();
+        b.wait_inbox("b", 50).expect("wait");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(3));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                send(&a, "room:w", "m1");
+            });
+            let t0 = std::time::Instant::now();
+            while b.inbox("b", 1).expect("inbox").is_empty() {
+                b.wait_inbox("b", 5_000).expect("wait");
+                assert!(
+                    t0.elapsed() < std::time::Duration::from_secs(4),
+                    "no wake-up"
+                );
+            }
+        });
+    }
+
+    /// Every check, each on fresh handles from `make_fresh` (called once per
+    /// check; it returns a factory of handles on one new database).
+    pub fn run_all<H: Handle + 'static, F: Fn() -> H>(make_fresh: &dyn Fn() -> F) {
+        nodes_register_renew_and_deregister(&make_fresh());
+        reap_removes_only_an_unrenewed_lease(&make_fresh());
+        commits_leave_notices_in_other_subscribed_inboxes(&make_fresh());
+        subscriptions_follow_tokens_and_lives(&make_fresh());
+        wait_inbox_wakes_on_a_notice(&make_fresh());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip_and_garbage_is_refused() {
+        let n = vec![
+            Notice {
+                channel: "room:a".into(),
+                first: Seq(1),
+                last: Seq(3),
+            },
+            Notice {
+                channel: "dm:x:y".into(),
+                first: Seq(9),
+                last: Seq(9),
+            },
+        ];
+        assert_eq!(decode_notices(&encode_notices(&n)), Some(n));
+        assert_eq!(decode_notices(&[3, 0, b'a']), None);
+        assert_eq!(decode_notices(&[]), Some(Vec::new()));
+    }
+}

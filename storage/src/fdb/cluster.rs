@@ -1,0 +1,372 @@
+//! [`Cluster`] on FoundationDB: node records, subscriptions and inboxes
+//! under the namespace (`layout.rs`: `n`, `ns`, `nx`, `ni`, `nw`). The
+//! notices themselves are written by `append` (`mod.rs`), in the commit's
+//! own transaction.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use foundationdb::options::MutationType;
+use foundationdb::tuple::Versionstamp;
+use foundationdb::{RangeOption, Transaction};
+use futures_lite::StreamExt as _;
+
+use super::layout::{read_u64, u64_value};
+use super::{check_name, corrupt, fdb_error, Abort, FdbStore};
+use crate::cluster::{decode_notices, encode_notices, Cluster, InboxEntry, NodeInfo, Notice};
+use crate::{Seq, StoreError};
+
+fn node_value(expires_ms: u64, url: &str) -> Vec<u8> {
+    let mut v = u64_value(expires_ms).to_vec();
+    v.extend_from_slice(url.as_bytes());
+    v
+}
+
+fn decode_node(id: String, v: &[u8]) -> Result<NodeInfo, StoreError> {
+    let expires_ms = v
+        .get(..8)
+        .and_then(read_u64)
+        .ok_or_else(|| corrupt("node value"))?;
+    let url = String::from_utf8(v[8..].to_vec()).map_err(|_| corrupt("node url"))?;
+    Ok(NodeInfo {
+        id,
+        url,
+        expires_ms,
+    })
+}
+
+impl FdbStore {
+    /// Clears node `id`: its record, subscriptions (both indexes), inbox and
+    /// bell.
+    async fn clear_node(&self, trx: &Transaction, id: &str) -> Result<(), Abort> {
+        let subs = self.layout.subscriptions_of(id);
+        let mut stream = trx.get_ranges_keyvalues(RangeOption::from(subs.range()), false);
+        while let Some(kv) = stream.next().await {
+            let kv = kv?;
+            let (channel,): (String,) = subs
+                .unpack(kv.key())
+                .map_err(|e| corrupt(&format!("subscription key: {e}")))?;
+            trx.clear(&self.layout.subscribed(&channel).pack(&(id,)));
+        }
+        let (lo, hi) = subs.range();
+        trx.clear_range(&lo, &hi);
+        let (lo, hi) = self.layout.inbox(id).range();
+        trx.clear_range(&lo, &hi);
+        trx.clear(&self.layout.node(id));
+        // Bumped, not cleared: a watch on it (a wait of this node) wakes.
+        trx.atomic_op(
+            &self.layout.inbox_bell(id),
+            &u64_value(1),
+            MutationType::Add,
+        );
+        Ok(())
+    }
+
+    /// Inside an append: the nodes other than this handle's own subscribed
+    /// to `channel` get `notice` (collected per node in `to`).
+    pub(super) async fn collect_notices(
+        &self,
+        trx: &Transaction,
+        notice: Notice,
+        to: &mut BTreeMap<String, Vec<Notice>>,
+    ) -> Result<(), Abort> {
+        let space = self.layout.subscribed(&notice.channel);
+        let own = self.local_node();
+        // A conflicting read: a subscription committed between this
+        // transaction's read version and its commit makes it rerun.
+        let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), false);
+        while let Some(kv) = stream.next().await {
+            let kv = kv?;
+            let (node,): (String,) = space
+                .unpack(kv.key())
+                .map_err(|e| corrupt(&format!("subscriber key: {e}")))?;
+            if own.as_deref() != Some(node.as_str()) {
+                to.entry(node).or_default().push(notice.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Inside an append: one versionstamped inbox entry per node, and its
+    /// bell rung.
+    pub(super) fn write_notices(&self, trx: &Transaction, to: &BTreeMap<String, Vec<Notice>>) {
+        for (node, notices) in to {
+            let key = self
+                .layout
+                .inbox(node)
+                .pack_with_versionstamp(&(Versionstamp::incomplete(0),));
+            trx.atomic_op(
+                &key,
+                &encode_notices(notices),
+                MutationType::SetVersionstampedKey,
+            );
+            trx.atomic_op(
+                &self.layout.inbox_bell(node),
+                &u64_value(1),
+                MutationType::Add,
+            );
+        }
+    }
+
+    fn local_node(&self) -> Option<String> {
+        self.local_node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Cluster for FdbStore {
+    fn register(&self, node: &NodeInfo) -> Result<(), StoreError> {
+        check_name("node", &node.id)?;
+        self.run("register node", |trx| {
+            Box::pin(async move {
+                self.clear_node(&trx, &node.id).await?;
+                trx.set(
+                    &self.layout.node(&node.id),
+                    &node_value(node.expires_ms, &node.url),
+                );
+                Ok(())
+            })
+        })?;
+        *self
+            .local_node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(node.id.clone());
+        Ok(())
+    }
+
+    fn heartbeat(&self, id: &str, expires_ms: u64) -> Result<(), StoreError> {
+        check_name("node", id)?;
+        self.run("node heartbeat", |trx| {
+            Box::pin(async move {
+                let key = self.layout.node(id);
+                let Some(v) = trx.get(&key, false).await? else {
+                    return Err(
+                        StoreError::NotFound(format!("node {id:?} is not registered")).into(),
+                    );
+                };
+                let old = decode_node(id.to_owned(), &v)?;
+                trx.set(&key, &node_value(expires_ms, &old.url));
+                Ok(())
+            })
+        })
+    }
+
+    fn deregister(&self, id: &str) -> Result<(), StoreError> {
+        check_name("node", id)?;
+        self.run("deregister node", |trx| {
+            Box::pin(async move { self.clear_node(&trx, id).await })
+        })
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        let space = self.layout.nodes();
+        self.run("nodes", |trx| {
+            let space = space.clone();
+            Box::pin(async move {
+                let mut out = Vec::new();
+                let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), true);
+                while let Some(kv) = stream.next().await {
+                    let kv = kv?;
+                    let (id,): (String,) = space
+                        .unpack(kv.key())
+                        .map_err(|e| corrupt(&format!("node key: {e}")))?;
+                    out.push(decode_node(id, kv.value())?);
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    fn reap(&self, id: &str, expires_ms: u64) -> Result<bool, StoreError> {
+        check_name("node", id)?;
+        self.run("reap node", |trx| {
+            Box::pin(async move {
+                let Some(v) = trx.get(&self.layout.node(id), false).await? else {
+                    return Ok(false);
+                };
+                if decode_node(id.to_owned(), &v)?.expires_ms != expires_ms {
+                    return Ok(false);
+                }
+                self.clear_node(&trx, id).await?;
+                Ok(true)
+            })
+        })
+    }
+
+    fn subscribe(&self, id: &str, channel: &str, token: u64) -> Result<Seq, StoreError> {
+        check_name("node", id)?;
+        check_name("channel", channel)?;
+        self.run("subscribe", |trx| {
+            Box::pin(async move {
+                trx.set(
+                    &self.layout.subscribed(channel).pack(&(id,)),
+                    &u64_value(token),
+                );
+                trx.set(&self.layout.subscriptions_of(id).pack(&(channel,)), b"");
+                // Conflicting: a commit landing between this read and this
+                // write conflicts, so the head and the subscription agree.
+                self.head_in(&trx, channel, false).await.map(Seq)
+            })
+        })
+    }
+
+    fn unsubscribe(&self, id: &str, channel: &str, token: u64) -> Result<(), StoreError> {
+        check_name("node", id)?;
+        check_name("channel", channel)?;
+        self.run("unsubscribe", |trx| {
+            Box::pin(async move {
+                let key = self.layout.subscribed(channel).pack(&(id,));
+                if trx.get(&key, false).await?.as_deref().and_then(read_u64) == Some(token) {
+                    trx.clear(&key);
+                    trx.clear(&self.layout.subscriptions_of(id).pack(&(channel,)));
+                }
+                Ok(())
+            })
+        })
+    }
+
+    fn subscribers(&self, channel: &str) -> Result<Vec<String>, StoreError> {
+        check_name("channel", channel)?;
+        let space = self.layout.subscribed(channel);
+        self.run("subscribers", |trx| {
+            let space = space.clone();
+            Box::pin(async move {
+                Ok(Self::names_in(&trx, &space)
+                    .await?
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .collect())
+            })
+        })
+    }
+
+    fn inbox(&self, id: &str, max: usize) -> Result<Vec<InboxEntry>, StoreError> {
+        check_name("node", id)?;
+        let (lo, hi) = self.layout.inbox(id).range();
+        self.run("inbox", |trx| {
+            let (lo, hi) = (lo.clone(), hi.clone());
+            Box::pin(async move {
+                let mut opt = RangeOption::from((lo, hi));
+                opt.limit = Some(max.max(1));
+                let mut out = Vec::new();
+                let mut stream = trx.get_ranges_keyvalues(opt, true);
+                while let Some(kv) = stream.next().await {
+                    let kv = kv?;
+                    let notices =
+                        decode_notices(kv.value()).ok_or_else(|| corrupt("inbox entry"))?;
+                    out.push(InboxEntry {
+                        key: kv.key().to_vec(),
+                        notices,
+                    });
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    fn ack_inbox(&self, id: &str, through: &[u8]) -> Result<(), StoreError> {
+        check_name("node", id)?;
+        let (lo, _) = self.layout.inbox(id).range();
+        let mut end = through.to_vec();
+        end.push(0);
+        self.run("ack inbox", |trx| {
+            let (lo, end) = (lo.clone(), end.clone());
+            Box::pin(async move {
+                trx.clear_range(&lo, &end);
+                Ok(())
+            })
+        })
+    }
+
+    fn wait_inbox(&self, id: &str, timeout_ms: u64) -> Result<(), StoreError> {
+        check_name("node", id)?;
+        let bell = self.layout.inbox_bell(id);
+        let (lo, hi) = self.layout.inbox(id).range();
+        // The watch is set by a transaction that must commit first; it only
+        // sees changes after that transaction's read version, so an entry
+        // already there answers at once.
+        let watch = self.run("watch inbox", |trx| {
+            let (bell, lo, hi) = (bell.clone(), lo.clone(), hi.clone());
+            Box::pin(async move {
+                let mut opt = RangeOption::from((lo, hi));
+                opt.limit = Some(1);
+                if !trx.get_range(&opt, 1, true).await?.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(trx.watch(&bell)))
+            })
+        })?;
+        let Some(watch) = watch else {
+            return Ok(());
+        };
+        let fired = futures_lite::future::block_on(futures_lite::future::or(
+            async move { Some(watch.await) },
+            async move {
+                Timeout::new(timeout_ms).await;
+                None
+            },
+        ));
+        match fired {
+            Some(Err(e)) => Err(fdb_error("watch inbox", e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A future ready after `ms` (a sleeping helper thread wakes it): the store
+/// runs no executor of its own to give it a timer.
+struct Timeout {
+    done: Arc<AtomicBool>,
+    waker: Arc<std::sync::Mutex<Option<Waker>>>,
+    ms: u64,
+    started: bool,
+}
+
+impl Timeout {
+    fn new(ms: u64) -> Timeout {
+        Timeout {
+            done: Arc::new(AtomicBool::new(false)),
+            waker: Arc::new(std::sync::Mutex::new(None)),
+            ms,
+            started: false,
+        }
+    }
+}
+
+impl std::future::Future for Timeout {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        *self
+            .waker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cx.waker().clone());
+        if !self.started {
+            self.started = true;
+            let (done, waker, ms) = (self.done.clone(), self.waker.clone(), self.ms);
+            let spawned = std::thread::Builder::new()
+                .name("fdb-inbox-timeout".into())
+                .spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                    done.store(true, Ordering::Release);
+                    if let Some(w) = waker
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take()
+                    {
+                        w.wake();
+                    }
+                });
+            if spawned.is_err() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    }
+}
