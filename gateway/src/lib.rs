@@ -79,6 +79,7 @@ pub mod server;
 
 pub(crate) mod demo;
 pub(crate) mod driver;
+pub(crate) mod flush;
 pub(crate) mod http_api;
 pub(crate) mod jobs;
 pub(crate) mod lifecycle;

@@ -78,6 +78,7 @@ pub(crate) async fn run_shard(p: ShardParams) {
         // `validate` refused a bad entry at start.
         origins: p.cfg.origin_policy().unwrap_or_default(),
         wakers: RefCell::new(HashMap::new()),
+        flush: Rc::new(crate::flush::FlushTick::new(p.cfg.flush_tick_us)),
         control: glommio::executor().create_task_queue(
             glommio::Shares::default(),
             glommio::Latency::Matters(crate::shard_task::CONTROL_LATENCY),
@@ -109,6 +110,7 @@ pub(crate) async fn run_shard(p: ShardParams) {
     let accept = glommio::spawn_local(crate::listener::accept_loop(shard.clone(), listener));
     tasks.push(glommio::spawn_local(tick(shard.clone())));
     tasks.push(glommio::spawn_local(cursor_timer(shard.clone())));
+    tasks.push(shard.spawn_control(shard.flush.clone().run()));
 
     if let Ok(addr) = shard.global.bound.lock().map(|b| b.unwrap_or(p.cfg.listen)) {
         let _ = p.ready.send(Ok(addr));

@@ -52,6 +52,8 @@ pub(crate) struct Shard {
     pub(crate) origins: chat_proto::origin::OriginPolicy,
     /// The wakers of parked connection drivers.
     pub(crate) wakers: RefCell<HashMap<ConnId, Waker>>,
+    /// The flush tick: how often a busy connection may write.
+    pub(crate) flush: Rc<crate::flush::FlushTick>,
     /// The task queue of the shard's own work — the group commit, the mesh
     /// receivers, the flush tick — apart from the connections' drivers, so
     /// that a commit's completion or a peer's batch runs as soon as it
