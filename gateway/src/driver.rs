@@ -122,6 +122,9 @@ pub(crate) async fn upgrade(
         stream,
         decoder: WsDecoder::new(Role::Server, shard.cfg.max_frame_bytes),
         closing: false,
+        last_write: crate::flush::NEVER,
+        flush_ticket: None,
+        holding: false,
     };
     if !rest.is_empty() {
         driver.feed(&rest);
@@ -183,6 +186,14 @@ struct Driver {
     decoder: WsDecoder,
     /// The close frame is queued; finish once it is written.
     closing: bool,
+    /// When the last write was, on the flush clock ([`crate::flush`]).
+    last_write: u64,
+    /// Held until the flush tick passes (the ticket of
+    /// [`crate::flush::FlushTick::wait`]).
+    flush_ticket: Option<u64>,
+    /// The last [`Driver::write`] held output for the flush tick: the flush
+    /// clock wakes the driver, not the outbox.
+    holding: bool,
 }
 
 fn close_reason(e: &WsError) -> &'static str {
@@ -217,15 +228,29 @@ impl Driver {
         cx: &mut Context<'_>,
     ) -> Result<(bool, bool), SessionEnd> {
         let mut progressed = false;
+        self.holding = false;
         loop {
             let out = st.output(self.conn);
             if out.is_empty() {
                 return Ok((progressed, false));
             }
+            let flush = &self.shard.flush;
+            if !progressed {
+                if let Some(due) = flush.held_until(self.last_write) {
+                    // Wrote less than a flush tick ago: everything queued
+                    // goes in one write once the tick has passed.
+                    if !self.flush_ticket.is_some_and(|t| flush.still_waiting(t)) {
+                        self.flush_ticket = Some(flush.wait(cx.waker(), due));
+                    }
+                    self.holding = true;
+                    return Ok((false, true));
+                }
+            }
             match Pin::new(&mut self.stream).poll_write(cx, out) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(SessionEnd::PeerGone),
                 Poll::Ready(Ok(n)) => {
                     progressed = true;
+                    self.last_write = flush.now_us();
                     st.wrote(self.conn, n, now_ms());
                 }
                 Poll::Pending => return Ok((progressed, true)),
@@ -282,7 +307,9 @@ impl Future for &mut Driver {
                 // the kernel).
                 if this.closing || s.reads_paused {
                     if !progressed {
-                        shard.park(&mut st, conn, cx.waker());
+                        if !this.holding {
+                            shard.park(&mut st, conn, cx.waker());
+                        }
                         return Poll::Pending;
                     }
                     drop(st);
@@ -329,7 +356,11 @@ impl Future for &mut Driver {
                     // Something was queued while we read: go round again.
                     continue;
                 }
-                shard.park(&mut st, conn, cx.waker());
+                if !this.holding {
+                    // Held output is woken by the flush tick; otherwise the
+                    // next change of the outbox wakes us.
+                    shard.park(&mut st, conn, cx.waker());
+                }
                 return Poll::Pending;
             }
         }

@@ -91,7 +91,7 @@ impl Shard {
     /// The owner has messages ready: runs the commit loop unless it runs.
     pub(crate) fn start_commits(self: &Rc<Self>) {
         if !self.commit_running.replace(true) {
-            glommio::spawn_local(group_commit(self.clone())).detach();
+            self.spawn_control(group_commit(self.clone())).detach();
         }
     }
 

@@ -39,7 +39,9 @@
 //! - `listener`: accept, the HTTP head, the upgrade or the HTTP API;
 //!   `driver`: one task per WebSocket connection — read into the shard's one
 //!   read buffer, hand frames to the core, write what the core queued in one
-//!   write per turn, close as the core says.
+//!   write per turn (at most once per `flush_tick_us` when set: `flush`),
+//!   close as the core says. The shard's own tasks (group commit, mesh
+//!   receivers, flush timer) run on a task queue apart from the drivers.
 //! - `http_api`: the `/v1` endpoints, each a short-lived session whose typed
 //!   `Answer` becomes an HTTP response; `sse`: `GET /v1/events`, a session
 //!   written as Server-Sent Events; `demo`: the chat page at `/demo/`.
@@ -82,6 +84,7 @@ pub mod server;
 
 pub(crate) mod demo;
 pub(crate) mod driver;
+pub(crate) mod flush;
 pub(crate) mod http_api;
 pub(crate) mod jobs;
 pub(crate) mod lifecycle;

@@ -78,16 +78,22 @@ pub(crate) async fn run_shard(p: ShardParams) {
         // `validate` refused a bad entry at start.
         origins: p.cfg.origin_policy().unwrap_or_default(),
         wakers: RefCell::new(HashMap::new()),
+        flush: Rc::new(crate::flush::FlushTick::new(p.cfg.flush_tick_us)),
+        control: glommio::executor().create_task_queue(
+            glommio::Shares::default(),
+            glommio::Latency::Matters(crate::shard_task::CONTROL_LATENCY),
+            "control",
+        ),
     });
 
     // Long-lived tasks are kept (not detached) so that returning from this
     // function cancels them and frees the shard.
     let mut tasks = Vec::new();
     for (peer, rx) in receivers.streams() {
-        let shard = shard.clone();
-        tasks.push(glommio::spawn_local(async move {
+        let sh = shard.clone();
+        tasks.push(shard.spawn_control(async move {
             while let Some(msg) = rx.recv().await {
-                shard.with(|st| st.on_msg(ShardId(peer), msg, now_ms()));
+                sh.with(|st| st.on_msg(ShardId(peer), msg, now_ms()));
             }
         }));
     }
@@ -107,6 +113,7 @@ pub(crate) async fn run_shard(p: ShardParams) {
         tasks.push(glommio::spawn_local(cluster_tasks(shard.clone())));
     }
     tasks.push(glommio::spawn_local(cursor_timer(shard.clone())));
+    tasks.push(shard.spawn_control(shard.flush.clone().run()));
 
     if let Ok(addr) = shard.global.bound.lock().map(|b| b.unwrap_or(p.cfg.listen)) {
         let _ = p.ready.send(Ok(addr));

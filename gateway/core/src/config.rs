@@ -177,6 +177,19 @@ pub struct Config {
     /// `SO_SNDBUF` for accepted sockets in bytes; 0 keeps the kernel default
     /// (autotuning). Smaller values bound kernel memory per slow client.
     pub socket_send_buffer_bytes: usize,
+    /// The flush tick, in microseconds: a connection's pending output is
+    /// written at most once per tick. The first write after a quiet tick
+    /// goes at once (a connection that writes rarely — a DM, a small room
+    /// — never waits); what is queued after it waits for the next tick and
+    /// goes in one write with everything else queued meanwhile. A member of
+    /// a busy room then gets one TCP segment per tick instead of one per
+    /// batch: on loopback a small segment costs ~8–11 µs of kernel time, so
+    /// this is what bounds a big room's fan-out. Costs: up to one tick of
+    /// added delivery and ack latency on busy connections, one shared timer
+    /// per shard; no memory per connection. 0 turns it off (each turn's
+    /// output is written when the driver runs). Default 0 (see
+    /// docs/benchmarks.md for the measurement). At most 1,000,000 (1 s).
+    pub flush_tick_us: u64,
     /// Heartbeat interval announced in `hello`, in milliseconds; a
     /// connection silent for twice this long is closed with 4008. Default 30,000.
     pub heartbeat_ms: u64,
@@ -419,6 +432,7 @@ impl Default for Config {
             outbox_budget_bytes: 256 * 1024,
             read_chunk_bytes: 64 * 1024,
             socket_send_buffer_bytes: 0,
+            flush_tick_us: 0,
             heartbeat_ms: 30_000,
             handshake_timeout_ms: 10_000,
             max_request_head_bytes: 16 * 1024,
@@ -557,6 +571,12 @@ impl Config {
         }
         if self.outbox_budget_bytes < 4096 {
             return Err(invalid("outbox_budget_bytes", "must be at least 4 KiB"));
+        }
+        if self.flush_tick_us > 1_000_000 {
+            return Err(invalid(
+                "flush_tick_us",
+                "must be 0 (off) ..= 1000000 (µs, one second)",
+            ));
         }
         if self.read_chunk_bytes < 1024 {
             return Err(invalid("read_chunk_bytes", "must be at least 1 KiB"));

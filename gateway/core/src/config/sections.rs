@@ -86,6 +86,7 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("outbox_budget_bytes", "outbox_budget_bytes"),
             ("read_chunk_bytes", "read_chunk_bytes"),
             ("socket_send_buffer_bytes", "socket_send_buffer_bytes"),
+            ("flush_tick_us", "flush_tick_us"),
             ("heartbeat_ms", "heartbeat_ms"),
             ("handshake_timeout_ms", "handshake_timeout_ms"),
             ("max_request_head_bytes", "max_request_head_bytes"),
@@ -263,6 +264,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_sends_in_flight"), "{e}");
+    }
+
+    #[test]
+    fn the_flush_tick_is_validated_and_named_with_its_section() {
+        let cfg = crate::config::Config::from_toml("[connection]\nflush_tick_us = 5000\n").unwrap();
+        assert_eq!(cfg.flush_tick_us, 5000);
+        for ok in [0, 1_000_000] {
+            let cfg = crate::config::Config {
+                flush_tick_us: ok,
+                ..Default::default()
+            };
+            assert!(cfg.validate().is_ok(), "flush_tick_us = {ok}");
+        }
+        let cfg = crate::config::Config {
+            flush_tick_us: 1_000_001,
+            ..Default::default()
+        };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("connection.flush_tick_us"), "{e}");
     }
 
     #[test]
