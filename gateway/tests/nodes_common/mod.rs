@@ -62,11 +62,23 @@ pub fn shared_cluster(dir: &Path) -> (String, Option<DoubleServer>) {
 
 /// A gateway process with two shards on `--store fdb`, node id `id`.
 pub fn node(cluster: &str, namespace: &str, data: &Path, id: &str) -> Child {
+    node_on("127.0.0.1:0", cluster, namespace, data, id).unwrap()
+}
+
+/// [`node`] on `listen` (a node restarted on its old port); an error when
+/// it does not start.
+pub fn node_on(
+    listen: &str,
+    cluster: &str,
+    namespace: &str,
+    data: &Path,
+    id: &str,
+) -> Result<Child, String> {
     Child::spawn(
         "",
         &[
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--data-dir",
             data.to_str().unwrap(),
             "--shards",
@@ -81,7 +93,6 @@ pub fn node(cluster: &str, namespace: &str, data: &Path, id: &str) -> Child {
             id,
         ],
     )
-    .unwrap()
 }
 
 /// A namespace of this test process's own.
