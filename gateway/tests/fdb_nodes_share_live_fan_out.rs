@@ -9,108 +9,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod nodes_common;
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{http, Child, Client};
+use common::{eventually, http, Child, Client};
+use nodes_common::{double_server_bin, listed, namespace, node, shared_cluster};
 use serde_json::Value;
-
-/// A double server of this test's own, killed when dropped.
-struct DoubleServer(std::process::Child);
-
-impl Drop for DoubleServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The cluster file: `FDB_CLUSTER_FILE`, or a double server started here.
-fn shared_cluster(dir: &Path) -> (String, Option<DoubleServer>) {
-    if let Ok(p) = std::env::var("FDB_CLUSTER_FILE") {
-        return (p, None);
-    }
-    let bin = std::env::var_os("FDB_DOUBLE_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_BIN_EXE_gateway")).with_file_name("fdb-double-server")
-        });
-    let file = dir.join("fdb.cluster");
-    let mut child = Command::new(&bin)
-        .args(["--port", "0", "--cluster-file"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "starting {} ({e}): cargo build -p fdb-double",
-                bin.display()
-            )
-        });
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "{line}");
-    (
-        file.to_string_lossy().into_owned(),
-        Some(DoubleServer(child)),
-    )
-}
-
-fn node(cluster: &str, namespace: &str, data: &Path, id: &str) -> Child {
-    Child::spawn(
-        "",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--shards",
-            "2",
-            "--store",
-            "fdb",
-            "--fdb-cluster-file",
-            cluster,
-            "--fdb-namespace",
-            namespace,
-            "--node-id",
-            id,
-        ],
-    )
-    .unwrap()
-}
-
-fn namespace(test: &str) -> String {
-    format!("{test}-{}", std::process::id())
-}
-
-fn listed(addr: std::net::SocketAddr) -> Vec<String> {
-    let (status, body) = http(addr, "GET", "/v1/nodes", None);
-    assert_eq!(status, 200, "{body}");
-    let mut ids: Vec<String> = body["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
-    ids
-}
-
-fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
 
 #[test]
 fn nodes_are_listed_say_who_they_are_and_leave_when_stopped_or_killed() {
@@ -272,12 +178,7 @@ fn measure_cross_node_delivery() {
     there.join(ROOM, None);
     let mut sender = Client::connect(a.addr, "sender", "d1");
     let stats = |label: &str| {
-        let server = std::env::var_os("FDB_DOUBLE_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                Path::new(env!("CARGO_BIN_EXE_gateway")).with_file_name("fdb-double-server")
-            });
-        let out = Command::new(server)
+        let out = Command::new(double_server_bin())
             .args(["stats", "--cluster-file", &cluster])
             .output()
             .unwrap();

@@ -234,8 +234,9 @@ pub(crate) struct ShardCtx {
     pub(crate) clock: Clock,
     /// Process-wide coordination (phase, acked heads, milestones).
     pub(crate) shared: Arc<Shared>,
-    /// Where to connect.
-    pub(crate) target: Target,
+    /// Where to connect: one gateway, or the nodes of a cluster (see
+    /// [`drive`]).
+    pub(crate) targets: Vec<Target>,
     /// The token secret, if the gateway wants tokens.
     pub(crate) token_secret: Option<Vec<u8>>,
     /// The shard's one read buffer (see the module docs).
@@ -344,8 +345,13 @@ pub(crate) async fn drive(
     slot: usize,
     mut session: Session,
     source: Option<IpAddr>,
+    first_target: usize,
 ) {
     let mut out = Vec::new();
+    // Several targets (nodes of one cluster): this connection starts at
+    // `first_target` and each reconnect goes to the next node, so a dead
+    // node's clients move on and resume (`since`) elsewhere.
+    let mut next_target = first_target;
     let mut deadline = Deadline::default();
     if session.read_bps() > 0 {
         ctx.stats.borrow_mut().counters.slow_connections += 1;
@@ -360,8 +366,10 @@ pub(crate) async fn drive(
             Action::Connect => {
                 out.clear();
                 let started_us = ctx.clock.now_us();
+                let target = &ctx.targets[next_target % ctx.targets.len()];
+                next_target = next_target.wrapping_add(1);
                 let connect = connect_ws(
-                    &ctx.target,
+                    target,
                     session.user(),
                     session.device(),
                     ctx.token_secret.as_deref(),
@@ -617,7 +625,7 @@ pub(crate) async fn drive_abuser(ctx: Rc<ShardCtx>, slot: usize, mut abuser: Abu
             Action::Finished | Action::Close => break,
             Action::Connect => {
                 let connect = connect_ws(
-                    &ctx.target,
+                    &ctx.targets[slot % ctx.targets.len()],
                     abuser.user(),
                     abuser.device(),
                     ctx.token_secret.as_deref(),

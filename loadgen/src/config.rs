@@ -123,9 +123,10 @@ impl RunConfig {
         }
     }
 
-    /// Checks ranges and the target; returns the parsed target.
-    pub fn validate(&self) -> Result<Target, ConfigError> {
-        let target = Target::parse(&self.target)?;
+    /// Checks ranges and the target; returns the parsed targets (one per
+    /// comma-separated URL of `target`, in order).
+    pub fn validate(&self) -> Result<Vec<Target>, ConfigError> {
+        let targets = Target::parse_list(&self.target)?;
         if self.shards == 0 || self.shards > 256 {
             return Err(ConfigError::Invalid("--shards must be 1–256".into()));
         }
@@ -144,7 +145,7 @@ impl RunConfig {
             ));
         }
         if let Some(n) = self.source_addrs {
-            if n > 0 && !target.addr.ip().is_loopback() {
+            if n > 0 && !targets.iter().all(|t| t.addr.ip().is_loopback()) {
                 return Err(ConfigError::Invalid(
                     "--source-addrs spreads over loopback addresses: the target must be loopback"
                         .into(),
@@ -157,7 +158,7 @@ impl RunConfig {
             }
         }
         crate::scenario::plan(&self.scenario).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        Ok(target)
+        Ok(targets)
     }
 
     /// Connections this process runs.
@@ -175,10 +176,14 @@ impl RunConfig {
     /// The source addresses of the run, in order (empty: none); connection
     /// `i` of the plan binds `ips[i % ips.len()]`.
     #[must_use]
-    pub fn source_ips(&self, target: &Target) -> Vec<IpAddr> {
+    pub fn source_ips(&self, targets: &[Target]) -> Vec<IpAddr> {
+        let loopback_v4 = !targets.is_empty()
+            && targets
+                .iter()
+                .all(|t| t.addr.ip().is_loopback() && t.addr.is_ipv4());
         let n = match self.source_addrs {
             Some(n) => n,
-            None if target.addr.ip().is_loopback() && target.addr.is_ipv4() => {
+            None if loopback_v4 => {
                 let total = self.scenario.connections;
                 if total > PORTS_PER_SOURCE {
                     total.div_ceil(PORTS_PER_SOURCE)
@@ -268,6 +273,27 @@ impl Target {
         })
     }
 
+    /// Parses `urls`: one URL, or several separated by commas (gateway
+    /// nodes of one cluster: connections spread over them and reconnect to
+    /// the next). Blanks around a comma are ignored.
+    pub fn parse_list(urls: &str) -> Result<Vec<Target>, ConfigError> {
+        urls.split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(Target::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|v| {
+                if v.is_empty() {
+                    Err(ConfigError::Target {
+                        url: urls.to_string(),
+                        reason: "no URL".into(),
+                    })
+                } else {
+                    Ok(v)
+                }
+            })
+    }
+
     /// The request target for a dev-auth upgrade as `user` / `device`.
     #[must_use]
     pub fn request_path(&self, user: &str, device: &str) -> String {
@@ -346,6 +372,22 @@ mod tests {
         assert!(Target::parse("wss://127.0.0.1/ws").is_err());
         assert!(Target::parse("http://127.0.0.1/ws").is_err());
         assert!(Target::parse("ws:///ws").is_err());
+    }
+
+    #[test]
+    fn several_targets_parse_in_order() {
+        let v = Target::parse_list("ws://127.0.0.1:9001/ws, ws://127.0.0.1:9002/ws,").unwrap();
+        let ports: Vec<u16> = v.iter().map(|t| t.addr.port()).collect();
+        assert_eq!(ports, [9001, 9002]);
+        assert_eq!(Target::parse_list("ws://127.0.0.1:9001").unwrap().len(), 1);
+        assert!(Target::parse_list("").is_err());
+        assert!(Target::parse_list(" , ").is_err());
+        assert!(Target::parse_list("ws://127.0.0.1:9001/ws,http://x/ws").is_err());
+        let cfg = RunConfig::new(
+            ScenarioKind::Idle,
+            "ws://127.0.0.1:9001/ws,ws://127.0.0.1:9002/ws",
+        );
+        assert_eq!(cfg.validate().unwrap().len(), 2);
     }
 
     #[test]

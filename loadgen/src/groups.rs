@@ -46,7 +46,9 @@ pub fn prepare(cfg: &mut crate::config::RunConfig) -> Result<(), GroupsError> {
 
 /// `host:port` of a `ws://host:port/path` URL.
 fn authority(target: &str) -> Result<&str, GroupsError> {
-    target
+    // Several URLs (nodes of one cluster): the first creates the groups.
+    let first = target.split(',').next().unwrap_or(target).trim();
+    first
         .strip_prefix("ws://")
         .and_then(|r| r.split('/').next())
         .filter(|a| !a.is_empty())

@@ -12,6 +12,11 @@
 //!         --rate 5000 --duration 30s --ramp 1000 --shards 2 [--procs 2] [--json]
 //! ```
 //!
+//! `--target` may list several gateway nodes of one cluster,
+//! comma-separated: connection `i` starts at node `i mod n` and each
+//! reconnect goes to the next node (`client::drive`); the checks do not care
+//! which node delivered.
+//!
 //! ## Processes, threads, connections
 //!
 //! ```text

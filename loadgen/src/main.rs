@@ -60,7 +60,9 @@ enum Command {
 
 #[derive(Args)]
 struct Common {
-    /// The gateway's WebSocket URL, e.g. ws://127.0.0.1:8080/ws.
+    /// The gateway's WebSocket URL, e.g. ws://127.0.0.1:8080/ws; or several,
+    /// comma-separated (the nodes of one cluster): connections spread over
+    /// them, and a reconnect goes to the next.
     #[arg(long)]
     target: String,
     /// Total connections.

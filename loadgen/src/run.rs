@@ -269,7 +269,9 @@ impl<F: FnMut(Phase, &ProgressSnapshot)> Hooks for LocalHooks<F> {
 struct ShardParams {
     cfg: RunConfig,
     plan: Arc<Plan>,
-    target: Target,
+    /// The gateway(s): connection `i` of the plan starts at
+    /// `targets[i % len]` and moves to the next one on each reconnect.
+    targets: Vec<Target>,
     sources: Vec<std::net::IpAddr>,
     shared: Arc<Shared>,
     clock: Clock,
@@ -283,7 +285,7 @@ struct ShardParams {
 /// Runs this process's part of the scenario in `cfg` and returns its
 /// measurements. Blocks until the run is over.
 pub fn run(cfg: &RunConfig, hooks: &mut dyn Hooks) -> Result<RunResult, RunError> {
-    let target = cfg.validate()?;
+    let targets = cfg.validate()?;
     let plan =
         Arc::new(scenario::plan(&cfg.scenario).map_err(|e| ConfigError::Invalid(e.to_string()))?);
     let (index, count) = cfg.worker.map_or((0, 1), |w| (w.index, w.count));
@@ -302,8 +304,8 @@ pub fn run(cfg: &RunConfig, hooks: &mut dyn Hooks) -> Result<RunResult, RunError
     let params = Arc::new(ShardParams {
         cfg: cfg.clone(),
         plan: plan.clone(),
-        sources: cfg.source_ips(&target),
-        target,
+        sources: cfg.source_ips(&targets),
+        targets,
         shared: shared.clone(),
         clock,
         ramp_start_us,
@@ -508,7 +510,7 @@ async fn run_shard(params: Arc<ShardParams>, nr_shards: usize) -> ShardStats {
     let ctx = Rc::new(ShardCtx {
         clock: params.clock,
         shared: params.shared.clone(),
-        target: params.target.clone(),
+        targets: params.targets.clone(),
         token_secret: params
             .cfg
             .token_secret
@@ -541,6 +543,7 @@ async fn run_shard(params: Arc<ShardParams>, nr_shards: usize) -> ShardStats {
             slot,
             session,
             source,
+            spec.index as usize,
         )));
     }
     for (j, spec) in abusers.into_iter().enumerate() {

@@ -30,7 +30,25 @@ impl Owner {
         if !name.starts_with(chat_model::GROUP_PREFIX) {
             return Some(item);
         }
+        let cluster = self.node.is_some();
         let oc = self.channel(name);
+        let miss = match &oc.membership {
+            Membership::Members(m) => !m.contains(user),
+            Membership::NoGroup => true,
+            Membership::Unknown => false,
+        };
+        if cluster && miss && !oc.members_fresh {
+            // Cluster mode: another node may have created the group or added
+            // `user` since these members were loaded. Reload once before
+            // refusing (the refusal then comes from fresh members); members
+            // pass meanwhile. A removal made on another node is not seen
+            // this way: see docs/architecture.md, "Many nodes".
+            if oc.gated.is_empty() {
+                fx.io.push(IoJob::LoadMembers(name.clone()));
+            }
+            oc.gated.push(item);
+            return None;
+        }
         match &oc.membership {
             Membership::Unknown => {
                 if oc.gated.is_empty() {
@@ -74,6 +92,8 @@ impl Owner {
                     None => Membership::NoGroup,
                     Some(m) => Membership::Members(m.into_iter().map(Arc::from).collect()),
                 };
+                // What waited is checked against these members, no reload.
+                oc.members_fresh = true;
                 for item in gated {
                     match item {
                         Gated::Send(req) => self.on_send(req, fx),
@@ -104,6 +124,9 @@ impl Owner {
                     }
                 }
             }
+        }
+        if let Some(oc) = self.channels.get_mut(&channel) {
+            oc.members_fresh = false;
         }
         if self.channels.get(&channel).is_some_and(OwnedChannel::idle) {
             self.channels.remove(&channel);

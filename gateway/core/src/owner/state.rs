@@ -77,6 +77,9 @@ pub(super) struct OwnedChannel {
     pub(super) membership: Membership,
     /// Requests waiting for `membership` to load.
     pub(super) gated: Vec<Gated>,
+    /// Set while the requests that waited for a load are checked: a miss
+    /// then is refused, not reloaded again (cluster mode).
+    pub(super) members_fresh: bool,
     /// Last committed seq, once known (loaded from the store or learned from
     /// a commit).
     pub(super) head: Option<Seq>,
@@ -112,6 +115,7 @@ impl OwnedChannel {
                 Membership::NoGroup
             },
             gated: Vec::new(),
+            members_fresh: false,
             head: None,
             loading: false,
             pending: Vec::new(),
