@@ -43,6 +43,15 @@
 //! acknowledges them ([`Cluster::ack_inbox`]), so a node that fails between
 //! reading and handing them on reads them again.
 //!
+//! **Membership notices.** Every `add_member` / `remove_member` that
+//! changes a group writes, in its own transaction, one entry holding a
+//! [`Notice::members_changed`] of the group into the inbox of every node
+//! subscribed to it except this handle's own — so a node with members of
+//! the group connected learns of a removal made elsewhere and reloads. Its
+//! cost is one small key per other subscribed node per change; nodes with
+//! no subscribers of the group get nothing (they load the members afresh
+//! when the group is next used).
+//!
 //! **Waiting.** [`Cluster::wait_inbox`] blocks until the inbox may have
 //! changed or the timeout passed (a watch: it may return early; callers read
 //! the inbox either way).
@@ -70,6 +79,26 @@ pub struct Notice {
     pub first: Seq,
     /// The last seq it stored.
     pub last: Seq,
+}
+
+impl Notice {
+    /// The notice of a membership change of group `channel` (no messages:
+    /// `first` and `last` are both [`Seq::ZERO`], which no commit names).
+    #[must_use]
+    pub fn members_changed(channel: &str) -> Notice {
+        Notice {
+            channel: channel.to_owned(),
+            first: Seq::ZERO,
+            last: Seq::ZERO,
+        }
+    }
+
+    /// Whether this is a [`Notice::members_changed`] rather than new
+    /// messages.
+    #[must_use]
+    pub fn is_members_changed(&self) -> bool {
+        self.last == Seq::ZERO
+    }
 }
 
 /// One commit's notices in a node's inbox.
@@ -275,6 +304,37 @@ pub mod conformance {
         assert_eq!(for_a[0].notices[0].last, Seq(3));
     }
 
+    /// A membership change leaves a `members_changed` notice in every
+    /// other subscribed node's inbox, not in the changing node's own; a
+    /// change that changes nothing leaves none.
+    pub fn membership_changes_leave_notices_in_other_subscribed_inboxes<H: Handle>(
+        make: &dyn Fn() -> H,
+    ) {
+        let (a, b, c) = (make(), make(), make());
+        for (h, id) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+            h.register(&node(id, u64::MAX)).expect("register");
+        }
+        a.create_group("g1", &["u1".to_owned(), "u2".to_owned()])
+            .expect("create");
+        let g = "group:g1";
+        a.subscribe("a", g, 1).expect("sub");
+        b.subscribe("b", g, 1).expect("sub");
+        assert!(a.remove_member(g, "u2").expect("remove"));
+        assert!(!a.remove_member(g, "u2").expect("remove again"));
+        assert!(a.add_member(g, "u3").expect("add"));
+        assert!(a.inbox("a", 10).expect("inbox").is_empty(), "own change");
+        assert!(
+            c.inbox("c", 10).expect("inbox").is_empty(),
+            "not subscribed"
+        );
+        let got = b.inbox("b", 10).expect("inbox");
+        assert_eq!(got.len(), 2, "one per change: {got:?}");
+        for e in &got {
+            assert_eq!(e.notices, vec![super::Notice::members_changed(g)]);
+            assert!(e.notices[0].is_members_changed());
+        }
+    }
+
     /// `subscribe` answers the head; an unsubscribe with a stale token keeps
     /// the newer subscription; a fresh registration clears the old life's
     /// subscriptions and inbox.
@@ -330,6 +390,7 @@ pub mod conformance {
         nodes_register_renew_and_deregister(&make_fresh());
         reap_removes_only_an_unrenewed_lease(&make_fresh());
         commits_leave_notices_in_other_subscribed_inboxes(&make_fresh());
+        membership_changes_leave_notices_in_other_subscribed_inboxes(&make_fresh());
         subscriptions_follow_tokens_and_lives(&make_fresh());
         wait_inbox_wakes_on_a_notice(&make_fresh());
     }

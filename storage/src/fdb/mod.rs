@@ -630,15 +630,20 @@ impl FdbStore {
                     }
                     trx.set(&mkey, &u64_value(token));
                     trx.set(&okey, b"");
-                    Ok(true)
                 } else {
                     if present.is_none() {
                         return Ok(false);
                     }
                     trx.clear(&mkey);
                     trx.clear(&okey);
-                    Ok(true)
                 }
+                // Other nodes with subscribers of the group reload its
+                // members (`cluster.rs`, "Membership notices").
+                let mut notices = BTreeMap::new();
+                let notice = crate::Notice::members_changed(channel);
+                self.collect_notices(&trx, notice, &mut notices).await?;
+                self.write_notices(&trx, &notices);
+                Ok(true)
             })
         })
     }
