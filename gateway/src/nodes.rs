@@ -15,7 +15,9 @@
 //!   - [`inbox_loop`]: waits on the node's inbox, reads each notified range
 //!     of messages once from the store and hands it to the channel's owner
 //!     shard (`ShardMsg::RemoteCommit`), which fans it out as it does its
-//!     own commits; then acknowledges the entries.
+//!     own commits; a group's membership change made on another node goes
+//!     to its owner as `ShardMsg::MembersChanged` (it reloads the members
+//!     and kicks the removed); then acknowledges the entries.
 //! - A clean stop deregisters the node (`Gateway::shutdown`).
 
 use std::collections::BTreeMap;
@@ -146,9 +148,14 @@ pub(crate) async fn heartbeat_loop(shard: Rc<Shard>) {
     }
 }
 
-/// One round of the inbox: the notified messages per channel (read once),
-/// the last notified seq per channel, and the last entry's key.
-type InboxRound = (Vec<(String, Vec<StoredMessage>, Seq)>, Option<Vec<u8>>);
+/// One round of the inbox: the notified messages per channel (read once)
+/// with the last notified seq, the groups whose members changed, and the
+/// last entry's key.
+struct InboxRound {
+    commits: Vec<(String, Vec<StoredMessage>, Seq)>,
+    members_changed: Vec<String>,
+    last_key: Option<Vec<u8>>,
+}
 
 fn inbox_round(store: &dyn Store, id: &str) -> Result<InboxRound, StoreError> {
     let c = store.cluster().ok_or_else(no_cluster)?;
@@ -159,7 +166,12 @@ fn inbox_round(store: &dyn Store, id: &str) -> Result<InboxRound, StoreError> {
     }
     // Several entries of one channel become one read.
     let mut ranges: BTreeMap<String, (Seq, Seq)> = BTreeMap::new();
+    let mut members_changed = std::collections::BTreeSet::new();
     for n in entries.iter().flat_map(|e| &e.notices) {
+        if n.is_members_changed() {
+            members_changed.insert(n.channel.clone());
+            continue;
+        }
         let r = ranges.entry(n.channel.clone()).or_insert((n.first, n.last));
         r.0 = r.0.min(n.first);
         r.1 = r.1.max(n.last);
@@ -177,7 +189,11 @@ fn inbox_round(store: &dyn Store, id: &str) -> Result<InboxRound, StoreError> {
         )?;
         out.push((channel, page.messages, last));
     }
-    Ok((out, entries.last().map(|e| e.key.clone())))
+    Ok(InboxRound {
+        commits: out,
+        members_changed: members_changed.into_iter().collect(),
+        last_key: entries.last().map(|e| e.key.clone()),
+    })
 }
 
 /// Waits on this node's inbox and hands other nodes' commits to the owner
@@ -193,7 +209,11 @@ pub(crate) async fn inbox_loop(shard: Rc<Shard>) {
         let round = glommio::executor()
             .spawn_blocking(move || inbox_round(&*store, &me))
             .await;
-        let (batches, last_key) = match round {
+        let InboxRound {
+            commits,
+            members_changed,
+            last_key,
+        } = match round {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(node = %id, error = %e, "reading the node inbox failed; retrying");
@@ -201,14 +221,24 @@ pub(crate) async fn inbox_loop(shard: Rc<Shard>) {
                 continue;
             }
         };
-        for (name, messages, last) in batches {
+        let commits = commits.into_iter().map(|(name, messages, last)| {
             let channel = Channel::from_validated(Arc::from(name));
-            let to = owner_of(&channel, nr);
             let msg = ShardMsg::RemoteCommit {
-                channel,
+                channel: channel.clone(),
                 messages,
                 last,
             };
+            (channel, msg)
+        });
+        let changes = members_changed.into_iter().map(|name| {
+            let channel = Channel::from_validated(Arc::from(name));
+            let msg = ShardMsg::MembersChanged {
+                channel: channel.clone(),
+            };
+            (channel, msg)
+        });
+        for (channel, msg) in commits.chain(changes) {
+            let to = owner_of(&channel, nr);
             if to == shard.id {
                 shard.with(|st| st.on_msg(to, msg, now_ms()));
             } else {

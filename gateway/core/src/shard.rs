@@ -684,6 +684,9 @@ impl ShardState {
                 reply,
             } => self.owner.on_group(channel, actor, op, reply, &mut self.fx),
             ShardMsg::Kick { channel, user } => self.kick(&channel, &user),
+            ShardMsg::MembersChanged { channel } => {
+                self.owner.on_members_changed(channel, &mut self.fx);
+            }
             ShardMsg::Notify { user, notice } => self.users.notify(user, notice, now),
             ShardMsg::ToUser { user, frame } => self.users.to_user(&user, &frame, &mut self.fx),
             ShardMsg::Close { conn, code, reason } => {

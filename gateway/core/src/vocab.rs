@@ -268,6 +268,14 @@ pub enum ShardMsg {
         /// `messages` up to it from the store.
         last: Seq,
     },
+    /// Runtime → owner shard: another gateway node added or removed a
+    /// member of this group (an inbox notice). The owner reloads the
+    /// members, if it holds them, and kicks the removed as a local removal
+    /// does.
+    MembersChanged {
+        /// The group channel.
+        channel: Channel,
+    },
     /// Owner → replica shard: the head moved to `head` but the batches were
     /// not delivered (the queue was full); members page from the store.
     Advanced {

@@ -4,7 +4,10 @@
 //! changes of a group wait at its owner until they are loaded ([`Gated`]),
 //! then are checked here; membership changes are written through the owner
 //! so its cache follows, and a removal takes the member's connections out
-//! of the channel on every shard.
+//! of the channel on every shard. In cluster mode a change made on another
+//! node arrives as an inbox notice (`ShardMsg::MembersChanged`): the owner
+//! reloads the members, and whoever the reload no longer lists is kicked
+//! the same way.
 
 use std::sync::Arc;
 
@@ -42,7 +45,7 @@ impl Owner {
             // `user` since these members were loaded. Reload once before
             // refusing (the refusal then comes from fresh members); members
             // pass meanwhile. A removal made on another node is not seen
-            // this way: see docs/architecture.md, "Many nodes".
+            // this way but by a notice: `on_members_changed`.
             if oc.gated.is_empty() {
                 fx.io.push(IoJob::LoadMembers(name.clone()));
             }
@@ -88,10 +91,30 @@ impl Owner {
         let gated = std::mem::take(&mut oc.gated);
         match result {
             Ok(members) => {
-                oc.membership = match members {
+                let fresh = match members {
                     None => Membership::NoGroup,
                     Some(m) => Membership::Members(m.into_iter().map(Arc::from).collect()),
                 };
+                let old = std::mem::replace(&mut oc.membership, fresh);
+                // Removed elsewhere (another node, cluster mode): out of the
+                // channel on every shard, as a local removal.
+                if let Membership::Members(old) = old {
+                    let now = match &oc.membership {
+                        Membership::Members(m) => Some(m),
+                        _ => None,
+                    };
+                    for user in old.iter().filter(|u| now.is_none_or(|m| !m.contains(*u))) {
+                        for shard in subscriber_shards(oc.subscribers) {
+                            fx.send(
+                                shard,
+                                ShardMsg::Kick {
+                                    channel: channel.clone(),
+                                    user: user.clone(),
+                                },
+                            );
+                        }
+                    }
+                }
                 // What waited is checked against these members, no reload.
                 oc.members_fresh = true;
                 for item in gated {
@@ -130,6 +153,23 @@ impl Owner {
         }
         if self.channels.get(&channel).is_some_and(OwnedChannel::idle) {
             self.channels.remove(&channel);
+        }
+    }
+
+    /// Another node changed the members of `channel` (cluster mode, an
+    /// inbox notice): if this owner holds them, it reloads them;
+    /// [`Owner::on_members_loaded`] then kicks whoever was removed. Members
+    /// not held are loaded fresh at the group's next use anyway.
+    pub(crate) fn on_members_changed(&mut self, channel: Channel, fx: &mut Effects) {
+        let Some(oc) = self.channels.get(&channel) else {
+            return;
+        };
+        // `Unknown` with requests gated: a load is in flight, but it may
+        // have read before this change committed, so load again.
+        if matches!(oc.membership, Membership::Members(_))
+            || (matches!(oc.membership, Membership::Unknown) && !oc.gated.is_empty())
+        {
+            fx.io.push(IoJob::LoadMembers(channel));
         }
     }
 
