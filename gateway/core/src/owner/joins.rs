@@ -247,6 +247,13 @@ impl Owner {
                     unsubscribe(fx, channel.clone());
                 } else {
                     oc.node_sub = NodeSub::On(token);
+                    // A group's members were loaded before this
+                    // subscription committed: a change committed between
+                    // the two left this node no notice. Load them once
+                    // more; a member removed meanwhile is kicked then.
+                    if matches!(oc.membership, Membership::Members(_)) {
+                        fx.io.push(IoJob::LoadMembers(channel.clone()));
+                    }
                 }
                 let head = oc.head.map_or(head, |h| h.max(head));
                 oc.head = Some(head);
