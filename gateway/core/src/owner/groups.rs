@@ -104,15 +104,7 @@ impl Owner {
                         _ => None,
                     };
                     for user in old.iter().filter(|u| now.is_none_or(|m| !m.contains(*u))) {
-                        for shard in subscriber_shards(oc.subscribers) {
-                            fx.send(
-                                shard,
-                                ShardMsg::Kick {
-                                    channel: channel.clone(),
-                                    user: user.clone(),
-                                },
-                            );
-                        }
+                        kick_everywhere(&channel, user, oc.subscribers, fx);
                     }
                 }
                 // What waited is checked against these members, no reload.
@@ -258,15 +250,7 @@ impl Owner {
                     m.remove(user.as_str());
                 }
                 let user: Arc<str> = Arc::from(user.as_str());
-                for shard in subscriber_shards(oc.subscribers) {
-                    fx.send(
-                        shard,
-                        ShardMsg::Kick {
-                            channel: channel.clone(),
-                            user: user.clone(),
-                        },
-                    );
-                }
+                kick_everywhere(&channel, &user, oc.subscribers, fx);
             }
         }
         crate::discovery::announce(fx, added, &channel);
@@ -311,5 +295,19 @@ impl Owner {
         if self.channels.get(&channel).is_some_and(OwnedChannel::idle) {
             self.channels.remove(&channel);
         }
+    }
+}
+
+/// Tells every shard with local subscribers of `channel` that `user` left
+/// it (each shard's connections of that user get an unsolicited `left`).
+fn kick_everywhere(channel: &Channel, user: &Arc<str>, subscribers: u64, fx: &mut Effects) {
+    for shard in subscriber_shards(subscribers) {
+        fx.send(
+            shard,
+            ShardMsg::Kick {
+                channel: channel.clone(),
+                user: user.clone(),
+            },
+        );
     }
 }
