@@ -116,6 +116,10 @@ pub(crate) async fn upgrade(
         return;
     }
     let conn = shard.with(|st| st.open_conn(&identity, now_ms()));
+    if let Some(ring) = shard.ring.clone() {
+        // The shard's socket ring drives the session (`ring.rs`).
+        return ring.adopt(&shard, stream, conn, &rest, slot);
+    }
     let mut driver = Driver {
         shard: shard.clone(),
         conn,
@@ -171,7 +175,7 @@ async fn linger(cfg: &Config, stream: &mut TcpStream) {
 
 /// How a WebSocket session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SessionEnd {
+pub(crate) enum SessionEnd {
     /// The peer closed the socket, or it failed, or it was cut off.
     PeerGone,
     /// We wrote a close frame.
@@ -196,7 +200,7 @@ struct Driver {
     holding: bool,
 }
 
-fn close_reason(e: &WsError) -> &'static str {
+pub(crate) fn close_reason(e: &WsError) -> &'static str {
     match e {
         WsError::TooBig => "frame too big",
         WsError::InvalidUtf8 => "invalid UTF-8",

@@ -93,6 +93,7 @@ pub(crate) mod mesh;
 pub(crate) mod metrics;
 pub(crate) mod nodes;
 pub(crate) mod push;
+pub(crate) mod ring;
 pub(crate) mod shard_task;
 pub(crate) mod sse;
 pub(crate) mod store_io;

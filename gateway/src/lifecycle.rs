@@ -84,6 +84,17 @@ pub(crate) async fn run_shard(p: ShardParams) {
             glommio::Latency::Matters(crate::shard_task::CONTROL_LATENCY),
             "control",
         ),
+        ring: if p.cfg.socket_ring {
+            match crate::ring::Ring::new() {
+                Ok(r) => Some(Rc::new(r)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "socket ring unavailable; sessions run as glommio tasks");
+                    None
+                }
+            }
+        } else {
+            None
+        },
     });
 
     // Long-lived tasks are kept (not detached) so that returning from this
@@ -114,6 +125,9 @@ pub(crate) async fn run_shard(p: ShardParams) {
     }
     tasks.push(glommio::spawn_local(cursor_timer(shard.clone())));
     tasks.push(shard.spawn_control(shard.flush.clone().run()));
+    if let Some(ring) = shard.ring.clone() {
+        tasks.push(glommio::spawn_local(crate::ring::run(shard.clone(), ring)));
+    }
 
     if let Ok(addr) = shard.global.bound.lock().map(|b| b.unwrap_or(p.cfg.listen)) {
         let _ = p.ready.send(Ok(addr));
@@ -123,6 +137,7 @@ pub(crate) async fn run_shard(p: ShardParams) {
     for t in tasks {
         t.cancel().await;
     }
+    crate::ring::clear_current();
     shard.mesh.close();
 }
 

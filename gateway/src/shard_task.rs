@@ -68,6 +68,9 @@ pub(crate) struct Shard {
     /// arrives instead of behind every driver woken before it (a 10,000-member
     /// room wakes 10,000 drivers per batch).
     pub(crate) control: glommio::TaskQueueHandle,
+    /// The shard's socket ring, which drives its WebSocket sessions
+    /// (`socket_ring`; `None`: one glommio task per session).
+    pub(crate) ring: Option<Rc<crate::ring::Ring>>,
 }
 
 /// How soon the control queue's work runs once woken: the executor
@@ -127,6 +130,8 @@ impl Shard {
                 for conn in woken {
                     if let Some(w) = wakers.remove(&conn) {
                         w.wake();
+                    } else if let Some(ring) = &self.ring {
+                        ring.wake(conn);
                     }
                 }
             }
@@ -159,6 +164,9 @@ impl Shard {
     pub(crate) fn wake_all(&self) {
         for (_, w) in self.wakers.borrow_mut().drain() {
             w.wake();
+        }
+        if let Some(ring) = &self.ring {
+            ring.wake_all();
         }
     }
 }

@@ -190,6 +190,15 @@ pub struct Config {
     /// output is written when the driver runs). Default 0 (see
     /// docs/benchmarks.md for the measurement). At most 1,000,000 (1 s).
     pub flush_tick_us: u64,
+    /// Drive each shard's WebSocket sessions from one io_uring of the
+    /// shard's own (`gateway/src/ring.rs`): a session is then an entry in
+    /// the shard's map (fd, decoder, flags; ~0.3 KB with the core's state
+    /// besides) and one multishot poll in the kernel, instead of a glommio
+    /// task and stream per connection (~1.3 KB more). `false` runs every
+    /// session as its own glommio task (the earlier driver). If the ring
+    /// cannot be set up (io_uring refused) the shard logs it and uses tasks.
+    /// Default true.
+    pub socket_ring: bool,
     /// Heartbeat interval announced in `hello`, in milliseconds; a
     /// connection silent for twice this long is closed with 4008. Default 30,000.
     pub heartbeat_ms: u64,
@@ -433,6 +442,7 @@ impl Default for Config {
             read_chunk_bytes: 64 * 1024,
             socket_send_buffer_bytes: 0,
             flush_tick_us: 0,
+            socket_ring: true,
             heartbeat_ms: 30_000,
             handshake_timeout_ms: 10_000,
             max_request_head_bytes: 16 * 1024,

@@ -1,0 +1,663 @@
+//! The shard's socket ring: every upgraded WebSocket session of the shard
+//! driven by one io_uring of the shard's own (`socket_ring`, on by default),
+//! instead of a glommio task and `TcpStream` per connection
+//! (`driver.rs`, kept for `socket_ring = false`).
+//!
+//! Why: an idle connection then costs what the protocol needs and nothing
+//! of the runtime's. A glommio session is a task (its ~0.7 KB future and
+//! header), a `TcpStream` with an armed readiness `Source` (~0.45 KB), and
+//! a waker in the shard's map while parked; measured with heaptrack at
+//! 10,000 idle connections that was ~1.3 KB of the ~2 KB of heap each
+//! connection held (`docs/capacity.md`). Here a session is one entry in
+//! the shard's session map — its fd, its WebSocket decoder and a few flags —
+//! and one multishot `POLL_ADD` in the kernel that stays armed for the
+//! connection's life.
+//!
+//! How it runs:
+//! - **Reads.** Each socket has one multishot poll for `POLLIN|POLLRDHUP`.
+//!   A readiness completion marks the session readable; servicing it reads
+//!   with plain `recv` calls into the shard's one read buffer
+//!   (`read_chunk_bytes`) and decodes in place, as the glommio driver does.
+//!   A short read means the socket was drained at that instant: any later
+//!   byte wakes the poll again, so nothing is missed.
+//! - **Writes.** A session whose outbox changed is serviced once per turn
+//!   and writes everything queued in one `send`; only when the socket is
+//!   full does it arm a one-shot `POLLOUT`. The outbox is the core's
+//!   (`ShardState::output`), written synchronously, so no buffer has to
+//!   outlive a submission.
+//! - **Waking.** The core's woken connections ([`Shard::apply_effects`]) and
+//!   the flush tick put sessions on the ring's ready queue; completions do
+//!   too. One task per shard (`run`) reaps completions, services the ready
+//!   sessions (yielding to the executor when it asks, so the shard's control
+//!   queue keeps its latency), submits what it queued with one
+//!   `io_uring_enter`, and sleeps until either the ring's eventfd (read
+//!   through glommio, so the shard's executor sleeps on one thing) or the
+//!   ready queue wakes it.
+//! - **The rules are the glommio driver's, step for step** (`service` is
+//!   `driver.rs`'s poll loop): admission of queued requests first, then one
+//!   write of everything queued, close once everything owed is out, reads
+//!   paused while closing, draining or over the queued-request bound,
+//!   bounded work per service. After a close frame the session lingers
+//!   (write side shut, reads discarded, ≤ `close_linger_ms` and 8 MiB) so a
+//!   client in the middle of writing reads the close instead of a reset;
+//!   its connection slot is held until the fd is closed.
+//! - **Ending.** The poll is cancelled (io_uring holds a file reference
+//!   while a poll is armed, so a plain `close` would not release the
+//!   socket), then the fd is closed. Completion `user_data` carries the
+//!   `ConnId`, which is never reused, so a late completion of an ended
+//!   session finds nothing.
+//!
+//! Each `unsafe` block is a plain libc call on an fd this module owns, or
+//! an io_uring submission whose entries reference no memory (polls and
+//! cancels carry only an fd and flags).
+
+#![allow(unsafe_code)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::rc::Rc;
+use std::task::{RawWaker, RawWakerVTable, Waker};
+use std::time::Duration;
+
+use chat_core::ConnId;
+use chat_proto::ws::{Role, WsDecoder};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use crate::driver::{close_reason, SessionEnd};
+use crate::listener::Slot;
+use crate::shard_task::Shard;
+use crate::util::{now_ms, Notify};
+
+/// Submission queue entries (the completion queue is 4× this; the kernel
+/// buffers completions past it rather than dropping them).
+const SQ_ENTRIES: u32 = 4096;
+/// Bytes a lingering session may still discard before it is closed.
+const LINGER_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// What a completion is about (the top two bits of its `user_data`; the
+/// rest is the `ConnId`).
+const KIND_SHIFT: u32 = 62;
+const KIND_READ: u64 = 0;
+const KIND_WRITE: u64 = 1;
+const KIND_CANCEL: u64 = 2;
+const CONN_MASK: u64 = (1 << KIND_SHIFT) - 1;
+
+fn user_data(kind: u64, conn: ConnId) -> u64 {
+    (kind << KIND_SHIFT) | (conn.0 & CONN_MASK)
+}
+
+/// One upgraded WebSocket session on the ring.
+struct Session {
+    fd: RawFd,
+    decoder: WsDecoder,
+    /// The socket had bytes (or an error or hang-up) when last polled and
+    /// has not been read short since.
+    readable: bool,
+    /// The close frame is queued; finish once it is written.
+    closing: bool,
+    /// A one-shot `POLLOUT` is armed.
+    write_armed: bool,
+    /// The last write stopped on a full socket.
+    write_blocked: bool,
+    /// The last service held output for the flush tick.
+    holding: bool,
+    /// When the last write was, on the flush clock.
+    last_write: u64,
+    /// The ticket of a wait on the flush tick.
+    flush_ticket: Option<u64>,
+    /// Lingering after our close frame: bytes discarded so far.
+    lingering: Option<usize>,
+    /// Counts the connection until its fd is closed.
+    _slot: Slot,
+}
+
+/// The shard's ring and its sessions (`Shard::ring`).
+pub(crate) struct Ring {
+    uring: RefCell<IoUring>,
+    sessions: RefCell<HashMap<ConnId, Session>>,
+    /// Sessions to service, in order; duplicates are harmless (a session
+    /// with nothing to do parks again).
+    ready: RefCell<VecDeque<ConnId>>,
+    /// Wakes the ring task when the ready queue gains a session.
+    wake: Notify,
+    /// Lingering sessions by deadline (ms), oldest first (one linger time
+    /// for all, so pushing keeps the order).
+    lingering: RefCell<VecDeque<(u64, ConnId)>>,
+    /// The eventfd the kernel signals on every completion; the ring task
+    /// reads it through glommio.
+    event_fd: RawFd,
+    /// Submissions queued since the last `io_uring_enter`.
+    unsubmitted: Cell<u32>,
+}
+
+impl Ring {
+    /// A ring for one shard, or the error that keeps the shard on glommio
+    /// drivers (the caller logs it).
+    pub(crate) fn new() -> std::io::Result<Ring> {
+        let uring = IoUring::builder()
+            .setup_cqsize(SQ_ENTRIES * 4)
+            .build(SQ_ENTRIES)?;
+        // A blocking eventfd: io_uring waits for it to be readable instead
+        // of failing with EAGAIN.
+        let event_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if event_fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if let Err(e) = uring.submitter().register_eventfd(event_fd) {
+            unsafe { libc::close(event_fd) };
+            return Err(e);
+        }
+        Ok(Ring {
+            uring: RefCell::new(uring),
+            sessions: RefCell::new(HashMap::new()),
+            ready: RefCell::new(VecDeque::new()),
+            wake: Notify::default(),
+            lingering: RefCell::new(VecDeque::new()),
+            event_fd,
+            unsubmitted: Cell::new(0),
+        })
+    }
+
+    /// Puts a session on the ready queue (the core changed its outbox, the
+    /// flush tick passed, or shutdown).
+    pub(crate) fn wake(&self, conn: ConnId) {
+        self.ready.borrow_mut().push_back(conn);
+        self.wake.notify();
+    }
+
+    /// Puts every session on the ready queue (shutdown).
+    pub(crate) fn wake_all(&self) {
+        let conns: Vec<ConnId> = self.sessions.borrow().keys().copied().collect();
+        self.ready.borrow_mut().extend(conns);
+        self.wake.notify();
+    }
+
+    /// Takes over an upgraded connection: the socket moves from the
+    /// glommio stream (whose fd is duplicated, then the stream dropped) to
+    /// the ring; `rest` are bytes that came with the upgrade request.
+    pub(crate) fn adopt(
+        &self,
+        shard: &Rc<Shard>,
+        stream: glommio::net::TcpStream,
+        conn: ConnId,
+        rest: &[u8],
+        slot: Slot,
+    ) {
+        let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+        drop(stream);
+        if fd < 0 {
+            // Out of fds: the session cannot continue.
+            drop(slot);
+            shard.with(|st| st.close_conn(conn, now_ms()));
+            return;
+        }
+        let mut session = Session {
+            fd,
+            decoder: WsDecoder::new(Role::Server, shard.cfg.max_frame_bytes),
+            readable: true,
+            closing: false,
+            write_armed: false,
+            write_blocked: false,
+            holding: false,
+            last_write: crate::flush::NEVER,
+            flush_ticket: None,
+            lingering: None,
+            _slot: slot,
+        };
+        if !rest.is_empty() {
+            let now = now_ms();
+            let mut st = shard.state.borrow_mut();
+            let result = session
+                .decoder
+                .feed(rest, &mut |ev| st.on_ws_event(conn, ev, now));
+            if let Err(e) = result {
+                st.on_ws_error(conn, e.close_code(), close_reason(&e), now);
+            }
+        }
+        self.arm_read(conn, fd);
+        self.sessions.borrow_mut().insert(conn, session);
+        self.wake(conn);
+        shard.apply_effects();
+    }
+
+    fn push(&self, entry: squeue::Entry) {
+        let mut uring = self.uring.borrow_mut();
+        loop {
+            // Safety: the entries pushed here (polls, cancels) reference no
+            // memory of ours; their fds stay open until the poll is
+            // cancelled or completed.
+            if unsafe { uring.submission().push(&entry) }.is_ok() {
+                self.unsubmitted.set(self.unsubmitted.get() + 1);
+                return;
+            }
+            // The submission queue is full: hand it to the kernel first.
+            let _ = uring.submit();
+            self.unsubmitted.set(0);
+        }
+    }
+
+    fn arm_read(&self, conn: ConnId, fd: RawFd) {
+        let flags = (libc::POLLIN | libc::POLLRDHUP) as u32;
+        self.push(
+            opcode::PollAdd::new(types::Fd(fd), flags)
+                .multi(true)
+                .build()
+                .user_data(user_data(KIND_READ, conn)),
+        );
+    }
+
+    fn arm_write(&self, conn: ConnId, fd: RawFd) {
+        self.push(
+            opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
+                .build()
+                .user_data(user_data(KIND_WRITE, conn)),
+        );
+    }
+
+    fn cancel(&self, target: u64, conn: ConnId) {
+        self.push(
+            opcode::AsyncCancel::new(target)
+                .build()
+                .user_data(user_data(KIND_CANCEL, conn)),
+        );
+    }
+
+    fn submit(&self) {
+        if self.unsubmitted.get() > 0 {
+            let _ = self.uring.borrow_mut().submit();
+            self.unsubmitted.set(0);
+        }
+    }
+
+    /// Takes the completions the kernel posted: marks sessions readable or
+    /// writable and queues them.
+    fn reap(&self) {
+        let mut rearm = Vec::new();
+        {
+            let mut uring = self.uring.borrow_mut();
+            let mut sessions = self.sessions.borrow_mut();
+            let mut ready = self.ready.borrow_mut();
+            for cqe in uring.completion() {
+                let ud = cqe.user_data();
+                let conn = ConnId(ud & CONN_MASK);
+                let Some(s) = sessions.get_mut(&conn) else {
+                    continue;
+                };
+                match ud >> KIND_SHIFT {
+                    KIND_READ => {
+                        s.readable = true;
+                        if !cqueue::more(cqe.flags()) {
+                            // The multishot poll ended (an error, or the
+                            // kernel's limit): poll again.
+                            rearm.push((conn, s.fd));
+                        }
+                        ready.push_back(conn);
+                    }
+                    KIND_WRITE => {
+                        s.write_armed = false;
+                        s.write_blocked = false;
+                        ready.push_back(conn);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (conn, fd) in rearm {
+            self.arm_read(conn, fd);
+        }
+    }
+
+    /// Ends a session whose core connection is closed: cancels its polls
+    /// and closes the socket.
+    fn finish(&self, conn: ConnId, s: Session) {
+        self.cancel(user_data(KIND_READ, conn), conn);
+        if s.write_armed {
+            self.cancel(user_data(KIND_WRITE, conn), conn);
+        }
+        // The kernel keeps the socket until the cancels complete.
+        unsafe { libc::close(s.fd) };
+    }
+
+    /// Services one session; returns it unless it ended.
+    fn service(&self, shard: &Rc<Shard>, conn: ConnId, mut s: Session) -> Option<Session> {
+        if s.lingering.is_some() {
+            return self.linger(conn, s, shard);
+        }
+        match self.drive(shard, conn, &mut s) {
+            Ok(()) => Some(s),
+            Err(end) => {
+                shard.with(|st| st.close_conn(conn, now_ms()));
+                if end == SessionEnd::CloseSent {
+                    unsafe { libc::shutdown(s.fd, libc::SHUT_WR) };
+                    s.lingering = Some(0);
+                    let deadline = now_ms() + shard.cfg.close_linger_ms;
+                    self.lingering.borrow_mut().push_back((deadline, conn));
+                    return self.linger(conn, s, shard);
+                }
+                self.finish(conn, s);
+                None
+            }
+        }
+    }
+
+    /// A lingering session: discards what the client still sends until it
+    /// closes, the bound is reached or the deadline passes (`sweep`).
+    fn linger(&self, conn: ConnId, mut s: Session, shard: &Rc<Shard>) -> Option<Session> {
+        let mut buf = shard.read_buf.borrow_mut();
+        let mut total = s.lingering.unwrap_or(0);
+        while s.readable {
+            match recv(s.fd, &mut buf[..]) {
+                Ok(0) | Err(_) => {
+                    drop(buf);
+                    self.finish(conn, s);
+                    return None;
+                }
+                Ok(n) => {
+                    total += n;
+                    if total >= LINGER_MAX_BYTES {
+                        drop(buf);
+                        self.finish(conn, s);
+                        return None;
+                    }
+                    if n < buf.len() {
+                        s.readable = false;
+                    }
+                }
+            }
+        }
+        s.lingering = Some(total);
+        Some(s)
+    }
+
+    /// The glommio driver's poll loop (`driver.rs`), for a ring session.
+    fn drive(&self, shard: &Rc<Shard>, conn: ConnId, s: &mut Session) -> Result<(), SessionEnd> {
+        for _ in 0..32 {
+            if shard.state.borrow().has_queued(conn) {
+                shard.with(|st| st.admit_queued(conn, now_ms()));
+            }
+            let (mut progressed, write_blocked) = {
+                let mut st = shard.state.borrow_mut();
+                let Some(state) = st.session(conn) else {
+                    return Err(SessionEnd::PeerGone);
+                };
+                if state.kill {
+                    return Err(SessionEnd::PeerGone);
+                }
+                let (progressed, write_blocked) = self.write(shard, &mut st, conn, s)?;
+                let Some(state) = st.session(conn) else {
+                    return Err(SessionEnd::PeerGone);
+                };
+                if state.pending == 0 {
+                    if s.closing {
+                        return Err(SessionEnd::CloseSent);
+                    }
+                    if state.closing.is_some() && st.queue_close_frame(conn).is_some() {
+                        s.closing = true;
+                        drop(st);
+                        shard.apply_effects();
+                        continue;
+                    }
+                }
+                if s.closing || state.reads_paused {
+                    if !progressed {
+                        if !s.holding {
+                            st.park(conn);
+                        }
+                        return Ok(());
+                    }
+                    drop(st);
+                    shard.apply_effects();
+                    continue;
+                }
+                (progressed, write_blocked)
+            };
+            shard.apply_effects();
+            if s.readable {
+                let mut buf = shard.read_buf.borrow_mut();
+                match recv(s.fd, &mut buf[..]) {
+                    Ok(0) => return Err(SessionEnd::PeerGone),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => s.readable = false,
+                    Err(_) => return Err(SessionEnd::PeerGone),
+                    Ok(n) => {
+                        if n < buf.len() {
+                            s.readable = false;
+                        }
+                        let now = now_ms();
+                        let mut st = shard.state.borrow_mut();
+                        // Unmasks in place: complete frames are never copied.
+                        let result = s
+                            .decoder
+                            .feed_mut(&mut buf[..n], &mut |ev| st.on_ws_event(conn, ev, now));
+                        if let Err(e) = result {
+                            st.on_ws_error(conn, e.close_code(), close_reason(&e), now);
+                        }
+                        drop(st);
+                        drop(buf);
+                        shard.apply_effects();
+                        progressed = true;
+                    }
+                }
+            }
+            if !progressed {
+                let mut st = shard.state.borrow_mut();
+                let Some(state) = st.session(conn) else {
+                    return Err(SessionEnd::PeerGone);
+                };
+                let queued = state.pending > 0 && !write_blocked;
+                if queued || (state.closing.is_some() && !s.closing && !write_blocked) {
+                    continue;
+                }
+                if !s.holding {
+                    st.park(conn);
+                }
+                return Ok(());
+            }
+        }
+        // More to do: after the other ready sessions.
+        self.ready.borrow_mut().push_back(conn);
+        Ok(())
+    }
+
+    /// Writes what the outbox holds while the socket takes it. Returns
+    /// (progressed, write_blocked), or the end of the session.
+    fn write(
+        &self,
+        shard: &Rc<Shard>,
+        st: &mut chat_core::ShardState,
+        conn: ConnId,
+        s: &mut Session,
+    ) -> Result<(bool, bool), SessionEnd> {
+        let mut progressed = false;
+        s.holding = false;
+        loop {
+            let out = st.output(conn);
+            if out.is_empty() {
+                return Ok((progressed, false));
+            }
+            if s.write_blocked {
+                return Ok((progressed, true));
+            }
+            let flush = &shard.flush;
+            if !progressed {
+                if let Some(due) = flush.held_until(s.last_write) {
+                    if !s.flush_ticket.is_some_and(|t| flush.still_waiting(t)) {
+                        s.flush_ticket = Some(flush.wait(&conn_waker(conn), due));
+                    }
+                    s.holding = true;
+                    return Ok((false, true));
+                }
+            }
+            match send(s.fd, out) {
+                Ok(0) => return Err(SessionEnd::PeerGone),
+                Ok(n) => {
+                    progressed = true;
+                    s.last_write = flush.now_us();
+                    st.wrote(conn, n, now_ms());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    s.write_blocked = true;
+                    if !s.write_armed {
+                        s.write_armed = true;
+                        self.arm_write(conn, s.fd);
+                    }
+                    return Ok((progressed, true));
+                }
+                Err(_) => return Err(SessionEnd::PeerGone),
+            }
+        }
+    }
+
+    /// Closes lingering sessions whose deadline passed; returns the next
+    /// deadline, if any.
+    fn sweep(&self, now: u64) -> Option<u64> {
+        loop {
+            let front = self.lingering.borrow().front().copied();
+            let (deadline, conn) = front?;
+            if deadline > now {
+                return Some(deadline);
+            }
+            self.lingering.borrow_mut().pop_front();
+            let s = self.sessions.borrow_mut().remove(&conn);
+            if let Some(s) = s {
+                self.finish(conn, s);
+            }
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        for (_, s) in self.sessions.get_mut().drain() {
+            unsafe { libc::close(s.fd) };
+        }
+        unsafe { libc::close(self.event_fd) };
+    }
+}
+
+fn recv(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn send(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+thread_local! {
+    /// The ring of the shard on this thread (one shard per executor
+    /// thread), for wakers that carry only a `ConnId`.
+    static CURRENT: RefCell<Option<Rc<Ring>>> = const { RefCell::new(None) };
+}
+
+/// A waker that puts `conn` on this thread's ring's ready queue: no
+/// allocation, the `ConnId` is the waker's data. Wakers of this kind are
+/// only used on the shard's own thread (the flush tick).
+fn conn_waker(conn: ConnId) -> Waker {
+    fn clone(data: *const ()) -> RawWaker {
+        RawWaker::new(data, &VTABLE)
+    }
+    fn wake(data: *const ()) {
+        let conn = ConnId(data as usize as u64);
+        CURRENT.with(|r| {
+            if let Some(ring) = r.borrow().as_ref() {
+                ring.wake(conn);
+            }
+        });
+    }
+    fn drop(_: *const ()) {}
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake, drop);
+    // Safety: the vtable's functions only read the data as an integer.
+    unsafe { Waker::from_raw(RawWaker::new(conn.0 as usize as *const (), &VTABLE)) }
+}
+
+/// The ring task of a shard: reaps, services, submits, sleeps.
+pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
+    CURRENT.with(|r| *r.borrow_mut() = Some(ring.clone()));
+    // Safety: a duplicate of the ring's eventfd, owned by this file.
+    let efd = unsafe { libc::dup(ring.event_fd) };
+    if efd < 0 {
+        tracing::error!("socket ring: dup of the eventfd failed; sessions stall");
+        return;
+    }
+    let events = Rc::new(unsafe { glommio::io::BufferedFile::from_raw_fd(efd) });
+    let mut pending_read: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = None;
+    loop {
+        ring.reap();
+        let mut serviced = 0u32;
+        loop {
+            let next = ring.ready.borrow_mut().pop_front();
+            let Some(conn) = next else { break };
+            let taken = ring.sessions.borrow_mut().remove(&conn);
+            let Some(s) = taken else { continue };
+            if let Some(s) = ring.service(&shard, conn, s) {
+                ring.sessions.borrow_mut().insert(conn, s);
+            }
+            serviced += 1;
+            if serviced.is_multiple_of(64) {
+                ring.submit();
+                glommio::executor().yield_if_needed().await;
+                ring.reap();
+            }
+        }
+        let next_deadline = ring.sweep(now_ms());
+        ring.submit();
+        if !ring.ready.borrow().is_empty() {
+            continue;
+        }
+        // Nothing ready: sleep until a completion, a wake or a deadline.
+        if pending_read.is_none() {
+            let ev = events.clone();
+            pending_read = Some(Box::pin(async move {
+                let _ = ev.read_at(0, 8).await;
+            }));
+        }
+        let Some(read) = pending_read.as_mut() else {
+            continue;
+        };
+        let timeout = next_deadline
+            .map(|d| Duration::from_millis(d.saturating_sub(now_ms()).max(1)))
+            .unwrap_or(Duration::from_secs(3600));
+        let completed = futures_lite::future::or(
+            async {
+                read.await;
+                true
+            },
+            futures_lite::future::or(
+                async {
+                    ring.wake.notified().await;
+                    false
+                },
+                async {
+                    glommio::timer::sleep(timeout).await;
+                    false
+                },
+            ),
+        )
+        .await;
+        if completed {
+            pending_read = None;
+        }
+    }
+}
+
+/// Forgets this thread's ring (the shard stopped).
+pub(crate) fn clear_current() {
+    CURRENT.with(|r| *r.borrow_mut() = None);
+}
