@@ -337,7 +337,7 @@ impl ShardState {
 
     /// The typed answer of an HTTP call, once it came.
     pub fn take_http_answer(&mut self, id: ConnId) -> Option<Answer> {
-        self.conns.get_mut(&id)?.http_answer.take()
+        self.conns.get_mut(&id)?.http_answer.take().map(|a| *a)
     }
 
     // ----- answers ---------------------------------------------------------
@@ -349,7 +349,7 @@ impl ShardState {
             return;
         };
         if conn.http {
-            conn.http_answer = Some(answer);
+            conn.http_answer = Some(Box::new(answer));
             conn.outbox.wake();
             return;
         }
