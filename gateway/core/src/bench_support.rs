@@ -16,7 +16,7 @@ use chat_model::{Channel, MessageKind, Seq, StoredMessage};
 use crate::batch::Batch;
 use crate::conn::{Conn, Phase, Signal, Sub};
 use crate::fanout::{offer_batch, Offer};
-use crate::maps::{Map, Set};
+use crate::maps::Set;
 use crate::vocab::ConnId;
 use chat_proto::response::{self, MsgView};
 
@@ -25,7 +25,7 @@ use chat_proto::response::{self, MsgView};
 pub struct FanoutFixture {
     batch: Arc<Batch>,
     members: Set<ConnId>,
-    conns: Map<ConnId, Conn>,
+    conns: crate::maps::DenseMap<ConnId, Conn>,
     budget: usize,
     signal: Rc<Signal>,
 }
@@ -55,7 +55,7 @@ impl FanoutFixture {
             };
             batch.push_frame(|out| response::msg(out, &channel, &MsgView::from_stored(&m)));
         }
-        let mut conns = Map::with_capacity_and_hasher(members, Default::default());
+        let mut conns = crate::maps::DenseMap::default();
         let signal = Rc::new(Signal::default());
         let mut set = Set::with_capacity_and_hasher(members, Default::default());
         for i in 0..members as u64 {

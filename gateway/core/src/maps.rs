@@ -76,6 +76,117 @@ impl Hasher for Sip {
     }
 }
 
+/// A map whose values live in one dense vector (a slab) and whose hash
+/// table holds only `key → slot`: for many large values — a shard's
+/// connections — the hash table's slack (a table is 1.14–2.3× its entries)
+/// then costs a few bytes per entry instead of a whole value, and growing
+/// copies small entries. Freed slots are reused, most recent first. A slot
+/// is written only when used, so the vector's reserve beyond its length is
+/// not resident. Iteration is in slot order (deterministic, like the
+/// seeded maps).
+#[derive(Debug)]
+pub struct DenseMap<K, V> {
+    index: Map<K, u32>,
+    slots: Vec<Option<V>>,
+    free: Vec<u32>,
+}
+
+impl<K, V> Default for DenseMap<K, V> {
+    fn default() -> Self {
+        DenseMap {
+            index: Map::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> DenseMap<K, V> {
+    /// Inserts or replaces; returns the value replaced.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if let Some(&i) = self.index.get(&key) {
+            return self.slots[i as usize].replace(value);
+        }
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(value);
+                i
+            }
+            None => {
+                self.slots.push(Some(value));
+                // More than 4 billion live entries is beyond any shard.
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.index.insert(key, i);
+        None
+    }
+
+    /// Removes and returns the value of `key`.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let i = self.index.remove(key)?;
+        let v = self.slots[i as usize].take();
+        self.free.push(i);
+        v
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &K) -> Option<&V> {
+        let &i = self.index.get(key)?;
+        self.slots[i as usize].as_ref()
+    }
+
+    /// The value of `key`, mutably.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let &i = self.index.get(key)?;
+        self.slots[i as usize].as_mut()
+    }
+
+    /// Whether `key` has a value.
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Every value, mutably, in slot order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.slots.iter_mut().filter_map(Option::as_mut)
+    }
+
+    /// Every key.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.index.keys()
+    }
+
+    /// Every entry, in the index's (seeded hash) order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.index
+            .iter()
+            .filter_map(|(k, &i)| self.slots[i as usize].as_ref().map(|v| (k, v)))
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> std::ops::Index<&K> for DenseMap<K, V> {
+    type Output = V;
+
+    /// The value of `key`; panics when there is none (as `HashMap`'s).
+    fn index(&self, key: &K) -> &V {
+        match self.get(key) {
+            Some(v) => v,
+            None => panic!("DenseMap: no entry for the key"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +204,28 @@ mod tests {
         };
         assert_eq!(order(7), order(7));
         assert_ne!(order(7), order(8), "another seed, another order");
+    }
+
+    #[test]
+    fn a_dense_map_reuses_freed_slots_and_keeps_values_by_key() {
+        let mut m: DenseMap<u64, String> = DenseMap::default();
+        for k in 0..10u64 {
+            assert!(m.insert(k, format!("v{k}")).is_none());
+        }
+        assert_eq!(m.insert(3, "three".into()).as_deref(), Some("v3"));
+        assert_eq!(m.remove(&4).as_deref(), Some("v4"));
+        assert_eq!(m.remove(&4), None);
+        assert!(!m.contains_key(&4));
+        m.insert(100, "hundred".into());
+        // The freed slot was reused: the vector did not grow.
+        assert_eq!(m.slots.len(), 10);
+        assert_eq!(m.len(), 10);
+        assert_eq!(m.get(&100).map(String::as_str), Some("hundred"));
+        assert_eq!(m.get(&3).map(String::as_str), Some("three"));
+        if let Some(v) = m.get_mut(&0) {
+            v.push('!');
+        }
+        assert_eq!(m.get(&0).map(String::as_str), Some("v0!"));
+        assert_eq!(m.values_mut().count(), 10);
     }
 }
