@@ -746,6 +746,7 @@ impl ShardState {
             JobDone::CatchUpRetry { conn, channel, gen } => {
                 self.on_catchup_retry(conn, &channel, gen);
             }
+            JobDone::TiersDue => self.on_tiers_due(),
             JobDone::History {
                 conn,
                 channel,

@@ -484,6 +484,13 @@ pub enum IoJob {
         /// How long to wait, ms.
         after_ms: u64,
     },
+    /// Wake the shard's tier timers after `after_ms` (members of `digest`
+    /// and `counts` tiers are due then; `tiers.rs`). Answered by
+    /// [`JobDone::TiersDue`].
+    TierTimer {
+        /// How long to wait, ms.
+        after_ms: u64,
+    },
     /// Serve a `history` request (for a group: only to a member).
     History {
         /// The connection.
@@ -611,6 +618,8 @@ pub enum JobDone {
         /// Its join generation.
         gen: u64,
     },
+    /// A [`IoJob::TierTimer`] fired.
+    TiersDue,
     /// A `history` page was read.
     History {
         /// The connection.
