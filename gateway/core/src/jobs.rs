@@ -195,7 +195,7 @@ pub fn run_store_job(store: &dyn Store, job: IoJob) -> JobDone {
         IoJob::CatchUpLater {
             conn, channel, gen, ..
         } => JobDone::CatchUpRetry { conn, channel, gen },
-        IoJob::TierTimer { .. } => JobDone::TiersDue,
+        IoJob::TierTimer { slot, .. } => JobDone::TiersDue { slot },
         IoJob::Push(_) => JobDone::Pushed,
     }
 }

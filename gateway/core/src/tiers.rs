@@ -130,6 +130,7 @@ impl ShardState {
         if let Some(slot) = self.tiers.schedule(at, conn_id, channel.clone(), gen) {
             self.fx.io.push(IoJob::TierTimer {
                 after_ms: slot.saturating_sub(now),
+                slot,
             });
         }
     }
@@ -167,10 +168,11 @@ impl ShardState {
         }
     }
 
-    /// The tier timer fired: serves (or reschedules) every member due.
-    pub(crate) fn on_tiers_due(&mut self) {
+    /// The tier timer of `slot` fired: serves (or reschedules, when the
+    /// clock says it is early) every member due by then.
+    pub(crate) fn on_tiers_due(&mut self, slot: u64) {
         let now = self.now();
-        for (conn_id, channel, gen) in self.tiers.take_due(now) {
+        for (conn_id, channel, gen) in self.tiers.take_due(now.max(slot)) {
             let Some(sub) = self
                 .conns
                 .get_mut(&conn_id)
@@ -296,14 +298,15 @@ mod tests {
         std::mem::take(&mut st.fx.io)
             .into_iter()
             .filter_map(|j| match j {
-                IoJob::TierTimer { after_ms } => Some(after_ms),
+                IoJob::TierTimer { after_ms, .. } => Some(after_ms),
                 _ => None,
             })
             .collect()
     }
 
+    /// The timer of the slot due at `now` fires.
     fn fire(st: &mut ShardState, now: u64) {
-        st.on_job_done(JobDone::TiersDue, now);
+        st.on_job_done(JobDone::TiersDue { slot: now }, now);
     }
 
     #[test]
@@ -329,6 +332,11 @@ mod tests {
         assert_eq!(timers(&mut st), vec![240], "one wake-up, at 1,250");
         fire(&mut st, 1_240);
         assert_eq!(take(&mut st, digest, 1_240), "", "not due yet");
+        // A timer that fires before the shard's clock reaches its slot
+        // reschedules rather than strands the member.
+        st.on_job_done(JobDone::TiersDue { slot: 1_250 }, 1_249);
+        assert_eq!(take(&mut st, digest, 1_249), "", "never early");
+        assert_eq!(timers(&mut st), vec![1], "woken again at 1,250");
         fire(&mut st, 1_250);
         assert_eq!(take(&mut st, digest, 1_250), "[2][3][4]", "all of it, once");
         assert_eq!(st.tiers.len(), 0);

@@ -490,6 +490,8 @@ pub enum IoJob {
     TierTimer {
         /// How long to wait, ms.
         after_ms: u64,
+        /// The slot it wakes (a due time, ms), handed back.
+        slot: u64,
     },
     /// Serve a `history` request (for a group: only to a member).
     History {
@@ -619,7 +621,12 @@ pub enum JobDone {
         gen: u64,
     },
     /// A [`IoJob::TierTimer`] fired.
-    TiersDue,
+    TiersDue {
+        /// Its slot: due now, whatever the clock says (a timer that fires
+        /// a little before the shard's clock reaches the slot must not
+        /// leave it waiting with no timer).
+        slot: u64,
+    },
     /// A `history` page was read.
     History {
         /// The connection.

@@ -246,7 +246,9 @@ impl Sim {
         }
         for job in fx.io {
             let delay = match &job {
-                IoJob::CatchUpLater { after_ms, .. } | IoJob::TierTimer { after_ms } => *after_ms,
+                IoJob::CatchUpLater { after_ms, .. } | IoJob::TierTimer { after_ms, .. } => {
+                    *after_ms
+                }
                 _ => self.rng.below(30) as u64,
             };
             self.jobs.push(ScheduledJob {
@@ -306,7 +308,7 @@ impl Sim {
             IoJob::CatchUpLater {
                 conn, channel, gen, ..
             } => JobDone::CatchUpRetry { conn, channel, gen },
-            IoJob::TierTimer { .. } => JobDone::TiersDue,
+            IoJob::TierTimer { slot, .. } => JobDone::TiersDue { slot },
             job => {
                 assert!(is_store_job(&job), "{job:?}");
                 if let IoJob::CatchUp { .. } = job {
