@@ -264,8 +264,9 @@ pub struct Config {
     /// after the previous one goes at once. Adds up to this much delivery
     /// latency for digest members, and saves them one write (one TCP
     /// segment) per batch beyond the first of each interval. Costs one
-    /// shared timer per shard per interval; nothing per member beyond its
-    /// cursor. Default 250; 1..=60,000.
+    /// timer per shard per distinct due time (rounded up to 10 ms, shared
+    /// by every member due then) and one timer entry per member waiting;
+    /// nothing else beyond its cursor. Default 250; 1..=60,000.
     pub digest_interval_ms: u64,
     /// Audience tier `counts`: the shortest time between two `head` events
     /// to one member that joined with `mode: "counts"`, in milliseconds.
