@@ -132,6 +132,12 @@ fn a_digest_member_of_a_busy_room_gets_every_seq_once_in_order_in_far_fewer_writ
         digest_reads <= 3 * intervals + 4,
         "{digest_reads} reads in {intervals} intervals"
     );
+    // The gateway's count agrees: one delivery per interval at most.
+    let deliveries = metric(addr, "gateway_digest_deliveries_total") as u64;
+    assert!(
+        (1..=intervals).contains(&deliveries),
+        "{deliveries} digest deliveries in {intervals} intervals"
+    );
 }
 
 #[test]
@@ -164,6 +170,10 @@ fn a_counts_member_gets_head_events_and_no_messages_and_switching_to_live_replay
     }
     let took = start.elapsed();
     assert!(heads.windows(2).all(|w| w[0] < w[1]), "rising: {heads:?}");
+    assert_eq!(
+        metric(addr, "gateway_head_events_total") as usize,
+        heads.len()
+    );
     let intervals = took.as_millis() as u64 / 200 + 2;
     assert!(
         heads.len() as u64 <= intervals,

@@ -35,6 +35,7 @@
 //! and its `due` flag are checked).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 use chat_model::{Channel, Seq};
 use chat_proto::{response, JoinMode};
@@ -154,6 +155,7 @@ impl ShardState {
                 if matches!(sub.phase, Phase::Live) && sub.cursor < head {
                     sub.served_ms = now;
                     sub.phase = Phase::CatchUp { fetching: false };
+                    self.stats.digest_deliveries.fetch_add(1, Ordering::Relaxed);
                     self.catch_up(conn_id, channel);
                 }
             }
@@ -163,6 +165,7 @@ impl ShardState {
                     sub.head_told = head;
                     conn.outbox
                         .push_reply(|out| response::head(out, channel, head.0));
+                    self.stats.head_events.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
