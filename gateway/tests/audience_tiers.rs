@@ -93,9 +93,17 @@ impl Member {
 
 #[test]
 fn a_digest_member_of_a_busy_room_gets_every_seq_once_in_order_in_far_fewer_writes() {
+    // Both socket drivers (the shard's io_uring, the default, and a task
+    // per session) write a digest in one go.
+    for ring in [true, false] {
+        digest_in_a_busy_room(ring);
+    }
+}
+
+fn digest_in_a_busy_room(socket_ring: bool) {
     // The default digest interval (250 ms); two shards, so the room's
     // batches cross the mesh for one of them.
-    let tg = start(2);
+    let tg = start_with(2, |c| c.socket_ring = socket_ring);
     let addr = tg.addr();
     let n = 300usize;
     let live = Member::join(addr, "live", "room:busy", "live");
@@ -119,7 +127,8 @@ fn a_digest_member_of_a_busy_room_gets_every_seq_once_in_order_in_far_fewer_writ
     assert_eq!(live_seqs, want);
     assert_eq!(digest_seqs, want, "every seq once, in order");
     eprintln!(
-        "{n} messages over {took:?}: live member {live_reads} reads, digest member {digest_reads}"
+        "socket_ring {socket_ring}: {n} messages over {took:?}: live member {live_reads} reads, \
+         digest member {digest_reads}"
     );
     assert!(
         digest_reads * 4 < live_reads,
