@@ -34,6 +34,11 @@
 //!   to a TOML file in the run's temporary directory and passed as
 //!   `--config`; recorded as `settings` in the result file and each run's
 //!   spec, and in the Markdown row (`tuning sweep` relies on both names).
+//! - `--mode live|digest|counts` (gateway only): the audience tier the
+//!   rooms' receivers join with (loadgen `--mode`; senders stay `live`),
+//!   recorded as `mode` in each run's spec. The checker still holds
+//!   `digest` receivers to every message once in order, and `counts`
+//!   receivers to no message and `head` events reaching the last acked seq.
 //! - `--pin`: server on CPU 0, loadgen on CPU 1 (`taskset -c`, or
 //!   `sched_setaffinity` without it); the result records the method and the
 //!   CPUs the server's threads were allowed on.

@@ -120,6 +120,10 @@ struct RunArgs {
     /// Server on CPU 0, loadgen on CPU 1 (taskset, or sched_setaffinity).
     #[arg(long)]
     pin: bool,
+    /// The audience tier (`join`'s `mode`) of the rooms' receivers:
+    /// live, digest or counts (loadgen `--mode`). Gateway only.
+    #[arg(long, value_parser = ["live", "digest", "counts"])]
+    mode: Option<String>,
     /// Override the scenario's send (idle: hold) duration, e.g. 5s.
     #[arg(long)]
     duration: Option<String>,
@@ -273,6 +277,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 stop_p99_ms,
                 set,
                 pin,
+                mode,
                 duration,
                 server,
                 gateway_bin,
@@ -290,6 +295,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 settings: bench::settings::parse_all(&set)?,
                 pin,
                 steps: steps.as_deref().map(scenario::parse_steps).transpose()?,
+                mode,
             };
             let specs = scenario::plan(&name, &opts)?;
             let stepped = scenario::is_stepped(&name, &opts);

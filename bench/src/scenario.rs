@@ -146,6 +146,10 @@ pub struct RunSpec {
     /// seconds while loadgen runs (the run's `timeline`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_every_s: Option<f64>,
+    /// The audience tier of the rooms' receivers (loadgen `--mode`:
+    /// `live`, `digest`, `counts`); `None`: loadgen's default, `live`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 impl RunSpec {
@@ -203,6 +207,9 @@ impl RunSpec {
         if let Some(w) = &self.latency_window {
             a.extend(["--latency-window".into(), w.clone()]);
         }
+        if let Some(m) = &self.mode {
+            a.extend(["--mode".into(), m.clone()]);
+        }
         a
     }
 }
@@ -230,6 +237,8 @@ pub struct Options {
     pub pin: bool,
     /// `--steps`: the publish rates of a stepped scenario (`room-fanout`).
     pub steps: Option<Vec<f64>>,
+    /// `--mode`: the audience tier of the rooms' receivers (gateway only).
+    pub mode: Option<String>,
 }
 
 /// Whether scenario `name` with these options runs a ladder of rates (and
@@ -259,6 +268,12 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
     if o.server.is_peer() && name == "soak" {
         anyhow::bail!(
             "--server {}: soak drives the gateway only (its rate limits refuse the abusers)",
+            o.server
+        );
+    }
+    if o.server.is_peer() && o.mode.as_deref().is_some_and(|m| m != "live") {
+        anyhow::bail!(
+            "--server {}: --mode (audience tiers) is a gateway feature",
             o.server
         );
     }
@@ -295,6 +310,7 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
         abuse_rate: None,
         latency_window: None,
         sample_every_s: None,
+        mode: o.mode.clone(),
     };
     // room-fanout: a few senders; ~100k deliveries/s offered either way.
     let room = |label: &str| RunSpec {
@@ -477,6 +493,25 @@ mod tests {
             }
         }
         assert!(plan("nope", &Options::default()).is_err());
+    }
+
+    #[test]
+    fn a_mode_reaches_loadgen_and_is_refused_for_peers() {
+        let o = Options {
+            quick: true,
+            mode: Some("digest".into()),
+            steps: Some(vec![10.0]),
+            ..Options::default()
+        };
+        let runs = plan("room-fanout", &o).unwrap();
+        let args = runs[0].loadgen_args("ws://127.0.0.1:1/ws");
+        let at = args.iter().position(|a| a == "--mode").unwrap();
+        assert_eq!(args[at + 1], "digest");
+        let peer = Options {
+            server: ServerKind::Bun,
+            ..o
+        };
+        assert!(plan("room-fanout", &peer).is_err());
     }
 
     #[test]

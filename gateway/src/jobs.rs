@@ -42,6 +42,13 @@ impl Shard {
                 })
                 .detach();
             }
+            IoJob::TierTimer { after_ms, slot } => {
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(Duration::from_millis(after_ms)).await;
+                    shard.with(|st| st.on_job_done(JobDone::TiersDue { slot }, now_ms()));
+                })
+                .detach();
+            }
             IoJob::Push(job) => {
                 let Some(hook) = self
                     .cfg

@@ -64,6 +64,10 @@
 //!    sender sees its ack before its own message.
 //! 4. Each shard appends the frames to each member's outbox and wakes its
 //!    driver; the driver writes everything queued this turn in one write.
+//!    Members that joined with `mode` `digest` get the same frames at most
+//!    once per `digest_interval_ms`, all that accumulated in one write;
+//!    `counts` members get only `head` events (the core's `tiers.rs`; the
+//!    runtime only sleeps for its `TierTimer` jobs, in `jobs`).
 //!
 //! Admission, cursors, catch-up and slow consumers are the core's: see the
 //! essay of `chat-core`. Every limit is in `docs/reliability.md`; every

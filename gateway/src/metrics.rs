@@ -172,5 +172,17 @@ pub(crate) fn render(s: &StatsSnapshot) -> String {
         "Batches replaced by head notices because a shard queue was full.",
         s.mesh_overflows.to_string(),
     );
+    metric(
+        "gateway_digest_deliveries_total",
+        "counter",
+        "Deliveries to members that joined with mode digest (each carries all that accumulated).",
+        s.digest_deliveries.to_string(),
+    );
+    metric(
+        "gateway_head_events_total",
+        "counter",
+        "head events sent to members that joined with mode counts.",
+        s.head_events.to_string(),
+    );
     out
 }

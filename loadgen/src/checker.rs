@@ -20,6 +20,13 @@
 //!   acked seq (`target`) that never arrived — seqs are dense, so a member
 //!   whose highest seq is `h` misses exactly `target − h` of them.
 //!
+//! A member that joined with `mode` `digest` is held to the same promise
+//! (its messages come later and in bigger writes, never differently). One
+//! that joined with `counts` gets no messages at all: its checker
+//! ([`DeliveryChecker::counts`]) counts any `msg` as a violation and
+//! instead expects the `head` events ([`DeliveryChecker::on_head`]) to reach
+//! the channel's highest acked seq by the end.
+//!
 //! Memory is constant in the common case: the highest seq, the join
 //! position and an empty hole list. Holes are kept as ranges, so even a large
 //! gap costs one entry.
@@ -42,13 +49,27 @@ pub struct Violations {
     /// Rejoins where the server's head was below the `since` the client
     /// had already seen: acked history went missing.
     pub head_regressed: u64,
+    /// Messages received by a member that joined with `mode` `counts`
+    /// (which gets none).
+    #[serde(default)]
+    pub counts_msgs: u64,
+    /// Members that joined with `mode` `counts` whose last `head` event was
+    /// below the channel's highest acked seq at the end.
+    #[serde(default)]
+    pub counts_behind: u64,
 }
 
 impl Violations {
     /// Sum of all counts.
     #[must_use]
     pub fn total(&self) -> u64 {
-        self.lost + self.duplicated + self.reordered + self.before_join + self.head_regressed
+        self.lost
+            + self.duplicated
+            + self.reordered
+            + self.before_join
+            + self.head_regressed
+            + self.counts_msgs
+            + self.counts_behind
     }
 
     /// Adds `other` to `self`.
@@ -58,6 +79,8 @@ impl Violations {
         self.reordered += other.reordered;
         self.before_join += other.before_join;
         self.head_regressed += other.head_regressed;
+        self.counts_msgs += other.counts_msgs;
+        self.counts_behind += other.counts_behind;
     }
 
     /// One plain sentence per broken invariant (empty when none broke).
@@ -94,6 +117,18 @@ impl Violations {
                 self.head_regressed
             ));
         }
+        if self.counts_msgs > 0 {
+            out.push(format!(
+                "{} messages reached members that joined with mode counts (they get none)",
+                self.counts_msgs
+            ));
+        }
+        if self.counts_behind > 0 {
+            out.push(format!(
+                "{} counts members never got a head event reaching the channel's last acked seq",
+                self.counts_behind
+            ));
+        }
         out
     }
 }
@@ -115,6 +150,8 @@ pub enum Delivery {
     Duplicate,
     /// No `joined` yet for this channel.
     BeforeJoin,
+    /// A member that joined with `mode` `counts` got a message.
+    Unwanted,
 }
 
 /// What a `joined` reply means for the sequence.
@@ -145,6 +182,12 @@ pub struct DeliveryChecker {
     head_regressed: u64,
     /// Whether the current connection's `joined` has arrived.
     joined: bool,
+    /// Joined with `mode` `counts`: no messages, `head` events instead.
+    counts: bool,
+    /// `counts`: the highest head told (by `joined` or `head`).
+    head_seen: u64,
+    /// `counts`: messages received (each a violation).
+    counts_msgs: u64,
 }
 
 impl DeliveryChecker {
@@ -152,6 +195,21 @@ impl DeliveryChecker {
     #[must_use]
     pub fn new() -> DeliveryChecker {
         DeliveryChecker::default()
+    }
+
+    /// A checker for a channel joined with `mode` `counts`: it expects no
+    /// messages, and `head` events up to the channel's last acked seq.
+    #[must_use]
+    pub fn counts() -> DeliveryChecker {
+        DeliveryChecker {
+            counts: true,
+            ..DeliveryChecker::default()
+        }
+    }
+
+    /// A `head` event arrived (`counts` members).
+    pub fn on_head(&mut self, head: u64) {
+        self.head_seen = self.head_seen.max(head);
     }
 
     /// The `since` to send in a `join`: `None` for the first join (live
@@ -170,6 +228,7 @@ impl DeliveryChecker {
     /// [`DeliveryChecker::resume_from`] when the join was sent).
     pub fn on_joined(&mut self, since: Option<u64>, head: u64) -> JoinOutcome {
         self.joined = true;
+        self.head_seen = self.head_seen.max(head);
         match (self.base, since) {
             (None, _) => {
                 // First join: live messages only, so the next seq is head + 1
@@ -196,6 +255,10 @@ impl DeliveryChecker {
     /// Classifies one received `msg` seq and updates the state.
     pub fn on_msg(&mut self, seq: u64) -> Delivery {
         self.received += 1;
+        if self.counts {
+            self.counts_msgs += 1;
+            return Delivery::Unwanted;
+        }
         if !self.joined || self.base.is_none() {
             self.before_join += 1;
             return Delivery::BeforeJoin;
@@ -275,6 +338,9 @@ impl DeliveryChecker {
     /// arrived.
     #[must_use]
     pub fn is_caught_up(&self, target: u64) -> bool {
+        if self.counts {
+            return self.head_seen >= target;
+        }
         self.holes.is_empty() && self.last >= target
     }
 
@@ -284,6 +350,15 @@ impl DeliveryChecker {
     /// it as down instead), only for its holes.
     #[must_use]
     pub fn finish(&self, target: u64, stayed_joined: bool) -> Violations {
+        if self.counts {
+            return Violations {
+                counts_msgs: self.counts_msgs,
+                counts_behind: u64::from(stayed_joined && self.head_seen < target),
+                before_join: self.before_join,
+                head_regressed: self.head_regressed,
+                ..Violations::default()
+            };
+        }
         let tail = if stayed_joined && self.base.is_some() {
             target.saturating_sub(self.last)
         } else {
@@ -295,6 +370,8 @@ impl DeliveryChecker {
             reordered: self.reordered,
             before_join: self.before_join,
             head_regressed: self.head_regressed,
+            counts_msgs: 0,
+            counts_behind: 0,
         }
     }
 }
@@ -310,6 +387,28 @@ mod tests {
         assert_eq!(c.on_joined(None, head), JoinOutcome::Ok);
         let d = seqs.iter().map(|&s| c.on_msg(s)).collect();
         (d, c.finish(target, true))
+    }
+
+    #[test]
+    fn a_counts_member_is_checked_on_its_heads_and_must_get_no_messages() {
+        let mut c = DeliveryChecker::counts();
+        assert_eq!(c.on_joined(None, 3), JoinOutcome::Ok);
+        assert!(!c.is_caught_up(9));
+        c.on_head(7);
+        c.on_head(5);
+        assert!(!c.is_caught_up(9));
+        assert_eq!(c.finish(9, true).counts_behind, 1);
+        c.on_head(9);
+        assert!(c.is_caught_up(9));
+        assert_eq!(
+            c.finish(9, true),
+            Violations::default(),
+            "nothing lost: no messages expected"
+        );
+        assert_eq!(c.on_msg(10), Delivery::Unwanted);
+        let v = c.finish(10, true);
+        assert_eq!((v.counts_msgs, v.total()), (1, 2));
+        assert!(v.describe().iter().any(|d| d.contains("mode counts")));
     }
 
     #[test]

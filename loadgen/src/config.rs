@@ -106,6 +106,7 @@ impl RunConfig {
                 group_names: Vec::new(),
                 abusers: 0,
                 abuse_rate: 0.0,
+                mode: crate::scenario::Tier::Live,
             },
             target: target.to_string(),
             duration_ms: 10_000,

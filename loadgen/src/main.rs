@@ -103,6 +103,11 @@ struct Common {
     /// Abusive acts per second over all abusers.
     #[arg(long, default_value_t = 1.0)]
     abuse_rate: f64,
+    /// The audience tier (`join`'s `mode`) of the rooms' members that do
+    /// not send: live, digest (every message, in fewer writes) or counts
+    /// (no messages; `head` events are checked instead).
+    #[arg(long, default_value = "live", value_parser = loadgen::scenario::Tier::parse)]
+    mode: loadgen::scenario::Tier,
     /// Also report delivery latency per window of the send phase (e.g.
     /// 10s; p99 over time). Off by default.
     #[arg(long)]
@@ -151,6 +156,7 @@ impl Common {
         cfg.scenario.slow_read_bps = self.slow_read_rate;
         cfg.scenario.abusers = self.abusers;
         cfg.scenario.abuse_rate = self.abuse_rate;
+        cfg.scenario.mode = self.mode;
         if let Some(w) = &self.latency_window {
             cfg.latency_window_ms = parse_duration(w)?.as_millis() as u64;
         }

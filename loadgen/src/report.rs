@@ -327,6 +327,14 @@ impl Report {
             group(v.before_join),
             group(v.head_regressed),
         );
+        if v.counts_msgs + v.counts_behind > 0 {
+            let _ = writeln!(
+                t,
+                "              msgs to counts members {}, counts members behind {}",
+                group(v.counts_msgs),
+                group(v.counts_behind),
+            );
+        }
         let _ = writeln!(t);
         if self.ok {
             let _ = writeln!(

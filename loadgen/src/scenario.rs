@@ -24,6 +24,12 @@
 //! ([`ConnSpec::latency_apart`]): a throttled reader's lag is its own doing,
 //! and would otherwise be most of the run's p99.
 //!
+//! **Audience tiers** (`room`, `resume` and the room of `mixed`/`soak`):
+//! `--mode digest|counts` makes the members of rooms that do not send join
+//! with that `mode` ([`ConnSpec::mode`]; senders stay `live`). The checker
+//! holds `digest` members to every live promise; `counts` members must get
+//! no message and `head` events up to the last acked seq.
+//!
 //! **Abusers** (any scenario): `--abusers N` adds N connections of their
 //! own users that break the rules at `--abuse-rate` acts per second in total
 //! ([`crate::abuse`]); [`Plan::abusers`]. They target the plan's largest
@@ -125,6 +131,46 @@ pub struct ScenarioParams {
     /// Abusive acts per second over all abusers.
     #[serde(default)]
     pub abuse_rate: f64,
+    /// The audience tier of the rooms' members that do not send.
+    #[serde(default)]
+    pub mode: Tier,
+}
+
+/// A member's audience tier (`join`'s `mode`), as planned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Every message at once (the protocol's default).
+    #[default]
+    Live,
+    /// Every message, in one write per digest interval.
+    Digest,
+    /// No messages; `head` events.
+    Counts,
+}
+
+impl Tier {
+    /// The tier named `name` (`live`, `digest`, `counts`).
+    pub fn parse(name: &str) -> Result<Tier, String> {
+        match chat_proto::JoinMode::from_wire(name) {
+            Some(chat_proto::JoinMode::Live) => Ok(Tier::Live),
+            Some(chat_proto::JoinMode::Digest) => Ok(Tier::Digest),
+            Some(chat_proto::JoinMode::Counts) => Ok(Tier::Counts),
+            None => Err(format!(
+                "unknown mode `{name}`: one of live, digest, counts"
+            )),
+        }
+    }
+
+    /// The `mode` sent with `join`.
+    #[must_use]
+    pub fn join_mode(self) -> chat_proto::JoinMode {
+        match self {
+            Tier::Live => chat_proto::JoinMode::Live,
+            Tier::Digest => chat_proto::JoinMode::Digest,
+            Tier::Counts => chat_proto::JoinMode::Counts,
+        }
+    }
 }
 
 /// Why a scenario cannot be planned.
@@ -158,6 +204,8 @@ pub struct ConnSpec {
     pub read_bps: u64,
     /// A slow reader whose delivery latency is recorded apart (`soak`).
     pub latency_apart: bool,
+    /// The `mode` of its joins.
+    pub mode: Tier,
 }
 
 /// The planned run.
@@ -371,6 +419,7 @@ impl<'a> Builder<'a> {
             resume: false,
             read_bps: 0,
             latency_apart: false,
+            mode: Tier::Live,
         });
     }
 
@@ -423,9 +472,15 @@ impl<'a> Builder<'a> {
         let ids: Vec<u32> = (first..first + nr)
             .map(|r| self.channel(format!("room:lg{}-room{r}", self.p.run_id)))
             .collect();
+        let mode = self.p.mode;
         for i in 0..n {
             let member_no = i / nr; // position within its room
             self.conn(vec![ids[i % nr]], member_no < senders);
+            if member_no >= senders {
+                if let Some(c) = self.plan.conns.last_mut() {
+                    c.mode = mode;
+                }
+            }
         }
     }
 
@@ -457,6 +512,7 @@ mod tests {
             group_names: Vec::new(),
             abusers: 0,
             abuse_rate: 0.0,
+            mode: Tier::Live,
         }
     }
 
@@ -516,6 +572,23 @@ mod tests {
         assert_eq!(plan.nr_senders(), 3);
         assert!((total_rate(&plan) - 1000.0).abs() < 1e-6);
         assert_valid_names(&plan);
+    }
+
+    #[test]
+    fn a_mode_applies_to_the_members_of_rooms_that_do_not_send() {
+        let mut p = params(ScenarioKind::Room, 20);
+        p.mode = Tier::Counts;
+        let plan = plan(&p).unwrap();
+        for c in &plan.conns {
+            let want = if c.send_rate > 0.0 {
+                Tier::Live
+            } else {
+                Tier::Counts
+            };
+            assert_eq!(c.mode, want, "{c:?}");
+        }
+        assert_eq!(Tier::parse("digest"), Ok(Tier::Digest));
+        assert!(Tier::parse("firehose").is_err());
     }
 
     #[test]

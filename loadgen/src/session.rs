@@ -53,8 +53,9 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chat_proto::client::{encode_join, encode_ping, encode_send};
+use chat_proto::client::{encode_ping, encode_request, encode_send};
 use chat_proto::{decode_server_event, encode_close, ServerEvent};
+use chat_proto::{JoinMode, Request};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -206,6 +207,8 @@ enum State {
 struct Sub {
     id: u32,
     name: String,
+    /// The `mode` of its joins.
+    mode: JoinMode,
     checker: DeliveryChecker,
 }
 
@@ -306,7 +309,12 @@ impl Session {
                 .map(|&id| Sub {
                     id,
                     name: name(id),
-                    checker: DeliveryChecker::new(),
+                    mode: spec.mode.join_mode(),
+                    checker: if spec.mode == crate::scenario::Tier::Counts {
+                        DeliveryChecker::counts()
+                    } else {
+                        DeliveryChecker::new()
+                    },
                 })
                 .collect(),
             sender: Sender {
@@ -693,6 +701,11 @@ impl Session {
                 let text = msg.text.as_deref().unwrap_or("");
                 self.on_msg(ctx, &msg.channel, msg.seq, own, text);
             }
+            ServerEvent::Head { channel, head } => {
+                if let Some(sub) = self.subs.iter_mut().find(|s| s.name == channel) {
+                    sub.checker.on_head(head);
+                }
+            }
             ServerEvent::Error { id, code, message } => {
                 ctx.stats
                     .note_error(|| format!("server error {code}: {message}"));
@@ -715,7 +728,12 @@ impl Session {
             let id = self.next_id();
             let since = self.subs[i].checker.resume_from();
             let mask = self.rng.mask();
-            encode_join(ctx.out, Some(id), &self.subs[i].name, since, mask);
+            let request = Request::Join {
+                channel: &self.subs[i].name,
+                since,
+                mode: self.subs[i].mode,
+            };
+            encode_request(ctx.out, Some(&id.to_string()), &request, mask);
             self.pending_joins.push((id, i, since));
         }
         self.last_tx_us = ctx.now_us;
@@ -823,6 +841,7 @@ impl Session {
             Delivery::Duplicate => ctx.stats.violations.duplicated += 1,
             Delivery::Reordered => ctx.stats.violations.reordered += 1,
             Delivery::BeforeJoin => ctx.stats.violations.before_join += 1,
+            Delivery::Unwanted => ctx.stats.violations.counts_msgs += 1,
         }
         if matches!(self.resume, Resume::Back { head: Some(_), .. }) {
             self.check_resumed(ctx);
@@ -857,9 +876,11 @@ impl Session {
             let stayed = up && sub.checker.is_joined();
             all_joined &= stayed;
             let v = sub.checker.finish(target, stayed);
-            // Duplicates, reorders, early messages and head regressions were
-            // counted live; add what only the end knows.
+            // Duplicates, reorders, early messages, head regressions and
+            // messages to counts members were counted live; add what only
+            // the end knows.
             ctx.stats.violations.lost += v.lost;
+            ctx.stats.violations.counts_behind += v.counts_behind;
         }
         if !all_joined {
             ctx.stats.counters.down_at_end += 1;
@@ -1010,6 +1031,7 @@ mod tests {
             resume: false,
             read_bps: 0,
             latency_apart: false,
+            mode: crate::scenario::Tier::Live,
         }
     }
 

@@ -444,6 +444,12 @@ export class ChatClient extends Emitter {
         return this._onError(f);
       case 'typing':
         return this.emit('typing', { channel: f.channel, user: f.user });
+      case 'head': {
+        // A `counts` member's badge: the channel's head moved.
+        const c = this._channels.get(f.channel);
+        if (c) c.head = Math.max(c.head ?? 0, f.head);
+        return this.emit('head', { channel: f.channel, head: f.head });
+      }
       case 'presence_update':
         return this.emit('presence', { channel: f.channel, user: f.user, status: f.status });
       case 'read':
@@ -496,6 +502,7 @@ export class ChatClient extends Emitter {
     // The id is the channel: a refusal names it (the SSE stream does the same).
     const req = { type: 'join', id: channel, channel };
     if (c.position !== null) req.since = c.position;
+    if (c.mode && c.mode !== 'live') req.mode = c.mode;
     this._write(req);
   }
 
@@ -601,14 +608,21 @@ export class ChatClient extends Emitter {
   /**
    * Joins a channel and keeps it joined across reconnects. `since`: the last
    * seq the app already has (replay from there); without it, live from now.
+   * `mode`: the audience tier — `live` (default), `digest` (every message,
+   * delivered in batches at most every `digest_interval_ms`) or `counts` (no
+   * messages; `head` events). Joining a joined channel with another `mode`
+   * switches it (to `live`/`digest`: the messages after `position()` come at
+   * once). Over SSE the mode is not sent (the stream is always `live`).
    */
-  join(channel, { since } = {}) {
+  join(channel, { since, mode } = {}) {
     let c = this._channels.get(channel);
-    if (c && c.joined && this.state === 'open') {
+    const switching = c && mode !== undefined && (mode ?? 'live') !== (c.mode ?? 'live');
+    if (switching) c.mode = mode;
+    if (c && c.joined && this.state === 'open' && !(switching && !this._useSse)) {
       return Promise.resolve({ channel, head: c.head ?? c.position });
     }
     if (!c) {
-      c = { position: since ?? null, joined: false, head: null, buffer: new Map(), filling: false, waiters: [] };
+      c = { position: since ?? null, joined: false, head: null, buffer: new Map(), filling: false, waiters: [], mode };
       this._channels.set(channel, c);
     } else if (since !== undefined && c.position === null) {
       c.position = since;

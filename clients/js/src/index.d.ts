@@ -169,6 +169,9 @@ export interface ChatClientOptions {
   fetch?: typeof fetch;
 }
 
+/** A member's audience tier in a channel: every message at once, in batches, or only the head. */
+export type JoinMode = 'live' | 'digest' | 'counts';
+
 export interface ChatEvents {
   state: { state: ConnectionState; transport: Transport | null; code?: number; reason?: string; delayMs?: number };
   hello: Hello;
@@ -179,6 +182,8 @@ export interface ChatEvents {
   /** Removed from a group by the server. */
   left: { channel: ChannelName };
   typing: { channel: ChannelName; user: string };
+  /** The channel's head moved (channels joined with `mode: 'counts'`). */
+  head: { channel: ChannelName; head: number };
   presence: { channel: ChannelName; user: string; status: 'online' | 'offline' };
   read: { channel: ChannelName; user: string; seq: number };
   channel_added: { channel: ChannelName; kind: 'dm' | 'group' };
@@ -212,7 +217,11 @@ export class ChatClient {
   connect(): Promise<Hello>;
   close(): void;
 
-  join(channel: ChannelName, options?: { since?: number }): Promise<{ channel: ChannelName; head: number }>;
+  /** `mode`: the audience tier (protocol.md, "Audience tiers"); another mode on a joined channel switches it. */
+  join(
+    channel: ChannelName,
+    options?: { since?: number; mode?: JoinMode },
+  ): Promise<{ channel: ChannelName; head: number }>;
   leave(channel: ChannelName): Promise<void>;
   channelsJoined(): ChannelName[];
   position(channel: ChannelName): number | null;

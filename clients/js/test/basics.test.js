@@ -131,6 +131,41 @@ describe('messages', () => {
   });
 });
 
+describe('audience tiers', () => {
+  test('a counts member gets head events and no messages; switching to live replays the gap', async () => {
+    const sender = client('tier-sender');
+    const badge = client('tier-badge');
+    await Promise.all([sender.connect(), badge.connect()]);
+    const rec = recorder(badge);
+    const heads = [];
+    badge.on('head', (h) => heads.push(h));
+    const joined = await badge.join('room:tiers', { mode: 'counts' });
+    assert.equal(joined.head, 0);
+    for (let i = 0; i < 3; i++) await sender.send('room:tiers', `m${i}`);
+    // The first head at once, the last within counts_interval_ms (2 s).
+    await waitFor(() => heads.some((h) => h.head === 3), 10_000, 'a head event reaching 3');
+    assert.ok(heads.every((h) => h.channel === 'room:tiers'));
+    assert.deepEqual(rec.seqs('room:tiers'), [], 'no messages in counts');
+    await badge.join('room:tiers', { mode: 'live' });
+    await waitFor(() => rec.seqs('room:tiers').length === 3, 10_000, 'the gap replayed');
+    assert.deepEqual(rec.seqs('room:tiers'), [1, 2, 3]);
+    await sender.send('room:tiers', 'live now');
+    await waitFor(() => rec.seqs('room:tiers').length === 4, 10_000, 'a live message');
+    assert.deepEqual(rec.seqs('room:tiers'), [1, 2, 3, 4]);
+  });
+
+  test('a digest member gets every message once, in order', async () => {
+    const sender = client('digest-sender');
+    const reader = client('digest-reader');
+    await Promise.all([sender.connect(), reader.connect()]);
+    const rec = recorder(reader);
+    await reader.join('room:digest', { mode: 'digest' });
+    await Promise.all(Array.from({ length: 20 }, (_, i) => sender.send('room:digest', `d${i}`)));
+    await waitFor(() => rec.seqs('room:digest').length === 20, 10_000, 'every message');
+    assert.deepEqual(rec.seqs('room:digest'), Array.from({ length: 20 }, (_, i) => i + 1));
+  });
+});
+
 describe('presence, typing, receipts', () => {
   test('typing is throttled and reaches the other members', async () => {
     const a = client('typer');

@@ -70,9 +70,8 @@ impl FanoutFixture {
             c.subs.insert(
                 channel.clone(),
                 Sub {
-                    gen: 1,
-                    cursor: Seq::ZERO,
                     phase: Phase::Live,
+                    ..Sub::joining(1, chat_proto::JoinMode::Live)
                 },
             );
             conns.insert(id, c);

@@ -257,6 +257,22 @@ pub struct Config {
     /// How long a catch-up waits before reading again after a failed or
     /// empty read, in milliseconds. Default 100.
     pub catchup_retry_ms: u64,
+    /// Audience tier `digest`: the shortest time between two deliveries to
+    /// one member that joined with `mode: "digest"`, in milliseconds.
+    /// What the channel committed meanwhile goes in one write (consecutive
+    /// `msg` frames, up to the outbox budget). A delivery more than this
+    /// after the previous one goes at once. Adds up to this much delivery
+    /// latency for digest members, and saves them one write (one TCP
+    /// segment) per batch beyond the first of each interval. Costs one
+    /// timer per shard per distinct due time (rounded up to 10 ms, shared
+    /// by every member due then) and one timer entry per member waiting;
+    /// nothing else beyond its cursor. Default 250; 1..=60,000.
+    pub digest_interval_ms: u64,
+    /// Audience tier `counts`: the shortest time between two `head` events
+    /// to one member that joined with `mode: "counts"`, in milliseconds.
+    /// Such a member gets no messages, only the channel's head while it
+    /// moves (for an unread badge). Default 2,000; 1..=600,000.
+    pub counts_interval_ms: u64,
     /// How long a closing connection may take to flush what is queued (acks
     /// owed included) before its socket is dropped, in milliseconds.
     /// Default 5,000.
@@ -457,6 +473,8 @@ impl Default for Config {
             replica_rings_bytes: 16 * 1024 * 1024,
             catchup_page_messages: 256,
             catchup_retry_ms: 100,
+            digest_interval_ms: 250,
+            counts_interval_ms: 2_000,
             close_flush_ms: 5_000,
             close_linger_ms: 1_000,
             history_page_bytes: 1024 * 1024,
@@ -602,6 +620,12 @@ impl Config {
         }
         if !(1..=60_000).contains(&self.catchup_retry_ms) {
             return Err(invalid("catchup_retry_ms", "must be 1..=60000 ms"));
+        }
+        if !(1..=60_000).contains(&self.digest_interval_ms) {
+            return Err(invalid("digest_interval_ms", "must be 1..=60000 ms"));
+        }
+        if !(1..=600_000).contains(&self.counts_interval_ms) {
+            return Err(invalid("counts_interval_ms", "must be 1..=600000 ms"));
         }
         if !(100..=600_000).contains(&self.close_flush_ms) {
             return Err(invalid("close_flush_ms", "must be 100..=600000 ms"));

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use chat_model::{Channel, Seq};
+use chat_proto::JoinMode;
 
 use crate::maps::Map;
 use crate::vocab::{Answer, ConnId};
@@ -49,7 +50,11 @@ pub(crate) enum Phase {
         /// Request ids of the joins waiting for `joined`.
         ids: Vec<Option<Box<str>>>,
     },
-    /// Every seq up to `cursor` was queued; new batches are queued directly.
+    /// Not catching up. A `live` member has every seq up to the replica's
+    /// head queued, and new batches are queued directly; a `digest` member
+    /// may be behind by what accumulated since its last delivery (its next
+    /// one is due, `tiers.rs`); a `counts` member's cursor stays where it
+    /// was (it gets no messages).
     Live,
     /// Behind the replica: pages forward from the ring or the store as the
     /// socket drains, then goes live.
@@ -68,6 +73,31 @@ pub(crate) struct Sub {
     pub(crate) cursor: Seq,
     /// Where the join stands.
     pub(crate) phase: Phase,
+    /// The member's audience tier (`join`'s `mode`).
+    pub(crate) mode: JoinMode,
+    /// `digest` and `counts`: when the member was last served (a delivery,
+    /// a `head` event), ms; 0 before the first.
+    pub(crate) served_ms: u64,
+    /// `digest` and `counts`: a serving is scheduled in the shard's tier
+    /// timers.
+    pub(crate) due: bool,
+    /// `counts`: the head the member was last told (by `joined` or `head`).
+    pub(crate) head_told: Seq,
+}
+
+impl Sub {
+    /// A join's cursor, waiting for the owner's head.
+    pub(crate) fn joining(gen: u64, mode: JoinMode) -> Sub {
+        Sub {
+            gen,
+            cursor: Seq::ZERO,
+            phase: Phase::Joining { ids: Vec::new() },
+            mode,
+            served_ms: 0,
+            due: false,
+            head_told: Seq::ZERO,
+        }
+    }
 }
 
 /// Why and how a connection is being closed.

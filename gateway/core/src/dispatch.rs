@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chat_model::{names::ChannelName, Channel, NewMessage, ReadLimit, ReadRange, Seq};
-use chat_proto::{self as protocol, request::HistoryRange, response, ErrorCode, Request};
+use chat_proto::{self as protocol, request::HistoryRange, response, ErrorCode, JoinMode, Request};
 
 use crate::conn::{Phase, Sub};
 use crate::hash::owner_of;
@@ -206,7 +206,11 @@ impl ShardState {
                     conn.outbox.push_reply(|out| response::pong(out, req_id));
                 }
             }
-            Request::Join { channel, since } => self.join(id, req_id, channel, since.map(Seq)),
+            Request::Join {
+                channel,
+                since,
+                mode,
+            } => self.join(id, req_id, channel, since.map(Seq), mode),
             Request::Leave { channel } => self.leave(id, req_id, channel),
             Request::Send(s) => {
                 if self.blocklist.blocks(&s.text) {
@@ -392,15 +396,28 @@ impl ShardState {
     }
 
     /// `channel` as decoded: a `Channel` is made only for a new join (or
-    /// shared with the replica's key).
-    fn join(&mut self, id: ConnId, req_id: Option<&str>, channel: &str, since: Option<Seq>) {
+    /// shared with the replica's key). Joining a joined channel again
+    /// changes nothing (it is answered with the head), except that a
+    /// different `mode` switches the member's tier (`tiers.rs`).
+    fn join(
+        &mut self,
+        id: ConnId,
+        req_id: Option<&str>,
+        channel: &str,
+        since: Option<Seq>,
+        mode: JoinMode,
+    ) {
         let max_channels = self.cfg.max_channels_per_connection;
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
         if let Some(sub) = conn.subs.get_mut(channel) {
             match &mut sub.phase {
-                Phase::Joining { ids } => ids.push(req_id.map(Box::from)),
+                Phase::Joining { ids } => {
+                    // Answered with the first; the latest mode asked wins.
+                    ids.push(req_id.map(Box::from));
+                    sub.mode = mode;
+                }
                 _ => {
                     let head = self
                         .replicas
@@ -408,6 +425,10 @@ impl ShardState {
                         .map_or(sub.cursor, |r| r.last_seq.max(sub.cursor));
                     conn.outbox
                         .push_reply(|out| response::joined(out, req_id, channel, head.0));
+                    if sub.mode != mode {
+                        let channel = validated(channel);
+                        self.switch_mode(id, &channel, mode, head);
+                    }
                 }
             }
             return;
@@ -426,14 +447,7 @@ impl ShardState {
         let gen = self.next_join_gen;
         self.next_join_gen += 1;
         conn.in_flight.joins += 1;
-        conn.subs.insert(
-            channel.clone(),
-            Sub {
-                gen,
-                cursor: Seq::ZERO,
-                phase: Phase::Joining { ids: Vec::new() },
-            },
-        );
+        conn.subs.insert(channel.clone(), Sub::joining(gen, mode));
         self.replicas
             .entry(channel.clone())
             .or_insert_with(Replica::new)

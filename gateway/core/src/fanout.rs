@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chat_model::{Channel, Page, ReadLimit, Seq};
-use chat_proto::{response, ErrorCode};
+use chat_proto::{response, ErrorCode, JoinMode};
 
 use crate::batch::Batch;
 use crate::conn::{Conn, Phase};
@@ -172,6 +172,15 @@ impl ShardState {
                 .push_reply(|out| response::joined(out, rid.as_deref(), channel, head.0));
         }
         sub.cursor = since.unwrap_or(head);
+        if sub.mode == JoinMode::Counts {
+            // No messages: the cursor stays (a switch to `live` replays
+            // from it); the head moves on in `head` events.
+            sub.phase = Phase::Live;
+            sub.head_told = head;
+            self.advance_replica(channel, head);
+            self.tier_moved(conn_id, channel);
+            return;
+        }
         sub.phase = Phase::CatchUp { fetching: false };
         self.advance_replica(channel, head);
         self.catch_up(conn_id, channel);
@@ -187,13 +196,19 @@ impl ShardState {
         }
         rep.last_seq = head;
         let mut behind = Vec::new();
+        let mut tiered = Vec::new();
         for cid in &rep.members {
             if let Some(sub) = self
                 .conns
                 .get_mut(cid)
                 .and_then(|c| c.subs.get_mut(channel))
             {
-                if matches!(sub.phase, Phase::Live) && sub.cursor < head {
+                if !matches!(sub.phase, Phase::Live) {
+                    continue;
+                }
+                if sub.mode != JoinMode::Live {
+                    tiered.push(*cid);
+                } else if sub.cursor < head {
                     sub.phase = Phase::CatchUp { fetching: false };
                     behind.push(*cid);
                 }
@@ -201,6 +216,9 @@ impl ShardState {
         }
         for cid in behind {
             self.catch_up(cid, channel);
+        }
+        for cid in tiered {
+            self.tier_moved(cid, channel);
         }
     }
 
@@ -212,6 +230,7 @@ impl ShardState {
         rep.remember(batch, self.cfg.replica_ring_bytes);
         rep.last_seq = rep.last_seq.max(batch.last_seq());
         let mut behind = Vec::new();
+        let mut tiered = Vec::new();
         let mut delivered = 0u64;
         for cid in &rep.members {
             let Some(conn) = self.conns.get_mut(cid) else {
@@ -219,6 +238,7 @@ impl ShardState {
             };
             match offer_batch(conn, batch, budget) {
                 Offer::Skipped => continue,
+                Offer::Tiered => tiered.push(*cid),
                 Offer::Gap => behind.push(*cid),
                 Offer::Queued { messages, complete } => {
                     delivered += messages;
@@ -238,6 +258,9 @@ impl ShardState {
             .remembered(batch, self.cfg.replica_rings_bytes, &mut self.replicas);
         for cid in behind {
             self.catch_up(cid, &batch.channel);
+        }
+        for cid in tiered {
+            self.tier_moved(cid, &batch.channel);
         }
     }
 
@@ -464,6 +487,9 @@ fn note_outbox(stats: &Stats, pending: usize) {
 pub(crate) enum Offer {
     /// Not live in the channel, or it already has the batch.
     Skipped,
+    /// A `digest` or `counts` member: not queued now (`tiers.rs` serves it
+    /// when it is due).
+    Tiered,
     /// The batch starts past the subscriber's cursor: it was switched to
     /// catch-up (the caller pumps it from the ring or the store).
     Gap,
@@ -483,6 +509,9 @@ pub(crate) fn offer_batch(conn: &mut Conn, batch: &Batch, budget: usize) -> Offe
     };
     if !matches!(sub.phase, Phase::Live) || batch.last_seq() <= sub.cursor {
         return Offer::Skipped;
+    }
+    if sub.mode != JoinMode::Live {
+        return Offer::Tiered;
     }
     if batch.first_seq > sub.cursor.next() {
         sub.phase = Phase::CatchUp { fetching: false };

@@ -39,7 +39,7 @@ fn refusable<T>(
 pub fn is_store_job(job: &IoJob) -> bool {
     !matches!(
         job,
-        IoJob::Append(_) | IoJob::CatchUpLater { .. } | IoJob::Push(_)
+        IoJob::Append(_) | IoJob::CatchUpLater { .. } | IoJob::TierTimer { .. } | IoJob::Push(_)
     )
 }
 
@@ -195,6 +195,7 @@ pub fn run_store_job(store: &dyn Store, job: IoJob) -> JobDone {
         IoJob::CatchUpLater {
             conn, channel, gen, ..
         } => JobDone::CatchUpRetry { conn, channel, gen },
+        IoJob::TierTimer { slot, .. } => JobDone::TiersDue { slot },
         IoJob::Push(_) => JobDone::Pushed,
     }
 }

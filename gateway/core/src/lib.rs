@@ -22,7 +22,8 @@
 //!   local members of a channel keeps its members and a ring of recent
 //!   batches, and one cursor per (connection, channel); batches go to live
 //!   members' outboxes, members behind page forward from the ring or the
-//!   store.
+//!   store. A member's audience tier (`tiers.rs`: `live`, `digest`,
+//!   `counts`) decides when it is served.
 //! - **User owner** (`users.rs`): every user has an owner shard that keeps
 //!   which connection is the live one of each device, presence with its
 //!   offline debounce, and push notices for users with no device online.
@@ -83,6 +84,7 @@ pub(crate) mod replica;
 pub mod shard;
 pub(crate) mod state;
 pub mod stats;
+pub(crate) mod tiers;
 pub(crate) mod users;
 pub mod vocab;
 

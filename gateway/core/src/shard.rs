@@ -746,6 +746,7 @@ impl ShardState {
             JobDone::CatchUpRetry { conn, channel, gen } => {
                 self.on_catchup_retry(conn, &channel, gen);
             }
+            JobDone::TiersDue { slot } => self.on_tiers_due(slot),
             JobDone::History {
                 conn,
                 channel,

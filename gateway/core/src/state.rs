@@ -35,6 +35,9 @@ pub struct ShardState {
     pub(crate) replicas: Map<Channel, Replica>,
     /// The shard-wide budget of the replicas' rings.
     pub(crate) ring_log: RingLog,
+    /// Members of `digest` and `counts` tiers waiting for their next
+    /// serving (`tiers.rs`).
+    pub(crate) tiers: crate::tiers::TierTimers,
     /// The channel-owner role.
     pub(crate) owner: Owner,
     /// The user-owner role.
@@ -97,6 +100,7 @@ impl ShardState {
             next_join_gen: 1,
             replicas: Map::default(),
             ring_log: RingLog::default(),
+            tiers: crate::tiers::TierTimers::default(),
             owner,
             users,
             blocklist,

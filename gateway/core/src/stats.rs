@@ -40,6 +40,12 @@ pub struct Stats {
     pub max_outbox_bytes: AtomicUsize,
     /// Batches not sent to a shard because its queue was full.
     pub mesh_overflows: AtomicU64,
+    /// Deliveries to `digest` members (each queues everything that
+    /// accumulated since the member's last one: one write, or a catch-up
+    /// when it is far behind).
+    pub digest_deliveries: AtomicU64,
+    /// `head` events queued to `counts` members.
+    pub head_events: AtomicU64,
     /// Histograms and per-shard gauges.
     pub detail: Detail,
 }
@@ -77,6 +83,10 @@ pub struct StatsSnapshot {
     pub max_outbox_bytes: usize,
     /// See [`Stats::mesh_overflows`].
     pub mesh_overflows: u64,
+    /// See [`Stats::digest_deliveries`].
+    pub digest_deliveries: u64,
+    /// See [`Stats::head_events`].
+    pub head_events: u64,
 }
 
 impl Stats {
@@ -98,6 +108,8 @@ impl Stats {
             slow_consumer_events: self.slow_consumer_events.load(Ordering::Relaxed),
             max_outbox_bytes: self.max_outbox_bytes.load(Ordering::Relaxed),
             mesh_overflows: self.mesh_overflows.load(Ordering::Relaxed),
+            digest_deliveries: self.digest_deliveries.load(Ordering::Relaxed),
+            head_events: self.head_events.load(Ordering::Relaxed),
         }
     }
 }

@@ -484,6 +484,15 @@ pub enum IoJob {
         /// How long to wait, ms.
         after_ms: u64,
     },
+    /// Wake the shard's tier timers after `after_ms` (members of `digest`
+    /// and `counts` tiers are due then; `tiers.rs`). Answered by
+    /// [`JobDone::TiersDue`].
+    TierTimer {
+        /// How long to wait, ms.
+        after_ms: u64,
+        /// The slot it wakes (a due time, ms), handed back.
+        slot: u64,
+    },
     /// Serve a `history` request (for a group: only to a member).
     History {
         /// The connection.
@@ -610,6 +619,13 @@ pub enum JobDone {
         channel: Channel,
         /// Its join generation.
         gen: u64,
+    },
+    /// A [`IoJob::TierTimer`] fired.
+    TiersDue {
+        /// Its slot: due now, whatever the clock says (a timer that fires
+        /// a little before the shard's clock reaches the slot must not
+        /// leave it waiting with no timer).
+        slot: u64,
     },
     /// A `history` page was read.
     History {

@@ -155,6 +155,7 @@ fn encode(event: &ServerEvent) -> Option<Vec<u8>> {
             response::error(&mut out, raw(id).as_deref(), code, message);
         }
         ServerEvent::Typing { channel, user } => response::typing(&mut out, channel, user),
+        ServerEvent::Head { channel, head } => response::head(&mut out, channel, *head),
         ServerEvent::Hello {
             user,
             device,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::request::{HistoryRange, Request};
+use super::request::{HistoryRange, JoinMode, Request};
 use super::response::{write_json, HelloLimits, MediaJson};
 use super::ws::{encode_frame_with, WsOpcode};
 
@@ -136,6 +136,13 @@ pub enum ServerEvent {
         /// Who is typing.
         user: String,
     },
+    /// `head`: the channel's head moved (members joined with `counts`).
+    Head {
+        /// The channel.
+        channel: String,
+        /// The highest committed seq.
+        head: u64,
+    },
     /// Any other event; holds its `type`.
     Other(String),
 }
@@ -252,6 +259,10 @@ pub fn decode_server_event(text: &str) -> Result<ServerEvent, serde_json::Error>
             channel: need(w.channel, "channel")?,
             user: need(w.user, "user")?,
         },
+        "head" => ServerEvent::Head {
+            channel: need(w.channel, "channel")?,
+            head: need(w.head, "head")?,
+        },
         _ => ServerEvent::Other(w.ty),
     };
     Ok(event)
@@ -275,6 +286,8 @@ struct RequestJson<'a> {
     channel: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     since: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_msg_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -357,10 +370,16 @@ pub fn encode_request(out: &mut Vec<u8>, id: Option<&str>, request: &Request<'_>
         .and_then(|raw| serde_json::from_str::<&RawValue>(raw).ok())
         .map(Id::Raw);
     let json = match request {
-        Request::Join { channel, since } => RequestJson {
+        Request::Join {
+            channel,
+            since,
+            mode,
+        } => RequestJson {
             r#type: "join",
             channel: Some(channel),
             since: *since,
+            // `live` is the default: left out, as older clients send it.
+            mode: (*mode != JoinMode::Live).then(|| mode.as_str()),
             ..RequestJson::default()
         },
         Request::Leave { channel } => RequestJson {
@@ -596,7 +615,8 @@ mod tests {
             decoded[0].request,
             Request::Join {
                 channel: "room:x",
-                since: Some(9)
+                since: Some(9),
+                mode: JoinMode::Live,
             }
         );
         assert_eq!(decoded[1].id, None);
@@ -604,7 +624,8 @@ mod tests {
             decoded[1].request,
             Request::Join {
                 channel: "room:x",
-                since: None
+                since: None,
+                mode: JoinMode::Live,
             }
         );
         assert_eq!(decoded[2].id, Some("2"));
@@ -638,6 +659,17 @@ mod tests {
             Request::Join {
                 channel: "room:x",
                 since: Some(3),
+                mode: JoinMode::Live,
+            },
+            Request::Join {
+                channel: "room:x",
+                since: None,
+                mode: JoinMode::Digest,
+            },
+            Request::Join {
+                channel: "room:x",
+                since: Some(1),
+                mode: JoinMode::Counts,
             },
             Request::Leave { channel: "room:x" },
             send(MessageKind::Text, "hello", None, None),

@@ -85,7 +85,8 @@ pub use client::{decode_server_event, ClientMsg, ServerEvent};
 pub use http::{parse_request_head, HttpError, RequestHead};
 pub use names::{dm_channel, is_valid_id, parse_channel, ChannelName, MAX_CHANNEL_BYTES};
 pub use request::{
-    decode_request, Envelope, ErrorCode, HistoryRange, Limits, ProtocolError, Request, SendRequest,
+    decode_request, Envelope, ErrorCode, HistoryRange, JoinMode, Limits, ProtocolError, Request,
+    SendRequest,
 };
 pub use response::{HelloLimits, MsgView};
 pub use ws::{

@@ -182,12 +182,14 @@ pub struct Envelope<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
     /// `join`: receive the channel's messages, from `since` (exclusive) if
-    /// given, else live only.
+    /// given, else live only, in the audience tier `mode`.
     Join {
         /// The channel.
         channel: &'a str,
         /// The last seq the client has.
         since: Option<u64>,
+        /// How the channel's messages reach the member (`live` when absent).
+        mode: JoinMode,
     },
     /// `leave`: stop receiving the channel's messages.
     Leave {
@@ -268,6 +270,43 @@ impl Request<'_> {
             | Request::Presence { channel } => Some(channel),
             Request::Send(s) => Some(s.channel),
             Request::Ping => None,
+        }
+    }
+}
+
+/// A member's audience tier in a channel (`join`'s `mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum JoinMode {
+    /// Every message as soon as it is committed (the default).
+    #[default]
+    Live,
+    /// Every message, written at most once per `digest_interval_ms`: what
+    /// accumulated goes in one write, as consecutive `msg` frames.
+    Digest,
+    /// No messages: a `head` event at most once per `counts_interval_ms`
+    /// while the channel's head moves.
+    Counts,
+}
+
+impl JoinMode {
+    /// The mode named `name` on the wire.
+    #[must_use]
+    pub fn from_wire(name: &str) -> Option<JoinMode> {
+        match name {
+            "live" => Some(JoinMode::Live),
+            "digest" => Some(JoinMode::Digest),
+            "counts" => Some(JoinMode::Counts),
+            _ => None,
+        }
+    }
+
+    /// The wire name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinMode::Live => "live",
+            JoinMode::Digest => "digest",
+            JoinMode::Counts => "counts",
         }
     }
 }
@@ -389,6 +428,8 @@ struct Wire<'a> {
     channel: Option<JsonStr<'a>>,
     since: Option<u64>,
     #[serde(borrow)]
+    mode: Option<JsonStr<'a>>,
+    #[serde(borrow)]
     client_msg_id: Option<JsonStr<'a>>,
     #[serde(borrow)]
     text: Option<JsonStr<'a>>,
@@ -424,6 +465,8 @@ struct WireRaw<'a> {
     channel: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     since: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    mode: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     client_msg_id: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -498,6 +541,7 @@ fn diagnose<'a>(text: &'a str, err: &serde_json::Error) -> (Option<&'a str>, Pro
         ("type", raw.ty, Expect::Str),
         ("channel", raw.channel, Expect::Str),
         ("since", raw.since, Expect::U64),
+        ("mode", raw.mode, Expect::Str),
         ("client_msg_id", raw.client_msg_id, Expect::Str),
         ("text", raw.text, Expect::Str),
         ("kind", raw.kind, Expect::Str),
@@ -557,6 +601,7 @@ fn build<'a>(mut wire: Wire<'a>, limits: &Limits) -> Result<Request<'a>, Protoco
         "join" => Request::Join {
             channel: channel(wire.channel)?,
             since: wire.since,
+            mode: join_mode(wire.mode)?,
         },
         "leave" => Request::Leave {
             channel: channel(wire.channel)?,
@@ -588,6 +633,19 @@ fn build<'a>(mut wire: Wire<'a>, limits: &Limits) -> Result<Request<'a>, Protoco
         }
     };
     Ok(request)
+}
+
+/// `join`'s `mode`: `live` when absent; an unknown name is `bad_request`.
+fn join_mode(field: Option<JsonStr<'_>>) -> Result<JoinMode, ProtocolError> {
+    let Some(name) = field else {
+        return Ok(JoinMode::Live);
+    };
+    JoinMode::from_wire(&name.0).ok_or_else(|| {
+        ProtocolError::bad_request(format!(
+            "unknown `mode` `{}`: one of `live`, `digest`, `counts`",
+            truncate_chars(&name.0, 32)
+        ))
+    })
 }
 
 fn required<T>(field: Option<T>, name: &str) -> Result<T, ProtocolError> {

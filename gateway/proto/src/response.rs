@@ -158,6 +158,25 @@ pub fn joined(out: &mut Vec<u8>, id: Option<&str>, channel: &str, head: u64) {
     );
 }
 
+/// `head` {channel, head}: the channel's head moved (unsolicited, for
+/// members that joined with `mode` `counts`).
+pub fn head(out: &mut Vec<u8>, channel: &str, head: u64) {
+    #[derive(Serialize)]
+    struct Head<'a> {
+        r#type: &'static str,
+        channel: &'a str,
+        head: u64,
+    }
+    frame(
+        out,
+        &Head {
+            r#type: "head",
+            channel,
+            head,
+        },
+    );
+}
+
 /// `left` {channel}: the reply to `leave`.
 pub fn left(out: &mut Vec<u8>, id: Option<&str>, channel: &str) {
     #[derive(Serialize)]

@@ -78,7 +78,7 @@ fn every_server_example_decodes_as_a_known_event() {
         // variant (fields and types as the server writes them); the others
         // it passes on by name.
         let modelled = [
-            "hello", "joined", "left", "ack", "msg", "history", "pong", "error", "typing",
+            "hello", "joined", "left", "ack", "msg", "history", "pong", "error", "typing", "head",
         ];
         assert_eq!(
             matches!(ev, ServerEvent::Other(_)),
@@ -99,6 +99,7 @@ fn every_server_example_decodes_as_a_known_event() {
         "typing",
         "read",
         "channel_added",
+        "head",
         "pong",
         "error",
     ] {

@@ -111,6 +111,8 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("replica_rings_bytes", "replica_rings_bytes"),
             ("catchup_page_messages", "catchup_page_messages"),
             ("catchup_retry_ms", "catchup_retry_ms"),
+            ("digest_interval_ms", "digest_interval_ms"),
+            ("counts_interval_ms", "counts_interval_ms"),
             ("history_page_bytes", "history_page_bytes"),
         ],
     ),

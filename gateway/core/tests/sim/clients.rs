@@ -90,6 +90,11 @@ impl Sim {
             _ => ChanState::Joining { req },
         };
         let mut json = serde_json::json!({"type": "join", "channel": channel});
+        // Every third client is a `digest` member: every invariant a live
+        // member keeps (each seq once, in order, acks first) holds for it.
+        if c % 3 == 1 {
+            json["mode"] = serde_json::json!("digest");
+        }
         if let Some(s) = since {
             json["since"] = serde_json::json!(s);
         }
@@ -244,7 +249,10 @@ impl Sim {
         let id_of =
             |id: &Option<serde_json::Value>| id.as_ref().and_then(serde_json::Value::as_u64);
         match ev {
-            ServerEvent::Hello { .. } | ServerEvent::Pong { .. } | ServerEvent::Typing { .. } => {
+            ServerEvent::Hello { .. }
+            | ServerEvent::Pong { .. }
+            | ServerEvent::Typing { .. }
+            | ServerEvent::Head { .. } => {
                 if let ServerEvent::Pong { id } = ev {
                     self.clients[c].pending.remove(&id_of(&id).unwrap_or(0));
                 }

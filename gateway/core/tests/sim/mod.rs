@@ -155,6 +155,8 @@ fn config() -> Config {
         commit_max_messages: 5,
         max_queued_request_bytes: 1024,
         cursor_flush_ms: 100,
+        // Digest members (every third client) are held for a few steps.
+        digest_interval_ms: 60,
         ..Config::default()
     }
 }
@@ -244,7 +246,9 @@ impl Sim {
         }
         for job in fx.io {
             let delay = match &job {
-                IoJob::CatchUpLater { after_ms, .. } => *after_ms,
+                IoJob::CatchUpLater { after_ms, .. } | IoJob::TierTimer { after_ms, .. } => {
+                    *after_ms
+                }
                 _ => self.rng.below(30) as u64,
             };
             self.jobs.push(ScheduledJob {
@@ -304,6 +308,7 @@ impl Sim {
             IoJob::CatchUpLater {
                 conn, channel, gen, ..
             } => JobDone::CatchUpRetry { conn, channel, gen },
+            IoJob::TierTimer { slot, .. } => JobDone::TiersDue { slot },
             job => {
                 assert!(is_store_job(&job), "{job:?}");
                 if let IoJob::CatchUp { .. } = job {

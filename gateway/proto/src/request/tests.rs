@@ -30,14 +30,16 @@ fn join_with_and_without_since() {
         ok(r#"{"type":"join","channel":"room:lobby"}"#),
         Request::Join {
             channel: "room:lobby",
-            since: None
+            since: None,
+            mode: JoinMode::Live,
         }
     );
     assert_eq!(
         ok(r#"{"type":"join","channel":"dm:a:b","since":42}"#),
         Request::Join {
             channel: "dm:a:b",
-            since: Some(42)
+            since: Some(42),
+            mode: JoinMode::Live,
         }
     );
 }
@@ -452,12 +454,44 @@ fn errors_echo_the_id_when_it_could_be_read() {
 }
 
 #[test]
+fn join_takes_an_audience_tier() {
+    for (name, mode) in [
+        ("live", JoinMode::Live),
+        ("digest", JoinMode::Digest),
+        ("counts", JoinMode::Counts),
+    ] {
+        let text = format!(r#"{{"type":"join","channel":"room:big","mode":"{name}"}}"#);
+        assert_eq!(
+            ok(&text),
+            Request::Join {
+                channel: "room:big",
+                since: None,
+                mode
+            }
+        );
+    }
+}
+
+#[test]
+fn an_unknown_join_mode_is_a_bad_request_with_its_id() {
+    let (id, e) =
+        decode(r#"{"id":7,"type":"join","channel":"room:x","mode":"firehose"}"#).unwrap_err();
+    assert_eq!(id, Some("7"));
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert!(e.message.contains("firehose"), "{}", e.message);
+    let (_, e) = decode(r#"{"type":"join","channel":"room:x","mode":3}"#).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert!(e.message.contains("`mode`"), "{}", e.message);
+}
+
+#[test]
 fn unknown_fields_and_nulls_are_ignored() {
     assert_eq!(
         ok(r#"{"type":"join","channel":"room:x","since":null,"future":{"x":[1,2]},"v":2}"#),
         Request::Join {
             channel: "room:x",
-            since: None
+            since: None,
+            mode: JoinMode::Live,
         }
     );
 }

@@ -314,3 +314,13 @@ fn the_largest_possible_message_fits_a_server_frame() {
     assert!(out.len() < 700 * 1024, "{} bytes", out.len());
     assert!(out.len() < MAX_SERVER_FRAME_BYTES);
 }
+
+#[test]
+fn a_head_event_names_the_channel_and_its_head() {
+    let mut out = Vec::new();
+    head(&mut out, "room:big", 42);
+    assert_eq!(
+        one(&out),
+        json!({"type":"head","channel":"room:big","head":42})
+    );
+}
