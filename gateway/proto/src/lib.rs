@@ -18,6 +18,7 @@
 //! | [`api`] | the `/v1` HTTP API: method, path and body → an [`api::ApiCall`] |
 //! | [`positions`] | SSE position lists (`channels=`, event ids, `Last-Event-ID`) |
 //! | [`ws`] | RFC 6455 frames: [`WsDecoder`] and the `encode_*` functions |
+//! | [`deflate`] | permessage-deflate (RFC 7692): negotiation, compress once, bounded inflate |
 //! | [`request`] | client JSON requests → [`Request`]; [`ErrorCode`]s |
 //! | [`response`] | server events → frames (`hello`, `ack`, `msg`, …) |
 //! | [`names`] | ids and channel names (re-exported from `chat-model`) |
@@ -72,6 +73,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod deflate;
 pub mod http;
 pub mod origin;
 pub mod positions;
