@@ -86,6 +86,9 @@ pub mod stats;
 pub(crate) mod users;
 pub mod vocab;
 
+#[cfg(test)]
+mod deflate_tests;
+
 pub use config::Config;
 pub use error::JobError;
 pub use shard::{SessionState, ShardState};

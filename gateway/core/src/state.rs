@@ -35,6 +35,10 @@ pub struct ShardState {
     pub(crate) replicas: Map<Channel, Replica>,
     /// The shard-wide budget of the replicas' rings.
     pub(crate) ring_log: RingLog,
+    /// The shard's one permessage-deflate compressor: a batch's frames are
+    /// compressed here once for all members that negotiated it (allocated
+    /// on first use, ~300 KiB).
+    pub(crate) deflater: chat_proto::deflate::Deflater,
     /// The channel-owner role.
     pub(crate) owner: Owner,
     /// The user-owner role.
@@ -97,6 +101,7 @@ impl ShardState {
             next_join_gen: 1,
             replicas: Map::default(),
             ring_log: RingLog::default(),
+            deflater: chat_proto::deflate::Deflater::new(),
             owner,
             users,
             blocklist,
