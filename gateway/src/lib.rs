@@ -64,6 +64,9 @@
 //!    sender sees its ack before its own message.
 //! 4. Each shard appends the frames to each member's outbox and wakes its
 //!    driver; the driver writes everything queued this turn in one write.
+//!    Members that negotiated permessage-deflate in the upgrade get the
+//!    batch's compressed copy instead, built once for all of them
+//!    (`chat_proto::deflate`; `docs/protocol.md`, "Compression").
 //!
 //! Admission, cursors, catch-up and slow consumers are the core's: see the
 //! essay of `chat-core`. Every limit is in `docs/reliability.md`; every

@@ -8,9 +8,12 @@ bytes each client reads are counted exactly. Prints one JSON object.
     deflate_client.py compare-long HOST:PORT N  # the same with paragraph-long texts
     deflate_client.py bomb     HOST:PORT SIZE  # a compressed text inflating to SIZE bytes
     deflate_client.py decline  HOST:PORT     # offers server_max_window_bits=10
+    deflate_client.py measure[-long] HOST:PORT GATEWAY_PID MEMBERS N deflate|plain
+        # bytes members read and gateway CPU for N messages (docs/benchmarks.md)
 """
 
 import json
+import os
 import socket
 import sys
 import time
@@ -193,6 +196,75 @@ def decline(addr):
     }
 
 
+def server_cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def measure(addr, pid, members, n, deflate, long_texts=False):
+    """`members` members of one room (all with or all without
+    permessage-deflate) and a plain sender that keeps up to 32 sends
+    unacked; returns the bytes the members read for the n messages and the
+    gateway's CPU time (from /proc/<pid>/stat) while they were delivered."""
+    import selectors
+
+    channel = f"room:measure-{int(time.time() * 1000) % 100000}"
+    ext = [ClientPerMessageDeflateFactory()] if deflate else None
+    readers = [Client(addr, f"m{i}", ext) for i in range(members)]
+    sender = Client(addr, "sender", None)
+    for c in readers + [sender]:
+        join(c, channel)
+    sel = selectors.DefaultSelector()
+    for c in readers:
+        c.sock.setblocking(False)
+        sel.register(c.sock, selectors.EVENT_READ, c)
+    base = sum(c.bytes_read for c in readers)
+    got = {c: len([e for e in c.pending_events if e.get("type") == "msg"]) for c in readers}
+    for c in readers:
+        c.pending = []
+    hz = os.sysconf("SC_CLK_TCK")
+    cpu0 = server_cpu_ticks(pid)
+    t0 = time.time()
+    sent = acked = 0
+    while acked < n or min(got.values()) < n:
+        while sent < n and sent - acked < 32:
+            sender.send({"type": "send", "channel": channel, "client_msg_id": f"x{sent}",
+                         "text": text_of(sent, long_texts)})
+            sent += 1
+        for key, _ in sel.select(timeout=0.001):
+            c = key.data
+            try:
+                c.read()
+            except BlockingIOError:
+                pass
+            got[c] += sum(1 for e in c.pending if e.get("type") == "msg")
+            c.pending = []
+        sender.sock.setblocking(False)
+        try:
+            while True:
+                sender.read()
+        except BlockingIOError:
+            pass
+        sender.sock.setblocking(True)
+        acked += sum(1 for e in sender.pending if e.get("type") == "ack")
+        sender.pending = []
+        if time.time() - t0 > 120:
+            raise SystemExit("timed out")
+    elapsed = time.time() - t0
+    cpu = (server_cpu_ticks(pid) - cpu0) / hz
+    return {
+        "deflate": deflate,
+        "extension": readers[0].extension(),
+        "members": members,
+        "messages": n,
+        "member_bytes": sum(c.bytes_read for c in readers) - base,
+        "bytes_per_delivery": (sum(c.bytes_read for c in readers) - base) / (members * n),
+        "server_cpu_s": cpu,
+        "elapsed_s": elapsed,
+    }
+
+
 def main():
     mode, addr = sys.argv[1], sys.argv[2]
     if mode == "compare":
@@ -203,6 +275,9 @@ def main():
         out = bomb(addr, int(sys.argv[3]))
     elif mode == "decline":
         out = decline(addr)
+    elif mode in ("measure", "measure-long"):
+        pid, members, n, kind = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+        out = measure(addr, pid, members, n, kind == "deflate", mode == "measure-long")
     else:
         raise SystemExit(f"unknown mode {mode}")
     print(json.dumps(out))
