@@ -82,6 +82,7 @@ impl Batch {
             });
             start = end;
         }
+        copy.data.shrink_to_fit();
         // Never blocks: a racing shard's copy, identical, may win.
         let _ = self.deflated.set(Box::new(copy));
         self.deflated.get().map_or(self, |b| &**b)

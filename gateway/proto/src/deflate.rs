@@ -364,11 +364,12 @@ impl Inflater {
                     return Ok(());
                 }
                 let room = self.out.len() < self.out.capacity();
-                if input.is_empty() && room {
-                    break;
+                let stuck = consumed == 0 && d.total_out() == out_before;
+                if input.is_empty() && (room || stuck) {
+                    break; // this part is in and its output flushed
                 }
-                if consumed == 0 && d.total_out() == out_before && room {
-                    return Err(INVALID); // no progress with input and room
+                if stuck && room {
+                    return Err(INVALID); // input left, room, and no progress
                 }
             }
         }

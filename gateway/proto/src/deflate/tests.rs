@@ -327,3 +327,19 @@ fn invalid_utf8_inside_a_compressed_text_is_1007() {
     let err = server_decode(true, 1 << 20, &frame, &mut inflater).unwrap_err();
     assert_eq!(err.close_code(), 1007);
 }
+
+#[test]
+fn messages_that_exactly_fill_the_output_buffer_inflate() {
+    let mut inflater = Inflater::new();
+    for len in [1023, 1024, 1025, 2048, 4096, 65_536, 65_537, 200_000] {
+        let text: String = (0..len).map(|i| char::from(b'a' + (i % 7) as u8)).collect();
+        let frame = client_frame(
+            OpCode::Data(Data::Text),
+            true,
+            true,
+            &deflate_raw(text.as_bytes()),
+        );
+        let got = server_decode(true, 1 << 20, &frame, &mut inflater).unwrap();
+        assert_eq!(got, vec![text], "{len} bytes");
+    }
+}
