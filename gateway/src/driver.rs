@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use chat_core::{Config, ConnId, ShardState};
 use chat_proto::auth::{self, AuthError, Identity};
+use chat_proto::deflate;
 use chat_proto::http::{self, RequestHead};
 use chat_proto::names;
 use chat_proto::ws::{Role, WsDecoder, WsError};
@@ -108,23 +109,41 @@ pub(crate) async fn upgrade(
         let r = http::json_error_response(503, "unavailable", "server shutting down");
         return write_and_close(&mut stream, &r).await;
     }
+    // permessage-deflate: the first offer we can honour, if any (else plain
+    // frames, as for a client that offers nothing).
+    let deflate = if shard.cfg.permessage_deflate {
+        head.ws_extensions.as_deref().and_then(deflate::negotiate)
+    } else {
+        None
+    };
+    let extensions = deflate.map(|n| n.response_header());
     if stream
-        .write_all(&http::upgrade_response(&key))
+        .write_all(&http::upgrade_response_with(&key, extensions.as_deref()))
         .await
         .is_err()
     {
         return;
     }
-    let conn = shard.with(|st| st.open_conn(&identity, now_ms()));
+    let conn = shard.with(|st| {
+        let conn = st.open_conn(&identity, now_ms());
+        if deflate.is_some() {
+            st.use_permessage_deflate(conn);
+        }
+        conn
+    });
+    let mut decoder = WsDecoder::new(Role::Server, shard.cfg.max_frame_bytes);
+    if deflate.is_some() {
+        decoder = decoder.with_permessage_deflate();
+    }
     if let Some(ring) = shard.ring.clone() {
         // The shard's socket ring drives the session (`ring.rs`).
-        return ring.adopt(&shard, stream, conn, &rest, slot);
+        return ring.adopt(&shard, stream, conn, decoder, &rest, slot);
     }
     let mut driver = Driver {
         shard: shard.clone(),
         conn,
         stream,
-        decoder: WsDecoder::new(Role::Server, shard.cfg.max_frame_bytes),
+        decoder,
         closing: false,
         last_write: crate::flush::NEVER,
         flush_ticket: None,
@@ -214,9 +233,11 @@ impl Driver {
         let now = now_ms();
         let conn = self.conn;
         let mut st = self.shard.state.borrow_mut();
-        let result = self
-            .decoder
-            .feed(bytes, &mut |ev| st.on_ws_event(conn, ev, now));
+        let mut inflater = self.shard.inflater.borrow_mut();
+        let result = self.decoder.feed_with(bytes, &mut inflater, &mut |ev| {
+            st.on_ws_event(conn, ev, now)
+        });
+        drop(inflater);
         if let Err(e) = result {
             st.on_ws_error(conn, e.close_code(), close_reason(&e), now);
         }
@@ -337,10 +358,16 @@ impl Future for &mut Driver {
                 let now = now_ms();
                 let mut buf = this.shard.read_buf.borrow_mut();
                 let mut st = this.shard.state.borrow_mut();
-                // Unmasks in place: complete frames are never copied.
+                let mut inflater = this.shard.inflater.borrow_mut();
+                // Unmasks in place: complete frames are never copied
+                // (compressed messages are inflated by the shard's one
+                // inflater, within `max_frame_bytes`).
                 let result = this
                     .decoder
-                    .feed_mut(&mut buf[..n], &mut |ev| st.on_ws_event(conn, ev, now));
+                    .feed_mut_with(&mut buf[..n], &mut inflater, &mut |ev| {
+                        st.on_ws_event(conn, ev, now)
+                    });
+                drop(inflater);
                 if let Err(e) = result {
                     st.on_ws_error(conn, e.close_code(), close_reason(&e), now);
                 }

@@ -68,6 +68,9 @@
 //!    once per `digest_interval_ms`, all that accumulated in one write;
 //!    `counts` members get only `head` events (the core's `tiers.rs`; the
 //!    runtime only sleeps for its `TierTimer` jobs, in `jobs`).
+//!    Members that negotiated permessage-deflate in the upgrade get the
+//!    batch's compressed copy instead, built once for all of them
+//!    (`chat_proto::deflate`; `docs/protocol.md`, "Compression").
 //!
 //! Admission, cursors, catch-up and slow consumers are the core's: see the
 //! essay of `chat-core`. Every limit is in `docs/reliability.md`; every

@@ -73,6 +73,7 @@ pub(crate) async fn run_shard(p: ShardParams) {
         store: p.store,
         global: p.global.clone(),
         read_buf: RefCell::new(vec![0; p.cfg.read_chunk_bytes]),
+        inflater: RefCell::new(chat_proto::deflate::Inflater::new()),
         commit_running: Cell::new(false),
         accepting: Cell::new(true),
         // `validate` refused a bad entry at start.

@@ -62,7 +62,7 @@ use std::time::Duration;
 
 use chat_core::maps::DenseMap;
 use chat_core::ConnId;
-use chat_proto::ws::{Role, WsDecoder};
+use chat_proto::ws::WsDecoder;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::driver::{close_reason, SessionEnd};
@@ -178,12 +178,15 @@ impl Ring {
 
     /// Takes over an upgraded connection: the socket moves from the
     /// glommio stream (whose fd is duplicated, then the stream dropped) to
-    /// the ring; `rest` are bytes that came with the upgrade request.
+    /// the ring; `decoder` is the session's (with permessage-deflate when
+    /// the upgrade negotiated it); `rest` are bytes that came with the
+    /// upgrade request.
     pub(crate) fn adopt(
         &self,
         shard: &Rc<Shard>,
         stream: glommio::net::TcpStream,
         conn: ConnId,
+        decoder: WsDecoder,
         rest: &[u8],
         slot: Slot,
     ) {
@@ -197,7 +200,7 @@ impl Ring {
         }
         let mut session = Session {
             fd,
-            decoder: WsDecoder::new(Role::Server, shard.cfg.max_frame_bytes),
+            decoder,
             readable: true,
             closing: false,
             write_armed: false,
@@ -211,9 +214,11 @@ impl Ring {
         if !rest.is_empty() {
             let now = now_ms();
             let mut st = shard.state.borrow_mut();
+            let mut inflater = shard.inflater.borrow_mut();
             let result = session
                 .decoder
-                .feed(rest, &mut |ev| st.on_ws_event(conn, ev, now));
+                .feed_with(rest, &mut inflater, &mut |ev| st.on_ws_event(conn, ev, now));
+            drop(inflater);
             if let Err(e) = result {
                 st.on_ws_error(conn, e.close_code(), close_reason(&e), now);
             }
@@ -428,10 +433,16 @@ impl Ring {
                         }
                         let now = now_ms();
                         let mut st = shard.state.borrow_mut();
-                        // Unmasks in place: complete frames are never copied.
-                        let result = s
-                            .decoder
-                            .feed_mut(&mut buf[..n], &mut |ev| st.on_ws_event(conn, ev, now));
+                        let mut inflater = shard.inflater.borrow_mut();
+                        // Unmasks in place: complete frames are never copied
+                        // (compressed messages are inflated by the shard's
+                        // one inflater, within `max_frame_bytes`).
+                        let result =
+                            s.decoder
+                                .feed_mut_with(&mut buf[..n], &mut inflater, &mut |ev| {
+                                    st.on_ws_event(conn, ev, now)
+                                });
+                        drop(inflater);
                         if let Err(e) = result {
                             st.on_ws_error(conn, e.close_code(), close_reason(&e), now);
                         }

@@ -54,6 +54,10 @@ pub(crate) struct Shard {
     pub(crate) store: StoreIo,
     pub(crate) global: Arc<Global>,
     pub(crate) read_buf: RefCell<Vec<u8>>,
+    /// The one permessage-deflate inflater of the shard's connections
+    /// (they were told `client_no_context_takeover`: each message inflates
+    /// on its own). ~43 KiB once a client sends a compressed message.
+    pub(crate) inflater: RefCell<chat_proto::deflate::Inflater>,
     pub(crate) commit_running: Cell<bool>,
     pub(crate) accepting: Cell<bool>,
     /// Which browser origins may use the gateway (`allowed_origins`).

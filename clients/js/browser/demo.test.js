@@ -291,3 +291,46 @@ test('two people chat in the demo page; a reload mid-send loses nothing and show
   assert.deepEqual(alice.errors, []);
   assert.deepEqual(bob.errors, []);
 });
+
+test('the browser negotiates permessage-deflate and both directions are compressed', async () => {
+  // Chromium always offers permessage-deflate: its messages to the gateway
+  // are compressed (the gateway inflates them) and the gateway's `msg`
+  // frames to it are the batches' shared compressed copies.
+  const ctx = await browser.createBrowserContext();
+  const page = await ctx.newPage();
+  await page.goto(`${gw.http}/demo/?user=zoe`);
+  const text = 'a paragraph long enough to be worth compressing: '.repeat(6);
+  const got = await page.evaluate(async (text) => {
+    const url = (user) => `ws://${location.host}/ws?user=${user}&device=raw`;
+    const open = (user) =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(url(user));
+        const frames = [];
+        ws.onmessage = (e) => frames.push(JSON.parse(e.data));
+        ws.onopen = () => resolve({ ws, frames });
+        ws.onerror = () => reject(new Error('websocket error'));
+      });
+    const until = async (frames, pred) => {
+      for (let i = 0; i < 300; i++) {
+        const f = frames.find(pred);
+        if (f) return f;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      throw new Error('timed out');
+    };
+    const reader = await open('yan');
+    const writer = await open('xia');
+    for (const [c, id] of [[reader, 1], [writer, 2]]) {
+      c.ws.send(JSON.stringify({ id, type: 'join', channel: 'room:zipped' }));
+      await until(c.frames, (f) => f.id === id && f.type === 'joined');
+    }
+    writer.ws.send(JSON.stringify({ id: 3, type: 'send', channel: 'room:zipped', client_msg_id: 'z1', text }));
+    const msg = await until(reader.frames, (f) => f.type === 'msg' && f.channel === 'room:zipped');
+    return { extensions: [reader.ws.extensions, writer.ws.extensions], text: msg.text };
+  }, text);
+  for (const ext of got.extensions) {
+    assert.match(ext, /^permessage-deflate; server_no_context_takeover; client_no_context_takeover/);
+  }
+  assert.equal(got.text, text);
+  await ctx.close();
+});

@@ -6,8 +6,17 @@
 //! pointer to every shard with subscribers. Frames sit back to back in one
 //! buffer, so a connection that is behind by k messages of a batch gets them
 //! with one copy of a contiguous slice.
+//!
+//! For members that negotiated permessage-deflate the batch keeps a second
+//! set of the same frames, compressed ([`Batch::deflated`]): built when the
+//! first such member needs it, by that member's shard, and shared with
+//! every such member of every shard (compression costs per batch, not per
+//! recipient; see `chat_proto::deflate`).
+
+use std::sync::OnceLock;
 
 use chat_model::{Channel, Seq};
+use chat_proto::deflate::Deflater;
 
 /// Committed messages `first_seq ..= last_seq()` of one channel.
 pub struct Batch {
@@ -22,6 +31,11 @@ pub struct Batch {
     /// The oldest seq an edit or delete in this batch targets: frames of
     /// that seq and later, encoded before, no longer show the latest view.
     pub(crate) oldest_target: Option<Seq>,
+    /// The same frames compressed for permessage-deflate, once a member
+    /// that negotiated it needed them. Memory: at most the plain frames'
+    /// size again, for as long as the batch lives (the replica rings count
+    /// only the plain frames).
+    deflated: OnceLock<Box<Batch>>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -44,12 +58,45 @@ impl Batch {
             data: Vec::new(),
             ends: Vec::new(),
             oldest_target: None,
+            deflated: OnceLock::new(),
         }
+    }
+
+    /// The same frames (same seqs, same order) compressed with
+    /// permessage-deflate: each frame that shrinks is compressed on its own
+    /// (no context takeover), the others are copied as they are. Built with
+    /// `deflater` on the first call — by whichever shard asks first; a shard
+    /// that races it builds its own copy once and keeps the first one — and
+    /// shared afterwards, so it is never built per recipient.
+    pub(crate) fn deflated(&self, deflater: &mut Deflater) -> &Batch {
+        if let Some(done) = self.deflated.get() {
+            return done;
+        }
+        let mut copy = Batch::new(self.channel.clone(), self.first_seq);
+        copy.oldest_target = self.oldest_target;
+        copy.data.reserve(self.data.len());
+        let mut start = 0;
+        for &end in &self.ends {
+            copy.push_frame(|out| {
+                deflater.append_frame(&self.data[start..end], out);
+            });
+            start = end;
+        }
+        copy.data.shrink_to_fit();
+        // Never blocks: a racing shard's copy, identical, may win.
+        let _ = self.deflated.set(Box::new(copy));
+        self.deflated.get().map_or(self, |b| &**b)
     }
 
     /// Records that a message of this batch edits or deletes `target`.
     pub(crate) fn note_target(&mut self, target: Seq) {
         self.oldest_target = Some(self.oldest_target.map_or(target, |t| t.min(target)));
+    }
+
+    /// Whether the compressed copy was built (for tests).
+    #[cfg(test)]
+    pub(crate) fn has_deflated(&self) -> bool {
+        self.deflated.get().is_some()
     }
 
     /// Appends the frame of the next seq, produced by `encode`.
@@ -142,6 +189,59 @@ mod tests {
         assert_eq!(b.frames_after(Seq(6)), b"[7]");
         assert_eq!(b.frames_after(Seq(7)), b"");
         assert_eq!(b.frames_after(Seq(100)), b"");
+    }
+
+    /// A batch of `msg`-like JSON text frames of seqs first..first+n.
+    fn json_batch(first: u64, n: u64) -> Batch {
+        let mut b = Batch::new(Channel::from_validated(Arc::from("room:t")), Seq(first));
+        for s in first..first + n {
+            b.push_frame(|out| {
+                chat_proto::ws::encode_text_with(out, |out| {
+                    out.extend_from_slice(
+                        format!(
+                            r#"{{"type":"msg","channel":"room:t","seq":{s},"from":"alice","text":"see you at the standup tomorrow, bring the notes (#{s})"}}"#
+                        )
+                        .as_bytes(),
+                    );
+                });
+            });
+        }
+        b
+    }
+
+    /// The texts of server frames, read by a client that negotiated
+    /// permessage-deflate.
+    fn texts(frames: &[u8]) -> Vec<String> {
+        use chat_proto::ws::{Role, WsDecoder, WsEvent};
+        let mut dec = WsDecoder::new(Role::Client, 1 << 20).with_permessage_deflate();
+        let mut inflater = chat_proto::deflate::Inflater::new();
+        let mut out = Vec::new();
+        dec.feed_with(frames, &mut inflater, &mut |e| {
+            if let WsEvent::Text(t) = e {
+                out.push(t.to_owned());
+            }
+        })
+        .expect("valid frames");
+        out
+    }
+
+    #[test]
+    fn the_compressed_copy_is_built_once_and_holds_the_same_seqs_smaller() {
+        let b = json_batch(5, 4);
+        let mut deflater = Deflater::new();
+        let first: *const Batch = b.deflated(&mut deflater);
+        let again: *const Batch = b.deflated(&mut Deflater::new());
+        assert!(std::ptr::eq(first, again), "built once, then shared");
+        let z = b.deflated(&mut deflater);
+        assert_eq!((z.first_seq, z.last_seq()), (b.first_seq, b.last_seq()));
+        assert!(z.byte_len() < b.byte_len());
+        // Every cursor and budget cut gives the same messages, compressed.
+        assert_eq!(texts(z.frames_after(Seq(0))), texts(b.frames_after(Seq(0))));
+        assert_eq!(texts(z.frames_after(Seq(6))), texts(b.frames_after(Seq(6))));
+        assert_eq!(texts(z.frames_after(Seq(6))).len(), 2);
+        let (bytes, upto) = z.frames_fitting(Seq(4), 1, true);
+        assert_eq!(upto, Seq(5), "one frame: the first after the cursor");
+        assert_eq!(texts(bytes), texts(b.frames_fitting(Seq(4), 1, true).0));
     }
 
     #[test]

@@ -199,6 +199,19 @@ pub struct Config {
     /// cannot be set up (io_uring refused) the shard logs it and uses tasks.
     /// Default true.
     pub socket_ring: bool,
+    /// Accept permessage-deflate (RFC 7692) from clients that offer it
+    /// (browsers always do). Negotiated with no context takeover both ways,
+    /// so the gateway keeps no compressor or inflater per connection: each
+    /// committed batch is compressed once (by the first shard with such a
+    /// member) and the same bytes go to every such member; client messages
+    /// are inflated by one inflater per shard, bounded by `max_frame_bytes`
+    /// (a deflate bomb closes with 1009). Costs: per shard, a compressor
+    /// (~300 KiB) and an inflater (~43 KiB), allocated on first use; per
+    /// batch with such a member, its compressed copy (smaller than the
+    /// plain frames) for as long as the batch lives; per message about
+    /// 10–20 µs of CPU once (docs/benchmarks.md). Clients that do not offer
+    /// it get plain frames. Default true.
+    pub permessage_deflate: bool,
     /// Heartbeat interval announced in `hello`, in milliseconds; a
     /// connection silent for twice this long is closed with 4008. Default 30,000.
     pub heartbeat_ms: u64,
@@ -459,6 +472,7 @@ impl Default for Config {
             socket_send_buffer_bytes: 0,
             flush_tick_us: 0,
             socket_ring: true,
+            permessage_deflate: true,
             heartbeat_ms: 30_000,
             handshake_timeout_ms: 10_000,
             max_request_head_bytes: 16 * 1024,

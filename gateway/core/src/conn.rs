@@ -278,6 +278,9 @@ pub struct Conn {
     /// Its drain time came: not read any more, closed with 1001 once its
     /// sends are acked (`ShardState::drain_step`).
     pub(crate) drain_due: bool,
+    /// It negotiated permessage-deflate: committed messages go to it as the
+    /// batch's shared compressed frames ([`crate::batch::Batch::deflated`]).
+    pub(crate) deflate: bool,
 }
 
 /// Requests of one connection that were admitted and not answered yet.
@@ -315,6 +318,7 @@ impl Conn {
             queued_bytes: 0,
             in_flight: InFlight::default(),
             drain_due: false,
+            deflate: false,
             fetching: false,
             http_answer: None,
         }

@@ -236,7 +236,14 @@ impl ShardState {
             let Some(conn) = self.conns.get_mut(cid) else {
                 continue;
             };
-            match offer_batch(conn, batch, budget) {
+            // permessage-deflate members share the batch's compressed copy,
+            // built for the first of them.
+            let frames = if conn.deflate {
+                batch.deflated(&mut self.deflater)
+            } else {
+                batch
+            };
+            match offer_batch(conn, frames, budget) {
                 Offer::Skipped => continue,
                 Offer::Tiered => tiered.push(*cid),
                 Offer::Gap => behind.push(*cid),
@@ -293,6 +300,11 @@ impl ShardState {
                 break; // resumes when the outbox drains
             }
             if let Some(b) = rep.ring_batch_with(sub.cursor.next()) {
+                let b = if conn.deflate {
+                    b.deflated(&mut self.deflater)
+                } else {
+                    b
+                };
                 let room = budget.saturating_sub(conn.outbox.pending());
                 // Ring batches never pass the replica's head.
                 let (bytes, upto) = b.frames_fitting(sub.cursor, room, true);

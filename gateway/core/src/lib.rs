@@ -88,6 +88,9 @@ pub(crate) mod tiers;
 pub(crate) mod users;
 pub mod vocab;
 
+#[cfg(test)]
+mod deflate_tests;
+
 pub use config::Config;
 pub use error::JobError;
 pub use shard::{SessionState, ShardState};

@@ -150,6 +150,16 @@ impl ShardState {
         id
     }
 
+    /// The connection negotiated permessage-deflate in its upgrade: from now
+    /// on committed messages reach it as the batches' shared compressed
+    /// frames (replies and other events stay plain, which RFC 7692 allows
+    /// per message).
+    pub fn use_permessage_deflate(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.deflate = true;
+        }
+    }
+
     /// A connection ended: leaves its channels and tells the user's owner.
     pub fn close_conn(&mut self, id: ConnId, now: u64) {
         self.set_now(now);

@@ -38,6 +38,10 @@ pub struct ShardState {
     /// Members of `digest` and `counts` tiers waiting for their next
     /// serving (`tiers.rs`).
     pub(crate) tiers: crate::tiers::TierTimers,
+    /// The shard's one permessage-deflate compressor: a batch's frames are
+    /// compressed here once for all members that negotiated it (allocated
+    /// on first use, ~300 KiB).
+    pub(crate) deflater: chat_proto::deflate::Deflater,
     /// The channel-owner role.
     pub(crate) owner: Owner,
     /// The user-owner role.
@@ -101,6 +105,7 @@ impl ShardState {
             replicas: Map::default(),
             ring_log: RingLog::default(),
             tiers: crate::tiers::TierTimers::default(),
+            deflater: chat_proto::deflate::Deflater::new(),
             owner,
             users,
             blocklist,

@@ -8,6 +8,7 @@
 //! | target ([`Target`]) | decoder | what is asserted besides "no panic" |
 //! |---|---|---|
 //! | `ws_frames` | [`chat_proto::WsDecoder`], both roles | the same events and verdict whether the bytes come in one piece ([`WsDecoder::feed`](chat_proto::WsDecoder::feed)) or in chunks ([`feed_mut`](chat_proto::WsDecoder::feed_mut)); buffers bounded by the limit; an error is sticky and frees the buffers; every event re-encodes and decodes to itself |
+//! | `ws_deflate` | the same with permessage-deflate ([`chat_proto::deflate`]): RSV1 messages inflated by one shared inflater; the whole input also as `Sec-WebSocket-Extensions` offers | one piece and chunks agree; inflated messages within the limit (a bomb is `TooBig`); an error frees the buffers; an accepted offer's answer negotiates the same |
 //! | `ws_tungstenite` | the same, against `tungstenite` | differential: the same messages, pings, pongs and closes, and the same valid/invalid verdict (the documented differences are normalised, see [`ws`]) |
 //! | `request` | [`chat_proto::decode_request`] | differential with `serde_json` (not JSON, or not an object → `bad_request`); accepted requests have valid channels and bounded text; they re-encode ([`chat_proto::client::encode_request`]) to an equal request; an echoed id is a JSON number or string |
 //! | `http_head` | [`chat_proto::parse_request_head`] | `consumed` within the buffer and the head limit; the head parses the same from exactly its bytes; strict prefixes are "not yet"; the accessors do not panic |
@@ -27,6 +28,7 @@
 
 pub mod api;
 pub mod config;
+pub mod deflate;
 pub mod http_head;
 pub mod positions;
 pub mod request;
@@ -41,6 +43,8 @@ pub enum Target {
     WsFrames,
     /// [`ws::against_tungstenite`].
     WsTungstenite,
+    /// [`deflate::frames`].
+    WsDeflate,
     /// [`request::decode`].
     Request,
     /// [`http_head::parse`].
@@ -59,8 +63,9 @@ pub enum Target {
 
 impl Target {
     /// Every target, in the order of the table above.
-    pub const ALL: [Target; 9] = [
+    pub const ALL: [Target; 10] = [
         Target::WsFrames,
+        Target::WsDeflate,
         Target::WsTungstenite,
         Target::Request,
         Target::HttpHead,
@@ -76,6 +81,7 @@ impl Target {
     pub fn name(self) -> &'static str {
         match self {
             Target::WsFrames => "ws_frames",
+            Target::WsDeflate => "ws_deflate",
             Target::WsTungstenite => "ws_tungstenite",
             Target::Request => "request",
             Target::HttpHead => "http_head",
@@ -96,6 +102,7 @@ impl Target {
 pub fn check(target: Target, data: &[u8]) {
     match target {
         Target::WsFrames => ws::frames(data),
+        Target::WsDeflate => deflate::frames(data),
         Target::WsTungstenite => ws::against_tungstenite(data),
         Target::Request => request::decode(data),
         Target::HttpHead => http_head::parse(data),

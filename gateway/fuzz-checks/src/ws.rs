@@ -44,7 +44,7 @@ pub const LIMITS: [usize; 8] = [126, 127, 200, 1000, 4096, 65_535, 65_536, 1 << 
 
 /// Chunk sizes the input is cut into (cycled from a start the first byte
 /// picks).
-const CHUNKS: [usize; 8] = [1, 2, 3, 5, 14, 64, 127, 1024];
+pub(crate) const CHUNKS: [usize; 8] = [1, 2, 3, 5, 14, 64, 127, 1024];
 
 /// A decoded event, owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,7 +62,7 @@ pub enum Event {
 }
 
 impl Event {
-    fn of(e: WsEvent<'_>) -> Event {
+    pub(crate) fn of(e: WsEvent<'_>) -> Event {
         match e {
             WsEvent::Text(t) => Event::Text(t.to_owned()),
             WsEvent::Binary(b) => Event::Binary(b.to_vec()),
@@ -86,7 +86,7 @@ impl Event {
 }
 
 /// Role, limit and chunking from the first byte; `None` for empty input.
-fn setup(data: &[u8]) -> Option<(Role, usize, usize, &[u8])> {
+pub(crate) fn setup(data: &[u8]) -> Option<(Role, usize, usize, &[u8])> {
     let (&ctl, rest) = data.split_first()?;
     let role = if ctl & 1 == 0 {
         Role::Server

@@ -53,6 +53,11 @@ fn ws_frames_corpus_holds_its_properties() {
 }
 
 #[test]
+fn ws_deflate_corpus_holds_its_properties() {
+    replay(Target::WsDeflate);
+}
+
+#[test]
 fn ws_decoder_agrees_with_tungstenite_on_its_corpus() {
     replay(Target::WsTungstenite);
 }

@@ -42,6 +42,9 @@ pub struct RequestHead {
     pub ws_key: Option<String>,
     /// `Sec-WebSocket-Version`, trimmed.
     pub ws_version: Option<String>,
+    /// `Sec-WebSocket-Extensions`, trimmed; several header lines joined
+    /// with `, ` (the offers, for [`crate::deflate::negotiate`]).
+    pub ws_extensions: Option<String>,
     /// `Authorization`, as sent.
     pub authorization: Option<String>,
     /// `Content-Length`.
@@ -189,6 +192,7 @@ fn build_head(request: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpEr
             || is("connection")
             || is("sec-websocket-key")
             || is("sec-websocket-version")
+            || is("sec-websocket-extensions")
             || is("authorization")
             || is("content-length")
             || is("last-event-id")
@@ -212,6 +216,14 @@ fn build_head(request: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpEr
             head.ws_key = Some(value.to_owned());
         } else if is("sec-websocket-version") {
             head.ws_version = Some(value.to_owned());
+        } else if is("sec-websocket-extensions") {
+            match &mut head.ws_extensions {
+                Some(offers) => {
+                    offers.push_str(", ");
+                    offers.push_str(value);
+                }
+                None => head.ws_extensions = Some(value.to_owned()),
+            }
         } else if is("authorization") {
             head.authorization = Some(value.to_owned());
         } else if is("content-length") {
@@ -333,12 +345,26 @@ fn reason_phrase(status: u16) -> &'static str {
 /// `Sec-WebSocket-Key` `ws_key`.
 #[must_use]
 pub fn upgrade_response(ws_key: &str) -> Vec<u8> {
+    upgrade_response_with(ws_key, None)
+}
+
+/// [`upgrade_response`] with the negotiated extensions, if any: the value
+/// of a `Sec-WebSocket-Extensions` header (e.g.
+/// [`crate::deflate::Negotiated::response_header`]).
+#[must_use]
+pub fn upgrade_response_with(ws_key: &str, extensions: Option<&str>) -> Vec<u8> {
     let accept = tungstenite::handshake::derive_accept_key(ws_key.trim().as_bytes());
-    format!(
+    let mut response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\n\r\n"
-    )
-    .into_bytes()
+         Sec-WebSocket-Accept: {accept}\r\n"
+    );
+    if let Some(value) = extensions {
+        response.push_str("Sec-WebSocket-Extensions: ");
+        response.push_str(value);
+        response.push_str("\r\n");
+    }
+    response.push_str("\r\n");
+    response.into_bytes()
 }
 
 /// Whether the connection stays open after a response.
@@ -659,6 +685,34 @@ mod tests {
         assert_eq!(
             head.websocket_key(),
             Err("Sec-WebSocket-Version must be 13")
+        );
+    }
+
+    #[test]
+    fn extension_offers_of_several_lines_are_joined() {
+        let (head, _) = parse(
+            "GET /ws HTTP/1.1\r\nSec-WebSocket-Extensions: permessage-deflate; x=1\r\n\
+             sec-websocket-extensions:  permessage-deflate \r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            head.ws_extensions.as_deref(),
+            Some("permessage-deflate; x=1, permessage-deflate")
+        );
+        let text = String::from_utf8(upgrade_response_with(
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            Some("permessage-deflate; server_no_context_takeover"),
+        ))
+        .unwrap();
+        assert!(text.contains(
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"
+        ));
+        assert!(text.ends_with("\r\n\r\n"));
+        assert!(
+            !String::from_utf8(upgrade_response("dGhlIHNhbXBsZSBub25jZQ=="))
+                .unwrap()
+                .contains("Extensions")
         );
     }
 

@@ -18,6 +18,7 @@
 //! | [`api`] | the `/v1` HTTP API: method, path and body → an [`api::ApiCall`] |
 //! | [`positions`] | SSE position lists (`channels=`, event ids, `Last-Event-ID`) |
 //! | [`ws`] | RFC 6455 frames: [`WsDecoder`] and the `encode_*` functions |
+//! | [`deflate`] | permessage-deflate (RFC 7692): negotiation, compress once, bounded inflate |
 //! | [`request`] | client JSON requests → [`Request`]; [`ErrorCode`]s |
 //! | [`response`] | server events → frames (`hello`, `ack`, `msg`, …) |
 //! | [`names`] | ids and channel names (re-exported from `chat-model`) |
@@ -30,7 +31,8 @@
 //! 1. **Head.** The driver reads into its buffer and calls
 //!    [`http::parse_request_head`] until it returns a head (`Ok(None)` means
 //!    "read more", and costs nothing). A WebSocket upgrade is answered with
-//!    [`http::upgrade_response`]; the small HTTP API with an
+//!    [`http::upgrade_response_with`] (carrying permessage-deflate when
+//!    [`deflate::negotiate`] accepts the client's offer); the small HTTP API with an
 //!    [`http::Reply`] encoded with its connection's headers (keep-alive,
 //!    CORS: [`origin`]), or [`http::json_error_response`] before hanging up.
 //!    Bytes after `consumed` already belong to the next stage (a body, the
@@ -42,6 +44,8 @@
 //!    pongs and close. Complete frames are never copied; only a partial frame
 //!    or a fragmented message is buffered, bounded by the message limit,
 //!    which is enforced from the frame header before any payload is kept. A
+//!    compressed message (permessage-deflate) is inflated by the shard's one
+//!    [`deflate::Inflater`], its output bounded by the same limit. A
 //!    [`WsError`] is fatal and carries its close code (1009, 1002, 1007).
 //! 3. **Requests.** Each text message goes to [`decode_request`], which
 //!    returns an [`Envelope`]: the raw `id` to echo, and a [`Request`] whose
@@ -72,6 +76,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod deflate;
 pub mod http;
 pub mod origin;
 pub mod positions;

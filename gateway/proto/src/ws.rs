@@ -31,6 +31,15 @@
 //! [`RETAINED_CAPACITY`] (4 KiB), so an idle connection keeps at most
 //! 2 × 4 KiB. [`WsDecoder::buffered_bytes`] reports what is held right now.
 //!
+//! # permessage-deflate
+//!
+//! A decoder made [`WsDecoder::with_permessage_deflate`] (the extension was
+//! negotiated, see [`crate::deflate`]) accepts RSV1 on the first frame of a
+//! data message: the reassembled payload is inflated by the
+//! [`crate::deflate::Inflater`] passed to [`WsDecoder::feed_mut_with`] (one
+//! per shard), bounded by the same message limit (`TooBig`, 1009, as soon as
+//! the output passes it). Without the extension RSV1 is a protocol error.
+//!
 //! # Encoding
 //!
 //! Server frames are unmasked: encode once and write the same bytes to every
@@ -42,6 +51,8 @@ use std::io::Cursor;
 
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
+
+use crate::deflate::Inflater;
 
 /// Longest possible frame header: 2 bytes, an 8-byte extended length and a
 /// 4-byte mask key.
@@ -173,6 +184,8 @@ impl FrameKind {
 #[derive(Clone, Copy, Debug)]
 struct Header {
     fin: bool,
+    /// RSV1: the message starting with this frame is compressed.
+    compressed: bool,
     kind: FrameKind,
     mask: Option<[u8; 4]>,
     header_len: usize,
@@ -199,6 +212,15 @@ struct Assembler {
     fragments: Vec<u8>,
     /// The open fragmented message, if any.
     open: Option<MessageKind>,
+    /// The open fragmented message is compressed (RSV1 on its first frame).
+    open_compressed: bool,
+}
+
+/// How a complete message's payload becomes an event: as it is, or inflated
+/// (bounded by the message limit).
+struct Inflate<'i> {
+    inflater: Option<&'i mut Inflater>,
+    max_bytes: usize,
 }
 
 impl Assembler {
@@ -206,6 +228,7 @@ impl Assembler {
         &mut self,
         header: &Header,
         payload: &[u8],
+        inflate: &mut Inflate<'_>,
         on_event: &mut dyn FnMut(WsEvent<'_>),
     ) -> Result<(), WsError> {
         match header.kind {
@@ -213,7 +236,8 @@ impl Assembler {
             FrameKind::Pong => on_event(WsEvent::Pong(payload)),
             FrameKind::Close => on_event(WsEvent::Close(parse_close_payload(payload)?)),
             FrameKind::Text | FrameKind::Binary if header.fin => {
-                emit_message(header.kind == FrameKind::Text, payload, on_event)?;
+                let is_text = header.kind == FrameKind::Text;
+                emit_message(is_text, header.compressed, payload, inflate, on_event)?;
             }
             FrameKind::Text | FrameKind::Binary => {
                 self.open = Some(if header.kind == FrameKind::Text {
@@ -221,6 +245,7 @@ impl Assembler {
                 } else {
                     MessageKind::Binary
                 });
+                self.open_compressed = header.compressed;
                 self.fragments.clear();
                 self.fragments.extend_from_slice(payload);
             }
@@ -229,7 +254,9 @@ impl Assembler {
                 if header.fin {
                     let is_text = self.open == Some(MessageKind::Text);
                     self.open = None;
-                    let result = emit_message(is_text, &self.fragments, on_event);
+                    let compressed = std::mem::take(&mut self.open_compressed);
+                    let result =
+                        emit_message(is_text, compressed, &self.fragments, inflate, on_event);
                     release_if_large(&mut self.fragments);
                     result?;
                 }
@@ -240,6 +267,24 @@ impl Assembler {
 }
 
 fn emit_message(
+    is_text: bool,
+    compressed: bool,
+    payload: &[u8],
+    inflate: &mut Inflate<'_>,
+    on_event: &mut dyn FnMut(WsEvent<'_>),
+) -> Result<(), WsError> {
+    if !compressed {
+        return emit_plain(is_text, payload, on_event);
+    }
+    let Some(inflater) = inflate.inflater.as_deref_mut() else {
+        return Err(WsError::Protocol("compressed message but no inflater"));
+    };
+    inflater.inflate(payload, inflate.max_bytes, |plain| {
+        emit_plain(is_text, plain, on_event)
+    })?
+}
+
+fn emit_plain(
     is_text: bool,
     payload: &[u8],
     on_event: &mut dyn FnMut(WsEvent<'_>),
@@ -325,6 +370,8 @@ impl<'a> Input<'a> {
 pub struct WsDecoder {
     role: Role,
     max_message_bytes: usize,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
     /// The bytes of an incomplete frame (header first); when feeding through
     /// [`WsDecoder::feed`], briefly also the unmasked copy of a complete
     /// masked payload.
@@ -342,13 +389,27 @@ impl WsDecoder {
         WsDecoder {
             role,
             max_message_bytes,
+            deflate: false,
             frame_buf: Vec::new(),
             assembler: Assembler {
                 fragments: Vec::new(),
                 open: None,
+                open_compressed: false,
             },
             failed: None,
         }
+    }
+
+    /// The same decoder for a connection that negotiated permessage-deflate:
+    /// RSV1 on the first frame of a data message marks it compressed. Such
+    /// a message is inflated by the inflater given to
+    /// [`WsDecoder::feed_mut_with`] / [`WsDecoder::feed_with`] (fed without
+    /// one, it is a protocol error), its output bounded by the message
+    /// limit (`TooBig`).
+    #[must_use]
+    pub fn with_permessage_deflate(mut self) -> WsDecoder {
+        self.deflate = true;
+        self
     }
 
     /// Feeds newly read bytes. Calls `on_event` once per complete event, in
@@ -375,7 +436,18 @@ impl WsDecoder {
         input: &[u8],
         on_event: &mut dyn FnMut(WsEvent<'_>),
     ) -> Result<(), WsError> {
-        self.feed_input(Input::Shared(input), on_event)
+        self.feed_input(Input::Shared(input), None, on_event)
+    }
+
+    /// [`WsDecoder::feed`] with an inflater for compressed messages (see
+    /// [`WsDecoder::with_permessage_deflate`]).
+    pub fn feed_with(
+        &mut self,
+        input: &[u8],
+        inflater: &mut Inflater,
+        on_event: &mut dyn FnMut(WsEvent<'_>),
+    ) -> Result<(), WsError> {
+        self.feed_input(Input::Shared(input), Some(inflater), on_event)
     }
 
     /// Like [`WsDecoder::feed`], but unmasks payloads in place in `input`
@@ -386,7 +458,18 @@ impl WsDecoder {
         input: &mut [u8],
         on_event: &mut dyn FnMut(WsEvent<'_>),
     ) -> Result<(), WsError> {
-        self.feed_input(Input::Exclusive(input), on_event)
+        self.feed_input(Input::Exclusive(input), None, on_event)
+    }
+
+    /// [`WsDecoder::feed_mut`] with an inflater for compressed messages (see
+    /// [`WsDecoder::with_permessage_deflate`]): the server driver's path.
+    pub fn feed_mut_with(
+        &mut self,
+        input: &mut [u8],
+        inflater: &mut Inflater,
+        on_event: &mut dyn FnMut(WsEvent<'_>),
+    ) -> Result<(), WsError> {
+        self.feed_input(Input::Exclusive(input), Some(inflater), on_event)
     }
 
     /// Bytes currently buffered (partial frame + fragments), for memory
@@ -406,12 +489,17 @@ impl WsDecoder {
     fn feed_input(
         &mut self,
         input: Input<'_>,
+        inflater: Option<&mut Inflater>,
         on_event: &mut dyn FnMut(WsEvent<'_>),
     ) -> Result<(), WsError> {
         if let Some(err) = self.failed {
             return Err(err);
         }
-        let result = self.decode(input, on_event);
+        let mut inflate = Inflate {
+            inflater,
+            max_bytes: self.max_message_bytes,
+        };
+        let result = self.decode(input, &mut inflate, on_event);
         if let Err(err) = result {
             self.failed = Some(err);
             self.frame_buf = Vec::new();
@@ -425,6 +513,7 @@ impl WsDecoder {
     fn decode(
         &mut self,
         mut input: Input<'_>,
+        inflate: &mut Inflate<'_>,
         on_event: &mut dyn FnMut(WsEvent<'_>),
     ) -> Result<(), WsError> {
         // 1. Finish the frame started by an earlier call, if any.
@@ -452,7 +541,7 @@ impl WsDecoder {
             if let Some(mask) = header.mask {
                 apply_mask(payload, mask);
             }
-            let result = self.assembler.on_frame(&header, payload, on_event);
+            let result = self.assembler.on_frame(&header, payload, inflate, on_event);
             self.frame_buf.clear();
             result?;
         }
@@ -468,17 +557,24 @@ impl WsDecoder {
                     if let Some(mask) = header.mask {
                         apply_mask(payload, mask);
                     }
-                    self.assembler.on_frame(&header, payload, on_event)?;
+                    self.assembler
+                        .on_frame(&header, payload, inflate, on_event)?;
                 }
                 Input::Shared(frame) => {
                     let payload = &frame[header.header_len..];
                     match header.mask {
-                        None => self.assembler.on_frame(&header, payload, on_event)?,
+                        None => self
+                            .assembler
+                            .on_frame(&header, payload, inflate, on_event)?,
                         Some(mask) => {
                             self.frame_buf.extend_from_slice(payload);
                             apply_mask(&mut self.frame_buf, mask);
-                            let result =
-                                self.assembler.on_frame(&header, &self.frame_buf, on_event);
+                            let result = self.assembler.on_frame(
+                                &header,
+                                &self.frame_buf,
+                                inflate,
+                                on_event,
+                            );
                             self.frame_buf.clear();
                             result?;
                         }
@@ -506,7 +602,7 @@ impl WsDecoder {
         };
         // At most MAX_HEADER_BYTES.
         let header_len = usize::try_from(cursor.position()).unwrap_or(MAX_HEADER_BYTES);
-        if frame_header.rsv1 || frame_header.rsv2 || frame_header.rsv3 {
+        if frame_header.rsv2 || frame_header.rsv3 || (frame_header.rsv1 && !self.deflate) {
             return Err(WsError::Protocol("reserved bits set without an extension"));
         }
         let kind = match frame_header.opcode {
@@ -533,6 +629,11 @@ impl WsDecoder {
                 return Err(WsError::Protocol("control frame longer than 125 bytes"));
             }
         }
+        if frame_header.rsv1 && !matches!(kind, FrameKind::Text | FrameKind::Binary) {
+            return Err(WsError::Protocol(
+                "RSV1 set on a control or continuation frame",
+            ));
+        }
         match (kind, self.assembler.open) {
             (FrameKind::Continuation, None) => {
                 return Err(WsError::Protocol("continuation frame without a message"))
@@ -558,6 +659,7 @@ impl WsDecoder {
         }
         Ok(Some(Header {
             fin: frame_header.is_final,
+            compressed: frame_header.rsv1,
             kind,
             mask: frame_header.mask,
             header_len,
@@ -614,6 +716,48 @@ fn format_header(
     // Writing at most 14 bytes into a 14-byte slice cannot fail.
     debug_assert!(written.is_ok(), "a frame header fits in 14 bytes");
     MAX_HEADER_BYTES - rest.len()
+}
+
+/// Writes the header of a final, compressed (RSV1) server frame into `buf`;
+/// returns its length.
+pub(crate) fn compressed_header(
+    buf: &mut [u8; MAX_HEADER_BYTES],
+    opcode: WsOpcode,
+    payload_len: usize,
+) -> usize {
+    let header = FrameHeader {
+        opcode: opcode.to_tungstenite(),
+        rsv1: true,
+        ..FrameHeader::default()
+    };
+    let mut rest: &mut [u8] = &mut buf[..];
+    let written = header.format(payload_len as u64, &mut rest);
+    debug_assert!(written.is_ok(), "a frame header fits in 14 bytes");
+    MAX_HEADER_BYTES - rest.len()
+}
+
+/// The opcode and header length of `frame` when it is one complete,
+/// final, unmasked frame without reserved bits whose length matches its
+/// header (what the `encode_*` functions write); else `None`.
+pub(crate) fn server_frame_header(frame: &[u8]) -> Option<(WsOpcode, usize)> {
+    let mut cursor = Cursor::new(frame);
+    let (header, len) = FrameHeader::parse(&mut cursor).ok()??;
+    let header_len = usize::try_from(cursor.position()).ok()?;
+    if !header.is_final || header.rsv1 || header.rsv2 || header.rsv3 || header.mask.is_some() {
+        return None;
+    }
+    if u64::try_from(frame.len() - header_len).ok()? != len {
+        return None;
+    }
+    let opcode = match header.opcode {
+        OpCode::Data(Data::Text) => WsOpcode::Text,
+        OpCode::Data(Data::Binary) => WsOpcode::Binary,
+        OpCode::Control(Control::Ping) => WsOpcode::Ping,
+        OpCode::Control(Control::Pong) => WsOpcode::Pong,
+        OpCode::Control(Control::Close) => WsOpcode::Close,
+        _ => return None,
+    };
+    Some((opcode, header_len))
 }
 
 /// Appends one complete frame. `mask`: `Some` for the client role (payload

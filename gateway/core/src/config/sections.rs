@@ -88,6 +88,7 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("socket_send_buffer_bytes", "socket_send_buffer_bytes"),
             ("flush_tick_us", "flush_tick_us"),
             ("socket_ring", "socket_ring"),
+            ("permessage_deflate", "permessage_deflate"),
             ("heartbeat_ms", "heartbeat_ms"),
             ("handshake_timeout_ms", "handshake_timeout_ms"),
             ("max_request_head_bytes", "max_request_head_bytes"),
