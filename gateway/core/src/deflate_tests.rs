@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use chat_model::{Channel, MessageKind, Seq, StoredMessage};
 use chat_proto::auth::Identity;
+use chat_proto::request::JoinMode;
 use chat_proto::response::{self, MsgView};
 
 use crate::batch::Batch;
@@ -64,9 +65,8 @@ fn shard_with_members(channel: &Channel, deflate: &[bool]) -> (ShardState, Vec<C
         st.conns.get_mut(&id).unwrap().subs.insert(
             channel.clone(),
             Sub {
-                gen: 1,
-                cursor: Seq::ZERO,
                 phase: Phase::Live,
+                ..Sub::joining(1, JoinMode::Live)
             },
         );
         rep.members.insert(id);
