@@ -17,7 +17,10 @@
 //!     shard (`ShardMsg::RemoteCommit`), which fans it out as it does its
 //!     own commits; a group's membership change made on another node goes
 //!     to its owner as `ShardMsg::MembersChanged` (it reloads the members
-//!     and kicks the removed); then acknowledges the entries.
+//!     and kicks the removed); another node's presence change goes to the
+//!     user's owner shard (`ShardMsg::RemotePresence`: it tells this node's
+//!     contacts) and typing to the channel's (`ShardMsg::RemoteTyping`);
+//!     then acknowledges the entries.
 //! - A clean stop deregisters the node (`Gateway::shutdown`).
 
 use std::collections::BTreeMap;
@@ -28,7 +31,7 @@ use std::time::Duration;
 use chat_core::hash::owner_of;
 use chat_core::ShardMsg;
 use chat_model::{Channel, ReadLimit, ReadRange, Seq, StoredMessage};
-use storage::{NodeInfo, Store, StoreError};
+use storage::{Event, NodeInfo, Store, StoreError};
 
 use crate::shard_task::Shard;
 use crate::util::now_ms;
@@ -154,6 +157,8 @@ pub(crate) async fn heartbeat_loop(shard: Rc<Shard>) {
 struct InboxRound {
     commits: Vec<(String, Vec<StoredMessage>, Seq)>,
     members_changed: Vec<String>,
+    /// Presence changes and typing, in inbox order.
+    events: Vec<Event>,
     last_key: Option<Vec<u8>>,
 }
 
@@ -192,6 +197,7 @@ fn inbox_round(store: &dyn Store, id: &str) -> Result<InboxRound, StoreError> {
     Ok(InboxRound {
         commits: out,
         members_changed: members_changed.into_iter().collect(),
+        events: entries.iter().flat_map(|e| e.events.clone()).collect(),
         last_key: entries.last().map(|e| e.key.clone()),
     })
 }
@@ -212,6 +218,7 @@ pub(crate) async fn inbox_loop(shard: Rc<Shard>) {
         let InboxRound {
             commits,
             members_changed,
+            events,
             last_key,
         } = match round {
             Ok(r) => r,
@@ -237,8 +244,30 @@ pub(crate) async fn inbox_loop(shard: Rc<Shard>) {
             };
             (channel, msg)
         });
-        for (channel, msg) in commits.chain(changes) {
-            let to = owner_of(&channel, nr);
+        // Presence goes to the user's owner shard, typing to the channel's.
+        let events = events.into_iter().map(|e| match e {
+            Event::Presence { user, online } => {
+                let to = owner_of(&user, nr);
+                let msg = ShardMsg::RemotePresence {
+                    user: Arc::from(user),
+                    online,
+                };
+                (to, msg)
+            }
+            Event::Typing { channel, user } => {
+                let channel = Channel::from_validated(Arc::from(channel));
+                let to = owner_of(&channel, nr);
+                let msg = ShardMsg::RemoteTyping {
+                    channel,
+                    user: Arc::from(user),
+                };
+                (to, msg)
+            }
+        });
+        let to_owners = commits
+            .chain(changes)
+            .map(|(channel, msg)| (owner_of(&channel, nr), msg));
+        for (to, msg) in to_owners.chain(events) {
             if to == shard.id {
                 shard.with(|st| st.on_msg(to, msg, now_ms()));
             } else {

@@ -677,6 +677,12 @@ impl ShardState {
                 except,
                 frame,
             } => self.on_typing_notice(&channel, except, &frame),
+            ShardMsg::RemoteTyping { channel, user } => {
+                self.owner.on_remote_typing(channel, &user, &mut self.fx);
+            }
+            ShardMsg::RemotePresence { user, online } => {
+                self.users.remote_presence(user, online, &mut self.fx);
+            }
             ShardMsg::Group {
                 channel,
                 actor,
@@ -764,13 +770,30 @@ impl ShardState {
             JobDone::PresenceTargets {
                 user,
                 online,
+                scope,
                 result,
             } => {
-                if let Ok(targets) = result {
-                    UserOwner::on_presence_targets(&user, online, targets, &mut self.fx);
+                match result {
+                    Ok(targets) => {
+                        UserOwner::on_presence_targets(&user, online, targets, &mut self.fx);
+                    }
+                    // Not retried: the user's next transition writes the
+                    // state afresh (it is idempotent).
+                    Err(e) => {
+                        tracing::warn!(user = %user, online, error = %e, "presence change not recorded or announced");
+                    }
                 }
+                self.users.presence_done(&user, scope, &mut self.fx);
             }
-            JobDone::Pushed => {}
+            JobDone::Pushed | JobDone::TypingSent => {}
+            JobDone::PresenceOnline { reply, users } => self.fx.send(
+                reply.shard,
+                ShardMsg::PresenceAnswer {
+                    query: reply.query,
+                    users,
+                    count: None,
+                },
+            ),
             JobDone::Unread { conn, result } => {
                 let answer = match result {
                     Ok(counts) => Answer::Unread(counts),

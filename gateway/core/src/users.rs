@@ -14,7 +14,7 @@ use chat_proto::response;
 use crate::maps::Map;
 use crate::presence::Debounce;
 use crate::push::{Notice, Pending};
-use crate::vocab::{ConnRef, Effects, IoJob, ShardMsg};
+use crate::vocab::{ConnRef, Effects, IoJob, PresenceScope, ShardMsg};
 
 /// One user's devices: device → (connection, open stamp).
 type Devices = Map<Arc<str>, (ConnRef, u64)>;
@@ -28,6 +28,46 @@ pub(crate) struct UserSettings {
     pub(crate) debounce_ms: u64,
     /// `push_coalesce_ms`.
     pub(crate) push_coalesce_ms: u64,
+    /// Cluster mode: transitions are node-level, recorded in the store.
+    pub(crate) cluster: bool,
+}
+
+/// Presence jobs in flight, one per user and scope at a time: a user's
+/// transitions are recorded and fanned out in the order they happened
+/// (jobs run in parallel on the store threads, and a late `online` written
+/// after an `offline` would leave the user online in the cluster). A
+/// transition that comes while one is in flight waits; a later one
+/// replaces it (the store sees the final state; an idempotent repeat
+/// changes nothing).
+#[derive(Default)]
+struct Flights {
+    /// user → the transition waiting for the one in flight.
+    waiting: Map<Arc<str>, Option<bool>>,
+}
+
+impl Flights {
+    /// Whether the transition may go now (else it waits).
+    fn start(&mut self, user: &Arc<str>, online: bool) -> bool {
+        if let Some(next) = self.waiting.get_mut(user) {
+            *next = Some(online);
+            return false;
+        }
+        self.waiting.insert(user.clone(), None);
+        true
+    }
+
+    /// The job in flight finished: the waiting transition, if any (it is
+    /// then in flight).
+    fn done(&mut self, user: &str) -> Option<bool> {
+        match self.waiting.get_mut(user) {
+            Some(next @ Some(_)) => next.take(),
+            Some(None) => {
+                self.waiting.remove(user);
+                None
+            }
+            None => None,
+        }
+    }
 }
 
 /// The user-owner role of one shard.
@@ -39,6 +79,10 @@ pub(crate) struct UserOwner {
     debounce: Debounce,
     /// Push notices per offline user, waiting for their window.
     push_pending: Pending,
+    /// This node's transitions in flight.
+    own: Flights,
+    /// Other nodes' transitions in flight (cluster mode).
+    remote: Flights,
 }
 
 const REPLACED: &str = "replaced by a newer connection of the same device";
@@ -61,6 +105,52 @@ impl UserOwner {
             users: Map::default(),
             debounce: Debounce::default(),
             push_pending: Pending::default(),
+            own: Flights::default(),
+            remote: Flights::default(),
+        }
+    }
+
+    /// This node's transition of `user`: fanned out (cluster mode: recorded
+    /// first), one at a time per user.
+    fn transition(&mut self, user: Arc<str>, online: bool, fx: &mut Effects) {
+        if self.own.start(&user, online) {
+            let scope = if self.settings.cluster {
+                PresenceScope::Node
+            } else {
+                PresenceScope::Alone
+            };
+            fx.io.push(IoJob::PresenceFanout {
+                user,
+                online,
+                scope,
+            });
+        }
+    }
+
+    /// Another node changed `user`'s cluster-wide presence: fanned out to
+    /// this node's connections, one at a time per user.
+    pub(crate) fn remote_presence(&mut self, user: Arc<str>, online: bool, fx: &mut Effects) {
+        if self.remote.start(&user, online) {
+            fx.io.push(IoJob::PresenceFanout {
+                user,
+                online,
+                scope: PresenceScope::Remote,
+            });
+        }
+    }
+
+    /// A presence job finished: the user's next transition may go.
+    pub(crate) fn presence_done(&mut self, user: &Arc<str>, scope: PresenceScope, fx: &mut Effects) {
+        let flights = match scope {
+            PresenceScope::Remote => &mut self.remote,
+            PresenceScope::Alone | PresenceScope::Node => &mut self.own,
+        };
+        if let Some(online) = flights.done(user) {
+            fx.io.push(IoJob::PresenceFanout {
+                user: user.clone(),
+                online,
+                scope,
+            });
         }
     }
 
@@ -78,10 +168,7 @@ impl UserOwner {
     ) {
         let max = self.settings.max_connections;
         if !self.users.contains_key(&user) && !self.debounce.cancel(&user) {
-            fx.io.push(IoJob::PresenceFanout {
-                user: user.clone(),
-                online: true,
-            });
+            self.transition(user.clone(), true, fx);
         }
         let devices = self.users.entry(user).or_default();
         if let Some((old, old_stamp)) = devices.get(&device).copied() {
@@ -150,10 +237,7 @@ impl UserOwner {
     pub(crate) fn tick(&mut self, now: u64, fx: &mut Effects) {
         for user in self.debounce.take_due(now) {
             if !self.users.contains_key(&user) {
-                fx.io.push(IoJob::PresenceFanout {
-                    user,
-                    online: false,
-                });
+                self.transition(user, false, fx);
             }
         }
         for job in self.push_pending.due(now) {
@@ -187,6 +271,7 @@ mod tests {
             max_connections: 2,
             debounce_ms: 1_000,
             push_coalesce_ms: 100,
+            cluster: true,
         })
     }
 
@@ -256,5 +341,45 @@ mod tests {
             fx.io.as_slice(),
             [IoJob::PresenceFanout { online: false, .. }]
         ));
+    }
+
+    fn fanouts(fx: &Effects) -> Vec<(bool, PresenceScope)> {
+        fx.io
+            .iter()
+            .filter_map(|j| match j {
+                IoJob::PresenceFanout { online, scope, .. } => Some((*online, *scope)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_users_transitions_are_recorded_one_at_a_time_in_order() {
+        let mut u = owner();
+        let a: Arc<str> = Arc::from("alice");
+        let mut fx = Effects::default();
+        u.device_up(a.clone(), Arc::from("d"), at(0, 1), 1, &mut fx);
+        assert_eq!(fanouts(&fx), vec![(true, PresenceScope::Node)]);
+        // Offline and online again while the first job is still running:
+        // nothing goes until it is done, then only the latest.
+        u.device_down(a.clone(), "d", at(0, 1), 1_000);
+        let mut fx = Effects::default();
+        u.tick(2_000, &mut fx);
+        u.device_up(a.clone(), Arc::from("d"), at(0, 2), 2, &mut fx);
+        u.device_down(a.clone(), "d", at(0, 2), 2_000);
+        u.tick(3_000, &mut fx);
+        assert!(fanouts(&fx).is_empty(), "waits for the one in flight");
+        u.presence_done(&a, PresenceScope::Node, &mut fx);
+        assert_eq!(fanouts(&fx), vec![(false, PresenceScope::Node)]);
+        let mut fx = Effects::default();
+        u.presence_done(&a, PresenceScope::Node, &mut fx);
+        assert!(fx.io.is_empty(), "nothing waits");
+        // Another node's changes are ordered apart from this node's.
+        u.remote_presence(a.clone(), true, &mut fx);
+        u.remote_presence(a.clone(), false, &mut fx);
+        assert_eq!(fanouts(&fx), vec![(true, PresenceScope::Remote)]);
+        let mut fx = Effects::default();
+        u.presence_done(&a, PresenceScope::Remote, &mut fx);
+        assert_eq!(fanouts(&fx), vec![(false, PresenceScope::Remote)]);
     }
 }
