@@ -16,7 +16,7 @@ mod nodes_common;
 use std::time::{Duration, Instant};
 
 use common::Client;
-use nodes_common::{namespace, node_configured, shared_cluster};
+use nodes_common::{double_server_bin, namespace, node_configured, shared_cluster};
 use serde_json::{json, Value};
 
 /// The presence debounce the nodes run with.
@@ -142,4 +142,85 @@ fn a_killed_nodes_users_go_offline_within_the_lease_bound() {
     let bound = LEASE + HEARTBEAT + DEBOUNCE + Duration::from_secs(1);
     assert!(took < bound, "offline after {took:?} (bound {bound:?})");
     assert_eq!(online_in(&mut bob), vec![json!("bob")]);
+}
+
+/// The double server's counters per presence transition and per typing
+/// event, two nodes (the idle rate of heartbeats and inbox waits measured
+/// first and subtracted). Counts, not FDB performance. Run with
+/// `--ignored --nocapture`.
+#[test]
+#[ignore = "a measurement"]
+fn measure_presence_and_typing_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, _server) = shared_cluster(dir.path());
+    let ns = namespace("presence-measure");
+    let toml = "[presence]\ndebounce_ms = 50\n";
+    let a = node_configured(&cluster, &ns, &dir.path().join("a"), "a", toml);
+    let b = node_configured(&cluster, &ns, &dir.path().join("b"), "b", toml);
+    dm_with_a_message(a.addr);
+    let mut bob = Client::connect(b.addr, "bob", "d");
+    const ROOMS: usize = 40;
+    let mut alice = Client::connect(a.addr, "alice", "typer");
+    update(&mut bob, "alice");
+    for i in 0..ROOMS {
+        let room = format!("room:t{i}");
+        alice.join(&room, None);
+        bob.join(&room, None);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let stats = || -> Value {
+        let out = std::process::Command::new(double_server_bin())
+            .args(["stats", "--cluster-file", &cluster])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let per = |from: &Value, to: &Value, idle: (&Value, &Value, f64), s: f64, n: f64| {
+        let (idle_from, idle_to, idle_s) = idle;
+        let mut out = Vec::new();
+        for k in ["transactions", "commits", "reads", "rows_read", "mutations", "bytes_written"] {
+            let d = |x: &Value, y: &Value| y[k].as_f64().unwrap() - x[k].as_f64().unwrap();
+            let rate = d(idle_from, idle_to) / idle_s;
+            out.push(format!(
+                "{k} {:.2} (raw {:.0} in {s:.1} s, idle {rate:.1}/s)",
+                (d(from, to) - rate * s) / n,
+                d(from, to)
+            ));
+        }
+        out.join(", ")
+    };
+    // Idle: heartbeats and inbox waits only.
+    let idle = stats();
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    let s0 = stats();
+    let idle_s = t.elapsed().as_secs_f64();
+
+    // Typing: one event per room (each room its own rate-limit window).
+    let t = Instant::now();
+    for i in 0..ROOMS {
+        let room = format!("room:t{i}");
+        alice.send_json(json!({"type": "typing", "channel": room}));
+        bob.recv_matching(|v| v["type"] == "typing" && v["channel"] == room.as_str());
+    }
+    let s1 = stats();
+    let typing = per(&s0, &s1, (&idle, &s0, idle_s), t.elapsed().as_secs_f64(), ROOMS as f64);
+    alice.close();
+    assert_eq!(update(&mut bob, "alice")["status"], "offline");
+
+    // Presence: alice's only device on A comes and goes.
+    const CYCLES: usize = 20;
+    std::thread::sleep(Duration::from_millis(500));
+    let s2 = stats();
+    let t = Instant::now();
+    for _ in 0..CYCLES {
+        let alice = Client::connect(a.addr, "alice", "phone");
+        assert_eq!(update(&mut bob, "alice")["status"], "online");
+        alice.close();
+        assert_eq!(update(&mut bob, "alice")["status"], "offline");
+    }
+    let s3 = stats();
+    let presence = per(&s2, &s3, (&idle, &s0, idle_s), t.elapsed().as_secs_f64(), (2 * CYCLES) as f64);
+    eprintln!("per typing event (2 nodes, both subscribed): {typing}");
+    eprintln!("per presence transition (2 nodes, one DM partner; includes alice's connection): {presence}");
 }
