@@ -28,7 +28,9 @@ use crate::hash::owner_of;
 use crate::presence::{self as presence_mod, Ask};
 pub use crate::state::ShardState;
 use crate::users::UserOwner;
-use crate::vocab::{Answer, ConnId, Effects, IoJob, JobDone, Reply, ShardId, ShardMsg};
+use crate::vocab::{
+    Answer, ConnId, Effects, IoJob, JobDone, PresenceScope, Reply, ShardId, ShardMsg,
+};
 
 /// What a driver needs to know about its connection's outbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -777,10 +779,13 @@ impl ShardState {
                     Ok(targets) => {
                         UserOwner::on_presence_targets(&user, online, targets, &mut self.fx);
                     }
-                    // Not retried: the user's next transition writes the
-                    // state afresh (it is idempotent).
+                    // This node's state is written again at the next tick
+                    // (idempotent); an announcement alone is not retried.
                     Err(e) => {
                         tracing::warn!(user = %user, online, error = %e, "presence change not recorded or announced");
+                        if scope == PresenceScope::Node {
+                            self.users.presence_unrecorded(user.clone());
+                        }
                     }
                 }
                 self.users.presence_done(&user, scope, &mut self.fx);

@@ -83,6 +83,9 @@ pub(crate) struct UserOwner {
     own: Flights,
     /// Other nodes' transitions in flight (cluster mode).
     remote: Flights,
+    /// Users whose node-level state the store may not have (a write
+    /// failed): written again at the next tick.
+    unrecorded: std::collections::BTreeSet<Arc<str>>,
 }
 
 const REPLACED: &str = "replaced by a newer connection of the same device";
@@ -107,6 +110,15 @@ impl UserOwner {
             push_pending: Pending::default(),
             own: Flights::default(),
             remote: Flights::default(),
+            unrecorded: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Recording `user`'s node-level transition failed (cluster mode): the
+    /// next tick writes the current state again.
+    pub(crate) fn presence_unrecorded(&mut self, user: Arc<str>) {
+        if self.settings.cluster {
+            self.unrecorded.insert(user);
         }
     }
 
@@ -232,9 +244,14 @@ impl UserOwner {
         }
     }
 
-    /// Once a second: users whose offline debounce ran out are announced
-    /// offline; push jobs whose coalescing window ended go out.
+    /// Once a second: node-level states whose write failed are written
+    /// again; users whose offline debounce ran out are announced offline;
+    /// push jobs whose coalescing window ended go out.
     pub(crate) fn tick(&mut self, now: u64, fx: &mut Effects) {
+        for user in std::mem::take(&mut self.unrecorded) {
+            let online = self.users.contains_key(&user) || self.debounce.is_pending(&user);
+            self.transition(user, online, fx);
+        }
         for user in self.debounce.take_due(now) {
             if !self.users.contains_key(&user) {
                 self.transition(user, false, fx);
@@ -326,6 +343,7 @@ mod tests {
         let a: Arc<str> = Arc::from("alice");
         u.device_up(a.clone(), Arc::from("d"), at(0, 1), 1, &mut fx);
         assert_eq!(fx.io.len(), 1, "online");
+        u.presence_done(&a, PresenceScope::Node, &mut fx);
         u.device_down(a.clone(), "d", at(0, 1), 10_000);
         let mut fx = Effects::default();
         u.tick(10_500, &mut fx);
@@ -381,5 +399,28 @@ mod tests {
         let mut fx = Effects::default();
         u.presence_done(&a, PresenceScope::Remote, &mut fx);
         assert_eq!(fanouts(&fx), vec![(false, PresenceScope::Remote)]);
+    }
+
+    #[test]
+    fn a_transition_the_store_did_not_take_is_written_again_as_it_now_stands() {
+        let mut u = owner();
+        let a: Arc<str> = Arc::from("alice");
+        let mut fx = Effects::default();
+        u.device_up(a.clone(), Arc::from("d"), at(0, 1), 1, &mut fx);
+        u.presence_unrecorded(a.clone());
+        u.presence_done(&a, PresenceScope::Node, &mut fx);
+        let mut fx = Effects::default();
+        u.tick(100, &mut fx);
+        assert_eq!(fanouts(&fx), vec![(true, PresenceScope::Node)]);
+        // Gone meanwhile, within the debounce: still online.
+        u.presence_unrecorded(a.clone());
+        u.presence_done(&a, PresenceScope::Node, &mut fx);
+        u.device_down(a.clone(), "d", at(0, 1), 200);
+        let mut fx = Effects::default();
+        u.tick(300, &mut fx);
+        assert_eq!(fanouts(&fx), vec![(true, PresenceScope::Node)]);
+        let mut fx = Effects::default();
+        u.tick(400, &mut fx);
+        assert!(fanouts(&fx).is_empty(), "written once");
     }
 }
