@@ -93,7 +93,11 @@ fn a_users_devices_on_all_nodes_make_one_presence_for_a_partner_on_another_node(
         json!({"type": "typing", "channel": DM, "user": "alice"})
     );
     let history = bob.request(json!({"type": "history", "channel": DM}));
-    assert_eq!(history["messages"].as_array().unwrap().len(), 1, "{history}");
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        1,
+        "{history}"
+    );
 
     // A second device on B, then the one on A leaves: she is still online
     // (on B), so nothing is announced.
@@ -178,7 +182,14 @@ fn measure_presence_and_typing_cost() {
     let per = |from: &Value, to: &Value, idle: (&Value, &Value, f64), s: f64, n: f64| {
         let (idle_from, idle_to, idle_s) = idle;
         let mut out = Vec::new();
-        for k in ["transactions", "commits", "reads", "rows_read", "mutations", "bytes_written"] {
+        for k in [
+            "transactions",
+            "commits",
+            "reads",
+            "rows_read",
+            "mutations",
+            "bytes_written",
+        ] {
             let d = |x: &Value, y: &Value| y[k].as_f64().unwrap() - x[k].as_f64().unwrap();
             let rate = d(idle_from, idle_to) / idle_s;
             out.push(format!(
@@ -204,7 +215,13 @@ fn measure_presence_and_typing_cost() {
         bob.recv_matching(|v| v["type"] == "typing" && v["channel"] == room.as_str());
     }
     let s1 = stats();
-    let typing = per(&s0, &s1, (&idle, &s0, idle_s), t.elapsed().as_secs_f64(), ROOMS as f64);
+    let typing = per(
+        &s0,
+        &s1,
+        (&idle, &s0, idle_s),
+        t.elapsed().as_secs_f64(),
+        ROOMS as f64,
+    );
     alice.close();
     assert_eq!(update(&mut bob, "alice")["status"], "offline");
 
@@ -220,7 +237,13 @@ fn measure_presence_and_typing_cost() {
         assert_eq!(update(&mut bob, "alice")["status"], "offline");
     }
     let s3 = stats();
-    let presence = per(&s2, &s3, (&idle, &s0, idle_s), t.elapsed().as_secs_f64(), (2 * CYCLES) as f64);
+    let presence = per(
+        &s2,
+        &s3,
+        (&idle, &s0, idle_s),
+        t.elapsed().as_secs_f64(),
+        (2 * CYCLES) as f64,
+    );
     eprintln!("per typing event (2 nodes, both subscribed): {typing}");
     eprintln!("per presence transition (2 nodes, one DM partner; includes alice's connection): {presence}");
 }

@@ -536,11 +536,20 @@ pub mod conformance {
         let who = ["alice".to_owned(), "bob".to_owned()];
         assert!(a.set_presence("alice", true).expect("set"), "first node");
         assert!(!a.set_presence("alice", true).expect("set"), "a repeat");
-        assert!(!b.set_presence("alice", true).expect("set"), "a second node");
+        assert!(
+            !b.set_presence("alice", true).expect("set"),
+            "a second node"
+        );
         assert_eq!(c.online(&who).expect("online"), vec!["alice".to_owned()]);
-        assert!(!a.set_presence("alice", false).expect("set"), "b still has her");
+        assert!(
+            !a.set_presence("alice", false).expect("set"),
+            "b still has her"
+        );
         assert_eq!(c.online(&who).expect("online"), vec!["alice".to_owned()]);
-        assert!(b.set_presence("alice", false).expect("set"), "the last node");
+        assert!(
+            b.set_presence("alice", false).expect("set"),
+            "the last node"
+        );
         assert!(!b.set_presence("alice", false).expect("set"), "a repeat");
         assert!(c.online(&who).expect("online").is_empty());
         assert_eq!(

@@ -152,7 +152,12 @@ impl UserOwner {
     }
 
     /// A presence job finished: the user's next transition may go.
-    pub(crate) fn presence_done(&mut self, user: &Arc<str>, scope: PresenceScope, fx: &mut Effects) {
+    pub(crate) fn presence_done(
+        &mut self,
+        user: &Arc<str>,
+        scope: PresenceScope,
+        fx: &mut Effects,
+    ) {
         let flights = match scope {
             PresenceScope::Remote => &mut self.remote,
             PresenceScope::Alone | PresenceScope::Node => &mut self.own,

@@ -431,7 +431,10 @@ impl Cluster for FdbStore {
                 let nodes = Self::names_in(&trx, &space).await?;
                 let was = !nodes.is_empty();
                 let others = nodes.iter().any(|(n, _)| n != me);
-                let (pd, pn) = (space.pack(&(me,)), self.layout.present_on(me).pack(&(user,)));
+                let (pd, pn) = (
+                    space.pack(&(me,)),
+                    self.layout.present_on(me).pack(&(user,)),
+                );
                 if online {
                     trx.set(&pd, b"");
                     trx.set(&pn, b"");
