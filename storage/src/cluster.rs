@@ -560,6 +560,34 @@ pub mod conformance {
         assert_eq!(events(&a, "a"), vec![presence("alice", false)]);
     }
 
+    /// Two nodes flipping one user's presence at the same time: their
+    /// transactions conflict instead of both announcing, so the events
+    /// every other node gets alternate online, offline, … and the last one
+    /// is the final state.
+    pub fn racing_transitions_announce_alternately<H: Handle + 'static>(make: &dyn Fn() -> H) {
+        let (a, b, c) = (make(), make(), make());
+        for (h, id) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+            h.register(&node(id, u64::MAX)).expect("register");
+        }
+        std::thread::scope(|s| {
+            for h in [&a, &b] {
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        h.set_presence("alice", true).expect("online");
+                        h.set_presence("alice", false).expect("offline");
+                    }
+                });
+            }
+        });
+        let got = events(&c, "c");
+        assert!(!got.is_empty());
+        for (i, e) in got.iter().enumerate() {
+            assert_eq!(e, &presence("alice", i % 2 == 0), "event {i} of {got:?}");
+        }
+        assert_eq!(got.len() % 2, 0, "ends offline: {got:?}");
+        assert!(c.online(&["alice".to_owned()]).expect("online").is_empty());
+    }
+
     /// Removing a node removes its presence: the users it leaves on no node
     /// get an `offline` event in every other node's inbox.
     pub fn a_reaped_node_takes_its_users_offline<H: Handle>(make: &dyn Fn() -> H) {
@@ -608,6 +636,7 @@ pub mod conformance {
         subscriptions_follow_tokens_and_lives(&make_fresh());
         wait_inbox_wakes_on_a_notice(&make_fresh());
         presence_aggregates_nodes_and_tells_the_others(&make_fresh());
+        racing_transitions_announce_alternately(&make_fresh());
         a_reaped_node_takes_its_users_offline(&make_fresh());
         typing_reaches_other_subscribed_nodes(&make_fresh());
     }
