@@ -247,3 +247,29 @@ fn measure_presence_and_typing_cost() {
     eprintln!("per typing event (2 nodes, both subscribed): {typing}");
     eprintln!("per presence transition (2 nodes, one DM partner; includes alice's connection): {presence}");
 }
+
+#[test]
+fn a_group_member_on_another_node_is_told_and_seen_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, _server) = shared_cluster(dir.path());
+    let ns = namespace("presence-group");
+    let a = node_configured(&cluster, &ns, &dir.path().join("a"), "a", &config());
+    let b = node_configured(&cluster, &ns, &dir.path().join("b"), "b", &config());
+    let (s, body) = common::http(
+        a.addr,
+        "POST",
+        "/v1/groups?user=carol",
+        Some(&json!({"members": ["alice", "bob"]})),
+    );
+    assert_eq!(s, 201, "{body}");
+    let group = body["channel"].as_str().unwrap().to_string();
+
+    let mut bob = Client::connect(b.addr, "bob", "d");
+    let _alice = Client::connect(a.addr, "alice", "phone");
+    let on = update(&mut bob, "alice");
+    assert_eq!(on["channel"], group.as_str(), "{on}");
+    assert_eq!(on["status"], "online", "{on}");
+    let r = bob.request(json!({"type": "presence", "channel": group}));
+    assert_eq!(r["online"], json!(["alice", "bob"]), "{r}");
+    assert_eq!(r["count"], 2, "{r}");
+}
