@@ -8,8 +8,9 @@
 //! - With a store that has a cluster, the node registers at start (its
 //!   advertised URL and a lease), and shard 0 runs:
 //!   - [`heartbeat_loop`]: renews the lease every `node_heartbeat_ms`,
-//!     reaps nodes whose lease expired, and keeps the list `GET /v1/nodes`
-//!     serves. A node that finds itself reaped exits (code 75): it missed
+//!     reaps nodes whose lease expired (their users go offline), finishes
+//!     removed nodes' presence sweeps that a failure interrupted, and keeps
+//!     the list `GET /v1/nodes` serves. A node that finds itself reaped exits (code 75): it missed
 //!     notices and its sessions cannot be trusted; its clients reconnect and
 //!     resume from history.
 //!   - [`inbox_loop`]: waits on the node's inbox, reads each notified range
@@ -129,6 +130,13 @@ pub(crate) async fn heartbeat_loop(shard: Rc<Shard>) {
                     if n.id != me && n.expires_ms < now && c.reap(&n.id, n.expires_ms)? {
                         tracing::warn!(node = %n.id, url = %n.url, "node lease expired: removed from the cluster");
                     }
+                }
+                // A removal whose presence sweep stopped midway (its node
+                // failed) is finished here: its users go offline.
+                match c.sweep_removed() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(nodes = n, "finished removed nodes' presence sweeps"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping removed nodes' presence failed; retrying at the next heartbeat"),
                 }
                 nodes.retain(|n| n.expires_ms >= now || n.id == me);
                 Ok(nodes)

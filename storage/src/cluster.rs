@@ -55,13 +55,17 @@
 //! **Presence.** A user's devices are counted per node by the node itself;
 //! only node-level transitions reach the store: [`Cluster::set_presence`]
 //! records that the user now has (or no longer has) devices on the node
-//! this handle registered as, and answers whether that changed the user's
+//! this handle registered as (refused with `NotFound` once that node was
+//! removed), and answers whether that changed the user's
 //! **cluster-wide** state (first node online, last node offline). Two nodes
 //! racing conflict, so exactly one of them sees each cluster-wide change.
 //! A change writes, in the same transaction, an [`Event::Presence`] into the
 //! inbox of every *other* registered node. Removing a node (deregister,
 //! reap, a new life's registration) removes its presence too, and writes
-//! `offline` events for every user it leaves on no node.
+//! `offline` events for every user it leaves on no node — in pages of
+//! users after the removal's own transaction (a node may have more users
+//! than one transaction holds), so a caller that fails midway leaves the
+//! rest to [`Cluster::sweep_removed`].
 //! [`Cluster::online`] answers which of some users are online on any node.
 //!
 //! **Typing.** [`Cluster::typing`] writes an [`Event::Typing`] into the
@@ -205,7 +209,18 @@ pub trait Cluster: Send + Sync {
     /// transition changes nothing and returns false. A handle that
     /// registered no node is alone: every call returns true and writes
     /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when this handle's node was removed (its
+    /// presence was swept; it must not write more).
     fn set_presence(&self, user: &str, online: bool) -> Result<bool, StoreError>;
+
+    /// Finishes the presence sweeps of removed nodes that a failure left
+    /// unfinished (removal sweeps in pages, after the removal's own
+    /// transaction); returns how many nodes it swept. Any node may call it
+    /// (the heartbeat does).
+    fn sweep_removed(&self) -> Result<usize, StoreError>;
 
     /// Which of `users` have devices on some node (in the order asked).
     fn online(&self, users: &[String]) -> Result<Vec<String>, StoreError>;
@@ -512,7 +527,7 @@ pub mod conformance {
     }
 
     fn drain<H: Handle>(h: &H, id: &str) {
-        if let Some(last) = h.inbox(id, 100).expect("inbox").last() {
+        while let Some(last) = h.inbox(id, 100).expect("inbox").last() {
             h.ack_inbox(id, &last.key).expect("ack");
         }
     }
@@ -605,6 +620,42 @@ pub mod conformance {
         assert_eq!(events(&b, "b"), vec![presence("alice", false)]);
         let who = ["alice".to_owned(), "carol".to_owned()];
         assert_eq!(c.online(&who).expect("online"), vec!["carol".to_owned()]);
+        assert!(
+            matches!(
+                a.set_presence("dave", true),
+                Err(crate::StoreError::NotFound(_))
+            ),
+            "a removed node writes no more presence"
+        );
+        assert_eq!(b.sweep_removed().expect("sweep"), 0, "nothing left over");
+    }
+
+    /// A removed node with more users than one transaction sweeps takes
+    /// every one of them offline.
+    pub fn a_removed_node_with_many_users_takes_them_all_offline<H: Handle>(make: &dyn Fn() -> H) {
+        const USERS: usize = 1_100;
+        let (a, b) = (make(), make());
+        a.register(&node("a", u64::MAX)).expect("register");
+        b.register(&node("b", u64::MAX)).expect("register");
+        for i in 0..USERS {
+            assert!(a.set_presence(&format!("u{i:04}"), true).expect("set"));
+        }
+        drain(&b, "b");
+        a.deregister("a").expect("deregister");
+        let mut offline: Vec<String> = events(&b, "b")
+            .into_iter()
+            .map(|e| match e {
+                super::Event::Presence {
+                    user,
+                    online: false,
+                } => user,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        offline.sort();
+        let all: Vec<String> = (0..USERS).map(|i| format!("u{i:04}")).collect();
+        assert_eq!(offline, all);
+        assert!(b.online(&all).expect("online").is_empty());
     }
 
     /// `typing` leaves an event in every other node subscribed to the
@@ -638,6 +689,7 @@ pub mod conformance {
         presence_aggregates_nodes_and_tells_the_others(&make_fresh());
         racing_transitions_announce_alternately(&make_fresh());
         a_reaped_node_takes_its_users_offline(&make_fresh());
+        a_removed_node_with_many_users_takes_them_all_offline(&make_fresh());
         typing_reaches_other_subscribed_nodes(&make_fresh());
     }
 }

@@ -21,6 +21,11 @@ use crate::cluster::{
 };
 use crate::{Seq, StoreError};
 
+/// Users of a removed node swept per transaction (each a range read, two
+/// clears and maybe an event per other node: well inside FDB's 5 s and
+/// 10 MB per transaction).
+const SWEEP_USERS: usize = 500;
+
 /// The largest events value one inbox entry holds, in bytes.
 const EVENT_ENTRY_BYTES: usize = 60_000;
 
@@ -58,7 +63,9 @@ impl FdbStore {
         }
         let (lo, hi) = subs.range();
         trx.clear_range(&lo, &hi);
-        self.clear_presence(trx, id).await?;
+        // Its presence goes in pages (`sweep_page`): a node with many users
+        // is more than one transaction's worth.
+        trx.set(&self.layout.presence_sweep(id), b"");
         let (lo, hi) = self.layout.inbox(id).range();
         trx.clear_range(&lo, &hi);
         trx.clear(&self.layout.node(id));
@@ -117,19 +124,39 @@ impl FdbStore {
         }
     }
 
-    /// Removes node `id`'s presence: every user it leaves on no node gets
-    /// an `offline` event in every other node's inbox. (One transaction:
-    /// a node with very many users would need paging; see
-    /// `docs/architecture.md`.)
-    async fn clear_presence(&self, trx: &Transaction, id: &str) -> Result<(), Abort> {
+    /// Removes up to `max` users of removed node `id`'s presence (while
+    /// its sweep marker is there): every user it leaves on no node gets an
+    /// `offline` event in every other node's inbox. Clears the marker with
+    /// the last page; returns whether users remain.
+    async fn sweep_page(&self, trx: &Transaction, id: &str, max: usize) -> Result<bool, Abort> {
+        let marker = self.layout.presence_sweep(id);
+        // Conflicting: a new life of the node clearing the marker stops a
+        // sweep that would otherwise remove its fresh presence.
+        if trx.get(&marker, false).await?.is_none() {
+            return Ok(false);
+        }
         let present = self.layout.present_on(id);
+        let mut opt = RangeOption::from(present.range());
+        opt.limit = Some(max.max(1) + 1);
+        let mut users = Vec::new();
+        let mut stream = trx.get_ranges_keyvalues(opt, false);
+        while let Some(kv) = stream.next().await {
+            let kv = kv?;
+            let (user,): (String,) = present
+                .unpack(kv.key())
+                .map_err(|e| corrupt(&format!("presence key: {e}")))?;
+            users.push(user);
+        }
+        let more = users.len() > max.max(1);
+        users.truncate(max.max(1));
         let mut gone = Vec::new();
-        for (user, _) in Self::names_in(trx, &present).await? {
+        for user in users {
             let space = self.layout.presence_of(&user);
             // Conflicting: a node coming online for the user meanwhile
             // makes this rerun (and then it is not offline).
             let nodes = Self::names_in(trx, &space).await?;
             trx.clear(&space.pack(&(id,)));
+            trx.clear(&present.pack(&(user.as_str(),)));
             if nodes.iter().all(|(n, _)| n == id) {
                 gone.push(Event::Presence {
                     user,
@@ -137,12 +164,21 @@ impl FdbStore {
                 });
             }
         }
-        let (lo, hi) = present.range();
-        trx.clear_range(&lo, &hi);
+        if !more {
+            trx.clear(&marker);
+        }
         if !gone.is_empty() {
             let to = self.other_nodes(trx, Some(id)).await?;
             self.write_events(trx, to.into_iter().map(|n| (n, gone.clone())));
         }
+        Ok(more)
+    }
+
+    /// Sweeps removed node `id`'s presence to the end, page by page.
+    fn sweep_node(&self, id: &str) -> Result<(), StoreError> {
+        while self.run("sweep presence", |trx| {
+            Box::pin(async move { self.sweep_page(&trx, id, SWEEP_USERS).await })
+        })? {}
         Ok(())
     }
 
@@ -221,9 +257,14 @@ impl FdbStore {
 impl Cluster for FdbStore {
     fn register(&self, node: &NodeInfo) -> Result<(), StoreError> {
         check_name("node", &node.id)?;
+        // A previous life's subscriptions, inbox and presence go first (its
+        // presence in pages), then the record is written.
+        self.run("register node: clear", |trx| {
+            Box::pin(async move { self.clear_node(&trx, &node.id).await })
+        })?;
+        self.sweep_node(&node.id)?;
         self.run("register node", |trx| {
             Box::pin(async move {
-                self.clear_node(&trx, &node.id).await?;
                 trx.set(
                     &self.layout.node(&node.id),
                     &node_value(node.expires_ms, &node.url),
@@ -259,7 +300,8 @@ impl Cluster for FdbStore {
         check_name("node", id)?;
         self.run("deregister node", |trx| {
             Box::pin(async move { self.clear_node(&trx, id).await })
-        })
+        })?;
+        self.sweep_node(id)
     }
 
     fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
@@ -283,7 +325,7 @@ impl Cluster for FdbStore {
 
     fn reap(&self, id: &str, expires_ms: u64) -> Result<bool, StoreError> {
         check_name("node", id)?;
-        self.run("reap node", |trx| {
+        let reaped = self.run("reap node", |trx| {
             Box::pin(async move {
                 let Some(v) = trx.get(&self.layout.node(id), false).await? else {
                     return Ok(false);
@@ -294,7 +336,11 @@ impl Cluster for FdbStore {
                 self.clear_node(&trx, id).await?;
                 Ok(true)
             })
-        })
+        })?;
+        if reaped {
+            self.sweep_node(id)?;
+        }
+        Ok(reaped)
     }
 
     fn subscribe(&self, id: &str, channel: &str, token: u64) -> Result<Seq, StoreError> {
@@ -425,6 +471,13 @@ impl Cluster for FdbStore {
         let me = me.as_str();
         self.run("set presence", |trx| {
             Box::pin(async move {
+                // Conflicting: a node removed meanwhile (reaped) writes no
+                // presence its sweep would miss.
+                if trx.get(&self.layout.node(me), false).await?.is_none() {
+                    return Err(
+                        StoreError::NotFound(format!("node {me:?} is not registered")).into(),
+                    );
+                }
                 let space = self.layout.presence_of(user);
                 // Conflicting: another node's transition for this user
                 // racing this one makes one of them rerun and see the other.
@@ -455,6 +508,29 @@ impl Cluster for FdbStore {
                 Ok(true)
             })
         })
+    }
+
+    fn sweep_removed(&self) -> Result<usize, StoreError> {
+        let space = self.layout.presence_sweeps();
+        let nodes = self.run("presence sweeps", |trx| {
+            let space = space.clone();
+            Box::pin(async move {
+                let mut out = Vec::new();
+                let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), true);
+                while let Some(kv) = stream.next().await {
+                    let kv = kv?;
+                    let (node,): (String,) = space
+                        .unpack(kv.key())
+                        .map_err(|e| corrupt(&format!("sweep key: {e}")))?;
+                    out.push(node);
+                }
+                Ok(out)
+            })
+        })?;
+        for node in &nodes {
+            self.sweep_node(node)?;
+        }
+        Ok(nodes.len())
     }
 
     fn online(&self, users: &[String]) -> Result<Vec<String>, StoreError> {
