@@ -8,8 +8,9 @@
 //! - With a store that has a cluster, the node registers at start (its
 //!   advertised URL and a lease), and shard 0 runs:
 //!   - [`heartbeat_loop`]: renews the lease every `node_heartbeat_ms`,
-//!     reaps nodes whose lease expired, and keeps the list `GET /v1/nodes`
-//!     serves. A node that finds itself reaped exits (code 75): it missed
+//!     reaps nodes whose lease expired (their users go offline), finishes
+//!     removed nodes' presence sweeps that a failure interrupted, and keeps
+//!     the list `GET /v1/nodes` serves. A node that finds itself reaped exits (code 75): it missed
 //!     notices and its sessions cannot be trusted; its clients reconnect and
 //!     resume from history.
 //!   - [`inbox_loop`]: waits on the node's inbox, reads each notified range
@@ -17,7 +18,10 @@
 //!     shard (`ShardMsg::RemoteCommit`), which fans it out as it does its
 //!     own commits; a group's membership change made on another node goes
 //!     to its owner as `ShardMsg::MembersChanged` (it reloads the members
-//!     and kicks the removed); then acknowledges the entries.
+//!     and kicks the removed); another node's presence change goes to the
+//!     user's owner shard (`ShardMsg::RemotePresence`: it tells this node's
+//!     contacts) and typing to the channel's (`ShardMsg::RemoteTyping`);
+//!     then acknowledges the entries.
 //! - A clean stop deregisters the node (`Gateway::shutdown`).
 
 use std::collections::BTreeMap;
@@ -28,7 +32,7 @@ use std::time::Duration;
 use chat_core::hash::owner_of;
 use chat_core::ShardMsg;
 use chat_model::{Channel, ReadLimit, ReadRange, Seq, StoredMessage};
-use storage::{NodeInfo, Store, StoreError};
+use storage::{Event, NodeInfo, Store, StoreError};
 
 use crate::shard_task::Shard;
 use crate::util::now_ms;
@@ -127,6 +131,13 @@ pub(crate) async fn heartbeat_loop(shard: Rc<Shard>) {
                         tracing::warn!(node = %n.id, url = %n.url, "node lease expired: removed from the cluster");
                     }
                 }
+                // A removal whose presence sweep stopped midway (its node
+                // failed) is finished here: its users go offline.
+                match c.sweep_removed() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(nodes = n, "finished removed nodes' presence sweeps"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping removed nodes' presence failed; retrying at the next heartbeat"),
+                }
                 nodes.retain(|n| n.expires_ms >= now || n.id == me);
                 Ok(nodes)
             })
@@ -154,6 +165,8 @@ pub(crate) async fn heartbeat_loop(shard: Rc<Shard>) {
 struct InboxRound {
     commits: Vec<(String, Vec<StoredMessage>, Seq)>,
     members_changed: Vec<String>,
+    /// Presence changes and typing, in inbox order.
+    events: Vec<Event>,
     last_key: Option<Vec<u8>>,
 }
 
@@ -192,6 +205,7 @@ fn inbox_round(store: &dyn Store, id: &str) -> Result<InboxRound, StoreError> {
     Ok(InboxRound {
         commits: out,
         members_changed: members_changed.into_iter().collect(),
+        events: entries.iter().flat_map(|e| e.events.clone()).collect(),
         last_key: entries.last().map(|e| e.key.clone()),
     })
 }
@@ -212,6 +226,7 @@ pub(crate) async fn inbox_loop(shard: Rc<Shard>) {
         let InboxRound {
             commits,
             members_changed,
+            events,
             last_key,
         } = match round {
             Ok(r) => r,
@@ -237,8 +252,30 @@ pub(crate) async fn inbox_loop(shard: Rc<Shard>) {
             };
             (channel, msg)
         });
-        for (channel, msg) in commits.chain(changes) {
-            let to = owner_of(&channel, nr);
+        // Presence goes to the user's owner shard, typing to the channel's.
+        let events = events.into_iter().map(|e| match e {
+            Event::Presence { user, online } => {
+                let to = owner_of(&user, nr);
+                let msg = ShardMsg::RemotePresence {
+                    user: Arc::from(user),
+                    online,
+                };
+                (to, msg)
+            }
+            Event::Typing { channel, user } => {
+                let channel = Channel::from_validated(Arc::from(channel));
+                let to = owner_of(&channel, nr);
+                let msg = ShardMsg::RemoteTyping {
+                    channel,
+                    user: Arc::from(user),
+                };
+                (to, msg)
+            }
+        });
+        let to_owners = commits
+            .chain(changes)
+            .map(|(channel, msg)| (owner_of(&channel, nr), msg));
+        for (to, msg) in to_owners.chain(events) {
             if to == shard.id {
                 shard.with(|st| st.on_msg(to, msg, now_ms()));
             } else {

@@ -52,6 +52,26 @@
 //! no subscribers of the group get nothing (they load the members afresh
 //! when the group is next used).
 //!
+//! **Presence.** A user's devices are counted per node by the node itself;
+//! only node-level transitions reach the store: [`Cluster::set_presence`]
+//! records that the user now has (or no longer has) devices on the node
+//! this handle registered as (refused with `NotFound` once that node was
+//! removed), and answers whether that changed the user's
+//! **cluster-wide** state (first node online, last node offline). Two nodes
+//! racing conflict, so exactly one of them sees each cluster-wide change.
+//! A change writes, in the same transaction, an [`Event::Presence`] into the
+//! inbox of every *other* registered node. Removing a node (deregister,
+//! reap, a new life's registration) removes its presence too, and writes
+//! `offline` events for every user it leaves on no node — in pages of
+//! users after the removal's own transaction (a node may have more users
+//! than one transaction holds), so a caller that fails midway leaves the
+//! rest to [`Cluster::sweep_removed`].
+//! [`Cluster::online`] answers which of some users are online on any node.
+//!
+//! **Typing.** [`Cluster::typing`] writes an [`Event::Typing`] into the
+//! inbox of every other node subscribed to the channel: ephemeral (it goes
+//! when acknowledged, never into history), one transaction per event.
+//!
 //! **Waiting.** [`Cluster::wait_inbox`] blocks until the inbox may have
 //! changed or the timeout passed (a watch: it may return early; callers read
 //! the inbox either way).
@@ -101,13 +121,35 @@ impl Notice {
     }
 }
 
-/// One commit's notices in a node's inbox.
+/// An ephemeral event from another node: nothing in history names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `user`'s cluster-wide presence changed: online on a first node, or
+    /// offline on the last (after that node's debounce, or its removal).
+    Presence {
+        /// The user.
+        user: String,
+        /// Online (true) or offline.
+        online: bool,
+    },
+    /// `user` is typing in `channel` (rate-limited by the sending node).
+    Typing {
+        /// The channel.
+        channel: String,
+        /// Who types.
+        user: String,
+    },
+}
+
+/// One entry in a node's inbox: one commit's notices, or events.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InboxEntry {
     /// Where the entry sits (opaque; pass it to [`Cluster::ack_inbox`]).
     pub key: Vec<u8>,
     /// The channels of the commit this node subscribes to.
     pub notices: Vec<Notice>,
+    /// Presence and typing events (an entry holds notices or events).
+    pub events: Vec<Event>,
 }
 
 /// What nodes sharing one store know of each other; see the module docs.
@@ -159,6 +201,98 @@ pub trait Cluster: Send + Sync {
 
     /// Blocks until node `id`'s inbox may have changed, or `timeout_ms`.
     fn wait_inbox(&self, id: &str, timeout_ms: u64) -> Result<(), StoreError>;
+
+    /// Records that `user` now has devices (`online`) or no longer has any
+    /// on the node this handle registered as; returns whether the user's
+    /// cluster-wide state changed (then every other registered node got an
+    /// [`Event::Presence`] in the same transaction). Idempotent: repeating a
+    /// transition changes nothing and returns false. A handle that
+    /// registered no node is alone: every call returns true and writes
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when this handle's node was removed (its
+    /// presence was swept; it must not write more).
+    fn set_presence(&self, user: &str, online: bool) -> Result<bool, StoreError>;
+
+    /// Finishes the presence sweeps of removed nodes that a failure left
+    /// unfinished (removal sweeps in pages, after the removal's own
+    /// transaction); returns how many nodes it swept. Any node may call it
+    /// (the heartbeat does).
+    fn sweep_removed(&self) -> Result<usize, StoreError>;
+
+    /// Which of `users` have devices on some node (in the order asked).
+    fn online(&self, users: &[String]) -> Result<Vec<String>, StoreError>;
+
+    /// Writes an [`Event::Typing`] into the inbox of every node subscribed
+    /// to `channel` except this handle's own.
+    fn typing(&self, channel: &str, user: &str) -> Result<(), StoreError>;
+}
+
+/// First two bytes of an inbox value holding events: a notices value starts
+/// with a channel's u16 LE length, and no channel is 65,535 bytes long.
+const EVENTS_TAG: [u8; 2] = [0xff, 0xff];
+
+/// Encodes events for one inbox entry: [`EVENTS_TAG`], then per event a
+/// kind byte (1 online, 2 offline, 3 typing) and u16 LE length-prefixed
+/// strings (the user; for typing the channel, then the user).
+#[must_use]
+pub fn encode_events(events: &[Event]) -> Vec<u8> {
+    fn put(v: &mut Vec<u8>, s: &str) {
+        let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+        v.extend_from_slice(&len.to_le_bytes());
+        v.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
+    }
+    let mut v = EVENTS_TAG.to_vec();
+    for e in events {
+        match e {
+            Event::Presence { user, online } => {
+                v.push(if *online { 1 } else { 2 });
+                put(&mut v, user);
+            }
+            Event::Typing { channel, user } => {
+                v.push(3);
+                put(&mut v, channel);
+                put(&mut v, user);
+            }
+        }
+    }
+    v
+}
+
+/// Decodes an inbox value: notices ([`encode_notices`]) or events
+/// ([`encode_events`]); `None` when malformed.
+#[must_use]
+pub fn decode_entry(v: &[u8]) -> Option<(Vec<Notice>, Vec<Event>)> {
+    let Some(mut v) = v.strip_prefix(&EVENTS_TAG[..]) else {
+        return decode_notices(v).map(|n| (n, Vec::new()));
+    };
+    fn take(v: &mut &[u8]) -> Option<String> {
+        let len = usize::from(u16::from_le_bytes(v.get(..2)?.try_into().ok()?));
+        let s = std::str::from_utf8(v.get(2..2 + len)?).ok()?.to_owned();
+        *v = &v[2 + len..];
+        Some(s)
+    }
+    let mut out = Vec::new();
+    while let Some((&kind, rest)) = v.split_first() {
+        v = rest;
+        out.push(match kind {
+            1 | 2 => Event::Presence {
+                user: take(&mut v)?,
+                online: kind == 1,
+            },
+            3 => {
+                let channel = take(&mut v)?;
+                Event::Typing {
+                    channel,
+                    user: take(&mut v)?,
+                }
+            }
+            _ => return None,
+        });
+    }
+    Some((Vec::new(), out))
 }
 
 /// Encodes the notices of one inbox entry: per notice, u16 LE channel
@@ -384,6 +518,165 @@ pub mod conformance {
         });
     }
 
+    fn events<H: Handle>(h: &H, id: &str) -> Vec<super::Event> {
+        h.inbox(id, 100)
+            .expect("inbox")
+            .into_iter()
+            .flat_map(|e| e.events)
+            .collect()
+    }
+
+    fn drain<H: Handle>(h: &H, id: &str) {
+        while let Some(last) = h.inbox(id, 100).expect("inbox").last() {
+            h.ack_inbox(id, &last.key).expect("ack");
+        }
+    }
+
+    fn presence(user: &str, online: bool) -> super::Event {
+        super::Event::Presence {
+            user: user.into(),
+            online,
+        }
+    }
+
+    /// Presence aggregates nodes: the first node online and the last one
+    /// offline change the cluster-wide state and leave an event in every
+    /// other node's inbox; repeats and a second node leave nothing;
+    /// `online` sees a user on any node.
+    pub fn presence_aggregates_nodes_and_tells_the_others<H: Handle>(make: &dyn Fn() -> H) {
+        let (a, b, c) = (make(), make(), make());
+        for (h, id) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+            h.register(&node(id, u64::MAX)).expect("register");
+        }
+        let who = ["alice".to_owned(), "bob".to_owned()];
+        assert!(a.set_presence("alice", true).expect("set"), "first node");
+        assert!(!a.set_presence("alice", true).expect("set"), "a repeat");
+        assert!(
+            !b.set_presence("alice", true).expect("set"),
+            "a second node"
+        );
+        assert_eq!(c.online(&who).expect("online"), vec!["alice".to_owned()]);
+        assert!(
+            !a.set_presence("alice", false).expect("set"),
+            "b still has her"
+        );
+        assert_eq!(c.online(&who).expect("online"), vec!["alice".to_owned()]);
+        assert!(
+            b.set_presence("alice", false).expect("set"),
+            "the last node"
+        );
+        assert!(!b.set_presence("alice", false).expect("set"), "a repeat");
+        assert!(c.online(&who).expect("online").is_empty());
+        assert_eq!(
+            events(&c, "c"),
+            vec![presence("alice", true), presence("alice", false)]
+        );
+        assert_eq!(events(&b, "b"), vec![presence("alice", true)]);
+        assert_eq!(events(&a, "a"), vec![presence("alice", false)]);
+    }
+
+    /// Two nodes flipping one user's presence at the same time: their
+    /// transactions conflict instead of both announcing, so the events
+    /// every other node gets alternate online, offline, … and the last one
+    /// is the final state.
+    pub fn racing_transitions_announce_alternately<H: Handle + 'static>(make: &dyn Fn() -> H) {
+        let (a, b, c) = (make(), make(), make());
+        for (h, id) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+            h.register(&node(id, u64::MAX)).expect("register");
+        }
+        std::thread::scope(|s| {
+            for h in [&a, &b] {
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        h.set_presence("alice", true).expect("online");
+                        h.set_presence("alice", false).expect("offline");
+                    }
+                });
+            }
+        });
+        let got = events(&c, "c");
+        assert!(!got.is_empty());
+        for (i, e) in got.iter().enumerate() {
+            assert_eq!(e, &presence("alice", i % 2 == 0), "event {i} of {got:?}");
+        }
+        assert_eq!(got.len() % 2, 0, "ends offline: {got:?}");
+        assert!(c.online(&["alice".to_owned()]).expect("online").is_empty());
+    }
+
+    /// Removing a node removes its presence: the users it leaves on no node
+    /// get an `offline` event in every other node's inbox.
+    pub fn a_reaped_node_takes_its_users_offline<H: Handle>(make: &dyn Fn() -> H) {
+        let (a, b, c) = (make(), make(), make());
+        a.register(&node("a", 100)).expect("register");
+        b.register(&node("b", u64::MAX)).expect("register");
+        c.register(&node("c", u64::MAX)).expect("register");
+        assert!(a.set_presence("alice", true).expect("set"));
+        assert!(a.set_presence("carol", true).expect("set"));
+        assert!(!b.set_presence("carol", true).expect("set"));
+        drain(&b, "b");
+        drain(&c, "c");
+        assert!(b.reap("a", 100).expect("reap"));
+        assert_eq!(events(&c, "c"), vec![presence("alice", false)]);
+        assert_eq!(events(&b, "b"), vec![presence("alice", false)]);
+        let who = ["alice".to_owned(), "carol".to_owned()];
+        assert_eq!(c.online(&who).expect("online"), vec!["carol".to_owned()]);
+        assert!(
+            matches!(
+                a.set_presence("dave", true),
+                Err(crate::StoreError::NotFound(_))
+            ),
+            "a removed node writes no more presence"
+        );
+        assert_eq!(b.sweep_removed().expect("sweep"), 0, "nothing left over");
+    }
+
+    /// A removed node with more users than one transaction sweeps takes
+    /// every one of them offline.
+    pub fn a_removed_node_with_many_users_takes_them_all_offline<H: Handle>(make: &dyn Fn() -> H) {
+        const USERS: usize = 1_100;
+        let (a, b) = (make(), make());
+        a.register(&node("a", u64::MAX)).expect("register");
+        b.register(&node("b", u64::MAX)).expect("register");
+        for i in 0..USERS {
+            assert!(a.set_presence(&format!("u{i:04}"), true).expect("set"));
+        }
+        drain(&b, "b");
+        a.deregister("a").expect("deregister");
+        let mut offline: Vec<String> = events(&b, "b")
+            .into_iter()
+            .map(|e| match e {
+                super::Event::Presence {
+                    user,
+                    online: false,
+                } => user,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        offline.sort();
+        let all: Vec<String> = (0..USERS).map(|i| format!("u{i:04}")).collect();
+        assert_eq!(offline, all);
+        assert!(b.online(&all).expect("online").is_empty());
+    }
+
+    /// `typing` leaves an event in every other node subscribed to the
+    /// channel, none in the sender's own or an unsubscribed node's.
+    pub fn typing_reaches_other_subscribed_nodes<H: Handle>(make: &dyn Fn() -> H) {
+        let (a, b, c) = (make(), make(), make());
+        for (h, id) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+            h.register(&node(id, u64::MAX)).expect("register");
+        }
+        a.subscribe("a", "dm:alice:bob", 1).expect("sub");
+        b.subscribe("b", "dm:alice:bob", 1).expect("sub");
+        a.typing("dm:alice:bob", "alice").expect("typing");
+        let typing = super::Event::Typing {
+            channel: "dm:alice:bob".into(),
+            user: "alice".into(),
+        };
+        assert_eq!(events(&b, "b"), vec![typing]);
+        assert!(events(&a, "a").is_empty(), "own typing");
+        assert!(events(&c, "c").is_empty(), "not subscribed");
+    }
+
     /// Every check, each on fresh handles from `make_fresh` (called once per
     /// check; it returns a factory of handles on one new database).
     pub fn run_all<H: Handle + 'static, F: Fn() -> H>(make_fresh: &dyn Fn() -> F) {
@@ -393,6 +686,11 @@ pub mod conformance {
         membership_changes_leave_notices_in_other_subscribed_inboxes(&make_fresh());
         subscriptions_follow_tokens_and_lives(&make_fresh());
         wait_inbox_wakes_on_a_notice(&make_fresh());
+        presence_aggregates_nodes_and_tells_the_others(&make_fresh());
+        racing_transitions_announce_alternately(&make_fresh());
+        a_reaped_node_takes_its_users_offline(&make_fresh());
+        a_removed_node_with_many_users_takes_them_all_offline(&make_fresh());
+        typing_reaches_other_subscribed_nodes(&make_fresh());
     }
 }
 
@@ -417,5 +715,28 @@ mod tests {
         assert_eq!(decode_notices(&encode_notices(&n)), Some(n));
         assert_eq!(decode_notices(&[3, 0, b'a']), None);
         assert_eq!(decode_notices(&[]), Some(Vec::new()));
+    }
+
+    #[test]
+    fn events_round_trip_apart_from_notices_and_garbage_is_refused() {
+        let e = vec![
+            Event::Presence {
+                user: "alice".into(),
+                online: true,
+            },
+            Event::Presence {
+                user: "bob".into(),
+                online: false,
+            },
+            Event::Typing {
+                channel: "dm:alice:bob".into(),
+                user: "alice".into(),
+            },
+        ];
+        assert_eq!(decode_entry(&encode_events(&e)), Some((Vec::new(), e)));
+        let n = vec![Notice::members_changed("group:g")];
+        assert_eq!(decode_entry(&encode_notices(&n)), Some((n, Vec::new())));
+        assert_eq!(decode_entry(&[0xff, 0xff, 9]), None);
+        assert_eq!(decode_entry(&[0xff, 0xff, 1, 5, 0, b'a']), None);
     }
 }

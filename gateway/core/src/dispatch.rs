@@ -350,14 +350,24 @@ impl ShardState {
         };
         conn.in_flight.presence += 1;
         let owner = owner_of(&channel, self.nr_shards);
+        // Cluster mode: one more answer, the users online on other nodes
+        // (the store's node-level presence).
+        let cluster = self.owner.node.is_some();
+        let answers = self.nr_shards + usize::from(cluster);
         match protocol::names::parse_channel(&channel) {
             Ok(ChannelName::Dm { a, b }) => {
                 let users = Arc::new(vec![a.to_string(), b.to_string()]);
-                let query = self.queries.start(id, channel.clone(), rid, self.nr_shards);
+                let query = self.queries.start(id, channel.clone(), rid, answers);
                 let reply = QueryRef {
                     shard: self.id,
                     query,
                 };
+                if cluster {
+                    self.fx.io.push(IoJob::PresenceOnline {
+                        reply,
+                        users: users.clone(),
+                    });
+                }
                 for shard in 0..self.nr_shards {
                     self.fx.send(
                         ShardId(shard),
@@ -369,7 +379,7 @@ impl ShardState {
                 }
             }
             Ok(ChannelName::Group(_)) => {
-                let query = self.queries.start(id, channel.clone(), rid, self.nr_shards);
+                let query = self.queries.start(id, channel.clone(), rid, answers);
                 let reply = QueryRef {
                     shard: self.id,
                     query,

@@ -9,13 +9,15 @@
 //! store call), [`IoJob::CatchUpLater`] (a timer) and [`IoJob::Push`] (an
 //! HTTP delivery). [`run_store_job`] refuses them.
 
+use std::sync::Arc;
+
 use chat_model::{names, Channel};
 use chat_proto::ErrorCode;
 use storage::{Store, StoreError};
 
 use crate::error::JobError;
 use crate::receipts::stored_channel;
-use crate::vocab::{GroupOp, IoJob, JobDone};
+use crate::vocab::{GroupOp, IoJob, JobDone, PresenceScope};
 
 /// Runs a store call, turning a panic into [`JobError::Panicked`] (a
 /// panicking backend must not take the shard down with it).
@@ -139,13 +141,49 @@ pub fn run_store_job(store: &dyn Store, job: IoJob) -> JobDone {
                 result,
             }
         }
-        IoJob::PresenceFanout { user, online } => {
-            let result = guarded(|| presence_targets(store, &user));
+        IoJob::PresenceFanout {
+            user,
+            online,
+            scope,
+        } => {
+            let result = guarded(|| {
+                if scope == PresenceScope::Node {
+                    // Only a change of the cluster-wide state is announced
+                    // (the store told the other nodes in the same
+                    // transaction).
+                    if let Some(c) = store.cluster() {
+                        if !c.set_presence(&user, online)? {
+                            return Ok(Vec::new());
+                        }
+                    }
+                }
+                presence_targets(store, &user)
+            });
             JobDone::PresenceTargets {
                 user,
                 online,
+                scope,
                 result,
             }
+        }
+        IoJob::Typing { channel, user } => {
+            if let Some(c) = store.cluster() {
+                if let Err(e) = guarded(|| c.typing(&channel, &user)) {
+                    tracing::debug!(channel = %channel, error = %e, "typing to other nodes failed (ephemeral: dropped)");
+                }
+            }
+            JobDone::TypingSent
+        }
+        IoJob::PresenceOnline { reply, users } => {
+            let users = match store.cluster().map(|c| guarded(|| c.online(&users))) {
+                Some(Ok(online)) => online.into_iter().map(Arc::from).collect(),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "cluster presence query failed: answering with this node's users");
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
+            JobDone::PresenceOnline { reply, users }
         }
         IoJob::Unread {
             conn,

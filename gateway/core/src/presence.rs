@@ -47,6 +47,12 @@ impl Debounce {
         self.due.remove(user).is_some()
     }
 
+    /// Whether an offline is pending for `user` (then they still count as
+    /// online).
+    pub(crate) fn is_pending(&self, user: &str) -> bool {
+        self.due.contains_key(user)
+    }
+
     /// Users whose offline is due at `now_ms`.
     pub(crate) fn take_due(&mut self, now_ms: u64) -> Vec<Arc<str>> {
         let due: Vec<Arc<str>> = self

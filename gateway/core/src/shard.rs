@@ -28,7 +28,9 @@ use crate::hash::owner_of;
 use crate::presence::{self as presence_mod, Ask};
 pub use crate::state::ShardState;
 use crate::users::UserOwner;
-use crate::vocab::{Answer, ConnId, Effects, IoJob, JobDone, Reply, ShardId, ShardMsg};
+use crate::vocab::{
+    Answer, ConnId, Effects, IoJob, JobDone, PresenceScope, Reply, ShardId, ShardMsg,
+};
 
 /// What a driver needs to know about its connection's outbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -687,6 +689,12 @@ impl ShardState {
                 except,
                 frame,
             } => self.on_typing_notice(&channel, except, &frame),
+            ShardMsg::RemoteTyping { channel, user } => {
+                self.owner.on_remote_typing(channel, &user, &mut self.fx);
+            }
+            ShardMsg::RemotePresence { user, online } => {
+                self.users.remote_presence(user, online, &mut self.fx);
+            }
             ShardMsg::Group {
                 channel,
                 actor,
@@ -775,13 +783,33 @@ impl ShardState {
             JobDone::PresenceTargets {
                 user,
                 online,
+                scope,
                 result,
             } => {
-                if let Ok(targets) = result {
-                    UserOwner::on_presence_targets(&user, online, targets, &mut self.fx);
+                match result {
+                    Ok(targets) => {
+                        UserOwner::on_presence_targets(&user, online, targets, &mut self.fx);
+                    }
+                    // This node's state is written again at the next tick
+                    // (idempotent); an announcement alone is not retried.
+                    Err(e) => {
+                        tracing::warn!(user = %user, online, error = %e, "presence change not recorded or announced");
+                        if scope == PresenceScope::Node {
+                            self.users.presence_unrecorded(user.clone());
+                        }
+                    }
                 }
+                self.users.presence_done(&user, scope, &mut self.fx);
             }
-            JobDone::Pushed => {}
+            JobDone::Pushed | JobDone::TypingSent => {}
+            JobDone::PresenceOnline { reply, users } => self.fx.send(
+                reply.shard,
+                ShardMsg::PresenceAnswer {
+                    query: reply.query,
+                    users,
+                    count: None,
+                },
+            ),
             JobDone::Unread { conn, result } => {
                 let answer = match result {
                     Ok(counts) => Answer::Unread(counts),

@@ -93,6 +93,7 @@ impl ShardState {
             max_connections: cfg.max_connections_per_user,
             debounce_ms: cfg.presence_debounce_ms,
             push_coalesce_ms: cfg.push_coalesce_ms,
+            cluster: owner.node.is_some(),
         });
         ShardState {
             id,

@@ -14,7 +14,7 @@ use chat_proto::response;
 use crate::maps::Map;
 use crate::presence::Debounce;
 use crate::push::{Notice, Pending};
-use crate::vocab::{ConnRef, Effects, IoJob, ShardMsg};
+use crate::vocab::{ConnRef, Effects, IoJob, PresenceScope, ShardMsg};
 
 /// One user's devices: device → (connection, open stamp). A short list, not
 /// a map: a user has a few devices (at most `max_connections_per_user`), and
@@ -67,6 +67,46 @@ pub(crate) struct UserSettings {
     pub(crate) debounce_ms: u64,
     /// `push_coalesce_ms`.
     pub(crate) push_coalesce_ms: u64,
+    /// Cluster mode: transitions are node-level, recorded in the store.
+    pub(crate) cluster: bool,
+}
+
+/// Presence jobs in flight, one per user and scope at a time: a user's
+/// transitions are recorded and fanned out in the order they happened
+/// (jobs run in parallel on the store threads, and a late `online` written
+/// after an `offline` would leave the user online in the cluster). A
+/// transition that comes while one is in flight waits; a later one
+/// replaces it (the store sees the final state; an idempotent repeat
+/// changes nothing).
+#[derive(Default)]
+struct Flights {
+    /// user → the transition waiting for the one in flight.
+    waiting: Map<Arc<str>, Option<bool>>,
+}
+
+impl Flights {
+    /// Whether the transition may go now (else it waits).
+    fn start(&mut self, user: &Arc<str>, online: bool) -> bool {
+        if let Some(next) = self.waiting.get_mut(user) {
+            *next = Some(online);
+            return false;
+        }
+        self.waiting.insert(user.clone(), None);
+        true
+    }
+
+    /// The job in flight finished: the waiting transition, if any (it is
+    /// then in flight).
+    fn done(&mut self, user: &str) -> Option<bool> {
+        match self.waiting.get_mut(user) {
+            Some(next @ Some(_)) => next.take(),
+            Some(None) => {
+                self.waiting.remove(user);
+                None
+            }
+            None => None,
+        }
+    }
 }
 
 /// The user-owner role of one shard.
@@ -78,6 +118,13 @@ pub(crate) struct UserOwner {
     debounce: Debounce,
     /// Push notices per offline user, waiting for their window.
     push_pending: Pending,
+    /// This node's transitions in flight.
+    own: Flights,
+    /// Other nodes' transitions in flight (cluster mode).
+    remote: Flights,
+    /// Users whose node-level state the store may not have (a write
+    /// failed): written again at the next tick.
+    unrecorded: std::collections::BTreeSet<Arc<str>>,
 }
 
 const REPLACED: &str = "replaced by a newer connection of the same device";
@@ -100,6 +147,66 @@ impl UserOwner {
             users: Map::default(),
             debounce: Debounce::default(),
             push_pending: Pending::default(),
+            own: Flights::default(),
+            remote: Flights::default(),
+            unrecorded: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Recording `user`'s node-level transition failed (cluster mode): the
+    /// next tick writes the current state again.
+    pub(crate) fn presence_unrecorded(&mut self, user: Arc<str>) {
+        if self.settings.cluster {
+            self.unrecorded.insert(user);
+        }
+    }
+
+    /// This node's transition of `user`: fanned out (cluster mode: recorded
+    /// first), one at a time per user.
+    fn transition(&mut self, user: Arc<str>, online: bool, fx: &mut Effects) {
+        if self.own.start(&user, online) {
+            let scope = if self.settings.cluster {
+                PresenceScope::Node
+            } else {
+                PresenceScope::Alone
+            };
+            fx.io.push(IoJob::PresenceFanout {
+                user,
+                online,
+                scope,
+            });
+        }
+    }
+
+    /// Another node changed `user`'s cluster-wide presence: fanned out to
+    /// this node's connections, one at a time per user.
+    pub(crate) fn remote_presence(&mut self, user: Arc<str>, online: bool, fx: &mut Effects) {
+        if self.remote.start(&user, online) {
+            fx.io.push(IoJob::PresenceFanout {
+                user,
+                online,
+                scope: PresenceScope::Remote,
+            });
+        }
+    }
+
+    /// A presence job finished: the user's next transition may go.
+    pub(crate) fn presence_done(
+        &mut self,
+        user: &Arc<str>,
+        scope: PresenceScope,
+        fx: &mut Effects,
+    ) {
+        let flights = match scope {
+            PresenceScope::Remote => &mut self.remote,
+            PresenceScope::Alone | PresenceScope::Node => &mut self.own,
+        };
+        if let Some(online) = flights.done(user) {
+            fx.io.push(IoJob::PresenceFanout {
+                user: user.clone(),
+                online,
+                scope,
+            });
         }
     }
 
@@ -117,10 +224,7 @@ impl UserOwner {
     ) {
         let max = self.settings.max_connections;
         if !self.users.contains_key(&user) && !self.debounce.cancel(&user) {
-            fx.io.push(IoJob::PresenceFanout {
-                user: user.clone(),
-                online: true,
-            });
+            self.transition(user.clone(), true, fx);
         }
         let devices = self.users.entry(user).or_default();
         if let Some((old, old_stamp)) = devices.get(&device).copied() {
@@ -184,15 +288,17 @@ impl UserOwner {
         }
     }
 
-    /// Once a second: users whose offline debounce ran out are announced
-    /// offline; push jobs whose coalescing window ended go out.
+    /// Once a second: node-level states whose write failed are written
+    /// again; users whose offline debounce ran out are announced offline;
+    /// push jobs whose coalescing window ended go out.
     pub(crate) fn tick(&mut self, now: u64, fx: &mut Effects) {
+        for user in std::mem::take(&mut self.unrecorded) {
+            let online = self.users.contains_key(&user) || self.debounce.is_pending(&user);
+            self.transition(user, online, fx);
+        }
         for user in self.debounce.take_due(now) {
             if !self.users.contains_key(&user) {
-                fx.io.push(IoJob::PresenceFanout {
-                    user,
-                    online: false,
-                });
+                self.transition(user, false, fx);
             }
         }
         for job in self.push_pending.due(now) {
@@ -226,6 +332,7 @@ mod tests {
             max_connections: 2,
             debounce_ms: 1_000,
             push_coalesce_ms: 100,
+            cluster: true,
         })
     }
 
@@ -280,6 +387,7 @@ mod tests {
         let a: Arc<str> = Arc::from("alice");
         u.device_up(a.clone(), Arc::from("d"), at(0, 1), 1, &mut fx);
         assert_eq!(fx.io.len(), 1, "online");
+        u.presence_done(&a, PresenceScope::Node, &mut fx);
         u.device_down(a.clone(), "d", at(0, 1), 10_000);
         let mut fx = Effects::default();
         u.tick(10_500, &mut fx);
@@ -295,5 +403,68 @@ mod tests {
             fx.io.as_slice(),
             [IoJob::PresenceFanout { online: false, .. }]
         ));
+    }
+
+    fn fanouts(fx: &Effects) -> Vec<(bool, PresenceScope)> {
+        fx.io
+            .iter()
+            .filter_map(|j| match j {
+                IoJob::PresenceFanout { online, scope, .. } => Some((*online, *scope)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_users_transitions_are_recorded_one_at_a_time_in_order() {
+        let mut u = owner();
+        let a: Arc<str> = Arc::from("alice");
+        let mut fx = Effects::default();
+        u.device_up(a.clone(), Arc::from("d"), at(0, 1), 1, &mut fx);
+        assert_eq!(fanouts(&fx), vec![(true, PresenceScope::Node)]);
+        // Offline and online again while the first job is still running:
+        // nothing goes until it is done, then only the latest.
+        u.device_down(a.clone(), "d", at(0, 1), 1_000);
+        let mut fx = Effects::default();
+        u.tick(2_000, &mut fx);
+        u.device_up(a.clone(), Arc::from("d"), at(0, 2), 2, &mut fx);
+        u.device_down(a.clone(), "d", at(0, 2), 2_000);
+        u.tick(3_000, &mut fx);
+        assert!(fanouts(&fx).is_empty(), "waits for the one in flight");
+        u.presence_done(&a, PresenceScope::Node, &mut fx);
+        assert_eq!(fanouts(&fx), vec![(false, PresenceScope::Node)]);
+        let mut fx = Effects::default();
+        u.presence_done(&a, PresenceScope::Node, &mut fx);
+        assert!(fx.io.is_empty(), "nothing waits");
+        // Another node's changes are ordered apart from this node's.
+        u.remote_presence(a.clone(), true, &mut fx);
+        u.remote_presence(a.clone(), false, &mut fx);
+        assert_eq!(fanouts(&fx), vec![(true, PresenceScope::Remote)]);
+        let mut fx = Effects::default();
+        u.presence_done(&a, PresenceScope::Remote, &mut fx);
+        assert_eq!(fanouts(&fx), vec![(false, PresenceScope::Remote)]);
+    }
+
+    #[test]
+    fn a_transition_the_store_did_not_take_is_written_again_as_it_now_stands() {
+        let mut u = owner();
+        let a: Arc<str> = Arc::from("alice");
+        let mut fx = Effects::default();
+        u.device_up(a.clone(), Arc::from("d"), at(0, 1), 1, &mut fx);
+        u.presence_unrecorded(a.clone());
+        u.presence_done(&a, PresenceScope::Node, &mut fx);
+        let mut fx = Effects::default();
+        u.tick(100, &mut fx);
+        assert_eq!(fanouts(&fx), vec![(true, PresenceScope::Node)]);
+        // Gone meanwhile, within the debounce: still online.
+        u.presence_unrecorded(a.clone());
+        u.presence_done(&a, PresenceScope::Node, &mut fx);
+        u.device_down(a.clone(), "d", at(0, 1), 200);
+        let mut fx = Effects::default();
+        u.tick(300, &mut fx);
+        assert_eq!(fanouts(&fx), vec![(true, PresenceScope::Node)]);
+        let mut fx = Effects::default();
+        u.tick(400, &mut fx);
+        assert!(fanouts(&fx).is_empty(), "written once");
     }
 }

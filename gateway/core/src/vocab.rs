@@ -325,6 +325,22 @@ pub enum ShardMsg {
         /// The frame.
         frame: Arc<[u8]>,
     },
+    /// Inbox loop → the user's owner shard: another node changed the
+    /// user's cluster-wide presence (cluster mode).
+    RemotePresence {
+        /// The user.
+        user: Arc<str>,
+        /// Online or offline.
+        online: bool,
+    },
+    /// Inbox loop → the channel's owner shard: a user on another node types
+    /// in the channel (cluster mode; already rate-limited there).
+    RemoteTyping {
+        /// The channel.
+        channel: Channel,
+        /// Who types.
+        user: Arc<str>,
+    },
     /// Any shard → every shard: which of the asked users have a connection
     /// here.
     PresenceAsk {
@@ -430,6 +446,19 @@ pub enum ShardMsg {
     },
 }
 
+/// Whose presence change an [`IoJob::PresenceFanout`] carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresenceScope {
+    /// One node alone: the change is the user's; fan it out.
+    Alone,
+    /// Cluster mode, this node's devices: record the node-level transition
+    /// in the store and fan out only when it changed the cluster-wide state.
+    Node,
+    /// Cluster mode, another node changed the cluster-wide state: fan out
+    /// to this node's connections.
+    Remote,
+}
+
 /// Blocking work a handler asks the runtime to do off the shard's thread:
 /// store calls ([`crate::jobs::run_job`] runs them), a commit (the runtime's
 /// committer), a push delivery (HTTP), a timer. Each is answered by one
@@ -522,12 +551,30 @@ pub enum IoJob {
         id: Option<Box<str>>,
     },
     /// Find whom to tell about a user's presence change (the other members
-    /// of their DMs and groups).
+    /// of their DMs and groups); in a cluster, first record it (`scope`).
     PresenceFanout {
         /// The user.
         user: Arc<str>,
         /// The change.
         online: bool,
+        /// Whose change it is.
+        scope: PresenceScope,
+    },
+    /// Cluster mode: tell the other nodes subscribed to the channel that
+    /// `user` types (ephemeral: inbox events, never history).
+    Typing {
+        /// The channel.
+        channel: Channel,
+        /// Who types.
+        user: Arc<str>,
+    },
+    /// Cluster mode: which of a presence query's users are online on any
+    /// node (the store's node-level presence); answered to `reply`.
+    PresenceOnline {
+        /// The query.
+        reply: QueryRef,
+        /// The users asked.
+        users: Arc<Vec<String>>,
     },
     /// Deliver a push job to the webhook (retries, then dead letter).
     Push(crate::push::PushBatch),
@@ -663,11 +710,23 @@ pub enum JobDone {
         user: Arc<str>,
         /// The change.
         online: bool,
+        /// Whose change it was.
+        scope: PresenceScope,
         /// Whom to tell.
         result: Result<Vec<(Channel, Vec<String>)>, JobError>,
     },
     /// A push job finished (delivered or dead-lettered).
     Pushed,
+    /// A typing event went to the other nodes (or failed: it is ephemeral).
+    TypingSent,
+    /// The cluster's answer to a presence query (empty when it failed:
+    /// the query then shows this node's users only).
+    PresenceOnline {
+        /// The query.
+        reply: QueryRef,
+        /// Those online on some node.
+        users: Vec<Arc<str>>,
+    },
     /// Unread counts were read.
     Unread {
         /// The HTTP call.

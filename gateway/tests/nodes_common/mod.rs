@@ -113,3 +113,33 @@ pub fn listed(addr: SocketAddr) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// [`node`] with a config file holding `toml` (e.g. a short presence
+/// debounce or lease), written next to the node's data directory.
+pub fn node_configured(cluster: &str, namespace: &str, data: &Path, id: &str, toml: &str) -> Child {
+    std::fs::create_dir_all(data).unwrap();
+    let cfg = data.join("gateway.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    Child::spawn(
+        "",
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--shards",
+            "2",
+            "--store",
+            "fdb",
+            "--fdb-cluster-file",
+            cluster,
+            "--fdb-namespace",
+            namespace,
+            "--node-id",
+            id,
+        ],
+    )
+    .unwrap()
+}

@@ -901,8 +901,20 @@ impl Transaction {
         drop(st);
         let bytes: usize = out.rows.iter().map(|(k, v)| k.len() + v.len()).sum();
         self.count_read(out.rows.len(), bytes);
-        if !p.snapshot && b < e {
-            self.read_conflicts.push((b, e));
+        // The whole requested range, not the keys found: a range with no
+        // keys (or none before the first found) must still conflict with a
+        // commit that writes into it, as in FDB. A plain range (both
+        // selectors first_greater_or_equal) is [begin, end); otherwise from
+        // the lower of the begin key and where it resolved, to where the
+        // end resolved.
+        let plain = |s: &Selector| !s.or_equal && s.offset == 1;
+        let (lo, hi) = if plain(begin) && plain(end) {
+            (begin.key.clone(), end.key.clone())
+        } else {
+            (b.min(begin.key.clone()), e)
+        };
+        if !p.snapshot && lo < hi {
+            self.read_conflicts.push((lo, hi));
         }
         Ok(out)
     }
@@ -1332,6 +1344,43 @@ mod tests {
         b.set(b"x", b"2");
         b.commit().expect("b");
         a.commit().expect("a read x only as a snapshot");
+    }
+
+    #[test]
+    fn a_key_written_into_a_range_read_conflicts_even_where_the_read_found_nothing() {
+        let db = db();
+        let mut t = Transaction::new(db.clone());
+        t.set(b"p/b", b"");
+        t.set(b"z", b"");
+        t.commit().expect("setup");
+        let read = |db: &Arc<Database>, lo: &[u8], hi: &[u8]| {
+            let mut r = Transaction::new(db.clone());
+            let rows = r
+                .get_range(&sel_ge(lo), &sel_ge(hi), ALL)
+                .expect("range")
+                .rows;
+            r.set(b"out", b"");
+            (r, rows.len())
+        };
+        let write = |db: &Arc<Database>, k: &[u8]| {
+            let mut w = Transaction::new(db.clone());
+            w.set(k, b"");
+            w.commit().expect("writer");
+        };
+        // A key before the first one the read found.
+        let (mut a, found) = read(&db, b"p/", b"p0");
+        assert_eq!(found, 1);
+        write(&db, b"p/a");
+        assert_eq!(a.commit(), Err(code::NOT_COMMITTED));
+        // A key in a range where the read found nothing.
+        let (mut b, found) = read(&db, b"q/", b"q0");
+        assert_eq!(found, 0);
+        write(&db, b"q/a");
+        assert_eq!(b.commit(), Err(code::NOT_COMMITTED));
+        // Outside the range: no conflict.
+        let (mut c, _) = read(&db, b"r/", b"r0");
+        write(&db, b"s/a");
+        c.commit().expect("no conflict");
     }
 
     #[test]

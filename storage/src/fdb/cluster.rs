@@ -1,7 +1,8 @@
 //! [`Cluster`] on FoundationDB: node records, subscriptions and inboxes
 //! under the namespace (`layout.rs`: `n`, `ns`, `nx`, `ni`, `nw`). The
 //! notices themselves are written by `append` (`mod.rs`), in the commit's
-//! own transaction.
+//! own transaction. Presence (`pd`, `pn`) and typing write events into the
+//! same inboxes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +16,18 @@ use futures_lite::StreamExt as _;
 
 use super::layout::{read_u64, u64_value};
 use super::{check_name, corrupt, fdb_error, Abort, FdbStore};
-use crate::cluster::{decode_notices, encode_notices, Cluster, InboxEntry, NodeInfo, Notice};
+use crate::cluster::{
+    decode_entry, encode_events, encode_notices, Cluster, Event, InboxEntry, NodeInfo, Notice,
+};
 use crate::{Seq, StoreError};
+
+/// Users of a removed node swept per transaction (each a range read, two
+/// clears and maybe an event per other node: well inside FDB's 5 s and
+/// 10 MB per transaction).
+const SWEEP_USERS: usize = 500;
+
+/// The largest events value one inbox entry holds, in bytes.
+const EVENT_ENTRY_BYTES: usize = 60_000;
 
 fn node_value(expires_ms: u64, url: &str) -> Vec<u8> {
     let mut v = u64_value(expires_ms).to_vec();
@@ -52,6 +63,9 @@ impl FdbStore {
         }
         let (lo, hi) = subs.range();
         trx.clear_range(&lo, &hi);
+        // Its presence goes in pages (`sweep_page`): a node with many users
+        // is more than one transaction's worth.
+        trx.set(&self.layout.presence_sweep(id), b"");
         let (lo, hi) = self.layout.inbox(id).range();
         trx.clear_range(&lo, &hi);
         trx.clear(&self.layout.node(id));
@@ -110,6 +124,128 @@ impl FdbStore {
         }
     }
 
+    /// Removes up to `max` users of removed node `id`'s presence (while
+    /// its sweep marker is there): every user it leaves on no node gets an
+    /// `offline` event in every other node's inbox. Clears the marker with
+    /// the last page; returns whether users remain.
+    async fn sweep_page(&self, trx: &Transaction, id: &str, max: usize) -> Result<bool, Abort> {
+        let marker = self.layout.presence_sweep(id);
+        // Conflicting: a new life of the node clearing the marker stops a
+        // sweep that would otherwise remove its fresh presence.
+        if trx.get(&marker, false).await?.is_none() {
+            return Ok(false);
+        }
+        let present = self.layout.present_on(id);
+        let mut opt = RangeOption::from(present.range());
+        opt.limit = Some(max.max(1) + 1);
+        let mut users = Vec::new();
+        let mut stream = trx.get_ranges_keyvalues(opt, false);
+        while let Some(kv) = stream.next().await {
+            let kv = kv?;
+            let (user,): (String,) = present
+                .unpack(kv.key())
+                .map_err(|e| corrupt(&format!("presence key: {e}")))?;
+            users.push(user);
+        }
+        let more = users.len() > max.max(1);
+        users.truncate(max.max(1));
+        let mut gone = Vec::new();
+        for user in users {
+            let space = self.layout.presence_of(&user);
+            // Conflicting: a node coming online for the user meanwhile
+            // makes this rerun (and then it is not offline).
+            let nodes = Self::names_in(trx, &space).await?;
+            trx.clear(&space.pack(&(id,)));
+            trx.clear(&present.pack(&(user.as_str(),)));
+            if nodes.iter().all(|(n, _)| n == id) {
+                gone.push(Event::Presence {
+                    user,
+                    online: false,
+                });
+            }
+        }
+        if !more {
+            trx.clear(&marker);
+        }
+        if !gone.is_empty() {
+            let to = self.other_nodes(trx, Some(id)).await?;
+            self.write_events(trx, to.into_iter().map(|n| (n, gone.clone())));
+        }
+        Ok(more)
+    }
+
+    /// Sweeps removed node `id`'s presence to the end, page by page.
+    fn sweep_node(&self, id: &str) -> Result<(), StoreError> {
+        while self.run("sweep presence", |trx| {
+            Box::pin(async move { self.sweep_page(&trx, id, SWEEP_USERS).await })
+        })? {}
+        Ok(())
+    }
+
+    /// Every registered node except `except` (a snapshot read: a node that
+    /// registers meanwhile has no sessions yet that could miss the event).
+    async fn other_nodes(
+        &self,
+        trx: &Transaction,
+        except: Option<&str>,
+    ) -> Result<Vec<String>, Abort> {
+        let space = self.layout.nodes();
+        let mut out = Vec::new();
+        let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), true);
+        while let Some(kv) = stream.next().await {
+            let kv = kv?;
+            let (node,): (String,) = space
+                .unpack(kv.key())
+                .map_err(|e| corrupt(&format!("node key: {e}")))?;
+            if except != Some(node.as_str()) {
+                out.push(node);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Events into each node's inbox: versionstamped entries of at most
+    /// [`EVENT_ENTRY_BYTES`] each (FDB refuses values over 100,000 bytes),
+    /// and its bell rung.
+    fn write_events(&self, trx: &Transaction, to: impl IntoIterator<Item = (String, Vec<Event>)>) {
+        for (node, events) in to {
+            let mut chunks: Vec<Vec<Event>> = vec![Vec::new()];
+            let mut bytes = 0;
+            for e in events {
+                let size = match &e {
+                    Event::Presence { user, .. } => user.len() + 3,
+                    Event::Typing { channel, user } => channel.len() + user.len() + 5,
+                };
+                if bytes + size > EVENT_ENTRY_BYTES && !chunks.last().is_some_and(Vec::is_empty) {
+                    chunks.push(Vec::new());
+                    bytes = 0;
+                }
+                bytes += size;
+                if let Some(c) = chunks.last_mut() {
+                    c.push(e);
+                }
+            }
+            for (i, chunk) in chunks.iter().enumerate() {
+                // User versions from 1: an append's notice uses 0.
+                let version = u16::try_from(i + 1).unwrap_or(u16::MAX);
+                let key = self
+                    .layout
+                    .inbox(&node)
+                    .pack_with_versionstamp(&(Versionstamp::incomplete(version),));
+                trx.atomic_op(
+                    &key,
+                    &encode_events(chunk),
+                    MutationType::SetVersionstampedKey,
+                );
+            }
+            trx.atomic_op(
+                &self.layout.inbox_bell(&node),
+                &u64_value(1),
+                MutationType::Add,
+            );
+        }
+    }
+
     fn local_node(&self) -> Option<String> {
         self.local_node
             .lock()
@@ -121,9 +257,14 @@ impl FdbStore {
 impl Cluster for FdbStore {
     fn register(&self, node: &NodeInfo) -> Result<(), StoreError> {
         check_name("node", &node.id)?;
+        // A previous life's subscriptions, inbox and presence go first (its
+        // presence in pages), then the record is written.
+        self.run("register node: clear", |trx| {
+            Box::pin(async move { self.clear_node(&trx, &node.id).await })
+        })?;
+        self.sweep_node(&node.id)?;
         self.run("register node", |trx| {
             Box::pin(async move {
-                self.clear_node(&trx, &node.id).await?;
                 trx.set(
                     &self.layout.node(&node.id),
                     &node_value(node.expires_ms, &node.url),
@@ -159,7 +300,8 @@ impl Cluster for FdbStore {
         check_name("node", id)?;
         self.run("deregister node", |trx| {
             Box::pin(async move { self.clear_node(&trx, id).await })
-        })
+        })?;
+        self.sweep_node(id)
     }
 
     fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
@@ -183,7 +325,7 @@ impl Cluster for FdbStore {
 
     fn reap(&self, id: &str, expires_ms: u64) -> Result<bool, StoreError> {
         check_name("node", id)?;
-        self.run("reap node", |trx| {
+        let reaped = self.run("reap node", |trx| {
             Box::pin(async move {
                 let Some(v) = trx.get(&self.layout.node(id), false).await? else {
                     return Ok(false);
@@ -194,7 +336,11 @@ impl Cluster for FdbStore {
                 self.clear_node(&trx, id).await?;
                 Ok(true)
             })
-        })
+        })?;
+        if reaped {
+            self.sweep_node(id)?;
+        }
+        Ok(reaped)
     }
 
     fn subscribe(&self, id: &str, channel: &str, token: u64) -> Result<Seq, StoreError> {
@@ -256,11 +402,12 @@ impl Cluster for FdbStore {
                 let mut stream = trx.get_ranges_keyvalues(opt, true);
                 while let Some(kv) = stream.next().await {
                     let kv = kv?;
-                    let notices =
-                        decode_notices(kv.value()).ok_or_else(|| corrupt("inbox entry"))?;
+                    let (notices, events) =
+                        decode_entry(kv.value()).ok_or_else(|| corrupt("inbox entry"))?;
                     out.push(InboxEntry {
                         key: kv.key().to_vec(),
                         notices,
+                        events,
                     });
                 }
                 Ok(out)
@@ -314,6 +461,124 @@ impl Cluster for FdbStore {
             Some(Err(e)) => Err(fdb_error("watch inbox", e)),
             _ => Ok(()),
         }
+    }
+
+    fn set_presence(&self, user: &str, online: bool) -> Result<bool, StoreError> {
+        check_name("user", user)?;
+        let Some(me) = self.local_node() else {
+            return Ok(true);
+        };
+        let me = me.as_str();
+        self.run("set presence", |trx| {
+            Box::pin(async move {
+                // Conflicting: a node removed meanwhile (reaped) writes no
+                // presence its sweep would miss.
+                if trx.get(&self.layout.node(me), false).await?.is_none() {
+                    return Err(
+                        StoreError::NotFound(format!("node {me:?} is not registered")).into(),
+                    );
+                }
+                let space = self.layout.presence_of(user);
+                // Conflicting: another node's transition for this user
+                // racing this one makes one of them rerun and see the other.
+                let nodes = Self::names_in(&trx, &space).await?;
+                let was = !nodes.is_empty();
+                let others = nodes.iter().any(|(n, _)| n != me);
+                let (pd, pn) = (
+                    space.pack(&(me,)),
+                    self.layout.present_on(me).pack(&(user,)),
+                );
+                if online {
+                    trx.set(&pd, b"");
+                    trx.set(&pn, b"");
+                } else {
+                    trx.clear(&pd);
+                    trx.clear(&pn);
+                }
+                let now = online || others;
+                if was == now {
+                    return Ok(false);
+                }
+                let event = Event::Presence {
+                    user: user.to_owned(),
+                    online,
+                };
+                let to = self.other_nodes(&trx, Some(me)).await?;
+                self.write_events(&trx, to.into_iter().map(|n| (n, vec![event.clone()])));
+                Ok(true)
+            })
+        })
+    }
+
+    fn sweep_removed(&self) -> Result<usize, StoreError> {
+        let space = self.layout.presence_sweeps();
+        let nodes = self.run("presence sweeps", |trx| {
+            let space = space.clone();
+            Box::pin(async move {
+                let mut out = Vec::new();
+                let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), true);
+                while let Some(kv) = stream.next().await {
+                    let kv = kv?;
+                    let (node,): (String,) = space
+                        .unpack(kv.key())
+                        .map_err(|e| corrupt(&format!("sweep key: {e}")))?;
+                    out.push(node);
+                }
+                Ok(out)
+            })
+        })?;
+        for node in &nodes {
+            self.sweep_node(node)?;
+        }
+        Ok(nodes.len())
+    }
+
+    fn online(&self, users: &[String]) -> Result<Vec<String>, StoreError> {
+        for u in users {
+            check_name("user", u)?;
+        }
+        self.run("online", |trx| {
+            Box::pin(async move {
+                let mut out = Vec::new();
+                for user in users {
+                    let mut opt = RangeOption::from(self.layout.presence_of(user).range());
+                    opt.limit = Some(1);
+                    if !trx.get_range(&opt, 1, true).await?.is_empty() {
+                        out.push(user.clone());
+                    }
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    fn typing(&self, channel: &str, user: &str) -> Result<(), StoreError> {
+        check_name("channel", channel)?;
+        check_name("user", user)?;
+        let own = self.local_node();
+        self.run("typing", |trx| {
+            let own = own.clone();
+            Box::pin(async move {
+                let space = self.layout.subscribed(channel);
+                let mut to = Vec::new();
+                let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), true);
+                while let Some(kv) = stream.next().await {
+                    let kv = kv?;
+                    let (node,): (String,) = space
+                        .unpack(kv.key())
+                        .map_err(|e| corrupt(&format!("subscriber key: {e}")))?;
+                    if own.as_deref() != Some(node.as_str()) {
+                        let event = Event::Typing {
+                            channel: channel.to_owned(),
+                            user: user.to_owned(),
+                        };
+                        to.push((node, vec![event]));
+                    }
+                }
+                self.write_events(&trx, to);
+                Ok(())
+            })
+        })
     }
 }
 

@@ -27,6 +27,9 @@
 //! root + ("nx", node, channel)                    -> empty: the by-node index of "ns"
 //! root + ("ni", node, versionstamp)               -> notices of one commit (cluster::encode_notices)
 //! root + ("nw", node)                             -> u64 LE counter, bumped with every inbox write (watched)
+//! root + ("pd", user, node)                       -> empty: user has a device on node (presence)
+//! root + ("pn", node, user)                       -> empty: the by-node index of "pd" (reaping)
+//! root + ("pr", node)                             -> empty: a removed node whose presence is still being swept
 //! ```
 //!
 //! - **Messages** (`m`) hold the same record as the embedded backend (one
@@ -48,6 +51,12 @@
 //!   it stores into (a conflicting read: a subscription racing the commit
 //!   conflicts with it) and writes one versionstamped `ni` entry per other
 //!   subscribed node, so inbox keys sort in commit order.
+//! - **Presence** (`pd`, `pn`): which nodes a user has devices on, written
+//!   only at node-level transitions (`Cluster::set_presence`); a transaction
+//!   that changes whether the user has any node writes an event into every
+//!   other node's inbox (`ni`, `cluster::encode_events`). A removed node's
+//!   keys go through `pn`, a page of users per transaction; `pr` marks a
+//!   sweep not finished (any node's heartbeat finishes it).
 //! - **Groups** (`g`, `gm`) carry tokens for the same reason:
 //!   `create_group` retried after an unknown result recognises its own group
 //!   instead of reporting a conflict; `add_member` recognises its own add.
@@ -169,6 +178,30 @@ impl Layout {
     #[must_use]
     pub fn inbox_bell(&self, node: &str) -> Vec<u8> {
         self.root.pack(&("nw", node))
+    }
+
+    /// The nodes `user` has devices on: `(node,)` below it.
+    #[must_use]
+    pub fn presence_of(&self, user: &str) -> Subspace {
+        self.root.subspace(&("pd", user))
+    }
+
+    /// The marker of removed `node`'s unfinished presence sweep.
+    #[must_use]
+    pub fn presence_sweep(&self, node: &str) -> Vec<u8> {
+        self.root.pack(&("pr", node))
+    }
+
+    /// Every unfinished presence sweep: `(node,)` below it.
+    #[must_use]
+    pub fn presence_sweeps(&self) -> Subspace {
+        self.root.subspace(&("pr",))
+    }
+
+    /// The users with devices on `node`: `(user,)` below it.
+    #[must_use]
+    pub fn present_on(&self, node: &str) -> Subspace {
+        self.root.subspace(&("pn", node))
     }
 
     #[must_use]

@@ -282,7 +282,15 @@ impl Owner {
             Some(Membership::Members(m)) => m.iter().map(|u| u.to_string()).collect(),
             _ => Vec::new(),
         };
-        let ask = Ask::Users(Arc::new(members));
+        let members = Arc::new(members);
+        if self.node.is_some() {
+            // Cluster mode: the query waits for the store's answer too.
+            fx.io.push(IoJob::PresenceOnline {
+                reply,
+                users: members.clone(),
+            });
+        }
+        let ask = Ask::Users(members);
         for shard in 0..fx.nr_shards {
             fx.send(
                 ShardId(shard),

@@ -55,19 +55,29 @@ impl Owner {
             return;
         }
         oc.typing.insert(user.clone(), now_ms);
-        let mut frame = Vec::new();
-        response::typing(&mut frame, &channel, user);
-        let frame: Arc<[u8]> = Arc::from(frame);
-        for shard in subscriber_shards(oc.subscribers) {
-            fx.send(
-                shard,
-                ShardMsg::TypingNotice {
-                    channel: channel.clone(),
-                    except: from.to,
-                    frame: frame.clone(),
-                },
-            );
+        typing_to_shards(&channel, user, oc.subscribers, from.to, fx);
+        if self.node.is_some() {
+            // Cluster mode: the other subscribed nodes hear it through the
+            // store (one transaction; see `docs/architecture.md`).
+            fx.io.push(IoJob::Typing {
+                channel,
+                user: user.clone(),
+            });
         }
+    }
+
+    /// A user on another node types in `channel` (rate-limited there): a
+    /// `typing` to every local subscriber shard.
+    pub(crate) fn on_remote_typing(&mut self, channel: Channel, user: &Arc<str>, fx: &mut Effects) {
+        let Some(oc) = self.channels.get(&channel) else {
+            return;
+        };
+        // No connection of this node is the sender's.
+        let nobody = crate::vocab::ConnRef {
+            shard: ShardId(usize::MAX),
+            conn: crate::vocab::ConnId(0),
+        };
+        typing_to_shards(&channel, user, oc.subscribers, nobody, fx);
     }
 
     /// A shard registers its replica for `conn`'s join and wants the head.
@@ -327,5 +337,29 @@ impl Owner {
                 );
             }
         }
+    }
+}
+
+/// One `typing` frame of `user` in `channel` to every shard in
+/// `subscribers`, for every local member but `except`.
+fn typing_to_shards(
+    channel: &Channel,
+    user: &str,
+    subscribers: u64,
+    except: crate::vocab::ConnRef,
+    fx: &mut Effects,
+) {
+    let mut frame = Vec::new();
+    response::typing(&mut frame, channel, user);
+    let frame: Arc<[u8]> = Arc::from(frame);
+    for shard in subscriber_shards(subscribers) {
+        fx.send(
+            shard,
+            ShardMsg::TypingNotice {
+                channel: channel.clone(),
+                except,
+                frame: frame.clone(),
+            },
+        );
     }
 }
