@@ -20,7 +20,8 @@
 //!     to its owner as `ShardMsg::MembersChanged` (it reloads the members
 //!     and kicks the removed); another node's presence change goes to the
 //!     user's owner shard (`ShardMsg::RemotePresence`: it tells this node's
-//!     contacts) and typing to the channel's (`ShardMsg::RemoteTyping`);
+//!     contacts), typing to the channel's (`ShardMsg::RemoteTyping`) and
+//!     a read push to each member's (`ShardMsg::ToUser`, the `read` frame);
 //!     then acknowledges the entries.
 //! - A clean stop deregisters the node (`Gateway::shutdown`).
 
@@ -165,7 +166,7 @@ pub(crate) async fn heartbeat_loop(shard: Rc<Shard>) {
 struct InboxRound {
     commits: Vec<(String, Vec<StoredMessage>, Seq)>,
     members_changed: Vec<String>,
-    /// Presence changes and typing, in inbox order.
+    /// Presence changes, typing and read pushes, in inbox order.
     events: Vec<Event>,
     last_key: Option<Vec<u8>>,
 }
@@ -252,15 +253,16 @@ pub(crate) async fn inbox_loop(shard: Rc<Shard>) {
             };
             (channel, msg)
         });
-        // Presence goes to the user's owner shard, typing to the channel's.
-        let events = events.into_iter().map(|e| match e {
+        // Presence goes to the user's owner shard, typing to the channel's,
+        // a read push to each member's (`ToUser`, as on the writing node).
+        let events = events.into_iter().flat_map(|e| match e {
             Event::Presence { user, online } => {
                 let to = owner_of(&user, nr);
                 let msg = ShardMsg::RemotePresence {
                     user: Arc::from(user),
                     online,
                 };
-                (to, msg)
+                vec![(to, msg)]
             }
             Event::Typing { channel, user } => {
                 let channel = Channel::from_validated(Arc::from(channel));
@@ -269,7 +271,23 @@ pub(crate) async fn inbox_loop(shard: Rc<Shard>) {
                     channel,
                     user: Arc::from(user),
                 };
-                (to, msg)
+                vec![(to, msg)]
+            }
+            Event::Read(r) => {
+                // The frame once, shared by every member's owner shard.
+                let mut frame = Vec::new();
+                chat_proto::response::read(&mut frame, &r.channel, &r.user, r.seq.0);
+                let frame: Arc<[u8]> = Arc::from(frame);
+                r.to.into_iter()
+                    .map(|user| {
+                        let user: Arc<str> = Arc::from(user);
+                        let msg = ShardMsg::ToUser {
+                            user: user.clone(),
+                            frame: frame.clone(),
+                        };
+                        (owner_of(&user, nr), msg)
+                    })
+                    .collect()
             }
         });
         let to_owners = commits

@@ -72,6 +72,12 @@
 //! inbox of every other node subscribed to the channel: ephemeral (it goes
 //! when acknowledged, never into history), one transaction per event.
 //!
+//! **Read pushes.** [`Cluster::reads`] writes, for read cursors that moved
+//! in DMs and groups, an [`Event::Read`] into the inbox of every other node
+//! where some of the members to tell have devices (their presence records,
+//! snapshot reads), each event naming only the members on that node:
+//! ephemeral like typing, one transaction per page of members.
+//!
 //! **Waiting.** [`Cluster::wait_inbox`] blocks until the inbox may have
 //! changed or the timeout passed (a watch: it may return early; callers read
 //! the inbox either way).
@@ -139,6 +145,23 @@ pub enum Event {
         /// Who types.
         user: String,
     },
+    /// A member's read cursor moved in a DM or group: push `read` to the
+    /// connections of `to` (members with devices on the receiving node).
+    Read(ReadPush),
+}
+
+/// A read cursor that moved in a DM or group, and whom to tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadPush {
+    /// The channel.
+    pub channel: String,
+    /// Whose cursor moved.
+    pub user: String,
+    /// The cursor now.
+    pub seq: Seq,
+    /// The members to tell (given to [`Cluster::reads`]: every other
+    /// member; in an inbox: those with devices on that node).
+    pub to: Vec<String>,
 }
 
 /// One entry in a node's inbox: one commit's notices, or events.
@@ -148,7 +171,7 @@ pub struct InboxEntry {
     pub key: Vec<u8>,
     /// The channels of the commit this node subscribes to.
     pub notices: Vec<Notice>,
-    /// Presence and typing events (an entry holds notices or events).
+    /// Presence, typing and read events (an entry holds notices or events).
     pub events: Vec<Event>,
 }
 
@@ -228,6 +251,13 @@ pub trait Cluster: Send + Sync {
     /// Writes an [`Event::Typing`] into the inbox of every node subscribed
     /// to `channel` except this handle's own.
     fn typing(&self, channel: &str, user: &str) -> Result<(), StoreError>;
+
+    /// Writes, for each of `reads` (`to`: every member to tell), an
+    /// [`Event::Read`] into the inbox of every node other than this
+    /// handle's own where some of `to` have devices (presence records),
+    /// naming only those members. Ephemeral: a member whose node recorded
+    /// her presence after the read is not told.
+    fn reads(&self, reads: &[ReadPush]) -> Result<(), StoreError>;
 }
 
 /// First two bytes of an inbox value holding events: a notices value starts
@@ -235,8 +265,10 @@ pub trait Cluster: Send + Sync {
 const EVENTS_TAG: [u8; 2] = [0xff, 0xff];
 
 /// Encodes events for one inbox entry: [`EVENTS_TAG`], then per event a
-/// kind byte (1 online, 2 offline, 3 typing) and u16 LE length-prefixed
-/// strings (the user; for typing the channel, then the user).
+/// kind byte (1 online, 2 offline, 3 typing, 4 read) and u16 LE
+/// length-prefixed strings (the user; for typing the channel, then the
+/// user; for read the channel, the user, u64 LE seq, u16 LE count and the
+/// members to tell).
 #[must_use]
 pub fn encode_events(events: &[Event]) -> Vec<u8> {
     fn put(v: &mut Vec<u8>, s: &str) {
@@ -255,6 +287,17 @@ pub fn encode_events(events: &[Event]) -> Vec<u8> {
                 v.push(3);
                 put(&mut v, channel);
                 put(&mut v, user);
+            }
+            Event::Read(r) => {
+                v.push(4);
+                put(&mut v, &r.channel);
+                put(&mut v, &r.user);
+                v.extend_from_slice(&r.seq.0.to_le_bytes());
+                let n = u16::try_from(r.to.len()).unwrap_or(u16::MAX);
+                v.extend_from_slice(&n.to_le_bytes());
+                for u in r.to.iter().take(usize::from(n)) {
+                    put(&mut v, u);
+                }
             }
         }
     }
@@ -288,6 +331,23 @@ pub fn decode_entry(v: &[u8]) -> Option<(Vec<Notice>, Vec<Event>)> {
                     channel,
                     user: take(&mut v)?,
                 }
+            }
+            4 => {
+                let channel = take(&mut v)?;
+                let user = take(&mut v)?;
+                let seq = u64::from_le_bytes(v.get(..8)?.try_into().ok()?);
+                let n = u16::from_le_bytes(v.get(8..10)?.try_into().ok()?);
+                v = &v[10..];
+                let mut to = Vec::with_capacity(usize::from(n));
+                for _ in 0..n {
+                    to.push(take(&mut v)?);
+                }
+                Event::Read(ReadPush {
+                    channel,
+                    user,
+                    seq: Seq(seq),
+                    to,
+                })
             }
             _ => return None,
         });
@@ -677,6 +737,39 @@ pub mod conformance {
         assert!(events(&c, "c").is_empty(), "not subscribed");
     }
 
+    /// `reads` leaves a read event in every other node where some of the
+    /// members to tell have devices, naming only those; none in the
+    /// writer's own node or a node with none of them.
+    pub fn reads_reach_the_nodes_of_the_members_to_tell<H: Handle>(make: &dyn Fn() -> H) {
+        let (a, b, c, d) = (make(), make(), make(), make());
+        for (h, id) in [(&a, "a"), (&b, "b"), (&c, "c"), (&d, "d")] {
+            h.register(&node(id, u64::MAX)).expect("register");
+        }
+        a.set_presence("bob", true).expect("set");
+        b.set_presence("bob", true).expect("set");
+        b.set_presence("carol", true).expect("set");
+        c.set_presence("carol", true).expect("set");
+        d.set_presence("alice", true).expect("set");
+        for (h, id) in [(&a, "a"), (&b, "b"), (&c, "c"), (&d, "d")] {
+            drain(h, id);
+        }
+        let push = |to: &[&str]| super::ReadPush {
+            channel: "group:g".into(),
+            user: "alice".into(),
+            seq: crate::Seq(7),
+            to: to.iter().map(|&u| u.to_owned()).collect(),
+        };
+        a.reads(&[push(&["bob", "carol", "dave"])]).expect("reads");
+        assert_eq!(
+            events(&b, "b"),
+            vec![super::Event::Read(push(&["bob", "carol"]))]
+        );
+        assert_eq!(events(&c, "c"), vec![super::Event::Read(push(&["carol"]))]);
+        assert!(events(&a, "a").is_empty(), "own node");
+        assert!(events(&d, "d").is_empty(), "none of them there");
+        a.reads(&[]).expect("nothing to push");
+    }
+
     /// Every check, each on fresh handles from `make_fresh` (called once per
     /// check; it returns a factory of handles on one new database).
     pub fn run_all<H: Handle + 'static, F: Fn() -> H>(make_fresh: &dyn Fn() -> F) {
@@ -691,6 +784,7 @@ pub mod conformance {
         a_reaped_node_takes_its_users_offline(&make_fresh());
         a_removed_node_with_many_users_takes_them_all_offline(&make_fresh());
         typing_reaches_other_subscribed_nodes(&make_fresh());
+        reads_reach_the_nodes_of_the_members_to_tell(&make_fresh());
     }
 }
 
@@ -732,8 +826,18 @@ mod tests {
                 channel: "dm:alice:bob".into(),
                 user: "alice".into(),
             },
+            Event::Read(ReadPush {
+                channel: "group:g".into(),
+                user: "alice".into(),
+                seq: Seq(42),
+                to: vec!["bob".into(), "carol".into()],
+            }),
         ];
         assert_eq!(decode_entry(&encode_events(&e)), Some((Vec::new(), e)));
+        assert_eq!(
+            decode_entry(&[0xff, 0xff, 4, 1, 0, b'g', 1, 0, b'a', 7]),
+            None
+        );
         let n = vec![Notice::members_changed("group:g")];
         assert_eq!(decode_entry(&encode_notices(&n)), Some((n, Vec::new())));
         assert_eq!(decode_entry(&[0xff, 0xff, 9]), None);

@@ -151,7 +151,7 @@ pub use chat_model::{
     MessageKind, NewMessage, Page, ReadLimit, ReadRange, ReadUpdate, RejectReason, Seq,
     StoredMessage, GROUP_PREFIX,
 };
-pub use cluster::{Cluster, Event, InboxEntry, NodeInfo, Notice};
+pub use cluster::{Cluster, Event, InboxEntry, NodeInfo, Notice, ReadPush};
 pub use embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 pub use error::StoreError;
 pub use fault::{Faults, FaultyStore};

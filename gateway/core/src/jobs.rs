@@ -174,6 +174,14 @@ pub fn run_store_job(store: &dyn Store, job: IoJob) -> JobDone {
             }
             JobDone::TypingSent
         }
+        IoJob::ReadsToNodes { reads } => {
+            if let Some(c) = store.cluster() {
+                if let Err(e) = guarded(|| c.reads(&reads)) {
+                    tracing::debug!(reads = reads.len(), error = %e, "read pushes to other nodes failed (ephemeral: dropped)");
+                }
+            }
+            JobDone::ReadsSent
+        }
         IoJob::PresenceOnline { reply, users } => {
             let users = match store.cluster().map(|c| guarded(|| c.online(&users))) {
                 Some(Ok(online)) => online.into_iter().map(Arc::from).collect(),

@@ -1,5 +1,6 @@
 //! Receipts and unread counts on a shard: flushing the coalesced read and
-//! delivered cursors (`cursors.rs`), the `read` pushes that follow, and
+//! delivered cursors (`cursors.rs`), the `read` pushes that follow (in
+//! cluster mode also to the members' devices on other nodes), and
 //! `GET /v1/me/unread` with the cursors not yet written overlaid.
 
 use std::collections::{BTreeMap, HashMap};
@@ -62,11 +63,27 @@ impl ShardState {
         }
         match result {
             Ok(moved) => {
+                // Cluster mode: the members' devices on other nodes hear it
+                // through their inboxes (one job per flush; see
+                // `docs/architecture.md`, "Read pushes across nodes").
+                let mut remote = Vec::new();
+                let cluster = self.owner.node.is_some();
                 for (channel, user, seq, others) in moved {
                     let mut frame = Vec::new();
                     response::read(&mut frame, &channel, &user, seq.0);
                     let frame: Arc<[u8]> = Arc::from(frame);
+                    if cluster && !others.is_empty() {
+                        remote.push(storage::ReadPush {
+                            channel: channel.to_string(),
+                            user: user.clone(),
+                            seq,
+                            to: others.clone(),
+                        });
+                    }
                     self.fx.send_to_users(others, &frame);
+                }
+                if !remote.is_empty() {
+                    self.fx.io.push(IoJob::ReadsToNodes { reads: remote });
                 }
             }
             Err(e) => {

@@ -801,7 +801,7 @@ impl ShardState {
                 }
                 self.users.presence_done(&user, scope, &mut self.fx);
             }
-            JobDone::Pushed | JobDone::TypingSent => {}
+            JobDone::Pushed | JobDone::TypingSent | JobDone::ReadsSent => {}
             JobDone::PresenceOnline { reply, users } => self.fx.send(
                 reply.shard,
                 ShardMsg::PresenceAnswer {

@@ -568,6 +568,13 @@ pub enum IoJob {
         /// Who types.
         user: Arc<str>,
     },
+    /// Cluster mode: tell the other nodes where the members to tell have
+    /// devices that read cursors moved (ephemeral: inbox events, never
+    /// history).
+    ReadsToNodes {
+        /// The cursors that moved, each with every member to tell.
+        reads: Vec<storage::ReadPush>,
+    },
     /// Cluster mode: which of a presence query's users are online on any
     /// node (the store's node-level presence); answered to `reply`.
     PresenceOnline {
@@ -719,6 +726,8 @@ pub enum JobDone {
     Pushed,
     /// A typing event went to the other nodes (or failed: it is ephemeral).
     TypingSent,
+    /// Read pushes went to the other nodes (or failed: they are ephemeral).
+    ReadsSent,
     /// The cluster's answer to a presence query (empty when it failed:
     /// the query then shows this node's users only).
     PresenceOnline {

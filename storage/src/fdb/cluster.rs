@@ -2,7 +2,7 @@
 //! under the namespace (`layout.rs`: `n`, `ns`, `nx`, `ni`, `nw`). The
 //! notices themselves are written by `append` (`mod.rs`), in the commit's
 //! own transaction. Presence (`pd`, `pn`) and typing write events into the
-//! same inboxes.
+//! same inboxes, and so do read pushes (targeted through `pd`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +18,7 @@ use super::layout::{read_u64, u64_value};
 use super::{check_name, corrupt, fdb_error, Abort, FdbStore};
 use crate::cluster::{
     decode_entry, encode_events, encode_notices, Cluster, Event, InboxEntry, NodeInfo, Notice,
+    ReadPush,
 };
 use crate::{Seq, StoreError};
 
@@ -25,6 +26,13 @@ use crate::{Seq, StoreError};
 /// clears and maybe an event per other node: well inside FDB's 5 s and
 /// 10 MB per transaction).
 const SWEEP_USERS: usize = 500;
+
+/// Members looked up per read-push transaction (one snapshot range read
+/// each).
+const READ_PUSH_USERS: usize = 500;
+
+/// Members named per read event at most (a big group's event is split).
+const READ_EVENT_MEMBERS: usize = 500;
 
 /// The largest events value one inbox entry holds, in bytes.
 const EVENT_ENTRY_BYTES: usize = 60_000;
@@ -215,6 +223,12 @@ impl FdbStore {
                 let size = match &e {
                     Event::Presence { user, .. } => user.len() + 3,
                     Event::Typing { channel, user } => channel.len() + user.len() + 5,
+                    Event::Read(r) => {
+                        r.channel.len()
+                            + r.user.len()
+                            + 15
+                            + r.to.iter().map(|u| u.len() + 2).sum::<usize>()
+                    }
                 };
                 if bytes + size > EVENT_ENTRY_BYTES && !chunks.last().is_some_and(Vec::is_empty) {
                     chunks.push(Vec::new());
@@ -579,6 +593,86 @@ impl Cluster for FdbStore {
                 Ok(())
             })
         })
+    }
+
+    fn reads(&self, reads: &[ReadPush]) -> Result<(), StoreError> {
+        for r in reads {
+            check_name("channel", &r.channel)?;
+            check_name("user", &r.user)?;
+            for u in &r.to {
+                check_name("user", u)?;
+            }
+        }
+        let own = self.local_node();
+        let mut users: Vec<&str> = reads
+            .iter()
+            .flat_map(|r| r.to.iter().map(String::as_str))
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        for page in users.chunks(READ_PUSH_USERS) {
+            let own = own.as_deref();
+            self.run("read pushes", |trx| {
+                Box::pin(async move { self.reads_page(&trx, reads, page, own).await })
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl FdbStore {
+    /// One page of [`Cluster::reads`]: where `users` have devices (other
+    /// than `own`), then per node one event per read naming those there.
+    async fn reads_page(
+        &self,
+        trx: &Transaction,
+        reads: &[ReadPush],
+        users: &[&str],
+        own: Option<&str>,
+    ) -> Result<(), Abort> {
+        let mut nodes_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for &user in users {
+            let space = self.layout.presence_of(user);
+            // A snapshot read: a device whose node records her presence
+            // after this read is not told (ephemeral, like typing).
+            let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), true);
+            let mut nodes = Vec::new();
+            while let Some(kv) = stream.next().await {
+                let kv = kv?;
+                let (node,): (String,) = space
+                    .unpack(kv.key())
+                    .map_err(|e| corrupt(&format!("presence key: {e}")))?;
+                if own != Some(node.as_str()) {
+                    nodes.push(node);
+                }
+            }
+            if !nodes.is_empty() {
+                nodes_of.insert(user, nodes);
+            }
+        }
+        let mut to: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+        for r in reads {
+            let mut here: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for u in &r.to {
+                for n in nodes_of.get(u.as_str()).into_iter().flatten() {
+                    here.entry(n.as_str()).or_default().push(u.clone());
+                }
+            }
+            for (node, members) in here {
+                for chunk in members.chunks(READ_EVENT_MEMBERS) {
+                    to.entry(node.to_owned())
+                        .or_default()
+                        .push(Event::Read(ReadPush {
+                            channel: r.channel.clone(),
+                            user: r.user.clone(),
+                            seq: r.seq,
+                            to: chunk.to_vec(),
+                        }));
+                }
+            }
+        }
+        self.write_events(trx, to);
+        Ok(())
     }
 }
 
