@@ -1027,7 +1027,14 @@ mod tests {
         let mut r = host();
         r.mem_available_bytes = Some(GIB);
         r.mem_total_bytes = Some(2 * GIB);
-        let req = Requirements::new(100_000, 2);
+        // The arithmetic, with 8 KiB per connection in user space (the
+        // default is the measured 1 KiB).
+        let with_8k = |connections| {
+            let mut req = Requirements::new(connections, 2);
+            req.per_connection_bytes = 8 * 1024;
+            req
+        };
+        let req = with_8k(100_000);
         let items = check(&r, &req);
         let mem = item(&items, "memory");
         assert_eq!(mem.status, Status::Short);
@@ -1051,7 +1058,7 @@ mod tests {
             ]
         );
 
-        let items = check(&r, &Requirements::new(70_000, 2));
+        let items = check(&r, &with_8k(70_000));
         let mem = item(&items, "memory");
         assert_eq!(mem.status, Status::Warn);
         assert!(mem

@@ -9,9 +9,11 @@ use serde::Serialize;
 
 /// File descriptors per gateway connection: one, the accepted TCP socket.
 ///
-/// Source: the gateway's driver (`gateway/src/driver.rs`) holds one
-/// glommio `TcpStream` per connection; glommio's io_uring rings are per
-/// executor, not per socket, so they add no descriptor per connection.
+/// Source: a session holds its accepted socket (`gateway/src/ring.rs`: the
+/// upgrade's stream is duplicated into the shard's ring and then dropped, so
+/// two for a moment; `driver.rs` with `socket_ring = false`: one glommio
+/// `TcpStream`). The io_uring rings and their eventfds are per shard, not
+/// per socket, and fit in the reserve.
 pub const FDS_PER_CONNECTION: u64 = 1;
 
 /// Descriptors kept free for the store, listeners and the runtime.
@@ -42,16 +44,18 @@ pub const KERNEL_BYTES_PER_IDLE_CONNECTION: u64 = 4 * 1024;
 /// the clients have read it.
 pub const TCP_MEM_PAGES_PER_BUSY_CONNECTION: u64 = 1;
 
-/// Gateway user-space memory per idle connection, in bytes. **An estimate.**
+/// Gateway user-space memory per idle connection, in bytes.
 ///
-/// Basis: a 2-shard glommio echo server held 19,600 connections in ~50 MB RSS
-/// (`shared/stack-facts.md`), about 2.5 KiB each for the task, the stream and
-/// the runtime's bookkeeping; the gateway adds its `Conn` (identity, an empty
-/// outbox: idle connections hold no outbox memory, the rate bucket) and a few
-/// channel cursors. Rounded up to 8 KiB. It will be replaced by the bench's
-/// measured RSS per idle connection; the gateway can pass its own figure in
-/// [`Requirements::per_connection_bytes`].
-pub const GATEWAY_BYTES_PER_IDLE_CONNECTION: u64 = 8 * 1024;
+/// Measured (2026-12-02, this kind of host, `bench run idle --pin --shards 1
+/// --connections 10000` and `19000`: peak RSS growth from before the first
+/// connection ÷ connections, ramp included): 0.9 KiB at both counts with
+/// the socket ring (`gateway/src/ring.rs`, the default) — the core's `Conn`,
+/// the ring's session entry, the user's device entry, the allocator's share.
+/// Rounded up to 1 KiB. A connection with joined channels holds a cursor per
+/// channel more (`docs/configuration.md`, `max_channels_per_connection`);
+/// with `socket_ring = false` it is ~5 KiB. The gateway can pass its own
+/// figure in [`Requirements::per_connection_bytes`].
+pub const GATEWAY_BYTES_PER_IDLE_CONNECTION: u64 = 1024;
 
 /// Gateway memory per shard that does not grow with connections, in bytes.
 /// **An estimate.**
@@ -118,7 +122,7 @@ pub struct Requirements {
     /// `reserved_fds`). Default [`DEFAULT_RESERVED_FDS`].
     pub reserved_fds: u64,
     /// User-space bytes per idle connection. Default
-    /// [`GATEWAY_BYTES_PER_IDLE_CONNECTION`] (an estimate).
+    /// [`GATEWAY_BYTES_PER_IDLE_CONNECTION`] (measured).
     pub per_connection_bytes: u64,
     /// Kernel bytes per idle connection. Default
     /// [`KERNEL_BYTES_PER_IDLE_CONNECTION`] (measured).
