@@ -10,7 +10,8 @@
 //!   - [`heartbeat_loop`]: renews the lease every `node_heartbeat_ms`,
 //!     reaps nodes whose lease expired (their users go offline), finishes
 //!     removed nodes' presence sweeps that a failure interrupted, and keeps
-//!     the list `GET /v1/nodes` serves. A node that finds itself reaped exits (code 75): it missed
+//!     the list `GET /v1/nodes` serves. A node that finds itself reaped,
+//!     or its id registered by another process, exits (code 75): it missed
 //!     notices and its sessions cannot be trusted; its clients reconnect and
 //!     resume from history.
 //!   - [`inbox_loop`]: waits on the node's inbox, reads each notified range
@@ -151,8 +152,8 @@ pub(crate) async fn heartbeat_loop(shard: Rc<Shard>) {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = nodes;
             }
-            Err(StoreError::NotFound(_)) => {
-                tracing::error!(node = %id, "this node's lease was reaped by the cluster (it could not renew it in time): exiting; clients reconnect and resume from history");
+            Err(StoreError::NotFound(why)) => {
+                tracing::error!(node = %id, %why, "this node no longer holds its id in the cluster (its lease was reaped after it could not renew in time, or another process registered the same id): exiting; clients reconnect and resume from history");
                 std::process::exit(EXIT_LEASE_LOST);
             }
             Err(e) => tracing::warn!(node = %id, error = %e, "node heartbeat failed; retrying"),

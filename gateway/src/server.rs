@@ -249,9 +249,20 @@ impl Gateway {
                 url,
                 expires_ms: crate::util::now_ms() + cfg.node_lease_ms,
             };
-            if let Err(e) = cluster.register(&node) {
-                gw.stop();
-                return Err(StartError::Store(e));
+            match cluster.register(&node) {
+                Err(e) => {
+                    gw.stop();
+                    return Err(StartError::Store(e));
+                }
+                Ok(Some(previous)) if previous.expires_ms > crate::util::now_ms() => {
+                    tracing::warn!(
+                        node = %previous.id,
+                        url = %previous.url,
+                        lease_left_ms = previous.expires_ms.saturating_sub(crate::util::now_ms()),
+                        "this node id's previous record had a running lease: a process that died moments ago, or another process started with the same id; this one takes the id over and any other exits at its next heartbeat (give each node its own node_id or data_dir)"
+                    );
+                }
+                Ok(_) => {}
             }
             tracing::info!(node = %node.id, url = %node.url, "registered in the cluster");
             *gw.global

@@ -204,3 +204,48 @@ fn read_cursors_and_unread_set_on_one_node_are_seen_on_another() {
         unread_on(a.addr, "bob")
     );
 }
+
+/// Two processes started with one node id (a copied data directory, a
+/// mistyped `--node-id`): the newer one takes the id over, the older one
+/// finds at its next heartbeat that the id is no longer its own and exits
+/// (code 75) instead of serving sessions whose notices now go elsewhere;
+/// the cluster lists the id once, at the newer process's URL.
+#[test]
+fn a_second_process_with_the_same_node_id_fences_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, _server) = shared_cluster(dir.path());
+    let ns = namespace("node-id-clash");
+    let mut first = node(&cluster, &ns, &dir.path().join("first"), "same");
+    let second = node(&cluster, &ns, &dir.path().join("second"), "same");
+    let status = eventually_exits(&mut first.proc, Duration::from_secs(10))
+        .expect("the older process exits within a heartbeat or two");
+    assert_eq!(status.code(), Some(75), "{status:?}");
+    let (code, body) = http(second.addr, "GET", "/v1/nodes", None);
+    assert_eq!(code, 200, "{body}");
+    let nodes = body["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{body}");
+    assert_eq!(nodes[0]["id"], "same");
+    assert_eq!(
+        nodes[0]["url"],
+        format!("ws://{}/ws", second.addr),
+        "the newer process holds the record"
+    );
+    // The newer process goes on serving and renewing.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut c = Client::connect(second.addr, "u", "d");
+    assert_eq!(c.join("room:after-clash", None), 0);
+}
+
+fn eventually_exits(
+    proc: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let end = std::time::Instant::now() + within;
+    while std::time::Instant::now() < end {
+        if let Some(status) = proc.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}

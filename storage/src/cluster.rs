@@ -183,18 +183,24 @@ pub trait Cluster: Send + Sync {
     /// Registers `node` as a fresh life of that node: writes its record,
     /// clears any subscriptions and inbox a previous life left, and makes
     /// `node.id` the node this store handle writes commits as (its own
-    /// commits leave it no notices).
-    fn register(&self, node: &NodeInfo) -> Result<(), StoreError>;
+    /// commits leave it no notices). Returns the previous life's record, if
+    /// one was there: with its lease still running it is either a process
+    /// that died moments ago or **another process with the same id** — the
+    /// newer life wins: the older one's heartbeat fails from now on
+    /// (`NotFound`) and its `deregister` leaves the new record alone.
+    fn register(&self, node: &NodeInfo) -> Result<Option<NodeInfo>, StoreError>;
 
     /// Renews the lease of the registered node `id` to `expires_ms`.
     ///
     /// # Errors
     ///
     /// [`StoreError::NotFound`] when the record is gone (the node was
-    /// reaped or deregistered).
+    /// reaped or deregistered) or belongs to a newer life of the id (another
+    /// handle registered it since).
     fn heartbeat(&self, id: &str, expires_ms: u64) -> Result<(), StoreError>;
 
-    /// Removes node `id`, its subscriptions and its inbox (a clean stop).
+    /// Removes node `id`, its subscriptions and its inbox (a clean stop);
+    /// nothing when `id` is this handle's node and a newer life holds it.
     fn deregister(&self, id: &str) -> Result<(), StoreError>;
 
     /// Every registered node, sorted by id, with its lease (expired or not).
@@ -220,6 +226,11 @@ pub trait Cluster: Send + Sync {
     fn inbox(&self, id: &str, max: usize) -> Result<Vec<InboxEntry>, StoreError>;
 
     /// Removes node `id`'s inbox entries up to and including `through`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when `id` is this handle's node and a newer
+    /// life holds it (see [`Cluster::register`]): nothing is removed.
     fn ack_inbox(&self, id: &str, through: &[u8]) -> Result<(), StoreError>;
 
     /// Blocks until node `id`'s inbox may have changed, or `timeout_ms`.
@@ -447,6 +458,48 @@ pub mod conformance {
             b.heartbeat("b", 400),
             Err(crate::StoreError::NotFound(_))
         ));
+    }
+
+    /// A second handle registering the same id is a newer life: `register`
+    /// returns the older record, the older life's heartbeat is `NotFound`
+    /// and its `deregister` leaves the newer record and subscriptions.
+    pub fn a_newer_life_of_a_node_id_fences_the_older<H: Handle>(make: &dyn Fn() -> H) {
+        let (old, new) = (make(), make());
+        assert_eq!(old.register(&node("n", 100)).expect("register"), None);
+        old.heartbeat("n", 150).expect("heartbeat");
+        let mut again = node("n", 200);
+        again.url = "ws://elsewhere.test/ws".into();
+        assert_eq!(
+            new.register(&again).expect("register again"),
+            Some(node("n", 150)),
+            "the newer life learns what it replaced"
+        );
+        new.subscribe("n", "room:r", 1).expect("subscribe");
+        assert!(matches!(
+            old.heartbeat("n", 300),
+            Err(crate::StoreError::NotFound(_))
+        ));
+        // The older life cannot take the newer one's inbox entries away.
+        let other = make();
+        other.register(&node("o", u64::MAX)).expect("register o");
+        send(&other, "room:r", "m1");
+        let entries = old.inbox("n", 10).expect("inbox");
+        assert_eq!(entries.len(), 1);
+        assert!(matches!(
+            old.ack_inbox("n", &entries[0].key),
+            Err(crate::StoreError::NotFound(_))
+        ));
+        assert_eq!(new.inbox("n", 10).expect("inbox").len(), 1);
+        old.deregister("n").expect("deregister");
+        assert_eq!(new.nodes().expect("nodes"), vec![again.clone()]);
+        assert_eq!(
+            new.subscribers("room:r").expect("subs").len(),
+            1,
+            "the newer life keeps its subscriptions"
+        );
+        new.heartbeat("n", 400).expect("the newer life renews");
+        new.deregister("n").expect("deregister");
+        assert!(new.nodes().expect("nodes").is_empty());
     }
 
     /// `reap` removes a node only while its lease is the one seen expiring.
@@ -775,6 +828,7 @@ pub mod conformance {
     pub fn run_all<H: Handle + 'static, F: Fn() -> H>(make_fresh: &dyn Fn() -> F) {
         nodes_register_renew_and_deregister(&make_fresh());
         reap_removes_only_an_unrenewed_lease(&make_fresh());
+        a_newer_life_of_a_node_id_fences_the_older(&make_fresh());
         commits_leave_notices_in_other_subscribed_inboxes(&make_fresh());
         membership_changes_leave_notices_in_other_subscribed_inboxes(&make_fresh());
         subscriptions_follow_tokens_and_lives(&make_fresh());

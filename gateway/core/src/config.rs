@@ -340,6 +340,7 @@ pub struct Config {
     pub max_group_members: usize,
     /// Most simultaneous connections of one user (all devices, all shards);
     /// the connection past it is closed with 4029. 0 = unlimited. Default 64.
+    /// Per node: with several nodes a user on m of them holds ≤ m × this.
     pub max_connections_per_user: usize,
     /// Request rate per **user**, requests per second (token bucket; `ping`
     /// is not counted): all the user's WebSocket connections and HTTP calls
@@ -347,7 +348,8 @@ pub struct Config {
     /// there (a reconnect does not refill it). Each shard enforces the whole
     /// rate for what it serves, so a user spread over k shards gets at most
     /// k × the rate (≤ nr_shards ×). 0 = off (the default). Past it:
-    /// `rate_limited` (HTTP 429). Memory: ~100 bytes per active user per shard.
+    /// `rate_limited` (HTTP 429). Per node: a user on m nodes gets at most
+    /// m × nr_shards × the rate. Memory: ~100 bytes per active user per shard.
     pub rate_limit_per_sec: f64,
     /// Bucket size of the rate limit, in requests. Default 20.
     pub rate_limit_burst: u32,
@@ -383,7 +385,8 @@ pub struct Config {
     /// Default 256.
     pub max_sse_channels: usize,
     /// HTTP API calls of one user in progress at once, per shard (a user
-    /// calling through k shards gets ≤ k ×); past it: HTTP 429. Default 16.
+    /// calling through k shards gets ≤ k ×, and ≤ m × that on m nodes);
+    /// past it: HTTP 429. Default 16.
     pub max_http_calls_per_user: u32,
     /// Groups one user may create per hour, per shard (≤ nr_shards × across
     /// the node); past it: HTTP 429. 0 = unlimited. Default 100.

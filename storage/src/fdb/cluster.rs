@@ -5,9 +5,10 @@
 //! same inboxes, and so do read pushes (targeted through `pd`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use foundationdb::options::MutationType;
 use foundationdb::tuple::Versionstamp;
@@ -37,6 +38,19 @@ const READ_EVENT_MEMBERS: usize = 500;
 /// The largest events value one inbox entry holds, in bytes.
 const EVENT_ENTRY_BYTES: usize = 60_000;
 
+/// A random, non-zero id for one life of a node (one `register`).
+fn new_life() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() | 1
+}
+
 fn node_value(expires_ms: u64, url: &str) -> Vec<u8> {
     let mut v = u64_value(expires_ms).to_vec();
     v.extend_from_slice(url.as_bytes());
@@ -61,12 +75,7 @@ impl FdbStore {
     /// bell.
     async fn clear_node(&self, trx: &Transaction, id: &str) -> Result<(), Abort> {
         let subs = self.layout.subscriptions_of(id);
-        let mut stream = trx.get_ranges_keyvalues(RangeOption::from(subs.range()), false);
-        while let Some(kv) = stream.next().await {
-            let kv = kv?;
-            let (channel,): (String,) = subs
-                .unpack(kv.key())
-                .map_err(|e| corrupt(&format!("subscription key: {e}")))?;
+        for (channel, _) in Self::names_in(trx, &subs).await? {
             trx.clear(&self.layout.subscribed(&channel).pack(&(id,)));
         }
         let (lo, hi) = subs.range();
@@ -77,6 +86,7 @@ impl FdbStore {
         let (lo, hi) = self.layout.inbox(id).range();
         trx.clear_range(&lo, &hi);
         trx.clear(&self.layout.node(id));
+        trx.clear(&self.layout.node_life(id));
         // Bumped, not cleared: a watch on it (a wait of this node) wakes.
         trx.atomic_op(
             &self.layout.inbox_bell(id),
@@ -98,12 +108,7 @@ impl FdbStore {
         let own = self.local_node();
         // A conflicting read: a subscription committed between this
         // transaction's read version and its commit makes it rerun.
-        let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), false);
-        while let Some(kv) = stream.next().await {
-            let kv = kv?;
-            let (node,): (String,) = space
-                .unpack(kv.key())
-                .map_err(|e| corrupt(&format!("subscriber key: {e}")))?;
+        for (node, _) in Self::names_in(trx, &space).await? {
             if own.as_deref() != Some(node.as_str()) {
                 to.entry(node).or_default().push(notice.clone());
             }
@@ -144,17 +149,12 @@ impl FdbStore {
             return Ok(false);
         }
         let present = self.layout.present_on(id);
-        let mut opt = RangeOption::from(present.range());
-        opt.limit = Some(max.max(1) + 1);
-        let mut users = Vec::new();
-        let mut stream = trx.get_ranges_keyvalues(opt, false);
-        while let Some(kv) = stream.next().await {
-            let kv = kv?;
-            let (user,): (String,) = present
-                .unpack(kv.key())
-                .map_err(|e| corrupt(&format!("presence key: {e}")))?;
-            users.push(user);
-        }
+        let mut users: Vec<String> =
+            Self::names_limited(trx, &present, Some(max.max(1) + 1), false)
+                .await?
+                .into_iter()
+                .map(|(user, _)| user)
+                .collect();
         let more = users.len() > max.max(1);
         users.truncate(max.max(1));
         let mut gone = Vec::new();
@@ -197,19 +197,12 @@ impl FdbStore {
         trx: &Transaction,
         except: Option<&str>,
     ) -> Result<Vec<String>, Abort> {
-        let space = self.layout.nodes();
-        let mut out = Vec::new();
-        let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), true);
-        while let Some(kv) = stream.next().await {
-            let kv = kv?;
-            let (node,): (String,) = space
-                .unpack(kv.key())
-                .map_err(|e| corrupt(&format!("node key: {e}")))?;
-            if except != Some(node.as_str()) {
-                out.push(node);
-            }
-        }
-        Ok(out)
+        let nodes = Self::names_limited(trx, &self.layout.nodes(), None, true).await?;
+        Ok(nodes
+            .into_iter()
+            .map(|(node, _)| node)
+            .filter(|node| except != Some(node.as_str()))
+            .collect())
     }
 
     /// Events into each node's inbox: versionstamped entries of at most
@@ -260,6 +253,19 @@ impl FdbStore {
         }
     }
 
+    /// Whether node `id`'s record belongs to this handle's life: always
+    /// when `id` is not the node this handle registered as (an operator
+    /// removing another node), else when the stored life id is this
+    /// handle's (a conflicting read: a racing register reruns this).
+    async fn holds_life(&self, trx: &Transaction, id: &str) -> Result<bool, Abort> {
+        if self.local_node().as_deref() != Some(id) {
+            return Ok(true);
+        }
+        let mine = self.local_life.load(Ordering::Acquire);
+        let stored = trx.get(&self.layout.node_life(id), false).await?;
+        Ok(stored.as_deref().and_then(read_u64) == Some(mine))
+    }
+
     fn local_node(&self) -> Option<String> {
         self.local_node
             .lock()
@@ -269,12 +275,22 @@ impl FdbStore {
 }
 
 impl Cluster for FdbStore {
-    fn register(&self, node: &NodeInfo) -> Result<(), StoreError> {
+    fn register(&self, node: &NodeInfo) -> Result<Option<NodeInfo>, StoreError> {
         check_name("node", &node.id)?;
-        // A previous life's subscriptions, inbox and presence go first (its
-        // presence in pages), then the record is written.
-        self.run("register node: clear", |trx| {
-            Box::pin(async move { self.clear_node(&trx, &node.id).await })
+        let life = new_life();
+        // A previous life's record is read (returned: the caller tells a
+        // crashed life from a live clash by its lease), then its
+        // subscriptions, inbox and presence go (its presence in pages),
+        // then the record and this life's id are written.
+        let previous = self.run("register node: clear", |trx| {
+            Box::pin(async move {
+                let previous = match trx.get(&self.layout.node(&node.id), false).await? {
+                    Some(v) => Some(decode_node(node.id.clone(), &v)?),
+                    None => None,
+                };
+                self.clear_node(&trx, &node.id).await?;
+                Ok(previous)
+            })
         })?;
         self.sweep_node(&node.id)?;
         self.run("register node", |trx| {
@@ -283,6 +299,7 @@ impl Cluster for FdbStore {
                     &self.layout.node(&node.id),
                     &node_value(node.expires_ms, &node.url),
                 );
+                trx.set(&self.layout.node_life(&node.id), &u64_value(life));
                 Ok(())
             })
         })?;
@@ -290,7 +307,8 @@ impl Cluster for FdbStore {
             .local_node
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(node.id.clone());
-        Ok(())
+        self.local_life.store(life, Ordering::Release);
+        Ok(previous)
     }
 
     fn heartbeat(&self, id: &str, expires_ms: u64) -> Result<(), StoreError> {
@@ -303,6 +321,12 @@ impl Cluster for FdbStore {
                         StoreError::NotFound(format!("node {id:?} is not registered")).into(),
                     );
                 };
+                if !self.holds_life(&trx, id).await? {
+                    return Err(StoreError::NotFound(format!(
+                        "node {id:?} was registered again by another process"
+                    ))
+                    .into());
+                }
                 let old = decode_node(id.to_owned(), &v)?;
                 trx.set(&key, &node_value(expires_ms, &old.url));
                 Ok(())
@@ -312,10 +336,21 @@ impl Cluster for FdbStore {
 
     fn deregister(&self, id: &str) -> Result<(), StoreError> {
         check_name("node", id)?;
-        self.run("deregister node", |trx| {
-            Box::pin(async move { self.clear_node(&trx, id).await })
+        let removed = self.run("deregister node", |trx| {
+            Box::pin(async move {
+                // A life that was fenced by a newer one leaves the newer
+                // one's record alone.
+                if !self.holds_life(&trx, id).await? {
+                    return Ok(false);
+                }
+                self.clear_node(&trx, id).await?;
+                Ok(true)
+            })
         })?;
-        self.sweep_node(id)
+        if removed {
+            self.sweep_node(id)?;
+        }
+        Ok(())
     }
 
     fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
@@ -323,16 +358,11 @@ impl Cluster for FdbStore {
         self.run("nodes", |trx| {
             let space = space.clone();
             Box::pin(async move {
-                let mut out = Vec::new();
-                let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), true);
-                while let Some(kv) = stream.next().await {
-                    let kv = kv?;
-                    let (id,): (String,) = space
-                        .unpack(kv.key())
-                        .map_err(|e| corrupt(&format!("node key: {e}")))?;
-                    out.push(decode_node(id, kv.value())?);
-                }
-                Ok(out)
+                Self::names_limited(&trx, &space, None, true)
+                    .await?
+                    .into_iter()
+                    .map(|(id, v)| decode_node(id, &v).map_err(Abort::from))
+                    .collect()
             })
         })
     }
@@ -437,6 +467,15 @@ impl Cluster for FdbStore {
         self.run("ack inbox", |trx| {
             let (lo, end) = (lo.clone(), end.clone());
             Box::pin(async move {
+                // A life fenced by a newer one of its id reads the inbox
+                // until it exits but clears nothing: the entries are the
+                // newer life's to hand out.
+                if !self.holds_life(&trx, id).await? {
+                    return Err(StoreError::NotFound(format!(
+                        "node {id:?} was registered again by another process"
+                    ))
+                    .into());
+                }
                 trx.clear_range(&lo, &end);
                 Ok(())
             })
@@ -464,14 +503,7 @@ impl Cluster for FdbStore {
         let Some(watch) = watch else {
             return Ok(());
         };
-        let fired = futures_lite::future::block_on(futures_lite::future::or(
-            async move { Some(watch.await) },
-            async move {
-                Timeout::new(timeout_ms).await;
-                None
-            },
-        ));
-        match fired {
+        match block_on_for(watch, Duration::from_millis(timeout_ms)) {
             Some(Err(e)) => Err(fdb_error("watch inbox", e)),
             _ => Ok(()),
         }
@@ -529,16 +561,8 @@ impl Cluster for FdbStore {
         let nodes = self.run("presence sweeps", |trx| {
             let space = space.clone();
             Box::pin(async move {
-                let mut out = Vec::new();
-                let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), true);
-                while let Some(kv) = stream.next().await {
-                    let kv = kv?;
-                    let (node,): (String,) = space
-                        .unpack(kv.key())
-                        .map_err(|e| corrupt(&format!("sweep key: {e}")))?;
-                    out.push(node);
-                }
-                Ok(out)
+                let sweeps = Self::names_limited(&trx, &space, None, true).await?;
+                Ok(sweeps.into_iter().map(|(node, _)| node).collect())
             })
         })?;
         for node in &nodes {
@@ -575,12 +599,7 @@ impl Cluster for FdbStore {
             Box::pin(async move {
                 let space = self.layout.subscribed(channel);
                 let mut to = Vec::new();
-                let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), true);
-                while let Some(kv) = stream.next().await {
-                    let kv = kv?;
-                    let (node,): (String,) = space
-                        .unpack(kv.key())
-                        .map_err(|e| corrupt(&format!("subscriber key: {e}")))?;
+                for (node, _) in Self::names_limited(&trx, &space, None, true).await? {
                     if own.as_deref() != Some(node.as_str()) {
                         let event = Event::Typing {
                             channel: channel.to_owned(),
@@ -635,17 +654,12 @@ impl FdbStore {
             let space = self.layout.presence_of(user);
             // A snapshot read: a device whose node records her presence
             // after this read is not told (ephemeral, like typing).
-            let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), true);
-            let mut nodes = Vec::new();
-            while let Some(kv) = stream.next().await {
-                let kv = kv?;
-                let (node,): (String,) = space
-                    .unpack(kv.key())
-                    .map_err(|e| corrupt(&format!("presence key: {e}")))?;
-                if own != Some(node.as_str()) {
-                    nodes.push(node);
-                }
-            }
+            let nodes: Vec<String> = Self::names_limited(trx, &space, None, true)
+                .await?
+                .into_iter()
+                .map(|(node, _)| node)
+                .filter(|node| own != Some(node.as_str()))
+                .collect();
             if !nodes.is_empty() {
                 nodes_of.insert(user, nodes);
             }
@@ -676,56 +690,32 @@ impl FdbStore {
     }
 }
 
-/// A future ready after `ms` (a sleeping helper thread wakes it): the store
-/// runs no executor of its own to give it a timer.
-struct Timeout {
-    done: Arc<AtomicBool>,
-    waker: Arc<std::sync::Mutex<Option<Waker>>>,
-    ms: u64,
-    started: bool,
-}
-
-impl Timeout {
-    fn new(ms: u64) -> Timeout {
-        Timeout {
-            done: Arc::new(AtomicBool::new(false)),
-            waker: Arc::new(std::sync::Mutex::new(None)),
-            ms,
-            started: false,
+/// Runs `fut` on this thread until it is ready or `timeout` has passed
+/// (then `None`, and `fut` is dropped: a watch is cancelled). The thread
+/// parks between polls; the future's waker unparks it. The store runs no
+/// executor of its own, and this needs no timer thread.
+fn block_on_for<F: std::future::Future>(fut: F, timeout: Duration) -> Option<F::Output> {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
         }
     }
-}
-
-impl std::future::Future for Timeout {
-    type Output = ();
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.done.load(Ordering::Acquire) {
-            return Poll::Ready(());
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    let end = Instant::now() + timeout;
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return Some(v);
         }
-        *self
-            .waker
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cx.waker().clone());
-        if !self.started {
-            self.started = true;
-            let (done, waker, ms) = (self.done.clone(), self.waker.clone(), self.ms);
-            let spawned = std::thread::Builder::new()
-                .name("fdb-inbox-timeout".into())
-                .spawn(move || {
-                    std::thread::sleep(std::time::Duration::from_millis(ms));
-                    done.store(true, Ordering::Release);
-                    if let Some(w) = waker
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .take()
-                    {
-                        w.wake();
-                    }
-                });
-            if spawned.is_err() {
-                return Poll::Ready(());
-            }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
         }
-        Poll::Pending
+        std::thread::park_timeout(left);
     }
 }

@@ -150,6 +150,14 @@ impl Layout {
         self.root.pack(&("n", node))
     }
 
+    /// Which life of `node` holds its record: a random id written by
+    /// `register`, checked by every heartbeat (a second process with the
+    /// same node id fences the first).
+    #[must_use]
+    pub fn node_life(&self, node: &str) -> Vec<u8> {
+        self.root.pack(&("nl", node))
+    }
+
     /// Every node record.
     #[must_use]
     pub fn nodes(&self) -> Subspace {

@@ -123,6 +123,8 @@ pub struct FdbStore {
     /// The node this handle registered as (`Cluster::register`): its own
     /// commits leave it no inbox notices.
     local_node: std::sync::Mutex<Option<String>>,
+    /// The life id this handle registered with (0: none yet).
+    local_life: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for FdbStore {
@@ -285,6 +287,7 @@ impl FdbStore {
             layout: Layout::new(&cfg.namespace),
             cfg,
             local_node: std::sync::Mutex::new(None),
+            local_life: std::sync::atomic::AtomicU64::new(0),
         };
         store.check_format()?;
         Ok(store)
@@ -593,13 +596,26 @@ impl FdbStore {
     }
 
     /// Reads user names (or channel names) stored as the last tuple element
-    /// under `space`.
+    /// under `space`, with their values (a conflicting read).
     async fn names_in(
         trx: &Transaction,
         space: &foundationdb::tuple::Subspace,
     ) -> Result<Vec<(String, Vec<u8>)>, Abort> {
+        Self::names_limited(trx, space, None, false).await
+    }
+
+    /// [`FdbStore::names_in`], at most `limit` of them, a snapshot read when
+    /// `snapshot` (no conflict with a writer of the range).
+    async fn names_limited(
+        trx: &Transaction,
+        space: &foundationdb::tuple::Subspace,
+        limit: Option<usize>,
+        snapshot: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, Abort> {
         let mut out = Vec::new();
-        let mut stream = trx.get_ranges_keyvalues(RangeOption::from(space.range()), false);
+        let mut opt = RangeOption::from(space.range());
+        opt.limit = limit;
+        let mut stream = trx.get_ranges_keyvalues(opt, snapshot);
         while let Some(kv) = stream.next().await {
             let kv = kv?;
             let (name,): (String,) = space
