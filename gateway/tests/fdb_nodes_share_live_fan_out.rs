@@ -245,10 +245,7 @@ fn a_retry_racing_the_original_on_another_node_gets_the_same_answer() {
         assert_eq!(y["type"], "ack", "{y}");
         assert_eq!(x["seq"], y["seq"], "one seq for both: {x} {y}");
         assert_eq!(x["ts"], y["ts"], "{x} {y}");
-        let dups = [&x, &y]
-            .iter()
-            .filter(|v| v["duplicate"] == true)
-            .count();
+        let dups = [&x, &y].iter().filter(|v| v["duplicate"] == true).count();
         assert_eq!(dups, 1, "exactly one of the two is the duplicate: {x} {y}");
         assert_eq!(x["seq"].as_u64(), Some(i as u64 + 1), "{x}");
     }
