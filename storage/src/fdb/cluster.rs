@@ -558,7 +558,7 @@ impl Cluster for FdbStore {
 
     fn sweep_removed(&self) -> Result<usize, StoreError> {
         let space = self.layout.presence_sweeps();
-        let nodes = self.run("presence sweeps", |trx| {
+        let nodes: Vec<String> = self.run("presence sweeps", |trx| {
             let space = space.clone();
             Box::pin(async move {
                 let sweeps = Self::names_limited(&trx, &space, None, true).await?;
