@@ -177,6 +177,13 @@ struct State {
     /// The newest version dropped from `log`: transactions that read below
     /// it cannot be checked for conflicts any more.
     pruned_through: i64,
+    /// Tombstones written, oldest first: a key whose newest version is a
+    /// tombstone at or below `pruned_through` is dropped from `data` (no
+    /// reader can see anything of it any more). Without this every key
+    /// ever cleared — a node's inbox entries, versionstamped and cleared
+    /// once read — stayed in `data`, and range reads over such a space
+    /// grew with everything ever written to it.
+    tombstones: VecDeque<(i64, Key)>,
     /// Failures to inject into the next commits: (error, apply the commit
     /// anyway). Only through [`Database::inject_commit_errors`].
     faults: VecDeque<(i32, bool)>,
@@ -208,6 +215,22 @@ impl State {
                 break;
             }
         }
+        while let Some((v, _)) = self.tombstones.front() {
+            if *v > self.pruned_through {
+                break;
+            }
+            let Some((_, key)) = self.tombstones.pop_front() else {
+                break;
+            };
+            let forgotten = self
+                .data
+                .get(&key)
+                .and_then(|versions| versions.last())
+                .is_some_and(|(v, value)| value.is_none() && *v <= self.pruned_through);
+            if forgotten {
+                self.data.remove(&key);
+            }
+        }
     }
 
     fn write(&mut self, key: &[u8], value: Option<Vec<u8>>, version: i64) {
@@ -217,6 +240,9 @@ impl State {
         // allowed, and everything newer.
         if let Some(keep_from) = versions.iter().rposition(|(v, _)| *v <= oldest_needed) {
             versions.drain(..keep_from);
+        }
+        if value.is_none() {
+            self.tombstones.push_back((version, key.to_vec()));
         }
         versions.push((version, value));
     }
@@ -1157,9 +1183,11 @@ impl Transaction {
         // What the commit changed (watches look here) …
         let mut written: Vec<Range> = Vec::new();
         for (lo, hi) in &self.cleared {
+            // Keys already cleared get no second tombstone.
             let keys: Vec<Key> = st
                 .data
                 .range(lo.clone()..hi.clone())
+                .filter(|(_, versions)| versions.last().is_some_and(|(_, v)| v.is_some()))
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in keys {
@@ -1281,6 +1309,51 @@ impl<'a, A: Iterator<Item = &'a Key>, B: Iterator<Item = &'a Key>> Iterator
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cleared_keys_are_forgotten_once_no_reader_can_see_them() {
+        let mut st = super::State::default();
+        let t0 = Instant::now();
+        let record = |version, at| super::CommitRecord {
+            version,
+            at,
+            writes: Vec::new(),
+        };
+        st.write(b"a", Some(b"1".to_vec()), 1);
+        st.write(b"a", None, 2);
+        st.write(b"b", Some(b"2".to_vec()), 2);
+        st.log.push_back(record(2, t0));
+        st.write(b"c", Some(b"3".to_vec()), 3);
+        st.write(b"c", None, 3);
+        st.log.push_back(record(3, t0 + Duration::from_secs(5)));
+        st.prune(t0 + Duration::from_secs(7));
+        assert_eq!(st.pruned_through, 2);
+        assert!(!st.data.contains_key(&b"a"[..]), "cleared at 2: gone");
+        assert!(st.data.contains_key(&b"b"[..]), "a live value stays");
+        assert!(
+            st.data.contains_key(&b"c"[..]),
+            "cleared after the pruned version: a reader may still see its value"
+        );
+        st.prune(t0 + Duration::from_secs(12));
+        assert!(!st.data.contains_key(&b"c"[..]));
+        assert!(st.tombstones.is_empty());
+    }
+
+    #[test]
+    fn clearing_a_cleared_range_writes_no_new_tombstones() {
+        let db = std::sync::Arc::new(Database::starting_at(1));
+        let mut t = Transaction::new(db.clone());
+        t.set(b"k", b"v");
+        t.commit().unwrap();
+        for _ in 0..3 {
+            let mut t = Transaction::new(db.clone());
+            t.clear_range(b"a", b"z");
+            t.commit().unwrap();
+        }
+        let st = db.lock();
+        assert_eq!(st.data[&b"k"[..]].len(), 2, "one value, one tombstone");
+        assert_eq!(st.tombstones.len(), 1);
+    }
+
     use super::*;
 
     fn db() -> Arc<Database> {
