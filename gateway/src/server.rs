@@ -180,7 +180,7 @@ impl Gateway {
         let cfg = Arc::new(config);
         let mesh = MeshBuilder::full(nr, cfg.mesh_queue_capacity);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let placement = PoolPlacement::MaxSpread(nr, CpuSet::online().ok());
+        let placement = shard_placement(nr);
         let handles = {
             let cfg = cfg.clone();
             let global = global.clone();
@@ -346,5 +346,31 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Where the shards' threads run: one CPU each, spread out, chosen among
+/// the CPUs this process is allowed on (`taskset`, a container's cpuset;
+/// glommio would otherwise pick any online CPU, and a shard pinned outside
+/// a cpuset fails to start or runs where the operator said it must not).
+/// More shards than allowed CPUs share them (unpinned within the set).
+fn shard_placement(nr: usize) -> PoolPlacement {
+    let online = CpuSet::online().ok();
+    let (Some(online), Some(allowed)) = (online.clone(), crate::sys::allowed_cpus()) else {
+        return PoolPlacement::MaxSpread(nr, online);
+    };
+    let cpus = online.filter(|l| allowed.contains(&l.cpu));
+    if cpus.is_empty() {
+        return PoolPlacement::MaxSpread(nr, None);
+    }
+    if nr <= cpus.len() {
+        PoolPlacement::MaxSpread(nr, Some(cpus))
+    } else {
+        tracing::warn!(
+            shards = nr,
+            cpus = cpus.len(),
+            "more shards than CPUs this process may use: shards share them (one shard per CPU is the fast path)"
+        );
+        PoolPlacement::Fenced(nr, cpus)
     }
 }

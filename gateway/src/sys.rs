@@ -3,6 +3,25 @@
 //! on values owned by the caller.
 #![allow(unsafe_code)]
 
+/// The CPUs the calling thread may run on (its affinity mask: `taskset`,
+/// a container's cpuset), ascending; `None` when it cannot be read.
+pub(crate) fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity
+    // writes at most `size_of::<cpu_set_t>()` bytes into the set we own, and
+    // CPU_ISSET reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        Some(
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+                .collect(),
+        )
+    }
+}
+
 /// The soft open-file limit of this process (`RLIMIT_NOFILE`).
 pub(crate) fn open_file_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
