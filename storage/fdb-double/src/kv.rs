@@ -1343,11 +1343,11 @@ mod tests {
         let db = std::sync::Arc::new(Database::starting_at(1));
         let mut t = Transaction::new(db.clone());
         t.set(b"k", b"v");
-        t.commit().unwrap();
+        t.commit().expect("commit");
         for _ in 0..3 {
             let mut t = Transaction::new(db.clone());
             t.clear_range(b"a", b"z");
-            t.commit().unwrap();
+            t.commit().expect("commit");
         }
         let st = db.lock();
         assert_eq!(st.data[&b"k"[..]].len(), 2, "one value, one tombstone");
