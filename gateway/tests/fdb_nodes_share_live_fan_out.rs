@@ -11,11 +11,10 @@
 mod common;
 mod nodes_common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{eventually, http, Child, Client};
-use nodes_common::{double_server_bin, listed, namespace, node, shared_cluster};
+use nodes_common::{double_stats, listed, namespace, node, shared_cluster};
 use serde_json::Value;
 
 #[test]
@@ -178,11 +177,7 @@ fn measure_cross_node_delivery() {
     there.join(ROOM, None);
     let mut sender = Client::connect(a.addr, "sender", "d1");
     let stats = |label: &str| {
-        let out = Command::new(double_server_bin())
-            .args(["stats", "--cluster-file", &cluster])
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let v = double_stats(&cluster);
         eprintln!("{label}: {v}");
         v
     };
@@ -281,13 +276,7 @@ fn measure_hot_channel() {
         .collect();
     const PER_SENDER: usize = 2_000;
     const WINDOW: usize = 32;
-    let stats = || -> Value {
-        let out = Command::new(double_server_bin())
-            .args(["stats", "--cluster-file", &cluster])
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    };
+    let stats = || double_stats(&cluster);
     for writers in 1..=3 {
         let room = format!("room:hot-{writers}");
         let before = stats();

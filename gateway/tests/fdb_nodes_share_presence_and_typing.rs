@@ -16,7 +16,7 @@ mod nodes_common;
 use std::time::{Duration, Instant};
 
 use common::Client;
-use nodes_common::{double_server_bin, namespace, node_configured, shared_cluster};
+use nodes_common::{double_stats, namespace, node_configured, shared_cluster};
 use serde_json::{json, Value};
 
 /// The presence debounce the nodes run with.
@@ -172,13 +172,7 @@ fn measure_presence_and_typing_cost() {
         bob.join(&room, None);
     }
     std::thread::sleep(Duration::from_secs(1));
-    let stats = || -> Value {
-        let out = std::process::Command::new(double_server_bin())
-            .args(["stats", "--cluster-file", &cluster])
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let stats = || double_stats(&cluster);
     let per = |from: &Value, to: &Value, idle: (&Value, &Value, f64), s: f64, n: f64| {
         let (idle_from, idle_to, idle_s) = idle;
         let mut out = Vec::new();

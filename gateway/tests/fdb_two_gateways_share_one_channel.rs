@@ -9,87 +9,19 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod nodes_common;
 
-use std::io::BufRead;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
-use common::{Child, Client};
+use common::Client;
+use nodes_common::{namespace, node, shared_cluster};
 use serde_json::json;
-
-/// A double server of this test's own, killed when dropped.
-struct DoubleServer(std::process::Child);
-
-impl Drop for DoubleServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The cluster file: `FDB_CLUSTER_FILE`, or a double server started here
-/// (`FDB_DOUBLE_SERVER`, else `fdb-double-server` next to the gateway
-/// binary: `cargo build -p fdb-double` puts it there).
-fn shared_cluster(dir: &std::path::Path) -> (String, Option<DoubleServer>) {
-    if let Ok(p) = std::env::var("FDB_CLUSTER_FILE") {
-        return (p, None);
-    }
-    let bin = std::env::var_os("FDB_DOUBLE_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_BIN_EXE_gateway")).with_file_name("fdb-double-server")
-        });
-    let file = dir.join("fdb.cluster");
-    let mut child = Command::new(&bin)
-        .args(["--port", "0", "--cluster-file"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "starting {} ({e}): cargo build -p fdb-double",
-                bin.display()
-            )
-        });
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "{line}");
-    (
-        file.to_string_lossy().into_owned(),
-        Some(DoubleServer(child)),
-    )
-}
-
-fn gateway(cluster: &str, namespace: &str, data: &std::path::Path) -> Child {
-    Child::spawn(
-        "",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--shards",
-            "2",
-            "--store",
-            "fdb",
-            "--fdb-cluster-file",
-            cluster,
-            "--fdb-namespace",
-            namespace,
-        ],
-    )
-    .unwrap()
-}
 
 #[test]
 fn two_gateways_on_one_namespace_give_dense_unique_seqs_on_one_channel() {
     let dir = tempfile::tempdir().unwrap();
     let (cluster, _server) = shared_cluster(dir.path());
-    let namespace = format!("two-gateways-{}", std::process::id());
-    let gw1 = gateway(&cluster, &namespace, &dir.path().join("gw1"));
-    let gw2 = gateway(&cluster, &namespace, &dir.path().join("gw2"));
+    let ns = namespace("two-gateways");
+    let gw1 = node(&cluster, &ns, &dir.path().join("gw1"), "gw1");
+    let gw2 = node(&cluster, &ns, &dir.path().join("gw2"), "gw2");
     const PER_CLIENT: u64 = 60;
 
     // Two senders on each node, all on one channel, all at once.

@@ -95,6 +95,17 @@ pub fn node_on(
     )
 }
 
+/// The double server's counters (`fdb-double-server stats`): transactions,
+/// commits, conflicts, reads, mutations, bytes (`Null` when `cluster` is
+/// not a double's).
+pub fn double_stats(cluster: &str) -> serde_json::Value {
+    let out = Command::new(double_server_bin())
+        .args(["stats", "--cluster-file", cluster])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
 /// A namespace of this test process's own.
 pub fn namespace(test: &str) -> String {
     format!("{test}-{}", std::process::id())
