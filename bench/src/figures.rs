@@ -77,6 +77,11 @@ pub struct LoadgenSummary {
     pub resumes_caught_up: u64,
     /// Connections reading at a limited rate.
     pub slow_connections: u64,
+    /// TCP segments the server sent to loadgen's connections (each
+    /// socket's `tcpi_segs_in`; 0 from an older loadgen).
+    pub server_segments: u64,
+    /// Of those, the ones that carried data.
+    pub server_data_segments: u64,
     /// loadgen's own verdict.
     pub ok: bool,
 }
@@ -132,6 +137,8 @@ impl LoadgenSummary {
             resume_replayed: counter("resume_replayed"),
             resumes_caught_up: counter("resumes_caught_up"),
             slow_connections: counter("slow_connections"),
+            server_segments: counter("server_segments"),
+            server_data_segments: counter("server_data_segments"),
             ok: v
                 .get("ok")
                 .and_then(serde_json::Value::as_bool)
@@ -155,10 +162,16 @@ pub struct Figures {
     /// Deliveries ÷ gateway CPU-seconds (whole run, so ramp and close are
     /// charged too: a lower bound on the send phase's efficiency).
     pub deliveries_per_cpu_s: f64,
-    /// (deliveries + acks) ÷ host-wide TCP OutSegs delta. On loopback
-    /// OutSegs counts both directions and every process on the host, so
+    /// (deliveries + acks) ÷ the data segments the server sent (loadgen's
+    /// count of its sockets' received segments: the server's own). With an
+    /// older loadgen, ÷ the host-wide TCP OutSegs delta instead: on
+    /// loopback OutSegs counts both directions and every process, so
     /// this is a lower bound on the gateway's frames per segment.
     pub frames_per_segment: f64,
+    /// Server CPU time ÷ every segment the server sent (data and pure
+    /// ACKs), µs: what a segment costs all told (0 without loadgen's count).
+    #[serde(default)]
+    pub cpu_us_per_segment: f64,
     /// Delivery latency p50 / p99 / p99.9 / max, µs.
     pub latency_us: [u64; 4],
     /// Ack latency p50 / p99 / p99.9 / max, µs.
@@ -217,7 +230,15 @@ impl Figures {
             connects_per_s: lg.connects_per_s,
             server_cpu_s,
             deliveries_per_cpu_s: ratio(lg.delivered as f64, server_cpu_s),
-            frames_per_segment: ratio((lg.delivered + lg.acked) as f64, segs as f64),
+            frames_per_segment: ratio(
+                (lg.delivered + lg.acked) as f64,
+                if lg.server_data_segments > 0 {
+                    lg.server_data_segments as f64
+                } else {
+                    segs as f64
+                },
+            ),
+            cpu_us_per_segment: ratio(server_cpu_s * 1e6, lg.server_segments as f64),
             latency_us: lg.latency_us,
             ack_latency_us: lg.ack_latency_us,
             mem_per_conn_bytes: ratio(rss_growth_kib as f64 * 1024.0, lg.connections as f64),
@@ -296,7 +317,22 @@ mod tests {
         let f = Figures::compute(&lg, &s);
         assert!((f.server_cpu_s - 0.5).abs() < 1e-9);
         assert!((f.deliveries_per_cpu_s - 2000.0).abs() < 1e-9);
-        assert!((f.frames_per_segment - 2.0).abs() < 1e-9);
+        assert!(
+            (f.frames_per_segment - 2.0).abs() < 1e-9,
+            "host-wide without loadgen's count"
+        );
+        assert_eq!(f.cpu_us_per_segment, 0.0);
+        let own = LoadgenSummary {
+            server_segments: 2_500,
+            server_data_segments: 500,
+            ..lg.clone()
+        };
+        let f2 = Figures::compute(&own, &s);
+        assert!(
+            (f2.frames_per_segment - 4.0).abs() < 1e-9,
+            "the server's own data segments"
+        );
+        assert!((f2.cpu_us_per_segment - 200.0).abs() < 1e-9);
         assert!((f.mem_per_conn_bytes - 800.0 * 1024.0 / 100.0).abs() < 1e-9);
         assert_eq!(f.rss_growth_kib, 800);
         assert_eq!(f.violations, 3);

@@ -429,6 +429,17 @@ enum IoEvent {
     Wake,
 }
 
+/// Adds what the server sent on `stream` (its TCP segments) to the
+/// counters, just before the connection is dropped.
+fn count_segments(ctx: &ShardCtx, stream: &TcpStream) {
+    use std::os::fd::AsRawFd as _;
+    if let Some((all, data)) = crate::sys::tcp_segments_in(stream.as_raw_fd()) {
+        let c = &mut ctx.stats.borrow_mut().counters;
+        c.server_segments += all;
+        c.server_data_segments += data;
+    }
+}
+
 /// Runs one upgraded connection until it ends. Returns `true` when the run
 /// is over (the session finished), `false` to reconnect.
 async fn run_connection(
@@ -458,6 +469,7 @@ async fn run_connection(
                 } else {
                     Closed::Churn
                 };
+                count_segments(ctx, &stream);
                 drop(stream);
                 ctx.with(&mut out, |c| session.on_closed(c, why));
                 return false;
@@ -471,6 +483,7 @@ async fn run_connection(
                     Timer::new(CLOSE_FLUSH).await;
                 };
                 futures_lite::future::or(flush, timeout).await;
+                count_segments(ctx, &stream);
                 drop(stream);
                 ctx.with(&mut Vec::new(), |c| session.on_closed(c, Closed::Finished));
                 return true;
@@ -539,6 +552,7 @@ async fn run_connection(
                 }
             }
             IoEvent::Read(0) | IoEvent::Failed => {
+                count_segments(ctx, &stream);
                 drop(stream);
                 ctx.with(&mut out, |c| session.on_closed(c, Closed::Lost));
                 return false;
@@ -553,6 +567,7 @@ async fn run_connection(
                     feed(ctx, session, &mut decoder, &rbuf[..n], &mut out)
                 };
                 if let Some(why) = closed {
+                    count_segments(ctx, &stream);
                     drop(stream);
                     ctx.with(&mut out, |c| session.on_closed(c, why));
                     return false;

@@ -343,6 +343,14 @@ pub struct Counters {
     pub slow_connections: u64,
     /// Bytes the slow connections read.
     pub slow_bytes_read: u64,
+    /// TCP segments the server sent to these connections, pure ACKs
+    /// included: each socket's `tcpi_segs_in`, read as it closes (abusers'
+    /// connections not counted). Unlike the host's `OutSegs` this is the
+    /// server's own count, not loadgen's segments too.
+    pub server_segments: u64,
+    /// Of those, the segments that carried data (`tcpi_data_segs_in`):
+    /// what frames per segment divides by.
+    pub server_data_segments: u64,
 }
 
 impl Counters {
@@ -371,6 +379,8 @@ impl Counters {
         self.resumes_caught_up += o.resumes_caught_up;
         self.slow_connections += o.slow_connections;
         self.slow_bytes_read += o.slow_bytes_read;
+        self.server_segments += o.server_segments;
+        self.server_data_segments += o.server_data_segments;
     }
 
     /// Errors of every kind (what the progress line and the table call

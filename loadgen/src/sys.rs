@@ -1,4 +1,4 @@
-//! The one system call the standard library does not offer.
+//! The system calls the standard library does not offer.
 
 /// Raises the soft open-file limit to the hard limit; returns the limit now
 /// in force. Each connection is one file descriptor.
@@ -24,4 +24,31 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
         }
     }
     Ok(lim.rlim_cur)
+}
+
+/// Segments this TCP socket has received, and how many of them carried
+/// data (`TCP_INFO`'s `tcpi_segs_in` and `tcpi_data_segs_in`); `None` when
+/// the kernel does not answer. On a connection to the server these are the
+/// segments the server sent on it.
+#[allow(unsafe_code)]
+pub fn tcp_segments_in(fd: std::os::fd::RawFd) -> Option<(u64, u64)> {
+    // SAFETY: a zeroed tcp_info is valid plain data; getsockopt writes at
+    // most `len` bytes into it and updates `len`, both owned here.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::addr_of_mut!(info).cast(),
+            &mut len,
+        );
+        (rc == 0).then(|| {
+            (
+                u64::from(info.tcpi_segs_in),
+                u64::from(info.tcpi_data_segs_in),
+            )
+        })
+    }
 }
