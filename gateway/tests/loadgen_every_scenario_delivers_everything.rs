@@ -39,6 +39,19 @@ fn one_room_with_four_senders() {
     assert_eq!(r.delivered, 30 * r.acked);
     // Deliveries to the 26 non-senders and the 3 other senders are timed.
     assert_eq!(r.latency_us.count, 29 * r.acked);
+    // The server's own segments, counted on each connection as it closed:
+    // at least the hello and one segment per delivered frame batch, and no
+    // more data segments than frames sent (hello, joined, acks, msgs,
+    // close).
+    let c = &r.counters;
+    assert!(
+        c.server_data_segments >= 30 && c.server_segments >= c.server_data_segments,
+        "{c:?}"
+    );
+    assert!(
+        c.server_data_segments <= 30 * 4 + r.acked + r.delivered,
+        "{c:?}"
+    );
 }
 
 #[test]
