@@ -74,25 +74,36 @@ pub fn node_on(
     data: &Path,
     id: &str,
 ) -> Result<Child, String> {
-    Child::spawn(
-        "",
-        &[
-            "--listen",
-            listen,
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--shards",
-            "2",
-            "--store",
-            "fdb",
-            "--fdb-cluster-file",
-            cluster,
-            "--fdb-namespace",
-            namespace,
-            "--node-id",
-            id,
-        ],
-    )
+    Child::spawn("", &node_args(listen, cluster, namespace, data, id, &[]))
+}
+
+/// A node's command line: two shards on `--store fdb`, then `extra`.
+fn node_args<'a>(
+    listen: &'a str,
+    cluster: &'a str,
+    namespace: &'a str,
+    data: &'a Path,
+    id: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "--listen",
+        listen,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--shards",
+        "2",
+        "--store",
+        "fdb",
+        "--fdb-cluster-file",
+        cluster,
+        "--fdb-namespace",
+        namespace,
+        "--node-id",
+        id,
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// The double server's counters (`fdb-double-server stats`): transactions,
@@ -131,26 +142,17 @@ pub fn node_configured(cluster: &str, namespace: &str, data: &Path, id: &str, to
     std::fs::create_dir_all(data).unwrap();
     let cfg = data.join("gateway.toml");
     std::fs::write(&cfg, toml).unwrap();
+    let cfg = cfg.to_str().unwrap();
     Child::spawn(
         "",
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
+        &node_args(
             "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--shards",
-            "2",
-            "--store",
-            "fdb",
-            "--fdb-cluster-file",
             cluster,
-            "--fdb-namespace",
             namespace,
-            "--node-id",
+            data,
             id,
-        ],
+            &["--config", cfg],
+        ),
     )
     .unwrap()
 }
