@@ -247,7 +247,24 @@ impl Owner {
             }
         }
         // Another node's commit may have moved the head further already.
-        oc.head = Some(oc.head.map_or(outcome.head, |h| h.max(outcome.head)));
+        let before = oc.head;
+        oc.head = Some(before.map_or(outcome.head, |h| h.max(outcome.head)));
+        if batch.is_none() && before.is_some_and(|h| h < outcome.head) {
+            // Nothing of ours was stored, yet the head moved: another node
+            // committed (a retry that raced its original there answers
+            // `duplicate` here). Its inbox notice will find the head already
+            // moved and skip, so the members page the gap from the store
+            // now, as after a dropped batch.
+            for shard in subscriber_shards(oc.subscribers) {
+                fx.send(
+                    shard,
+                    ShardMsg::Advanced {
+                        channel: name.clone(),
+                        head: outcome.head,
+                    },
+                );
+            }
+        }
         fx.stats_committed += batch.as_ref().map_or(0, |b| b.len() as u64);
         if let Some(b) = batch {
             let b = Arc::new(b);
@@ -300,5 +317,123 @@ impl Owner {
         if !oc.pending.is_empty() {
             self.mark_ready(&name, fx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chat_model::{AppendOutcome, ChannelOutcome, Seq};
+    use chat_proto::auth::Identity;
+
+    use crate::config::Config;
+    use crate::stats::Stats;
+    use crate::vocab::{ConnId, IoJob, JobDone, ShardId, ShardMsg};
+    use crate::ShardState;
+
+    const ROOM: &str = "room:r";
+
+    /// Runs the shard's own messages and answers head loads with `head`
+    /// until nothing is left; returns the other jobs it asked for.
+    fn pump(st: &mut ShardState, head: u64, now: u64) -> Vec<IoJob> {
+        let mut jobs = Vec::new();
+        loop {
+            let fx = st.take_effects();
+            if fx.out.is_empty() && fx.io.is_empty() {
+                return jobs;
+            }
+            for (_, msg) in fx.out {
+                st.on_msg(ShardId(0), msg, now);
+            }
+            for job in fx.io {
+                match job {
+                    IoJob::LoadHead(channel) => st.on_job_done(
+                        JobDone::HeadLoaded {
+                            channel,
+                            result: Ok(Seq(head)),
+                        },
+                        now,
+                    ),
+                    other => jobs.push(other),
+                }
+            }
+        }
+    }
+
+    fn conn(st: &mut ShardState, user: &str) -> ConnId {
+        let id = Identity {
+            user: user.into(),
+            device: "d".into(),
+            expires_ms: None,
+        };
+        st.open_conn(&id, 1_000)
+    }
+
+    /// A retry racing its original on another node: the store answers
+    /// `duplicate` with a head this owner has not fanned out. The members
+    /// here page the gap from the store at once (the other node's inbox
+    /// notice finds the head moved and is skipped): without it, a member
+    /// waited for the channel's next message.
+    #[test]
+    fn a_duplicate_answer_that_moves_the_head_sends_members_to_the_store() {
+        let cfg = Config::default();
+        let mut st = ShardState::new(ShardId(0), 1, Arc::new(cfg), Arc::new(Stats::default()));
+        let reader = conn(&mut st, "reader");
+        st.on_text(
+            reader,
+            &format!(r#"{{"type":"join","channel":"{ROOM}","id":1}}"#),
+        );
+        pump(&mut st, 5, 1_000);
+        let joined = String::from_utf8_lossy(st.output(reader)).into_owned();
+        assert!(joined.contains(r#""head":5"#), "{joined}");
+        let n = st.output(reader).len();
+        st.wrote(reader, n, 1_000);
+
+        let sender = conn(&mut st, "alice");
+        st.on_text(
+            sender,
+            &format!(
+                r#"{{"type":"send","channel":"{ROOM}","client_msg_id":"m1","text":"hi","id":2}}"#
+            ),
+        );
+        pump(&mut st, 5, 1_000);
+        let Some(IoJob::Append(appends)) = st.take_commit(1_000) else {
+            panic!("a commit");
+        };
+        // Another node stored "m1" as seq 6 meanwhile.
+        st.on_job_done(
+            JobDone::Appended {
+                appends,
+                result: Ok(vec![ChannelOutcome {
+                    outcomes: vec![AppendOutcome::Duplicate { seq: Seq(6), ts: 7 }],
+                    head: Seq(6),
+                }]),
+            },
+            1_000,
+        );
+        let fx = st.take_effects();
+        assert!(
+            fx.out.iter().any(|(_, m)| matches!(
+                m,
+                ShardMsg::Advanced { head, .. } if *head == Seq(6)
+            )),
+            "{:?}",
+            fx.out
+        );
+        for (_, msg) in fx.out {
+            st.on_msg(ShardId(0), msg, 1_000);
+        }
+        let jobs = pump(&mut st, 6, 1_000);
+        assert!(
+            jobs.iter()
+                .any(|j| matches!(j, IoJob::CatchUp { channel, .. } if channel.as_ref() == ROOM)),
+            "the reader pages seq 6 from the store: {jobs:?}"
+        );
+        let ack = String::from_utf8_lossy(st.output(sender)).into_owned();
+        assert!(
+            ack.contains(r#""duplicate":true"#) && ack.contains(r#""seq":6"#),
+            "{ack}"
+        );
     }
 }
