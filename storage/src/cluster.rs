@@ -213,6 +213,11 @@ pub trait Cluster: Send + Sync {
 
     /// Records that node `id` has subscribers of `channel` (with `token`);
     /// returns the channel's head read in the same transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when `id` is this handle's node and a newer
+    /// life holds it: nothing is written.
     fn subscribe(&self, id: &str, channel: &str, token: u64) -> Result<Seq, StoreError>;
 
     /// Removes node `id`'s subscription to `channel` if its token is still
@@ -247,7 +252,8 @@ pub trait Cluster: Send + Sync {
     /// # Errors
     ///
     /// [`StoreError::NotFound`] when this handle's node was removed (its
-    /// presence was swept; it must not write more).
+    /// presence was swept; it must not write more) or a newer life of its
+    /// id holds it.
     fn set_presence(&self, user: &str, online: bool) -> Result<bool, StoreError>;
 
     /// Finishes the presence sweeps of removed nodes that a failure left
@@ -490,6 +496,16 @@ pub mod conformance {
             Err(crate::StoreError::NotFound(_))
         ));
         assert_eq!(new.inbox("n", 10).expect("inbox").len(), 1);
+        // Nor write subscriptions or presence in the newer one's name.
+        assert!(matches!(
+            old.subscribe("n", "room:old", 2),
+            Err(crate::StoreError::NotFound(_))
+        ));
+        assert!(old.set_presence("u-old", true).is_err());
+        assert!(new
+            .online(&["u-old".to_owned()])
+            .expect("online")
+            .is_empty());
         old.deregister("n").expect("deregister");
         assert_eq!(
             new.nodes().expect("nodes"),

@@ -392,6 +392,14 @@ impl Cluster for FdbStore {
         check_name("channel", channel)?;
         self.run("subscribe", |trx| {
             Box::pin(async move {
+                // A life fenced by a newer one of its id subscribes nothing
+                // in the newer one's name (it would never be unsubscribed).
+                if !self.holds_life(&trx, id).await? {
+                    return Err(StoreError::NotFound(format!(
+                        "node {id:?} was registered again by another process"
+                    ))
+                    .into());
+                }
                 trx.set(
                     &self.layout.subscribed(channel).pack(&(id,)),
                     &u64_value(token),
@@ -523,6 +531,15 @@ impl Cluster for FdbStore {
                     return Err(
                         StoreError::NotFound(format!("node {me:?} is not registered")).into(),
                     );
+                }
+                // Nor does a life fenced by a newer one of its id: the
+                // newer life's sweep has run, so what it wrote now would
+                // stay online until the newer life leaves.
+                if !self.holds_life(&trx, me).await? {
+                    return Err(StoreError::NotFound(format!(
+                        "node {me:?} was registered again by another process"
+                    ))
+                    .into());
                 }
                 let space = self.layout.presence_of(user);
                 // Conflicting: another node's transition for this user
