@@ -40,6 +40,11 @@ pub struct ServerSamples {
     pub peak_rss_kib: u64,
     /// Wall time from loadgen start to exit, s.
     pub wall_s: f64,
+    /// loadgen's CPU time over its run (user + system, its worker
+    /// processes included), s: when it nears `wall_s` × loadgen's CPUs,
+    /// loadgen — not the server — bounds the latencies measured.
+    #[serde(default)]
+    pub loadgen_cpu_s: f64,
 }
 
 /// The numbers bench reads from loadgen's `--json` report (a contract:
@@ -82,6 +87,9 @@ pub struct LoadgenSummary {
     pub server_segments: u64,
     /// Of those, the ones that carried data.
     pub server_data_segments: u64,
+    /// Payload bytes the server sent on those sockets (0 from an older
+    /// loadgen).
+    pub server_bytes: u64,
     /// loadgen's own verdict.
     pub ok: bool,
 }
@@ -139,6 +147,7 @@ impl LoadgenSummary {
             slow_connections: counter("slow_connections"),
             server_segments: counter("server_segments"),
             server_data_segments: counter("server_data_segments"),
+            server_bytes: counter("server_bytes"),
             ok: v
                 .get("ok")
                 .and_then(serde_json::Value::as_bool)
@@ -172,6 +181,14 @@ pub struct Figures {
     /// ACKs), µs: what a segment costs all told (0 without loadgen's count).
     #[serde(default)]
     pub cpu_us_per_segment: f64,
+    /// The server's payload bytes (frames, compressed or not) ÷
+    /// deliveries (0 without loadgen's count).
+    #[serde(default)]
+    pub bytes_per_delivery: f64,
+    /// loadgen's CPU time ÷ the run's wall time, % of one CPU (100 = one
+    /// CPU busy throughout: loadgen pinned to one CPU is then saturated).
+    #[serde(default)]
+    pub loadgen_cpu_pct: f64,
     /// Delivery latency p50 / p99 / p99.9 / max, µs.
     pub latency_us: [u64; 4],
     /// Ack latency p50 / p99 / p99.9 / max, µs.
@@ -239,6 +256,8 @@ impl Figures {
                 },
             ),
             cpu_us_per_segment: ratio(server_cpu_s * 1e6, lg.server_segments as f64),
+            bytes_per_delivery: ratio(lg.server_bytes as f64, lg.delivered as f64),
+            loadgen_cpu_pct: ratio(s.loadgen_cpu_s * 100.0, s.wall_s),
             latency_us: lg.latency_us,
             ack_latency_us: lg.ack_latency_us,
             mem_per_conn_bytes: ratio(rss_growth_kib as f64 * 1024.0, lg.connections as f64),
@@ -313,6 +332,7 @@ mod tests {
             },
             peak_rss_kib: 10_800,
             wall_s: 3.0,
+            loadgen_cpu_s: 1.5,
         };
         let f = Figures::compute(&lg, &s);
         assert!((f.server_cpu_s - 0.5).abs() < 1e-9);
@@ -322,9 +342,12 @@ mod tests {
             "host-wide without loadgen's count"
         );
         assert_eq!(f.cpu_us_per_segment, 0.0);
+        assert_eq!(f.bytes_per_delivery, 0.0);
+        assert!((f.loadgen_cpu_pct - 50.0).abs() < 1e-9);
         let own = LoadgenSummary {
             server_segments: 2_500,
             server_data_segments: 500,
+            server_bytes: 150_000,
             ..lg.clone()
         };
         let f2 = Figures::compute(&own, &s);
@@ -333,6 +356,7 @@ mod tests {
             "the server's own data segments"
         );
         assert!((f2.cpu_us_per_segment - 200.0).abs() < 1e-9);
+        assert!((f2.bytes_per_delivery - 150.0).abs() < 1e-9);
         assert!((f.mem_per_conn_bytes - 800.0 * 1024.0 / 100.0).abs() < 1e-9);
         assert_eq!(f.rss_growth_kib, 800);
         assert_eq!(f.violations, 3);

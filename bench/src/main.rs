@@ -124,6 +124,11 @@ struct RunArgs {
     /// live, digest or counts (loadgen `--mode`). Gateway only.
     #[arg(long, value_parser = ["live", "digest", "counts"])]
     mode: Option<String>,
+    /// loadgen's clients offer permessage-deflate (loadgen `--compress`;
+    /// the gateway accepts it by default): compressed fan-out, its bytes
+    /// in the B/delivery column. Gateway only.
+    #[arg(long)]
+    compress: bool,
     /// Override the scenario's send (idle: hold) duration, e.g. 5s.
     #[arg(long)]
     duration: Option<String>,
@@ -278,6 +283,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 set,
                 pin,
                 mode,
+                compress,
                 duration,
                 server,
                 gateway_bin,
@@ -296,6 +302,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 pin,
                 steps: steps.as_deref().map(scenario::parse_steps).transpose()?,
                 mode,
+                compress,
             };
             let specs = scenario::plan(&name, &opts)?;
             let stepped = scenario::is_stepped(&name, &opts);

@@ -102,8 +102,8 @@ pub struct ResultFile {
 /// The Markdown table header.
 #[must_use]
 pub fn markdown_header() -> String {
-    "| scenario | server | run | shards | durability | conns | deliveries/s | deliveries/CPU-s | frames/segment | CPU µs/segment | p50 µs | p99 µs | p99.9 µs | ack p99 µs | KiB/conn | connects/s | handshake p99 µs | violations | ok | pin | settings |\n\
-     |---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n"
+    "| scenario | server | run | shards | durability | conns | deliveries/s | deliveries/CPU-s | frames/segment | CPU µs/segment | B/delivery | p50 µs | p99 µs | p99.9 µs | ack p99 µs | KiB/conn | connects/s | handshake p99 µs | loadgen CPU % | violations | ok | pin | settings |\n\
+     |---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n"
         .to_string()
 }
 
@@ -112,7 +112,7 @@ pub fn markdown_header() -> String {
 pub fn markdown_row(scenario: &str, r: &RunResult) -> String {
     let f = &r.figures;
     format!(
-        "| {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.1} | {} | {} | {} | {} | {:.1} | {:.0} | {} | {} | {} | {} | {} |\n",
+        "| {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.1} | {:.0} | {} | {} | {} | {} | {:.1} | {:.0} | {} | {:.0} | {} | {} | {} | {} |\n",
         scenario,
         r.spec.server,
         r.spec.label,
@@ -129,6 +129,7 @@ pub fn markdown_row(scenario: &str, r: &RunResult) -> String {
         f.deliveries_per_cpu_s,
         f.frames_per_segment,
         f.cpu_us_per_segment,
+        f.bytes_per_delivery,
         f.latency_us[0],
         f.latency_us[1],
         f.latency_us[2],
@@ -136,6 +137,7 @@ pub fn markdown_row(scenario: &str, r: &RunResult) -> String {
         f.mem_per_conn_bytes / 1024.0,
         f.connects_per_s,
         f.handshake_us[1],
+        f.loadgen_cpu_pct,
         f.violations,
         if f.ok { "yes" } else { "NO" },
         if r.spec.pinned { "yes" } else { "no" },
@@ -222,6 +224,7 @@ fn headline(f: &Figures) -> Vec<(&'static str, f64, bool)> {
         ("deliveries/CPU-s", f.deliveries_per_cpu_s, true),
         ("frames/segment", f.frames_per_segment, true),
         ("CPU µs/segment", f.cpu_us_per_segment, false),
+        ("bytes/delivery", f.bytes_per_delivery, false),
         ("latency p50 µs", f.latency_us[0] as f64, false),
         ("latency p99 µs", f.latency_us[1] as f64, false),
         ("ack p99 µs", f.ack_latency_us[1] as f64, false),

@@ -414,10 +414,14 @@ pub fn run_one(
                 sample_timeline(pid, t0, Duration::from_secs_f64(every), &done)
             })
         });
+    // No other child of the bench is reaped while loadgen runs (the server
+    // is reaped after), so this difference is loadgen's CPU.
+    let reaped_before = sys::reaped_children_cpu_s();
     let out = pinner
         .spawn(lg_cpu, || lg.output())
         .with_context(|| format!("running {}", loadgen_bin.display()))?;
     let wall_s = t0.elapsed().as_secs_f64();
+    let loadgen_cpu_s = sys::reaped_children_cpu_s() - reaped_before;
     let after = sample(pid)?;
     done.store(true, Ordering::Relaxed);
     let _ = poller.join();
@@ -453,6 +457,7 @@ pub fn run_one(
         after,
         peak_rss_kib: peak.load(Ordering::Relaxed).max(after.rss_kib),
         wall_s,
+        loadgen_cpu_s,
     };
     let figures = Figures::compute(&summary, &server);
     Ok(RunResult {

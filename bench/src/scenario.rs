@@ -150,6 +150,10 @@ pub struct RunSpec {
     /// `live`, `digest`, `counts`); `None`: loadgen's default, `live`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// loadgen offers permessage-deflate on every connection
+    /// (`--compress`; the gateway accepts it by default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compress: bool,
 }
 
 impl RunSpec {
@@ -210,6 +214,9 @@ impl RunSpec {
         if let Some(m) = &self.mode {
             a.extend(["--mode".into(), m.clone()]);
         }
+        if self.compress {
+            a.push("--compress".into());
+        }
         a
     }
 }
@@ -239,6 +246,8 @@ pub struct Options {
     pub steps: Option<Vec<f64>>,
     /// `--mode`: the audience tier of the rooms' receivers (gateway only).
     pub mode: Option<String>,
+    /// `--compress`: clients offer permessage-deflate (gateway only).
+    pub compress: bool,
 }
 
 /// Whether scenario `name` with these options runs a ladder of rates (and
@@ -277,6 +286,13 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
             o.server
         );
     }
+    if o.server.is_peer() && o.compress {
+        anyhow::bail!(
+            "--server {}: --compress is measured on the gateway only (the peers run without \
+             permessage-deflate, as uWebSockets' and ws's users mostly do)",
+            o.server
+        );
+    }
     if o.steps.is_some() && name != "room-fanout" {
         anyhow::bail!("--steps: only room-fanout runs a ladder of rates");
     }
@@ -311,6 +327,7 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
         latency_window: None,
         sample_every_s: None,
         mode: o.mode.clone(),
+        compress: o.compress,
     };
     // room-fanout: a few senders; ~100k deliveries/s offered either way.
     let room = |label: &str| RunSpec {
@@ -507,6 +524,28 @@ mod tests {
         let args = runs[0].loadgen_args("ws://127.0.0.1:1/ws");
         let at = args.iter().position(|a| a == "--mode").unwrap();
         assert_eq!(args[at + 1], "digest");
+        let peer = Options {
+            server: ServerKind::Bun,
+            ..o
+        };
+        assert!(plan("room-fanout", &peer).is_err());
+    }
+
+    #[test]
+    fn compress_reaches_loadgen_and_is_refused_for_peers() {
+        let o = Options {
+            quick: true,
+            compress: true,
+            ..Options::default()
+        };
+        let runs = plan("room-fanout", &o).unwrap();
+        assert!(runs[0]
+            .loadgen_args("ws://127.0.0.1:1/ws")
+            .contains(&"--compress".to_string()));
+        let plain = plan("room-fanout", &Options::default()).unwrap();
+        assert!(!plain[0]
+            .loadgen_args("ws://127.0.0.1:1/ws")
+            .contains(&"--compress".to_string()));
         let peer = Options {
             server: ServerKind::Bun,
             ..o

@@ -1,5 +1,5 @@
-//! The only libc calls of the bench: clock ticks per second, SIGTERM and
-//! CPU affinity (`--pin` without `taskset`).
+//! The only libc calls of the bench: clock ticks per second, SIGTERM, CPU
+//! affinity (`--pin` without `taskset`) and the CPU time of reaped children.
 #![allow(unsafe_code)]
 
 /// Clock ticks per second, the unit of `/proc/<pid>/stat` CPU times.
@@ -13,6 +13,25 @@ pub fn clk_tck() -> u64 {
     } else {
         100
     }
+}
+
+/// CPU time (user + system) of every child process this process has
+/// reaped so far, and of their reaped descendants, in seconds
+/// (`getrusage(RUSAGE_CHILDREN)`). The difference around one child's
+/// `wait` is that child's CPU when no other child is reaped meanwhile.
+#[must_use]
+pub fn reaped_children_cpu_s() -> f64 {
+    // SAFETY: a zeroed rusage is valid plain data; getrusage writes only
+    // into it.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) != 0 {
+            return 0.0;
+        }
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// Sends SIGTERM to `pid`.

@@ -66,6 +66,27 @@ fn one_room_whose_receivers_are_digest_members() {
 }
 
 #[test]
+fn one_room_read_with_permessage_deflate_gets_everything_in_fewer_bytes() {
+    let _serial = serial();
+    let plain = run_against_fresh_gateway(small(ScenarioKind::Room, addr(), 30));
+    let mut cfg = small(ScenarioKind::Room, addr(), 30);
+    cfg.compress = true;
+    let compressed = run_against_fresh_gateway(cfg);
+    // Compressed messages are inflated and checked like plain ones.
+    assert_clean(&compressed);
+    assert_eq!(compressed.delivered, 30 * compressed.acked);
+    // The gateway accepted the offer and sent them compressed: fewer bytes
+    // per delivery than the same room read plain.
+    let per_delivery =
+        |r: &loadgen::Report| r.counters.server_bytes as f64 / r.delivered.max(1) as f64;
+    let (p, c) = (per_delivery(&plain), per_delivery(&compressed));
+    assert!(
+        p > 0.0 && c < 0.9 * p,
+        "bytes per delivery: plain {p:.1}, compressed {c:.1}"
+    );
+}
+
+#[test]
 fn one_room_whose_receivers_are_counts_members() {
     let _serial = serial();
     let mut cfg = small(ScenarioKind::Room, addr(), 30);

@@ -137,7 +137,8 @@ pub async fn connect_ws(
     device: &str,
     token_secret: Option<&[u8]>,
     source: Option<IpAddr>,
-) -> Result<(TcpStream, Vec<u8>), ConnectError> {
+    compress: bool,
+) -> Result<Upgraded, ConnectError> {
     let domain = if target.addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -163,7 +164,7 @@ pub async fn connect_ws(
             + TOKEN_TTL_S;
         chat_proto::auth::sign(secret, user, Some(device), exp)
     });
-    let request = target.upgrade_request(user, device, token.as_deref(), &key);
+    let request = target.upgrade_request(user, device, token.as_deref(), &key, compress);
     let handshake = async {
         stream.write_all(request.as_bytes()).await?;
         let mut buf = vec![0u8; 1024];
@@ -183,8 +184,9 @@ pub async fn connect_ws(
             }
             len += n;
             if let Some(end) = find(&buf[..len], b"\r\n\r\n") {
-                check_upgrade_response(&buf[..end], &buf[end + 4..len], &key)?;
-                return Ok(buf[end + 4..len].to_vec());
+                let deflate =
+                    check_upgrade_response(&buf[..end], &buf[end + 4..len], &key, compress)?;
+                return Ok((buf[end + 4..len].to_vec(), deflate));
             }
         }
     };
@@ -192,16 +194,39 @@ pub async fn connect_ws(
         Timer::new(UPGRADE_TIMEOUT).await;
         Err(ConnectError::Timeout)
     };
-    let leftover = futures_lite::future::or(handshake, timeout).await?;
-    Ok((stream, leftover))
+    let (leftover, deflate) = futures_lite::future::or(handshake, timeout).await?;
+    Ok(Upgraded {
+        stream,
+        leftover,
+        deflate,
+    })
+}
+
+/// An upgraded connection, as [`connect_ws`] returns it.
+pub struct Upgraded {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read past the upgrade response (WebSocket frames).
+    pub leftover: Vec<u8>,
+    /// The server accepted permessage-deflate: its messages may come
+    /// compressed (RSV1), each on its own (no context takeover).
+    pub deflate: bool,
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Checks a response head (without the final blank line) for a valid 101.
-fn check_upgrade_response(head: &[u8], after: &[u8], key: &str) -> Result<(), ConnectError> {
+/// Checks a response head (without the final blank line) for a valid 101;
+/// returns whether the server accepted permessage-deflate (an extension in
+/// the answer that was not offered, or one with context takeover, is a bad
+/// response: the messages could not be read).
+fn check_upgrade_response(
+    head: &[u8],
+    after: &[u8],
+    key: &str,
+    offered: bool,
+) -> Result<bool, ConnectError> {
     let head = std::str::from_utf8(head)
         .map_err(|_| ConnectError::Handshake("response head is not UTF-8".into()))?;
     let mut lines = head.split("\r\n");
@@ -216,16 +241,38 @@ fn check_upgrade_response(head: &[u8], after: &[u8], key: &str) -> Result<(), Co
         return Err(ConnectError::Refused { status, body });
     }
     let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let accept = lines
+    let headers: Vec<(&str, &str)> = lines
         .filter_map(|l| l.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("sec-websocket-accept"))
-        .map(|(_, v)| v.trim());
-    if accept != Some(expected.as_str()) {
+        .map(|(name, value)| (name.trim(), value.trim()))
+        .collect();
+    let header = |wanted: &str| {
+        headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+            .map(|(_, v)| *v)
+    };
+    if header("sec-websocket-accept") != Some(expected.as_str()) {
         return Err(ConnectError::Handshake(
             "missing or wrong Sec-WebSocket-Accept".into(),
         ));
     }
-    Ok(())
+    let Some(extensions) = header("sec-websocket-extensions") else {
+        return Ok(false);
+    };
+    let params: Vec<&str> = extensions.split(';').map(str::trim).collect();
+    if !offered || params.first() != Some(&"permessage-deflate") {
+        return Err(ConnectError::Handshake(format!(
+            "unexpected Sec-WebSocket-Extensions {extensions:?}"
+        )));
+    }
+    if !params.contains(&"server_no_context_takeover") {
+        return Err(ConnectError::Handshake(
+            "permessage-deflate without server_no_context_takeover: loadgen inflates each \
+             message on its own"
+                .into(),
+        ));
+    }
+    Ok(true)
 }
 
 /// What a shard's connection tasks share. Lives on one executor thread.
@@ -237,6 +284,12 @@ pub(crate) struct ShardCtx {
     /// Where to connect: one gateway, or the nodes of a cluster (see
     /// [`drive`]).
     pub(crate) targets: Vec<Target>,
+    /// Offer permessage-deflate on every connection (`--compress`).
+    pub(crate) compress: bool,
+    /// The shard's one decompressor for compressed server messages (each
+    /// inflates on its own: no context takeover), shared by its
+    /// connections.
+    pub(crate) inflater: RefCell<chat_proto::deflate::Inflater>,
     /// The token secret, if the gateway wants tokens.
     pub(crate) token_secret: Option<Vec<u8>>,
     /// The shard's one read buffer (see the module docs).
@@ -374,6 +427,7 @@ pub(crate) async fn drive(
                     session.device(),
                     ctx.token_secret.as_deref(),
                     source,
+                    ctx.compress,
                 );
                 // A connect can take up to UPGRADE_TIMEOUT: do not hold up
                 // the end of the run for it.
@@ -386,14 +440,14 @@ pub(crate) async fn drive(
                 });
                 match futures_lite::future::or(connect, stopped).await {
                     Err(ConnectError::Cancelled) => {}
-                    Ok((stream, leftover)) => {
+                    Ok(up) => {
                         ctx.with(&mut out, |c| {
                             c.stats
                                 .handshake
                                 .record(c.now_us.saturating_sub(started_us));
                             session.on_connected(c);
                         });
-                        if run_connection(&ctx, slot, &mut session, stream, &leftover).await {
+                        if run_connection(&ctx, slot, &mut session, up).await {
                             break;
                         }
                     }
@@ -433,29 +487,32 @@ enum IoEvent {
 /// counters, just before the connection is dropped.
 fn count_segments(ctx: &ShardCtx, stream: &TcpStream) {
     use std::os::fd::AsRawFd as _;
-    if let Some((all, data)) = crate::sys::tcp_segments_in(stream.as_raw_fd()) {
+    if let Some(t) = crate::sys::tcp_received(stream.as_raw_fd()) {
         let c = &mut ctx.stats.borrow_mut().counters;
-        c.server_segments += all;
-        c.server_data_segments += data;
+        c.server_segments += t.segments;
+        c.server_data_segments += t.data_segments;
+        c.server_bytes += t.bytes;
     }
 }
 
 /// Runs one upgraded connection until it ends. Returns `true` when the run
 /// is over (the session finished), `false` to reconnect.
-async fn run_connection(
-    ctx: &ShardCtx,
-    slot: usize,
-    session: &mut Session,
-    mut stream: TcpStream,
-    leftover: &[u8],
-) -> bool {
+async fn run_connection(ctx: &ShardCtx, slot: usize, session: &mut Session, up: Upgraded) -> bool {
+    let Upgraded {
+        mut stream,
+        leftover,
+        deflate,
+    } = up;
     let mut decoder = WsDecoder::new(Role::Client, MAX_MESSAGE_BYTES);
+    if deflate {
+        decoder = decoder.with_permessage_deflate();
+    }
     let mut out: Vec<u8> = Vec::new();
     let mut written = 0usize;
     let mut deadline = Deadline::default();
     let mut throttle =
         (session.read_bps() > 0).then(|| ReadThrottle::new(session.read_bps(), ctx.clock.now_us()));
-    if let Some(why) = feed(ctx, session, &mut decoder, leftover, &mut out) {
+    if let Some(why) = feed(ctx, session, &mut decoder, &leftover, &mut out) {
         ctx.with(&mut out, |c| session.on_closed(c, why));
         return false;
     }
@@ -592,9 +649,10 @@ fn feed(
     if bytes.is_empty() {
         return None;
     }
+    let mut inflater = ctx.inflater.borrow_mut();
     ctx.with(out, |c| {
         let mut closed = None;
-        let result = decoder.feed(bytes, &mut |event| {
+        let result = decoder.feed_with(bytes, &mut inflater, &mut |event| {
             if closed.is_some() {
                 return;
             }
@@ -645,6 +703,7 @@ pub(crate) async fn drive_abuser(ctx: Rc<ShardCtx>, slot: usize, mut abuser: Abu
                     abuser.device(),
                     ctx.token_secret.as_deref(),
                     None,
+                    false,
                 );
                 let stopped = poll_fn(|cx| {
                     if ctx.phase.get().phase >= Phase::Drain {
@@ -655,9 +714,10 @@ pub(crate) async fn drive_abuser(ctx: Rc<ShardCtx>, slot: usize, mut abuser: Abu
                 });
                 match futures_lite::future::or(connect, stopped).await {
                     Err(ConnectError::Cancelled) => break,
-                    Ok((stream, leftover)) => {
+                    Ok(up) => {
                         abuser.on_connected(ctx.clock.now_us(), &mut ctx.stats.borrow_mut().abuse);
-                        if abuse_connection(&ctx, slot, &mut abuser, stream, &leftover).await {
+                        if abuse_connection(&ctx, slot, &mut abuser, up.stream, &up.leftover).await
+                        {
                             break;
                         }
                     }

@@ -81,6 +81,11 @@ pub struct RunConfig {
     /// their environment ([`TOKEN_SECRET_ENV`]), not on their command line.
     #[serde(skip)]
     pub token_secret: Option<String>,
+    /// Offer permessage-deflate on every connection (`--compress`); the
+    /// server may accept it (the gateway does by default) and then send
+    /// compressed messages, which loadgen inflates and checks as any.
+    #[serde(default)]
+    pub compress: bool,
 }
 
 /// The environment variable that carries the token secret (the gateway
@@ -121,6 +126,7 @@ impl RunConfig {
             worker: None,
             latency_window_ms: 0,
             token_secret: None,
+            compress: false,
         }
     }
 
@@ -303,7 +309,9 @@ impl Target {
     }
 
     /// The upgrade request for `user`/`device`: dev auth in the query, or a
-    /// bearer `token`.
+    /// bearer `token`; with `compress`, an offer of permessage-deflate with
+    /// no context takeover either way (loadgen inflates each message on its
+    /// own, with one decompressor per client shard, and sends plain frames).
     #[must_use]
     pub fn upgrade_request(
         &self,
@@ -311,14 +319,21 @@ impl Target {
         device: &str,
         token: Option<&str>,
         key: &str,
+        compress: bool,
     ) -> String {
         let (path, auth) = match token {
             Some(t) => (self.path.clone(), format!("Authorization: Bearer {t}\r\n")),
             None => (self.request_path(user, device), String::new()),
         };
+        let extensions = if compress {
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+             client_no_context_takeover\r\n"
+        } else {
+            ""
+        };
         format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n",
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{auth}{extensions}\r\n",
             self.host
         )
     }
@@ -364,10 +379,16 @@ mod tests {
         let t = Target::parse("ws://127.0.0.1").unwrap();
         assert_eq!(t.addr.port(), 80);
         assert_eq!(t.path, "/ws");
-        let req = t.upgrade_request("u", "d", None, "k");
+        let req = t.upgrade_request("u", "d", None, "k", false);
         assert!(req.starts_with("GET /ws?user=u&device=d HTTP/1.1\r\n"));
         assert!(req.ends_with("\r\n\r\n") && !req.contains("Authorization"));
-        let req = t.upgrade_request("u", "d", Some("tok"), "k");
+        assert!(!req.contains("Sec-WebSocket-Extensions"));
+        let req = t.upgrade_request("u", "d", None, "k", true);
+        assert!(req.contains(
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+             client_no_context_takeover\r\n\r\n"
+        ));
+        let req = t.upgrade_request("u", "d", Some("tok"), "k", false);
         assert!(req.starts_with("GET /ws HTTP/1.1\r\n"));
         assert!(req.contains("\r\nAuthorization: Bearer tok\r\n\r\n"));
         assert!(Target::parse("wss://127.0.0.1/ws").is_err());

@@ -51,8 +51,10 @@
 //! 1. **Ramp.** Connections start at `--ramp` per second: TCP connect,
 //!    WebSocket upgrade (one user and device per connection; dev auth
 //!    `?user=&device=`, or with `--token-secret` a bearer HS256 token each
-//!    connection signs with `chat_proto::auth::sign`), `hello`, a `join` per
-//!    channel. The `head` of each
+//!    connection signs with `chat_proto::auth::sign`; with `--compress` an
+//!    offer of permessage-deflate without context takeover, whose
+//!    compressed messages one inflater per client shard reads), `hello`, a
+//!    `join` per channel. The `head` of each
 //!    `joined` is the member's position: it must receive every seq after it.
 //! 2. **Send.** Open loop: each sender has a fixed schedule at its share of
 //!    `--rate`; a message is written when its time comes whether or not
@@ -111,7 +113,8 @@
 //! The wire protocol is the gateway's own I/O-free crate, `chat-proto`
 //! (loadgen depends on it, not on the gateway or the store): the frame codec
 //! ([`chat_proto::WsDecoder`]
-//! in the client role, `encode_frame`/`encode_close`), the request encoders
+//! in the client role, `encode_frame`/`encode_close`; its
+//! `chat_proto::deflate::Inflater` for `--compress`), the request encoders
 //! (`encode_join`, `encode_send`, `encode_ping`) and the event decoder
 //! (`decode_server_event`). Nothing about the protocol is re-implemented
 //! here.

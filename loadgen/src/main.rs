@@ -108,6 +108,12 @@ struct Common {
     /// (no messages; `head` events are checked instead).
     #[arg(long, default_value = "live", value_parser = loadgen::scenario::Tier::parse)]
     mode: loadgen::scenario::Tier,
+    /// Offer permessage-deflate (RFC 7692, no context takeover) on every
+    /// connection; messages the server sends compressed are inflated and
+    /// checked like plain ones. `server_bytes` in the report shows the
+    /// saving.
+    #[arg(long)]
+    compress: bool,
     /// Also report delivery latency per window of the send phase (e.g.
     /// 10s; p99 over time). Off by default.
     #[arg(long)]
@@ -157,6 +163,7 @@ impl Common {
         cfg.scenario.abusers = self.abusers;
         cfg.scenario.abuse_rate = self.abuse_rate;
         cfg.scenario.mode = self.mode;
+        cfg.compress = self.compress;
         if let Some(w) = &self.latency_window {
             cfg.latency_window_ms = parse_duration(w)?.as_millis() as u64;
         }

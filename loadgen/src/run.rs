@@ -516,6 +516,8 @@ async fn run_shard(params: Arc<ShardParams>, nr_shards: usize) -> ShardStats {
             .token_secret
             .as_ref()
             .map(|s| s.as_bytes().to_vec()),
+        compress: params.cfg.compress,
+        inflater: RefCell::new(chat_proto::deflate::Inflater::new()),
         rbuf: RefCell::new(vec![0; READ_BUFFER_BYTES]),
         stats: RefCell::new(stats),
         epoch: Cell::new(params.shared.epoch.load(Ordering::Acquire)),

@@ -351,6 +351,10 @@ pub struct Counters {
     /// Of those, the segments that carried data (`tcpi_data_segs_in`):
     /// what frames per segment divides by.
     pub server_data_segments: u64,
+    /// Payload bytes the server sent on the run's connections
+    /// (`tcpi_bytes_received`, read with the segments): WebSocket frames,
+    /// compressed or not, and the upgrade response.
+    pub server_bytes: u64,
 }
 
 impl Counters {
@@ -381,6 +385,7 @@ impl Counters {
         self.slow_bytes_read += o.slow_bytes_read;
         self.server_segments += o.server_segments;
         self.server_data_segments += o.server_data_segments;
+        self.server_bytes += o.server_bytes;
     }
 
     /// Errors of every kind (what the progress line and the table call

@@ -26,12 +26,22 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
-/// Segments this TCP socket has received, and how many of them carried
-/// data (`TCP_INFO`'s `tcpi_segs_in` and `tcpi_data_segs_in`); `None` when
-/// the kernel does not answer. On a connection to the server these are the
-/// segments the server sent on it.
+/// What a TCP socket has received, from `TCP_INFO`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpReceived {
+    /// Segments received (`tcpi_segs_in`), pure ACKs included.
+    pub segments: u64,
+    /// Of those, the segments that carried data (`tcpi_data_segs_in`).
+    pub data_segments: u64,
+    /// Payload bytes received (`tcpi_bytes_received`).
+    pub bytes: u64,
+}
+
+/// What this TCP socket has received; `None` when the kernel does not
+/// answer. On a connection to the server: the segments and bytes the
+/// server sent on it.
 #[allow(unsafe_code)]
-pub fn tcp_segments_in(fd: std::os::fd::RawFd) -> Option<(u64, u64)> {
+pub fn tcp_received(fd: std::os::fd::RawFd) -> Option<TcpReceived> {
     // SAFETY: a zeroed tcp_info is valid plain data; getsockopt writes at
     // most `len` bytes into it and updates `len`, both owned here.
     unsafe {
@@ -44,11 +54,10 @@ pub fn tcp_segments_in(fd: std::os::fd::RawFd) -> Option<(u64, u64)> {
             std::ptr::addr_of_mut!(info).cast(),
             &mut len,
         );
-        (rc == 0).then(|| {
-            (
-                u64::from(info.tcpi_segs_in),
-                u64::from(info.tcpi_data_segs_in),
-            )
+        (rc == 0).then(|| TcpReceived {
+            segments: u64::from(info.tcpi_segs_in),
+            data_segments: u64::from(info.tcpi_data_segs_in),
+            bytes: info.tcpi_bytes_received,
         })
     }
 }
