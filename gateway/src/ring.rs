@@ -15,7 +15,9 @@
 //!
 //! How it runs:
 //! - **Reads.** Each socket has one multishot poll for `POLLIN|POLLRDHUP`.
-//!   A readiness completion marks the session readable; servicing it reads
+//!   A readiness completion marks the session readable and queues it ahead
+//!   of sessions that only write (up to `READ_BURST` in a row, so writes
+//!   still progress under a flood of input); servicing it reads
 //!   with plain `recv` calls into the shard's one read buffer
 //!   (`read_chunk_bytes`) and decodes in place, as the glommio driver does.
 //!   A short read means the socket was drained at that instant: any later
@@ -73,6 +75,10 @@ use crate::util::{now_ms, Notify};
 /// Submission queue entries (the completion queue is 4× this; the kernel
 /// buffers completions past it rather than dropping them).
 const SQ_ENTRIES: u32 = 4096;
+/// Readable sessions served in a row while write-only ones wait: reads
+/// come first, but a flood of them cannot stop the writes (which then get
+/// one service in `READ_BURST + 1`).
+const READ_BURST: u32 = 16;
 /// Bytes a lingering session may still discard before it is closed.
 const LINGER_MAX_BYTES: usize = 8 * 1024 * 1024;
 
@@ -122,6 +128,12 @@ pub(crate) struct Ring {
     /// Sessions to service, in order; duplicates are harmless (a session
     /// with nothing to do parks again).
     ready: RefCell<VecDeque<ConnId>>,
+    /// Sessions whose socket became readable, served before `ready` (at
+    /// most [`READ_BURST`] in a row while `ready` waits): a request is read
+    /// within one batch of services instead of after a whole round of a
+    /// big room's writes, so its commit — and the fan-out it starts —
+    /// begins that much sooner.
+    readable: RefCell<VecDeque<ConnId>>,
     /// Wakes the ring task when the ready queue gains a session.
     wake: Notify,
     /// Lingering sessions by deadline (ms), oldest first (one linger time
@@ -155,6 +167,7 @@ impl Ring {
             uring: RefCell::new(uring),
             sessions: RefCell::new(DenseMap::default()),
             ready: RefCell::new(VecDeque::new()),
+            readable: RefCell::new(VecDeque::new()),
             wake: Notify::default(),
             lingering: RefCell::new(VecDeque::new()),
             event_fd,
@@ -167,6 +180,20 @@ impl Ring {
     pub(crate) fn wake(&self, conn: ConnId) {
         self.ready.borrow_mut().push_back(conn);
         self.wake.notify();
+    }
+
+    /// The next session to service: a readable one first, unless
+    /// [`READ_BURST`] were served in a row while others wait.
+    fn next_ready(&self, reads_in_a_row: &mut u32) -> Option<ConnId> {
+        if *reads_in_a_row < READ_BURST {
+            if let Some(conn) = self.readable.borrow_mut().pop_front() {
+                *reads_in_a_row += 1;
+                return Some(conn);
+            }
+        }
+        *reads_in_a_row = 0;
+        let next = self.ready.borrow_mut().pop_front();
+        next.or_else(|| self.readable.borrow_mut().pop_front())
     }
 
     /// Puts every session on the ready queue (shutdown).
@@ -286,6 +313,7 @@ impl Ring {
             let mut uring = self.uring.borrow_mut();
             let mut sessions = self.sessions.borrow_mut();
             let mut ready = self.ready.borrow_mut();
+            let mut readable = self.readable.borrow_mut();
             for cqe in uring.completion() {
                 let ud = cqe.user_data();
                 let conn = ConnId(ud & CONN_MASK);
@@ -300,7 +328,7 @@ impl Ring {
                             // kernel's limit): poll again.
                             rearm.push((conn, s.fd));
                         }
-                        ready.push_back(conn);
+                        readable.push_back(conn);
                     }
                     KIND_WRITE => {
                         s.write_armed = false;
@@ -612,12 +640,14 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
     }
     let events = Rc::new(unsafe { glommio::io::BufferedFile::from_raw_fd(efd) });
     let mut pending_read: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = None;
+    let mut reads_in_a_row = 0u32;
     loop {
         ring.reap();
         let mut serviced = 0u32;
         loop {
-            let next = ring.ready.borrow_mut().pop_front();
-            let Some(conn) = next else { break };
+            let Some(conn) = ring.next_ready(&mut reads_in_a_row) else {
+                break;
+            };
             let taken = ring.sessions.borrow_mut().remove(&conn);
             let Some(s) = taken else { continue };
             if let Some(s) = ring.service(&shard, conn, s) {
@@ -632,7 +662,7 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
         }
         let next_deadline = ring.sweep(now_ms());
         ring.submit();
-        if !ring.ready.borrow().is_empty() {
+        if !ring.ready.borrow().is_empty() || !ring.readable.borrow().is_empty() {
             continue;
         }
         // Nothing ready: sleep until a completion, a wake or a deadline.
@@ -697,5 +727,30 @@ mod tests {
             assert_eq!(ud >> KIND_SHIFT, kind);
             assert_eq!(ConnId(ud & CONN_MASK), conn);
         }
+    }
+
+    #[test]
+    fn readable_sessions_are_served_first_but_cannot_starve_writes() {
+        let Ok(ring) = Ring::new() else {
+            return; // no io_uring here: the shard would use glommio drivers
+        };
+        for c in 1..=3 {
+            ring.ready.borrow_mut().push_back(ConnId(c));
+        }
+        for c in 100..100 + u64::from(READ_BURST) + 2 {
+            ring.readable.borrow_mut().push_back(ConnId(c));
+        }
+        let mut in_a_row = 0;
+        let order: Vec<u64> = std::iter::from_fn(|| ring.next_ready(&mut in_a_row))
+            .map(|c| c.0)
+            .collect();
+        let burst = READ_BURST as usize;
+        // A burst of readable sessions, then one write-only session, then
+        // the rest of the readable ones, then the writes.
+        assert!(order[..burst].iter().all(|&c| c >= 100), "{order:?}");
+        assert_eq!(order[burst], 1, "{order:?}");
+        let rest = [100 + burst as u64, 101 + burst as u64];
+        assert_eq!(&order[burst + 1..burst + 3], &rest, "{order:?}");
+        assert_eq!(&order[burst + 3..], &[2, 3], "{order:?}");
     }
 }
