@@ -8,10 +8,10 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use chat_model::{Channel, Seq};
+use chat_model::Seq;
 use chat_proto::JoinMode;
 
-use crate::maps::Map;
+use crate::subs::SubMap;
 use crate::vocab::{Answer, ConnId};
 
 /// What every outbox of one shard shares: the shard's clock (set by every
@@ -249,8 +249,8 @@ pub struct Conn {
     pub(crate) device: Arc<str>,
     /// What waits for the socket.
     pub(crate) outbox: Outbox,
-    /// Joined channels.
-    pub(crate) subs: Map<Channel, Sub>,
+    /// Joined channels (a short vector while few: `subs.rs`).
+    pub(crate) subs: SubMap,
     /// Last time a frame arrived (ms since the epoch), for the idle check.
     pub(crate) last_rx_ms: u64,
     /// An HTTP API call, not a device: no hello, no device registration.
@@ -309,7 +309,7 @@ impl Conn {
             user,
             device,
             outbox: Outbox::new(id, signal),
-            subs: Map::default(),
+            subs: SubMap::default(),
             last_rx_ms: now_ms,
             http: false,
             expires_ms: None,

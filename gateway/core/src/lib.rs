@@ -84,6 +84,7 @@ pub(crate) mod replica;
 pub mod shard;
 pub(crate) mod state;
 pub mod stats;
+pub(crate) mod subs;
 pub(crate) mod tiers;
 pub(crate) mod users;
 pub mod vocab;

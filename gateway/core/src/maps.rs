@@ -76,6 +76,63 @@ impl Hasher for Sip {
     }
 }
 
+/// The hasher builder of [`DenseMap`]'s index: a keyed integer mix
+/// (splitmix64's finalizer over the key xor a per-map key), a few
+/// multiplications instead of SipHash-2-4's rounds. Only for keys the
+/// server assigns — connection ids — never for names a client chooses
+/// (those stay on [`Seeded`]): a client cannot pick its ids to collide.
+/// Per-map keys come from [`Seeded`]'s, so a seeded simulation iterates
+/// the same way every time.
+#[derive(Clone, Copy, Debug)]
+pub struct IdKeyed {
+    key: u64,
+}
+
+impl Default for IdKeyed {
+    fn default() -> IdKeyed {
+        let s = Seeded::default();
+        IdKeyed { key: s.k0 ^ s.k1 }
+    }
+}
+
+impl BuildHasher for IdKeyed {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(self.key)
+    }
+}
+
+/// [`IdKeyed`]'s hasher: integers are mixed in whole; other bytes fold in
+/// eight at a time (not used by the core's id keys, but correct).
+#[derive(Clone, Copy, Debug)]
+pub struct IdHasher(u64);
+
+/// splitmix64's finalizer: every input bit reaches every output bit.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = mix(self.0 ^ n);
+    }
+}
+
 /// A map whose values live in one dense vector (a slab) and whose hash
 /// table holds only `key → slot`: for many large values — a shard's
 /// connections — the hash table's slack (a table is 1.14–2.3× its entries)
@@ -84,9 +141,10 @@ impl Hasher for Sip {
 /// is written only when used, so the vector's reserve beyond its length is
 /// not resident. Iteration is in slot order (deterministic, like the
 /// seeded maps).
+/// Its index hashes with [`IdKeyed`]: for server-assigned keys only.
 #[derive(Debug)]
 pub struct DenseMap<K, V> {
-    index: Map<K, u32>,
+    index: HashMap<K, u32, IdKeyed>,
     slots: Vec<Option<V>>,
     free: Vec<u32>,
 }
@@ -94,7 +152,7 @@ pub struct DenseMap<K, V> {
 impl<K, V> Default for DenseMap<K, V> {
     fn default() -> Self {
         DenseMap {
-            index: Map::default(),
+            index: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
         }
@@ -167,7 +225,7 @@ impl<K: std::hash::Hash + Eq, V> DenseMap<K, V> {
         self.index.keys()
     }
 
-    /// Every entry, in the index's (seeded hash) order.
+    /// Every entry, in the index's (keyed hash) order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.index
             .iter()
@@ -227,5 +285,28 @@ mod tests {
         }
         assert_eq!(m.get(&0).map(String::as_str), Some("v0!"));
         assert_eq!(m.values_mut().count(), 10);
+    }
+
+    #[test]
+    fn id_keys_spread_over_the_table_and_replay_under_a_seed() {
+        // Sequential ids (as a shard assigns them) land in distinct low
+        // bits and distinct top-7-bit tags about as often as random ones.
+        let b = IdKeyed::default();
+        let hashes: Vec<u64> = (1..=4096u64).map(|i| b.hash_one(i)).collect();
+        let buckets: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 4095).collect();
+        assert!(buckets.len() > 2400, "{} of 4096 buckets", buckets.len());
+        let tags: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert_eq!(tags.len(), 128);
+        let order = |seed| {
+            set_thread_seed(Some(seed));
+            let mut m: DenseMap<u64, u32> = DenseMap::default();
+            for i in 0..50 {
+                m.insert(i, 0);
+            }
+            set_thread_seed(None);
+            m.keys().copied().collect::<Vec<_>>()
+        };
+        assert_eq!(order(7), order(7));
+        assert_ne!(order(7), order(8), "another seed, another order");
     }
 }
