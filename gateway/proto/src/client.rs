@@ -268,6 +268,68 @@ pub fn decode_server_event(text: &str) -> Result<ServerEvent, serde_json::Error>
     Ok(event)
 }
 
+/// A `msg` event borrowed from the frame's text: what a client that tracks
+/// delivery needs (where, which seq, whose, the text), decoded without
+/// allocating unless a string holds escapes. The load generator's hot path:
+/// it reads every frame a big room delivers (see [`decode_msg_ref`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MsgRef<'a> {
+    /// The channel.
+    pub channel: std::borrow::Cow<'a, str>,
+    /// Position in the channel.
+    pub seq: u64,
+    /// Sending user.
+    pub from: std::borrow::Cow<'a, str>,
+    /// Sending device.
+    pub device: std::borrow::Cow<'a, str>,
+    /// Text; `None` when the event has none (a deleted message).
+    pub text: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The fields of a `msg` event [`MsgRef`] keeps; others are skipped.
+#[derive(Deserialize)]
+struct WireMsgRef<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    channel: Option<BorrowedStr<'a>>,
+    seq: Option<u64>,
+    #[serde(borrow)]
+    from: Option<BorrowedStr<'a>>,
+    #[serde(borrow)]
+    device: Option<BorrowedStr<'a>>,
+    #[serde(borrow)]
+    text: Option<BorrowedStr<'a>>,
+}
+
+/// A string borrowed from the input unless it holds escapes (serde borrows
+/// a `Cow` only as a field of its own, not inside an `Option`).
+#[derive(Deserialize)]
+struct BorrowedStr<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+/// Decodes the text of one server frame as a `msg` event, borrowing from
+/// it. `None` when the frame is valid JSON but not a `msg` event (decode
+/// it with [`decode_server_event`]); an error when it is not a valid event
+/// or a `msg` lacks a field [`MsgRef`] needs.
+pub fn decode_msg_ref(text: &str) -> Option<Result<MsgRef<'_>, serde_json::Error>> {
+    let w: WireMsgRef<'_> = match serde_json::from_str(text) {
+        Ok(w) => w,
+        Err(e) => return Some(Err(e)),
+    };
+    if w.ty != "msg" {
+        return None;
+    }
+    Some((|| {
+        Ok(MsgRef {
+            channel: need(w.channel, "channel")?.0,
+            seq: need(w.seq, "seq")?,
+            from: need(w.from, "from")?.0,
+            device: need(w.device, "device")?.0,
+            text: w.text.map(|t| t.0),
+        })
+    })())
+}
+
 /// A request id: a number, or raw JSON.
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -488,6 +550,52 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    #[test]
+    fn a_msg_decodes_borrowed_like_the_full_decoder_and_others_fall_through() {
+        let stored = StoredMessage {
+            seq: 9,
+            from: "bob".into(),
+            device: "d1".into(),
+            client_msg_id: "c".into(),
+            kind: MessageKind::Text,
+            text: "say \"hi\"\nthen ✓".into(),
+            target: None,
+            media: None,
+            ts: 77,
+            edited: false,
+            deleted: false,
+        };
+        let mut out = Vec::new();
+        response::msg(&mut out, "room:x", &MsgView::from_stored(&stored));
+        let mut texts = Vec::new();
+        let mut dec = WsDecoder::new(Role::Client, usize::MAX);
+        dec.feed(&out, &mut |e| match e {
+            WsEvent::Text(t) => texts.push(t.to_owned()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .unwrap();
+        let fast = decode_msg_ref(&texts[0]).unwrap().unwrap();
+        let ServerEvent::Msg(full) = decode_server_event(&texts[0]).unwrap() else {
+            panic!("not a msg");
+        };
+        assert_eq!(
+            (&*fast.channel, fast.seq, &*fast.from, &*fast.device),
+            (&*full.channel, full.seq, &*full.from, &*full.device)
+        );
+        assert_eq!(fast.text.as_deref(), full.text.as_deref());
+        // Plain strings are borrowed from the frame; escaped ones decoded.
+        assert!(matches!(fast.from, Cow::Borrowed("bob")));
+        assert!(matches!(fast.text, Some(Cow::Owned(_))));
+        // Other events are left to the full decoder; broken ones are errors.
+        assert!(decode_msg_ref(r#"{"type":"ack","channel":"room:x","seq":1}"#).is_none());
+        assert!(
+            decode_msg_ref(r#"{"type":"msg","channel":"room:x","from":"a","device":"d"}"#)
+                .unwrap()
+                .is_err()
+        );
+        assert!(decode_msg_ref("{not json").unwrap().is_err());
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub mod request;
 pub mod response;
 pub mod ws;
 
-pub use client::{decode_server_event, ClientMsg, ServerEvent};
+pub use client::{decode_msg_ref, decode_server_event, ClientMsg, MsgRef, ServerEvent};
 pub use http::{parse_request_head, HttpError, RequestHead};
 pub use names::{dm_channel, is_valid_id, parse_channel, ChannelName, MAX_CHANNEL_BYTES};
 pub use request::{
