@@ -644,10 +644,7 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
     loop {
         ring.reap();
         let mut serviced = 0u32;
-        loop {
-            let Some(conn) = ring.next_ready(&mut reads_in_a_row) else {
-                break;
-            };
+        while let Some(conn) = ring.next_ready(&mut reads_in_a_row) {
             let taken = ring.sessions.borrow_mut().remove(&conn);
             let Some(s) = taken else { continue };
             if let Some(s) = ring.service(&shard, conn, s) {

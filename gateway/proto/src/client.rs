@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::request::{HistoryRange, JoinMode, Request};
+use super::request::{HistoryRange, JoinMode, JsonStr, Request};
 use super::response::{write_json, HelloLimits, MediaJson};
 use super::ws::{encode_frame_with, WsOpcode};
 
@@ -292,20 +292,15 @@ struct WireMsgRef<'a> {
     #[serde(rename = "type", borrow)]
     ty: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
-    channel: Option<BorrowedStr<'a>>,
+    channel: Option<JsonStr<'a>>,
     seq: Option<u64>,
     #[serde(borrow)]
-    from: Option<BorrowedStr<'a>>,
+    from: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    device: Option<BorrowedStr<'a>>,
+    device: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    text: Option<BorrowedStr<'a>>,
+    text: Option<JsonStr<'a>>,
 }
-
-/// A string borrowed from the input unless it holds escapes (serde borrows
-/// a `Cow` only as a field of its own, not inside an `Option`).
-#[derive(Deserialize)]
-struct BorrowedStr<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
 
 /// Decodes the text of one server frame as a `msg` event, borrowing from
 /// it. `None` when the frame is valid JSON but not a `msg` event (decode

@@ -385,9 +385,10 @@ pub fn decode_request<'a>(
     Ok(Envelope { id, request })
 }
 
-/// A JSON string, borrowed from the input when it has no escapes.
+/// A JSON string, borrowed from the input when it has no escapes (serde
+/// borrows a `Cow` only as a field of its own, not inside an `Option`).
 #[derive(Debug)]
-struct JsonStr<'a>(Cow<'a, str>);
+pub(crate) struct JsonStr<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for JsonStr<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
