@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use chat_core::{Config, ShardId, ShardMsg, ShardState};
 use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::net::TcpListener;
 
 use crate::shard_task::{Global, Shard};
 use crate::store_io::StoreIo;
@@ -45,7 +44,7 @@ pub(crate) async fn run_shard(p: ShardParams) {
     let listener = {
         let mut bound = p.global.bound.lock().unwrap_or_else(|e| e.into_inner());
         let addr = bound.unwrap_or(p.cfg.listen);
-        match TcpListener::bind(addr) {
+        match crate::sys::bind_listener(addr, p.cfg.listen_backlog) {
             Ok(l) => {
                 let local = l.local_addr().unwrap_or(addr);
                 *bound = Some(local);

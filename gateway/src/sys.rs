@@ -1,5 +1,6 @@
 //! The few operating-system calls the standard library does not offer:
-//! resource limits, signal masks and the process figures of `/metrics`. Each `unsafe` block is a plain libc call
+//! resource limits, signal masks, the listening socket and the process
+//! figures of `/metrics`. Each `unsafe` block is a plain libc call
 //! on values owned by the caller.
 #![allow(unsafe_code)]
 
@@ -55,6 +56,30 @@ pub(crate) fn raise_open_file_limit() -> Option<u64> {
         }
     }
     Some(lim.rlim_cur)
+}
+
+/// Binds one shard's listening socket as glommio's `TcpListener::bind`
+/// does (`SO_REUSEPORT`: every shard binds the same address and the kernel
+/// spreads connections), but with our `backlog` instead of glommio's fixed
+/// 1,024 (the kernel caps it at `net.core.somaxconn`).
+pub(crate) fn bind_listener(
+    addr: std::net::SocketAddr,
+    backlog: u32,
+) -> std::io::Result<glommio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd as _, IntoRawFd as _};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&addr.into())?;
+    sk.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    // SAFETY: a bound, listening socket this function owns, handed over
+    // whole (glommio's `FromRawFd` takes it as is).
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(sk.into_raw_fd()) })
 }
 
 /// Blocks SIGINT and SIGTERM in the calling thread (and every thread it
@@ -228,6 +253,41 @@ pub(crate) fn process_stats() -> ProcessStats {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Starts `n` non-blocking connects to `addr` and returns how many are
+    /// established after `wait` (a SYN the full accept queue dropped
+    /// leaves its socket connecting until its 1 s retransmit).
+    fn established(addr: std::net::SocketAddr, n: usize, wait: std::time::Duration) -> usize {
+        let socks: Vec<socket2::Socket> = (0..n)
+            .map(|_| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                s.set_nonblocking(true).unwrap();
+                let _ = s.connect(&addr.into());
+                s
+            })
+            .collect();
+        std::thread::sleep(wait);
+        socks.iter().filter(|s| s.peer_addr().is_ok()).count()
+    }
+
+    #[test]
+    fn the_listen_backlog_is_the_configured_one_not_glommios() {
+        // 1,100 client sockets: past a soft limit of 1,024 if it is one.
+        raise_open_file_limit();
+        glommio::LocalExecutor::default().run(async {
+            let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+            // Nothing accepts: the kernel completes at most backlog + 1
+            // handshakes and drops the other SYNs.
+            let small = bind_listener(any, 4).unwrap();
+            let wait = std::time::Duration::from_millis(300);
+            let n = established(small.local_addr().unwrap(), 40, wait);
+            assert!(n <= 6, "{n} of 40 established with a backlog of 4");
+            let large = bind_listener(any, 2_048).unwrap();
+            let n = established(large.local_addr().unwrap(), 1_100, wait);
+            assert_eq!(n, 1_100, "past glommio's 1,024");
+        });
+    }
 
     #[test]
     fn proc_net_lines_parse_to_address_port_and_state() {

@@ -158,6 +158,14 @@ pub struct Config {
     /// File descriptors kept free for the store, listeners and the runtime
     /// when the default maximum of connections is derived. Default 512.
     pub reserved_fds: usize,
+    /// The listen backlog of each shard's listening socket: connections the
+    /// kernel completes and queues before the shard accepts them. A burst
+    /// of connects past it (every client reconnecting after a restart)
+    /// loses SYNs, and each lost one costs its client a 1 s retransmit. The
+    /// kernel caps it at `net.core.somaxconn` (4,096 by default since Linux
+    /// 5.4). Costs kernel memory only for connections actually queued.
+    /// Default 4,096; 1..=65,535.
+    pub listen_backlog: u32,
     /// Largest WebSocket message a client may send, in bytes (after
     /// reassembly of fragments). Larger frames close the connection with 1009.
     /// Default 2 MiB. Memory: a connection buffers at most one partial frame.
@@ -468,6 +476,7 @@ impl Default for Config {
             durability: DurabilitySetting::Fsync,
             max_connections: None,
             reserved_fds: 512,
+            listen_backlog: 4_096,
             max_frame_bytes: 2 * 1024 * 1024,
             max_text_chars: 100_000,
             outbox_budget_bytes: 256 * 1024,
@@ -637,6 +646,9 @@ impl Config {
         }
         if !(1..=60_000).contains(&self.catchup_retry_ms) {
             return Err(invalid("catchup_retry_ms", "must be 1..=60000 ms"));
+        }
+        if !(1..=65_535).contains(&self.listen_backlog) {
+            return Err(invalid("listen_backlog", "must be 1..=65535"));
         }
         if !(1..=60_000).contains(&self.digest_interval_ms) {
             return Err(invalid("digest_interval_ms", "must be 1..=60000 ms"));

@@ -48,6 +48,7 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("shards", "shards"),
             ("max_connections", "max_connections"),
             ("reserved_fds", "reserved_fds"),
+            ("listen_backlog", "listen_backlog"),
             ("shutdown_grace_ms", "shutdown_grace_ms"),
             ("drain_notice_ms", "drain_notice_ms"),
             ("drain_window_ms", "drain_window_ms"),
@@ -287,6 +288,18 @@ mod tests {
         };
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains("connection.flush_tick_us"), "{e}");
+    }
+
+    #[test]
+    fn the_listen_backlog_is_validated_and_named_with_its_section() {
+        let cfg = crate::config::Config::from_toml("[server]\nlisten_backlog = 8192\n").unwrap();
+        assert_eq!(cfg.listen_backlog, 8192);
+        let cfg = crate::config::Config {
+            listen_backlog: 0,
+            ..Default::default()
+        };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("server.listen_backlog"), "{e}");
     }
 
     #[test]
