@@ -289,7 +289,7 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
     if o.server.is_peer() && o.compress {
         anyhow::bail!(
             "--server {}: --compress is measured on the gateway only (the peers run without \
-             permessage-deflate, as uWebSockets' and ws's users mostly do)",
+             permessage-deflate)",
             o.server
         );
     }
