@@ -116,6 +116,26 @@ pub fn block_termination_signals() -> std::io::Result<()> {
     sys::block_termination_signals()
 }
 
+/// Makes every panic fatal to the process, except a store call's that the
+/// shard contains (answered as a store failure). Call first in `main`.
+///
+/// Why: a panic ends only its own thread. A shard thread gone leaves its
+/// listening socket open, so the kernel keeps completing handshakes into an
+/// accept queue nobody reads: clients hang instead of failing over, and the
+/// process looks alive to its supervisor. Ending the process loses nothing
+/// acknowledged (store before deliver); the supervisor restarts it and
+/// clients resume from their cursors.
+pub fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        if !chat_core::jobs::panic_is_contained() {
+            eprintln!("gateway: a panic outside a store call is fatal; aborting");
+            std::process::abort();
+        }
+    }));
+}
+
 /// Raises the soft open-file limit to the hard limit; returns the limit in
 /// force.
 pub fn raise_open_file_limit() -> Option<u64> {

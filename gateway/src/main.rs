@@ -295,6 +295,7 @@ fn main() -> anyhow::Result<()> {
     };
     let cfg = load_config(&args)?;
     init_logging(&cfg);
+    gateway::abort_on_panic();
     gateway::block_termination_signals()?;
     if cfg.auth_secret.is_none() {
         tracing::warn!(

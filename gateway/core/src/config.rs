@@ -163,12 +163,10 @@ pub struct Config {
     /// of connects past it (every client reconnecting after a restart)
     /// loses SYNs, and each lost one costs its client a 1 s retransmit:
     /// 4,096 took a 10,000-connection storm from ~7,300 to ~17,000
-    /// upgrades/s here. It stays at 1,024 (glommio's) by default because,
-    /// measured, a larger one made a known stall of a fast connection ramp
-    /// onto one shard more likely (`docs/benchmarks.md`, "Bimodal idle
-    /// runs"). The kernel caps it at `net.core.somaxconn`. Costs kernel
-    /// memory only for connections actually queued. Default 1,024;
-    /// 1..=65,535.
+    /// upgrades/s here (glommio's own `bind` listens with 1,024). The
+    /// kernel caps it at `net.core.somaxconn` (4,096 since Linux 5.4).
+    /// Costs kernel memory only for connections actually queued. Default
+    /// 4,096; 1..=65,535.
     pub listen_backlog: u32,
     /// Largest WebSocket message a client may send, in bytes (after
     /// reassembly of fragments). Larger frames close the connection with 1009.
@@ -480,7 +478,7 @@ impl Default for Config {
             durability: DurabilitySetting::Fsync,
             max_connections: None,
             reserved_fds: 512,
-            listen_backlog: 1_024,
+            listen_backlog: 4_096,
             max_frame_bytes: 2 * 1024 * 1024,
             max_text_chars: 100_000,
             outbox_budget_bytes: 256 * 1024,

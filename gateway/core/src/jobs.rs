@@ -19,9 +19,31 @@ use crate::error::JobError;
 use crate::receipts::stored_channel;
 use crate::vocab::{GroupOp, IoJob, JobDone, PresenceScope};
 
+thread_local! {
+    /// How many [`guarded`] calls this thread is inside.
+    static GUARDED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether a panic on this thread now is a store call's, which [`guarded`]
+/// contains. Any other panic is a broken invariant of the gateway's own:
+/// the binary's panic hook ends the process then (a dead shard thread would
+/// leave its listener accepting into a queue nobody reads).
+#[must_use]
+pub fn panic_is_contained() -> bool {
+    GUARDED.with(|g| g.get() > 0)
+}
+
 /// Runs a store call, turning a panic into [`JobError::Panicked`] (a
 /// panicking backend must not take the shard down with it).
 pub fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, JobError> {
+    struct Inside;
+    impl Drop for Inside {
+        fn drop(&mut self) {
+            GUARDED.with(|g| g.set(g.get() - 1));
+        }
+    }
+    GUARDED.with(|g| g.set(g.get() + 1));
+    let _inside = Inside;
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(JobError::from(e)),
@@ -279,4 +301,25 @@ pub(crate) fn presence_targets(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_a_store_call_is_contained_and_one_outside_is_not() {
+        assert!(!panic_is_contained());
+        let seen = guarded(|| {
+            assert!(panic_is_contained());
+            Ok(guarded(|| Ok(panic_is_contained())))
+        });
+        assert!(matches!(seen, Ok(Ok(true))));
+        assert!(!panic_is_contained());
+        // A store call that panics is answered as a failure and the flag
+        // is cleared on the way out.
+        let r: Result<(), JobError> = guarded(|| panic!("backend bug"));
+        assert!(matches!(r, Err(JobError::Panicked)));
+        assert!(!panic_is_contained());
+    }
 }
