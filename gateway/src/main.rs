@@ -250,6 +250,7 @@ fn preflight(cfg: &Config, skip: bool) -> anyhow::Result<()> {
     let limit = gateway::raise_open_file_limit();
     let req = tuning::Requirements {
         reserved_fds: cfg.effective_reserved_fds(limit) as u64,
+        listen_backlog: u64::from(cfg.listen_backlog),
         ..tuning::Requirements::new(cfg.effective_max_connections(limit) as u64, cfg.nr_shards())
     };
     match tuning::preflight(&req) {

@@ -272,6 +272,14 @@ mod tests {
     }
 
     #[test]
+    fn the_host_check_asks_somaxconn_for_the_default_listen_backlog() {
+        assert_eq!(
+            tuning::costs::DEFAULT_LISTEN_BACKLOG,
+            u64::from(chat_core::Config::default().listen_backlog)
+        );
+    }
+
+    #[test]
     fn the_listen_backlog_is_the_configured_one_not_glommios() {
         // 1,100 client sockets: past a soft limit of 1,024 if it is one.
         raise_open_file_limit();

@@ -17,7 +17,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::costs::{
-    Requirements, FDS_PER_CONNECTION, FILE_MAX_HEADROOM, GLOMMIO_MIN_MEMLOCK_BYTES, LISTEN_BACKLOG,
+    Requirements, FDS_PER_CONNECTION, FILE_MAX_HEADROOM, GLOMMIO_MIN_MEMLOCK_BYTES,
     MEMORY_WARN_PERCENT, SOCKET_BUFFER_WARN_PERCENT, TCP_MEM_PAGES_PER_BUSY_CONNECTION,
 };
 use crate::cpu::{format_cpu_list, CpuPlan};
@@ -231,7 +231,7 @@ pub fn check(r: &HostReadings, req: &Requirements) -> Vec<CheckItem> {
         memlock(r, req),
         memory(r, req),
         io_uring(r),
-        somaxconn(r),
+        somaxconn(r, req),
         tcp_mem(r, req),
         socket_buffers("net.ipv4.tcp_rmem", "receive", r.tcp_rmem, r, req),
         socket_buffers("net.ipv4.tcp_wmem", "send", r.tcp_wmem, r, req),
@@ -569,15 +569,15 @@ fn io_uring(r: &HostReadings) -> CheckItem {
     }
 }
 
-fn somaxconn(r: &HostReadings) -> CheckItem {
+fn somaxconn(r: &HostReadings, req: &Requirements) -> CheckItem {
     const NAME: &str = "net.core.somaxconn";
-    let required = format!("≥ {} (glommio's listen backlog)", count(LISTEN_BACKLOG));
+    let wanted = req.listen_backlog;
+    let required = format!("≥ {} (the gateway's listen_backlog)", count(wanted));
     let Some(found) = r.somaxconn else {
         return CheckItem::unknown(NAME, required, "/proc/sys/net/core/somaxconn");
     };
-    let item =
-        CheckItem::new(NAME, Status::Ok, count(found), required).values(found, LISTEN_BACKLOG);
-    if found >= LISTEN_BACKLOG {
+    let item = CheckItem::new(NAME, Status::Ok, count(found), required).values(found, wanted);
+    if found >= wanted {
         return item;
     }
     CheckItem {
@@ -585,13 +585,15 @@ fn somaxconn(r: &HostReadings) -> CheckItem {
         ..item
     }
     .message(format!(
-        "every listen backlog is capped at {}: a burst of connects overflows the accept queue \
-         and those clients retry their SYN after a second or more",
-        count(found)
+        "every listen backlog is capped at {}, below the gateway's listen_backlog of {}: a \
+         burst of connects overflows the accept queue and those clients retry their SYN after a \
+         second or more",
+        count(found),
+        count(wanted)
     ))
     .fix(Fix::Sysctl {
         key: NAME.into(),
-        value: LISTEN_BACKLOG.to_string(),
+        value: wanted.to_string(),
     })
 }
 
@@ -1137,10 +1139,33 @@ mod tests {
         assert_eq!(s.status, Status::Warn);
         assert_eq!(
             s.message,
-            "every listen backlog is capped at 128: a burst of connects overflows the accept \
-             queue and those clients retry their SYN after a second or more"
+            "every listen backlog is capped at 128, below the gateway's listen_backlog of 4,096: \
+             a burst of connects overflows the accept queue and those clients retry their SYN \
+             after a second or more"
         );
-        assert_eq!(sysctl_fix(s), ("net.core.somaxconn".into(), "1024".into()));
+        assert_eq!(sysctl_fix(s), ("net.core.somaxconn".into(), "4096".into()));
+    }
+
+    #[test]
+    fn somaxconn_is_checked_against_the_configured_backlog() {
+        let mut r = host();
+        r.somaxconn = Some(4096);
+        let small = Requirements {
+            listen_backlog: 1024,
+            ..Requirements::new(1_000, 2)
+        };
+        assert_eq!(
+            item(&check(&r, &small), "net.core.somaxconn").status,
+            Status::Ok
+        );
+        let large = Requirements {
+            listen_backlog: 16_384,
+            ..Requirements::new(1_000, 2)
+        };
+        let s = check(&r, &large);
+        let s = item(&s, "net.core.somaxconn");
+        assert_eq!(s.status, Status::Warn);
+        assert_eq!(sysctl_fix(s), ("net.core.somaxconn".into(), "16384".into()));
     }
 
     #[test]

@@ -81,10 +81,11 @@ pub const PROCESS_BASE_BYTES: u64 = 64 * 1024 * 1024;
 /// gateway) that do not fit are skipped with a warning.
 pub const GLOMMIO_MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
 
-/// Listen backlog the gateway asks for: glommio's `TcpListener::bind`
-/// always calls `listen(1024)` (glommio 0.9.0 `src/net/tcp_socket.rs`). The
-/// kernel caps it at `net.core.somaxconn`.
-pub const LISTEN_BACKLOG: u64 = 1024;
+/// The gateway's default `listen_backlog`: each shard's listening socket
+/// asks the kernel for this many completed connections queued before it
+/// accepts them (`gateway/core/src/config.rs`). The kernel caps it at
+/// `net.core.somaxconn`.
+pub const DEFAULT_LISTEN_BACKLOG: u64 = 4096;
 
 /// Descriptors `fs.file-max` should leave for the rest of the host beyond
 /// the gateway's own. A judgement: generous for a host dedicated to the
@@ -132,6 +133,9 @@ pub struct Requirements {
     pub per_shard_bytes: u64,
     /// Process bytes that grow with neither. Default [`PROCESS_BASE_BYTES`].
     pub base_bytes: u64,
+    /// The listen backlog the gateway asks for (its `listen_backlog`).
+    /// Default [`DEFAULT_LISTEN_BACKLOG`].
+    pub listen_backlog: u64,
 }
 
 impl Requirements {
@@ -146,6 +150,7 @@ impl Requirements {
             kernel_bytes_per_connection: KERNEL_BYTES_PER_IDLE_CONNECTION,
             per_shard_bytes: PER_SHARD_BYTES,
             base_bytes: PROCESS_BASE_BYTES,
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
         }
     }
 

@@ -21,7 +21,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use tuning::costs::{DEFAULT_RESERVED_FDS, GATEWAY_BYTES_PER_IDLE_CONNECTION};
+use tuning::costs::{
+    DEFAULT_LISTEN_BACKLOG, DEFAULT_RESERVED_FDS, GATEWAY_BYTES_PER_IDLE_CONNECTION,
+};
 use tuning::sweep::{self, BenchOptions, Criteria, Grid, Sweep};
 use tuning::{apply, plan, read_host, HostPaths, HostReadings, Mode, Report, Requirements};
 
@@ -145,6 +147,9 @@ struct Target {
     /// pass the bench's measured figure).
     #[arg(long, default_value_t = GATEWAY_BYTES_PER_IDLE_CONNECTION)]
     per_connection_bytes: u64,
+    /// The gateway's `listen_backlog` (`net.core.somaxconn` must reach it).
+    #[arg(long, default_value_t = DEFAULT_LISTEN_BACKLOG)]
+    listen_backlog: u64,
 }
 
 impl Target {
@@ -155,6 +160,7 @@ impl Target {
         Requirements {
             reserved_fds: self.reserved_fds,
             per_connection_bytes: self.per_connection_bytes,
+            listen_backlog: self.listen_backlog,
             ..Requirements::new(self.connections, shards.max(1))
         }
     }
