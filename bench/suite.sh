@@ -26,6 +26,8 @@ run() { step run "$@"; "$B" run "$@" --out "$DIR" || echo "!! failed: bench run 
 BIG=(--stop-p99-ms 1000)
 SMALL=(--connections 1000 --steps 10,20,40,80,160,320,640,1280)
 fanout() { run room-fanout "${BIG[@]}" "$@"; run room-fanout "${SMALL[@]}" "$@"; }
+# Many small rooms (rooms of 10): the highest rate within 10 ms (issue 14).
+ROOMS=(--steps 1000,2000,3000,4000,6000,8000 --stop-p99-ms 10)
 
 echo "host: $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -63,9 +65,11 @@ fanout --shards 1 --pin
 fanout --shards 1 --pin --durability buffered
 run dm-latency --shards 1 --pin
 run dm-latency --shards 1 --pin --durability buffered
+run small-rooms "${ROOMS[@]}" --shards 1 --pin
 for p in node bun; do
   fanout --server "$p" --pin
   run dm-latency --server "$p" --pin
+  run small-rooms "${ROOMS[@]}" --server "$p" --pin
 done
 
 echo; echo "== $(date -u +%H:%M:%S) done: $OUT"

@@ -48,6 +48,8 @@
 //!   writes one result file with every
 //!   step and two SVGs next to it (`…-latency.svg`: p50/p99/p99.9 vs offered
 //!   rate; `…-deliveries.svg`). `--rate R` alone runs one step.
+//!   `small-rooms --steps R1,R2,…` runs the same kind of ladder (its
+//!   highest rate within `--stop-p99-ms 10` is issue 14's figure).
 //!   `bench plot-results a.json b.json … --out DIR` draws several systems'
 //!   curves on one chart each (p99, deliveries/s, memory per connection).
 //! - `bench plot SPEC.json --out FILE.svg` renders any chart spec (the

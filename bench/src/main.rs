@@ -101,12 +101,12 @@ struct RunArgs {
     /// one run at this rate instead of the ladder).
     #[arg(long)]
     rate: Option<f64>,
-    /// room-fanout: the publish rates to step through, messages/s
+    /// room-fanout and small-rooms: the publish rates to step through, messages/s
     /// (`5,10,20`); stops after the first step whose delivery p99 passes
     /// 50 ms [default: the scenario's ladder].
     #[arg(long)]
     steps: Option<String>,
-    /// room-fanout: the ladder stops after the first step whose delivery
+    /// room-fanout and small-rooms: the ladder stops after the first step whose delivery
     /// p99 passes this, ms. On a 2-core host that also runs loadgen, one
     /// message to a 10,000-member room already takes ~10,000 socket writes
     /// (~100 ms of kernel time) for any server, so curves of large rooms

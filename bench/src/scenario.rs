@@ -5,7 +5,7 @@
 //! | `dm-latency` | `dm` | latency at a fixed moderate load |
 //! | `room-fanout` | `room`, one room, 5 senders, rate stepped ([`ladder`]) | the saturation curve: stops after the first step whose delivery p99 passes 50 ms |
 //! | `groups-durable` | `groups` of 10 | acked messages/s with fsync |
-//! | `small-rooms` | `room`: rooms of 10, 2 senders each | the groups workload in a form the peers run too (rooms need no group API) |
+//! | `small-rooms` | `room`: rooms of 10, 2 senders each; with `--steps`, a ladder of rates | the groups workload in a form the peers run too (rooms need no group API); the highest rate within a p99 bound |
 //! | `idle` | `idle` | memory per connection |
 //! | `connect-storm` | `idle`, every connection at once (`--ramp 0`) | upgrades/s, handshake p99 |
 //! | `resume-storm` | `resume`: receivers away while 5 senders send, then all rejoin with `since` | rejoin and catch-up p99, nothing lost |
@@ -252,10 +252,16 @@ pub struct Options {
 
 /// Whether scenario `name` with these options runs a ladder of rates (and
 /// stops after the first step past [`STEP_P99_LIMIT_US`]): `room-fanout`
-/// unless a single `--rate` is given without `--steps`.
+/// unless a single `--rate` is given without `--steps`; `small-rooms` when
+/// `--steps` is given (its highest rate within a p99 bound is issue 14's
+/// figure).
 #[must_use]
 pub fn is_stepped(name: &str, o: &Options) -> bool {
-    name == "room-fanout" && (o.steps.is_some() || o.rate.is_none())
+    match name {
+        "room-fanout" => o.steps.is_some() || o.rate.is_none(),
+        "small-rooms" => o.steps.is_some(),
+        _ => false,
+    }
 }
 
 /// The runs of scenario `name`, or an error naming the known scenarios.
@@ -293,8 +299,8 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
             o.server
         );
     }
-    if o.steps.is_some() && name != "room-fanout" {
-        anyhow::bail!("--steps: only room-fanout runs a ladder of rates");
+    if o.steps.is_some() && !matches!(name, "room-fanout" | "small-rooms") {
+        anyhow::bail!("--steps: only room-fanout and small-rooms run a ladder of rates");
     }
     let durability = if o.server.is_peer() {
         "memory".to_string()
@@ -417,15 +423,24 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
         // each, 2,000 msgs/s) as rooms: the peers have no group API, rooms
         // they have; on the gateway a room message takes the same path as a
         // group's (owner, commit, fan-out) without the membership check.
-        "small-rooms" => vec![RunSpec {
-            room_size: Some(10),
-            senders: Some(2),
-            ..if q {
-                base("rooms", "room", 200, 500.0, "3s")
-            } else {
-                base("rooms", "room", 2000, 2000.0, "10s")
+        "small-rooms" => {
+            let rooms = |label: &str, rate: f64| RunSpec {
+                room_size: Some(10),
+                senders: Some(2),
+                ..if q {
+                    base(label, "room", 200, rate, "3s")
+                } else {
+                    base(label, "room", 2000, rate, "10s")
+                }
+            };
+            match o.steps.clone().filter(|_| is_stepped(name, o)) {
+                Some(rates) => rates
+                    .into_iter()
+                    .map(|r| rooms(&format!("rate={r}"), r))
+                    .collect(),
+                None => vec![rooms("rooms", if q { 500.0 } else { 2000.0 })],
             }
-        }],
+        }
         // As many connections as one gateway process holds here (~19,500 of
         // the 20,000 open files), from two loadgen processes.
         "idle" => vec![if q {
@@ -671,9 +686,29 @@ mod tests {
         assert_eq!(runs[0].connections, 10_000);
         assert!(
             plan("dm-latency", &steps).is_err(),
-            "only room-fanout steps"
+            "only room-fanout and small-rooms step"
         );
         assert!(!is_stepped("shards", &q));
+    }
+
+    #[test]
+    fn small_rooms_steps_through_the_given_rates_and_runs_once_without_them() {
+        let once = plan("small-rooms", &Options::default()).unwrap();
+        assert!(!is_stepped("small-rooms", &Options::default()));
+        assert_eq!(once.len(), 1);
+        assert_eq!(once[0].rate, 2000.0);
+        let o = Options {
+            steps: Some(parse_steps("2000,3000,4000").unwrap()),
+            ..Options::default()
+        };
+        assert!(is_stepped("small-rooms", &o));
+        let runs = plan("small-rooms", &o).unwrap();
+        let rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
+        assert_eq!(rates, [2000.0, 3000.0, 4000.0]);
+        assert!(runs
+            .iter()
+            .all(|r| r.room_size == Some(10) && r.senders == Some(2) && r.connections == 2000));
+        assert_eq!(runs[1].label, "rate=3000");
     }
 
     #[test]
