@@ -634,9 +634,7 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
     CURRENT.with(|r| *r.borrow_mut() = Some(ring.clone()));
     // Completions reach this loop as a `wake` from their own task; held
     // here, so cancelling the ring task cancels it too.
-    let Some(_completions) = forward_completions(&ring) else {
-        return;
-    };
+    let _completions = forward_completions(&ring);
     let mut reads_in_a_row = 0u32;
     loop {
         ring.reap();
@@ -699,27 +697,30 @@ impl Ring {
 /// the new connections sat idle — and the 32,768th clone panicked the
 /// shard's thread (the "bimodal idle" runs of `docs/benchmarks.md`). Here
 /// the read is polled only when it completes.
-fn forward_completions(ring: &Rc<Ring>) -> Option<glommio::Task<()>> {
+///
+/// # Panics
+///
+/// When the eventfd cannot be duplicated or read: a ring that cannot see
+/// its completions would leave every session of the shard hanging, so
+/// that is fatal (the binary aborts on it, `gateway::abort_on_panic`) rather
+/// than a log line and a shard that answers nothing.
+fn forward_completions(ring: &Rc<Ring>) -> glommio::Task<()> {
     // Safety: a duplicate of the ring's eventfd, owned by this file.
     let efd = unsafe { libc::dup(ring.event_fd) };
     if efd < 0 {
-        tracing::error!(
-            error = %std::io::Error::last_os_error(),
-            "socket ring: dup of the eventfd failed; sessions stall"
-        );
-        return None;
+        let e = std::io::Error::last_os_error();
+        panic!("socket ring: dup of the eventfd failed ({e}); the shard would not see completions");
     }
     let events = unsafe { glommio::io::BufferedFile::from_raw_fd(efd) };
     let ring = ring.clone();
-    Some(glommio::spawn_local(async move {
+    glommio::spawn_local(async move {
         loop {
             if let Err(e) = events.read_at(0, 8).await {
-                tracing::error!(error = %e, "socket ring: reading the eventfd failed; sessions stall");
-                return;
+                panic!("socket ring: reading the eventfd failed ({e}); the shard would not see completions");
             }
             ring.wake.notify();
         }
-    }))
+    })
 }
 
 /// Forgets this thread's ring (the shard stopped).
@@ -752,7 +753,7 @@ mod tests {
                     return; // no io_uring here: the shard would use glommio drivers
                 };
                 let ring = Rc::new(ring);
-                let _completions = forward_completions(&ring).expect("the eventfd forwarder");
+                let _completions = forward_completions(&ring);
                 for _ in 0..40_000 {
                     let r = ring.clone();
                     glommio::spawn_local(async move { r.wake.notify() }).detach();
