@@ -1,7 +1,12 @@
 #!/bin/bash
 # One by-hand idle run: gateway pinned to CPU 0 (1 shard), loadgen pinned to CPU 1.
 # Records nstat deltas, a snapshot at t=SNAP s (kernel-side only), loadgen JSON.
-# usage: idle-run.sh BIN_DIR OUT_DIR [PORT] [SNAP]
+# usage: [GWARGS="--config F.toml"] idle-run.sh BIN_DIR OUT_DIR [PORT] [SNAP]
+# BIN_DIR holds release `gateway` and `loadgen`. Needs taskset, ss, nstat
+# (iproute2), curl and bc. Writes OUT_DIR/{gw.log,lg.json,snap.txt,
+# before.txt,after.txt,metrics.txt}; after.txt's nstat lines are absolute
+# counters (since boot), snap.txt's too. Used for the 2026-12-03 section of
+# docs/benchmarks.md ("The idle stall was a shard panic").
 B=$1; O=$2; PORT=${3:-19300}; SNAP=${4:-14}
 mkdir -p $O; rm -rf $O/data; 
 nstat -n >/dev/null
