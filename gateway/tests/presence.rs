@@ -13,9 +13,17 @@ fn dm_partner_is_told_online_and_offline_after_the_debounce() {
     let addr = tg.addr();
     let dm = "dm:alice:bob";
     let mut alice = Client::connect(addr, "alice", "d");
-    let mut bob = Client::connect(addr, "bob", "d");
-    // Both have written in the DM (that is how the gateway knows it).
+    // The DM exists once alice wrote in it (that is how the gateway knows
+    // bob's partner), so bob's first device is announced to her. Writing
+    // first makes the order fixed: were bob connected before the message,
+    // his announcement could be computed before or after the DM existed.
     alice.send_msg(dm, "a1", "hi");
+    let mut bob = Client::connect(addr, "bob", "d");
+    let on = alice.recv_type("presence_update");
+    assert_eq!(
+        on,
+        json!({"type": "presence_update", "channel": dm, "user": "bob", "status": "online"})
+    );
     bob.send_msg(dm, "b1", "hey");
     bob.close();
     let off = alice.recv_type("presence_update");
