@@ -6,18 +6,21 @@
 # (/proc), its syscalls per message (perf stat) and its deliveries
 # (/metrics), and prints deliveries per gateway CPU-second, loadgen's
 # latency and those counts. PERF=1 also records `perf record -g` for the 4 s.
+# LOADGEN_ARGS replaces the workload (default "dm --connections 1000"; e.g.
+# "room --connections 2000 --room-size 10 --senders 2" for small rooms).
 # Needs perf, curl and python3; writes /tmp/dmprobe-TAG/.
 # usage: BIN=<dir with gateway and loadgen> [GWENV="VAR=1 ..."] scripts/dm-probe.sh TAG [RATE] [gateway args...]
 # e.g.   BIN=target/release scripts/dm-probe.sh fsync 2000
 #        BIN=target/release scripts/dm-probe.sh buffered 2000 --durability buffered
 TAG=$1; RATE=${2:-2000}; shift; [ $# -gt 0 ] && shift; EXTRA="$@"
 BIN=${BIN:-target/release}
+LOADGEN_ARGS=${LOADGEN_ARGS:-dm --connections 1000}
 D=/tmp/dmprobe-$TAG; rm -rf $D; mkdir -p $D/data
 PORT=18941
 taskset -c 0 env $GWENV $BIN/gateway --listen 127.0.0.1:$PORT --data-dir $D/data --shards 1 $EXTRA > $D/gw.log 2>&1 &
 GW=$!
 sleep 1
-taskset -c 1 $BIN/loadgen dm --target ws://127.0.0.1:$PORT/ws --connections 1000 --rate $RATE --duration 14s --ramp 5000 --json --quiet > $D/lg.json 2>$D/lg.err &
+taskset -c 1 $BIN/loadgen $LOADGEN_ARGS --target ws://127.0.0.1:$PORT/ws --rate $RATE --duration 14s --ramp 5000 --json --quiet > $D/lg.json 2>$D/lg.err &
 LG=$!
 sleep 6
 m1=$(curl -s 127.0.0.1:$PORT/metrics)
