@@ -1,9 +1,20 @@
 //! Getting store calls off the shard executors.
 //!
-//! Store calls block on disk or network, so no shard ever makes one on its
-//! own thread:
+//! Store calls block on disk or network, so a shard makes none on its own
+//! thread that waits for either:
 //!
-//! - **Commits** go to one committer thread per process. It drains every
+//! - **Commits are made on the owner's shard** when the store can defer
+//!   the sync ([`Store::append_deferred`]; the embedded store): with
+//!   `buffered` durability always, with `fsync` only when `fsync_on_shard`
+//!   is set. The append is written to the OS on
+//!   the shard's thread — memory and a `write`, no disk wait — and with
+//!   `fsync` its `fdatasync` goes through the shard's own io_uring, so the
+//!   shard serves its other connections meanwhile and is woken by the
+//!   completion, not by another thread; only then is the commit answered
+//!   (store before deliver holds: until settled, the store hides the
+//!   messages from every read). Why and when: `docs/architecture.md`,
+//!   "Commits on the shard".
+//! - **Other commits** go to one committer thread per process. It drains every
 //!   commit request queued by all shards and makes them one `Store::append`
 //!   call: one durable write (one fsync) for everything the shards produced
 //!   while the previous commit was on disk. Owners are disjoint, so requests
@@ -44,6 +55,8 @@ enum ToCommitter {
 pub(crate) struct StoreIo {
     store: Arc<dyn Store>,
     commits: crossbeam_channel::Sender<ToCommitter>,
+    /// Try [`Store::append_deferred`] first (see [`Committer::start`]).
+    on_shard: bool,
 }
 
 /// The committer thread; joined at shutdown after every `StoreIo` is dropped.
@@ -53,8 +66,13 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer thread for `store`.
-    pub(crate) fn start(store: Arc<dyn Store>) -> std::io::Result<(Committer, StoreIo)> {
+    /// Starts the committer thread for `store`. With `on_shard`, commits
+    /// the store can defer ([`Store::append_deferred`]) are made on the
+    /// calling shard instead, and only the others reach the thread.
+    pub(crate) fn start(
+        store: Arc<dyn Store>,
+        on_shard: bool,
+    ) -> std::io::Result<(Committer, StoreIo)> {
         let (tx, rx) = crossbeam_channel::unbounded::<ToCommitter>();
         let thread_store = store.clone();
         let thread = std::thread::Builder::new()
@@ -65,7 +83,11 @@ impl Committer {
                 thread: Some(thread),
                 stop: tx.clone(),
             },
-            StoreIo { store, commits: tx },
+            StoreIo {
+                store,
+                commits: tx,
+                on_shard,
+            },
         ))
     }
 
@@ -124,8 +146,32 @@ fn committer_thread(store: &dyn Store, rx: &crossbeam_channel::Receiver<ToCommit
 }
 
 impl StoreIo {
-    /// Commits `batch` durably (merged with other shards' concurrent commits).
+    /// Commits `batch` durably: on this shard when the store can defer the
+    /// sync, else through the committer.
     pub(crate) async fn commit(&self, batch: Vec<ChannelAppend>) -> CommitReply {
+        if !self.on_shard {
+            return self.commit_through_committer(batch).await;
+        }
+        let store = &self.store;
+        let (outcomes, debt) = match guarded(|| Ok(store.append_deferred(&batch))) {
+            Ok(None) => return self.commit_through_committer(batch).await,
+            Ok(Some(Ok(done))) => done,
+            Ok(Some(Err(e))) => return (batch, Err(JobError::from(e))),
+            Err(e) => return (batch, Err(e)),
+        };
+        let synced = match debt.file() {
+            None => Ok(()),
+            Some(file) => fdatasync(file).await,
+        };
+        match guarded(|| store.settle(debt, synced)) {
+            Ok(()) => (batch, Ok(outcomes)),
+            Err(e) => (batch, Err(e)),
+        }
+    }
+
+    /// Commits `batch` durably through the committer thread (merged with
+    /// other shards' concurrent commits).
+    async fn commit_through_committer(&self, batch: Vec<ChannelAppend>) -> CommitReply {
         let (tx, rx) = oneshot();
         if let Err(e) = self
             .commits
@@ -162,4 +208,19 @@ impl StoreIo {
     pub(crate) fn health(&self) -> Health {
         self.store.health()
     }
+}
+
+/// `fdatasync(file)` through the calling shard's io_uring (glommio's ring):
+/// the shard keeps running its other tasks until the completion wakes it.
+#[allow(unsafe_code)]
+async fn fdatasync(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: the descriptor is valid for this whole call (`file` is
+    // borrowed from the debt, which keeps it open), and glommio's handle is
+    // never dropped, so it never closes a descriptor it does not own. A
+    // submitted fsync holds its own reference to the file in the kernel.
+    let handle = std::mem::ManuallyDrop::new(unsafe {
+        glommio::io::BufferedFile::from_raw_fd(file.as_raw_fd())
+    });
+    handle.fdatasync().await.map_err(std::io::Error::from)
 }

@@ -5,7 +5,9 @@
 #[path = "loadgen_common/mod.rs"]
 mod common;
 
-use common::{assert_clean, run_against_fresh_gateway, serial, small};
+use common::{
+    assert_clean, run_against_fresh_gateway, run_against_fresh_gateway_with, serial, small,
+};
 use loadgen::ScenarioKind;
 
 fn addr() -> std::net::SocketAddr {
@@ -21,6 +23,30 @@ fn dm_pairs() {
     // Every message reaches both members of its pair.
     assert_eq!(r.delivered, 2 * r.acked);
     assert!(r.sent >= 500, "{}", r.table());
+}
+
+/// Commits made on the shards (each syncing through its own io_uring):
+/// every DM still reaches both members, in order, once.
+#[test]
+fn dm_pairs_with_fsync_on_the_shard() {
+    let _serial = serial();
+    let r = run_against_fresh_gateway_with(small(ScenarioKind::Dm, addr(), 40), |c| {
+        c.fsync_on_shard = true;
+    });
+    assert_clean(&r);
+    assert_eq!(r.delivered, 2 * r.acked);
+    assert!(r.sent >= 500, "{}", r.table());
+}
+
+/// `buffered` durability commits on the shards too (no sync to wait for).
+#[test]
+fn groups_of_five_with_buffered_durability() {
+    let _serial = serial();
+    let r = run_against_fresh_gateway_with(small(ScenarioKind::Groups, addr(), 40), |c| {
+        c.durability = chat_core::config::DurabilitySetting::Buffered;
+    });
+    assert_clean(&r);
+    assert_eq!(r.delivered, 5 * r.acked);
 }
 
 #[test]

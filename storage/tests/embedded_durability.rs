@@ -478,3 +478,86 @@ fn overlong_key_is_invalid_and_writes_nothing() {
         vec![AppendOutcome::Stored { seq: Seq(1), ts: 1 }]
     );
 }
+
+/// Deferred appends sync the journal their write went to, across fjall's
+/// journal rotations: the debt's file is never older than the newest
+/// journal that existed before the write (`Deferred` in `embedded.rs`
+/// relies on fjall's file naming and on rotation syncing the sealed file),
+/// and a store reopened after a rotation starts from the newest journal.
+/// fjall rotates its journal at a flush once it passed 64 MB, so each round
+/// writes a little more than that.
+#[test]
+fn deferred_appends_follow_journal_rotations() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EmbeddedConfig {
+        memtable_bytes: 4 * 1024 * 1024,
+        ..EmbeddedConfig::new(dir.path())
+    };
+    let journals = |d: &Path| -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = std::fs::read_dir(d.join("fjall"))
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let id = e.file_name().to_str()?.strip_suffix(".jnl")?.parse().ok()?;
+                Some((id, e.metadata().ok()?.ino()))
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let newest = |d: &Path| journals(d).last().unwrap().0;
+    // Incompressible (fjall compresses its journal): an xorshift stream.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut body = |len: usize| -> String {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'a' + (state % 26) as u8)
+            })
+            .collect()
+    };
+    let mut rotations = 0;
+    let mut stored = 0u64;
+    for round in 0..2 {
+        let store = EmbeddedStore::open(&cfg).unwrap();
+        let first_id = newest(dir.path());
+        let mut i = 0u64;
+        // ~80 MB, then on until the worker rotated (bounded).
+        while i < 100 || (newest(dir.path()) == first_id && i < 400) {
+            let before = newest(dir.path());
+            let batch = [ChannelAppend {
+                channel: format!("rot{}", i % 7),
+                messages: (0..100)
+                    .map(|k| msg(&format!("r{round}-{i}-{k}"), &body(8000), i))
+                    .collect(),
+            }];
+            let (_, debt) = store.append_deferred(&batch).unwrap().unwrap();
+            let file = debt.file().expect("fsync durability owes a sync");
+            let ino = file.metadata().unwrap().ino();
+            file.sync_data().unwrap();
+            // A journal fjall deleted after flushing is gone from the list;
+            // only sealed (so synced) journals are deleted.
+            if let Some(&(id, _)) = journals(dir.path()).iter().find(|(_, n)| *n == ino) {
+                assert!(
+                    id >= before,
+                    "round {round}, append {i}: synced journal {id}, but {before} existed before the write"
+                );
+            }
+            store.settle(debt, Ok(())).unwrap();
+            stored += 100;
+            i += 1;
+        }
+        rotations += newest(dir.path()) - first_id;
+        let heads: u64 = (0..7)
+            .map(|c| store.head(&format!("rot{c}")).unwrap().0)
+            .sum();
+        assert_eq!(heads, stored, "every append visible after settling");
+    }
+    assert!(
+        rotations >= 2,
+        "each round must see a rotation: {rotations}"
+    );
+}

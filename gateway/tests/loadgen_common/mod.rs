@@ -63,9 +63,18 @@ pub fn run(cfg: &RunConfig) -> Report {
 
 /// Starts a fresh gateway, runs `cfg` (its target rewritten) against it and
 /// returns the report.
-pub fn run_against_fresh_gateway(mut cfg: RunConfig) -> Report {
+pub fn run_against_fresh_gateway(cfg: RunConfig) -> Report {
+    run_against_fresh_gateway_with(cfg, |_| {})
+}
+
+/// [`run_against_fresh_gateway`] with the gateway's config changed by `tweak`.
+#[allow(dead_code)]
+pub fn run_against_fresh_gateway_with(
+    mut cfg: RunConfig,
+    tweak: impl FnOnce(&mut Config),
+) -> Report {
     let dir = tempfile::tempdir().unwrap();
-    let gw = start_gateway(dir.path(), "127.0.0.1:0".parse().unwrap());
+    let gw = start_gateway_with(dir.path(), "127.0.0.1:0".parse().unwrap(), tweak);
     cfg.target = format!("ws://{}/ws", gw.local_addr());
     // Scenarios with groups run on real `group:` channels, as the CLI does.
     loadgen::groups::prepare(&mut cfg).expect("groups created");
