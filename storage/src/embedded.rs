@@ -94,16 +94,21 @@
 //! # Reads
 //!
 //! Reads do not take the write lock: each is one fjall point read or range
-//! iterator, which reads a consistent snapshot. `After` scans forward,
+//! iterator. Once a deferred append has needed a clamp (`fsync`; see
+//! [`Store::append_deferred`] and `Deferred` below), `read` and `message`
+//! open a fjall snapshot first and then look up the channel's clamp, so an
+//! unsettled append is never in what they return: its clamp is set before
+//! its batch is committed, and settled only after its sync. `After` scans forward,
 //! `Before`/`Latest` scan backward and reverse the page; one more key is
 //! peeked to set `has_more`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Readable};
 
 use crate::{
     AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Media, MessageKind,
@@ -211,6 +216,9 @@ pub struct EmbeddedStore {
     write_lock: Mutex<()>,
     /// Deferred appends not yet settled, and the journal they sync.
     deferred: Mutex<Deferred>,
+    /// Set when the first deferred append needed a clamp (`fsync`): until
+    /// then reads skip the snapshot the clamps need.
+    clamped: AtomicBool,
     /// Set (once, for good) when a commit failed.
     poison: OnceLock<String>,
     durability: Durability,
@@ -331,6 +339,7 @@ impl EmbeddedStore {
                 journal: active_journal(&fjall_dir),
                 fjall_dir: fjall_dir.clone(),
             }),
+            clamped: AtomicBool::new(false),
             poison: OnceLock::new(),
             durability: cfg.durability,
             dir: cfg.dir.clone(),
@@ -645,6 +654,30 @@ impl EmbeddedStore {
             });
         }
 
+        // Under the write lock, so tickets follow the order of the writes.
+        // The clamps go in before the commit: a read that finds the new
+        // messages in fjall (its snapshot opened after the commit) finds
+        // their clamp too.
+        let ticket = if deferred {
+            let mut d = self.deferred();
+            d.next_ticket += 1;
+            if self.durability == Durability::Fsync {
+                self.clamped.store(true, Ordering::Release);
+                for &(channel, before, _) in &new_heads {
+                    let ticket = d.next_ticket;
+                    d.unsettled
+                        .entry(channel.to_owned())
+                        .and_modify(|e| e.1 = ticket)
+                        .or_insert((before, ticket));
+                }
+            }
+            d.next_ticket
+        } else {
+            0
+        };
+
+        // A failed commit poisons the store: clamps left behind keep
+        // hiding what it may have half-applied.
         self.commit(wb, "append")?;
 
         let mut cache = self.cache();
@@ -655,20 +688,11 @@ impl EmbeddedStore {
         if !deferred {
             return Ok((results, None));
         }
-        // Still under the write lock: tickets follow the order of the writes.
-        let mut d = self.deferred();
-        d.next_ticket += 1;
-        let ticket = d.next_ticket;
         if self.durability == Durability::Buffered {
             // Written to the OS is all `buffered` promises: visible now.
             return Ok((results, Some(SyncDebt::new(ticket, None))));
         }
-        for (channel, before, _) in new_heads {
-            d.unsettled
-                .entry(channel.to_owned())
-                .and_modify(|e| e.1 = ticket)
-                .or_insert((before, ticket));
-        }
+        let mut d = self.deferred();
         let file = match d.follow_rotations() {
             Ok(file) => Some(file),
             Err(e) => {
@@ -802,16 +826,31 @@ impl Store for EmbeddedStore {
     fn read(&self, channel: &str, range: ReadRange, limit: ReadLimit) -> Result<Page, StoreError> {
         let prefix = msg_prefix(channel)?;
         let max = crate::max_messages(limit);
-        // Unsettled deferred appends stay out of every page.
-        let visible = self.visible_limit(channel);
+        // Unsettled deferred appends stay out of every page: the snapshot
+        // first, then the clamp (`append_inner` sets clamps before it
+        // commits, so anything the snapshot holds has its clamp set by now
+        // unless it was settled).
+        let (snapshot, visible) = if self.clamped.load(Ordering::Acquire) {
+            let snapshot = self.db.snapshot();
+            (Some(snapshot), self.visible_limit(channel))
+        } else {
+            (None, u64::MAX)
+        };
+        let span = |r: std::ops::Range<Vec<u8>>| -> fjall::Iter {
+            match &snapshot {
+                Some(snap) => snap.range(&self.msgs, r),
+                None => self.msgs.range(r),
+            }
+        };
         let lo = msg_key(&prefix, 0);
-        let hi = msg_key(&prefix, visible);
+        let hi = msg_key(&prefix, visible)
+            .into_iter()
+            .chain([0])
+            .collect::<Vec<u8>>();
 
         let mut iter: Box<dyn Iterator<Item = fjall::Guard>> = match range {
             ReadRange::After(Seq(s)) => match s.checked_add(1) {
-                Some(first) if first <= visible => {
-                    Box::new(self.msgs.range(msg_key(&prefix, first)..=hi))
-                }
+                Some(first) if first <= visible => Box::new(span(msg_key(&prefix, first)..hi)),
                 _ => return Ok(Page::default()),
             },
             ReadRange::Before(Seq(s)) => {
@@ -819,9 +858,9 @@ impl Store for EmbeddedStore {
                     return Ok(Page::default());
                 }
                 let end = s.min(visible.saturating_add(1));
-                Box::new(self.msgs.range(lo..msg_key(&prefix, end)).rev())
+                Box::new(span(lo..msg_key(&prefix, end)).rev())
             }
-            ReadRange::Latest => Box::new(self.msgs.range(lo..=hi).rev()),
+            ReadRange::Latest => Box::new(span(lo..hi).rev()),
         };
 
         let mut page = Page::default();
@@ -843,10 +882,22 @@ impl Store for EmbeddedStore {
     }
 
     fn message(&self, channel: &str, seq: Seq) -> Result<Option<StoredMessage>, StoreError> {
+        let prefix = msg_prefix(channel)?;
+        if !self.clamped.load(Ordering::Acquire) {
+            return self.stored_message(&prefix, seq.0);
+        }
+        // As in `read`: the snapshot, then the clamp.
+        let snapshot = self.db.snapshot();
         if seq.0 > self.visible_limit(channel) {
             return Ok(None);
         }
-        self.stored_message(&msg_prefix(channel)?, seq.0)
+        match snapshot
+            .get(&self.msgs, msg_key(&prefix, seq.0))
+            .map_err(engine_error)?
+        {
+            None => Ok(None),
+            Some(v) => decode_message(&v).map(Some),
+        }
     }
 
     fn count_messages(&self, channel: &str, after: Seq, through: Seq) -> Result<u64, StoreError> {

@@ -561,3 +561,55 @@ fn deferred_appends_follow_journal_rotations() {
         "each round must see a rotation: {rotations}"
     );
 }
+
+/// Readers racing deferred appends never see a message before its debt is
+/// being settled: `head`, `read` (latest page) and `message` on one thread
+/// while another appends, syncs and settles, one message at a time. The
+/// writer publishes "seq N may be visible now" just before settling N; every
+/// read checks what it saw against that, loaded after the read.
+#[test]
+fn readers_never_see_a_deferred_append_before_it_is_settled() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let may_show = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 1..=300u64 {
+                let batch = [ChannelAppend {
+                    channel: "race".into(),
+                    messages: vec![msg(&format!("m{i}"), "x", i)],
+                }];
+                let (out, debt) = store.append_deferred(&batch).unwrap().unwrap();
+                assert_eq!(out[0].head, Seq(i));
+                if let Some(f) = debt.file() {
+                    f.sync_data().unwrap();
+                }
+                // Give readers a window in which `i` is written but unsettled.
+                std::thread::yield_now();
+                may_show.store(i, Ordering::SeqCst);
+                store.settle(debt, Ok(())).unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+        let mut checks = 0u64;
+        while !done.load(Ordering::SeqCst) {
+            let head = store.head("race").unwrap().0;
+            let page = store.read("race", ReadRange::Latest, ALL).unwrap();
+            let newest = page.messages.last().map_or(0, |m| m.seq);
+            let probe = store
+                .message("race", Seq(head + 1))
+                .unwrap()
+                .map_or(0, |m| m.seq);
+            let bound = may_show.load(Ordering::SeqCst);
+            assert!(
+                head <= bound && newest <= bound && probe <= bound,
+                "saw head {head}, newest {newest}, probe {probe} while only {bound} was settling"
+            );
+            checks += 1;
+        }
+        assert!(checks > 10, "the reader ran: {checks}");
+    });
+    assert_eq!(store.head("race").unwrap(), Seq(300));
+}
