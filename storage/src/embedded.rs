@@ -708,6 +708,63 @@ impl EmbeddedStore {
         };
         Ok((results, Some(SyncDebt::new(ticket, file))))
     }
+
+    /// One page of `channel`, read through `snapshot` (or the live tree)
+    /// and cut at `visible`.
+    fn read_in(
+        &self,
+        snapshot: Option<&fjall::Snapshot>,
+        visible: u64,
+        channel: &str,
+        range: ReadRange,
+        limit: ReadLimit,
+    ) -> Result<Page, StoreError> {
+        let prefix = msg_prefix(channel)?;
+        let max = crate::max_messages(limit);
+        let span = |r: std::ops::Range<Vec<u8>>| -> fjall::Iter {
+            match snapshot {
+                Some(snap) => snap.range(&self.msgs, r),
+                None => self.msgs.range(r),
+            }
+        };
+        let lo = msg_key(&prefix, 0);
+        let hi = msg_key(&prefix, visible)
+            .into_iter()
+            .chain([0])
+            .collect::<Vec<u8>>();
+
+        let mut iter: Box<dyn Iterator<Item = fjall::Guard>> = match range {
+            ReadRange::After(Seq(s)) => match s.checked_add(1) {
+                Some(first) if first <= visible => Box::new(span(msg_key(&prefix, first)..hi)),
+                _ => return Ok(Page::default()),
+            },
+            ReadRange::Before(Seq(s)) => {
+                if s <= 1 {
+                    return Ok(Page::default());
+                }
+                let end = s.min(visible.saturating_add(1));
+                Box::new(span(lo..msg_key(&prefix, end)).rev())
+            }
+            ReadRange::Latest => Box::new(span(lo..hi).rev()),
+        };
+
+        let mut page = Page::default();
+        let mut bytes = 0usize;
+        for guard in iter.by_ref() {
+            let (_key, value) = guard.into_inner().map_err(engine_error)?;
+            let m = decode_message(&value)?;
+            bytes = bytes.saturating_add(m.text.len());
+            page.messages.push(m);
+            if page.messages.len() >= max || bytes >= limit.bytes {
+                break;
+            }
+        }
+        page.has_more = !page.messages.is_empty() && iter.next().is_some();
+        if !matches!(range, ReadRange::After(_)) {
+            page.messages.reverse();
+        }
+        Ok(page)
+    }
 }
 
 /// The deferred appends of an [`EmbeddedStore`] (`fsync` durability) and
@@ -824,69 +881,33 @@ impl Store for EmbeddedStore {
     }
 
     fn read(&self, channel: &str, range: ReadRange, limit: ReadLimit) -> Result<Page, StoreError> {
-        let prefix = msg_prefix(channel)?;
-        let max = crate::max_messages(limit);
-        // Unsettled deferred appends stay out of every page: the snapshot
-        // first, then the clamp (`append_inner` sets clamps before it
-        // commits, so anything the snapshot holds has its clamp set by now
-        // unless it was settled).
-        let (snapshot, visible) = if self.clamped.load(Ordering::Acquire) {
-            let snapshot = self.db.snapshot();
-            (Some(snapshot), self.visible_limit(channel))
-        } else {
-            (None, u64::MAX)
-        };
-        let span = |r: std::ops::Range<Vec<u8>>| -> fjall::Iter {
-            match &snapshot {
-                Some(snap) => snap.range(&self.msgs, r),
-                None => self.msgs.range(r),
-            }
-        };
-        let lo = msg_key(&prefix, 0);
-        let hi = msg_key(&prefix, visible)
-            .into_iter()
-            .chain([0])
-            .collect::<Vec<u8>>();
-
-        let mut iter: Box<dyn Iterator<Item = fjall::Guard>> = match range {
-            ReadRange::After(Seq(s)) => match s.checked_add(1) {
-                Some(first) if first <= visible => Box::new(span(msg_key(&prefix, first)..hi)),
-                _ => return Ok(Page::default()),
-            },
-            ReadRange::Before(Seq(s)) => {
-                if s <= 1 {
-                    return Ok(Page::default());
-                }
-                let end = s.min(visible.saturating_add(1));
-                Box::new(span(lo..msg_key(&prefix, end)).rev())
-            }
-            ReadRange::Latest => Box::new(span(lo..hi).rev()),
-        };
-
-        let mut page = Page::default();
-        let mut bytes = 0usize;
-        for guard in iter.by_ref() {
-            let (_key, value) = guard.into_inner().map_err(engine_error)?;
-            let m = decode_message(&value)?;
-            bytes = bytes.saturating_add(m.text.len());
-            page.messages.push(m);
-            if page.messages.len() >= max || bytes >= limit.bytes {
-                break;
+        // Unsettled deferred appends stay out of every page. Until a clamp
+        // was ever needed, a plain read — unless one was set meanwhile
+        // (`clamped` is set before the first clamped batch is committed, so
+        // a read that could hold that batch sees the flag afterwards). Then
+        // the snapshot first, the clamp second (clamps are set before their
+        // batch is committed, so anything the snapshot holds has its clamp
+        // set by now unless it was settled).
+        if !self.clamped.load(Ordering::Acquire) {
+            let page = self.read_in(None, u64::MAX, channel, range, limit)?;
+            if !self.clamped.load(Ordering::Acquire) {
+                return Ok(page);
             }
         }
-        page.has_more = !page.messages.is_empty() && iter.next().is_some();
-        if !matches!(range, ReadRange::After(_)) {
-            page.messages.reverse();
-        }
-        Ok(page)
+        let snapshot = self.db.snapshot();
+        let visible = self.visible_limit(channel);
+        self.read_in(Some(&snapshot), visible, channel, range, limit)
     }
 
     fn message(&self, channel: &str, seq: Seq) -> Result<Option<StoredMessage>, StoreError> {
         let prefix = msg_prefix(channel)?;
+        // As in `read`.
         if !self.clamped.load(Ordering::Acquire) {
-            return self.stored_message(&prefix, seq.0);
+            let found = self.stored_message(&prefix, seq.0)?;
+            if !self.clamped.load(Ordering::Acquire) {
+                return Ok(found);
+            }
         }
-        // As in `read`: the snapshot, then the clamp.
         let snapshot = self.db.snapshot();
         if seq.0 > self.visible_limit(channel) {
             return Ok(None);
