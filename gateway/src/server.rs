@@ -175,14 +175,8 @@ impl Gateway {
             nodes: Mutex::new(Vec::new()),
             in_cluster: AtomicBool::new(false),
         });
-        // Commits on the shard: always when there is no fsync to wait for,
-        // with fsync only when asked (`fsync_on_shard`).
-        let on_shard = match config.durability {
-            chat_core::config::DurabilitySetting::Buffered => true,
-            chat_core::config::DurabilitySetting::Fsync => config.fsync_on_shard,
-        };
-        let (committer, store_io) = Committer::start(store.clone(), on_shard)
-            .map_err(|e| StartError::Shards(e.to_string()))?;
+        let (committer, store_io) =
+            Committer::start(store.clone()).map_err(|e| StartError::Shards(e.to_string()))?;
         let cfg = Arc::new(config);
         let mesh = MeshBuilder::full(nr, cfg.mesh_queue_capacity);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -3,18 +3,13 @@
 //! Store calls block on disk or network, so a shard makes none on its own
 //! thread that waits for either:
 //!
-//! - **Commits are made on the owner's shard** when the store can defer
-//!   the sync ([`Store::append_deferred`]; the embedded store): with
-//!   `buffered` durability always, with `fsync` only when `fsync_on_shard`
-//!   is set. The append is written to the OS on
-//!   the shard's thread — memory and a `write`, no disk wait — and with
-//!   `fsync` its `fdatasync` goes through the shard's own io_uring, so the
-//!   shard serves its other connections meanwhile and is woken by the
-//!   completion, not by another thread; only then is the commit answered
-//!   (store before deliver holds: until settled, the store hides the
-//!   messages from every read). Why and when: `docs/architecture.md`,
-//!   "Commits on the shard".
-//! - **Other commits** go to one committer thread per process. It drains every
+//! - **Commits are made on the owner's shard** when the store's append
+//!   does not wait for a disk ([`Store::append_waits_for_io`] is false:
+//!   the embedded store with `buffered` durability, whose append only hands
+//!   the write to the OS). The shard then commits and answers in the turn
+//!   that read the message: no hop to another thread and back, no park in
+//!   between. Why and when: `docs/architecture.md`, "Commits on the shard".
+//! - **Every other commit** goes to one committer thread per process. It drains every
 //!   commit request queued by all shards and makes them one `Store::append`
 //!   call: one durable write (one fsync) for everything the shards produced
 //!   while the previous commit was on disk. Owners are disjoint, so requests
@@ -55,7 +50,7 @@ enum ToCommitter {
 pub(crate) struct StoreIo {
     store: Arc<dyn Store>,
     commits: crossbeam_channel::Sender<ToCommitter>,
-    /// Try [`Store::append_deferred`] first (see [`Committer::start`]).
+    /// Make appends on the calling shard (see [`Committer::start`]).
     on_shard: bool,
 }
 
@@ -66,13 +61,11 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer thread for `store`. With `on_shard`, commits
-    /// the store can defer ([`Store::append_deferred`]) are made on the
-    /// calling shard instead, and only the others reach the thread.
-    pub(crate) fn start(
-        store: Arc<dyn Store>,
-        on_shard: bool,
-    ) -> std::io::Result<(Committer, StoreIo)> {
+    /// Starts the committer thread for `store`. When the store's append
+    /// does not wait for I/O ([`Store::append_waits_for_io`]), commits are
+    /// made on the calling shard instead and the thread stays idle.
+    pub(crate) fn start(store: Arc<dyn Store>) -> std::io::Result<(Committer, StoreIo)> {
+        let on_shard = !store.append_waits_for_io();
         let (tx, rx) = crossbeam_channel::unbounded::<ToCommitter>();
         let thread_store = store.clone();
         let thread = std::thread::Builder::new()
@@ -146,27 +139,14 @@ fn committer_thread(store: &dyn Store, rx: &crossbeam_channel::Receiver<ToCommit
 }
 
 impl StoreIo {
-    /// Commits `batch` durably: on this shard when the store can defer the
-    /// sync, else through the committer.
+    /// Commits `batch` durably: on this shard when the store's append does
+    /// not wait for I/O, else through the committer.
     pub(crate) async fn commit(&self, batch: Vec<ChannelAppend>) -> CommitReply {
-        if !self.on_shard {
-            return self.commit_through_committer(batch).await;
+        if self.on_shard {
+            let result = guarded(|| self.store.append(&batch));
+            return (batch, result);
         }
-        let store = &self.store;
-        let (outcomes, debt) = match guarded(|| Ok(store.append_deferred(&batch))) {
-            Ok(None) => return self.commit_through_committer(batch).await,
-            Ok(Some(Ok(done))) => done,
-            Ok(Some(Err(e))) => return (batch, Err(JobError::from(e))),
-            Err(e) => return (batch, Err(e)),
-        };
-        let synced = match debt.file() {
-            None => Ok(()),
-            Some(file) => fdatasync(file).await,
-        };
-        match guarded(|| store.settle(debt, synced)) {
-            Ok(()) => (batch, Ok(outcomes)),
-            Err(e) => (batch, Err(e)),
-        }
+        self.commit_through_committer(batch).await
     }
 
     /// Commits `batch` durably through the committer thread (merged with
@@ -208,19 +188,4 @@ impl StoreIo {
     pub(crate) fn health(&self) -> Health {
         self.store.health()
     }
-}
-
-/// `fdatasync(file)` through the calling shard's io_uring (glommio's ring):
-/// the shard keeps running its other tasks until the completion wakes it.
-#[allow(unsafe_code)]
-async fn fdatasync(file: &std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: the descriptor is valid for this whole call (`file` is
-    // borrowed from the debt, which keeps it open), and glommio's handle is
-    // never dropped, so it never closes a descriptor it does not own. A
-    // submitted fsync holds its own reference to the file in the kernel.
-    let handle = std::mem::ManuallyDrop::new(unsafe {
-        glommio::io::BufferedFile::from_raw_fd(file.as_raw_fd())
-    });
-    handle.fdatasync().await.map_err(std::io::Error::from)
 }

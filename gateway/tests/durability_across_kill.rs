@@ -13,15 +13,8 @@ fn every_acked_message_survives_sigkill_and_seqs_continue() {
     acked_messages_survive_sigkill("");
 }
 
-/// Commits made on the shards, each `fdatasync` through the shard's own
-/// io_uring (`fsync_on_shard`): an ack still means on disk.
-#[test]
-fn acked_messages_survive_sigkill_with_fsync_on_the_shard() {
-    acked_messages_survive_sigkill("[storage]\nfsync_on_shard = true\n");
-}
-
-/// `buffered`: commits made on the shards, written to the OS before the
-/// ack, which is all a process crash needs.
+/// `buffered`: commits made on the owner's shard, written to the OS before
+/// the ack, which is all a process crash needs.
 #[test]
 fn acked_messages_survive_sigkill_with_buffered_durability() {
     acked_messages_survive_sigkill("[storage]\ndurability = \"buffered\"\n");

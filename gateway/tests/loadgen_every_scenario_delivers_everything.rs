@@ -25,20 +25,8 @@ fn dm_pairs() {
     assert!(r.sent >= 500, "{}", r.table());
 }
 
-/// Commits made on the shards (each syncing through its own io_uring):
-/// every DM still reaches both members, in order, once.
-#[test]
-fn dm_pairs_with_fsync_on_the_shard() {
-    let _serial = serial();
-    let r = run_against_fresh_gateway_with(small(ScenarioKind::Dm, addr(), 40), |c| {
-        c.fsync_on_shard = true;
-    });
-    assert_clean(&r);
-    assert_eq!(r.delivered, 2 * r.acked);
-    assert!(r.sent >= 500, "{}", r.table());
-}
-
-/// `buffered` durability commits on the shards too (no sync to wait for).
+/// `buffered` durability: every commit made on the owner's shard, none
+/// through the committer; still every message to every member, in order.
 #[test]
 fn groups_of_five_with_buffered_durability() {
     let _serial = serial();

@@ -1535,85 +1535,6 @@ pub fn message_reads_one_message<S: Store>(store: &S) {
     assert_eq!(message(store, "nowhere", 1), None, "unknown channel");
 }
 
-/// [`Store::append_deferred`], where a backend has it: an append whose
-/// debt names a file stays invisible to every read until it is settled; a
-/// later settled debt covers an earlier one; a failed sync poisons the store
-/// and the append never appears. (A backend without the path passes: it
-/// returns `None` and the caller uses `append`.)
-pub fn deferred_appends_are_invisible_until_settled<S: Store>(store: &S) {
-    append_one(store, "def", vec![by("alice", "m1", "one", 1)]);
-    let Some(first) = store.append_deferred(&[one("def", vec![by("alice", "m2", "two", 2)])])
-    else {
-        return;
-    };
-    let (outcomes, debt) = first.expect("deferred append");
-    assert_eq!(
-        outcomes[0].outcomes,
-        vec![stored(2, 2)],
-        "seq assigned at once"
-    );
-    if debt.file().is_none() {
-        // Nothing owed: durable to the backend's level and visible now.
-        store.settle(debt, Ok(())).expect("settle");
-        assert_eq!(head(store, "def"), 2, "visible head");
-        return;
-    }
-    let hidden = |when: &str| {
-        assert_eq!(head(store, "def"), 1, "{when}: head");
-        assert_eq!(read_all(store, "def").len(), 1, "{when}: read after 0");
-        let latest = read(store, "def", ReadRange::Latest, ALL);
-        assert_eq!(latest.0, vec![1], "{when}: latest");
-        let before = read(store, "def", ReadRange::Before(Seq(3)), ALL);
-        assert_eq!(before.0, vec![1], "{when}: before 3");
-        assert_eq!(message(store, "def", 2), None, "{when}: message 2");
-        assert_eq!(
-            store.count_messages("def", Seq(0), Seq(10)).expect("count"),
-            1,
-            "{when}: count"
-        );
-        assert_eq!(
-            advance_read(store, "bob", "def", 5),
-            1,
-            "{when}: cursor clamp"
-        );
-    };
-    hidden("unsettled");
-    // Another channel's deferred append, made later: settling it covers
-    // the first one too (its write came first).
-    let (_, second) = store
-        .append_deferred(&[one("other", vec![by("bob", "o1", "x", 3)])])
-        .expect("second deferred append supported")
-        .expect("second deferred append");
-    assert_eq!(head(store, "other"), 0, "second unsettled");
-    if let Some(f) = second.file() {
-        f.sync_data().expect("fdatasync");
-    }
-    store.settle(second, Ok(())).expect("settle the later debt");
-    assert_eq!(head(store, "def"), 2, "the earlier append is covered");
-    assert_eq!(head(store, "other"), 1, "the later append");
-    assert_eq!(read_all(store, "def").len(), 2, "read after settling");
-    store
-        .settle(debt, Ok(()))
-        .expect("settling twice is harmless");
-
-    let (_, failing) = store
-        .append_deferred(&[one("def", vec![by("alice", "m3", "three", 4)])])
-        .expect("supported")
-        .expect("third deferred append");
-    let err = store
-        .settle(failing, Err(std::io::Error::other("disk gone")))
-        .expect_err("a failed sync fails the settle");
-    assert!(matches!(err, StoreError::Poisoned(_)), "{err:?}");
-    assert_eq!(head(store, "def"), 2, "never visible");
-    assert_eq!(message(store, "def", 3), None, "never visible");
-    assert!(
-        store
-            .append(&[one("def", vec![by("alice", "m4", "four", 5)])])
-            .is_err(),
-        "poisoned: later writes fail"
-    );
-}
-
 /// Every check, in order, each on a fresh store from `make`. For backends
 /// that prefer one test over many (expensive setup).
 pub fn run_all<S: Store>(make: impl Fn() -> S) {
@@ -1707,7 +1628,6 @@ checks!(
     edits_and_deletes_see_earlier_messages_of_the_same_call,
     retries_of_edited_and_deleted_messages_are_duplicates,
     message_reads_one_message,
-    deferred_appends_are_invisible_until_settled,
 );
 
 #[cfg(test)]

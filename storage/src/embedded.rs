@@ -94,26 +94,20 @@
 //! # Reads
 //!
 //! Reads do not take the write lock: each is one fjall point read or range
-//! iterator. Once a deferred append has needed a clamp (`fsync`; see
-//! [`Store::append_deferred`] and `Deferred` below), `read` and `message`
-//! open a fjall snapshot first and then look up the channel's clamp, so an
-//! unsettled append is never in what they return: its clamp is set before
-//! its batch is committed, and settled only after its sync. `After` scans forward,
+//! iterator, which reads a consistent snapshot. `After` scans forward,
 //! `Before`/`Latest` scan backward and reverse the page; one more key is
 //! peeked to set `has_more`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Readable};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 
 use crate::{
     AppendOutcome, ChannelAppend, ChannelOutcome, DeliveredUpdate, Health, Media, MessageKind,
     NewMessage, Page, ReadLimit, ReadRange, ReadUpdate, Seq, Store, StoreError, StoredMessage,
-    SyncDebt,
 };
 
 /// The store-format version this build reads and writes (`meta/format`).
@@ -214,11 +208,6 @@ pub struct EmbeddedStore {
     head_cache: Mutex<HashMap<String, u64>>,
     /// The one write lock: every write serializes on it.
     write_lock: Mutex<()>,
-    /// Deferred appends not yet settled, and the journal they sync.
-    deferred: Mutex<Deferred>,
-    /// Set when the first deferred append needed a clamp (`fsync`): until
-    /// then reads skip the snapshot the clamps need.
-    clamped: AtomicBool,
     /// Set (once, for good) when a commit failed.
     poison: OnceLock<String>,
     durability: Durability,
@@ -333,13 +322,6 @@ impl EmbeddedStore {
             events,
             head_cache: Mutex::new(HashMap::new()),
             write_lock: Mutex::new(()),
-            deferred: Mutex::new(Deferred {
-                next_ticket: 0,
-                unsettled: HashMap::new(),
-                journal: active_journal(&fjall_dir),
-                fjall_dir: fjall_dir.clone(),
-            }),
-            clamped: AtomicBool::new(false),
             poison: OnceLock::new(),
             durability: cfg.durability,
             dir: cfg.dir.clone(),
@@ -365,29 +347,6 @@ impl EmbeddedStore {
         self.head_cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn deferred(&self) -> MutexGuard<'_, Deferred> {
-        // Updated only by whole inserts and retains: a panic elsewhere
-        // cannot leave it half-written.
-        self.deferred.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The highest seq of `channel` reads may see: its head before its
-    /// first unsettled deferred append, or `u64::MAX` when it has none.
-    fn visible_limit(&self, channel: &str) -> u64 {
-        let d = self.deferred();
-        if d.unsettled.is_empty() {
-            return u64::MAX;
-        }
-        d.unsettled.get(channel).map_or(u64::MAX, |&(h, _)| h)
-    }
-
-    /// Poisons the store with `msg` (the first reason stays) and returns the
-    /// error every later write gets.
-    fn poison_with(&self, msg: String) -> StoreError {
-        tracing::error!(dir = %self.dir.display(), reason = %msg, "embedded store poisoned");
-        StoreError::Poisoned(self.poison.get_or_init(|| msg).clone())
     }
 
     /// The head as stored in `heads` (0 when absent).
@@ -517,15 +476,8 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
-impl EmbeddedStore {
-    /// `append`, and with `deferred` the write made without a sync
-    /// (`PersistMode::Buffer`) and its debt registered (see
-    /// [`Store::append_deferred`]).
-    fn append_inner(
-        &self,
-        batch: &[ChannelAppend],
-        deferred: bool,
-    ) -> Result<(Vec<ChannelOutcome>, Option<SyncDebt>), StoreError> {
+impl Store for EmbeddedStore {
+    fn append(&self, batch: &[ChannelAppend]) -> Result<Vec<ChannelOutcome>, StoreError> {
         if let Some(e) = self.poisoned_error() {
             return Err(e);
         }
@@ -543,12 +495,8 @@ impl EmbeddedStore {
         // cache only ever receives heads read from disk.
         let _write = self.lock_writes()?;
 
-        let mut wb = if deferred {
-            self.db.batch().durability(Some(PersistMode::Buffer))
-        } else {
-            self.new_batch()
-        };
-        let mut new_heads: Vec<(&str, u64, u64)> = Vec::new();
+        let mut wb = self.new_batch();
+        let mut new_heads: Vec<(&str, u64)> = Vec::new();
         let mut results = Vec::with_capacity(batch.len());
 
         for ca in batch {
@@ -646,7 +594,7 @@ impl EmbeddedStore {
             }
             if next != head {
                 wb.insert(&self.heads, ca.channel.as_bytes(), encode_seq(next));
-                new_heads.push((ca.channel.as_str(), head, next));
+                new_heads.push((ca.channel.as_str(), next));
             }
             results.push(ChannelOutcome {
                 outcomes,
@@ -654,98 +602,48 @@ impl EmbeddedStore {
             });
         }
 
-        // Under the write lock, so tickets follow the order of the writes.
-        // The clamps go in before the commit: a read that finds the new
-        // messages in fjall (its snapshot opened after the commit) finds
-        // their clamp too.
-        let ticket = if deferred {
-            let mut d = self.deferred();
-            d.next_ticket += 1;
-            if self.durability == Durability::Fsync {
-                self.clamped.store(true, Ordering::Release);
-                for &(channel, before, _) in &new_heads {
-                    let ticket = d.next_ticket;
-                    d.unsettled
-                        .entry(channel.to_owned())
-                        .and_modify(|e| e.1 = ticket)
-                        .or_insert((before, ticket));
-                }
-            }
-            d.next_ticket
-        } else {
-            0
-        };
-
-        // A failed commit poisons the store: clamps left behind keep
-        // hiding what it may have half-applied.
         self.commit(wb, "append")?;
 
         let mut cache = self.cache();
-        for &(channel, _, head) in &new_heads {
+        for (channel, head) in new_heads {
             cache.insert(channel.to_owned(), head);
         }
-        drop(cache);
-        if !deferred {
-            return Ok((results, None));
-        }
-        if self.durability == Durability::Buffered {
-            // Written to the OS is all `buffered` promises: visible now.
-            return Ok((results, Some(SyncDebt::new(ticket, None))));
-        }
-        let mut d = self.deferred();
-        let file = match d.follow_rotations() {
-            Ok(file) => Some(file),
-            Err(e) => {
-                // No descriptor for the new journal (EMFILE, say): sync
-                // through fjall's own, here; the debt then owes nothing.
-                tracing::warn!(dir = %self.dir.display(), error = %e, "journal not opened; syncing in place");
-                drop(d);
-                if let Err(e) = self.db.persist(PersistMode::SyncData) {
-                    return Err(self.poison_with(format!("append sync failed: {e}")));
-                }
-                None
-            }
-        };
-        Ok((results, Some(SyncDebt::new(ticket, file))))
+        Ok(results)
     }
 
-    /// One page of `channel`, read through `snapshot` (or the live tree)
-    /// and cut at `visible`.
-    fn read_in(
-        &self,
-        snapshot: Option<&fjall::Snapshot>,
-        visible: u64,
-        channel: &str,
-        range: ReadRange,
-        limit: ReadLimit,
-    ) -> Result<Page, StoreError> {
+    fn append_waits_for_io(&self) -> bool {
+        // `buffered` commits with `PersistMode::Buffer`: written to the OS,
+        // never synced by the append.
+        self.durability == Durability::Fsync
+    }
+
+    fn head(&self, channel: &str) -> Result<Seq, StoreError> {
+        if let Some(&h) = self.cache().get(channel) {
+            return Ok(Seq(h));
+        }
+        // Not cached: read `heads` without filling the cache (only appends
+        // fill it, under the write lock, so it can never go stale).
+        self.stored_head(channel).map(Seq)
+    }
+
+    fn read(&self, channel: &str, range: ReadRange, limit: ReadLimit) -> Result<Page, StoreError> {
         let prefix = msg_prefix(channel)?;
         let max = crate::max_messages(limit);
-        let span = |r: std::ops::Range<Vec<u8>>| -> fjall::Iter {
-            match snapshot {
-                Some(snap) => snap.range(&self.msgs, r),
-                None => self.msgs.range(r),
-            }
-        };
         let lo = msg_key(&prefix, 0);
-        let hi = msg_key(&prefix, visible)
-            .into_iter()
-            .chain([0])
-            .collect::<Vec<u8>>();
+        let hi = msg_key(&prefix, u64::MAX);
 
         let mut iter: Box<dyn Iterator<Item = fjall::Guard>> = match range {
             ReadRange::After(Seq(s)) => match s.checked_add(1) {
-                Some(first) if first <= visible => Box::new(span(msg_key(&prefix, first)..hi)),
-                _ => return Ok(Page::default()),
+                Some(first) => Box::new(self.msgs.range(msg_key(&prefix, first)..=hi)),
+                None => return Ok(Page::default()),
             },
             ReadRange::Before(Seq(s)) => {
                 if s <= 1 {
                     return Ok(Page::default());
                 }
-                let end = s.min(visible.saturating_add(1));
-                Box::new(span(lo..msg_key(&prefix, end)).rev())
+                Box::new(self.msgs.range(lo..msg_key(&prefix, s)).rev())
             }
-            ReadRange::Latest => Box::new(span(lo..hi).rev()),
+            ReadRange::Latest => Box::new(self.msgs.range(lo..=hi).rev()),
         };
 
         let mut page = Page::default();
@@ -765,160 +663,9 @@ impl EmbeddedStore {
         }
         Ok(page)
     }
-}
-
-/// The deferred appends of an [`EmbeddedStore`] (`fsync` durability) and
-/// the journal file they are synced through.
-///
-/// Why the newest journal file is the right one to sync: fjall writes
-/// `<fjall>/<id>.jnl` and, when it rotates, `fsync`s the sealed file before
-/// it creates `<id + 1>.jnl` (`journal::writer::Writer::rotate`, fjall
-/// 3.1, pinned exactly in the workspace). So once an append is written,
-/// syncing the newest file that exists *after* the write covers it: either
-/// the append is in that file, or in an older one that was synced before
-/// the newer existed. A debt's ticket also covers every lower ticket, for
-/// the same reason (their writes came first).
-struct Deferred {
-    /// The last ticket handed out.
-    next_ticket: u64,
-    /// Channels with unsettled appends: (the head reads may see, the last
-    /// unsettled ticket that wrote the channel).
-    unsettled: HashMap<String, (u64, u64)>,
-    /// The newest journal seen: its id and an open descriptor (read-only:
-    /// `fdatasync` needs no more on Linux). `None` when fjall's directory
-    /// held no journal we could open: deferred appends are then declined.
-    journal: Option<(u64, Arc<File>)>,
-    fjall_dir: PathBuf,
-}
-
-impl Deferred {
-    /// The newest journal file, opening the ones created since last seen.
-    fn follow_rotations(&mut self) -> std::io::Result<Arc<File>> {
-        let Some((mut id, mut file)) = self.journal.clone() else {
-            return Err(std::io::Error::other("no journal"));
-        };
-        loop {
-            let next = self.fjall_dir.join(format!("{}.jnl", id + 1));
-            match File::open(&next) {
-                Ok(f) => {
-                    id += 1;
-                    file = Arc::new(f);
-                    self.journal = Some((id, file.clone()));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(file),
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-/// The active journal of the fjall directory `dir` (its highest
-/// `<id>.jnl`, as fjall's recovery picks it), opened; `None` when there is
-/// none or it cannot be opened.
-fn active_journal(dir: &Path) -> Option<(u64, Arc<File>)> {
-    let mut best: Option<u64> = None;
-    for entry in std::fs::read_dir(dir).ok()? {
-        let name = entry.ok()?.file_name();
-        let Some(id) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".jnl"))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        best = Some(best.map_or(id, |b| b.max(id)));
-    }
-    let id = best?;
-    let file = File::open(dir.join(format!("{id}.jnl"))).ok()?;
-    Some((id, Arc::new(file)))
-}
-
-impl Store for EmbeddedStore {
-    fn append(&self, batch: &[ChannelAppend]) -> Result<Vec<ChannelOutcome>, StoreError> {
-        self.append_inner(batch, false).map(|(r, _)| r)
-    }
-
-    fn append_deferred(
-        &self,
-        batch: &[ChannelAppend],
-    ) -> Option<Result<(Vec<ChannelOutcome>, SyncDebt), StoreError>> {
-        if self.durability == Durability::Fsync {
-            // An accepted edit or delete rewrites an older, visible
-            // message's view in place, which no read clamp could hide.
-            let changes = batch
-                .iter()
-                .any(|ca| ca.messages.iter().any(crate::is_change));
-            if changes || self.deferred().journal.is_none() {
-                return None;
-            }
-        }
-        Some(
-            self.append_inner(batch, true)
-                .map(|(r, debt)| (r, debt.unwrap_or_else(|| SyncDebt::new(0, None)))),
-        )
-    }
-
-    fn settle(&self, debt: SyncDebt, synced: std::io::Result<()>) -> Result<(), StoreError> {
-        if let Err(e) = synced {
-            return Err(self.poison_with(format!("append fdatasync failed: {e}")));
-        }
-        let ticket = debt.ticket();
-        let mut d = self.deferred();
-        if !d.unsettled.is_empty() {
-            d.unsettled.retain(|_, &mut (_, t)| t > ticket);
-        }
-        Ok(())
-    }
-
-    fn head(&self, channel: &str) -> Result<Seq, StoreError> {
-        let cached = self.cache().get(channel).copied();
-        if let Some(h) = cached {
-            return Ok(Seq(h.min(self.visible_limit(channel))));
-        }
-        // Not cached: read `heads` without filling the cache (only appends
-        // fill it, under the write lock, so it can never go stale).
-        self.stored_head(channel).map(Seq)
-    }
-
-    fn read(&self, channel: &str, range: ReadRange, limit: ReadLimit) -> Result<Page, StoreError> {
-        // Unsettled deferred appends stay out of every page. Until a clamp
-        // was ever needed, a plain read — unless one was set meanwhile
-        // (`clamped` is set before the first clamped batch is committed, so
-        // a read that could hold that batch sees the flag afterwards). Then
-        // the snapshot first, the clamp second (clamps are set before their
-        // batch is committed, so anything the snapshot holds has its clamp
-        // set by now unless it was settled).
-        if !self.clamped.load(Ordering::Acquire) {
-            let page = self.read_in(None, u64::MAX, channel, range, limit)?;
-            if !self.clamped.load(Ordering::Acquire) {
-                return Ok(page);
-            }
-        }
-        let snapshot = self.db.snapshot();
-        let visible = self.visible_limit(channel);
-        self.read_in(Some(&snapshot), visible, channel, range, limit)
-    }
 
     fn message(&self, channel: &str, seq: Seq) -> Result<Option<StoredMessage>, StoreError> {
-        let prefix = msg_prefix(channel)?;
-        // As in `read`.
-        if !self.clamped.load(Ordering::Acquire) {
-            let found = self.stored_message(&prefix, seq.0)?;
-            if !self.clamped.load(Ordering::Acquire) {
-                return Ok(found);
-            }
-        }
-        let snapshot = self.db.snapshot();
-        if seq.0 > self.visible_limit(channel) {
-            return Ok(None);
-        }
-        match snapshot
-            .get(&self.msgs, msg_key(&prefix, seq.0))
-            .map_err(engine_error)?
-        {
-            None => Ok(None),
-            Some(v) => decode_message(&v).map(Some),
-        }
+        self.stored_message(&msg_prefix(channel)?, seq.0)
     }
 
     fn count_messages(&self, channel: &str, after: Seq, through: Seq) -> Result<u64, StoreError> {

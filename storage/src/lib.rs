@@ -158,7 +158,7 @@ pub use fault::{Faults, FaultyStore};
 #[cfg(feature = "fdb")]
 pub use fdb::{FdbConfig, FdbStore};
 pub use memory::MemStore;
-pub use store::{Store, SyncDebt};
+pub use store::Store;
 
 /// Whether two messages carry the same content for idempotency: kind, text,
 /// target and media equal (sender, device, id and timestamp are not content).

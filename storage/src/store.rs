@@ -11,9 +11,8 @@ use crate::{
 /// # Contract (every backend; checked by [`crate::conformance`])
 ///
 /// **Blocking.** Every method may block on disk or network I/O. Callers run
-/// them on dedicated threads, never on a shard's executor — except
-/// [`Store::append_deferred`] and [`Store::settle`], which never wait for
-/// a disk. Implementations are
+/// them on dedicated threads, never on a shard's executor — except `append`
+/// of a backend whose [`Store::append_waits_for_io`] is `false`. Implementations are
 /// `Send + Sync` and may be called from several threads at once.
 ///
 /// **Sequencing.** `append` assigns each newly stored message of a channel the
@@ -82,35 +81,15 @@ pub trait Store: Send + Sync + 'static {
     /// Returns one `ChannelOutcome` per `ChannelAppend`, in order.
     fn append(&self, batch: &[ChannelAppend]) -> Result<Vec<ChannelOutcome>, StoreError>;
 
-    /// Appends like [`Store::append`], except that the call returns once the
-    /// write is made but before it is durable, so the caller can make it
-    /// durable without blocking a thread: it `fdatasync`s
-    /// [`SyncDebt::file`] (when there is one) however it likes, then passes
-    /// the result to [`Store::settle`]. When the debt names a file, until
-    /// then the new messages are invisible to reads (`head`, `read`, `message`, `count_messages` and the
-    /// cursor clamps see the channel as it was) and must not be acknowledged
-    /// or delivered; a failed sync poisons the store, so they never become
-    /// visible. A debt without a file owes nothing: the append is already
-    /// durable to the backend's level and may be visible at once.
-    ///
-    /// The call itself still blocks, but only on memory and on handing the
-    /// write to the OS (no `fsync`), which is why a shard may make it on its
-    /// own thread. `None`: the backend has no such path, or not for this
-    /// batch (the embedded store with `fsync` declines edits and deletes,
-    /// whose new views of older messages cannot be hidden); use `append`.
-    fn append_deferred(
-        &self,
-        _batch: &[ChannelAppend],
-    ) -> Option<Result<(Vec<ChannelOutcome>, SyncDebt), StoreError>> {
-        None
-    }
-
-    /// Settles what [`Store::append_deferred`] left owed: `synced` is the
-    /// result of `fdatasync` on the debt's file (`Ok(())` when it had none).
-    /// On `Ok` the append, and every deferred append made before it, becomes
-    /// visible; on `Err` the store is poisoned and the error returned.
-    fn settle(&self, _debt: SyncDebt, _synced: std::io::Result<()>) -> Result<(), StoreError> {
-        Ok(())
+    /// Whether `append` waits for a disk or the network before it returns.
+    /// `false` means it only hands the write to the OS (memory, a `write`;
+    /// it may still wait for the backend's own locks and write
+    /// backpressure), so a caller whose thread must not block for long may
+    /// make it there — the gateway's shards then commit without a thread
+    /// hop. Default `true`; the embedded store with `buffered` durability
+    /// says `false`.
+    fn append_waits_for_io(&self) -> bool {
+        true
     }
 
     /// The channel's head: its highest stored seq, `Seq(0)` when empty.
@@ -231,14 +210,8 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn append(&self, batch: &[ChannelAppend]) -> Result<Vec<ChannelOutcome>, StoreError> {
         (**self).append(batch)
     }
-    fn append_deferred(
-        &self,
-        batch: &[ChannelAppend],
-    ) -> Option<Result<(Vec<ChannelOutcome>, SyncDebt), StoreError>> {
-        (**self).append_deferred(batch)
-    }
-    fn settle(&self, debt: SyncDebt, synced: std::io::Result<()>) -> Result<(), StoreError> {
-        (**self).settle(debt, synced)
+    fn append_waits_for_io(&self) -> bool {
+        (**self).append_waits_for_io()
     }
     fn head(&self, channel: &str) -> Result<Seq, StoreError> {
         (**self).head(channel)
@@ -293,38 +266,5 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn cluster(&self) -> Option<&dyn Cluster> {
         (**self).cluster()
-    }
-}
-
-/// What an append made by [`Store::append_deferred`] still owes before it is
-/// durable and visible: at most one `fdatasync` of one file, then
-/// [`Store::settle`]. Dropping a debt unsettled leaves its messages
-/// invisible until a later append's debt is settled (which covers it).
-#[derive(Debug)]
-#[must_use = "an unsettled append stays invisible to reads"]
-pub struct SyncDebt {
-    ticket: u64,
-    file: Option<std::sync::Arc<std::fs::File>>,
-}
-
-impl SyncDebt {
-    /// A debt for the backend's `ticket`-th deferred append (tickets rise in
-    /// the order the writes were made) that needs `file` synced (`None`:
-    /// nothing to sync).
-    pub fn new(ticket: u64, file: Option<std::sync::Arc<std::fs::File>>) -> SyncDebt {
-        SyncDebt { ticket, file }
-    }
-
-    /// The backend's order of this append among its deferred appends.
-    #[must_use]
-    pub fn ticket(&self) -> u64 {
-        self.ticket
-    }
-
-    /// The file to `fdatasync` before settling, if any. The debt keeps it
-    /// open, so its descriptor stays valid while the debt lives.
-    #[must_use]
-    pub fn file(&self) -> Option<&std::fs::File> {
-        self.file.as_deref()
     }
 }

@@ -26,19 +26,6 @@ impl Store for TempEmbedded {
     fn append(&self, batch: &[ChannelAppend]) -> Result<Vec<ChannelOutcome>, StoreError> {
         self.store.append(batch)
     }
-    fn append_deferred(
-        &self,
-        batch: &[ChannelAppend],
-    ) -> Option<Result<(Vec<ChannelOutcome>, storage::SyncDebt), StoreError>> {
-        self.store.append_deferred(batch)
-    }
-    fn settle(
-        &self,
-        debt: storage::SyncDebt,
-        synced: std::io::Result<()>,
-    ) -> Result<(), StoreError> {
-        self.store.settle(debt, synced)
-    }
     fn head(&self, channel: &str) -> Result<Seq, StoreError> {
         self.store.head(channel)
     }

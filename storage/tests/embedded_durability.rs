@@ -479,137 +479,21 @@ fn overlong_key_is_invalid_and_writes_nothing() {
     );
 }
 
-/// Deferred appends sync the journal their write went to, across fjall's
-/// journal rotations: the debt's file is never older than the newest
-/// journal that existed before the write (`Deferred` in `embedded.rs`
-/// relies on fjall's file naming and on rotation syncing the sealed file),
-/// and a store reopened after a rotation starts from the newest journal.
-/// fjall rotates its journal at a flush once it passed 64 MB, so each round
-/// writes a little more than that.
+/// Only a `buffered` store says its append does not wait for I/O (the
+/// gateway then commits on the shard's own thread); `fsync` waits for the
+/// disk, so its appends stay on the committer thread.
 #[test]
-fn deferred_appends_follow_journal_rotations() {
-    use std::os::unix::fs::MetadataExt;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = EmbeddedConfig {
-        memtable_bytes: 4 * 1024 * 1024,
-        ..EmbeddedConfig::new(dir.path())
-    };
-    let journals = |d: &Path| -> Vec<(u64, u64)> {
-        let mut v: Vec<(u64, u64)> = std::fs::read_dir(d.join("fjall"))
-            .unwrap()
-            .filter_map(|e| {
-                let e = e.ok()?;
-                let id = e.file_name().to_str()?.strip_suffix(".jnl")?.parse().ok()?;
-                Some((id, e.metadata().ok()?.ino()))
-            })
-            .collect();
-        v.sort_unstable();
-        v
-    };
-    let newest = |d: &Path| journals(d).last().unwrap().0;
-    // Incompressible (fjall compresses its journal): an xorshift stream.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut body = |len: usize| -> String {
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                char::from(b'a' + (state % 26) as u8)
-            })
-            .collect()
-    };
-    let mut rotations = 0;
-    let mut stored = 0u64;
-    for round in 0..2 {
-        let store = EmbeddedStore::open(&cfg).unwrap();
-        let first_id = newest(dir.path());
-        let mut i = 0u64;
-        // ~80 MB, then on until the worker rotated (bounded).
-        while i < 100 || (newest(dir.path()) == first_id && i < 400) {
-            let before = newest(dir.path());
-            let batch = [ChannelAppend {
-                channel: format!("rot{}", i % 7),
-                messages: (0..100)
-                    .map(|k| msg(&format!("r{round}-{i}-{k}"), &body(8000), i))
-                    .collect(),
-            }];
-            let (_, debt) = store.append_deferred(&batch).unwrap().unwrap();
-            let file = debt.file().expect("fsync durability owes a sync");
-            let ino = file.metadata().unwrap().ino();
-            file.sync_data().unwrap();
-            // A journal fjall deleted after flushing is gone from the list;
-            // only sealed (so synced) journals are deleted.
-            if let Some(&(id, _)) = journals(dir.path()).iter().find(|(_, n)| *n == ino) {
-                assert!(
-                    id >= before,
-                    "round {round}, append {i}: synced journal {id}, but {before} existed before the write"
-                );
-            }
-            store.settle(debt, Ok(())).unwrap();
-            stored += 100;
-            i += 1;
-        }
-        rotations += newest(dir.path()) - first_id;
-        let heads: u64 = (0..7)
-            .map(|c| store.head(&format!("rot{c}")).unwrap().0)
-            .sum();
-        assert_eq!(heads, stored, "every append visible after settling");
-    }
-    assert!(
-        rotations >= 2,
-        "each round must see a rotation: {rotations}"
-    );
-}
-
-/// Readers racing deferred appends never see a message before its debt is
-/// being settled: `head`, `read` (latest page) and `message` on one thread
-/// while another appends, syncs and settles, one message at a time. The
-/// writer publishes "seq N may be visible now" just before settling N; every
-/// read checks what it saw against that, loaded after the read.
-#[test]
-fn readers_never_see_a_deferred_append_before_it_is_settled() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).unwrap();
-    let may_show = AtomicU64::new(0);
-    let done = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            for i in 1..=300u64 {
-                let batch = [ChannelAppend {
-                    channel: "race".into(),
-                    messages: vec![msg(&format!("m{i}"), "x", i)],
-                }];
-                let (out, debt) = store.append_deferred(&batch).unwrap().unwrap();
-                assert_eq!(out[0].head, Seq(i));
-                if let Some(f) = debt.file() {
-                    f.sync_data().unwrap();
-                }
-                // Give readers a window in which `i` is written but unsettled.
-                std::thread::yield_now();
-                may_show.store(i, Ordering::SeqCst);
-                store.settle(debt, Ok(())).unwrap();
-            }
-            done.store(true, Ordering::SeqCst);
-        });
-        let mut checks = 0u64;
-        while !done.load(Ordering::SeqCst) {
-            let head = store.head("race").unwrap().0;
-            let page = store.read("race", ReadRange::Latest, ALL).unwrap();
-            let newest = page.messages.last().map_or(0, |m| m.seq);
-            let probe = store
-                .message("race", Seq(head + 1))
-                .unwrap()
-                .map_or(0, |m| m.seq);
-            let bound = may_show.load(Ordering::SeqCst);
-            assert!(
-                head <= bound && newest <= bound && probe <= bound,
-                "saw head {head}, newest {newest}, probe {probe} while only {bound} was settling"
-            );
-            checks += 1;
-        }
-        assert!(checks > 10, "the reader ran: {checks}");
-    });
-    assert_eq!(store.head("race").unwrap(), Seq(300));
+fn only_buffered_appends_skip_the_wait_for_io() {
+    let fsync = tempfile::tempdir().unwrap();
+    assert!(open(fsync.path()).unwrap().append_waits_for_io());
+    let buffered = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&EmbeddedConfig {
+        durability: storage::Durability::Buffered,
+        ..EmbeddedConfig::new(buffered.path())
+    })
+    .unwrap();
+    assert!(!store.append_waits_for_io());
+    // And what a shard is told never waits still stores and reads back.
+    assert_eq!(append(&store, "b", vec![msg("m1", "hi", 1)]).len(), 1);
+    assert_eq!(store.head("b").unwrap(), Seq(1));
 }

@@ -248,19 +248,6 @@ pub struct Config {
     /// linger of ~1,000 µs trades up to that much added ack and delivery
     /// latency for fewer, larger commits. At most 100,000.
     pub commit_linger_us: u64,
-    /// With `durability = "fsync"` and the embedded store: make each
-    /// shard's commits on the shard itself — the append written to the OS
-    /// on the shard's thread, its `fdatasync` submitted through the shard's
-    /// own io_uring (the shard serves other work until the completion) —
-    /// instead of through the process's committer thread, which merges all
-    /// shards' commits into one `fdatasync`. Default false: on the 2-core
-    /// host of docs/benchmarks.md it was neutral with 1 shard and 2–5 %
-    /// worse with 2 (each shard syncs on its own); it is for hosts with many
-    /// shards, where one committer thread making every append of the
-    /// process would be the limit (not measured there). With `buffered`
-    /// durability commits are always made on the shard (nothing to wait
-    /// for). No memory cost.
-    pub fsync_on_shard: bool,
     /// Most bytes of text one shard puts in one store commit (one message
     /// always goes). Default 8 MiB. Bounds a commit's batch memory.
     pub commit_max_bytes: usize,
@@ -507,7 +494,6 @@ impl Default for Config {
             mesh_backlog_messages: 8192,
             commit_max_messages: 4096,
             commit_linger_us: 0,
-            fsync_on_shard: false,
             commit_max_bytes: 8 * 1024 * 1024,
             store_cache_bytes: 64 * 1024 * 1024,
             store_memtable_bytes: 16 * 1024 * 1024,

@@ -75,7 +75,6 @@ pub const SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("read_threads", "store_read_threads"),
             ("commit_max_messages", "commit_max_messages"),
             ("commit_linger_us", "commit_linger_us"),
-            ("fsync_on_shard", "fsync_on_shard"),
             ("commit_max_bytes", "commit_max_bytes"),
             ("cache_bytes", "store_cache_bytes"),
             ("memtable_bytes", "store_memtable_bytes"),
