@@ -25,8 +25,9 @@ fn dm_pairs() {
     assert!(r.sent >= 500, "{}", r.table());
 }
 
-/// `buffered` durability: every commit made on the owner's shard, none
-/// through the committer; still every message to every member, in order.
+/// `buffered` durability, where the owner's shard makes its commits itself
+/// (`Store::append_waits_for_io` is false; the flag is checked in the
+/// storage tests): still every message to every member, in order, once.
 #[test]
 fn groups_of_five_with_buffered_durability() {
     let _serial = serial();
