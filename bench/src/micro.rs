@@ -139,6 +139,17 @@ fn send_text() -> String {
     )
 }
 
+/// The text of one server frame (an unmasked text frame: a 2- or 4-byte
+/// header before it).
+fn msg_frame_text(frame: &[u8]) -> anyhow::Result<String> {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(n) if n < 126 => 2,
+        _ => anyhow::bail!("the benchmark's msg frame has an unexpected header"),
+    };
+    Ok(std::str::from_utf8(&frame[header..])?.to_owned())
+}
+
 /// Runs every case. `quick`: fewer iterations and runs (seconds in all).
 pub fn run_all(quick: bool) -> anyhow::Result<Vec<MicroResult>> {
     let runs = if quick { 3 } else { 7 };
@@ -200,6 +211,40 @@ pub fn run_all(quick: bool) -> anyhow::Result<Vec<MicroResult>> {
         1,
         &ns,
     ));
+
+    // decode-msg-{scan,serde}: what loadgen does with every frame it reads
+    let mut frame = Vec::new();
+    gateway::protocol::response::msg(&mut frame, "room:lobby", &view);
+    let text = msg_frame_text(&frame)?;
+    for (name, what, serde_only) in [
+        (
+            "decode-msg-scan",
+            "decode_msg_ref of one msg event (64 bytes of text): the client's fast path",
+            false,
+        ),
+        (
+            "decode-msg-serde",
+            "the same decode by serde alone (decode_msg_ref_serde)",
+            true,
+        ),
+    ] {
+        let iters = scale(1_000_000, 100_000);
+        let ns = time_runs(
+            runs,
+            iters,
+            || (),
+            |_, _| {
+                let t = black_box(text.as_str());
+                let m = if serde_only {
+                    gateway::protocol::client::decode_msg_ref_serde(t)
+                } else {
+                    gateway::protocol::decode_msg_ref(t)
+                };
+                black_box(m.map(|r| r.map(|m| m.seq)));
+            },
+        );
+        out.push(summarise(name, what, iters, 1, &ns));
+    }
 
     // fanout-10k
     let members = 10_000;

@@ -116,9 +116,9 @@
 //! in the client role, `encode_frame`/`encode_close`; its
 //! `chat_proto::deflate::Inflater` for `--compress`), the request encoders
 //! (`encode_join`, `encode_send`, `encode_ping`) and the event decoder
-//! (`decode_msg_ref` for `msg` frames, borrowed; `decode_server_event` for
-//! the rest). Nothing about the protocol is re-implemented
-//! here.
+//! (`decode_msg_ref` for `msg` frames, borrowed — a one-pass scanner for
+//! plain frames, serde for the rest; `decode_server_event` for the other
+//! events). Nothing about the protocol is re-implemented here.
 //!
 //! ## Limits and future work
 //!
