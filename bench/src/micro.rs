@@ -131,6 +131,11 @@ fn time_runs<S>(
     out
 }
 
+/// [`time_runs`] of a call that needs no state.
+fn time_calls(runs: usize, iters: u64, mut op: impl FnMut()) -> Vec<f64> {
+    time_runs(runs, iters, || (), |(), _| op())
+}
+
 /// The text of a `send` as a client writes it (64 bytes of text).
 fn send_text() -> String {
     format!(
@@ -162,14 +167,9 @@ pub fn run_all(quick: bool) -> anyhow::Result<Vec<MicroResult>> {
     gateway::protocol::decode_request(&text, &limits)
         .map_err(|e| anyhow::anyhow!("the benchmark's send does not decode: {}", e.1))?;
     let iters = scale(1_000_000, 100_000);
-    let ns = time_runs(
-        runs,
-        iters,
-        || (),
-        |_, _| {
-            let _ = black_box(gateway::protocol::decode_request(black_box(&text), &limits));
-        },
-    );
+    let ns = time_calls(runs, iters, || {
+        let _ = black_box(gateway::protocol::decode_request(black_box(&text), &limits));
+    });
     out.push(summarise(
         "decode-send",
         "decode_request of a send with 64 bytes of text",
@@ -229,20 +229,15 @@ pub fn run_all(quick: bool) -> anyhow::Result<Vec<MicroResult>> {
         ),
     ] {
         let iters = scale(1_000_000, 100_000);
-        let ns = time_runs(
-            runs,
-            iters,
-            || (),
-            |_, _| {
-                let t = black_box(text.as_str());
-                let m = if serde_only {
-                    gateway::protocol::client::decode_msg_ref_serde(t)
-                } else {
-                    gateway::protocol::decode_msg_ref(t)
-                };
-                black_box(m.map(|r| r.map(|m| m.seq)));
-            },
-        );
+        let ns = time_calls(runs, iters, || {
+            let t = black_box(text.as_str());
+            let m = if serde_only {
+                gateway::protocol::client::decode_msg_ref_serde(t)
+            } else {
+                gateway::protocol::decode_msg_ref(t)
+            };
+            black_box(m.map(|r| r.map(|m| m.seq)));
+        });
         out.push(summarise(name, what, iters, 1, &ns));
     }
 

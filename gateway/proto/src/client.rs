@@ -725,7 +725,16 @@ mod tests {
 
     /// Decodes client frames as the server, returning each frame's text.
     fn server_texts(bytes: &[u8]) -> Vec<String> {
-        let mut dec = WsDecoder::new(Role::Server, usize::MAX);
+        texts_as(Role::Server, bytes)
+    }
+
+    /// Decodes server frames as a client, returning each frame's text.
+    fn client_texts(bytes: &[u8]) -> Vec<String> {
+        texts_as(Role::Client, bytes)
+    }
+
+    fn texts_as(role: Role, bytes: &[u8]) -> Vec<String> {
+        let mut dec = WsDecoder::new(role, usize::MAX);
         let mut out = Vec::new();
         dec.feed(bytes, &mut |e| match e {
             WsEvent::Text(t) => out.push(t.to_owned()),
@@ -752,13 +761,7 @@ mod tests {
         };
         let mut out = Vec::new();
         response::msg(&mut out, "room:x", &MsgView::from_stored(&stored));
-        let mut texts = Vec::new();
-        let mut dec = WsDecoder::new(Role::Client, usize::MAX);
-        dec.feed(&out, &mut |e| match e {
-            WsEvent::Text(t) => texts.push(t.to_owned()),
-            other => panic!("unexpected {other:?}"),
-        })
-        .unwrap();
+        let texts = client_texts(&out);
         let fast = decode_msg_ref(&texts[0]).unwrap().unwrap();
         let ServerEvent::Msg(full) = decode_server_event(&texts[0]).unwrap() else {
             panic!("not a msg");
@@ -827,13 +830,7 @@ mod tests {
             }
             response::msg(&mut out, "room:lobby", &view);
         }
-        let mut frames = Vec::new();
-        let mut dec = WsDecoder::new(Role::Client, usize::MAX);
-        dec.feed(&out, &mut |e| match e {
-            WsEvent::Text(t) => frames.push(t.to_owned()),
-            other => panic!("unexpected {other:?}"),
-        })
-        .unwrap();
+        let mut frames = client_texts(&out);
         frames.extend(
             [
                 r#" { "seq" : 0 , "type":"msg", "device":"d","from":"f","channel":"c" } "#,
