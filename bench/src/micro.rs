@@ -144,15 +144,19 @@ fn send_text() -> String {
     )
 }
 
-/// The text of one server frame (an unmasked text frame: a 2- or 4-byte
-/// header before it).
+/// The text of one server frame, read by the protocol's own decoder in the
+/// client role.
 fn msg_frame_text(frame: &[u8]) -> anyhow::Result<String> {
-    let header = match frame.get(1).map(|b| b & 0x7f) {
-        Some(126) => 4,
-        Some(n) if n < 126 => 2,
-        _ => anyhow::bail!("the benchmark's msg frame has an unexpected header"),
-    };
-    Ok(std::str::from_utf8(&frame[header..])?.to_owned())
+    use gateway::protocol::{Role, WsDecoder, WsEvent};
+    let mut text = None;
+    WsDecoder::new(Role::Client, usize::MAX)
+        .feed(frame, &mut |e| {
+            if let WsEvent::Text(t) = e {
+                text = Some(t.to_owned());
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("the benchmark's msg frame does not decode: {e:?}"))?;
+    text.ok_or_else(|| anyhow::anyhow!("the benchmark's msg frame is not a text frame"))
 }
 
 /// Runs every case. `quick`: fewer iterations and runs (seconds in all).
