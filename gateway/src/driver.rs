@@ -255,8 +255,9 @@ impl Driver {
         let mut progressed = false;
         self.holding = false;
         loop {
-            let out = st.output(self.conn);
-            if out.is_empty() {
+            let mut iov = [std::io::IoSlice::new(&[]); 64];
+            let pieces = st.output(self.conn, &mut iov);
+            if pieces == 0 {
                 return Ok((progressed, false));
             }
             let flush = &self.shard.flush;
@@ -271,7 +272,25 @@ impl Driver {
                     return Ok((false, true));
                 }
             }
-            match Pin::new(&mut self.stream).poll_write(cx, out) {
+            // glommio's stream has no vectored write: several pieces (own
+            // bytes and shared frames, `conn.rs`) go through the shard's
+            // one scratch buffer so that they are still one write.
+            let written = if pieces == 1 {
+                Pin::new(&mut self.stream).poll_write(cx, &iov[0])
+            } else {
+                WRITE_SCRATCH.with_borrow_mut(|scratch| {
+                    scratch.clear();
+                    for piece in &iov[..pieces] {
+                        scratch.extend_from_slice(piece);
+                    }
+                    let r = Pin::new(&mut self.stream).poll_write(cx, scratch);
+                    if scratch.capacity() > 256 * 1024 {
+                        *scratch = Vec::new();
+                    }
+                    r
+                })
+            };
+            match written {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(SessionEnd::PeerGone),
                 Poll::Ready(Ok(n)) => {
                     progressed = true;
@@ -282,6 +301,12 @@ impl Driver {
             }
         }
     }
+}
+
+thread_local! {
+    /// The shard's buffer for gathering an outbox's pieces into one write
+    /// (task-per-session driver only; the socket ring uses `sendmsg`).
+    static WRITE_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Future for &mut Driver {

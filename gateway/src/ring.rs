@@ -513,8 +513,9 @@ impl Ring {
         let mut progressed = false;
         s.holding = false;
         loop {
-            let out = st.output(conn);
-            if out.is_empty() {
+            let mut iov = [std::io::IoSlice::new(&[]); MAX_IOVECS];
+            let pieces = st.output(conn, &mut iov);
+            if pieces == 0 {
                 return Ok((progressed, false));
             }
             if s.write_blocked {
@@ -530,7 +531,7 @@ impl Ring {
                     return Ok((false, true));
                 }
             }
-            match send(s.fd, out) {
+            match send(s.fd, &iov[..pieces]) {
                 Ok(0) => return Err(SessionEnd::PeerGone),
                 Ok(n) => {
                     progressed = true;
@@ -586,14 +587,21 @@ fn recv(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
-fn send(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
+/// Most pieces one write takes (an outbox's own bytes and the shared
+/// frames it queued by reference alternate; more pieces wait for the next
+/// write). 64 `iovec`s are 1 KiB of stack.
+const MAX_IOVECS: usize = 64;
+
+/// One `sendmsg` of the pieces, in order: one write, one segment's worth
+/// of syscall for all of them.
+fn send(fd: RawFd, pieces: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid; it points at `pieces` (an
+    // `IoSlice` is ABI-compatible with `iovec`) for the duration of the call.
     let n = unsafe {
-        libc::send(
-            fd,
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = pieces.as_ptr().cast_mut().cast();
+        msg.msg_iovlen = pieces.len() as _;
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
     };
     if n < 0 {
         Err(std::io::Error::last_os_error())

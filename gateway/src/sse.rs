@@ -378,7 +378,7 @@ impl Future for &mut Driver {
                     Some(_) => {}
                 }
                 let used = rewrite(
-                    st.output(this.conn),
+                    st.output_front(this.conn),
                     REFILL_BYTES,
                     &mut this.out,
                     &mut this.positions,

@@ -13,10 +13,20 @@
 //! every such member of every shard (compression costs per batch, not per
 //! recipient; see `chat_proto::deflate`).
 
-use std::sync::OnceLock;
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
 
 use chat_model::{Channel, Seq};
 use chat_proto::deflate::Deflater;
+
+/// A shard's handle on a batch it received: held by the replica's ring and
+/// by every outbox that queued frames of the batch by reference
+/// ([`crate::conn::Outbox::push_frames`]). Counted without atomics — all
+/// on the shard's thread — so a 10,000-member fan-out does not bump the
+/// cross-shard `Arc`'s count 10,000 times (the other shards' fan-outs bump
+/// theirs on their own cores).
+pub(crate) type Shared = Rc<Arc<Batch>>;
 
 /// Committed messages `first_seq ..= last_seq()` of one channel.
 pub struct Batch {
@@ -88,6 +98,22 @@ impl Batch {
         self.deflated.get().map_or(self, |b| &**b)
     }
 
+    /// The frames to send: the plain ones, or (`deflated`) the compressed
+    /// copy once it was built ([`Batch::deflated`]).
+    pub(crate) fn view(&self, deflated: bool) -> &Batch {
+        if deflated {
+            self.deflated.get().map_or(self, |b| &**b)
+        } else {
+            self
+        }
+    }
+
+    /// Bytes `range` of the frames (a range [`Batch::frames_fitting_range`]
+    /// gave).
+    pub(crate) fn bytes(&self, range: Range<usize>) -> &[u8] {
+        &self.data[range]
+    }
+
     /// Records that a message of this batch edits or deletes `target`.
     pub(crate) fn note_target(&mut self, target: Seq) {
         self.oldest_target = Some(self.oldest_target.map_or(target, |t| t.min(target)));
@@ -136,40 +162,49 @@ impl Batch {
     /// The frames after `cursor` that fit in `room` bytes (at least one
     /// frame when `at_least_one`), and the seq of the last one taken
     /// (`cursor` itself when none was taken).
+    #[cfg(test)]
     pub(crate) fn frames_fitting(
         &self,
         cursor: Seq,
         room: usize,
         at_least_one: bool,
     ) -> (&[u8], Seq) {
-        let tail = self.frames_after(cursor);
-        if tail.is_empty() {
-            return (tail, cursor.max(self.last_seq()));
+        let (range, upto) = self.frames_fitting_range(cursor, room, at_least_one);
+        (&self.data[range], upto)
+    }
+
+    /// [`Batch::frames_fitting`] as a byte range of the frames, for an
+    /// outbox that queues them by reference.
+    pub(crate) fn frames_fitting_range(
+        &self,
+        cursor: Seq,
+        room: usize,
+        at_least_one: bool,
+    ) -> (Range<usize>, Seq) {
+        let end = self.data.len();
+        let start = end - self.frames_after(cursor).len();
+        if start == end {
+            return (end..end, cursor.max(self.last_seq()));
         }
-        if tail.len() <= room {
-            return (tail, self.last_seq());
+        if end - start <= room {
+            return (start..end, self.last_seq());
         }
-        let start = self.data.len() - tail.len();
         let first = self.first_seq.0;
         let first_idx = (cursor.0.max(first - 1) + 1 - first) as usize;
         // Last index whose end still fits.
         let fit = self.ends[first_idx..].partition_point(|&e| e - start <= room);
         let take = if fit == 0 && at_least_one { 1 } else { fit };
         if take == 0 {
-            return (&[], cursor);
+            return (start..start, cursor);
         }
         let end = self.ends[first_idx + take - 1];
-        (
-            &self.data[start..end],
-            Seq(first + (first_idx + take - 1) as u64),
-        )
+        (start..end, Seq(first + (first_idx + take - 1) as u64))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn batch(first: u64, n: u64) -> Batch {
         let mut b = Batch::new(Channel::from_validated(Arc::from("room:t")), Seq(first));

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use chat_model::{Channel, MessageKind, Seq, StoredMessage};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Shared};
 use crate::conn::{Conn, Phase, Signal, Sub};
 use crate::fanout::{offer_batch, Offer};
 use crate::maps::Set;
@@ -23,7 +23,7 @@ use chat_proto::response::{self, MsgView};
 /// One batch and `members` live connections joined to its channel, each
 /// with an empty outbox and its cursor just before the batch.
 pub struct FanoutFixture {
-    batch: Arc<Batch>,
+    batch: Shared,
     members: Set<ConnId>,
     conns: crate::maps::DenseMap<ConnId, Conn>,
     budget: usize,
@@ -78,7 +78,7 @@ impl FanoutFixture {
             set.insert(id);
         }
         FanoutFixture {
-            batch: Arc::new(batch),
+            batch: Rc::new(Arc::new(batch)),
             members: set,
             conns,
             budget: 256 * 1024,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use chat_model::Seq;
 use chat_proto::JoinMode;
 
+use crate::batch::Shared;
 use crate::subs::SubMap;
 use crate::vocab::{Answer, ConnId};
 
@@ -110,17 +111,34 @@ pub struct CloseRequest {
 }
 
 /// Bytes waiting for one connection's socket, and how it is to be closed.
+///
+/// What waits is one ordered stream made of two kinds of pieces: the
+/// connection's own bytes (replies, events, pages read from the store), in
+/// one buffer, and runs of a shared batch's frames, queued **by reference**
+/// (`runs`: each says where in the own bytes it goes). A member of a big
+/// room thus holds a few pointers into the batches its shard already has,
+/// not a copy of every frame: the frames are written straight from the
+/// batch (one `sendmsg` of all pieces), which stays in the cache while
+/// 10,000 members are written, where a copy per member was a cold buffer
+/// per connection that grew, was written, and was freed again (measured in
+/// the 10,000-member room: `memmove`, `realloc` and the page faults of
+/// fresh outbox pages were ~20 % of the shard's CPU; `docs/benchmarks.md`,
+/// "Frames by reference"). Budgets count the bytes either way.
 pub struct Outbox {
     /// This connection (for the woken list).
     id: ConnId,
     signal: Rc<Signal>,
     /// On the woken list and not taken off it yet by the runtime.
     woken: bool,
-    /// Bytes waiting to be written, starting at `pos`. Allocated only while
-    /// something is pending (released when drained if it grew large).
-    pub(crate) buf: Vec<u8>,
+    /// The connection's own bytes waiting to be written, starting at `pos`.
+    /// Allocated only while something is pending (released when drained if
+    /// it grew large).
+    buf: Vec<u8>,
     /// How much of `buf` is already written.
-    pub(crate) pos: usize,
+    pos: usize,
+    /// Frames queued by reference, in order; `None` while there are none
+    /// (an idle connection pays one pointer for them).
+    runs: Option<Box<Runs>>,
     /// Close after flushing what is queued.
     pub(crate) close: Option<CloseRequest>,
     /// The close frame has been queued: nothing more is accepted.
@@ -134,6 +152,33 @@ pub struct Outbox {
     pub(crate) progress_ms: u64,
 }
 
+/// The runs of shared frames an outbox holds.
+#[derive(Default)]
+struct Runs {
+    queue: VecDeque<Run>,
+    /// Bytes of the front run already written.
+    front_done: usize,
+    /// Bytes of all runs not written yet.
+    bytes: usize,
+}
+
+/// Whole frames of one shared batch, queued by reference.
+struct Run {
+    /// Goes after `buf[..at]` (and after earlier runs at the same place).
+    at: usize,
+    batch: Shared,
+    /// The batch's compressed copy (permessage-deflate), not its plain
+    /// frames.
+    deflated: bool,
+    range: std::ops::Range<usize>,
+}
+
+impl Run {
+    fn bytes(&self) -> &[u8] {
+        self.batch.view(self.deflated).bytes(self.range.clone())
+    }
+}
+
 /// A drained outbox keeps its buffer only when its capacity is within
 /// these bounds: a busy connection then reuses it, while an idle one — whose
 /// only write was its `hello` (~230 bytes) — holds nothing (measured at
@@ -143,6 +188,12 @@ pub struct Outbox {
 /// fresh pages, hence the band.
 const KEEP_OUTBOX_CAPACITY: std::ops::RangeInclusive<usize> = 1024..=16 * 1024;
 
+/// Frames of a batch are queued by reference when they are at least this
+/// share of it (as 1/n): a reference keeps the whole batch alive, so an
+/// outbox never pins more than twice the bytes it counts against its
+/// budget; a small piece of a large batch is copied.
+const SHARE_AT_LEAST: usize = 2;
+
 impl Outbox {
     pub(crate) fn new(id: ConnId, signal: Rc<Signal>) -> Outbox {
         Outbox {
@@ -151,6 +202,7 @@ impl Outbox {
             woken: false,
             buf: Vec::new(),
             pos: 0,
+            runs: None,
             close: None,
             close_queued: false,
             close_requested_ms: 0,
@@ -161,12 +213,66 @@ impl Outbox {
 
     /// Bytes queued and not yet written.
     pub(crate) fn pending(&self) -> usize {
-        self.buf.len() - self.pos
+        self.buf.len() - self.pos + self.runs.as_ref().map_or(0, |r| r.bytes)
     }
 
-    /// The bytes waiting to be written.
-    pub(crate) fn output(&self) -> &[u8] {
+    /// The bytes waiting to be written, in order, as at most `out.len()`
+    /// slices (a prefix of the stream when there are more pieces); returns
+    /// how many it filled.
+    pub(crate) fn output<'a>(&'a self, out: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        let mut push = |bytes: &'a [u8]| {
+            if bytes.is_empty() || n == out.len() {
+                return n < out.len();
+            }
+            out[n] = std::io::IoSlice::new(bytes);
+            n += 1;
+            n < out.len()
+        };
+        let mut p = self.pos;
+        if let Some(runs) = &self.runs {
+            for (i, r) in runs.queue.iter().enumerate() {
+                if !push(&self.buf[p..r.at]) {
+                    return n;
+                }
+                p = r.at;
+                let skip = if i == 0 { runs.front_done } else { 0 };
+                if !push(&r.bytes()[skip..]) {
+                    return n;
+                }
+            }
+        }
+        push(&self.buf[p..]);
+        n
+    }
+
+    /// The first contiguous piece of what waits (empty when nothing does):
+    /// for a writer that takes one slice at a time.
+    pub(crate) fn output_front(&self) -> &[u8] {
+        if let Some(runs) = &self.runs {
+            if let Some(r) = runs.queue.front() {
+                if r.at > self.pos {
+                    return &self.buf[self.pos..r.at];
+                }
+                return &r.bytes()[runs.front_done..];
+            }
+        }
         &self.buf[self.pos..]
+    }
+
+    /// Everything that waits, copied into one buffer (tests, and writers
+    /// that cannot take several slices).
+    pub(crate) fn output_to(&self, out: &mut Vec<u8>) {
+        let mut p = self.pos;
+        if let Some(runs) = &self.runs {
+            for (i, r) in runs.queue.iter().enumerate() {
+                out.extend_from_slice(&self.buf[p..r.at]);
+                p = r.at;
+                let skip = if i == 0 { runs.front_done } else { 0 };
+                out.extend_from_slice(&r.bytes()[skip..]);
+            }
+        }
+        out.extend_from_slice(&self.buf[p..]);
     }
 
     /// Puts the connection on the shard's woken list (once until the
@@ -205,15 +311,91 @@ impl Outbox {
         self.wake();
     }
 
+    /// Queues whole frames `range` of `batch` (its compressed copy when
+    /// `deflated`) and wakes the driver: by reference when they are a
+    /// large enough share of the batch ([`SHARE_AT_LEAST`]), else copied.
+    pub(crate) fn push_frames(
+        &mut self,
+        batch: &Shared,
+        deflated: bool,
+        range: std::ops::Range<usize>,
+    ) {
+        if self.close_queued || range.is_empty() {
+            return;
+        }
+        let view = batch.view(deflated);
+        if range.len() * SHARE_AT_LEAST < view.byte_len() {
+            self.push_bytes(view.bytes(range));
+            return;
+        }
+        let was_empty = self.pending() == 0;
+        let at = self.buf.len();
+        let runs = self.runs.get_or_insert_with(Box::default);
+        runs.bytes += range.len();
+        match runs.queue.back_mut() {
+            // The next frames of the same batch right after the last run.
+            Some(last)
+                if last.at == at
+                    && last.deflated == deflated
+                    && last.range.end == range.start
+                    && Rc::ptr_eq(&last.batch, batch) =>
+            {
+                last.range.end = range.end;
+            }
+            _ => runs.queue.push_back(Run {
+                at,
+                batch: batch.clone(),
+                deflated,
+                range,
+            }),
+        }
+        self.note_queued(was_empty);
+        self.wake();
+    }
+
+    /// Replaces what waits — nothing, by then — with one frame (the close).
+    pub(crate) fn set_only(&mut self, frame: Vec<u8>) {
+        self.runs = None;
+        self.buf = frame;
+        self.pos = 0;
+    }
+
     /// Records that `n` bytes were written; returns true when the outbox
     /// became empty.
-    pub(crate) fn wrote(&mut self, n: usize) -> bool {
+    pub(crate) fn wrote(&mut self, mut n: usize) -> bool {
         self.progress_ms = self.signal.now();
-        self.pos += n;
-        if self.pos < self.buf.len() {
+        while n > 0 {
+            let front = self.runs.as_mut().and_then(|r| {
+                let at = r.queue.front()?.at;
+                Some((at, r))
+            });
+            let own_end = front.as_ref().map_or(self.buf.len(), |(at, _)| *at);
+            if own_end > self.pos {
+                let k = n.min(own_end - self.pos);
+                self.pos += k;
+                n -= k;
+                continue;
+            }
+            let Some((_, runs)) = front else {
+                break; // more than was queued: cannot happen
+            };
+            let Some(run) = runs.queue.front() else {
+                break;
+            };
+            let k = n.min(run.range.len() - runs.front_done);
+            runs.front_done += k;
+            runs.bytes -= k;
+            n -= k;
+            if runs.front_done == run.range.len() {
+                runs.queue.pop_front();
+                runs.front_done = 0;
+            }
+        }
+        if self.pending() > 0 {
             return false;
         }
         self.pos = 0;
+        self.runs = None;
         if !KEEP_OUTBOX_CAPACITY.contains(&self.buf.capacity()) {
             self.buf = Vec::new();
         } else {
@@ -393,6 +575,115 @@ mod tests {
         assert_eq!(c.pending(), 40);
         assert!(c.wrote(40));
         assert_eq!(c.pending(), 0);
+    }
+
+    /// A shared batch of `n` frames `[first]`, `[first+1]`, … (bytes only:
+    /// the outbox does not read them).
+    fn shared(first: u64, n: u64) -> Shared {
+        let mut b = crate::batch::Batch::new(
+            chat_model::Channel::from_validated(Arc::from("room:t")),
+            Seq(first),
+        );
+        for s in first..first + n {
+            b.push_frame(|out| out.extend_from_slice(format!("[{s}]").as_bytes()));
+        }
+        Rc::new(Arc::new(b))
+    }
+
+    fn written(c: &Outbox) -> Vec<u8> {
+        let mut v = Vec::new();
+        c.output_to(&mut v);
+        v
+    }
+
+    #[test]
+    fn shared_frames_go_out_in_order_with_the_replies_around_them() {
+        let mut c = outbox();
+        let b = shared(1, 3);
+        c.push_bytes(b"<ack>");
+        c.push_frames(&b, false, 0..b.byte_len());
+        c.push_bytes(b"<pong>");
+        assert_eq!(c.pending(), 5 + 9 + 6);
+        assert_eq!(written(&c), b"<ack>[1][2][3]<pong>");
+        let mut iov = [std::io::IoSlice::new(&[]); 8];
+        let n = c.output(&mut iov);
+        let pieces: Vec<&[u8]> = iov[..n].iter().map(|s| &**s).collect();
+        assert_eq!(pieces, [&b"<ack>"[..], b"[1][2][3]", b"<pong>"]);
+        // Shared by reference: the batch's own bytes, not a copy.
+        assert!(std::ptr::eq(pieces[1].as_ptr(), b.bytes(0..1).as_ptr()));
+        // A partial write across the pieces.
+        assert!(!c.wrote(7));
+        assert_eq!(c.output_front(), b"][2][3]");
+        assert_eq!(written(&c), b"][2][3]<pong>");
+        assert!(c.wrote(13));
+        assert_eq!(c.pending(), 0);
+        assert!(c.runs.is_none(), "nothing kept once drained");
+    }
+
+    #[test]
+    fn a_small_piece_of_a_large_batch_is_copied_not_pinned() {
+        let mut c = outbox();
+        let b = shared(1, 10); // 31 bytes
+        let len = b.byte_len();
+        c.push_frames(&b, false, 27..30);
+        assert!(c.runs.is_none(), "copied: a reference would pin 10x its bytes");
+        assert_eq!(written(&c), b.bytes(27..30));
+        c.push_frames(&b, false, 0..len / 2 + 1);
+        assert!(c.runs.is_some(), "half the batch: by reference");
+        // Consecutive frames of the same batch extend the last run.
+        c.push_frames(&b, false, len / 2 + 1..len);
+        assert_eq!(c.runs.as_ref().map(|r| r.queue.len()), Some(1));
+    }
+
+    #[test]
+    fn an_outbox_writes_exactly_what_was_queued_whatever_the_write_sizes() {
+        // Random queues of own bytes and shared runs against a plain vector,
+        // drained by random partial writes through a few iovecs at a time.
+        let batches: Vec<Shared> = (0..4).map(|i| shared(i * 10 + 1, 6)).collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..2_000 {
+            let mut c = outbox();
+            let mut model: Vec<u8> = Vec::new();
+            for _ in 0..rnd(40) {
+                match rnd(4) {
+                    0 => {
+                        let bytes = vec![b'a' + rnd(26) as u8; 1 + rnd(5) as usize];
+                        c.push_bytes(&bytes);
+                        model.extend_from_slice(&bytes);
+                    }
+                    1 | 2 => {
+                        let b = &batches[rnd(4) as usize];
+                        let len = b.byte_len();
+                        let start = rnd(len as u64) as usize;
+                        let end = start + 1 + rnd((len - start) as u64) as usize;
+                        c.push_frames(b, false, start..end);
+                        model.extend_from_slice(b.bytes(start..end));
+                    }
+                    _ => {
+                        let n = rnd(model.len() as u64 + 1) as usize;
+                        let mut iov = [std::io::IoSlice::new(&[]); 3];
+                        let k = c.output(&mut iov);
+                        let prefix: Vec<u8> = iov[..k].iter().flat_map(|s| s.iter().copied()).collect();
+                        assert_eq!(prefix[..], model[..prefix.len()], "iovecs are a prefix");
+                        let n = n.min(prefix.len());
+                        let emptied = c.wrote(n);
+                        model.drain(..n);
+                        assert_eq!(emptied, model.is_empty());
+                    }
+                }
+                assert_eq!(c.pending(), model.len());
+                assert_eq!(written(&c), model);
+                let front = c.output_front();
+                assert_eq!(front.is_empty(), model.is_empty());
+                assert_eq!(front[..], model[..front.len()]);
+            }
+        }
     }
 
     #[test]

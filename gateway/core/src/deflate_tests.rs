@@ -60,7 +60,7 @@ fn shard_with_members(channel: &Channel, deflate: &[bool]) -> (ShardState, Vec<C
         if z {
             st.use_permessage_deflate(id);
         }
-        let pending = st.output(id).len();
+        let pending = st.output_bytes(id).len();
         st.wrote(id, pending, 1_000);
         st.conns.get_mut(&id).unwrap().subs.insert(
             channel.clone(),
@@ -82,7 +82,7 @@ fn deflate_members_share_one_compressed_copy_and_plain_members_get_plain_frames(
     let (mut st, ids) = shard_with_members(&channel, &[true, false, true, false]);
     let b = batch(&channel, 1, 3);
     st.on_batch(&b);
-    let out: Vec<Vec<u8>> = ids.iter().map(|id| st.output(*id).to_vec()).collect();
+    let out: Vec<Vec<u8>> = ids.iter().map(|id| st.output_bytes(*id)).collect();
     assert_eq!(
         out[1],
         b.frames_after(Seq::ZERO),
@@ -123,7 +123,7 @@ fn a_deflate_member_catching_up_from_the_ring_gets_the_compressed_frames() {
         .unwrap()
         .phase = Phase::CatchUp { fetching: true };
     st.on_batch(&b);
-    assert!(st.output(ids[0]).is_empty());
+    assert!(st.output_bytes(ids[0]).is_empty());
     let sub = st
         .conns
         .get_mut(&ids[0])
@@ -134,5 +134,5 @@ fn a_deflate_member_catching_up_from_the_ring_gets_the_compressed_frames() {
     sub.phase = Phase::CatchUp { fetching: false };
     st.catch_up(ids[0], &channel);
     let shared = b.deflated(&mut chat_proto::deflate::Deflater::new());
-    assert_eq!(st.output(ids[0]), shared.frames_after(Seq::ZERO));
+    assert_eq!(st.output_bytes(ids[0]), shared.frames_after(Seq::ZERO));
 }

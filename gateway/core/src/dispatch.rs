@@ -623,7 +623,7 @@ mod tests {
                 &format!(r#"{{"type":"join","channel":"room:{i}","id":{i}}}"#),
             );
         }
-        let out = String::from_utf8_lossy(&st.conns[&c].outbox.buf).to_string();
+        let out = String::from_utf8_lossy(&st.output_bytes(c)).to_string();
         assert!(out.contains("max_channels_per_connection"), "{out}");
         assert_eq!(st.conns[&c].subs.len(), 2);
     }

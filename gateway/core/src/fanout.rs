@@ -8,13 +8,14 @@
 //! ring or the store as its socket drains, then goes live. Typing notices
 //! and removals from a group (kicks) reach the local members here too.
 
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chat_model::{Channel, Page, ReadLimit, Seq};
 use chat_proto::{response, ErrorCode, JoinMode};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Shared};
 use crate::conn::{Conn, Phase};
 use crate::error::JobError;
 use crate::hash::owner_of;
@@ -227,37 +228,42 @@ impl ShardState {
         let Some(rep) = self.replicas.get_mut(&batch.channel) else {
             return;
         };
-        rep.remember(batch, self.cfg.replica_ring_bytes);
+        // The shard's own handle: the ring and the members' outboxes share
+        // it without touching the cross-shard count.
+        let shared: Shared = Rc::new(batch.clone());
+        rep.remember(&shared, self.cfg.replica_ring_bytes);
         rep.last_seq = rep.last_seq.max(batch.last_seq());
         let mut behind = Vec::new();
         let mut tiered = Vec::new();
         let mut delivered = 0u64;
+        let mut slow = 0u64;
+        let mut max_pending = 0;
         for cid in &rep.members {
             let Some(conn) = self.conns.get_mut(cid) else {
                 continue;
             };
             // permessage-deflate members share the batch's compressed copy,
             // built for the first of them.
-            let frames = if conn.deflate {
-                batch.deflated(&mut self.deflater)
-            } else {
-                batch
-            };
-            match offer_batch(conn, frames, budget) {
+            if conn.deflate {
+                batch.deflated(&mut self.deflater);
+            }
+            match offer_batch(conn, &shared, budget) {
                 Offer::Skipped => continue,
                 Offer::Tiered => tiered.push(*cid),
                 Offer::Gap => behind.push(*cid),
                 Offer::Queued { messages, complete } => {
                     delivered += messages;
-                    if !complete {
-                        self.stats
-                            .slow_consumer_events
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    note_outbox(&self.stats, conn.outbox.pending());
+                    slow += u64::from(!complete);
+                    max_pending = max_pending.max(conn.outbox.pending());
                 }
             }
         }
+        if slow > 0 {
+            self.stats
+                .slow_consumer_events
+                .fetch_add(slow, Ordering::Relaxed);
+        }
+        note_outbox(&self.stats, max_pending);
         self.stats
             .deliveries
             .fetch_add(delivered, Ordering::Relaxed);
@@ -300,16 +306,16 @@ impl ShardState {
                 break; // resumes when the outbox drains
             }
             if let Some(b) = rep.ring_batch_with(sub.cursor.next()) {
-                let b = if conn.deflate {
+                let frames = if conn.deflate {
                     b.deflated(&mut self.deflater)
                 } else {
                     b
                 };
                 let room = budget.saturating_sub(conn.outbox.pending());
                 // Ring batches never pass the replica's head.
-                let (bytes, upto) = b.frames_fitting(sub.cursor, room, true);
+                let (range, upto) = frames.frames_fitting_range(sub.cursor, room, true);
                 delivered += upto.0 - sub.cursor.0;
-                conn.outbox.push_bytes(bytes);
+                conn.outbox.push_frames(b, conn.deflate, range);
                 sub.cursor = upto;
                 continue;
             }
@@ -515,7 +521,10 @@ pub(crate) enum Offer {
 /// that follow `conn`'s cursor in the channel and fit its outbox budget,
 /// and moves the cursor. One copy of this step serves the shard and
 /// `bench micro` (through `bench_support`).
-pub(crate) fn offer_batch(conn: &mut Conn, batch: &Batch, budget: usize) -> Offer {
+pub(crate) fn offer_batch(conn: &mut Conn, shared: &Shared, budget: usize) -> Offer {
+    // A member that negotiated permessage-deflate gets the compressed copy
+    // (built by the caller before it offers the batch).
+    let batch = shared.view(conn.deflate);
     let Some(sub) = conn.subs.get_mut(&batch.channel) else {
         return Offer::Skipped;
     };
@@ -531,10 +540,10 @@ pub(crate) fn offer_batch(conn: &mut Conn, batch: &Batch, budget: usize) -> Offe
     }
     let pending = conn.outbox.pending();
     let room = budget.saturating_sub(pending);
-    let (bytes, upto) = batch.frames_fitting(sub.cursor, room, pending == 0);
+    let (range, upto) = batch.frames_fitting_range(sub.cursor, room, pending == 0);
     let messages = upto.0.saturating_sub(sub.cursor.0);
     if upto > sub.cursor {
-        conn.outbox.push_bytes(bytes);
+        conn.outbox.push_frames(shared, conn.deflate, range);
         sub.cursor = upto;
     }
     let complete = upto >= batch.last_seq();

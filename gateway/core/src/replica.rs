@@ -10,11 +10,10 @@
 //! as new conversations kept filling their rings.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use chat_model::{Channel, Seq};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Shared};
 use crate::maps::{Map, Set};
 use crate::vocab::ConnId;
 
@@ -27,7 +26,7 @@ pub(crate) struct Replica {
     /// at it.
     pub(crate) last_seq: Seq,
     /// Recent batches, oldest first, contiguous.
-    ring: VecDeque<Arc<Batch>>,
+    ring: VecDeque<Shared>,
     ring_bytes: usize,
 }
 
@@ -43,7 +42,7 @@ impl Replica {
 
     /// Keeps `batch` in the ring (dropping the oldest past `max_bytes`; a
     /// batch that does not continue the ring restarts it).
-    pub(crate) fn remember(&mut self, batch: &Arc<Batch>, max_bytes: usize) {
+    pub(crate) fn remember(&mut self, batch: &Shared, max_bytes: usize) {
         if let Some(last) = self.ring.back() {
             // An edit or delete of a message the ring holds makes its frames
             // stale for replay: catch-up then reads the store's view.
@@ -74,7 +73,7 @@ impl Replica {
     }
 
     /// The ring's batch holding `seq`, if the ring still has it.
-    pub(crate) fn ring_batch_with(&self, seq: Seq) -> Option<&Arc<Batch>> {
+    pub(crate) fn ring_batch_with(&self, seq: Seq) -> Option<&Shared> {
         let first = self.ring.front()?.first_seq;
         if seq < first {
             return None;
@@ -137,17 +136,19 @@ impl RingLog {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::rc::Rc;
+    use std::sync::Arc;
 
     fn room() -> Channel {
         Channel::from_validated(Arc::from("room:t"))
     }
 
-    fn batch(first: u64, n: u64, size: usize) -> Arc<Batch> {
+    fn batch(first: u64, n: u64, size: usize) -> Shared {
         let mut b = Batch::new(room(), Seq(first));
         for _ in 0..n {
             b.push_frame(|out| out.extend(std::iter::repeat_n(b'x', size)));
         }
-        Arc::new(b)
+        Rc::new(Arc::new(b))
     }
 
     #[test]
@@ -174,7 +175,7 @@ mod tests {
         let mut edit = Batch::new(room(), Seq(4));
         edit.push_frame(|out| out.push(b'e'));
         edit.note_target(Seq(2));
-        r.remember(&Arc::new(edit), 1000);
+        r.remember(&Rc::new(Arc::new(edit)), 1000);
         assert!(r.ring_batch_with(Seq(2)).is_none(), "stale frames are gone");
         assert!(r.ring_batch_with(Seq(4)).is_some());
     }
@@ -192,10 +193,10 @@ mod tests {
         Channel::from_validated(Arc::from(name))
     }
 
-    fn batch_of(channel: &Channel, first: u64, size: usize) -> Arc<Batch> {
+    fn batch_of(channel: &Channel, first: u64, size: usize) -> Shared {
         let mut b = Batch::new(channel.clone(), Seq(first));
         b.push_frame(|out| out.extend(std::iter::repeat_n(b'x', size)));
-        Arc::new(b)
+        Rc::new(Arc::new(b))
     }
 
     #[test]

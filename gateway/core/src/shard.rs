@@ -290,10 +290,31 @@ impl ShardState {
         })
     }
 
-    /// The bytes waiting for the socket (empty when none or gone).
+    /// The bytes waiting for the socket, in order, as at most `out.len()`
+    /// slices (the connection's own bytes and the shared frames it queued
+    /// by reference, `conn.rs`); returns how many it filled (0 when
+    /// nothing waits or the connection is gone). One `sendmsg` of them is
+    /// one write of everything queued.
+    pub fn output<'a>(&'a self, id: ConnId, out: &mut [std::io::IoSlice<'a>]) -> usize {
+        self.conns.get(&id).map_or(0, |c| c.outbox.output(out))
+    }
+
+    /// The first contiguous piece of what waits for the socket (empty when
+    /// nothing does or the connection is gone). Pieces hold whole frames.
     #[must_use]
-    pub fn output(&self, id: ConnId) -> &[u8] {
-        self.conns.get(&id).map_or(&[], |c| c.outbox.output())
+    pub fn output_front(&self, id: ConnId) -> &[u8] {
+        self.conns.get(&id).map_or(&[], |c| c.outbox.output_front())
+    }
+
+    /// Everything that waits for the socket, copied (for tests and for
+    /// writers that take one buffer).
+    #[must_use]
+    pub fn output_bytes(&self, id: ConnId) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(c) = self.conns.get(&id) {
+            c.outbox.output_to(&mut out);
+        }
+        out
     }
 
     /// The driver wrote `n` bytes of [`ShardState::output`]; when that
@@ -324,8 +345,7 @@ impl ShardState {
         let c = self.conns.get_mut(&id)?;
         let mut frame = Vec::new();
         protocol::ws::encode_close(&mut frame, req.code, req.reason, None);
-        c.outbox.buf = frame;
-        c.outbox.pos = 0;
+        c.outbox.set_only(frame);
         Some(req.code)
     }
 

@@ -281,8 +281,8 @@ mod tests {
 
     /// What the connection's outbox holds, as text; written out.
     fn take(st: &mut ShardState, c: ConnId, now: u64) -> String {
-        let out = String::from_utf8_lossy(st.output(c)).into_owned();
-        let n = st.output(c).len();
+        let out = String::from_utf8_lossy(&st.output_bytes(c)).into_owned();
+        let n = st.output_bytes(c).len();
         st.wrote(c, n, now);
         out
     }

@@ -385,9 +385,9 @@ mod tests {
             &format!(r#"{{"type":"join","channel":"{ROOM}","id":1}}"#),
         );
         pump(&mut st, 5, 1_000);
-        let joined = String::from_utf8_lossy(st.output(reader)).into_owned();
+        let joined = String::from_utf8_lossy(&st.output_bytes(reader)).into_owned();
         assert!(joined.contains(r#""head":5"#), "{joined}");
-        let n = st.output(reader).len();
+        let n = st.output_bytes(reader).len();
         st.wrote(reader, n, 1_000);
 
         let sender = conn(&mut st, "alice");
@@ -430,7 +430,7 @@ mod tests {
                 .any(|j| matches!(j, IoJob::CatchUp { channel, .. } if channel.as_ref() == ROOM)),
             "the reader pages seq 6 from the store: {jobs:?}"
         );
-        let ack = String::from_utf8_lossy(st.output(sender)).into_owned();
+        let ack = String::from_utf8_lossy(&st.output_bytes(sender)).into_owned();
         assert!(
             ack.contains(r#""duplicate":true"#) && ack.contains(r#""seq":6"#),
             "{ack}"

@@ -209,7 +209,8 @@ impl Sim {
         let Some((s, conn)) = self.clients[c].conn else {
             return;
         };
-        let avail = self.shards[s].output(conn).len();
+        let pending = self.shards[s].output_bytes(conn);
+        let avail = pending.len();
         if avail == 0 {
             return;
         }
@@ -218,7 +219,7 @@ impl Sim {
         } else {
             1 + self.rng.below(avail)
         };
-        let bytes = self.shards[s].output(conn)[..n].to_vec();
+        let bytes = pending[..n].to_vec();
         self.shards[s].wrote(conn, n, self.now);
         self.apply(s);
         let mut events = Vec::new();

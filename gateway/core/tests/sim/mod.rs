@@ -401,7 +401,7 @@ impl Sim {
                 let mut read = false;
                 for c in 0..CLIENTS {
                     if let Some((s, conn)) = self.clients[c].conn {
-                        if !self.shards[s].output(conn).is_empty() {
+                        if !self.shards[s].output_front(conn).is_empty() {
                             self.read(c);
                             read = true;
                         }
