@@ -26,7 +26,7 @@ LG=$!
 sleep 6
 w1=$(date +%s.%N); m1=$(curl -s 127.0.0.1:$PORT/metrics)
 for t in /proc/$GW/task/*; do echo "$(cat $t/comm) $(awk '{print $14+$15}' $t/stat)"; done > $D/t1
-perf stat -e syscalls:sys_enter_sendto,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_fdatasync,syscalls:sys_enter_futex,syscalls:sys_enter_sched_yield,syscalls:sys_enter_membarrier,syscalls:sys_enter_pwrite64,syscalls:sys_enter_writev,context-switches -p $GW -x, -o $D/perfstat.txt sleep 4 &
+perf stat -e syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_fdatasync,syscalls:sys_enter_futex,syscalls:sys_enter_sched_yield,syscalls:sys_enter_membarrier,syscalls:sys_enter_pwrite64,syscalls:sys_enter_writev,context-switches -p $GW -x, -o $D/perfstat.txt sleep 4 &
 PS=$!
 if [ -n "$PERF" ]; then perf record -F 1999 -g -p $GW -o $D/perf.data sleep 4 2>/dev/null >/dev/null; fi
 wait $PS
