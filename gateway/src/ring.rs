@@ -23,10 +23,11 @@
 //!   A short read means the socket was drained at that instant: any later
 //!   byte wakes the poll again, so nothing is missed.
 //! - **Writes.** A session whose outbox changed is serviced once per turn
-//!   and writes everything queued in one `send`; only when the socket is
-//!   full does it arm a one-shot `POLLOUT`. The outbox is the core's
-//!   (`ShardState::output`), written synchronously, so no buffer has to
-//!   outlive a submission.
+//!   and writes everything queued in one `sendmsg` (the outbox's own bytes
+//!   and the shared batches' frames it holds by reference, as one list of
+//!   slices); only when the socket is full does it arm a one-shot
+//!   `POLLOUT`. The outbox is the core's (`ShardState::output`), written
+//!   synchronously, so no buffer has to outlive a submission.
 //! - **Waking.** The core's woken connections ([`Shard::apply_effects`]) and
 //!   the flush tick put sessions on the ring's ready queue; completions do
 //!   too. One task per shard (`run`) reaps completions, services the ready

@@ -5,7 +5,8 @@
 //! owner encodes each message once, wraps the batch in an `Arc`, and hands a
 //! pointer to every shard with subscribers. Frames sit back to back in one
 //! buffer, so a connection that is behind by k messages of a batch gets them
-//! with one copy of a contiguous slice.
+//! as one contiguous range, which its outbox holds by reference
+//! ([`Shared`], `conn.rs`).
 //!
 //! For members that negotiated permessage-deflate the batch keeps a second
 //! set of the same frames, compressed ([`Batch::deflated`]): built when the

@@ -626,7 +626,10 @@ mod tests {
         let b = shared(1, 10); // 31 bytes
         let len = b.byte_len();
         c.push_frames(&b, false, 27..30);
-        assert!(c.runs.is_none(), "copied: a reference would pin 10x its bytes");
+        assert!(
+            c.runs.is_none(),
+            "copied: a reference would pin 10x its bytes"
+        );
         assert_eq!(written(&c), b.bytes(27..30));
         c.push_frames(&b, false, 0..len / 2 + 1);
         assert!(c.runs.is_some(), "half the batch: by reference");
@@ -669,7 +672,8 @@ mod tests {
                         let n = rnd(model.len() as u64 + 1) as usize;
                         let mut iov = [std::io::IoSlice::new(&[]); 3];
                         let k = c.output(&mut iov);
-                        let prefix: Vec<u8> = iov[..k].iter().flat_map(|s| s.iter().copied()).collect();
+                        let prefix: Vec<u8> =
+                            iov[..k].iter().flat_map(|s| s.iter().copied()).collect();
                         assert_eq!(prefix[..], model[..prefix.len()], "iovecs are a prefix");
                         let n = n.min(prefix.len());
                         let emptied = c.wrote(n);
