@@ -147,6 +147,12 @@ impl Batch {
         self.data.len()
     }
 
+    /// Bytes the batch keeps alive: its frames and, once built, their
+    /// compressed copy.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.data.len() + self.deflated.get().map_or(0, |d| d.data.len())
+    }
+
     /// The frames of every seq greater than `cursor` (all of them when the
     /// cursor is before the batch, none when it is at or past its end).
     pub(crate) fn frames_after(&self, cursor: Seq) -> &[u8] {

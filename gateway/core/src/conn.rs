@@ -189,9 +189,14 @@ impl Run {
 const KEEP_OUTBOX_CAPACITY: std::ops::RangeInclusive<usize> = 1024..=16 * 1024;
 
 /// Frames of a batch are queued by reference when they are at least this
-/// share of it (as 1/n): a reference keeps the whole batch alive, so an
-/// outbox never pins more than twice the bytes it counts against its
-/// budget; a small piece of a large batch is copied.
+/// share of what the batch holds (as 1/n: its plain frames and, once
+/// built, their compressed copy): a reference keeps the whole batch alive,
+/// so an outbox never pins more than twice the bytes it counts against its
+/// budget (plus a compressed copy built after the reference was taken, no
+/// larger than the frames); a small piece of a large batch is copied, and
+/// so are a deflate member's frames when the compressed copy is much
+/// smaller than the plain one (pinning both for it would cost more than
+/// the copy).
 const SHARE_AT_LEAST: usize = 2;
 
 impl Outbox {
@@ -324,7 +329,7 @@ impl Outbox {
             return;
         }
         let view = batch.view(deflated);
-        if range.len() * SHARE_AT_LEAST < view.byte_len() {
+        if range.len() * SHARE_AT_LEAST < batch.held_bytes() {
             self.push_bytes(view.bytes(range));
             return;
         }
@@ -636,6 +641,33 @@ mod tests {
         // Consecutive frames of the same batch extend the last run.
         c.push_frames(&b, false, len / 2 + 1..len);
         assert_eq!(c.runs.as_ref().map(|r| r.queue.len()), Some(1));
+    }
+
+    #[test]
+    fn compressed_frames_are_copied_when_their_batch_holds_far_more() {
+        // A batch of compressible frames: its compressed copy is a fraction
+        // of the plain frames, so a deflate member's whole copy is still a
+        // small share of what a reference would keep alive.
+        let mut b = crate::batch::Batch::new(
+            chat_model::Channel::from_validated(Arc::from("room:t")),
+            Seq(1),
+        );
+        for _ in 0..4 {
+            b.push_frame(|out| {
+                chat_proto::ws::encode_text_with(out, |out| out.extend_from_slice(&[b'a'; 2000]));
+            });
+        }
+        let b: Shared = Rc::new(Arc::new(b));
+        let z = b.deflated(&mut chat_proto::deflate::Deflater::new());
+        let (plain, small) = (b.byte_len(), z.byte_len());
+        assert!(small * 4 < plain, "{small} of {plain}");
+        let mut c = outbox();
+        c.push_frames(&b, true, 0..small);
+        assert!(c.runs.is_none(), "copied");
+        assert_eq!(written(&c), b.view(true).bytes(0..small));
+        // The plain frames of the same batch are most of what it holds.
+        c.push_frames(&b, false, 0..plain);
+        assert!(c.runs.is_some(), "by reference");
     }
 
     #[test]
