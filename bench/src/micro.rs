@@ -245,6 +245,32 @@ pub fn run_all(quick: bool) -> anyhow::Result<Vec<MicroResult>> {
         out.push(summarise(name, what, iters, 1, &ns));
     }
 
+    // ws-read-frames: a client's WebSocket decoding of one write of a big
+    // room (20 msg frames back to back), as loadgen reads every socket
+    let burst: Vec<u8> = frame.repeat(20);
+    let iters = scale(200_000, 20_000);
+    let ns = time_runs(
+        runs,
+        iters,
+        || gateway::protocol::WsDecoder::new(gateway::protocol::Role::Client, 1 << 20),
+        |dec, _| {
+            let mut n = 0usize;
+            let r = dec.feed(black_box(&burst), &mut |e| {
+                if let gateway::protocol::WsEvent::Text(t) = e {
+                    n += t.len();
+                }
+            });
+            black_box((r.is_ok(), n));
+        },
+    );
+    out.push(summarise(
+        "ws-read-frames",
+        "WsDecoder (client role) reading 20 msg frames of one write",
+        iters,
+        20,
+        &ns,
+    ));
+
     // fanout-10k
     let members = 10_000;
     let mut fixture = gateway::bench_support::FanoutFixture::new(members, 8, 64);
