@@ -248,6 +248,16 @@ pub fn run_all(quick: bool) -> anyhow::Result<Vec<MicroResult>> {
     // ws-read-frames: a client's WebSocket decoding of one write of a big
     // room (20 msg frames back to back), as loadgen reads every socket
     let burst: Vec<u8> = frame.repeat(20);
+    let mut texts = 0;
+    gateway::protocol::WsDecoder::new(gateway::protocol::Role::Client, 1 << 20)
+        .feed(&burst, &mut |e| {
+            texts += usize::from(matches!(e, gateway::protocol::WsEvent::Text(_)));
+        })
+        .map_err(|e| anyhow::anyhow!("the benchmark's burst does not decode: {e:?}"))?;
+    anyhow::ensure!(
+        texts == 20,
+        "the benchmark's burst gave {texts} texts, not 20"
+    );
     let iters = scale(200_000, 20_000);
     let ns = time_runs(
         runs,

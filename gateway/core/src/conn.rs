@@ -221,63 +221,51 @@ impl Outbox {
         self.buf.len() - self.pos + self.runs.as_ref().map_or(0, |r| r.bytes)
     }
 
+    /// The pieces waiting to be written, in order: own bytes and shared
+    /// runs as they alternate (empty pieces skipped).
+    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        let runs = self.runs.as_deref();
+        let mut own_from = self.pos;
+        // Own bytes after the last run (runs never start before `pos`).
+        let tail_from = runs
+            .and_then(|r| r.queue.back())
+            .map_or(self.pos, |last| last.at);
+        runs.into_iter()
+            .flat_map(|r| r.queue.iter().enumerate().map(move |(i, run)| (r, i, run)))
+            .flat_map(move |(r, i, run)| {
+                let own = &self.buf[own_from..run.at];
+                own_from = run.at;
+                let skip = if i == 0 { r.front_done } else { 0 };
+                [own, &run.bytes()[skip..]]
+            })
+            .chain(std::iter::once(&self.buf[tail_from..]))
+            .filter(|piece| !piece.is_empty())
+    }
+
     /// The bytes waiting to be written, in order, as at most `out.len()`
     /// slices (a prefix of the stream when there are more pieces); returns
     /// how many it filled.
     pub(crate) fn output<'a>(&'a self, out: &mut [std::io::IoSlice<'a>]) -> usize {
         let mut n = 0;
-        let mut push = |bytes: &'a [u8]| {
-            if bytes.is_empty() || n == out.len() {
-                return n < out.len();
-            }
-            out[n] = std::io::IoSlice::new(bytes);
+        for (slot, piece) in out.iter_mut().zip(self.pieces()) {
+            *slot = std::io::IoSlice::new(piece);
             n += 1;
-            n < out.len()
-        };
-        let mut p = self.pos;
-        if let Some(runs) = &self.runs {
-            for (i, r) in runs.queue.iter().enumerate() {
-                if !push(&self.buf[p..r.at]) {
-                    return n;
-                }
-                p = r.at;
-                let skip = if i == 0 { runs.front_done } else { 0 };
-                if !push(&r.bytes()[skip..]) {
-                    return n;
-                }
-            }
         }
-        push(&self.buf[p..]);
         n
     }
 
     /// The first contiguous piece of what waits (empty when nothing does):
     /// for a writer that takes one slice at a time.
     pub(crate) fn output_front(&self) -> &[u8] {
-        if let Some(runs) = &self.runs {
-            if let Some(r) = runs.queue.front() {
-                if r.at > self.pos {
-                    return &self.buf[self.pos..r.at];
-                }
-                return &r.bytes()[runs.front_done..];
-            }
-        }
-        &self.buf[self.pos..]
+        self.pieces().next().unwrap_or(&[])
     }
 
     /// Everything that waits, copied into one buffer (tests, and writers
     /// that cannot take several slices).
     pub(crate) fn output_to(&self, out: &mut Vec<u8>) {
-        let mut p = self.pos;
-        if let Some(runs) = &self.runs {
-            for (i, r) in runs.queue.iter().enumerate() {
-                out.extend_from_slice(&self.buf[p..r.at]);
-                p = r.at;
-                let skip = if i == 0 { runs.front_done } else { 0 };
-                out.extend_from_slice(&r.bytes()[skip..]);
-            }
+        for piece in self.pieces() {
+            out.extend_from_slice(piece);
         }
-        out.extend_from_slice(&self.buf[p..]);
     }
 
     /// Puts the connection on the shard's woken list (once until the

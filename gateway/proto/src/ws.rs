@@ -13,7 +13,12 @@
 //! Headers are parsed with `tungstenite`'s [`FrameHeader::parse`] and then
 //! checked against the role and the message state, so a frame announcing a
 //! payload over the limit fails with [`WsError::TooBig`] before any of its
-//! payload is buffered.
+//! payload is buffered. In the client role, a whole, final, uncompressed
+//! text frame with a minimal 2- or 4-byte header (nearly every frame a
+//! server sends) is recognised from those bytes alone and skips that
+//! parse; the general path would accept it the same way
+//! (`gateway/fuzz-checks/tests/short_text_frames.rs` holds the two to
+//! tungstenite's answers).
 //!
 //! Masked payloads (client → server) have to be unmasked somewhere:
 //!
