@@ -920,8 +920,19 @@ impl Session {
 /// The scheduled send time a payload starts with.
 #[must_use]
 pub fn scheduled_time(text: &str) -> Option<u64> {
-    // Read per delivery: the digits by hand (a `split` and `parse` were
-    // ~5 % of loadgen's CPU in a big room); anything unusual goes to `parse`.
+    // Read per delivery. The usual text starts with sixteen digits (µs since
+    // the epoch) and a space: two words of eight digits, converted without a
+    // loop (the loop below was 8 % of loadgen's CPU in a big room).
+    let b = text.as_bytes();
+    if let (Some(hi), Some(lo), Some(b' ')) = (
+        b.get(..8).and_then(eight_digits),
+        b.get(8..16).and_then(eight_digits),
+        b.get(16),
+    ) {
+        return Some(hi * 100_000_000 + lo);
+    }
+    // Otherwise the digits by hand (a `split` and `parse` were ~5 % of
+    // loadgen's CPU in a big room); anything unusual goes to `parse`.
     let mut v: u64 = 0;
     for (i, &c) in text.as_bytes().iter().enumerate() {
         match c {
@@ -935,6 +946,26 @@ pub fn scheduled_time(text: &str) -> Option<u64> {
     } else {
         Some(v)
     }
+}
+
+/// The value of eight ASCII digits (the first the most significant), or
+/// `None` if any byte is not a digit: three multiplications instead of
+/// eight steps of a loop.
+fn eight_digits(b: &[u8]) -> Option<u64> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut w = [0u8; 8];
+    w.copy_from_slice(b.get(..8)?);
+    let d = u64::from_le_bytes(w).wrapping_sub(ONES * u64::from(b'0'));
+    // A byte below '0' borrows into its top bit; one above '9' carries into
+    // it when 0x76 is added.
+    if (d | d.wrapping_add(ONES * 0x76)) & (ONES * 0x80) != 0 {
+        return None;
+    }
+    // Pairs, then fours, then all eight: each step multiplies the upper
+    // half of a lane by its weight and adds the lower.
+    let v = (d.wrapping_mul(10) + (d >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((v.wrapping_mul(10_000) + (v >> 32)) & 0xFFFF_FFFF)
 }
 
 fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
@@ -1079,9 +1110,28 @@ mod tests {
             "0 x",
             "18446744073709551615 x",
             "18446744073709551616 x",
+            "1764860000123456 x",
+            "0000000000000000 x",
+            "9999999999999999 x",
+            "1764860000123456",
+            "17648600001234567 x",
+            "176486000012345 x",
+            "1764860000123a56 x",
+            "1764:60000123456 x",
+            "1764860/00123456 x",
+            "176486000012345\u{e9} x",
         ] {
             let parsed: Option<u64> = t.split(' ').next().and_then(|t| t.parse().ok());
             assert_eq!(scheduled_time(t), parsed, "{t:?}");
+        }
+        // Every digit in every place of the sixteen-digit form.
+        for place in 0..16 {
+            for digit in b'0'..=b'9' {
+                let mut t = *b"1234567890123456 x";
+                t[place] = digit;
+                let t = std::str::from_utf8(&t).expect("ASCII");
+                assert_eq!(scheduled_time(t), t[..16].parse().ok(), "{t:?}");
+            }
         }
     }
 

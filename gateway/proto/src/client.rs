@@ -402,35 +402,39 @@ fn scan_msg(text: &str) -> Option<MsgRef<'_>> {
 
 /// The first try of [`scan_msg`]: a `msg` frame exactly as the gateway
 /// (and the bench's peers) write one — these keys in this order, no
-/// whitespace, no optional field — so the keys are compared as they stand
-/// instead of scanned and matched, and only the six string values are
-/// scanned. Anything else is `None` and the general scan decides. Every
-/// text it accepts is one the general scan accepts with the same answer
-/// (the mutation test holds both to serde's).
+/// whitespace, no optional field. One pass over the whole frame first
+/// proves it holds no backslash and no control character ([`plain_bytes`]),
+/// so every string ends at its next quote ([`quote_at`]); the keys are
+/// compared as fixed words, and the last value, `ts`, is only checked to be
+/// a JSON unsigned integer (a `MsgRef` does not keep it; serde ignores it
+/// whatever its size). Anything else is `None` and the general scan
+/// decides. Every text it accepts is one serde accepts with the same
+/// answer (the mutation test holds it to that). About half the cost of the
+/// general scan per frame (`bench micro`, `decode-msg-scan`): loadgen reads
+/// every frame of a big room.
 fn scan_msg_in_order(text: &str) -> Option<MsgRef<'_>> {
-    let mut s = Scan {
-        text,
-        b: text.as_bytes(),
-        i: 0,
-    };
-    s.eat_word(br#"{"type":"msg","channel":"#)?;
-    let channel = s.string()?;
-    s.eat_word(br#","seq":"#)?;
+    let b = text.as_bytes();
+    if !plain_bytes(b) {
+        return None;
+    }
+    let mut s = Scan { text, b, i: 0 };
+    s.word(br#"{"type":"msg","channel":""#)?;
+    let channel = s.plain_string()?;
+    s.word(br#","seq":"#)?;
     let seq = s.uint()?;
-    s.eat_word(br#","from":"#)?;
-    let from = s.string()?;
-    s.eat_word(br#","device":"#)?;
-    let device = s.string()?;
-    s.eat_word(br#","client_msg_id":"#)?;
-    s.string()?;
-    s.eat_word(br#","kind":"#)?;
-    s.string()?;
-    s.eat_word(br#","text":"#)?;
-    let body = s.string()?;
-    s.eat_word(br#","ts":"#)?;
-    s.uint()?;
-    s.eat_word(b"}")?;
-    if s.i != s.b.len() {
+    s.word(br#","from":""#)?;
+    let from = s.plain_string()?;
+    s.word(br#","device":""#)?;
+    let device = s.plain_string()?;
+    s.word(br#","client_msg_id":""#)?;
+    s.plain_string()?;
+    s.word(br#","kind":""#)?;
+    s.plain_string()?;
+    s.word(br#","text":""#)?;
+    let body = s.plain_string()?;
+    s.word(br#","ts":"#)?;
+    let (&last, rest) = b.split_last()?;
+    if last != b'}' || !json_uint_digits(rest.get(s.i..)?) {
         return None;
     }
     Some(MsgRef {
@@ -440,6 +444,74 @@ fn scan_msg_in_order(text: &str) -> Option<MsgRef<'_>> {
         device: Cow::Borrowed(device),
         text: Some(Cow::Borrowed(body)),
     })
+}
+
+/// Eight ones: a byte-wise constant times this fills a word with it.
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// The top bit of every byte of a word.
+const TOPS: u64 = 0x8080_8080_8080_8080;
+
+/// The top bit of each byte of `w` that is zero, and possibly of bytes
+/// above one that is (a borrow), never of a byte below the first zero.
+fn zero_bytes(w: u64) -> u64 {
+    w.wrapping_sub(ONES) & !w & TOPS
+}
+
+/// The bytes of `b` as little-endian words of eight, then the rest.
+fn words(b: &[u8]) -> (impl Iterator<Item = u64> + '_, &[u8]) {
+    let chunks = b.chunks_exact(8);
+    let rest = chunks.remainder();
+    let words = chunks.map(|c| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        u64::from_le_bytes(w)
+    });
+    (words, rest)
+}
+
+/// Whether `b` holds no backslash and no control character (below 0x20),
+/// eight bytes per step and no branch per word: then a JSON string in it
+/// ends at its next quote. (Bytes of multi-byte UTF-8 characters are all
+/// 0x80 or above: allowed.)
+fn plain_bytes(b: &[u8]) -> bool {
+    let (words, rest) = words(b);
+    let mut hits = 0;
+    for w in words {
+        // `& !w` keeps bytes of 0x80 and above out of the control test.
+        hits |=
+            zero_bytes(w ^ (ONES * u64::from(b'\\'))) | (w.wrapping_sub(ONES * 0x20) & !w & TOPS);
+    }
+    hits == 0 && rest.iter().all(|&c| c != b'\\' && c >= 0x20)
+}
+
+/// Where the first quote of `b` is, eight bytes per step.
+fn quote_at(b: &[u8]) -> Option<usize> {
+    let (words, rest) = words(b);
+    for (k, w) in words.enumerate() {
+        let hits = zero_bytes(w ^ (ONES * u64::from(b'"')));
+        if hits != 0 {
+            return Some(8 * k + (hits.trailing_zeros() / 8) as usize);
+        }
+    }
+    let at = b.len() - rest.len();
+    rest.iter().position(|&c| c == b'"').map(|p| at + p)
+}
+
+/// Whether `b` is an unsigned integer as JSON writes it (digits, no leading
+/// zero), of any length, eight bytes per step.
+fn json_uint_digits(b: &[u8]) -> bool {
+    let (words, rest) = words(b);
+    let mut hits = 0;
+    for w in words {
+        // A byte below '0' borrows into its top bit; above '9' the add
+        // carries into it (d of 10..=0x7f plus 0x76 is 0x80 or more).
+        let d = w.wrapping_sub(ONES * u64::from(b'0'));
+        hits |= d | d.wrapping_add(ONES * 0x76);
+    }
+    hits & TOPS == 0
+        && rest.iter().all(u8::is_ascii_digit)
+        && !b.is_empty()
+        && (b.len() == 1 || b[0] != b'0')
 }
 
 /// Sets a field seen for the first time; a second time is `None` (serde
@@ -462,8 +534,6 @@ fn once<T>(slot: &mut Option<T>, v: T) -> Option<()> {
 /// already); a borrow can mark a byte above a hit falsely, never one below
 /// it, so the lowest marked byte is the first hit.
 fn string_end(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const TOPS: u64 = 0x8080_8080_8080_8080;
     let mut i = 0;
     while let Some(chunk) = b.get(i..i + 8) {
         let mut w = [0u8; 8];
@@ -513,6 +583,22 @@ impl<'a> Scan<'a> {
     fn eat_word(&mut self, w: &[u8]) -> Option<()> {
         let end = self.i.checked_add(w.len())?;
         (self.b.get(self.i..end)? == w).then(|| self.i = end)
+    }
+
+    /// The fixed bytes `w` next, compared as one array.
+    fn word<const N: usize>(&mut self, w: &[u8; N]) -> Option<()> {
+        let end = self.i.checked_add(N)?;
+        (self.b.get(self.i..end)? == w).then(|| self.i = end)
+    }
+
+    /// The rest of a string whose opening quote was read, in a text that
+    /// [`plain_bytes`] accepted: up to its next quote, borrowed.
+    fn plain_string(&mut self) -> Option<&'a str> {
+        let start = self.i;
+        let end = start + quote_at(self.b.get(start..)?)?;
+        self.i = end + 1;
+        // `"` is ASCII, so both ends are character boundaries.
+        self.text.get(start..end)
     }
 
     /// A string without escapes or control characters, borrowed.
@@ -943,6 +1029,44 @@ mod tests {
                     }
                     let want = b.iter().position(|&c| !plain(c));
                     assert_eq!(string_end(&b), want, "{b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_word_at_a_time_checks_agree_with_byte_at_a_time_ones() {
+        // Every length up to three words, one odd byte at every place (and
+        // a second one after it), over a background of plain characters
+        // including multi-byte UTF-8 and the bytes next to each stop.
+        let odd = [
+            b'"', b'\\', 0x00, 0x1f, 0x20, b'0', b'9', b'/', b':', 0x7f, 0x80, 0xe2, 0xff,
+        ];
+        for len in 0..26 {
+            for (bg, digits) in [
+                (&b"a~ \xe2\x82\xac]"[..], false),
+                (&b"0123456789"[..], true),
+            ] {
+                for first in odd {
+                    for at in 0..=len {
+                        for second in [None, Some(b'\\'), Some(0x01)] {
+                            let mut b: Vec<u8> = (0..len).map(|i| bg[(i * 7) % bg.len()]).collect();
+                            if at < len {
+                                b[at] = first;
+                                if let Some(c) = second {
+                                    b[(at + 3) % len] = c;
+                                }
+                            }
+                            let plain = b.iter().all(|&c| c != b'\\' && c >= 0x20);
+                            assert_eq!(plain_bytes(&b), plain, "{b:?}");
+                            let quote = b.iter().position(|&c| c == b'"');
+                            assert_eq!(quote_at(&b), quote, "{b:?}");
+                            let uint = !b.is_empty()
+                                && b.iter().all(u8::is_ascii_digit)
+                                && (b.len() == 1 || b[0] != b'0');
+                            assert_eq!(json_uint_digits(&b), uint, "{b:?} {digits}");
+                        }
+                    }
                 }
             }
         }
