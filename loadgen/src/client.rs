@@ -302,6 +302,9 @@ pub(crate) struct ShardCtx {
     pub(crate) phase: Cell<PhaseView>,
     /// One slot per connection task: its waker, woken on a phase change.
     pub(crate) wakers: RefCell<Vec<Option<Waker>>>,
+    /// Read readiness without an interrupt per segment (`crate::ready`);
+    /// `None` where the kernel cannot set it up: glommio's reads then.
+    pub(crate) read_ring: Option<Rc<crate::ready::ReadRing>>,
 }
 
 impl ShardCtx {
@@ -516,6 +519,12 @@ async fn run_connection(ctx: &ShardCtx, slot: usize, session: &mut Session, up: 
         ctx.with(&mut out, |c| session.on_closed(c, why));
         return false;
     }
+    let reads = {
+        use std::os::fd::AsRawFd as _;
+        ctx.read_ring
+            .as_ref()
+            .map(|r| r.register(slot, stream.as_raw_fd()))
+    };
     loop {
         let step = ctx.poll_session(session, &mut out);
         match step.action {
@@ -581,7 +590,11 @@ async fn run_connection(ctx: &ShardCtx, slot: usize, session: &mut Session, up: 
             if read_max > 0 {
                 let mut rbuf = ctx.rbuf.borrow_mut();
                 let len = read_max.min(rbuf.len());
-                match Pin::new(&mut stream).poll_read(cx, &mut rbuf[..len]) {
+                let read = match &reads {
+                    Some(r) => r.poll_read(cx, &mut rbuf[..len]),
+                    None => Pin::new(&mut stream).poll_read(cx, &mut rbuf[..len]),
+                };
+                match read {
                     Poll::Ready(Ok(n)) => return Poll::Ready(IoEvent::Read(n)),
                     Poll::Ready(Err(_)) => return Poll::Ready(IoEvent::Failed),
                     Poll::Pending => {}

@@ -523,7 +523,10 @@ async fn run_shard(params: Arc<ShardParams>, nr_shards: usize) -> ShardStats {
         epoch: Cell::new(params.shared.epoch.load(Ordering::Acquire)),
         phase: Cell::new(params.shared.phase()),
         wakers: RefCell::new(vec![None; conns.len() + abusers.len()]),
+        read_ring: crate::ready::ReadRing::new(conns.len()),
     });
+    // Forwards the read ring's completions; dropped with the executor.
+    let _ready = ctx.read_ring.as_ref().map(crate::ready::run);
     let first_abuser_slot = conns.len();
     let mut tasks = Vec::with_capacity(conns.len());
     for (slot, (j, spec)) in conns.into_iter().enumerate() {
