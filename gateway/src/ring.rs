@@ -307,8 +307,27 @@ impl Ring {
     }
 
     /// Takes the completions the kernel posted: marks sessions readable or
-    /// writable and queues them.
+    /// writable and queues them. When the completion queue overflowed (a
+    /// burst of more readiness completions than it holds between two
+    /// reaps: thousands of clients writing at once), the kernel keeps the
+    /// rest — among them the last completion of each multishot poll it
+    /// ended for lack of room — until the ring is entered asking for
+    /// events; it is, and reaped again, so no session waits for a
+    /// completion the kernel is holding back.
     fn reap(&self) {
+        loop {
+            self.reap_queue();
+            if !self.uring.borrow_mut().submission().cq_overflow() {
+                break;
+            }
+            // `submit` asks for events (GETEVENTS) when the overflow flag
+            // is set, which moves the held completions into the queue.
+            let _ = self.uring.borrow_mut().submit();
+            self.unsubmitted.set(0);
+        }
+    }
+
+    fn reap_queue(&self) {
         let mut rearm = Vec::new();
         {
             let mut uring = self.uring.borrow_mut();
