@@ -17,9 +17,12 @@
 //!    next deadline (send schedule, ping, churn) or a phase change from the
 //!    coordinator. Reads and writes are never waited on in sequence, so a
 //!    gateway that stops reading our requests while it writes to us cannot
-//!    deadlock the connection. glommio's reads and writes try the syscall
-//!    first and only register readiness interest, so dropping the pending
-//!    poll loses nothing.
+//!    deadlock the connection. Reads go through the shard's read ring
+//!    (`crate::ready`: plain `recv` while the socket is marked readable, a
+//!    multishot poll that marks it, no interrupt per segment) where the
+//!    kernel can set one up, else through glommio; writes through glommio.
+//!    Both try the syscall first and only register readiness interest, so
+//!    dropping the pending poll loses nothing.
 //! 3. **Close**: on the last phase the session writes a close frame; the
 //!    driver flushes it (1 s at most) and drops the socket. Any other end —
 //!    close frame, EOF, error, churn — goes back to the session, which

@@ -409,9 +409,9 @@ fn scan_msg(text: &str) -> Option<MsgRef<'_>> {
 /// a JSON unsigned integer (a `MsgRef` does not keep it; serde ignores it
 /// whatever its size). Anything else is `None` and the general scan
 /// decides. Every text it accepts is one serde accepts with the same
-/// answer (the mutation test holds it to that). About half the cost of the
-/// general scan per frame (`bench micro`, `decode-msg-scan`): loadgen reads
-/// every frame of a big room.
+/// answer (the mutation test holds it to that). `bench micro`
+/// `decode-msg-scan`: 71.5 ns a frame against 99.6 for the string-by-string
+/// scan it replaced (2026-12-04); loadgen reads every frame of a big room.
 fn scan_msg_in_order(text: &str) -> Option<MsgRef<'_>> {
     let b = text.as_bytes();
     if !plain_bytes(b) {
