@@ -74,6 +74,10 @@ pub(crate) struct ReadRing {
     uring: RefCell<IoUring>,
     entries: RefCell<Vec<Entry>>,
     event_fd: RawFd,
+    /// A duplicate of `event_fd` for the task that reads it ([`run`]),
+    /// taken here so that failing to get one means no ring, not a ring
+    /// nobody reaps.
+    reader_fd: Cell<Option<RawFd>>,
     unsubmitted: Cell<u32>,
     /// Multishot polls the kernel ended, to arm again.
     rearm: RefCell<Vec<(RawFd, u64)>>,
@@ -114,14 +118,20 @@ impl ReadRing {
         if event_fd < 0 {
             return None;
         }
-        if uring.submitter().register_eventfd(event_fd).is_err() {
+        // Safety: a duplicate of our own eventfd.
+        let reader_fd = unsafe { libc::dup(event_fd) };
+        if reader_fd < 0 || uring.submitter().register_eventfd(event_fd).is_err() {
             unsafe { libc::close(event_fd) };
+            if reader_fd >= 0 {
+                unsafe { libc::close(reader_fd) };
+            }
             return None;
         }
         Some(Rc::new(ReadRing {
             uring: RefCell::new(uring),
             entries: RefCell::new((0..slots).map(|_| Entry::default()).collect()),
             event_fd,
+            reader_fd: Cell::new(Some(reader_fd)),
             unsubmitted: Cell::new(0),
             rearm: RefCell::new(Vec::new()),
         }))
@@ -307,27 +317,36 @@ impl Drop for Registration {
 
 impl Drop for ReadRing {
     fn drop(&mut self) {
-        // Safety: our own eventfd (the reader task holds a duplicate).
+        // Safety: our own eventfd, and its duplicate if no task took it.
         unsafe { libc::close(self.event_fd) };
+        if let Some(fd) = self.reader_fd.take() {
+            unsafe { libc::close(fd) };
+        }
     }
 }
 
 /// The shard's task that forwards the ring's completions: reads the
 /// eventfd through glommio (so the executor sleeps on one thing), then
-/// reaps. Ends when the eventfd cannot be read (the ring is gone).
+/// reaps. Call it once per ring.
+///
+/// # Panics
+///
+/// When called twice for one ring, or when the eventfd cannot be read: a
+/// ring nobody reaps would stall every connection of the shard, which is
+/// worse than a loud end.
 pub(crate) fn run(ring: &Rc<ReadRing>) -> glommio::Task<()> {
-    // Safety: a duplicate of the ring's eventfd, owned by the file below.
-    let efd = unsafe { libc::dup(ring.event_fd) };
+    let efd = ring
+        .reader_fd
+        .take()
+        .expect("the read ring's completions are forwarded by one task");
+    // Safety: the duplicate taken in `with_sizes`, owned by the file now.
+    let events = unsafe { glommio::io::BufferedFile::from_raw_fd(efd) };
     let ring = ring.clone();
     glommio::spawn_local(async move {
-        if efd < 0 {
-            return;
-        }
-        let events = unsafe { glommio::io::BufferedFile::from_raw_fd(efd) };
         loop {
             ring.reap();
-            if events.read_at(0, 8).await.is_err() {
-                return;
+            if let Err(e) = events.read_at(0, 8).await {
+                panic!("loadgen's read ring: reading its eventfd failed ({e}); its connections would stall");
             }
         }
     })
