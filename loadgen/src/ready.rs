@@ -79,8 +79,10 @@ pub(crate) struct ReadRing {
     /// nobody reaps.
     reader_fd: Cell<Option<RawFd>>,
     unsubmitted: Cell<u32>,
-    /// Multishot polls the kernel ended, to arm again.
-    rearm: RefCell<Vec<(RawFd, u64)>>,
+    /// Multishot polls the kernel ended, to arm again: slot and the
+    /// `user_data` they had (armed again only if that registration is
+    /// still the slot's: an ended one's fd may be closed or reused).
+    rearm: RefCell<Vec<(usize, u64)>>,
 }
 
 /// A registration: cancels the poll when dropped.
@@ -217,8 +219,17 @@ impl ReadRing {
             if rearm.is_empty() {
                 break;
             }
-            for (fd, ud) in rearm {
-                self.arm(fd, ud);
+            for (slot, ud) in rearm {
+                let fd = {
+                    let entries = self.entries.borrow();
+                    entries
+                        .get(slot)
+                        .filter(|e| u64::from(e.generation) == ud >> 32)
+                        .and_then(|e| e.fd)
+                };
+                if let Some(fd) = fd {
+                    self.arm(fd, ud);
+                }
             }
         }
         self.submit();
@@ -241,15 +252,15 @@ impl ReadRing {
             if u64::from(e.generation) != ud >> 32 {
                 continue;
             }
-            let Some(fd) = e.fd else {
+            if e.fd.is_none() {
                 continue;
-            };
+            }
             e.readable = true;
             if let Some(w) = e.waker.take() {
                 w.wake();
             }
             if !cqueue::more(cqe.flags()) {
-                rearm.push((fd, ud));
+                rearm.push((slot, ud));
             }
         }
     }
@@ -381,10 +392,7 @@ mod tests {
             .make()
             .expect("an executor")
             .run(async {
-                let Some(ring) = ReadRing::new(2) else {
-                    eprintln!("no COOP_TASKRUN here: loadgen reads through glommio");
-                    return;
-                };
+                let ring = ReadRing::new(2).expect("a read ring (COOP_TASKRUN: Linux 5.19+)");
                 let _forward = run(&ring);
                 let listener =
                     std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback socket");
@@ -430,10 +438,8 @@ mod tests {
             .make()
             .expect("an executor")
             .run(async {
-                let Some(ring) = ReadRing::with_sizes(8, 1, 2) else {
-                    eprintln!("no COOP_TASKRUN here: loadgen reads through glommio");
-                    return;
-                };
+                let ring =
+                    ReadRing::with_sizes(8, 1, 2).expect("a read ring (COOP_TASKRUN: Linux 5.19+)");
                 let _forward = run(&ring);
                 let listener =
                     std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback socket");

@@ -525,6 +525,15 @@ async fn run_shard(params: Arc<ShardParams>, nr_shards: usize) -> ShardStats {
         wakers: RefCell::new(vec![None; conns.len() + abusers.len()]),
         read_ring: crate::ready::ReadRing::new(conns.len()),
     });
+    if ctx.read_ring.is_none() && shard_id == 0 {
+        // Still correct, but every segment the server sends then
+        // interrupts loadgen's CPU (and costs the server the interrupt):
+        // figures are not comparable with runs that had the ring.
+        eprintln!(
+            "loadgen: no io_uring with COOP_TASKRUN here (Linux 5.19+); reading through \
+             glommio, which interrupts loadgen's CPU per segment received"
+        );
+    }
     // Forwards the read ring's completions; dropped with the executor.
     let _ready = ctx.read_ring.as_ref().map(crate::ready::run);
     let first_abuser_slot = conns.len();
