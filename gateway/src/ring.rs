@@ -668,10 +668,15 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
         ring.reap();
         let mut serviced = 0u32;
         while let Some(conn) = ring.next_ready(&mut reads_in_a_row) {
-            let taken = ring.sessions.borrow_mut().remove(&conn);
-            let Some(s) = taken else { continue };
-            if let Some(s) = ring.service(&shard, conn, s) {
-                ring.sessions.borrow_mut().insert(conn, s);
+            // Out of the map while serviced (servicing may reach the ring
+            // again), its key and slot kept: one lookup, no re-insert.
+            let taken = ring.sessions.borrow_mut().take(&conn);
+            let Some((slot, s)) = taken else { continue };
+            match ring.service(&shard, conn, s) {
+                Some(s) => ring.sessions.borrow_mut().put_back(slot, s),
+                None => {
+                    ring.sessions.borrow_mut().remove(&conn);
+                }
             }
             serviced += 1;
             if serviced.is_multiple_of(64) {
