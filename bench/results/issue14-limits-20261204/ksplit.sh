@@ -1,0 +1,36 @@
+#!/bin/bash
+# User and kernel CPU per delivery of a pinned server (CPU 0) under loadgen
+# (CPU 1): the server's utime and stime (/proc, all threads) over 4 s in the
+# middle of a 14 s run, divided by the deliveries offered in that window
+# (RATE x PER x seconds; check ok=True: every delivery arrived).
+# Run from the repository root after `bench peers setup`.
+# usage: [BIN=dir] [PER=deliveries per message] [LOADGEN_ARGS=...] [PERF=1]
+#        ksplit.sh gateway|bun RATE TAG      -> /tmp/ksplit-TAG/
+# e.g.   ksplit.sh bun 3000 bun1             (small rooms, PER=10)
+#        PER=2 LOADGEN_ARGS="dm --connections 1000" ksplit.sh gateway 2000 dm1
+#        PER=10000 LOADGEN_ARGS="room --connections 10000 --senders 5" ksplit.sh gateway 10 r1
+S=$1; RATE=$2; TAG=$3; B=${BIN:-target/release}
+LA=${LOADGEN_ARGS:-room --connections 2000 --room-size 10 --senders 2}
+PER=${PER:-10}
+D=/tmp/ksplit-$TAG; rm -rf $D; mkdir -p $D/data; PORT=18951
+if [ $S = bun ]; then
+  taskset -c 0 bench/peers/node_modules/.bin/bun bench/peers/bun-server.js $PORT > $D/srv.log 2>&1 &
+else
+  taskset -c 0 $B/gateway --listen 127.0.0.1:$PORT --data-dir $D/data --shards 1 $EXTRA > $D/srv.log 2>&1 &
+fi
+P=$!; sleep 1.5
+taskset -c 1 $B/loadgen $LA --target ws://127.0.0.1:$PORT/ws --rate $RATE --duration 14s --ramp 5000 --json --quiet > $D/lg.json 2>$D/lg.err &
+LG=$!; sleep 6
+st() { cat /proc/$P/task/*/stat | awk '{u+=$14; s+=$15} END {print u, s}'; }
+a=($(st)); t1=$(date +%s.%N)
+[ -n "$PERF" ] && perf record -F 1999 -g -p $P -o $D/perf.data sleep 4 >/dev/null 2>&1 || sleep 4
+b=($(st)); t2=$(date +%s.%N)
+wait $LG; kill $P; wait $P 2>/dev/null
+python3 - "$D" "$RATE" "$PER" "${a[@]}" "${b[@]}" "$t1" "$t2" "$S" <<'PY'
+import sys,json
+D,rate,per,u1,s1,u2,s2,t1,t2,S=sys.argv[1:]
+w=float(t2)-float(t1); deliv=float(rate)*float(per)*w
+u=(int(u2)-int(u1))/100; s=(int(s2)-int(s1))/100
+j=json.load(open(D+'/lg.json'))
+print("%s %s rate %s: CPU %.3f/s (user %.3f, sys %.3f) -> per delivery user %.2f us, kernel %.2f us, total %.2f us; p50 %.2f p99 %.2f ms ok %s" % (D,S,rate,(u+s)/w,u/w,s/w,1e6*u/deliv,1e6*s/deliv,1e6*(u+s)/deliv,j['latency_us']['p50']/1e3,j['latency_us']['p99']/1e3,j['ok']))
+PY
