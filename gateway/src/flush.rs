@@ -78,6 +78,12 @@ impl FlushTick {
         u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// Whether writes are ever held (`flush_tick_us` > 0): drivers that
+    /// skip the tick's bookkeeping ask this first.
+    pub(crate) fn holds(&self) -> bool {
+        self.tick_us.is_some()
+    }
+
     /// When output of a driver that last wrote at `last_write` (µs, or
     /// [`NEVER`]) may go: `None` now, else the time it is held until.
     pub(crate) fn held_until(&self, last_write: u64) -> Option<u64> {

@@ -78,6 +78,7 @@ pub(crate) async fn run_shard(p: ShardParams) {
         // `validate` refused a bad entry at start.
         origins: p.cfg.origin_policy().unwrap_or_default(),
         wakers: RefCell::new(HashMap::new()),
+        woken: RefCell::new(Vec::new()),
         flush: Rc::new(crate::flush::FlushTick::new(p.cfg.flush_tick_us)),
         control: glommio::executor().create_task_queue(
             glommio::Shares::default(),

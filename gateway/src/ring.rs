@@ -27,7 +27,12 @@
 //!   and the shared batches' frames it holds by reference, as one list of
 //!   slices); only when the socket is full does it arm a one-shot
 //!   `POLLOUT`. The outbox is the core's (`ShardState::output`), written
-//!   synchronously, so no buffer has to outlive a submission.
+//!   synchronously, so no buffer has to outlive a submission. A session
+//!   woken only to write (nothing to read, not closing: a member of a busy
+//!   room) takes the core's write pass (`ShardState::write_pass`): one
+//!   lookup of its connection, the writes, the accounting and the parking
+//!   in one call, the session left in place; the general loop (`drive`)
+//!   runs only when more is due (`docs/benchmarks.md`, "The write pass").
 //! - **Waking.** The core's woken connections ([`Shard::apply_effects`]) and
 //!   the flush tick put sessions on the ring's ready queue; completions do
 //!   too. One task per shard (`run`) reaps completions, services the ready
@@ -64,7 +69,7 @@ use std::task::{RawWaker, RawWakerVTable, Waker};
 use std::time::Duration;
 
 use chat_core::maps::DenseMap;
-use chat_core::ConnId;
+use chat_core::{ConnId, WritePass};
 use chat_proto::ws::WsDecoder;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
@@ -180,6 +185,12 @@ impl Ring {
     /// flush tick passed, or shutdown).
     pub(crate) fn wake(&self, conn: ConnId) {
         self.ready.borrow_mut().push_back(conn);
+        self.wake.notify();
+    }
+
+    /// Puts sessions on the ready queue, in order (the core's woken list).
+    pub(crate) fn wake_many(&self, conns: &[ConnId]) {
+        self.ready.borrow_mut().extend(conns.iter().copied());
         self.wake.notify();
     }
 
@@ -395,6 +406,46 @@ impl Ring {
                 None
             }
         }
+    }
+
+    /// Services a session woken only to write — nothing to read, not
+    /// closing, not lingering, the socket not known to be full: one pass
+    /// of the core's writer (`ShardState::write_pass`), in place. False
+    /// when the session needs the general loop (`service`); true when it
+    /// was served or is gone.
+    fn write_only(&self, shard: &Rc<Shard>, conn: ConnId) -> bool {
+        let mut sessions = self.sessions.borrow_mut();
+        let Some(s) = sessions.get_mut(&conn) else {
+            return true;
+        };
+        if s.readable
+            || s.closing
+            || s.write_blocked
+            || s.lingering.is_some()
+            || shard.flush.holds()
+        {
+            return false;
+        }
+        let fd = s.fd;
+        let pass = shard
+            .state
+            .borrow_mut()
+            .write_pass(conn, now_ms(), |iov| send(fd, iov));
+        let arm = match pass {
+            WritePass::Parked => false,
+            WritePass::Blocked => {
+                s.write_blocked = true;
+                !std::mem::replace(&mut s.write_armed, true)
+            }
+            WritePass::Busy => return false,
+        };
+        // Nothing below reaches the session map.
+        drop(sessions);
+        if arm {
+            self.arm_write(conn, fd);
+        }
+        shard.apply_effects();
+        true
     }
 
     /// A lingering session: discards what the client still sends until it
@@ -668,14 +719,17 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
         ring.reap();
         let mut serviced = 0u32;
         while let Some(conn) = ring.next_ready(&mut reads_in_a_row) {
-            // Out of the map while serviced (servicing may reach the ring
-            // again), its key and slot kept: one lookup, no re-insert.
-            let taken = ring.sessions.borrow_mut().take(&conn);
-            let Some((slot, s)) = taken else { continue };
-            match ring.service(&shard, conn, s) {
-                Some(s) => ring.sessions.borrow_mut().put_back(slot, s),
-                None => {
-                    ring.sessions.borrow_mut().remove(&conn);
+            if !ring.write_only(&shard, conn) {
+                // Out of the map while serviced (servicing may reach the
+                // ring again), its key and slot kept: one lookup, no
+                // re-insert.
+                let taken = ring.sessions.borrow_mut().take(&conn);
+                let Some((slot, s)) = taken else { continue };
+                match ring.service(&shard, conn, s) {
+                    Some(s) => ring.sessions.borrow_mut().put_back(slot, s),
+                    None => {
+                        ring.sessions.borrow_mut().remove(&conn);
+                    }
                 }
             }
             serviced += 1;

@@ -64,6 +64,9 @@ pub(crate) struct Shard {
     pub(crate) origins: chat_proto::origin::OriginPolicy,
     /// The wakers of parked connection drivers.
     pub(crate) wakers: RefCell<HashMap<ConnId, Waker>>,
+    /// The woken list's buffer, handed back and forth with the state
+    /// ([`ShardState::take_woken_into`]) so it keeps its capacity.
+    pub(crate) woken: RefCell<Vec<ConnId>>,
     /// The flush tick: how often a busy connection may write.
     pub(crate) flush: Rc<crate::flush::FlushTick>,
     /// The task queue of the shard's own work — the group commit, the mesh
@@ -125,20 +128,35 @@ impl Shard {
     /// whose outbox changed, until nothing is left.
     pub(crate) fn apply_effects(self: &Rc<Self>) {
         loop {
+            // The same list every turn (taken, so a nested call finds an
+            // empty one rather than a borrowed one).
             let (fx, woken): (Effects, Vec<ConnId>) = {
                 let mut st = self.state.borrow_mut();
-                (st.take_effects(), st.take_woken())
+                if !st.has_work() {
+                    return;
+                }
+                let mut woken = self.woken.take();
+                st.take_woken_into(&mut woken);
+                (st.take_effects(), woken)
             };
             if !woken.is_empty() {
                 let mut wakers = self.wakers.borrow_mut();
-                for conn in woken {
-                    if let Some(w) = wakers.remove(&conn) {
-                        w.wake();
-                    } else if let Some(ring) = &self.ring {
-                        ring.wake(conn);
+                if wakers.is_empty() {
+                    // Every session is on the ring (or none has a driver).
+                    if let Some(ring) = &self.ring {
+                        ring.wake_many(&woken);
+                    }
+                } else {
+                    for &conn in &woken {
+                        if let Some(w) = wakers.remove(&conn) {
+                            w.wake();
+                        } else if let Some(ring) = &self.ring {
+                            ring.wake(conn);
+                        }
                     }
                 }
             }
+            *self.woken.borrow_mut() = woken;
             if fx.stats_committed > 0 {
                 self.global
                     .stats

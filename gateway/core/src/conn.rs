@@ -22,8 +22,19 @@ use crate::vocab::{Answer, ConnId};
 #[derive(Debug, Default)]
 pub struct Signal {
     now: Cell<u64>,
-    woken: RefCell<Vec<ConnId>>,
+    pub(crate) woken: RefCell<Vec<ConnId>>,
+    /// Emptied run queues of drained outboxes, for the next outbox that
+    /// queues shared frames (at most [`SPARE_RUNS`]): a member of a busy
+    /// room queues and drains one per batch, and this spares the two
+    /// allocations and frees each time, without every member keeping its
+    /// queue while idle.
+    #[allow(clippy::vec_box)]
+    // handed back boxed: unboxed, each reuse would allocate the box again
+    spare_runs: RefCell<Vec<Box<Runs>>>,
 }
+
+/// Run queues a shard keeps for reuse (each ~0.2 KB with its buffer).
+const SPARE_RUNS: usize = 256;
 
 impl Signal {
     /// The shard's current time, ms.
@@ -33,6 +44,22 @@ impl Signal {
 
     pub(crate) fn set_now(&self, now_ms: u64) {
         self.now.set(now_ms);
+    }
+
+    /// An empty run queue: a spare one when there is one.
+    fn runs(&self) -> Box<Runs> {
+        self.spare_runs.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Keeps an outbox's drained run queue for the next one (or frees it).
+    fn recycle(&self, mut runs: Box<Runs>) {
+        let mut spare = self.spare_runs.borrow_mut();
+        if spare.len() < SPARE_RUNS && runs.queue.capacity() <= 16 {
+            runs.queue.clear();
+            runs.front_done = 0;
+            runs.bytes = 0;
+            spare.push(runs);
+        }
     }
 
     /// Takes the connections woken since the last call.
@@ -153,7 +180,7 @@ pub struct Outbox {
 }
 
 /// The runs of shared frames an outbox holds.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Runs {
     queue: VecDeque<Run>,
     /// Bytes of the front run already written.
@@ -163,6 +190,7 @@ struct Runs {
 }
 
 /// Whole frames of one shared batch, queued by reference.
+#[derive(Debug)]
 struct Run {
     /// Goes after `buf[..at]` (and after earlier runs at the same place).
     at: usize,
@@ -323,7 +351,8 @@ impl Outbox {
         }
         let was_empty = self.pending() == 0;
         let at = self.buf.len();
-        let runs = self.runs.get_or_insert_with(Box::default);
+        let signal = &self.signal;
+        let runs = self.runs.get_or_insert_with(|| signal.runs());
         runs.bytes += range.len();
         match runs.queue.back_mut() {
             // The next frames of the same batch right after the last run.
@@ -388,7 +417,9 @@ impl Outbox {
             return false;
         }
         self.pos = 0;
-        self.runs = None;
+        if let Some(runs) = self.runs.take() {
+            self.signal.recycle(runs);
+        }
         if !KEEP_OUTBOX_CAPACITY.contains(&self.buf.capacity()) {
             self.buf = Vec::new();
         } else {

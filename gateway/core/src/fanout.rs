@@ -435,10 +435,15 @@ impl ShardState {
         let Some(conn) = self.conns.get(&conn_id) else {
             return;
         };
+        let waiting = |s: &crate::conn::Sub| matches!(s.phase, Phase::CatchUp { fetching: false });
+        // The common case — nothing waits for the drain — allocates nothing.
+        if !conn.subs.iter().any(|(_, s)| waiting(s)) {
+            return;
+        }
         let behind: Vec<Channel> = conn
             .subs
             .iter()
-            .filter(|(_, s)| matches!(s.phase, Phase::CatchUp { fetching: false }))
+            .filter(|(_, s)| waiting(s))
             .map(|(k, _)| k.clone())
             .collect();
         for ch in behind {

@@ -51,6 +51,29 @@ pub struct SessionState {
     pub has_queued: bool,
 }
 
+/// What [`ShardState::write_pass`] left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WritePass {
+    /// Everything queued went out and nothing else waits: the connection
+    /// is parked (its outbox's next change wakes it).
+    Parked,
+    /// The socket took less than was queued: parked too, the rest waits
+    /// for the socket to become writable.
+    Blocked,
+    /// More than writing is due (a kill, a close, requests waiting for
+    /// admission, a write error, or more rounds of catch-up than one pass
+    /// makes): the driver's general loop takes over.
+    Busy,
+}
+
+/// Slices one [`ShardState::write_pass`] call hands to `write` (64
+/// `IoSlice`s are 1 KiB of stack; more pieces go in the next call).
+pub const WRITE_PASS_PIECES: usize = 64;
+
+/// Rounds of write, drain and catch-up one pass makes before it leaves the
+/// rest to the driver's loop (which yields between connections).
+const WRITE_PASS_ROUNDS: usize = 8;
+
 impl ShardState {
     // ----- what the runtime takes ----------------------------------------
 
@@ -75,6 +98,23 @@ impl ShardState {
     /// since the last call: their drivers have work.
     pub fn take_woken(&mut self) -> Vec<ConnId> {
         self.signal.take_woken()
+    }
+
+    /// Like [`ShardState::take_woken`], into `into` (cleared first): the
+    /// runtime hands the same buffer back every turn, so a big room's
+    /// 10,000 wake-ups per batch do not grow a fresh list each time.
+    pub fn take_woken_into(&mut self, into: &mut Vec<ConnId>) {
+        into.clear();
+        std::mem::swap(&mut *self.signal.woken.borrow_mut(), into);
+    }
+
+    /// Whether the runtime has anything to apply: effects, committed
+    /// messages to count, or woken connections.
+    #[must_use]
+    pub fn has_work(&self) -> bool {
+        self.effects_pending()
+            || self.fx.stats_committed > 0
+            || !self.signal.woken.borrow().is_empty()
     }
 
     // ----- connections ---------------------------------------------------
@@ -327,6 +367,60 @@ impl ShardState {
         if c.outbox.wrote(n) {
             self.on_drained(id);
         }
+    }
+
+    /// The write-only service of a woken connection whose socket has
+    /// nothing to read (the common case of a member of a busy room): writes
+    /// everything queued through `write` (at most [`WRITE_PASS_PIECES`]
+    /// slices per call, as [`ShardState::output`] gives them), accounts
+    /// for it as [`ShardState::wrote`] does, continues the catch-ups a
+    /// drained outbox unblocks and writes what they queued, and parks the
+    /// connection when nothing else waits — with one lookup of the
+    /// connection per round where the driver's general loop makes several
+    /// per step. `write` returns what one `sendmsg` would.
+    ///
+    /// Anything beyond writing — a kill, a requested close, requests
+    /// waiting for admission, a write error — is left to the driver's loop
+    /// ([`WritePass::Busy`]); what was written by then is accounted for.
+    pub fn write_pass(
+        &mut self,
+        id: ConnId,
+        now: u64,
+        mut write: impl FnMut(&[std::io::IoSlice<'_>]) -> std::io::Result<usize>,
+    ) -> WritePass {
+        self.set_now(now);
+        for _ in 0..WRITE_PASS_ROUNDS {
+            let Some(c) = self.conns.get_mut(&id) else {
+                return WritePass::Busy;
+            };
+            if c.outbox.kill || c.outbox.close.is_some() || !c.queued.is_empty() {
+                return WritePass::Busy;
+            }
+            let mut drained = false;
+            loop {
+                let mut iov = [std::io::IoSlice::new(&[]); WRITE_PASS_PIECES];
+                let pieces = c.outbox.output(&mut iov);
+                if pieces == 0 {
+                    break;
+                }
+                match write(&iov[..pieces]) {
+                    Ok(0) => return WritePass::Busy,
+                    Ok(n) => drained = c.outbox.wrote(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        c.outbox.unwake();
+                        return WritePass::Blocked;
+                    }
+                    Err(_) => return WritePass::Busy,
+                }
+            }
+            if !drained {
+                // Nothing was queued this round: done.
+                c.outbox.unwake();
+                return WritePass::Parked;
+            }
+            self.on_drained(id);
+        }
+        WritePass::Busy
     }
 
     /// The driver is about to wait: the next change of this outbox wakes
@@ -909,5 +1003,115 @@ impl ShardState {
     pub fn take_group_creation(&mut self, user: &Arc<str>, now: u64) -> bool {
         let max = self.cfg.max_groups_created_per_hour;
         self.user_limits.take_group_creation(user, now, max)
+    }
+}
+
+#[cfg(test)]
+mod write_pass_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::Config;
+    use crate::stats::Stats;
+    use std::io::{ErrorKind, IoSlice};
+
+    fn shard_with_conn() -> (ShardState, ConnId) {
+        let mut st = ShardState::new(
+            ShardId(0),
+            1,
+            Arc::new(Config::default()),
+            Arc::new(Stats::default()),
+        );
+        let id = Identity {
+            user: "alice".into(),
+            device: "d".into(),
+            expires_ms: None,
+        };
+        let c = st.open_conn(&id, 1_000);
+        st.fx = Effects::default();
+        (st, c)
+    }
+
+    /// A socket that takes at most `room` bytes, then would block.
+    fn socket(
+        room: usize,
+        got: &mut Vec<u8>,
+    ) -> impl FnMut(&[IoSlice<'_>]) -> std::io::Result<usize> + '_ {
+        let mut room = room;
+        move |iov| {
+            if room == 0 {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            let before = got.len();
+            for piece in iov {
+                let k = piece.len().min(room - (got.len() - before));
+                got.extend_from_slice(&piece[..k]);
+            }
+            let k = got.len() - before;
+            room -= k;
+            Ok(k)
+        }
+    }
+
+    #[test]
+    fn a_write_pass_writes_everything_queued_in_order_and_parks_the_connection() {
+        let (mut st, c) = shard_with_conn();
+        st.conns
+            .get_mut(&c)
+            .unwrap()
+            .outbox
+            .push_bytes(b"-and-more");
+        let queued = st.output_bytes(c);
+        assert_eq!(st.take_woken(), vec![c]);
+        let mut got = Vec::new();
+        let pass = st.write_pass(c, 2_000, socket(usize::MAX, &mut got));
+        assert_eq!(pass, WritePass::Parked);
+        assert_eq!(got, queued, "everything, in order");
+        assert_eq!(st.session(c).unwrap().pending, 0);
+        assert_eq!(
+            st.conns[&c].outbox.progress_ms, 2_000,
+            "the write counts as progress"
+        );
+        // Parked: the next change wakes the connection again.
+        st.conns.get_mut(&c).unwrap().outbox.push_bytes(b"next");
+        assert_eq!(st.take_woken(), vec![c]);
+    }
+
+    #[test]
+    fn a_full_socket_keeps_the_rest_queued_for_when_it_drains() {
+        let (mut st, c) = shard_with_conn();
+        let queued = st.output_bytes(c);
+        assert!(queued.len() > 10);
+        let mut got = Vec::new();
+        let pass = st.write_pass(c, 2_000, socket(10, &mut got));
+        assert_eq!(pass, WritePass::Blocked);
+        assert_eq!(got, queued[..10]);
+        assert_eq!(
+            st.output_bytes(c),
+            queued[10..],
+            "the rest waits, nothing lost"
+        );
+    }
+
+    #[test]
+    fn a_requested_close_or_waiting_requests_are_left_to_the_driver() {
+        let (mut st, c) = shard_with_conn();
+        st.conns
+            .get_mut(&c)
+            .unwrap()
+            .outbox
+            .request_close(1000, "bye");
+        let queued = st.output_bytes(c);
+        let mut got = Vec::new();
+        assert_eq!(
+            st.write_pass(c, 2_000, socket(usize::MAX, &mut got)),
+            WritePass::Busy
+        );
+        assert!(got.is_empty(), "nothing written behind the driver's back");
+        assert_eq!(st.output_bytes(c), queued);
+        // A connection that is gone is the driver's to end.
+        assert_eq!(
+            st.write_pass(ConnId(999), 2_000, socket(usize::MAX, &mut got)),
+            WritePass::Busy
+        );
     }
 }

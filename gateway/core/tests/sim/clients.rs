@@ -219,8 +219,35 @@ impl Sim {
         } else {
             1 + self.rng.below(avail)
         };
-        let bytes = pending[..n].to_vec();
-        self.shards[s].wrote(conn, n, self.now);
+        let bytes = if self.rng.chance(50) {
+            // The socket ring's write-only pass: the socket takes `n`
+            // bytes, then would block.
+            let mut room = n;
+            let mut taken = Vec::new();
+            let pass = self.shards[s].write_pass(conn, self.now, |iov| {
+                if room == 0 {
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                let before = taken.len();
+                for piece in iov {
+                    let k = piece.len().min(room - (taken.len() - before));
+                    taken.extend_from_slice(&piece[..k]);
+                }
+                let k = taken.len() - before;
+                room -= k;
+                Ok(k)
+            });
+            if pass == WritePass::Busy && taken.is_empty() {
+                // More than writing is due: the driver's general loop.
+                self.shards[s].wrote(conn, n, self.now);
+                pending[..n].to_vec()
+            } else {
+                taken
+            }
+        } else {
+            self.shards[s].wrote(conn, n, self.now);
+            pending[..n].to_vec()
+        };
         self.apply(s);
         let mut events = Vec::new();
         let result = self.clients[c].dec.feed(&bytes, &mut |ev| {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chat_core::jobs::{is_store_job, run_store_job};
-use chat_core::{Config, ConnId, IoJob, JobDone, ShardId, ShardMsg, ShardState, Stats};
+use chat_core::{Config, ConnId, IoJob, JobDone, ShardId, ShardMsg, ShardState, Stats, WritePass};
 use chat_proto::auth::Identity;
 use chat_proto::client::{decode_server_event, ServerEvent};
 use chat_proto::ws::{Role, WsDecoder, WsEvent};
