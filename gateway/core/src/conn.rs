@@ -244,6 +244,13 @@ impl Outbox {
         }
     }
 
+    /// Starts loading the queued runs into the cache.
+    pub(crate) fn prefetch(&self) {
+        if let Some(runs) = &self.runs {
+            crate::maps::prefetch(&**runs);
+        }
+    }
+
     /// Bytes queued and not yet written.
     pub(crate) fn pending(&self) -> usize {
         self.buf.len() - self.pos + self.runs.as_ref().map_or(0, |r| r.bytes)

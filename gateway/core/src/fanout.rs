@@ -238,7 +238,18 @@ impl ShardState {
         let mut delivered = 0u64;
         let mut slow = 0u64;
         let mut max_pending = 0;
+        // Members' state is scattered over the heap: ask for it a few
+        // members ahead (the connection, then — once it is in — its joined
+        // channels), so the loop does not wait for memory at every member.
+        let mut far = rep.members.iter().skip(PREFETCH_FAR);
+        let mut near = rep.members.iter().skip(PREFETCH_NEAR);
         for cid in &rep.members {
+            if let Some(ahead) = far.next() {
+                self.conns.prefetch(ahead);
+            }
+            if let Some(c) = near.next().and_then(|id| self.conns.get(id)) {
+                c.subs.prefetch();
+            }
             let Some(conn) = self.conns.get_mut(cid) else {
                 continue;
             };
@@ -501,6 +512,11 @@ impl ShardState {
         self.answer(conn_id, id.as_deref(), answer);
     }
 }
+
+/// How many members ahead a batch's fan-out asks for a member's
+/// connection, and for its joined channels.
+const PREFETCH_FAR: usize = 8;
+const PREFETCH_NEAR: usize = 3;
 
 fn note_outbox(stats: &Stats, pending: usize) {
     stats.max_outbox_bytes.fetch_max(pending, Ordering::Relaxed);

@@ -94,6 +94,6 @@ mod deflate_tests;
 
 pub use config::Config;
 pub use error::JobError;
-pub use shard::{SessionState, ShardState, WritePass, WRITE_PASS_PIECES};
+pub use shard::{SessionState, ShardState, Soon, WritePass, WRITE_PASS_PIECES};
 pub use stats::{Stats, StatsSnapshot};
 pub use vocab::{Answer, ConnId, ConnRef, Effects, IoJob, JobDone, Reply, ShardId, ShardMsg};

@@ -66,6 +66,15 @@ pub enum WritePass {
     Busy,
 }
 
+/// How soon a connection given to [`ShardState::prefetch`] is serviced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Soon {
+    /// After a few others.
+    Far,
+    /// Next.
+    Near,
+}
+
 /// Slices one [`ShardState::write_pass`] call hands to `write` (64
 /// `IoSlice`s are 1 KiB of stack; more pieces go in the next call).
 pub const WRITE_PASS_PIECES: usize = 64;
@@ -366,6 +375,23 @@ impl ShardState {
         };
         if c.outbox.wrote(n) {
             self.on_drained(id);
+        }
+    }
+
+    /// Starts loading connection `id`'s state into the cache for a driver
+    /// that will service it soon: `Far` (a few connections ahead) the
+    /// connection itself; `Near` (next), its queued runs and joined
+    /// channels, whose addresses the connection — loaded by then — holds.
+    /// A hint: it changes nothing.
+    pub fn prefetch(&self, id: ConnId, when: Soon) {
+        match when {
+            Soon::Far => self.conns.prefetch(&id),
+            Soon::Near => {
+                if let Some(c) = self.conns.get(&id) {
+                    c.outbox.prefetch();
+                    c.subs.prefetch();
+                }
+            }
         }
     }
 

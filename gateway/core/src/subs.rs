@@ -48,6 +48,17 @@ fn same(key: &Channel, name: &str) -> bool {
 }
 
 impl SubMap {
+    /// Starts loading the joined channels' entries into the cache
+    /// (`maps::prefetch_bytes`).
+    pub(crate) fn prefetch(&self) {
+        match self {
+            SubMap::Few(v) => {
+                crate::maps::prefetch_bytes(v.as_ptr().cast(), std::mem::size_of_val(v.as_slice()))
+            }
+            SubMap::Many(m) => crate::maps::prefetch(&**m),
+        }
+    }
+
     /// Joined channels.
     pub(crate) fn len(&self) -> usize {
         match self {
