@@ -682,8 +682,27 @@ fn recv(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
 const MAX_IOVECS: usize = 64;
 
 /// One `sendmsg` of the pieces, in order: one write, one segment's worth
-/// of syscall for all of them.
+/// of syscall for all of them. One piece — a big room's member writing
+/// one batch's frames — goes as a plain `send`, which spares the kernel
+/// copying a message header and an `iovec` array in (~1 % of the shard's
+/// CPU in the 10,000-member room).
 fn send(fd: RawFd, pieces: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+    if let [one] = pieces {
+        // SAFETY: `one` is valid for reads of its length for the call.
+        let n = unsafe {
+            libc::send(
+                fd,
+                one.as_ptr().cast(),
+                one.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        return if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        };
+    }
     // SAFETY: an all-zero msghdr is valid; it points at `pieces` (an
     // `IoSlice` is ABI-compatible with `iovec`) for the duration of the call.
     let n = unsafe {
