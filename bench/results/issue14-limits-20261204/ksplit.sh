@@ -2,7 +2,8 @@
 # User and kernel CPU per delivery of a pinned server (CPU 0) under loadgen
 # (CPU 1): the server's utime and stime (/proc, all threads) over 4 s in the
 # middle of a 14 s run, divided by the deliveries offered in that window
-# (RATE x PER x seconds; check ok=True: every delivery arrived).
+# (RATE x PER x seconds; check ok=True: every delivery arrived). WIN=seconds
+# changes the window (default 4); PERF_ARGS the perf record options.
 # Run from the repository root after `bench peers setup`.
 # usage: [BIN=dir] [PER=deliveries per message] [LOADGEN_ARGS=...] [PERF=1]
 #        ksplit.sh gateway|bun RATE TAG      -> /tmp/ksplit-TAG/
@@ -19,11 +20,13 @@ else
   taskset -c 0 $B/gateway --listen 127.0.0.1:$PORT --data-dir $D/data --shards 1 $EXTRA > $D/srv.log 2>&1 &
 fi
 P=$!; sleep 1.5
-taskset -c 1 $B/loadgen $LA --target ws://127.0.0.1:$PORT/ws --rate $RATE --duration 14s --ramp 5000 --json --quiet > $D/lg.json 2>$D/lg.err &
+taskset -c 1 $B/loadgen $LA --target ws://127.0.0.1:$PORT/ws --rate $RATE --duration $((10 + ${WIN:-4}))s --ramp 5000 --json --quiet > $D/lg.json 2>$D/lg.err &
 LG=$!; sleep 6
 st() { cat /proc/$P/task/*/stat | awk '{u+=$14; s+=$15} END {print u, s}'; }
 a=($(st)); t1=$(date +%s.%N)
-[ -n "$PERF" ] && perf record -F 1999 -g -p $P -o $D/perf.data sleep 4 >/dev/null 2>&1 || sleep 4
+if [ -n "$PERF" ]; then perf record ${PERF_ARGS:--F 1999 -g} -p $P -o $D/perf.data sleep ${WIN:-4} >/dev/null 2>&1
+elif [ -n "$PSTAT" ]; then perf stat -x, -e instructions:u,cycles:u,instructions:k,cycles:k -p $P -o $D/stat.csv sleep ${WIN:-4} >/dev/null 2>&1
+else sleep ${WIN:-4}; fi
 b=($(st)); t2=$(date +%s.%N)
 wait $LG; kill $P; wait $P 2>/dev/null
 python3 - "$D" "$RATE" "$PER" "${a[@]}" "${b[@]}" "$t1" "$t2" "$S" <<'PY'
@@ -32,5 +35,11 @@ D,rate,per,u1,s1,u2,s2,t1,t2,S=sys.argv[1:]
 w=float(t2)-float(t1); deliv=float(rate)*float(per)*w
 u=(int(u2)-int(u1))/100; s=(int(s2)-int(s1))/100
 j=json.load(open(D+'/lg.json'))
-print("%s %s rate %s: CPU %.3f/s (user %.3f, sys %.3f) -> per delivery user %.2f us, kernel %.2f us, total %.2f us; p50 %.2f p99 %.2f ms ok %s" % (D,S,rate,(u+s)/w,u/w,s/w,1e6*u/deliv,1e6*s/deliv,1e6*(u+s)/deliv,j['latency_us']['p50']/1e3,j['latency_us']['p99']/1e3,j['ok']))
+import os
+extra=""
+if os.path.exists(D+'/stat.csv'):
+    for l in open(D+'/stat.csv'):
+        f=l.strip().split(',')
+        if len(f)>2 and f[0].replace('.','').isdigit(): extra+=" %s/deliv %.0f" % (f[2], float(f[0])/deliv)
+print("%s %s rate %s: CPU %.3f/s (user %.3f, sys %.3f) -> per delivery user %.2f us, kernel %.2f us, total %.2f us; p50 %.2f p99 %.2f ms ok %s" % (D,S,rate,(u+s)/w,u/w,s/w,1e6*u/deliv,1e6*s/deliv,1e6*(u+s)/deliv,j['latency_us']['p50']/1e3,j['latency_us']['p99']/1e3,j['ok'])+extra)
 PY
