@@ -23,11 +23,11 @@ P=$!; sleep 1.5
 taskset -c 1 $B/loadgen $LA --target ws://127.0.0.1:$PORT/ws --rate $RATE --duration $((10 + ${WIN:-4}))s --ramp 5000 --json --quiet > $D/lg.json 2>$D/lg.err &
 LG=$!; sleep 6
 st() { cat /proc/$P/task/*/stat | awk '{u+=$14; s+=$15} END {print u, s}'; }
-a=($(st)); t1=$(date +%s.%N)
+a=($(st)); t1=$(date +%s.%N); cat /proc/net/snmp /proc/net/netstat > $D/net1.txt
 if [ -n "$PERF" ]; then perf record ${PERF_ARGS:--F 1999 -g} -p $P -o $D/perf.data sleep ${WIN:-4} >/dev/null 2>&1
 elif [ -n "$PSTAT" ]; then perf stat -x, -e instructions:u,cycles:u,instructions:k,cycles:k -p $P -o $D/stat.csv sleep ${WIN:-4} >/dev/null 2>&1
 else sleep ${WIN:-4}; fi
-b=($(st)); t2=$(date +%s.%N)
+b=($(st)); t2=$(date +%s.%N); cat /proc/net/snmp /proc/net/netstat > $D/net2.txt
 wait $LG; kill $P; wait $P 2>/dev/null
 python3 - "$D" "$RATE" "$PER" "${a[@]}" "${b[@]}" "$t1" "$t2" "$S" <<'PY'
 import sys,json
@@ -41,5 +41,16 @@ if os.path.exists(D+'/stat.csv'):
     for l in open(D+'/stat.csv'):
         f=l.strip().split(',')
         if len(f)>2 and f[0].replace('.','').isdigit(): extra+=" %s/deliv %.0f" % (f[2], float(f[0])/deliv)
+def net(f):
+    d={}; lines=open(f).read().split('\n')
+    for h,v in zip(lines[0::2],lines[1::2]):
+        hs=h.split(); vs=v.split()
+        if hs and vs and hs[0]==vs[0]:
+            for k,x in zip(hs[1:],vs[1:]): d[hs[0]+k]=int(x)
+    return d
+if os.path.exists(D+'/net1.txt') and os.path.exists(D+'/net2.txt'):
+    n1,n2=net(D+'/net1.txt'),net(D+'/net2.txt')
+    dd=lambda k: (n2.get(k,0)-n1.get(k,0))/w
+    extra+=" | host/s: OutSegs %.0f DelayedACKs %.0f PureAcks %.0f HPAcks %.0f HPHits %.0f" % (dd('Tcp:OutSegs'), dd('TcpExt:DelayedACKs'), dd('TcpExt:TCPPureAcks'), dd('TcpExt:TCPHPAcks'), dd('TcpExt:TCPHPHits'))
 print("%s %s rate %s: CPU %.3f/s (user %.3f, sys %.3f) -> per delivery user %.2f us, kernel %.2f us, total %.2f us; p50 %.2f p99 %.2f ms ok %s" % (D,S,rate,(u+s)/w,u/w,s/w,1e6*u/deliv,1e6*s/deliv,1e6*(u+s)/deliv,j['latency_us']['p50']/1e3,j['latency_us']['p99']/1e3,j['ok'])+extra)
 PY

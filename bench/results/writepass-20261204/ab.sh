@@ -7,7 +7,7 @@ for rate in ${RATES:-10 40}; do for i in 1 2 3; do for s in old final bun; do
   echo "== $(date -u +%H:%M:%S) $s rate $rate round $i" >> $OUT/ab.log
   case $s in
     old) $B run room-fanout --pin --shards 1 --rate $rate --gateway-bin /tmp/bin-take/gateway --loadgen-bin /tmp/bin-take/loadgen --out $OUT/$s-r$rate-$i > $OUT/$s-r$rate-$i.log 2>&1;;
-    final) $B run room-fanout --pin --shards 1 --rate $rate --gateway-bin /tmp/bin-send/gateway --loadgen-bin /tmp/bin-take/loadgen --out $OUT/$s-r$rate-$i > $OUT/$s-r$rate-$i.log 2>&1;;
+    final) $B run room-fanout --pin --shards 1 --rate $rate --gateway-bin ${FINAL:-/tmp/bin-rq}/gateway --loadgen-bin /tmp/bin-take/loadgen --out $OUT/$s-r$rate-$i > $OUT/$s-r$rate-$i.log 2>&1;;
     bun) $B run room-fanout --pin --server bun --rate $rate --loadgen-bin /tmp/bin-take/loadgen --out $OUT/$s-r$rate-$i > $OUT/$s-r$rate-$i.log 2>&1;;
   esac
 done; done; done

@@ -54,7 +54,7 @@ impl Signal {
     /// Keeps an outbox's drained run queue for the next one (or frees it).
     fn recycle(&self, mut runs: Box<Runs>) {
         let mut spare = self.spare_runs.borrow_mut();
-        if spare.len() < SPARE_RUNS && runs.queue.capacity() <= 16 {
+        if spare.len() < SPARE_RUNS && runs.queue.spare_capacity() <= 16 {
             runs.queue.clear();
             runs.front_done = 0;
             runs.bytes = 0;
@@ -182,7 +182,7 @@ pub struct Outbox {
 /// The runs of shared frames an outbox holds.
 #[derive(Debug, Default)]
 struct Runs {
-    queue: VecDeque<Run>,
+    queue: RunQueue,
     /// Bytes of the front run already written.
     front_done: usize,
     /// Bytes of all runs not written yet.
@@ -204,6 +204,66 @@ struct Run {
 impl Run {
     fn bytes(&self) -> &[u8] {
         self.batch.view(self.deflated).bytes(self.range.clone())
+    }
+}
+
+/// The runs in order, the first one inline: a member of a busy room holds
+/// one run at a time, which then lives in the (pooled, prefetched) `Runs`
+/// itself — no second allocation, and no pointer to chase when it is
+/// written. Invariant: `rest` is empty while `head` is.
+#[derive(Debug, Default)]
+struct RunQueue {
+    head: Option<Run>,
+    rest: VecDeque<Run>,
+}
+
+impl RunQueue {
+    fn front(&self) -> Option<&Run> {
+        self.head.as_ref()
+    }
+
+    fn back(&self) -> Option<&Run> {
+        self.rest.back().or(self.head.as_ref())
+    }
+
+    fn back_mut(&mut self) -> Option<&mut Run> {
+        match self.rest.back_mut() {
+            Some(last) => Some(last),
+            None => self.head.as_mut(),
+        }
+    }
+
+    fn push_back(&mut self, run: Run) {
+        if self.head.is_none() {
+            self.head = Some(run);
+        } else {
+            self.rest.push_back(run);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Run> {
+        let front = self.head.take();
+        self.head = self.rest.pop_front();
+        front
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Run> {
+        self.head.iter().chain(self.rest.iter())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        usize::from(self.head.is_some()) + self.rest.len()
+    }
+
+    /// Room for runs past the first without allocating.
+    fn spare_capacity(&self) -> usize {
+        self.rest.capacity()
+    }
+
+    fn clear(&mut self) {
+        self.head = None;
+        self.rest.clear();
     }
 }
 
@@ -649,6 +709,27 @@ mod tests {
         assert!(c.wrote(13));
         assert_eq!(c.pending(), 0);
         assert!(c.runs.is_none(), "nothing kept once drained");
+    }
+
+    #[test]
+    fn runs_of_several_batches_go_out_in_order_past_the_first() {
+        let mut c = outbox();
+        let (a, b, d) = (shared(1, 2), shared(3, 2), shared(5, 2));
+        c.push_frames(&a, false, 0..a.byte_len());
+        c.push_bytes(b"<x>");
+        c.push_frames(&b, false, 0..b.byte_len());
+        c.push_frames(&d, false, 0..d.byte_len());
+        assert_eq!(c.runs.as_ref().map(|r| r.queue.len()), Some(3));
+        assert_eq!(written(&c), b"[1][2]<x>[3][4][5][6]");
+        assert!(!c.wrote(8));
+        assert_eq!(written(&c), b">[3][4][5][6]");
+        assert!(!c.wrote(4));
+        assert_eq!(written(&c), b"[4][5][6]");
+        // Queued after the first runs went: still behind the rest.
+        c.push_frames(&a, false, 0..a.byte_len());
+        assert_eq!(written(&c), b"[4][5][6][1][2]");
+        assert!(c.wrote(15));
+        assert!(c.runs.is_none());
     }
 
     #[test]

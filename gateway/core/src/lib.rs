@@ -57,7 +57,11 @@
 //! 3. Wake the drivers of [`ShardState::take_woken`]: each writes
 //!    [`ShardState::output`], reports [`ShardState::wrote`], and checks
 //!    [`ShardState::session`] for closes; before waiting it calls
-//!    [`ShardState::park`].
+//!    [`ShardState::park`]. A driver woken only to write (its socket has
+//!    nothing to read) may instead make one [`ShardState::write_pass`],
+//!    which does all of that in one call and says when the general steps
+//!    are needed. [`ShardState::prefetch`] lets a driver that knows which
+//!    connections it services next start loading their state.
 
 pub mod answers;
 pub(crate) mod batch;

@@ -291,13 +291,18 @@ const PREFETCH_LINES: usize = 4;
 #[allow(unsafe_code)]
 pub fn prefetch_bytes(at: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    for line in 0..len.div_ceil(64).min(PREFETCH_LINES) {
-        // SAFETY: a prefetch reads nothing into the program and cannot
-        // fault (any address is allowed); SSE is part of every x86_64.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                at.wrapping_add(line * 64).cast(),
-            );
+    {
+        // The lines the bytes touch, from the one `at` is in.
+        let offset = at.addr() % 64;
+        let first = at.wrapping_sub(offset);
+        for line in 0..(offset + len).div_ceil(64).min(PREFETCH_LINES) {
+            // SAFETY: a prefetch reads nothing into the program and cannot
+            // fault (any address is allowed); SSE is part of every x86_64.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    first.wrapping_add(line * 64).cast(),
+                );
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
