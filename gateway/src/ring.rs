@@ -25,7 +25,7 @@
 //! - **Writes.** A session whose outbox changed is serviced once per turn
 //!   and writes everything queued in one `sendmsg` (the outbox's own bytes
 //!   and the shared batches' frames it holds by reference, as one list of
-//!   slices); only when the socket is full does it arm a one-shot
+//!   slices; a plain `send` when there is one slice); only when the socket is full does it arm a one-shot
 //!   `POLLOUT`. The outbox is the core's (`ShardState::output`), written
 //!   synchronously, so no buffer has to outlive a submission. A session
 //!   woken only to write (nothing to read, not closing: a member of a busy
@@ -409,7 +409,7 @@ impl Ring {
     }
 
     /// Asks the CPU for the state of the next sessions on the ready queue
-    /// while this one is serviced (its `sendmsg` takes microseconds, a
+    /// while this one is serviced (its `send` takes microseconds, a
     /// cache miss a fraction of one): the next session and its
     /// connection's runs and channels, and the connection after it.
     fn prefetch_next(&self, shard: &Shard) {
