@@ -25,14 +25,16 @@
 //! - **Writes.** A session whose outbox changed is serviced once per turn
 //!   and writes everything queued in one `sendmsg` (the outbox's own bytes
 //!   and the shared batches' frames it holds by reference, as one list of
-//!   slices; a plain `send` when there is one slice); only when the socket is full does it arm a one-shot
-//!   `POLLOUT`. The outbox is the core's (`ShardState::output`), written
+//!   slices; a plain `send` when there is one slice); only when the socket
+//!   is full does it arm a one-shot `POLLOUT`. The outbox is the core's (`ShardState::output`), written
 //!   synchronously, so no buffer has to outlive a submission. A session
 //!   woken only to write (nothing to read, not closing: a member of a busy
 //!   room) takes the core's write pass (`ShardState::write_pass`): one
 //!   lookup of its connection, the writes, the accounting and the parking
 //!   in one call, the session left in place; the general loop (`drive`)
-//!   runs only when more is due (`docs/benchmarks.md`, "The write pass").
+//!   runs only when more is due. While one session is written, the next
+//!   ones' state is prefetched (`prefetch_next`; `docs/benchmarks.md`,
+//!   "The write pass and prefetching").
 //! - **Waking.** The core's woken connections ([`Shard::apply_effects`]) and
 //!   the flush tick put sessions on the ring's ready queue; completions do
 //!   too. One task per shard (`run`) reaps completions, services the ready

@@ -1134,6 +1134,19 @@ mod write_pass_tests {
         );
         assert!(got.is_empty(), "nothing written behind the driver's back");
         assert_eq!(st.output_bytes(c), queued);
+        // Requests waiting for admission: the driver admits them first.
+        let (mut st, c) = shard_with_conn();
+        st.conns
+            .get_mut(&c)
+            .unwrap()
+            .enqueue(r#"{"type":"ping","id":"p"}"#);
+        let queued = st.output_bytes(c);
+        assert_eq!(
+            st.write_pass(c, 2_000, socket(usize::MAX, &mut got)),
+            WritePass::Busy
+        );
+        assert!(got.is_empty());
+        assert_eq!(st.output_bytes(c), queued);
         // A connection that is gone is the driver's to end.
         assert_eq!(
             st.write_pass(ConnId(999), 2_000, socket(usize::MAX, &mut got)),
