@@ -54,8 +54,13 @@
 //! - **Ending.** The poll is cancelled (io_uring holds a file reference
 //!   while a poll is armed, so a plain `close` would not release the
 //!   socket), then the fd is closed. Completion `user_data` carries the
-//!   `ConnId`, which is never reused, so a late completion of an ended
-//!   session finds nothing.
+//!   `ConnId`, whose slot a later connection gets only under another
+//!   generation, so a late completion of an ended session finds nothing.
+//! - **Where sessions are.** In a table indexed by the slot in their
+//!   connection's id (`ConnTable`, following the core's `ConnSlab`), so
+//!   a service finds its session — and prefetches the next one's — without
+//!   a hash. A session that closed its connection leaves the table in the
+//!   same step; lingering, it waits in a small map of its own (`parting`).
 //!
 //! Each `unsafe` block is a plain libc call on an fd this module owns, or
 //! an io_uring submission whose entries reference no memory (polls and
@@ -64,13 +69,13 @@
 #![allow(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::task::{RawWaker, RawWakerVTable, Waker};
 use std::time::Duration;
 
-use chat_core::maps::DenseMap;
+use chat_core::slots::ConnTable;
 use chat_core::{ConnId, Soon, WritePass};
 use chat_proto::ws::WsDecoder;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -130,9 +135,15 @@ struct Session {
 /// The shard's ring and its sessions (`Shard::ring`).
 pub(crate) struct Ring {
     uring: RefCell<IoUring>,
-    /// Dense: an idle session costs its entry and a small index slot, not
-    /// a hash table's slack of whole entries.
-    sessions: RefCell<DenseMap<ConnId, Session>>,
+    /// At the slots of their connections' ids (the core's `ConnSlab`
+    /// assigns them): an idle session costs its entry and nothing beside
+    /// it, and finding one is an index. Only sessions whose connection is
+    /// open: a session that closed its connection leaves before the core
+    /// can give the slot to another (`parting` holds it while it lingers).
+    sessions: RefCell<ConnTable<Session>>,
+    /// Sessions lingering after their close frame, their connections
+    /// closed (few: each leaves within `close_linger_ms`).
+    parting: RefCell<HashMap<ConnId, Session>>,
     /// Sessions to service, in order; duplicates are harmless (a session
     /// with nothing to do parks again).
     ready: RefCell<VecDeque<ConnId>>,
@@ -173,7 +184,8 @@ impl Ring {
         }
         Ok(Ring {
             uring: RefCell::new(uring),
-            sessions: RefCell::new(DenseMap::default()),
+            sessions: RefCell::new(ConnTable::default()),
+            parting: RefCell::new(HashMap::new()),
             ready: RefCell::new(VecDeque::new()),
             readable: RefCell::new(VecDeque::new()),
             wake: Notify::default(),
@@ -212,7 +224,7 @@ impl Ring {
 
     /// Puts every session on the ready queue (shutdown).
     pub(crate) fn wake_all(&self) {
-        let conns: Vec<ConnId> = self.sessions.borrow().keys().copied().collect();
+        let conns: Vec<ConnId> = self.sessions.borrow().keys().collect();
         self.ready.borrow_mut().extend(conns);
         self.wake.notify();
     }
@@ -345,12 +357,13 @@ impl Ring {
         {
             let mut uring = self.uring.borrow_mut();
             let mut sessions = self.sessions.borrow_mut();
+            let mut parting = self.parting.borrow_mut();
             let mut ready = self.ready.borrow_mut();
             let mut readable = self.readable.borrow_mut();
             for cqe in uring.completion() {
                 let ud = cqe.user_data();
                 let conn = ConnId(ud & CONN_MASK);
-                let Some(s) = sessions.get_mut(&conn) else {
+                let Some(s) = sessions.get_mut(&conn).or_else(|| parting.get_mut(&conn)) else {
                     continue;
                 };
                 match ud >> KIND_SHIFT {
@@ -388,11 +401,9 @@ impl Ring {
         unsafe { libc::close(s.fd) };
     }
 
-    /// Services one session; returns it unless it ended.
+    /// Services one session; returns it unless its connection closed
+    /// (then it is finished, or parting: lingering in `parting`).
     fn service(&self, shard: &Rc<Shard>, conn: ConnId, mut s: Session) -> Option<Session> {
-        if s.lingering.is_some() {
-            return self.linger(conn, s, shard);
-        }
         match self.drive(shard, conn, &mut s) {
             Ok(()) => Some(s),
             Err(end) => {
@@ -402,11 +413,22 @@ impl Ring {
                     s.lingering = Some(0);
                     let deadline = now_ms() + shard.cfg.close_linger_ms;
                     self.lingering.borrow_mut().push_back((deadline, conn));
-                    return self.linger(conn, s, shard);
+                    if let Some(s) = self.linger(conn, s, shard) {
+                        self.parting.borrow_mut().insert(conn, s);
+                    }
+                    return None;
                 }
                 self.finish(conn, s);
                 None
             }
+        }
+    }
+
+    /// Services a parting session: discards what its client sent.
+    fn serve_parting(&self, shard: &Rc<Shard>, conn: ConnId) {
+        let s = self.parting.borrow_mut().remove(&conn);
+        if let Some(s) = s.and_then(|s| self.linger(conn, s, shard)) {
+            self.parting.borrow_mut().insert(conn, s);
         }
     }
 
@@ -429,21 +451,16 @@ impl Ring {
     }
 
     /// Services a session woken only to write — nothing to read, not
-    /// closing, not lingering, the socket not known to be full: one pass
-    /// of the core's writer (`ShardState::write_pass`), in place. False
-    /// when the session needs the general loop (`service`); true when it
-    /// was served or is gone.
+    /// closing, the socket not known to be full: one pass of the core's
+    /// writer (`ShardState::write_pass`), in place. False when the session
+    /// needs the general loop (`service`) or is not an open one; true when
+    /// it was served.
     fn write_only(&self, shard: &Rc<Shard>, conn: ConnId) -> bool {
         let mut sessions = self.sessions.borrow_mut();
         let Some(s) = sessions.get_mut(&conn) else {
-            return true;
+            return false;
         };
-        if s.readable
-            || s.closing
-            || s.write_blocked
-            || s.lingering.is_some()
-            || shard.flush.holds()
-        {
+        if s.readable || s.closing || s.write_blocked || shard.flush.holds() {
             return false;
         }
         let fd = s.fd;
@@ -652,7 +669,7 @@ impl Ring {
                 return Some(deadline);
             }
             self.lingering.borrow_mut().pop_front();
-            let s = self.sessions.borrow_mut().remove(&conn);
+            let s = self.parting.borrow_mut().remove(&conn);
             if let Some(s) = s {
                 self.finish(conn, s);
             }
@@ -662,7 +679,8 @@ impl Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        for s in self.sessions.get_mut().values_mut() {
+        let parting = self.parting.get_mut().values_mut();
+        for s in self.sessions.get_mut().values_mut().chain(parting) {
             unsafe { libc::close(s.fd) };
         }
         unsafe { libc::close(self.event_fd) };
@@ -760,16 +778,17 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
         while let Some(conn) = ring.next_ready(&mut reads_in_a_row) {
             ring.prefetch_next(&shard);
             if !ring.write_only(&shard, conn) {
-                // Out of the map while serviced (servicing may reach the
-                // ring again), its key and slot kept: one lookup, no
-                // re-insert.
+                // Out of the table while serviced (servicing may reach the
+                // ring again), its id keeping the slot.
                 let taken = ring.sessions.borrow_mut().take(&conn);
-                let Some((slot, s)) = taken else { continue };
-                match ring.service(&shard, conn, s) {
-                    Some(s) => ring.sessions.borrow_mut().put_back(slot, s),
-                    None => {
-                        ring.sessions.borrow_mut().remove(&conn);
-                    }
+                match taken {
+                    Some(s) => match ring.service(&shard, conn, s) {
+                        Some(s) => ring.sessions.borrow_mut().put_back(&conn, s),
+                        None => {
+                            ring.sessions.borrow_mut().remove(&conn);
+                        }
+                    },
+                    None => ring.serve_parting(&shard, conn),
                 }
             }
             serviced += 1;

@@ -78,6 +78,8 @@ fn an_oversized_frame_closes_with_1009_and_others_continue_on_both_drivers() {
         let mut c = Client::connect(tg.addr(), "alice", "d");
         let _ = c.ws.send(Message::text("a".repeat(2 * 1024 * 1024 + 1)));
         assert_eq!(c.close_code(), Some(1009), "ring={ring}");
+        // `c` is still open, so its session lingers while `d` gets the
+        // slot its connection freed (the ring keeps the two apart).
         let mut d = Client::connect(tg.addr(), "bob", "d");
         d.join("room:after", None);
         d.send_msg("room:after", "x", "still here");

@@ -25,7 +25,7 @@ use chat_proto::response::{self, MsgView};
 pub struct FanoutFixture {
     batch: Shared,
     members: Set<ConnId>,
-    conns: crate::maps::DenseMap<ConnId, Conn>,
+    conns: crate::slots::ConnSlab<Conn>,
     budget: usize,
     signal: Rc<Signal>,
 }
@@ -55,11 +55,11 @@ impl FanoutFixture {
             };
             batch.push_frame(|out| response::msg(out, &channel, &MsgView::from_stored(&m)));
         }
-        let mut conns = crate::maps::DenseMap::default();
+        let mut conns = crate::slots::ConnSlab::default();
         let signal = Rc::new(Signal::default());
         let mut set = Set::with_capacity_and_hasher(members, Default::default());
         for i in 0..members as u64 {
-            let id = ConnId(i);
+            let id = conns.next_id();
             let mut c = Conn::new(
                 id,
                 Arc::from(format!("u{i}")),
@@ -74,7 +74,7 @@ impl FanoutFixture {
                     ..Sub::joining(1, chat_proto::JoinMode::Live)
                 },
             );
-            conns.insert(id, c);
+            conns.insert_new(c);
             set.insert(id);
         }
         FanoutFixture {

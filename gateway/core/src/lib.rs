@@ -86,6 +86,7 @@ pub mod push;
 pub mod receipts;
 pub(crate) mod replica;
 pub mod shard;
+pub mod slots;
 pub(crate) mod state;
 pub mod stats;
 pub(crate) mod subs;

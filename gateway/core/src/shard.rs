@@ -129,8 +129,7 @@ impl ShardState {
     // ----- connections ---------------------------------------------------
 
     fn new_conn(&mut self, identity: &Identity, now: u64) -> (ConnId, Conn) {
-        let id = ConnId(self.next_conn);
-        self.next_conn += 1;
+        let id = self.conns.next_id();
         let conn = Conn::new(
             id,
             Arc::from(identity.user.as_str()),
@@ -172,7 +171,8 @@ impl ShardState {
                 self.cfg.node_id.as_deref(),
             );
         });
-        self.conns.insert(id, conn);
+        let placed = self.conns.insert_new(conn);
+        debug_assert_eq!(placed, id);
         *self.local_users.entry(user.clone()).or_insert(0) += 1;
         if let Some(g) = self.stats.detail.shard_connections.get(self.id.0) {
             g.fetch_add(1, Ordering::Relaxed);
@@ -197,7 +197,8 @@ impl ShardState {
         self.set_now(now);
         let (id, mut conn) = self.new_conn(identity, now);
         conn.http = true;
-        self.conns.insert(id, conn);
+        let placed = self.conns.insert_new(conn);
+        debug_assert_eq!(placed, id);
         id
     }
 
@@ -594,7 +595,7 @@ impl ShardState {
             .conns
             .iter()
             .filter(|(_, c)| !c.http)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         // The map's order is not the connections' order; sorting first makes
         // the schedule depend on the seed alone.

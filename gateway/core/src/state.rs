@@ -29,8 +29,8 @@ pub struct ShardState {
     pub(crate) nr_shards: usize,
     pub(crate) cfg: Arc<Config>,
     pub(crate) limits: protocol::Limits,
-    pub(crate) conns: crate::maps::DenseMap<ConnId, Conn>,
-    pub(crate) next_conn: u64,
+    /// The connections, each at the slot its id names.
+    pub(crate) conns: crate::slots::ConnSlab<Conn>,
     pub(crate) next_join_gen: u64,
     pub(crate) replicas: Map<Channel, Replica>,
     /// The shard-wide budget of the replicas' rings.
@@ -100,8 +100,7 @@ impl ShardState {
             nr_shards,
             cfg,
             limits,
-            conns: crate::maps::DenseMap::default(),
-            next_conn: 1,
+            conns: crate::slots::ConnSlab::default(),
             next_join_gen: 1,
             replicas: Map::default(),
             ring_log: RingLog::default(),
