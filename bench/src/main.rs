@@ -129,6 +129,11 @@ struct RunArgs {
     /// in the B/delivery column. Gateway only.
     #[arg(long)]
     compress: bool,
+    /// loadgen's run id (letters and digits, ≤ 12; the run's index is
+    /// appended): runs with the same id send on the same schedule, so an
+    /// A/B of two servers differs only in the server. Default: random.
+    #[arg(long)]
+    run_id: Option<String>,
     /// Override the scenario's send (idle: hold) duration, e.g. 5s.
     #[arg(long)]
     duration: Option<String>,
@@ -284,6 +289,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 pin,
                 mode,
                 compress,
+                run_id,
                 duration,
                 server,
                 gateway_bin,
@@ -303,6 +309,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 steps: steps.as_deref().map(scenario::parse_steps).transpose()?,
                 mode,
                 compress,
+                run_id,
             };
             let specs = scenario::plan(&name, &opts)?;
             let stepped = scenario::is_stepped(&name, &opts);

@@ -154,6 +154,10 @@ pub struct RunSpec {
     /// (`--compress`; the gateway accepts it by default).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compress: bool,
+    /// loadgen's `--run-id`: the same id gives the same send schedule
+    /// (an A/B of servers under identical load); `None`: random.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 impl RunSpec {
@@ -217,6 +221,9 @@ impl RunSpec {
         if self.compress {
             a.push("--compress".into());
         }
+        if let Some(id) = &self.run_id {
+            a.extend(["--run-id".into(), id.clone()]);
+        }
         a
     }
 }
@@ -248,6 +255,9 @@ pub struct Options {
     pub mode: Option<String>,
     /// `--compress`: clients offer permessage-deflate (gateway only).
     pub compress: bool,
+    /// `--run-id`: loadgen's run id, with the run's index appended (each
+    /// run of a scenario its own schedule; the same across servers).
+    pub run_id: Option<String>,
 }
 
 /// Whether scenario `name` with these options runs a ladder of rates (and
@@ -334,6 +344,7 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
         sample_every_s: None,
         mode: o.mode.clone(),
         compress: o.compress,
+        run_id: None,
     };
     // room-fanout: a few senders; ~100k deliveries/s offered either way.
     let room = |label: &str| RunSpec {
@@ -489,7 +500,13 @@ pub fn plan(name: &str, o: &Options) -> anyhow::Result<Vec<RunSpec>> {
             .collect(),
         other => anyhow::bail!("unknown scenario {other:?}; known: {}", NAMES.join(", ")),
     };
-    for r in &mut runs {
+    if let Some(id) = &o.run_id {
+        if id.is_empty() || id.len() > 12 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            anyhow::bail!("--run-id: 1 to 12 ASCII letters and digits (got {id:?})");
+        }
+    }
+    for (i, r) in runs.iter_mut().enumerate() {
+        r.run_id = o.run_id.as_ref().map(|id| format!("{id}r{i}"));
         if let Some(c) = o.connections {
             r.connections = c;
         }
@@ -544,6 +561,44 @@ mod tests {
             ..o
         };
         assert!(plan("room-fanout", &peer).is_err());
+    }
+
+    #[test]
+    fn a_run_id_gives_each_run_its_own_schedule_and_every_server_the_same() {
+        let o = Options {
+            quick: true,
+            run_id: Some("ab1".into()),
+            steps: Some(vec![10.0, 20.0]),
+            ..Options::default()
+        };
+        let id_of = |o: &Options| -> Vec<String> {
+            plan("room-fanout", o)
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let args = r.loadgen_args("ws://x/ws");
+                    let at = args.iter().position(|a| a == "--run-id").unwrap();
+                    args[at + 1].clone()
+                })
+                .collect()
+        };
+        assert_eq!(id_of(&o), ["ab1r0", "ab1r1"]);
+        let bun = Options {
+            server: ServerKind::Bun,
+            ..o.clone()
+        };
+        assert_eq!(id_of(&bun), id_of(&o));
+        for bad in ["", "a-b", "abcdefghijklm"] {
+            let o = Options {
+                run_id: Some(bad.into()),
+                ..o.clone()
+            };
+            assert!(plan("room-fanout", &o).is_err(), "{bad:?}");
+        }
+        let none = plan("room-fanout", &Options::default()).unwrap();
+        assert!(!none[0]
+            .loadgen_args("ws://x/ws")
+            .contains(&"--run-id".to_string()));
     }
 
     #[test]

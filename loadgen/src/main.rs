@@ -141,6 +141,13 @@ struct Common {
     /// Pin client shards to CPUs.
     #[arg(long)]
     pin: bool,
+    /// The run's id (letters and digits): it names the run's users and
+    /// channels and seeds its randomness — the senders' phases, masks,
+    /// reconnect jitter. Two runs with the same id against fresh servers
+    /// send on the same schedule (an A/B whose only difference is the
+    /// server). [default: random]
+    #[arg(long)]
+    run_id: Option<String>,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -163,6 +170,9 @@ impl Common {
         cfg.scenario.abusers = self.abusers;
         cfg.scenario.abuse_rate = self.abuse_rate;
         cfg.scenario.mode = self.mode;
+        if let Some(id) = &self.run_id {
+            cfg.scenario.run_id.clone_from(id);
+        }
         cfg.compress = self.compress;
         if let Some(w) = &self.latency_window {
             cfg.latency_window_ms = parse_duration(w)?.as_millis() as u64;

@@ -252,9 +252,12 @@ pub fn plan(p: &ScenarioParams) -> Result<Plan, PlanError> {
     if !(p.churn_rate.is_finite() && p.churn_rate >= 0.0) {
         return Err(PlanError::Invalid("--churn-rate must be ≥ 0".into()));
     }
-    if p.run_id.is_empty() || !p.run_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if p.run_id.is_empty()
+        || p.run_id.len() > 16
+        || !p.run_id.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         return Err(PlanError::Invalid(
-            "the run id must be non-empty ASCII alphanumerics".into(),
+            "the run id must be 1 to 16 ASCII letters and digits".into(),
         ));
     }
     let mut b = Builder::new(p);
@@ -538,6 +541,22 @@ mod tests {
             assert!(chat_proto::is_valid_id(&c.user), "{}", c.user);
             assert!(chat_proto::is_valid_id(&c.device), "{}", c.device);
         }
+    }
+
+    #[test]
+    fn a_run_id_must_be_short_letters_and_digits() {
+        for bad in ["", "a-b", "x y", "abcdefghijklmnopq"] {
+            let p = ScenarioParams {
+                run_id: bad.into(),
+                ..params(ScenarioKind::Dm, 4)
+            };
+            assert!(plan(&p).is_err(), "{bad:?}");
+        }
+        let p = ScenarioParams {
+            run_id: "abcdefghijklmnop".into(),
+            ..params(ScenarioKind::Dm, 4)
+        };
+        assert!(plan(&p).is_ok());
     }
 
     #[test]
