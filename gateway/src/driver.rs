@@ -117,13 +117,6 @@ pub(crate) async fn upgrade(
         None
     };
     let extensions = deflate.map(|n| n.response_header());
-    if stream
-        .write_all(&http::upgrade_response_with(&key, extensions.as_deref()))
-        .await
-        .is_err()
-    {
-        return;
-    }
     let conn = shard.with(|st| {
         let conn = st.open_conn(&identity, now_ms());
         if deflate.is_some() {
@@ -131,6 +124,17 @@ pub(crate) async fn upgrade(
         }
         conn
     });
+    // The `hello` the session starts with goes out with the 101, in one
+    // write (one segment; the client reads both at once). Whatever is
+    // queued after it is the session's to write.
+    let mut reply = http::upgrade_response_with(&key, extensions.as_deref());
+    let greeting = shard.state.borrow().output_bytes(conn);
+    reply.extend_from_slice(&greeting);
+    if stream.write_all(&reply).await.is_err() {
+        shard.with(|st| st.close_conn(conn, now_ms()));
+        return;
+    }
+    shard.with(|st| st.wrote(conn, greeting.len(), now_ms()));
     let mut decoder = WsDecoder::new(Role::Server, shard.cfg.max_frame_bytes);
     if deflate.is_some() {
         decoder = decoder.with_permessage_deflate();
