@@ -60,7 +60,9 @@
 //!   connection's id (`ConnTable`, following the core's `ConnSlab`), so
 //!   a service finds its session — and prefetches the next one's — without
 //!   a hash. A session that closed its connection leaves the table in the
-//!   same step; lingering, it waits in a small map of its own (`parting`).
+//!   same step; one that lingers stays, its connection closed with the slot
+//!   held (`close_conn_held`), and releases the slot when it ends
+//!   (`finish`), so no new connection is given a slot still in use here.
 //!
 //! Each `unsafe` block is a plain libc call on an fd this module owns, or
 //! an io_uring submission whose entries reference no memory (polls and
@@ -69,7 +71,7 @@
 #![allow(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::task::{RawWaker, RawWakerVTable, Waker};
@@ -137,13 +139,9 @@ pub(crate) struct Ring {
     uring: RefCell<IoUring>,
     /// At the slots of their connections' ids (the core's `ConnSlab`
     /// assigns them): an idle session costs its entry and nothing beside
-    /// it, and finding one is an index. Only sessions whose connection is
-    /// open: a session that closed its connection leaves before the core
-    /// can give the slot to another (`parting` holds it while it lingers).
+    /// it, and finding one is an index. A lingering session keeps its
+    /// slot held in the core until it ends.
     sessions: RefCell<ConnTable<Session>>,
-    /// Sessions lingering after their close frame, their connections
-    /// closed (few: each leaves within `close_linger_ms`).
-    parting: RefCell<HashMap<ConnId, Session>>,
     /// Sessions to service, in order; duplicates are harmless (a session
     /// with nothing to do parks again).
     ready: RefCell<VecDeque<ConnId>>,
@@ -185,7 +183,6 @@ impl Ring {
         Ok(Ring {
             uring: RefCell::new(uring),
             sessions: RefCell::new(ConnTable::default()),
-            parting: RefCell::new(HashMap::new()),
             ready: RefCell::new(VecDeque::new()),
             readable: RefCell::new(VecDeque::new()),
             wake: Notify::default(),
@@ -357,13 +354,12 @@ impl Ring {
         {
             let mut uring = self.uring.borrow_mut();
             let mut sessions = self.sessions.borrow_mut();
-            let mut parting = self.parting.borrow_mut();
             let mut ready = self.ready.borrow_mut();
             let mut readable = self.readable.borrow_mut();
             for cqe in uring.completion() {
                 let ud = cqe.user_data();
                 let conn = ConnId(ud & CONN_MASK);
-                let Some(s) = sessions.get_mut(&conn).or_else(|| parting.get_mut(&conn)) else {
+                let Some(s) = sessions.get_mut(&conn) else {
                     continue;
                 };
                 match ud >> KIND_SHIFT {
@@ -390,9 +386,11 @@ impl Ring {
         }
     }
 
-    /// Ends a session whose core connection is closed: cancels its polls
-    /// and closes the socket.
-    fn finish(&self, conn: ConnId, s: Session) {
+    /// Ends a session whose core connection is closed: cancels its polls,
+    /// closes the socket and releases the connection's slot if the
+    /// session held it while lingering.
+    fn finish(&self, shard: &Shard, conn: ConnId, s: Session) {
+        shard.state.borrow_mut().release_slot(conn);
         self.cancel(user_data(KIND_READ, conn), conn);
         if s.write_armed {
             self.cancel(user_data(KIND_WRITE, conn), conn);
@@ -401,34 +399,28 @@ impl Ring {
         unsafe { libc::close(s.fd) };
     }
 
-    /// Services one session; returns it unless its connection closed
-    /// (then it is finished, or parting: lingering in `parting`).
+    /// Services one session; returns it unless it ended.
     fn service(&self, shard: &Rc<Shard>, conn: ConnId, mut s: Session) -> Option<Session> {
+        if s.lingering.is_some() {
+            return self.linger(conn, s, shard);
+        }
         match self.drive(shard, conn, &mut s) {
             Ok(()) => Some(s),
-            Err(end) => {
+            Err(SessionEnd::CloseSent) => {
+                // Lingers in the table: the connection is closed, its slot
+                // held until `finish`.
+                shard.with(|st| st.close_conn_held(conn, now_ms()));
+                unsafe { libc::shutdown(s.fd, libc::SHUT_WR) };
+                s.lingering = Some(0);
+                let deadline = now_ms() + shard.cfg.close_linger_ms;
+                self.lingering.borrow_mut().push_back((deadline, conn));
+                self.linger(conn, s, shard)
+            }
+            Err(_) => {
                 shard.with(|st| st.close_conn(conn, now_ms()));
-                if end == SessionEnd::CloseSent {
-                    unsafe { libc::shutdown(s.fd, libc::SHUT_WR) };
-                    s.lingering = Some(0);
-                    let deadline = now_ms() + shard.cfg.close_linger_ms;
-                    self.lingering.borrow_mut().push_back((deadline, conn));
-                    if let Some(s) = self.linger(conn, s, shard) {
-                        self.parting.borrow_mut().insert(conn, s);
-                    }
-                    return None;
-                }
-                self.finish(conn, s);
+                self.finish(shard, conn, s);
                 None
             }
-        }
-    }
-
-    /// Services a parting session: discards what its client sent.
-    fn serve_parting(&self, shard: &Rc<Shard>, conn: ConnId) {
-        let s = self.parting.borrow_mut().remove(&conn);
-        if let Some(s) = s.and_then(|s| self.linger(conn, s, shard)) {
-            self.parting.borrow_mut().insert(conn, s);
         }
     }
 
@@ -451,16 +443,21 @@ impl Ring {
     }
 
     /// Services a session woken only to write — nothing to read, not
-    /// closing, the socket not known to be full: one pass of the core's
-    /// writer (`ShardState::write_pass`), in place. False when the session
-    /// needs the general loop (`service`) or is not an open one; true when
-    /// it was served.
+    /// closing, not lingering, the socket not known to be full: one pass
+    /// of the core's writer (`ShardState::write_pass`), in place. False
+    /// when the session needs the general loop (`service`); true when it
+    /// was served or is gone.
     fn write_only(&self, shard: &Rc<Shard>, conn: ConnId) -> bool {
         let mut sessions = self.sessions.borrow_mut();
         let Some(s) = sessions.get_mut(&conn) else {
-            return false;
+            return true;
         };
-        if s.readable || s.closing || s.write_blocked || shard.flush.holds() {
+        if s.readable
+            || s.closing
+            || s.write_blocked
+            || s.lingering.is_some()
+            || shard.flush.holds()
+        {
             return false;
         }
         let fd = s.fd;
@@ -492,16 +489,21 @@ impl Ring {
         let mut total = s.lingering.unwrap_or(0);
         while s.readable {
             match recv(s.fd, &mut buf[..]) {
+                // Nothing more for now: keep lingering until the client
+                // closes (a socket closed with input unread would answer
+                // with a reset, which can destroy the close frame still
+                // unread at the client).
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => s.readable = false,
                 Ok(0) | Err(_) => {
                     drop(buf);
-                    self.finish(conn, s);
+                    self.finish(shard, conn, s);
                     return None;
                 }
                 Ok(n) => {
                     total += n;
                     if total >= LINGER_MAX_BYTES {
                         drop(buf);
-                        self.finish(conn, s);
+                        self.finish(shard, conn, s);
                         return None;
                     }
                     if n < buf.len() {
@@ -661,7 +663,7 @@ impl Ring {
 
     /// Closes lingering sessions whose deadline passed; returns the next
     /// deadline, if any.
-    fn sweep(&self, now: u64) -> Option<u64> {
+    fn sweep(&self, shard: &Shard, now: u64) -> Option<u64> {
         loop {
             let front = self.lingering.borrow().front().copied();
             let (deadline, conn) = front?;
@@ -669,9 +671,9 @@ impl Ring {
                 return Some(deadline);
             }
             self.lingering.borrow_mut().pop_front();
-            let s = self.parting.borrow_mut().remove(&conn);
+            let s = self.sessions.borrow_mut().remove(&conn);
             if let Some(s) = s {
-                self.finish(conn, s);
+                self.finish(shard, conn, s);
             }
         }
     }
@@ -679,8 +681,7 @@ impl Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        let parting = self.parting.get_mut().values_mut();
-        for s in self.sessions.get_mut().values_mut().chain(parting) {
+        for s in self.sessions.get_mut().values_mut() {
             unsafe { libc::close(s.fd) };
         }
         unsafe { libc::close(self.event_fd) };
@@ -781,14 +782,12 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
                 // Out of the table while serviced (servicing may reach the
                 // ring again), its id keeping the slot.
                 let taken = ring.sessions.borrow_mut().take(&conn);
-                match taken {
-                    Some(s) => match ring.service(&shard, conn, s) {
-                        Some(s) => ring.sessions.borrow_mut().put_back(&conn, s),
-                        None => {
-                            ring.sessions.borrow_mut().remove(&conn);
-                        }
-                    },
-                    None => ring.serve_parting(&shard, conn),
+                let Some(s) = taken else { continue };
+                match ring.service(&shard, conn, s) {
+                    Some(s) => ring.sessions.borrow_mut().put_back(&conn, s),
+                    None => {
+                        ring.sessions.borrow_mut().remove(&conn);
+                    }
                 }
             }
             serviced += 1;
@@ -798,7 +797,7 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
                 ring.reap();
             }
         }
-        let next_deadline = ring.sweep(now_ms());
+        let next_deadline = ring.sweep(&shard, now_ms());
         ring.submit();
         if !ring.ready.borrow().is_empty() || !ring.readable.borrow().is_empty() {
             continue;

@@ -215,7 +215,29 @@ impl ShardState {
     /// A connection ended: leaves its channels and tells the user's owner.
     pub fn close_conn(&mut self, id: ConnId, now: u64) {
         self.set_now(now);
-        let Some(conn) = self.conns.remove(&id) else {
+        let conn = self.conns.remove(&id);
+        self.connection_closed(id, conn);
+    }
+
+    /// As [`ShardState::close_conn`], but the connection's slot — its id's
+    /// place in the driver's own per-connection table — goes to no other
+    /// connection until [`ShardState::release_slot`]: for a driver that
+    /// keeps the socket after the connection closed (the ring's lingering
+    /// session).
+    pub fn close_conn_held(&mut self, id: ConnId, now: u64) {
+        self.set_now(now);
+        let conn = self.conns.remove_held(&id);
+        self.connection_closed(id, conn);
+    }
+
+    /// Lets the slot [`ShardState::close_conn_held`] kept go to a later
+    /// connection (once; later calls do nothing).
+    pub fn release_slot(&mut self, id: ConnId) {
+        self.conns.release(&id);
+    }
+
+    fn connection_closed(&mut self, id: ConnId, conn: Option<Conn>) {
+        let Some(conn) = conn else {
             return;
         };
         for (channel, sub) in &conn.subs {
@@ -1034,7 +1056,7 @@ impl ShardState {
 }
 
 #[cfg(test)]
-mod write_pass_tests {
+mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::config::Config;
@@ -1077,6 +1099,33 @@ mod write_pass_tests {
             room -= k;
             Ok(k)
         }
+    }
+
+    #[test]
+    fn a_connection_closed_with_its_slot_held_gives_the_slot_away_only_when_released() {
+        let (mut st, c) = shard_with_conn();
+        let bob = Identity {
+            user: "bob".into(),
+            device: "d".into(),
+            expires_ms: None,
+        };
+        st.close_conn_held(c, 2_000);
+        assert!(!st.is_open(c));
+        assert_eq!(st.conn_count(), 0);
+        let d = st.open_conn(&bob, 2_000);
+        assert_ne!(d.slot(), c.slot(), "held: not given to the next connection");
+        st.release_slot(c);
+        st.release_slot(c);
+        let e = st.open_conn(&bob, 2_000);
+        let f = st.open_conn(&bob, 2_000);
+        assert_eq!(e.slot(), c.slot(), "released: reused");
+        assert!(
+            f.slot() != c.slot() && f.slot() != d.slot(),
+            "and only once"
+        );
+        // A plain close frees the slot at once.
+        st.close_conn(d, 3_000);
+        assert_eq!(st.open_conn(&bob, 3_000).slot(), d.slot());
     }
 
     #[test]

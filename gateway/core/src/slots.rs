@@ -18,9 +18,11 @@
 //! - [`ConnTable`] **follows** a slab: a runtime's per-connection state
 //!   (the socket ring's sessions) kept at the slots the slab assigned.
 //!   Its owner removes an entry before the slab can give the slot away
-//!   again (the ring removes a session in the same step that closes its
-//!   connection); inserting over another live id is that rule broken, and
-//!   panics.
+//!   again: the ring removes a session in the same step that closes its
+//!   connection, or — a session lingering after its close frame — closes
+//!   the connection with its slot held ([`ConnSlab::remove_held`]) and
+//!   releases the slot when the session ends. Inserting over another live
+//!   id is that rule broken, and panics.
 //!
 //! An entry is the id and the value, `8 + size_of::<Option<V>>()` bytes;
 //! a slot freed in a slab holds the id its next occupant will get (with
@@ -48,6 +50,9 @@ const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
 /// Set in the stored id of a free slot; no id has it.
 const VACANT: u64 = 1 << 63;
+/// Set, with [`VACANT`], in the stored id of a slot removed with
+/// [`ConnSlab::remove_held`] and not released yet; no id has it.
+const HELD: u64 = 1 << 62;
 
 impl ConnId {
     /// The id of `slot`'s connection of generation `generation` (taken
@@ -288,6 +293,30 @@ impl<V> ConnSlab<V> {
         self.free.push(id.slot() as u32);
         v
     }
+
+    /// Removes `id` as [`ConnSlab::remove`] does, but keeps its slot from
+    /// any other connection until [`ConnSlab::release`]: for a runtime
+    /// whose table still holds the slot (a session lingering after its
+    /// connection closed, in the ring's table). `id` finds nothing from
+    /// now on.
+    pub fn remove_held(&mut self, id: &ConnId) -> Option<V> {
+        let v = self.slots.vacate(*id)?;
+        self.slots.entries[id.slot()].id |= HELD;
+        v
+    }
+
+    /// Lets the slot [`ConnSlab::remove_held`] kept for `id` go to a later
+    /// connection. Releasing anything else (an id never held, or released
+    /// already) does nothing.
+    pub fn release(&mut self, id: &ConnId) {
+        let held = VACANT | HELD | id.successor().0;
+        if let Some(e) = self.slots.entries.get_mut(id.slot()) {
+            if e.id == held {
+                e.id &= !HELD;
+                self.free.push(id.slot() as u32);
+            }
+        }
+    }
 }
 
 /// A runtime's per-connection state at the slots a [`ConnSlab`] assigned
@@ -402,6 +431,27 @@ mod tests {
         }
         assert_eq!(m.get(&keep), Some(&0));
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn a_held_slot_waits_for_its_release_and_is_released_once() {
+        let mut m: ConnSlab<&str> = ConnSlab::default();
+        let a = m.insert_new("a");
+        assert_eq!(m.remove_held(&a), Some("a"));
+        assert_eq!(m.get(&a), None);
+        assert!(!m.contains_key(&a));
+        assert_eq!(m.len(), 0);
+        let b = m.insert_new("b");
+        assert_ne!(b.slot(), a.slot(), "a held slot is not given away");
+        m.release(&b); // b was never held: nothing happens
+        m.release(&a);
+        m.release(&a); // once only
+        let c = m.insert_new("c");
+        assert_eq!(c.slot(), a.slot(), "released: reused");
+        assert_ne!(c, a);
+        let d = m.insert_new("d");
+        assert_eq!(d.slot(), 2, "the slot went to one connection only");
+        assert_eq!(m.keys().collect::<Vec<_>>(), vec![c, b, d]);
     }
 
     #[test]
