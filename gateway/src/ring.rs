@@ -42,7 +42,11 @@
 //!   queue keeps its latency), submits what it queued with one
 //!   `io_uring_enter`, and sleeps until either the ring's eventfd (read
 //!   through glommio, so the shard's executor sleeps on one thing) or the
-//!   ready queue wakes it.
+//!   ready queue wakes it. The ring is set up with cooperative task
+//!   running (`IORING_SETUP_COOP_TASKRUN`): a socket becoming readable
+//!   while the shard runs does not interrupt it with an IPI — the kernel
+//!   posts the completion at the shard's next syscall, and wakes a
+//!   sleeping shard as before.
 //! - **The rules are the glommio driver's, step for step** (`service` is
 //!   `driver.rs`'s poll loop): admission of queued requests first, then one
 //!   write of everything queued, close once everything owed is out, reads
@@ -167,9 +171,20 @@ impl Ring {
     /// A ring for one shard, or the error that keeps the shard on glommio
     /// drivers (the caller logs it).
     pub(crate) fn new() -> std::io::Result<Ring> {
+        // Cooperative task running: a completion (a socket became readable)
+        // does not interrupt the shard with an IPI while it runs; the
+        // kernel posts it at the shard's next syscall, and wakes the shard
+        // as before when it sleeps. Kernels before 5.19 refuse the flag:
+        // the ring then interrupts as it did.
         let uring = IoUring::builder()
             .setup_cqsize(SQ_ENTRIES * 4)
-            .build(SQ_ENTRIES)?;
+            .setup_coop_taskrun()
+            .build(SQ_ENTRIES)
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_cqsize(SQ_ENTRIES * 4)
+                    .build(SQ_ENTRIES)
+            })?;
         // A blocking eventfd: io_uring waits for it to be readable instead
         // of failing with EAGAIN.
         let event_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
