@@ -4,6 +4,10 @@
 # middle of a 14 s run, divided by the deliveries offered in that window
 # (RATE x PER x seconds; check ok=True: every delivery arrived). WIN=seconds
 # changes the window (default 4); PERF_ARGS the perf record options.
+# Also printed: loadgen's CPU and each CPU's busy time (/proc/stat, softirqs
+# included whoever they ran for) per delivery. ACKS=1 counts, per CPU, the
+# segments the server's sockets received (tcp:tcp_probe filtered on the
+# server's port: loadgen's ACKs and the senders' frames) instead of sleeping.
 # Run from the repository root after `bench peers setup`.
 # usage: [BIN=dir] [PER=deliveries per message] [LOADGEN_ARGS=...] [PERF=1]
 #        ksplit.sh gateway|bun RATE TAG      -> /tmp/ksplit-TAG/
@@ -23,11 +27,15 @@ P=$!; sleep 1.5
 taskset -c 1 $B/loadgen $LA --target ws://127.0.0.1:$PORT/ws --rate $RATE --duration $((10 + ${WIN:-4}))s --ramp 5000 --json --quiet > $D/lg.json 2>$D/lg.err &
 LG=$!; sleep 6
 st() { cat /proc/$P/task/*/stat | awk '{u+=$14; s+=$15} END {print u, s}'; }
-a=($(st)); t1=$(date +%s.%N); cat /proc/net/snmp /proc/net/netstat > $D/net1.txt
+lgst() { cat /proc/$LG/task/*/stat 2>/dev/null | awk '{u+=$14; s+=$15} END {print u+s}'; }
+cpus() { awk '/^cpu[01] / {print $2+$3+$4+$7+$8}' /proc/stat | paste -sd' '; }
+a=($(st)); la=$(lgst); ca=($(cpus)); t1=$(date +%s.%N); cat /proc/net/snmp /proc/net/netstat > $D/net1.txt
 if [ -n "$PERF" ]; then perf record ${PERF_ARGS:--F 1999 -g} -p $P -o $D/perf.data sleep ${WIN:-4} >/dev/null 2>&1
+elif [ -n "$ACKS" ]; then perf stat -a -A -x, -e tcp:tcp_probe --filter "sport == $PORT" -o $D/acks.csv sleep ${WIN:-4} >/dev/null 2>&1
 elif [ -n "$PSTAT" ]; then perf stat -x, -e instructions:u,cycles:u,instructions:k,cycles:k -p $P -o $D/stat.csv sleep ${WIN:-4} >/dev/null 2>&1
 else sleep ${WIN:-4}; fi
-b=($(st)); t2=$(date +%s.%N); cat /proc/net/snmp /proc/net/netstat > $D/net2.txt
+b=($(st)); lb=$(lgst); cb=($(cpus)); t2=$(date +%s.%N); cat /proc/net/snmp /proc/net/netstat > $D/net2.txt
+echo "$la $lb ${ca[*]} ${cb[*]}" > $D/cpus.txt
 wait $LG; kill $P; wait $P 2>/dev/null
 python3 - "$D" "$RATE" "$PER" "${a[@]}" "${b[@]}" "$t1" "$t2" "$S" <<'PY'
 import sys,json
@@ -51,6 +59,14 @@ def net(f):
 if os.path.exists(D+'/net1.txt') and os.path.exists(D+'/net2.txt'):
     n1,n2=net(D+'/net1.txt'),net(D+'/net2.txt')
     dd=lambda k: (n2.get(k,0)-n1.get(k,0))/w
+    c=open(D+'/cpus.txt').read().split()
+    if len(c)==6:
+        la,lb,c0a,c1a,c0b,c1b=map(int,c)
+        extra+=" | per delivery: loadgen %.2f us, CPU0 %.2f us, CPU1 %.2f us" % (1e4*(lb-la)/deliv, 1e4*(c0b-c0a)/deliv, 1e4*(c1b-c1a)/deliv)
+    if os.path.exists(D+'/acks.csv'):
+        for l in open(D+'/acks.csv'):
+            f=l.strip().split(',')
+            if len(f)>3 and f[0].startswith('CPU'): extra+=" | server-socket segs/s %s %.0f" % (f[0], float(f[1])/w)
     extra+=" | host/s: OutSegs %.0f DelayedACKs %.0f PureAcks %.0f HPAcks %.0f HPHits %.0f" % (dd('Tcp:OutSegs'), dd('TcpExt:DelayedACKs'), dd('TcpExt:TCPPureAcks'), dd('TcpExt:TCPHPAcks'), dd('TcpExt:TCPHPHits'))
 print("%s %s rate %s: CPU %.3f/s (user %.3f, sys %.3f) -> per delivery user %.2f us, kernel %.2f us, total %.2f us; p50 %.2f p99 %.2f ms ok %s" % (D,S,rate,(u+s)/w,u/w,s/w,1e6*u/deliv,1e6*s/deliv,1e6*(u+s)/deliv,j['latency_us']['p50']/1e3,j['latency_us']['p99']/1e3,j['ok'])+extra)
 PY
