@@ -11,6 +11,12 @@
 # of kernel time, for every server) and a 1,000-member room (stopping at
 # p99 > 50 ms).
 #
+# Every run passes loadgen the run id `suite` (the bench appends each run's
+# index), so the gateway and the peers see the same send schedule in each
+# scenario: how often messages share a segment depends on the senders'
+# phases, which the run id seeds (docs/benchmarks.md, "Connections by
+# slot").
+#
 # Every result JSON, Markdown row and SVG lands in OUT_DIR (default
 # bench/results/suite-<date>); the log of the run in OUT_DIR/suite.log.
 set -euo pipefail
@@ -22,7 +28,7 @@ exec > >(tee -a "$OUT/suite.log") 2>&1
 
 step() { echo; echo "== $(date -u +%H:%M:%S) bench $*"; }
 DIR="$OUT"
-run() { step run "$@"; "$B" run "$@" --out "$DIR" || echo "!! failed: bench run $*"; }
+run() { step run "$@"; "$B" run "$@" --run-id suite --out "$DIR" || echo "!! failed: bench run $*"; }
 BIG=(--stop-p99-ms 1000)
 SMALL=(--connections 1000 --steps 10,20,40,80,160,320,640,1280)
 fanout() { run room-fanout "${BIG[@]}" "$@"; run room-fanout "${SMALL[@]}" "$@"; }
