@@ -63,51 +63,76 @@ pub(crate) async fn admit(
     head: &RequestHead,
     cors: Option<&str>,
 ) -> Option<Identity> {
-    match authenticate(&shard.cfg, head) {
+    match admit_or_refuse(shard, head, cors) {
         Ok(id) => Some(id),
-        Err(e) => {
-            shard
-                .global
-                .stats
-                .auth_failures
-                .fetch_add(1, Ordering::Relaxed);
-            let r =
-                http::Reply::error(401, "unauthorized", &e.to_string()).encode(http::ConnHeaders {
-                    persist: http::Persist::Close,
-                    cors_origin: cors,
-                });
-            write_and_close(stream, &r).await;
+        Err(refusal) => {
+            write_and_close(stream, &refusal).await;
             None
         }
     }
 }
 
-/// Upgrades to WebSocket and runs the session until it ends.
-pub(crate) async fn upgrade(
-    shard: Rc<Shard>,
-    mut stream: TcpStream,
-    head: RequestHead,
-    rest: Vec<u8>,
-    slot: Slot,
-) {
+/// Authenticates a request, or counts the failure and returns the 401 to
+/// answer with.
+fn admit_or_refuse(
+    shard: &Shard,
+    head: &RequestHead,
+    cors: Option<&str>,
+) -> Result<Identity, Vec<u8>> {
+    authenticate(&shard.cfg, head).map_err(|e| {
+        shard
+            .global
+            .stats
+            .auth_failures
+            .fetch_add(1, Ordering::Relaxed);
+        http::Reply::error(401, "unauthorized", &e.to_string()).encode(http::ConnHeaders {
+            persist: http::Persist::Close,
+            cors_origin: cors,
+        })
+    })
+}
+
+/// An accepted upgrade: the connection is open in the core and its
+/// `hello` queued.
+pub(crate) struct Upgraded {
+    pub(crate) conn: ConnId,
+    /// The 101 with the `hello` appended: one write, one segment.
+    pub(crate) reply: Vec<u8>,
+    /// How many of `reply`'s bytes are the `hello` (the core's outbox;
+    /// report them with `wrote` once written).
+    pub(crate) greeting_len: usize,
+    /// The session's decoder (with permessage-deflate when negotiated).
+    pub(crate) decoder: WsDecoder,
+}
+
+/// Decides an upgrade request without any I/O: checks it, authenticates
+/// it, refuses it while draining, negotiates permessage-deflate and opens
+/// the connection in the core. `Err` is the response to answer with before
+/// closing. Both ways of serving sockets use it: a glommio stream
+/// ([`upgrade`]) and the socket ring (`ring.rs`), which answers the
+/// upgrade itself.
+pub(crate) fn decide_upgrade(shard: &Rc<Shard>, head: &RequestHead) -> Result<Upgraded, Vec<u8>> {
     if head.method != "GET" || !head.upgrade_websocket || head.ws_version.as_deref() != Some("13") {
-        let r = http::json_error_response(
+        return Err(http::json_error_response(
             400,
             "bad_request",
             "expected a WebSocket upgrade (GET, Upgrade: websocket, Sec-WebSocket-Version: 13)",
-        );
-        return write_and_close(&mut stream, &r).await;
+        ));
     }
-    let Some(key) = head.ws_key.clone() else {
-        let r = http::json_error_response(400, "bad_request", "missing Sec-WebSocket-Key");
-        return write_and_close(&mut stream, &r).await;
+    let Some(key) = head.ws_key.as_deref() else {
+        return Err(http::json_error_response(
+            400,
+            "bad_request",
+            "missing Sec-WebSocket-Key",
+        ));
     };
-    let Some(identity) = admit(&shard, &mut stream, &head, None).await else {
-        return;
-    };
+    let identity = admit_or_refuse(shard, head, None)?;
     if shard.state.borrow().is_draining() {
-        let r = http::json_error_response(503, "unavailable", "server shutting down");
-        return write_and_close(&mut stream, &r).await;
+        return Err(http::json_error_response(
+            503,
+            "unavailable",
+            "server shutting down",
+        ));
     }
     // permessage-deflate: the first offer we can honour, if any (else plain
     // frames, as for a client that offers nothing).
@@ -127,21 +152,47 @@ pub(crate) async fn upgrade(
     // The `hello` the session starts with goes out with the 101, in one
     // write (one segment; the client reads both at once). Whatever is
     // queued after it is the session's to write.
-    let mut reply = http::upgrade_response_with(&key, extensions.as_deref());
+    let mut reply = http::upgrade_response_with(key, extensions.as_deref());
     let greeting = shard.state.borrow().output_bytes(conn);
     reply.extend_from_slice(&greeting);
-    if stream.write_all(&reply).await.is_err() {
-        shard.with(|st| st.close_conn(conn, now_ms()));
-        return;
-    }
-    shard.with(|st| st.wrote(conn, greeting.len(), now_ms()));
     let mut decoder = WsDecoder::new(Role::Server, shard.cfg.max_frame_bytes);
     if deflate.is_some() {
         decoder = decoder.with_permessage_deflate();
     }
+    Ok(Upgraded {
+        conn,
+        reply,
+        greeting_len: greeting.len(),
+        decoder,
+    })
+}
+
+/// Upgrades to WebSocket and runs the session until it ends.
+pub(crate) async fn upgrade(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    head: RequestHead,
+    rest: Vec<u8>,
+    slot: Slot,
+) {
+    let up = match decide_upgrade(&shard, &head) {
+        Ok(up) => up,
+        Err(refusal) => return write_and_close(&mut stream, &refusal).await,
+    };
+    let Upgraded {
+        conn,
+        reply,
+        greeting_len,
+        decoder,
+    } = up;
+    if stream.write_all(&reply).await.is_err() {
+        shard.with(|st| st.close_conn(conn, now_ms()));
+        return;
+    }
+    shard.with(|st| st.wrote(conn, greeting_len, now_ms()));
     if let Some(ring) = shard.ring.clone() {
         // The shard's socket ring drives the session (`ring.rs`).
-        return ring.adopt(&shard, stream, conn, decoder, &rest, slot);
+        return ring.adopt_stream(&shard, stream, conn, decoder, &rest, slot);
     }
     let mut driver = Driver {
         shard: shard.clone(),

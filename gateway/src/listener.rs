@@ -4,6 +4,7 @@
 //! (`driver.rs`), the SSE stream (`sse.rs`), the HTTP API (`http_api.rs`),
 //! the demo page, `/healthz`, `/readyz` and `/metrics`.
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use chat_proto::http::{self, ConnHeaders, Persist, Reply, RequestHead};
 use chat_proto::origin::{self, OriginVerdict};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 
 use crate::shard_task::{Global, Shard};
 use crate::util::{now_ms, write_and_close};
@@ -30,55 +31,139 @@ fn is_fd_exhaustion(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
-/// Accepts connections until the shard stops accepting.
-pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts connections until the shard stops accepting (this task is
+/// cancelled, which closes the listener). A shard with a socket ring lets
+/// the ring accept (`ring.rs`: one multishot accept, the upgrade answered
+/// on the ring) and only holds the listener here; it falls back to
+/// accepting through glommio when the kernel refuses a multishot accept.
+pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListener) {
+    if let Some(ring) = shard.ring.clone() {
+        // Stops the ring's accept before the listener closes (the kernel
+        // keeps a listening socket open while an accept on it is armed).
+        let listening = crate::ring::Listening::start(&ring, listener.as_raw_fd());
+        listening.until_refused().await;
+    }
+    let listener = crate::sys::glommio_listener(listener);
     let mut warned_at = 0u64;
     loop {
         if !shard.accepting.get() {
             return;
         }
         match listener.accept().await {
-            Ok(stream) => {
-                let global = shard.global.clone();
-                let n = global.stats.connections.fetch_add(1, Ordering::Relaxed);
-                let slot = Slot(global.clone());
-                if n >= global.max_connections || !shard.accepting.get() {
-                    global.stats.refused.fetch_add(1, Ordering::Relaxed);
+            Ok(stream) => match admit_connection(&shard) {
+                Ok(slot) => {
+                    configure_socket(socket2::SockRef::from(&stream), &shard.cfg);
+                    glommio::spawn_local(serve(shard.clone(), stream, slot, Vec::new())).detach();
+                }
+                Err(slot) => {
                     glommio::spawn_local(refuse(stream, slot)).detach();
-                } else {
-                    glommio::spawn_local(serve(shard.clone(), stream, slot)).detach();
                 }
-            }
+            },
             Err(e) => {
-                shard
-                    .global
-                    .stats
-                    .accept_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                let io_err: std::io::Error = e.into();
-                let now = now_ms();
-                if now.saturating_sub(warned_at) > 5_000 {
-                    warned_at = now;
-                    tracing::warn!(error = %io_err, "accept failed; backing off");
-                }
-                // EMFILE/ENFILE return at once without yielding: without a
-                // pause this loop would spin and starve every connection.
-                let pause = if is_fd_exhaustion(&io_err) { 50 } else { 5 };
-                glommio::timer::sleep(Duration::from_millis(pause)).await;
+                let pause = accept_failed(&shard, &e.into(), &mut warned_at);
+                glommio::timer::sleep(pause).await;
             }
         }
     }
 }
 
+/// Counts an accepted connection: `Ok` while under the connection maximum
+/// and accepting, else `Err` (counted as refused; answer with
+/// [`LIMIT_REACHED`]). Either way the slot counts it until dropped.
+pub(crate) fn admit_connection(shard: &Shard) -> Result<Slot, Slot> {
+    let global = shard.global.clone();
+    let n = global.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let slot = Slot(global.clone());
+    if n >= global.max_connections || !shard.accepting.get() {
+        global.stats.refused.fetch_add(1, Ordering::Relaxed);
+        return Err(slot);
+    }
+    Ok(slot)
+}
+
+/// Counts a failed accept and logs it (at most every 5 s); returns how long
+/// to pause before accepting again. EMFILE/ENFILE fail at once without
+/// waiting: without a pause the accepting loop would spin and starve every
+/// connection.
+pub(crate) fn accept_failed(shard: &Shard, e: &std::io::Error, warned_at: &mut u64) -> Duration {
+    shard
+        .global
+        .stats
+        .accept_errors
+        .fetch_add(1, Ordering::Relaxed);
+    let now = now_ms();
+    if now.saturating_sub(*warned_at) > 5_000 {
+        *warned_at = now;
+        tracing::warn!(error = %e, "accept failed; backing off");
+    }
+    Duration::from_millis(if is_fd_exhaustion(e) { 50 } else { 5 })
+}
+
+/// The options every accepted socket gets: no Nagle delay, and the
+/// configured send buffer.
+pub(crate) fn configure_socket(sock: socket2::SockRef<'_>, cfg: &chat_core::Config) {
+    let _ = sock.set_nodelay(true);
+    if cfg.socket_send_buffer_bytes > 0 {
+        let _ = sock.set_send_buffer_size(cfg.socket_send_buffer_bytes);
+    }
+}
+
+/// The answer to a connection past the maximum.
+pub(crate) fn limit_reached() -> Vec<u8> {
+    http::json_error_response(503, "unavailable", "connection limit reached")
+}
+
 /// Answers a connection past the maximum with 503 and closes it.
 async fn refuse(mut stream: TcpStream, _slot: Slot) {
-    let resp = http::json_error_response(503, "unavailable", "connection limit reached");
+    let resp = limit_reached();
     let _ = glommio::timer::timeout(Duration::from_millis(500), async move {
         let _ = stream.write_all(&resp).await;
         let _ = stream.close().await;
         Ok(())
     })
     .await;
+}
+
+/// Serves a connection the socket ring accepted whose first request is not
+/// a WebSocket upgrade: `head` holds the bytes read so far (at least one
+/// whole request head).
+pub(crate) fn serve_handed_over(shard: Rc<Shard>, stream: TcpStream, slot: Slot, head: Vec<u8>) {
+    glommio::spawn_local(serve(shard, stream, slot, head)).detach();
+}
+
+/// Checks a request's `Origin` (`allowed_origins`, `origin.rs` of
+/// chat-proto): `Ok` with the origin to answer CORS headers for, if any;
+/// `Err` with the 403 to answer before closing (counted).
+pub(crate) fn check_origin(shard: &Shard, head: &RequestHead) -> Result<Option<String>, Vec<u8>> {
+    match shard
+        .origins
+        .check(head.origin.as_deref(), head.host.as_deref())
+    {
+        OriginVerdict::NoOrigin => Ok(None),
+        OriginVerdict::Allowed(origin) => Ok(Some(origin)),
+        OriginVerdict::Refused(origin) => {
+            shard
+                .global
+                .stats
+                .origin_refused
+                .fetch_add(1, Ordering::Relaxed);
+            Err(http::json_error_response(
+                403,
+                "forbidden",
+                &format!("origin {origin} is not allowed (allowed_origins)"),
+            ))
+        }
+    }
+}
+
+/// The answer to a request head that could not be read.
+pub(crate) fn head_error(e: http::HttpError) -> Vec<u8> {
+    match e {
+        http::HttpError::TooLarge => {
+            http::json_error_response(431, "bad_request", "request head too large")
+        }
+        http::HttpError::Malformed(m) => http::json_error_response(400, "bad_request", &m),
+    }
 }
 
 /// Reads the HTTP request head (bounded size), after the bytes already in
@@ -110,18 +195,13 @@ async fn read_head(
 
 /// Serves one accepted connection: HTTP endpoints or a WebSocket session.
 /// An HTTP API call may be followed by more on the same connection
-/// (keep-alive, [`api_call`]); everything else ends it.
-async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: Slot) {
-    let _ = stream.set_nodelay(true);
-    if shard.cfg.socket_send_buffer_bytes > 0 {
-        let _ = socket2::SockRef::from(&stream)
-            .set_send_buffer_size(shard.cfg.socket_send_buffer_bytes);
-    }
+/// (keep-alive, [`api_call`]); everything else ends it. `buf` holds bytes
+/// already read from it (a connection the socket ring handed over).
+async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: Slot, mut buf: Vec<u8>) {
     let max_head = shard.cfg.max_request_head_bytes;
     // The first head within the handshake timeout; a next one (keep-alive)
     // within the idle timeout.
     let mut wait = Duration::from_millis(shard.cfg.handshake_timeout_ms);
-    let mut buf = Vec::new();
     loop {
         let head = glommio::timer::timeout(wait, async {
             Ok(read_head(&mut stream, std::mem::take(&mut buf), max_head).await)
@@ -130,37 +210,13 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: Slot) {
         let (head, rest) = match head {
             Ok(Ok(Some(h))) => h,
             Ok(Ok(None)) | Err(_) => return,
-            Ok(Err(http::HttpError::TooLarge)) => {
-                let r = http::json_error_response(431, "bad_request", "request head too large");
-                return write_and_close(&mut stream, &r).await;
-            }
-            Ok(Err(http::HttpError::Malformed(m))) => {
-                let r = http::json_error_response(400, "bad_request", &m);
-                return write_and_close(&mut stream, &r).await;
-            }
+            Ok(Err(e)) => return write_and_close(&mut stream, &head_error(e)).await,
         };
-        // Browser pages: refused unless allowed (`allowed_origins`,
-        // `origin.rs` of chat-proto); an allowed one gets CORS headers on
-        // every answer.
-        let cors = match shard
-            .origins
-            .check(head.origin.as_deref(), head.host.as_deref())
-        {
-            OriginVerdict::NoOrigin => None,
-            OriginVerdict::Allowed(origin) => Some(origin),
-            OriginVerdict::Refused(origin) => {
-                shard
-                    .global
-                    .stats
-                    .origin_refused
-                    .fetch_add(1, Ordering::Relaxed);
-                let r = http::json_error_response(
-                    403,
-                    "forbidden",
-                    &format!("origin {origin} is not allowed (allowed_origins)"),
-                );
-                return write_and_close(&mut stream, &r).await;
-            }
+        // Browser pages: refused unless allowed; an allowed one gets CORS
+        // headers on every answer.
+        let cors = match check_origin(&shard, &head) {
+            Ok(cors) => cors,
+            Err(refusal) => return write_and_close(&mut stream, &refusal).await,
         };
         let is_api_call = head.path.starts_with("/v1/")
             && head.method != "OPTIONS"

@@ -74,6 +74,10 @@
 
 #![allow(unsafe_code)]
 
+mod accept;
+
+pub(crate) use accept::Listening;
+
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -102,11 +106,19 @@ const READ_BURST: u32 = 16;
 const LINGER_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// What a completion is about (the top two bits of its `user_data`; the
-/// rest is the `ConnId`).
+/// rest is the `ConnId` of a session, or the id of a handshake).
 const KIND_SHIFT: u32 = 62;
+/// A session's socket is readable.
 const KIND_READ: u64 = 0;
+/// A full session socket takes bytes again.
 const KIND_WRITE: u64 = 1;
-const KIND_CANCEL: u64 = 2;
+/// A handshake's socket is readable (`accept.rs`).
+const KIND_HEAD: u64 = 2;
+/// The listener's multishot accept (`accept.rs`); no id.
+const KIND_ACCEPT: u64 = 3;
+/// The completions nobody waits for (cancels): no connection or handshake
+/// has id 0, so this is `user_data(KIND_READ, ConnId(0))` of no session.
+const IGNORED: u64 = 0;
 const CONN_MASK: u64 = (1 << KIND_SHIFT) - 1;
 
 fn user_data(kind: u64, conn: ConnId) -> u64 {
@@ -165,6 +177,8 @@ pub(crate) struct Ring {
     event_fd: RawFd,
     /// Submissions queued since the last `io_uring_enter`.
     unsubmitted: Cell<u32>,
+    /// Accepting and reading request heads (`accept.rs`).
+    accept: accept::Acceptor,
 }
 
 impl Ring {
@@ -204,6 +218,7 @@ impl Ring {
             lingering: RefCell::new(VecDeque::new()),
             event_fd,
             unsubmitted: Cell::new(0),
+            accept: accept::Acceptor::default(),
         })
     }
 
@@ -241,12 +256,10 @@ impl Ring {
         self.wake.notify();
     }
 
-    /// Takes over an upgraded connection: the socket moves from the
-    /// glommio stream (whose fd is duplicated, then the stream dropped) to
-    /// the ring; `decoder` is the session's (with permessage-deflate when
-    /// the upgrade negotiated it); `rest` are bytes that came with the
-    /// upgrade request.
-    pub(crate) fn adopt(
+    /// Takes over a connection upgraded on a glommio stream (a kept-alive
+    /// HTTP connection whose next request was the upgrade): the stream's fd
+    /// is duplicated, then the stream dropped; see [`Ring::adopt`].
+    pub(crate) fn adopt_stream(
         &self,
         shard: &Rc<Shard>,
         stream: glommio::net::TcpStream,
@@ -257,6 +270,22 @@ impl Ring {
     ) {
         let fd = unsafe { libc::dup(stream.as_raw_fd()) };
         drop(stream);
+        self.adopt(shard, fd, conn, decoder, rest, slot);
+    }
+
+    /// Takes over an upgraded connection's socket `fd` (its `101` and
+    /// `hello` written); `decoder` is the session's (with
+    /// permessage-deflate when the upgrade negotiated it); `rest` are
+    /// bytes that came with the upgrade request.
+    fn adopt(
+        &self,
+        shard: &Rc<Shard>,
+        fd: RawFd,
+        conn: ConnId,
+        decoder: WsDecoder,
+        rest: &[u8],
+        slot: Slot,
+    ) {
         if fd < 0 {
             // Out of fds: the session cannot continue.
             drop(slot);
@@ -328,12 +357,8 @@ impl Ring {
         );
     }
 
-    fn cancel(&self, target: u64, conn: ConnId) {
-        self.push(
-            opcode::AsyncCancel::new(target)
-                .build()
-                .user_data(user_data(KIND_CANCEL, conn)),
-        );
+    fn cancel(&self, target: u64) {
+        self.push(opcode::AsyncCancel::new(target).build().user_data(IGNORED));
     }
 
     fn submit(&self) {
@@ -374,6 +399,19 @@ impl Ring {
             for cqe in uring.completion() {
                 let ud = cqe.user_data();
                 let conn = ConnId(ud & CONN_MASK);
+                match ud >> KIND_SHIFT {
+                    _ if ud == IGNORED => continue,
+                    KIND_ACCEPT => {
+                        self.accept
+                            .completed(cqe.result(), cqueue::more(cqe.flags()));
+                        continue;
+                    }
+                    KIND_HEAD => {
+                        self.accept.head_readable(conn);
+                        continue;
+                    }
+                    _ => {}
+                }
                 let Some(s) = sessions.get_mut(&conn) else {
                     continue;
                 };
@@ -406,9 +444,9 @@ impl Ring {
     /// session held it while lingering.
     fn finish(&self, shard: &Shard, conn: ConnId, s: Session) {
         shard.state.borrow_mut().release_slot(conn);
-        self.cancel(user_data(KIND_READ, conn), conn);
+        self.cancel(user_data(KIND_READ, conn));
         if s.write_armed {
-            self.cancel(user_data(KIND_WRITE, conn), conn);
+            self.cancel(user_data(KIND_WRITE, conn));
         }
         // The kernel keeps the socket until the cancels complete.
         unsafe { libc::close(s.fd) };
@@ -676,9 +714,18 @@ impl Ring {
         }
     }
 
-    /// Closes lingering sessions whose deadline passed; returns the next
-    /// deadline, if any.
+    /// Closes lingering sessions and handshakes whose deadline passed;
+    /// returns the next deadline, if any.
     fn sweep(&self, shard: &Shard, now: u64) -> Option<u64> {
+        let front_door = self.sweep_front_door(now);
+        let lingering = self.sweep_lingering(shard, now);
+        match (front_door, lingering) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn sweep_lingering(&self, shard: &Shard, now: u64) -> Option<u64> {
         loop {
             let front = self.lingering.borrow().front().copied();
             let (deadline, conn) = front?;
@@ -790,6 +837,7 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
     let mut reads_in_a_row = 0u32;
     loop {
         ring.reap();
+        ring.take_new(&shard);
         let mut serviced = 0u32;
         while let Some(conn) = ring.next_ready(&mut reads_in_a_row) {
             ring.prefetch_next(&shard);
@@ -810,6 +858,7 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
                 ring.submit();
                 glommio::executor().yield_if_needed().await;
                 ring.reap();
+                ring.take_new(&shard);
             }
         }
         let next_deadline = ring.sweep(&shard, now_ms());
@@ -937,7 +986,7 @@ mod tests {
     #[test]
     fn completion_data_carries_the_kind_and_the_connection() {
         let conn = ConnId(123_456_789);
-        for kind in [KIND_READ, KIND_WRITE, KIND_CANCEL] {
+        for kind in [KIND_READ, KIND_WRITE, KIND_HEAD] {
             let ud = user_data(kind, conn);
             assert_eq!(ud >> KIND_SHIFT, kind);
             assert_eq!(ConnId(ud & CONN_MASK), conn);

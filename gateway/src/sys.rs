@@ -65,9 +65,8 @@ pub(crate) fn raise_open_file_limit() -> Option<u64> {
 pub(crate) fn bind_listener(
     addr: std::net::SocketAddr,
     backlog: u32,
-) -> std::io::Result<glommio::net::TcpListener> {
+) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    use std::os::fd::{FromRawFd as _, IntoRawFd as _};
     let domain = if addr.is_ipv6() {
         Domain::IPV6
     } else {
@@ -77,9 +76,16 @@ pub(crate) fn bind_listener(
     sk.set_reuse_port(true)?;
     sk.bind(&addr.into())?;
     sk.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    // SAFETY: a bound, listening socket this function owns, handed over
-    // whole (glommio's `FromRawFd` takes it as is).
-    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(sk.into_raw_fd()) })
+    Ok(sk.into())
+}
+
+/// A listening socket as glommio's listener (which accepts through
+/// glommio's ring).
+pub(crate) fn glommio_listener(listener: std::net::TcpListener) -> glommio::net::TcpListener {
+    use std::os::fd::{FromRawFd as _, IntoRawFd as _};
+    // SAFETY: a bound, listening socket, handed over whole (glommio's
+    // `FromRawFd` takes it as is).
+    unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) }
 }
 
 /// Blocks SIGINT and SIGTERM in the calling thread (and every thread it
