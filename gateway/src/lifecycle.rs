@@ -44,7 +44,8 @@ pub(crate) async fn run_shard(p: ShardParams) {
     let listener = {
         let mut bound = p.global.bound.lock().unwrap_or_else(|e| e.into_inner());
         let addr = bound.unwrap_or(p.cfg.listen);
-        match crate::sys::bind_listener(addr, p.cfg.listen_backlog) {
+        match crate::sys::bind_listener(addr, p.cfg.listen_backlog, p.cfg.socket_send_buffer_bytes)
+        {
             Ok(l) => {
                 let local = l.local_addr().unwrap_or(addr);
                 *bound = Some(local);

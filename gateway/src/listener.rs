@@ -1,6 +1,8 @@
 //! The listener of a shard: accepting connections (backing off on
-//! EMFILE/ENFILE, refusing past the maximum), reading the HTTP request head
-//! (bounded in size and time), and routing it: the WebSocket upgrade
+//! EMFILE/ENFILE, refusing past the maximum; with the socket ring, the ring
+//! accepts and answers upgrades itself, `ring/accept.rs`, and hands every
+//! other request here), reading the HTTP request head (bounded in size and
+//! time), and routing it: the WebSocket upgrade
 //! (`driver.rs`), the SSE stream (`sse.rs`), the HTTP API (`http_api.rs`),
 //! the demo page, `/healthz`, `/readyz` and `/metrics`.
 
@@ -52,7 +54,6 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListene
         match listener.accept().await {
             Ok(stream) => match admit_connection(&shard) {
                 Ok(slot) => {
-                    configure_socket(socket2::SockRef::from(&stream), &shard.cfg);
                     glommio::spawn_local(serve(shard.clone(), stream, slot, Vec::new())).detach();
                 }
                 Err(slot) => {
@@ -97,15 +98,6 @@ pub(crate) fn accept_failed(shard: &Shard, e: &std::io::Error, warned_at: &mut u
         tracing::warn!(error = %e, "accept failed; backing off");
     }
     Duration::from_millis(if is_fd_exhaustion(e) { 50 } else { 5 })
-}
-
-/// The options every accepted socket gets: no Nagle delay, and the
-/// configured send buffer.
-pub(crate) fn configure_socket(sock: socket2::SockRef<'_>, cfg: &chat_core::Config) {
-    let _ = sock.set_nodelay(true);
-    if cfg.socket_send_buffer_bytes > 0 {
-        let _ = sock.set_send_buffer_size(cfg.socket_send_buffer_bytes);
-    }
 }
 
 /// The answer to a connection past the maximum.
@@ -180,12 +172,21 @@ async fn read_head(
     // On the heap, and only while a head is read: an array here would sit
     // in every connection's future for its whole life.
     let mut chunk = vec![0u8; 1024];
+    let mut first = true;
     loop {
         let n = match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => return Ok(None),
             Ok(n) => n,
         };
+        let fresh = buf.len();
         buf.extend_from_slice(&chunk[..n]);
+        // Parsed again only when it may be complete (or too large): a
+        // trickled head costs a scan, not a parse per piece. The first
+        // read is parsed anyway, so that garbage is answered at once.
+        if !std::mem::take(&mut first) && buf.len() < max && !http::head_may_have_ended(&buf, fresh)
+        {
+            continue;
+        }
         if let Some((head, used)) = http::parse_request_head(&buf, max)? {
             let rest = buf.split_off(used);
             return Ok(Some((head, rest)));

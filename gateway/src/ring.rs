@@ -14,6 +14,11 @@
 //! connection's life.
 //!
 //! How it runs:
+//! - **Arrival.** The ring accepts the shard's connections itself and
+//!   answers the WebSocket upgrade (`accept.rs`); a connection whose first
+//!   request is anything else goes to glommio, and one that glommio
+//!   upgraded later (an HTTP connection kept alive, then upgraded) is
+//!   adopted from its stream (`adopt_stream`).
 //! - **Reads.** Each socket has one multishot poll for `POLLIN|POLLRDHUP`.
 //!   A readiness completion marks the session readable and queues it ahead
 //!   of sessions that only write (up to `READ_BURST` in a row, so writes
@@ -863,6 +868,12 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
         }
         let next_deadline = ring.sweep(&shard, now_ms());
         ring.submit();
+        if ring.front_door_busy() {
+            // More accepted sockets or heads than one batch: after the
+            // executor's other work.
+            glommio::executor().yield_if_needed().await;
+            continue;
+        }
         if !ring.ready.borrow().is_empty() || !ring.readable.borrow().is_empty() {
             continue;
         }

@@ -61,10 +61,14 @@ pub(crate) fn raise_open_file_limit() -> Option<u64> {
 /// Binds one shard's listening socket as glommio's `TcpListener::bind`
 /// does (`SO_REUSEPORT`: every shard binds the same address and the kernel
 /// spreads connections), but with our `backlog` instead of glommio's fixed
-/// 1,024 (the kernel caps it at `net.core.somaxconn`).
+/// 1,024 (the kernel caps it at `net.core.somaxconn`), and with the options
+/// every connection gets — `TCP_NODELAY` and `send_buffer_bytes` of
+/// `SO_SNDBUF` (0: the kernel's autotuning) — set once here, since accepted
+/// sockets inherit them.
 pub(crate) fn bind_listener(
     addr: std::net::SocketAddr,
     backlog: u32,
+    send_buffer_bytes: usize,
 ) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if addr.is_ipv6() {
@@ -74,6 +78,13 @@ pub(crate) fn bind_listener(
     };
     let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     sk.set_reuse_port(true)?;
+    // Every accepted socket inherits these (Linux clones the listener's
+    // socket into each connection it accepts): no `setsockopt` per
+    // connection.
+    sk.set_nodelay(true)?;
+    if send_buffer_bytes > 0 {
+        sk.set_send_buffer_size(send_buffer_bytes)?;
+    }
     sk.bind(&addr.into())?;
     sk.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(sk.into())
@@ -293,14 +304,34 @@ mod tests {
             let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
             // Nothing accepts: the kernel completes at most backlog + 1
             // handshakes and drops the other SYNs.
-            let small = bind_listener(any, 4).unwrap();
+            let small = bind_listener(any, 4, 0).unwrap();
             let wait = std::time::Duration::from_millis(300);
             let n = established(small.local_addr().unwrap(), 40, wait);
             assert!(n <= 6, "{n} of 40 established with a backlog of 4");
-            let large = bind_listener(any, 2_048).unwrap();
+            let large = bind_listener(any, 2_048, 0).unwrap();
             let n = established(large.local_addr().unwrap(), 1_100, wait);
             assert_eq!(n, 1_100, "past glommio's 1,024");
         });
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_no_delay_and_the_send_buffer_from_the_listener() {
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        for send_buffer in [0, 16 * 1024] {
+            let l = bind_listener(any, 16, send_buffer).unwrap();
+            let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (accepted, _) = l.accept().unwrap();
+            assert!(accepted.nodelay().unwrap(), "TCP_NODELAY not inherited");
+            let size = socket2::SockRef::from(&accepted)
+                .send_buffer_size()
+                .unwrap();
+            if send_buffer > 0 {
+                // The kernel doubles what it is asked for (bookkeeping).
+                assert_eq!(size, 2 * send_buffer, "SO_SNDBUF not inherited");
+            } else {
+                assert!(size > 2 * 16 * 1024, "autotuned send buffer: {size}");
+            }
+        }
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //! - **Accept.** One multishot accept on the shard's listener (its fd stays
 //!   owned by the listener's task, [`Listening`]). Each accepted socket is
 //!   counted against the connection maximum (past it, or while the shard no
-//!   longer accepts, it is answered 503 and closed, as before), gets its
-//!   socket options, and becomes a *handshake*: an entry in a slab with a
+//!   longer accepts, it is answered 503 and closed, as before) and becomes
+//!   a *handshake* (its socket options it inherited from the listener,
+//!   `sys::bind_listener`): an entry in a slab with a
 //!   generation in its id (`ConnSlab`, as sessions) and a one-shot poll for
 //!   its first bytes. An accept error is counted and logged as the glommio
 //!   loop did; when it ends the multishot accept (EMFILE, ENFILE), the ring
@@ -42,7 +43,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 
 use chat_core::slots::ConnSlab;
@@ -57,6 +58,10 @@ use crate::util::{now_ms, Notify};
 
 /// The `user_data` of the listener's multishot accept.
 const ACCEPT: u64 = KIND_ACCEPT << KIND_SHIFT;
+/// Accepted sockets, and handshakes, taken per call of `take_new` (each
+/// costs a `recv`, a parse and usually the upgrade's `send`: ~64 of them
+/// are a few milliseconds, as the ring's 64 sessions between yields).
+const FRONT_DOOR_BATCH: usize = 64;
 
 /// An accepted connection whose request head is being read.
 struct Handshake {
@@ -86,7 +91,7 @@ pub(super) struct Acceptor {
     /// Wakes the listener's task when `unsupported` is set.
     gave_up: Notify,
     /// Accept results not yet taken (an fd, or `-errno`).
-    results: RefCell<Vec<i32>>,
+    results: RefCell<VecDeque<i32>>,
     handshakes: RefCell<ConnSlab<Handshake>>,
     /// Handshakes whose socket became readable.
     heads: RefCell<VecDeque<ConnId>>,
@@ -101,7 +106,7 @@ impl Acceptor {
         if !more {
             self.armed.set(false);
         }
-        self.results.borrow_mut().push(result);
+        self.results.borrow_mut().push_back(result);
     }
 
     /// A handshake's socket became readable (from `reap`).
@@ -203,10 +208,14 @@ impl Ring {
     }
 
     /// Takes what the reaped completions brought to the front door: the
-    /// accepted sockets, then the handshakes whose bytes arrived.
+    /// accepted sockets, then the handshakes whose bytes arrived — at most
+    /// [`FRONT_DOOR_BATCH`] of each, so that a connect storm cannot hold
+    /// the shard for long without a yield (the rest waits in the queues,
+    /// [`Ring::front_door_busy`]).
     pub(super) fn take_new(&self, shard: &Rc<Shard>) {
-        let results = std::mem::take(&mut *self.accept.results.borrow_mut());
-        for result in results {
+        for _ in 0..FRONT_DOOR_BATCH {
+            let next = self.accept.results.borrow_mut().pop_front();
+            let Some(result) = next else { break };
             if result >= 0 {
                 self.accepted(shard, result);
             } else if result == -libc::ECANCELED {
@@ -234,11 +243,16 @@ impl Ring {
             // accept again at once. Nothing happens when not listening.
             self.arm_accept();
         }
-        loop {
+        for _ in 0..FRONT_DOOR_BATCH {
             let next = self.accept.heads.borrow_mut().pop_front();
             let Some(id) = next else { break };
             self.read_head(shard, id);
         }
+    }
+
+    /// Accepted sockets or readable handshakes wait to be taken.
+    pub(super) fn front_door_busy(&self) -> bool {
+        !self.accept.results.borrow().is_empty() || !self.accept.heads.borrow().is_empty()
     }
 
     /// A socket the multishot accept returned.
@@ -247,9 +261,6 @@ impl Ring {
             Ok(slot) => slot,
             Err(_slot) => return answer_and_close(fd, &listener::limit_reached()),
         };
-        // SAFETY: `fd` is the accepted socket, open for this call.
-        let sock = unsafe { BorrowedFd::borrow_raw(fd) };
-        listener::configure_socket(socket2::SockRef::from(&sock), &shard.cfg);
         let id = self.accept.handshakes.borrow_mut().insert_new(Handshake {
             fd,
             head: Vec::new(),
@@ -281,13 +292,23 @@ impl Ring {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Outcome::Wait,
                     Err(_) => break Outcome::Gone,
                 };
-                let bytes: &[u8] = if h.head.is_empty() {
+                let first = h.head.is_empty();
+                let bytes: &[u8] = if first {
                     &buf[..n]
                 } else {
                     h.head.extend_from_slice(&buf[..n]);
                     &h.head
                 };
-                match http::parse_request_head(bytes, max) {
+                // Parsed when it may be complete (or too large), and once
+                // at the first read so that garbage is answered at once.
+                let fresh = bytes.len() - n;
+                let parse = first || bytes.len() >= max || http::head_may_have_ended(bytes, fresh);
+                let parsed = if parse {
+                    http::parse_request_head(bytes, max)
+                } else {
+                    Ok(None)
+                };
+                match parsed {
                     Ok(Some((head, used))) => {
                         break if head.path == "/ws" {
                             Outcome::Upgrade(Box::new(head), bytes[used..].to_vec())
