@@ -101,6 +101,12 @@ pub(crate) fn render(s: &StatsSnapshot) -> String {
         s.accept_errors.to_string(),
     );
     metric(
+        "gateway_ring_upgrades_total",
+        "counter",
+        "WebSocket upgrades accepted and answered on a shard's socket ring (not through glommio).",
+        s.ring_upgrades.to_string(),
+    );
+    metric(
         "gateway_messages_received_total",
         "counter",
         "Sends, edits and deletes received from clients (before checks at the owner).",

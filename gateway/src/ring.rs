@@ -997,7 +997,7 @@ mod tests {
     #[test]
     fn completion_data_carries_the_kind_and_the_connection() {
         let conn = ConnId(123_456_789);
-        for kind in [KIND_READ, KIND_WRITE, KIND_HEAD] {
+        for kind in [KIND_READ, KIND_WRITE, KIND_HEAD, KIND_ACCEPT] {
             let ud = user_data(kind, conn);
             assert_eq!(ud >> KIND_SHIFT, kind);
             assert_eq!(ConnId(ud & CONN_MASK), conn);

@@ -95,6 +95,9 @@ fn an_upgrade_written_in_pieces_with_a_join_right_behind_it_is_answered_on_both_
         assert_eq!(joined["type"], "joined", "ring={ring}: {joined}");
         c.send_msg("room:pieces", "m1", "after a slow head");
         assert_seqs(&c.msgs("room:pieces", 1), 1, 1);
+        // The ring answered it itself (not a fallback through glommio).
+        let on_ring = metric(tg.addr(), "gateway_ring_upgrades_total");
+        assert_eq!(on_ring, if ring { 1.0 } else { 0.0 }, "ring={ring}");
     });
 }
 
@@ -192,5 +195,8 @@ fn an_http_call_kept_alive_then_upgraded_on_the_same_connection_on_both_drivers(
         c.join("room:kept", None);
         c.send_msg("room:kept", "m1", "upgraded after a call");
         assert_seqs(&c.msgs("room:kept", 1), 1, 1);
+        // glommio served the call and the upgrade; the ring adopted the
+        // session from its stream.
+        assert_eq!(tg.gw().stats().ring_upgrades, 0, "ring={ring}");
     });
 }

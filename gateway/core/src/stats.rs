@@ -13,6 +13,9 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// Accept errors (EMFILE/ENFILE and others).
     pub accept_errors: AtomicU64,
+    /// WebSocket upgrades answered on a shard's socket ring (accepted and
+    /// upgraded without glommio; the others went through glommio).
+    pub ring_upgrades: AtomicU64,
     /// Sends (edits, deletes) forwarded to owners.
     pub received: AtomicU64,
     /// Messages committed to the store.
@@ -59,6 +62,8 @@ pub struct StatsSnapshot {
     pub refused: u64,
     /// See [`Stats::accept_errors`].
     pub accept_errors: u64,
+    /// See [`Stats::ring_upgrades`].
+    pub ring_upgrades: u64,
     /// See [`Stats::received`].
     pub received: u64,
     /// See [`Stats::committed`].
@@ -96,6 +101,7 @@ impl Stats {
             connections: self.connections.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             accept_errors: self.accept_errors.load(Ordering::Relaxed),
+            ring_upgrades: self.ring_upgrades.load(Ordering::Relaxed),
             received: self.received.load(Ordering::Relaxed),
             committed: self.committed.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),

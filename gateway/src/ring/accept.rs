@@ -45,6 +45,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use chat_core::slots::ConnSlab;
 use chat_core::ConnId;
@@ -82,8 +83,8 @@ pub(super) struct Acceptor {
     listener: Cell<Option<RawFd>>,
     /// The multishot accept is armed.
     armed: Cell<bool>,
-    /// When to arm it again after an error ended it (ms).
-    retry_at: Cell<Option<u64>>,
+    /// When to arm it again after an error ended it.
+    retry_at: Cell<Option<Instant>>,
     /// When an accept error was last logged (ms).
     warned_at: Cell<u64>,
     /// The kernel refused a multishot accept: the listener's task accepts.
@@ -95,9 +96,10 @@ pub(super) struct Acceptor {
     handshakes: RefCell<ConnSlab<Handshake>>,
     /// Handshakes whose socket became readable.
     heads: RefCell<VecDeque<ConnId>>,
-    /// Handshake deadlines (ms), oldest first (one timeout for all, so
-    /// pushing keeps the order).
-    deadlines: RefCell<VecDeque<(u64, ConnId)>>,
+    /// Handshake deadlines, oldest first (one timeout for all, so pushing
+    /// keeps the order); on the monotonic clock, so a step of the wall
+    /// clock neither suspends nor fires the timeout.
+    deadlines: RefCell<VecDeque<(Instant, ConnId)>>,
 }
 
 impl Acceptor {
@@ -119,6 +121,10 @@ impl Drop for Acceptor {
     fn drop(&mut self) {
         for h in self.handshakes.get_mut().values_mut() {
             unsafe { libc::close(h.fd) };
+        }
+        // Accepted but not yet taken.
+        for &fd in self.results.get_mut().iter().filter(|&&r| r >= 0) {
+            unsafe { libc::close(fd) };
         }
     }
 }
@@ -232,15 +238,18 @@ impl Ring {
                 let pause = listener::accept_failed(shard, &e, &mut warned_at);
                 self.accept.warned_at.set(warned_at);
                 if !self.accept.armed.get() {
-                    self.accept
-                        .retry_at
-                        .set(Some(now_ms() + pause.as_millis() as u64));
+                    self.accept.retry_at.set(Some(Instant::now() + pause));
                 }
             }
         }
-        if !self.accept.armed.get() && self.accept.retry_at.get().is_none() {
+        if !self.accept.armed.get()
+            && self.accept.retry_at.get().is_none()
+            && self.accept.results.borrow().is_empty()
+        {
             // Ended without an error (the completion queue was full):
-            // accept again at once. Nothing happens when not listening.
+            // accept again at once. Not while results wait: the one that
+            // ended it may be an error whose pause is still to be taken.
+            // Nothing happens when not listening.
             self.arm_accept();
         }
         for _ in 0..FRONT_DOOR_BATCH {
@@ -267,7 +276,7 @@ impl Ring {
             armed: false,
             slot,
         });
-        let deadline = now_ms() + shard.cfg.handshake_timeout_ms;
+        let deadline = Instant::now() + Duration::from_millis(shard.cfg.handshake_timeout_ms);
         self.accept.deadlines.borrow_mut().push_back((deadline, id));
         // The request is often there already (the accept completion reached
         // us after a wake-up of the shard): read it now, and poll only when
@@ -375,6 +384,11 @@ impl Ring {
                 if n > handshake_len {
                     shard.with(|st| st.wrote(up.conn, n - handshake_len, now_ms()));
                 }
+                shard
+                    .global
+                    .stats
+                    .ring_upgrades
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.adopt(shard, fd, up.conn, up.decoder, rest, slot);
             }
             _ => {
@@ -387,10 +401,13 @@ impl Ring {
     }
 
     /// Closes handshakes past their deadline and arms an accept whose
-    /// pause is over; returns the next deadline, if any.
+    /// pause is over; returns the next deadline (wall-clock ms, from
+    /// `now`), if any. Deadlines of handshakes that already ended are
+    /// dropped on the way, so they never wake the ring.
     pub(super) fn sweep_front_door(&self, now: u64) -> Option<u64> {
+        let mono = Instant::now();
         if let Some(at) = self.accept.retry_at.get() {
-            if at <= now {
+            if at <= mono {
                 self.accept.retry_at.set(None);
                 self.arm_accept();
             }
@@ -400,10 +417,14 @@ impl Ring {
             let Some((deadline, id)) = front else {
                 break None;
             };
-            if deadline > now {
+            let live = self.accept.handshakes.borrow().contains_key(&id);
+            if live && deadline > mono {
                 break Some(deadline);
             }
             self.accept.deadlines.borrow_mut().pop_front();
+            if !live {
+                continue;
+            }
             let h = self.accept.handshakes.borrow_mut().remove(&id);
             if let Some(h) = h {
                 if h.armed {
@@ -413,10 +434,16 @@ impl Ring {
                 unsafe { libc::close(h.fd) };
             }
         };
-        match (next, self.accept.retry_at.get()) {
+        let mut deadlines = self.accept.deadlines.borrow_mut();
+        if deadlines.is_empty() && deadlines.capacity() > 1024 {
+            // After a connect storm: give the queue's memory back.
+            *deadlines = VecDeque::new();
+        }
+        let soonest = match (next, self.accept.retry_at.get()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        soonest.map(|at| now + at.saturating_duration_since(mono).as_millis() as u64)
     }
 }
 
