@@ -1,7 +1,8 @@
 //! The user owner: the shard `owner_of(user)` keeps, for every user that
 //! hashes to it, which connection is the live one of each device (a newer
 //! connection of a device replaces the older with 4009; past
-//! `max_connections_per_user` a new one is closed with 4029), the presence
+//! `max_connections_per_user` the newest is closed with 4029 — both by the
+//! order connections were opened, not the order their news arrives), the presence
 //! transitions with their offline debounce, and the push notices waiting
 //! for a user with no device online. Every connection of a user is reached
 //! through here (`ToUser`: `read`, `presence_update`, `channel_added`).
@@ -243,7 +244,23 @@ impl UserOwner {
             return;
         }
         if max > 0 && devices.len() >= max {
-            let (to, msg) = close(conn, 4029, "too many connections for this user");
+            // The connection past the maximum is the newest by open order
+            // (`stamp`), whichever `DeviceUp` reached this shard first: one
+            // from another shard can arrive after a newer one.
+            let newest = devices
+                .0
+                .iter()
+                .max_by_key(|(_, (_, s))| *s)
+                .map(|(d, (c, s))| (d.clone(), *c, *s));
+            let to_close = match newest {
+                Some((newest_device, newest_conn, newest_stamp)) if newest_stamp > stamp => {
+                    devices.remove(&newest_device);
+                    devices.insert(device, (conn, stamp));
+                    newest_conn
+                }
+                _ => conn,
+            };
+            let (to, msg) = close(to_close, 4029, TOO_MANY);
             fx.send(to, msg);
             return;
         }
@@ -322,6 +339,9 @@ impl UserOwner {
     }
 }
 
+/// Why a connection past `max_connections_per_user` is closed.
+const TOO_MANY: &str = "too many connections for this user";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +398,26 @@ mod tests {
         let mut fx = Effects::default();
         u.device_up(a, Arc::from("tablet"), at(0, 5), 11, &mut fx);
         assert_eq!(closes(&fx), vec![(at(0, 5), 4029)]);
+    }
+
+    #[test]
+    fn past_the_maximum_the_newest_connection_goes_whatever_the_arrival_order() {
+        // Two devices are the maximum. The tablet (opened last, stamp 30)
+        // reports before the laptop (stamp 20), whose `DeviceUp` crossed
+        // the mesh from another shard.
+        let mut u = owner();
+        let mut fx = Effects::default();
+        let a: Arc<str> = Arc::from("alice");
+        u.device_up(a.clone(), Arc::from("phone"), at(0, 1), 10, &mut fx);
+        u.device_up(a.clone(), Arc::from("tablet"), at(0, 3), 30, &mut fx);
+        assert!(closes(&fx).is_empty());
+        u.device_up(a.clone(), Arc::from("laptop"), at(1, 2), 20, &mut fx);
+        assert_eq!(closes(&fx), vec![(at(0, 3), 4029)], "the tablet goes");
+        // The tablet's end does not disturb the devices that stay.
+        u.device_down(a.clone(), "tablet", at(0, 3), 100);
+        let mut fx = Effects::default();
+        u.device_up(a, Arc::from("watch"), at(0, 4), 40, &mut fx);
+        assert_eq!(closes(&fx), vec![(at(0, 4), 4029)], "phone and laptop stay");
     }
 
     #[test]
