@@ -70,7 +70,7 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListene
 
 /// Counts an accepted connection: `Ok` while under the connection maximum
 /// and accepting, else `Err` (counted as refused; answer with
-/// [`LIMIT_REACHED`]). Either way the slot counts it until dropped.
+/// [`limit_reached`]). Either way the slot counts it until dropped.
 pub(crate) fn admit_connection(shard: &Shard) -> Result<Slot, Slot> {
     let global = shard.global.clone();
     let n = global.stats.connections.fetch_add(1, Ordering::Relaxed);

@@ -328,9 +328,9 @@ mod tests {
             if send_buffer > 0 {
                 // The kernel doubles what it is asked for (bookkeeping).
                 assert_eq!(size, 2 * send_buffer, "SO_SNDBUF not inherited");
-            } else {
-                assert!(size > 2 * 16 * 1024, "autotuned send buffer: {size}");
             }
+            // With 0 the kernel's default stands (its size depends on the
+            // host's `tcp_wmem`, so nothing to compare it with here).
         }
     }
 
