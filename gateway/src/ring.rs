@@ -300,7 +300,12 @@ impl Ring {
         let mut session = Session {
             fd,
             decoder,
-            readable: true,
+            // Not read until the poll says so: a poll armed on a socket
+            // that already has bytes (or its EOF) completes at once, so a
+            // first `recv` here would only find nothing (the client waits
+            // for the `hello` before it sends) — one syscall per
+            // connection saved.
+            readable: false,
             closing: false,
             write_armed: false,
             write_blocked: false,
