@@ -85,6 +85,7 @@ impl Shard {
                 })
                 .detach();
             }
+            presence @ IoJob::PresenceFanout { .. } => self.queue_presence(presence),
             store_job => {
                 glommio::spawn_local(async move {
                     let done = shard.store.run(store_job).await;
@@ -92,6 +93,15 @@ impl Shard {
                 })
                 .detach();
             }
+        }
+    }
+
+    /// Queues a presence fan-out for the next batch; starts the task that
+    /// runs the batches unless it runs.
+    fn queue_presence(self: &Rc<Self>, job: IoJob) {
+        self.presence.borrow_mut().push_back(job);
+        if !self.presence_running.replace(true) {
+            glommio::spawn_local(presence_batches(self.clone())).detach();
         }
     }
 
@@ -115,6 +125,50 @@ impl Shard {
             .commit_ms
             .observe(t0.elapsed().as_secs_f64() * 1000.0);
         JobDone::Appended { appends, result }
+    }
+}
+
+/// How long a presence fan-out waits for others to share its trip to the
+/// store threads. A user coming online or going offline needs a store read
+/// (whom to tell: the other members of their DMs and groups); made one by
+/// one, each is a wake-up of a store thread and of the shard — ~4 % of a
+/// connection's set-up CPU (`docs/benchmarks.md`). Batched, a connect or
+/// reconnect storm pays that once per window: at 5,000 connections a
+/// second, once per ~25 users. Presence is told this much later at most.
+pub(crate) const PRESENCE_BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// At most this many fan-outs per trip, so one trip's store time stays
+/// bounded (the rest go in the next trip, without waiting again).
+const PRESENCE_BATCH_MAX: usize = 256;
+
+/// Runs the shard's presence fan-outs in batches: waits the window after
+/// the first, then takes up to [`PRESENCE_BATCH_MAX`] in one store call and
+/// hands each result to the core in order (a user's transitions are one
+/// at a time already: the core starts the next when the previous is done).
+/// Ends when nothing is queued.
+async fn presence_batches(shard: Rc<Shard>) {
+    glommio::timer::sleep(PRESENCE_BATCH_WINDOW).await;
+    loop {
+        let jobs: Vec<IoJob> = {
+            let mut queued = shard.presence.borrow_mut();
+            let n = queued.len().min(PRESENCE_BATCH_MAX);
+            queued.drain(..n).collect()
+        };
+        if jobs.is_empty() {
+            shard.presence_running.set(false);
+            return;
+        }
+        let stats = &shard.global.stats;
+        stats.presence_trips.fetch_add(1, Ordering::Relaxed);
+        stats
+            .presence_fanouts
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        let done = shard.store.run_all(jobs).await;
+        shard.with(|st| {
+            let now = now_ms();
+            for d in done {
+                st.on_job_done(d, now);
+            }
+        });
     }
 }
 

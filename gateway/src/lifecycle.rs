@@ -75,6 +75,8 @@ pub(crate) async fn run_shard(p: ShardParams) {
         read_buf: RefCell::new(vec![0; p.cfg.read_chunk_bytes]),
         inflater: RefCell::new(chat_proto::deflate::Inflater::new()),
         commit_running: Cell::new(false),
+        presence: RefCell::new(VecDeque::new()),
+        presence_running: Cell::new(false),
         accepting: Cell::new(true),
         // `validate` refused a bad entry at start.
         origins: p.cfg.origin_policy().unwrap_or_default(),

@@ -107,6 +107,18 @@ pub(crate) fn render(s: &StatsSnapshot) -> String {
         s.ring_upgrades.to_string(),
     );
     metric(
+        "gateway_presence_fanouts_total",
+        "counter",
+        "Presence transitions whose contacts were looked up in the store.",
+        s.presence_fanouts.to_string(),
+    );
+    metric(
+        "gateway_presence_trips_total",
+        "counter",
+        "Trips to the store threads for presence fan-outs (each carries those gathered in a few ms).",
+        s.presence_trips.to_string(),
+    );
+    metric(
         "gateway_messages_received_total",
         "counter",
         "Sends, edits and deletes received from clients (before checks at the owner).",

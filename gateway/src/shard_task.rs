@@ -59,6 +59,11 @@ pub(crate) struct Shard {
     /// on its own). ~43 KiB once a client sends a compressed message.
     pub(crate) inflater: RefCell<chat_proto::deflate::Inflater>,
     pub(crate) commit_running: Cell<bool>,
+    /// Presence fan-outs waiting for their batch (`jobs.rs`,
+    /// [`PRESENCE_BATCH_WINDOW`](crate::jobs::PRESENCE_BATCH_WINDOW)), and
+    /// whether the task that runs the batches is alive.
+    pub(crate) presence: RefCell<VecDeque<chat_core::IoJob>>,
+    pub(crate) presence_running: Cell<bool>,
     pub(crate) accepting: Cell<bool>,
     /// Which browser origins may use the gateway (`allowed_origins`).
     pub(crate) origins: chat_proto::origin::OriginPolicy,

@@ -179,6 +179,20 @@ impl StoreIo {
             .await
     }
 
+    /// Runs store jobs one after another in one call on the shard's store
+    /// threads (one hop there and back for all of them) and returns their
+    /// results in order.
+    pub(crate) async fn run_all(&self, jobs: Vec<IoJob>) -> Vec<JobDone> {
+        let store = self.store.clone();
+        glommio::executor()
+            .spawn_blocking(move || {
+                jobs.into_iter()
+                    .map(|job| run_store_job(&*store, job))
+                    .collect()
+            })
+            .await
+    }
+
     /// The store itself (for calls the runtime makes on the blocking pool).
     pub(crate) fn store(&self) -> Arc<dyn Store> {
         self.store.clone()

@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 #[test]
@@ -87,4 +88,42 @@ fn a_dm_partner_who_never_wrote_is_still_told_and_has_unread() {
     alice.close();
     let off = carol.recv_type("presence_update");
     assert_eq!(off["status"], "offline");
+}
+
+#[test]
+fn a_crowd_coming_online_at_once_is_announced_to_their_contact_once_each() {
+    // A shard looks presence fan-outs up in batches (those of ~5 ms in one
+    // trip to the store threads): every announcement of a crowd that
+    // connects at once still arrives, each exactly once.
+    let tg = start(2);
+    let addr = tg.addr();
+    let mut watcher = Client::connect(addr, "watcher", "d");
+    let n = 120;
+    for i in 0..n {
+        let ack = watcher.send_msg(&format!("dm:u{i:03}:watcher"), &format!("m{i}"), "hi");
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    let crowd: Vec<_> = (0..n)
+        .map(|i| std::thread::spawn(move || Client::connect(addr, &format!("u{i:03}"), "d")))
+        .collect();
+    let crowd: Vec<Client> = crowd.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut told = BTreeSet::new();
+    while told.len() < n {
+        let v = watcher.recv_type("presence_update");
+        assert_eq!(v["status"], "online", "{v}");
+        let user = v["user"].as_str().unwrap().to_string();
+        assert_eq!(v["channel"], format!("dm:{user}:watcher"), "{v}");
+        assert!(told.insert(user), "announced twice: {v}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(watcher
+        .recv_matching_now(|v| v["type"] == "presence_update")
+        .is_none());
+    // And they were batched: fewer trips to the store threads than
+    // fan-outs (the crowd's and the watcher's own).
+    let fanouts = metric(addr, "gateway_presence_fanouts_total");
+    let trips = metric(addr, "gateway_presence_trips_total");
+    assert!(fanouts > n as f64, "fan-outs {fanouts}");
+    assert!(trips < fanouts, "trips {trips}, fan-outs {fanouts}");
+    drop(crowd);
 }

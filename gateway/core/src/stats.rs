@@ -16,6 +16,12 @@ pub struct Stats {
     /// WebSocket upgrades answered on a shard's socket ring (accepted and
     /// upgraded without glommio; the others went through glommio).
     pub ring_upgrades: AtomicU64,
+    /// Presence fan-outs looked up in the store (a user's transition:
+    /// whom to tell).
+    pub presence_fanouts: AtomicU64,
+    /// Trips to the store threads those took (a shard batches the fan-outs
+    /// of a few ms into one).
+    pub presence_trips: AtomicU64,
     /// Sends (edits, deletes) forwarded to owners.
     pub received: AtomicU64,
     /// Messages committed to the store.
@@ -64,6 +70,10 @@ pub struct StatsSnapshot {
     pub accept_errors: u64,
     /// See [`Stats::ring_upgrades`].
     pub ring_upgrades: u64,
+    /// See [`Stats::presence_fanouts`].
+    pub presence_fanouts: u64,
+    /// See [`Stats::presence_trips`].
+    pub presence_trips: u64,
     /// See [`Stats::received`].
     pub received: u64,
     /// See [`Stats::committed`].
@@ -102,6 +112,8 @@ impl Stats {
             refused: self.refused.load(Ordering::Relaxed),
             accept_errors: self.accept_errors.load(Ordering::Relaxed),
             ring_upgrades: self.ring_upgrades.load(Ordering::Relaxed),
+            presence_fanouts: self.presence_fanouts.load(Ordering::Relaxed),
+            presence_trips: self.presence_trips.load(Ordering::Relaxed),
             received: self.received.load(Ordering::Relaxed),
             committed: self.committed.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
