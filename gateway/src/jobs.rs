@@ -132,19 +132,27 @@ impl Shard {
 /// store threads. A user coming online or going offline needs a store read
 /// (whom to tell: the other members of their DMs and groups); made one by
 /// one, each is a wake-up of a store thread and of the shard — ~4 % of a
-/// connection's set-up CPU (`docs/benchmarks.md`). Batched, a connect or
-/// reconnect storm pays that once per window: at 5,000 connections a
-/// second, once per ~25 users. Presence is told this much later at most.
+/// connection's set-up CPU (`docs/benchmarks.md`, "Presence in batches").
+/// Batched, a connect or reconnect storm pays that once per trip instead of
+/// once per user. Presence is told this much later, plus the store's time
+/// for the fan-outs queued ahead.
 pub(crate) const PRESENCE_BATCH_WINDOW: Duration = Duration::from_millis(5);
-/// At most this many fan-outs per trip, so one trip's store time stays
-/// bounded (the rest go in the next trip, without waiting again).
+/// At most this many fan-outs per batch (the rest go in the next batch,
+/// without waiting again).
 const PRESENCE_BATCH_MAX: usize = 256;
+/// A batch is split over the store threads (`store_read_threads`) with at
+/// least this many fan-outs per trip, so a big batch keeps the concurrency
+/// that one job per fan-out had (on several nodes a fan-out is a
+/// FoundationDB transaction, which a trip would otherwise make one after
+/// another) and a small one is one trip.
+const PRESENCE_TRIP_MIN: usize = 8;
 
 /// Runs the shard's presence fan-outs in batches: waits the window after
-/// the first, then takes up to [`PRESENCE_BATCH_MAX`] in one store call and
-/// hands each result to the core in order (a user's transitions are one
-/// at a time already: the core starts the next when the previous is done).
-/// Ends when nothing is queued.
+/// the first, then takes up to [`PRESENCE_BATCH_MAX`], runs them in trips
+/// to the store threads side by side, and hands each result to the core
+/// (a user's transitions are one at a time already: the core starts the
+/// next when the previous is done), yielding between results when the
+/// executor asks. Ends when nothing is queued.
 async fn presence_batches(shard: Rc<Shard>) {
     glommio::timer::sleep(PRESENCE_BATCH_WINDOW).await;
     loop {
@@ -157,18 +165,33 @@ async fn presence_batches(shard: Rc<Shard>) {
             shard.presence_running.set(false);
             return;
         }
+        let trips = jobs
+            .len()
+            .div_ceil(PRESENCE_TRIP_MIN)
+            .clamp(1, shard.cfg.store_read_threads.max(1));
+        let per_trip = jobs.len().div_ceil(trips);
         let stats = &shard.global.stats;
-        stats.presence_trips.fetch_add(1, Ordering::Relaxed);
         stats
             .presence_fanouts
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        let done = shard.store.run_all(jobs).await;
-        shard.with(|st| {
-            let now = now_ms();
-            for d in done {
-                st.on_job_done(d, now);
+        // Every trip is handed to the store threads before the first is
+        // awaited, so they run side by side.
+        let mut jobs = jobs.into_iter();
+        let mut running = Vec::with_capacity(trips);
+        loop {
+            let trip: Vec<IoJob> = jobs.by_ref().take(per_trip).collect();
+            if trip.is_empty() {
+                break;
             }
-        });
+            stats.presence_trips.fetch_add(1, Ordering::Relaxed);
+            running.push(shard.store.start_all(trip));
+        }
+        for trip in running {
+            for done in trip.await {
+                shard.with(|st| st.on_job_done(done, now_ms()));
+                glommio::executor().yield_if_needed().await;
+            }
+        }
     }
 }
 

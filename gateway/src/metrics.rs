@@ -115,7 +115,7 @@ pub(crate) fn render(s: &StatsSnapshot) -> String {
     metric(
         "gateway_presence_trips_total",
         "counter",
-        "Trips to the store threads for presence fan-outs (each carries those gathered in a few ms).",
+        "Trips to the store threads for presence fan-outs (each carries several of those gathered in 5 ms).",
         s.presence_trips.to_string(),
     );
     metric(

@@ -179,18 +179,20 @@ impl StoreIo {
             .await
     }
 
-    /// Runs store jobs one after another in one call on the shard's store
-    /// threads (one hop there and back for all of them) and returns their
-    /// results in order.
-    pub(crate) async fn run_all(&self, jobs: Vec<IoJob>) -> Vec<JobDone> {
+    /// Hands store jobs to the shard's store threads as one call that runs
+    /// them one after another (one hop there and back for all of them);
+    /// the future is their results, in order. The call is handed over now,
+    /// not when the future is first polled, so several run side by side.
+    pub(crate) fn start_all(
+        &self,
+        jobs: Vec<IoJob>,
+    ) -> impl std::future::Future<Output = Vec<JobDone>> {
         let store = self.store.clone();
-        glommio::executor()
-            .spawn_blocking(move || {
-                jobs.into_iter()
-                    .map(|job| run_store_job(&*store, job))
-                    .collect()
-            })
-            .await
+        glommio::executor().spawn_blocking(move || {
+            jobs.into_iter()
+                .map(|job| run_store_job(&*store, job))
+                .collect()
+        })
     }
 
     /// The store itself (for calls the runtime makes on the blocking pool).

@@ -127,3 +127,44 @@ fn a_crowd_coming_online_at_once_is_announced_to_their_contact_once_each() {
     assert!(trips < fanouts, "trips {trips}, fan-outs {fanouts}");
     drop(crowd);
 }
+
+#[test]
+fn a_crowd_that_comes_and_goes_at_once_is_announced_online_then_offline_once_each() {
+    // Each user's offline transition waits for their online one, which is
+    // in a batch: it must go in a later trip, in order, exactly once.
+    let tg = start_with(2, |c| c.presence_debounce_ms = 0);
+    let addr = tg.addr();
+    let mut watcher = Client::connect(addr, "watcher", "d");
+    let n = 60;
+    for i in 0..n {
+        let ack = watcher.send_msg(&format!("dm:v{i:03}:watcher"), &format!("m{i}"), "hi");
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    let crowd: Vec<_> = (0..n)
+        .map(|i| {
+            std::thread::spawn(move || {
+                Client::connect(addr, &format!("v{i:03}"), "d").close();
+            })
+        })
+        .collect();
+    for t in crowd {
+        t.join().unwrap();
+    }
+    let mut heard: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut offline = 0;
+    while offline < n {
+        let v = watcher.recv_type("presence_update");
+        let user = v["user"].as_str().unwrap().to_string();
+        let status = v["status"].as_str().unwrap().to_string();
+        offline += usize::from(status == "offline");
+        heard.entry(user).or_default().push(status);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(watcher
+        .recv_matching_now(|v| v["type"] == "presence_update")
+        .is_none());
+    assert_eq!(heard.len(), n);
+    for (user, statuses) in heard {
+        assert_eq!(statuses, ["online", "offline"], "{user}");
+    }
+}

@@ -19,8 +19,8 @@ pub struct Stats {
     /// Presence fan-outs looked up in the store (a user's transition:
     /// whom to tell).
     pub presence_fanouts: AtomicU64,
-    /// Trips to the store threads those took (a shard batches the fan-outs
-    /// of a few ms into one).
+    /// Trips to the store threads those took (a shard gathers the fan-outs
+    /// of 5 ms and makes them in trips of at least 8, side by side).
     pub presence_trips: AtomicU64,
     /// Sends (edits, deletes) forwarded to owners.
     pub received: AtomicU64,
