@@ -140,12 +140,13 @@ pub(crate) const PRESENCE_BATCH_WINDOW: Duration = Duration::from_millis(5);
 /// At most this many fan-outs per batch (the rest go in the next batch,
 /// without waiting again).
 const PRESENCE_BATCH_MAX: usize = 256;
-/// A batch is split over the store threads (`store_read_threads`) with at
-/// least this many fan-outs per trip, so a big batch keeps the concurrency
+/// A batch is split over the store threads: one trip per this many
+/// fan-outs (rounded up), at most `store_read_threads` trips, all side by
+/// side and of nearly equal size, so a big batch keeps the concurrency
 /// that one job per fan-out had (on several nodes a fan-out is a
 /// FoundationDB transaction, which a trip would otherwise make one after
 /// another) and a small one is one trip.
-const PRESENCE_TRIP_MIN: usize = 8;
+const PRESENCE_PER_TRIP: usize = 8;
 
 /// Runs the shard's presence fan-outs in batches: waits the window after
 /// the first, then takes up to [`PRESENCE_BATCH_MAX`], runs them in trips
@@ -167,7 +168,7 @@ async fn presence_batches(shard: Rc<Shard>) {
         }
         let trips = jobs
             .len()
-            .div_ceil(PRESENCE_TRIP_MIN)
+            .div_ceil(PRESENCE_PER_TRIP)
             .clamp(1, shard.cfg.store_read_threads.max(1));
         let per_trip = jobs.len().div_ceil(trips);
         let stats = &shard.global.stats;

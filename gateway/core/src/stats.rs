@@ -20,7 +20,7 @@ pub struct Stats {
     /// whom to tell).
     pub presence_fanouts: AtomicU64,
     /// Trips to the store threads those took (a shard gathers the fan-outs
-    /// of 5 ms and makes them in trips of at least 8, side by side).
+    /// of 5 ms and makes them in one trip per 8, rounded up, side by side).
     pub presence_trips: AtomicU64,
     /// Sends (edits, deletes) forwarded to owners.
     pub received: AtomicU64,
