@@ -90,6 +90,18 @@ fn a_dm_partner_who_never_wrote_is_still_told_and_has_unread() {
     assert_eq!(off["status"], "offline");
 }
 
+/// "watcher", connected, with a DM holding a message with each of the
+/// users `<prefix>000`… (`n` of them), so each is the watcher's contact.
+fn watcher_of(addr: std::net::SocketAddr, prefix: &str, n: usize) -> Client {
+    let mut watcher = Client::connect(addr, "watcher", "d");
+    for i in 0..n {
+        let dm = format!("dm:{prefix}{i:03}:watcher");
+        let ack = watcher.send_msg(&dm, &format!("m{i}"), "hi");
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    watcher
+}
+
 #[test]
 fn a_crowd_coming_online_at_once_is_announced_to_their_contact_once_each() {
     // A shard looks presence fan-outs up in batches (those of ~5 ms in one
@@ -97,12 +109,8 @@ fn a_crowd_coming_online_at_once_is_announced_to_their_contact_once_each() {
     // connects at once still arrives, each exactly once.
     let tg = start(2);
     let addr = tg.addr();
-    let mut watcher = Client::connect(addr, "watcher", "d");
     let n = 120;
-    for i in 0..n {
-        let ack = watcher.send_msg(&format!("dm:u{i:03}:watcher"), &format!("m{i}"), "hi");
-        assert_eq!(ack["type"], "ack", "{ack}");
-    }
+    let mut watcher = watcher_of(addr, "u", n);
     let crowd: Vec<_> = (0..n)
         .map(|i| std::thread::spawn(move || Client::connect(addr, &format!("u{i:03}"), "d")))
         .collect();
@@ -134,12 +142,8 @@ fn a_crowd_that_comes_and_goes_at_once_is_announced_online_then_offline_once_eac
     // in a batch: it must go in a later trip, in order, exactly once.
     let tg = start_with(2, |c| c.presence_debounce_ms = 0);
     let addr = tg.addr();
-    let mut watcher = Client::connect(addr, "watcher", "d");
     let n = 60;
-    for i in 0..n {
-        let ack = watcher.send_msg(&format!("dm:v{i:03}:watcher"), &format!("m{i}"), "hi");
-        assert_eq!(ack["type"], "ack", "{ack}");
-    }
+    let mut watcher = watcher_of(addr, "v", n);
     let crowd: Vec<_> = (0..n)
         .map(|i| {
             std::thread::spawn(move || {
