@@ -426,8 +426,8 @@ pub struct Config {
     /// wait. Memory: ~150 bytes each. Default 65,536.
     pub max_pending_cursors: usize,
     /// Threads per shard for store reads (heads, history and catch-up pages,
-    /// membership and cursor lookups): a slow read occupies one, others go
-    /// on. Default 4.
+    /// membership and cursor lookups, presence fan-outs): a slow read
+    /// occupies one, others go on. Default 4.
     pub store_read_threads: usize,
     /// Window in which further `typing` events of one user in one channel are
     /// dropped after one was forwarded, in milliseconds. Default 3,000.
