@@ -21,7 +21,8 @@
 //! | [`soak`] | a soak's runs → RSS slope, fds, CPU, abusers' refusals, p99 with vs without abusers; its charts | none |
 //! | [`run`] | binaries, server process, pinning, sampling, loadgen | processes, files |
 //! | [`micro`] | `bench micro`: hot-path micro-benchmarks (median ns/op) | a temporary store |
-//! | [`sys`] | `sysconf(_SC_CLK_TCK)`, SIGTERM, CPU affinity (the only `unsafe`) | syscalls |
+//! | [`wake`] | `bench wake`: CPU and wall time of a park/wake round trip — glommio, threads, bare io_uring | threads, io_uring |
+//! | [`sys`] | `sysconf(_SC_CLK_TCK)`, `getrusage`, SIGTERM, CPU affinity (with `wake`, the only `unsafe`) | syscalls |
 //!
 //! `bench run <scenario> --server node|bun` drives one of the in-memory peer
 //! servers of `bench/peers/` (installed by `bench peers setup`) with the same
@@ -75,3 +76,4 @@ pub mod scenario;
 pub mod settings;
 pub mod soak;
 pub mod sys;
+pub mod wake;

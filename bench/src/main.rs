@@ -75,6 +75,26 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// What a park/wake round trip between two threads costs: glommio
+    /// executors, a glommio executor and a plain thread, plain threads,
+    /// bare io_uring (eventfd or MSG_RING): CPU and wall per round trip.
+    Wake {
+        /// The CPUs of the two sides, `A,B` (`0,0`: one CPU).
+        #[arg(long, default_value = "0,1")]
+        cpus: String,
+        /// Round trips per run.
+        #[arg(long, default_value_t = 20_000)]
+        round_trips: u64,
+        /// Runs per case (after one warm-up run).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Only these cases (comma-separated) [default: all].
+        #[arg(long)]
+        cases: Option<String>,
+        /// Directory for the result JSON.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+    },
 }
 
 /// `bench run`'s arguments.
@@ -262,6 +282,44 @@ fn real_main() -> anyhow::Result<ExitCode> {
             write_file(&path, &serde_json::to_string_pretty(&file)?)?;
             eprintln!("bench: wrote {}", path.display());
             print!("{}", bench::micro::markdown(&file.results));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Wake {
+            cpus,
+            round_trips,
+            runs,
+            cases,
+            out,
+        } => {
+            let (a, b) = cpus
+                .split_once(',')
+                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+                .with_context(|| format!("--cpus {cpus:?}: expected A,B (CPU numbers)"))?;
+            let o = bench::wake::WakeOptions {
+                cpus: (a, b),
+                round_trips: round_trips.max(1),
+                runs: runs.max(1),
+            };
+            let names: Vec<String> = match cases {
+                Some(c) => c.split(',').map(|s| s.trim().to_owned()).collect(),
+                None => bench::wake::CASES.iter().map(|s| (*s).to_owned()).collect(),
+            };
+            let mut results = Vec::new();
+            for name in &names {
+                let r = bench::wake::run_case(name, &o)?;
+                eprint!("{}", bench::wake::markdown(std::slice::from_ref(&r)));
+                results.push(r);
+            }
+            let file = bench::wake::WakeFile {
+                timestamp: now_s(),
+                machine: bench::run::machine(),
+                debug_build: cfg!(debug_assertions),
+                results,
+            };
+            let path = out.join(format!("wake-{}.json", file.timestamp));
+            write_file(&path, &serde_json::to_string_pretty(&file)?)?;
+            eprintln!("bench: wrote {}", path.display());
+            print!("{}", bench::wake::markdown(&file.results));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Peers {

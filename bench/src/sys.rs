@@ -34,6 +34,22 @@ pub fn reaped_children_cpu_s() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// CPU seconds (user + system) of this whole process so far, every thread
+/// included (`getrusage(RUSAGE_SELF)`).
+#[must_use]
+pub fn process_cpu_s() -> f64 {
+    // SAFETY: as in `reaped_children_cpu_s`.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
+            return 0.0;
+        }
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 /// Sends SIGTERM to `pid`.
 pub fn sigterm(pid: u32) -> std::io::Result<()> {
     let pid = libc::pid_t::try_from(pid)
