@@ -1,5 +1,5 @@
 //! A shard's life: its main future ([`run_shard`]) binds the listener,
-//! joins the mesh, starts the shard's tasks — one receiver and one backlog
+//! joins the mesh, starts the shard's tasks — the mesh receiver and one
 //! backlog forwarder per peer (`mesh.rs`), the accept loop (`listener.rs`), the
 //! once-a-second tick, the cursor flush timer — and runs the supervisor that
 //! performs a graceful shutdown.
@@ -12,8 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_core::{Config, ShardId, ShardMsg, ShardState};
-use glommio::channels::channel_mesh::MeshBuilder;
+use chat_core::{Config, ShardId, ShardState};
 
 use crate::shard_task::{Global, Shard};
 use crate::store_io::StoreIo;
@@ -24,23 +23,20 @@ pub(crate) struct ShardParams {
     pub(crate) cfg: Arc<Config>,
     pub(crate) global: Arc<Global>,
     pub(crate) store: StoreIo,
-    pub(crate) mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    pub(crate) mesh: Arc<crate::mesh::Mesh>,
     pub(crate) ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
 }
 
 /// The main future of one shard's executor.
 pub(crate) async fn run_shard(p: ShardParams) {
-    let (senders, mut receivers) = match p.mesh.join().await {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = p
-                .ready
-                .send(Err(format!("joining the shard mesh failed: {e}")));
-            return;
-        }
+    let Some(mesh) = p.mesh.join() else {
+        let _ = p
+            .ready
+            .send(Err("more shards than the mesh was built for".into()));
+        return;
     };
-    let id = ShardId(senders.peer_id());
-    let nr = senders.nr_consumers();
+    let id = ShardId(mesh.id());
+    let nr = mesh.nr();
     let listener = {
         let mut bound = p.global.bound.lock().unwrap_or_else(|e| e.into_inner());
         let addr = bound.unwrap_or(p.cfg.listen);
@@ -66,7 +62,7 @@ pub(crate) async fn run_shard(p: ShardParams) {
             p.cfg.clone(),
             p.global.stats.clone(),
         )),
-        mesh: senders,
+        mesh,
         backlog: (0..nr).map(|_| RefCell::new(VecDeque::new())).collect(),
         backlog_busy: (0..nr).map(|_| Cell::new(false)).collect(),
         backlog_notify: (0..nr).map(|_| Notify::default()).collect(),
@@ -104,13 +100,8 @@ pub(crate) async fn run_shard(p: ShardParams) {
     // Long-lived tasks are kept (not detached) so that returning from this
     // function cancels them and frees the shard.
     let mut tasks = Vec::new();
-    for (peer, rx) in receivers.streams() {
-        let sh = shard.clone();
-        tasks.push(shard.spawn_control(async move {
-            while let Some(msg) = rx.recv().await {
-                sh.with(|st| st.on_msg(ShardId(peer), msg, now_ms()));
-            }
-        }));
+    if nr > 1 {
+        tasks.push(shard.spawn_control(crate::mesh::receive(shard.clone())));
     }
     for peer in 0..nr {
         if peer != id.0 {

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use storage::{EmbeddedConfig, EmbeddedStore, Store, StoreError};
 
@@ -178,7 +177,7 @@ impl Gateway {
         let (committer, store_io) =
             Committer::start(store.clone()).map_err(|e| StartError::Shards(e.to_string()))?;
         let cfg = Arc::new(config);
-        let mesh = MeshBuilder::full(nr, cfg.mesh_queue_capacity);
+        let mesh = crate::mesh::Mesh::new(nr, cfg.mesh_queue_capacity);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let placement = shard_placement(nr);
         let handles = {

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
 use chat_core::{Config, ConnId, Effects, ShardId, ShardMsg, ShardState, Stats};
-use glommio::channels::channel_mesh::Senders;
 
 use crate::store_io::StoreIo;
 use crate::util::{now_ms, Notify};
@@ -47,7 +46,7 @@ pub(crate) struct Shard {
     pub(crate) id: ShardId,
     pub(crate) cfg: Arc<Config>,
     pub(crate) state: RefCell<ShardState>,
-    pub(crate) mesh: Senders<ShardMsg>,
+    pub(crate) mesh: crate::mesh::MeshEnd,
     pub(crate) backlog: Vec<RefCell<VecDeque<ShardMsg>>>,
     pub(crate) backlog_busy: Vec<Cell<bool>>,
     pub(crate) backlog_notify: Vec<Notify>,
