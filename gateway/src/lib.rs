@@ -24,7 +24,7 @@
 //!
 //! ## The runtime, one file per job
 //!
-//! - `lifecycle`: starts a shard's tasks (mesh receivers, backlog
+//! - `lifecycle`: starts a shard's tasks (the mesh receiver, backlog
 //!   forwarders, the accept loop, the once-a-second tick, the cursor flush
 //!   timer) and runs its graceful shutdown; [`server`] starts and stops the
 //!   whole process (store, committer, executors, the one-gateway-per-address

@@ -101,7 +101,23 @@ pub(crate) async fn run_shard(p: ShardParams) {
     // function cancels them and frees the shard.
     let mut tasks = Vec::new();
     if nr > 1 {
-        tasks.push(shard.spawn_control(crate::mesh::receive(shard.clone())));
+        // A wake-up from another shard is a foreign wake in glommio, which
+        // writes the shard's eventfd every time for a task on a
+        // latency-sensitive queue (to preempt whatever runs), and only when
+        // the shard sleeps otherwise. With the socket ring one task does
+        // all sessions' I/O and yields often, so the receiver takes the
+        // default queue and the cheap wake (measured: 396–400 against
+        // 412–437 µs per message in small rooms on two shards,
+        // `docs/benchmarks.md`, "What a wake costs"). With one glommio task
+        // per session (`socket_ring = false`) a 10,000-member room queues
+        // 10,000 of them on the default queue, so there it stays on the
+        // control queue and pays the write.
+        let receiver = crate::mesh::receive(shard.clone());
+        tasks.push(if shard.ring.is_some() {
+            glommio::spawn_local(receiver)
+        } else {
+            shard.spawn_control(receiver)
+        });
     }
     for peer in 0..nr {
         if peer != id.0 {
@@ -129,11 +145,13 @@ pub(crate) async fn run_shard(p: ShardParams) {
     }
 
     supervise(&shard, accept).await;
+    // Stopped for the other shards before the receiver ends: from here on
+    // their sends to this shard fail instead of queueing for nobody.
+    shard.mesh.close();
     for t in tasks {
         t.cancel().await;
     }
     crate::ring::clear_current();
-    shard.mesh.close();
 }
 
 /// Shard 0, once the node is registered in a cluster (`nodes.rs`): the

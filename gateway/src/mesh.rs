@@ -2,7 +2,7 @@
 //! kept. **No shard waits for another**: a handler's message goes straight
 //! into the peer's queue when it has room, else into a per-peer backlog that
 //! one task per peer ([`forward_backlog`]) drains in order (waiting for space is fine
-//! there: the receivers are separate tasks and keep draining). Past
+//! there: the peer's receiver is a task of its own and keeps draining). Past
 //! `mesh_backlog_messages`, further batches to that peer are replaced by
 //! `Advanced` notices (consecutive notices for one channel coalesce into
 //! one): the replica's members see a head beyond their cursor and page the
@@ -12,27 +12,31 @@
 //! mesh: a glommio receiver that takes an item notifies the producer's
 //! executor, and a shard that sent a message to a peer usually sleeps
 //! waiting for the answer, so each hop woke the sender once for nothing
-//! (a glommio park and wake: ~41 µs of CPU here). Each queue here is a
-//! bounded crossbeam channel with two [`Doorbell`]s: the receiving shard's
-//! (rung by every send; it wakes the shard only while its receiver task
-//! waits) and the queue's room bell (rung by the receiver after it drains
-//! the queue; heard only by a backlog forwarder waiting for room). One
-//! receiver task per shard ([`receive`]) drains every peer's queue in turn.
+//! (~0.3 wakes per message in small rooms on two shards; a glommio park and
+//! wake is 18–62 µs of CPU here, `docs/benchmarks.md`, "What a wake
+//! costs"). Each queue here is a crossbeam list channel, bounded by a count
+//! of its own (its memory is taken as messages queue, not up front), with
+//! two [`Doorbell`]s: the receiving shard's (rung by every send; it wakes
+//! the receiver task only while that task waits) and the queue's room bell
+//! (rung by the receiver after it takes from the queue; heard only by a
+//! backlog forwarder waiting for room). One receiver task per shard
+//! ([`receive`]) takes up to [`RECV_BURST`] messages from each peer in turn
+//! until every queue is empty.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chat_core::{ShardId, ShardMsg};
-use crossbeam_channel::TrySendError;
 
 use crate::doorbell::Doorbell;
 use crate::shard_task::Shard;
 use crate::util::now_ms;
 
-/// Messages a receiver takes from one peer before it lets the executor run
-/// something else (and tells a waiting producer there is room).
-const RECV_BURST: usize = 64;
+/// Messages a receiver takes from one peer before it turns to the next
+/// (and tells a waiting producer there is room); after each round over the
+/// peers it lets the executor run other work if it asks.
+pub(crate) const RECV_BURST: usize = 64;
 
 /// The queues between the shards of one process.
 pub(crate) struct Mesh {
@@ -47,12 +51,23 @@ pub(crate) struct Mesh {
     joined: AtomicUsize,
 }
 
-/// One direction between two shards.
+/// One direction between two shards: one producer (the `from` shard's
+/// thread) and one consumer (the `to` shard's receiver).
 struct Link {
     tx: crossbeam_channel::Sender<ShardMsg>,
     rx: crossbeam_channel::Receiver<ShardMsg>,
+    /// Messages in the queue: raised by the producer before a send, lowered
+    /// by the consumer after a receive, so it never reads below the truth.
+    queued: AtomicUsize,
+    capacity: usize,
     /// Rung by the receiver after it takes from this queue.
     room: Doorbell,
+}
+
+impl Link {
+    fn is_full(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) >= self.capacity
+    }
 }
 
 /// A send that did not go in.
@@ -65,18 +80,19 @@ pub(crate) enum SendError {
 }
 
 impl Mesh {
-    /// Queues for `nr` shards, `capacity` messages each way between two
-    /// (allocated now: `nr × (nr − 1) × capacity` slots).
+    /// Queues for `nr` shards, at most `capacity` messages each way between
+    /// two. A queue allocates as messages arrive, in blocks of 31 (112
+    /// bytes a message), and frees each block once read: an idle queue
+    /// holds at most one block (~3.5 KB).
     pub(crate) fn new(nr: usize, capacity: usize) -> Arc<Mesh> {
         let links = (0..nr * nr)
-            .map(|i| {
-                // No queue from a shard to itself: local messages are
-                // delivered in place (`Shard::apply_effects`).
-                let cap = if i / nr == i % nr { 0 } else { capacity };
-                let (tx, rx) = crossbeam_channel::bounded(cap);
+            .map(|_| {
+                let (tx, rx) = crossbeam_channel::unbounded();
                 Link {
                     tx,
                     rx,
+                    queued: AtomicUsize::new(0),
+                    capacity,
                     room: Doorbell::new(),
                 }
             })
@@ -105,7 +121,8 @@ impl Mesh {
     }
 }
 
-/// One shard's end of the mesh.
+/// One shard's end of the mesh. Dropping it stops the shard's side
+/// ([`MeshEnd::close`]).
 pub(crate) struct MeshEnd {
     id: usize,
     mesh: Arc<Mesh>,
@@ -124,17 +141,23 @@ impl MeshEnd {
 
     /// Queues `msg` for shard `to` if there is room, and rings its bell.
     pub(crate) fn try_send_to(&self, to: usize, msg: ShardMsg) -> Result<(), SendError> {
-        if self.mesh.gone[to].load(Ordering::Acquire) {
+        if to == self.id || self.mesh.gone[to].load(Ordering::Acquire) {
             return Err(SendError::Gone);
         }
-        match self.mesh.link(self.id, to).tx.try_send(msg) {
-            Ok(()) => {
-                self.mesh.inbox[to].ring();
-                Ok(())
-            }
-            Err(TrySendError::Full(msg)) => Err(SendError::Full(msg)),
-            Err(TrySendError::Disconnected(_)) => Err(SendError::Gone),
+        let link = self.mesh.link(self.id, to);
+        if link.is_full() {
+            return Err(SendError::Full(msg));
         }
+        // Only this shard sends on this link, so nothing fills it between
+        // the check and the send.
+        link.queued.fetch_add(1, Ordering::SeqCst);
+        if link.tx.send(msg).is_err() {
+            // Unreachable: the mesh holds both ends of every queue.
+            link.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(SendError::Gone);
+        }
+        self.mesh.inbox[to].ring();
+        Ok(())
     }
 
     /// Queues `msg` for shard `to`, waiting for room; `Err` if the peer
@@ -150,7 +173,7 @@ impl MeshEnd {
                     let link = self.mesh.link(self.id, to);
                     let gone = &self.mesh.gone[to];
                     link.room
-                        .wait(|| !link.tx.is_full() || gone.load(Ordering::Acquire))
+                        .wait(|| !link.is_full() || gone.load(Ordering::Acquire))
                         .await;
                 }
             }
@@ -162,54 +185,68 @@ impl MeshEnd {
         (0..self.mesh.nr).any(|p| p != self.id && !self.mesh.link(p, self.id).rx.is_empty())
     }
 
-    /// The next message from `from`, if one is queued.
-    fn try_recv_from(&self, from: usize) -> Option<ShardMsg> {
-        self.mesh.link(from, self.id).rx.try_recv().ok()
+    /// Waits until a peer's queue to this shard holds a message.
+    async fn readable(&self) {
+        self.mesh.inbox[self.id].wait(|| self.has_input()).await;
     }
 
-    /// Tells a producer waiting for room in `from`'s queue that there is.
-    fn room_made(&self, from: usize) {
-        self.mesh.link(from, self.id).room.ring();
+    /// One round over the peers: up to [`RECV_BURST`] messages from each,
+    /// in each peer's order, handed to `handle`; a producer waiting for
+    /// room in a queue it took from is told. Returns how many it took.
+    fn drain_round(&self, mut handle: impl FnMut(usize, ShardMsg)) -> usize {
+        let mut total = 0;
+        for p in (0..self.mesh.nr).filter(|&p| p != self.id) {
+            let link = self.mesh.link(p, self.id);
+            let mut taken = 0;
+            while taken < RECV_BURST {
+                let Ok(msg) = link.rx.try_recv() else { break };
+                link.queued.fetch_sub(1, Ordering::SeqCst);
+                handle(p, msg);
+                taken += 1;
+            }
+            if taken > 0 {
+                link.room.ring();
+            }
+            total += taken;
+        }
+        total
     }
 
     /// Marks this shard stopped: later sends to it fail, and producers
-    /// waiting for room in its queues stop waiting.
-    /// Call on the shard's thread after its tasks ended: the wakers its
-    /// receiver and forwarders left in the bells are dropped here.
+    /// waiting for room in its queues stop waiting. Call on the shard's
+    /// thread once its tasks have ended (or let the end drop): the wakers
+    /// its receiver and forwarders left in the bells are dropped here.
     pub(crate) fn close(&self) {
-        self.mesh.gone[self.id].store(true, Ordering::Release);
+        self.mesh.gone[self.id].store(true, Ordering::SeqCst);
         self.mesh.inbox[self.id].clear();
         for p in 0..self.mesh.nr {
             if p != self.id {
                 self.mesh.link(self.id, p).room.clear();
-                self.room_made(p);
+                self.mesh.link(p, self.id).room.ring();
             }
         }
     }
 }
 
-/// The shard's one mesh receiver: waits for its bell, then takes every
-/// peer's queued messages in turn, one `Shard::with` each, in each
-/// peer's order.
+impl Drop for MeshEnd {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The shard's one mesh receiver: waits for its bell, then takes rounds of
+/// messages from the peers ([`MeshEnd::drain_round`]), one `Shard::with`
+/// each, until every queue is empty, letting the executor run other work
+/// between rounds when it asks.
 pub(crate) async fn receive(shard: Rc<Shard>) {
-    let me = shard.id.0;
-    let peers: Vec<usize> = (0..shard.mesh.nr()).filter(|&p| p != me).collect();
     loop {
-        let mesh = &shard.mesh;
-        mesh.mesh.inbox[me].wait(|| mesh.has_input()).await;
-        for &p in &peers {
-            let mut taken = 0;
-            while let Some(msg) = shard.mesh.try_recv_from(p) {
-                shard.with(|st| st.on_msg(ShardId(p), msg, now_ms()));
-                taken += 1;
-                if taken % RECV_BURST == 0 {
-                    shard.mesh.room_made(p);
-                    glommio::yield_if_needed().await;
-                }
-            }
-            if taken > 0 {
-                shard.mesh.room_made(p);
-            }
+        shard.mesh.readable().await;
+        while shard
+            .mesh
+            .drain_round(|p, msg| shard.with(|st| st.on_msg(ShardId(p), msg, now_ms())))
+            > 0
+        {
+            glommio::yield_if_needed().await;
         }
     }
 }
@@ -308,9 +345,10 @@ mod tests {
     fn a_full_queue_holds_the_sender_until_the_receiver_makes_room_and_keeps_order() {
         // Shard 0 sends 2,000 messages through a queue of 16 with `send_to`
         // (the backlog forwarder's call); shard 1 takes them as `receive`
-        // does. The sender must wait for room many times and be woken each
-        // time (a lost room bell hangs the test), and shard 1 must see
-        // every message once, in order.
+        // does (`readable`, then rounds of `drain_round`), but slowly. The
+        // sender must wait for room many times and be woken each time (a
+        // lost room bell hangs the test), and shard 1 must see every
+        // message once, in order.
         const N: u64 = 2_000;
         let mesh = Mesh::new(2, 16);
         let (a, b) = (mesh.join().expect("0"), mesh.join().expect("1"));
@@ -328,18 +366,15 @@ mod tests {
                 .spawn(move || async move {
                     let mut got = Vec::new();
                     while (got.len() as u64) < N {
-                        b.mesh.inbox[1].wait(|| b.has_input()).await;
-                        let mut taken = 0;
-                        while let Some(msg) = b.try_recv_from(0) {
+                        b.readable().await;
+                        while b.drain_round(|from, msg| {
+                            assert_eq!(from, 0);
                             got.push(number(&msg));
-                            taken += 1;
-                            if taken % 4 == 0 {
-                                // Slower than the sender: the queue fills.
-                                b.room_made(0);
-                                glommio::timer::sleep(std::time::Duration::from_micros(50)).await;
-                            }
+                        }) > 0
+                        {
+                            // Slower than the sender: the queue fills.
+                            glommio::timer::sleep(std::time::Duration::from_micros(50)).await;
                         }
-                        b.room_made(0);
                     }
                     got
                 })
@@ -352,10 +387,38 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_peer_does_not_starve_the_others() {
+        // Shard 0 has 1,000 messages queued for shard 2, shard 1 one: the
+        // first round takes at most RECV_BURST from shard 0 and then shard
+        // 1's, and later rounds finish shard 0's in order.
+        let mesh = Mesh::new(3, 4096);
+        let ends: Vec<MeshEnd> = (0..3).map(|_| mesh.join().expect("end")).collect();
+        for i in 0..1000 {
+            ends[0].try_send_to(2, numbered(i)).expect("room");
+        }
+        ends[1].try_send_to(2, numbered(7)).expect("room");
+        let mut first = Vec::new();
+        let n = ends[2].drain_round(|from, msg| first.push((from, number(&msg))));
+        assert_eq!(n, RECV_BURST + 1);
+        assert_eq!(
+            first.last(),
+            Some(&(1, 7)),
+            "shard 1's message in the first round"
+        );
+        let mut rest: Vec<u64> = first.iter().filter(|m| m.0 == 0).map(|m| m.1).collect();
+        while ends[2].drain_round(|from, msg| {
+            assert_eq!(from, 0);
+            rest.push(number(&msg));
+        }) > 0
+        {}
+        assert_eq!(rest, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn a_queue_slot_is_the_size_the_configuration_docs_quote() {
-        // `mesh_queue_capacity`'s memory in `docs/configuration.md` and
-        // `config.rs`: 112 bytes per slot (the message and crossbeam's
-        // stamp). If `ShardMsg` grows, update both.
+        // The queues' memory in `docs/configuration.md`, `config.rs` and
+        // `Mesh::new`: 112 bytes a queued message (the message and
+        // crossbeam's slot state). If `ShardMsg` grows, update them.
         assert_eq!(
             std::mem::size_of::<ShardMsg>() + std::mem::size_of::<usize>(),
             112

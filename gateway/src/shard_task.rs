@@ -73,8 +73,10 @@ pub(crate) struct Shard {
     pub(crate) woken: RefCell<Vec<ConnId>>,
     /// The flush tick: how often a busy connection may write.
     pub(crate) flush: Rc<crate::flush::FlushTick>,
-    /// The task queue of the shard's own work — the group commit, the mesh
-    /// receivers, the flush tick — apart from the connections' drivers, so
+    /// The task queue of the shard's own work — the group commit, the flush
+    /// tick, and the mesh receiver when sessions are glommio tasks
+    /// (`socket_ring = false`; `lifecycle.rs` says why only then) — apart
+    /// from the connections' drivers, so
     /// that a commit's completion or a peer's batch runs as soon as it
     /// arrives instead of behind every driver woken before it (a 10,000-member
     /// room wakes 10,000 drivers per batch).
