@@ -248,24 +248,31 @@ fn glommio_doorbell(o: &WakeOptions) -> anyhow::Result<Vec<Sample>> {
     let a = LocalExecutorBuilder::new(Placement::Fixed(o.cpus.0))
         .name("wake-a")
         .spawn(move || async move {
-            let mut samples = Vec::with_capacity(runs);
-            for run in 0..=runs {
-                let t = Timer::start();
-                for i in 0..n {
-                    to_b.try_send(i).map_err(|_| "peer gone")?;
-                    bell_b.ring();
-                    bell_a.wait(|| !at_a.is_empty()).await;
-                    if at_a.try_recv() != Ok(i) {
-                        return Err("wrong or no reply");
+            let result = async {
+                let mut samples = Vec::with_capacity(runs);
+                for run in 0..=runs {
+                    let t = Timer::start();
+                    for i in 0..n {
+                        to_b.try_send(i).map_err(|_| "peer gone")?;
+                        bell_b.ring();
+                        bell_a.wait(|| !at_a.is_empty()).await;
+                        if at_a.try_recv() != Ok(i) {
+                            return Err("wrong or no reply");
+                        }
+                    }
+                    if run > 0 {
+                        samples.push(t.stop(n));
                     }
                 }
-                if run > 0 {
-                    samples.push(t.stop(n));
-                }
+                Ok(samples)
             }
-            let _ = to_b.try_send(u64::MAX);
+            .await;
+            // Stop b on every path, or its join below would wait forever.
+            while to_b.try_send(u64::MAX).is_err() && !to_b.is_empty() {
+                let _ = at_a.try_recv();
+            }
             bell_b.ring();
-            Ok(samples)
+            result
         })
         .map_err(|e| anyhow!("executor a: {e}"))?;
     let samples = a.join().map_err(|e| anyhow!("executor a: {e}"))?;
@@ -400,6 +407,18 @@ struct Side {
     peer_ring: RawFd,
     how: Wake,
     buf: Box<[u8; 8]>,
+    /// A read of `efd` into `buf` was submitted and has not completed.
+    read_in_kernel: bool,
+}
+
+impl Drop for Side {
+    fn drop(&mut self) {
+        if self.read_in_kernel {
+            // The ring is torn down after this; a read still in the kernel
+            // must not land in freed memory: leak its 8 bytes.
+            std::mem::forget(std::mem::replace(&mut self.buf, Box::new([0; 8])));
+        }
+    }
 }
 
 const READ_DONE: u64 = 1;
@@ -413,10 +432,10 @@ impl Side {
             let read = opcode::Read::new(types::Fd(self.efd.as_raw_fd()), self.buf.as_mut_ptr(), 8)
                 .build()
                 .user_data(READ_DONE);
-            // SAFETY: the buffer is this side's and outlives the read (the
-            // side waits for its completion before the next arm; the ring
-            // is dropped with the side, which cancels nothing in flight
-            // only after the last wait).
+            // SAFETY: the buffer is this side's and outlives the read: the
+            // read is submitted with the next wait and completes before the
+            // next arm; a side dropped with a read still submitted leaks
+            // the buffer (`Drop`).
             unsafe { self.ring.submission().push(&read) }.map_err(|_| anyhow!("sq full"))?;
         }
         Ok(())
@@ -446,7 +465,13 @@ impl Side {
             }
         }
         loop {
-            self.ring.submit_and_wait(1)?;
+            if self.how == Wake::Eventfd {
+                self.read_in_kernel = true;
+            }
+            match self.ring.submit_and_wait(1) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => r?,
+            };
             let cqe = self.ring.completion().next();
             let Some(cqe) = cqe else { continue };
             if cqe.result() < 0 {
@@ -454,6 +479,7 @@ impl Side {
             }
             return Ok(match self.how {
                 Wake::Eventfd => {
+                    self.read_in_kernel = false;
                     let v = u64::from_ne_bytes(*self.buf);
                     self.arm()?;
                     if v >= 2 {
@@ -464,6 +490,30 @@ impl Side {
                 }
                 Wake::MsgRing => cqe.user_data(),
             });
+        }
+    }
+}
+
+impl Side {
+    /// Tells the other side to stop (its wait returns `STOP`); errors are
+    /// ignored — this runs on the way out.
+    fn stop_peer(&mut self) {
+        match self.how {
+            Wake::Eventfd => {
+                let two = 2u64;
+                // SAFETY: an 8-byte write from a local to the other side's
+                // eventfd (alive until both sides are done).
+                let _ = unsafe { libc::write(self.peer_efd, (&raw const two).cast(), 8) };
+            }
+            Wake::MsgRing => {
+                let msg = opcode::MsgRingData::new(types::Fd(self.peer_ring), 0, STOP, None)
+                    .build()
+                    .flags(squeue::Flags::SKIP_SUCCESS);
+                // SAFETY: the entry references no memory.
+                if unsafe { self.ring.submission().push(&msg) }.is_ok() {
+                    let _ = self.ring.submit();
+                }
+            }
         }
     }
 }
@@ -490,6 +540,7 @@ fn uring_pair(o: &WakeOptions, how: Wake) -> anyhow::Result<Vec<Sample>> {
         efd: efd_a,
         how,
         buf: Box::new([0; 8]),
+        read_in_kernel: false,
     };
     let mut b = Side {
         peer_efd: a.efd.as_raw_fd(),
@@ -498,59 +549,56 @@ fn uring_pair(o: &WakeOptions, how: Wake) -> anyhow::Result<Vec<Sample>> {
         efd: efd_b,
         how,
         buf: Box::new([0; 8]),
+        read_in_kernel: false,
     };
     a.arm()?;
     b.arm()?;
     // Both rings and eventfds live until both threads are done: b's
-    // thread hands its side back.
+    // thread hands its side back, and each side tells the other to stop on
+    // every way out, so neither waits for a reply that cannot come.
     let cpu_b = o.cpus.1;
     let b = std::thread::Builder::new().name("wake-b".into()).spawn(
-        move || -> anyhow::Result<Side> {
+        move || -> (Side, anyhow::Result<()>) {
             let _ = pin_current_thread(cpu_b);
             let mut token = None;
-            loop {
-                let got = b.wake_then_wait(token)?;
-                if got == STOP {
-                    return Ok(b);
+            let result = loop {
+                match b.wake_then_wait(token) {
+                    Ok(STOP) => break Ok(()),
+                    Ok(got) => token = Some(got),
+                    Err(e) => break Err(e),
                 }
-                token = Some(got);
+            };
+            if result.is_err() {
+                b.stop_peer();
             }
+            (b, result)
         },
     )?;
-    pin_current_thread(o.cpus.0).context("pinning side a")?;
-    let mut samples = Vec::with_capacity(o.runs);
-    for run in 0..=o.runs {
-        let t = Timer::start();
-        for i in 0..o.round_trips {
-            let got = a.wake_then_wait(Some(i))?;
-            if how == Wake::MsgRing && got != i {
-                return Err(anyhow!("wrong reply {got} for {i}"));
+    let result = (|| -> anyhow::Result<Vec<Sample>> {
+        pin_current_thread(o.cpus.0).context("pinning side a")?;
+        let mut samples = Vec::with_capacity(o.runs);
+        for run in 0..=o.runs {
+            let t = Timer::start();
+            for i in 0..o.round_trips {
+                let got = a.wake_then_wait(Some(i))?;
+                if got == STOP {
+                    return Err(anyhow!("side b stopped"));
+                }
+                if how == Wake::MsgRing && got != i {
+                    return Err(anyhow!("wrong reply {got} for {i}"));
+                }
+            }
+            if run > 0 {
+                samples.push(t.stop(o.round_trips));
             }
         }
-        if run > 0 {
-            samples.push(t.stop(o.round_trips));
-        }
-    }
-    // The stop token wakes b without a reply to wait for.
-    match how {
-        Wake::Eventfd => {
-            let two = 2u64;
-            // SAFETY: an 8-byte write from a local to b's eventfd (alive:
-            // b's side is handed back only after it reads this).
-            unsafe { libc::write(a.peer_efd, (&raw const two).cast(), 8) };
-        }
-        Wake::MsgRing => {
-            let msg = opcode::MsgRingData::new(types::Fd(a.peer_ring), 0, STOP, None)
-                .build()
-                .flags(squeue::Flags::SKIP_SUCCESS);
-            // SAFETY: the entry references no memory.
-            unsafe { a.ring.submission().push(&msg) }.map_err(|_| anyhow!("sq full"))?;
-            a.ring.submit()?;
-        }
-    }
-    let b = b.join().map_err(|_| anyhow!("thread b panicked"))??;
+        Ok(samples)
+    })();
+    a.stop_peer();
+    let (b, b_result) = b.join().map_err(|_| anyhow!("thread b panicked"))?;
     drop((a, b));
-    Ok(samples)
+    b_result.context("side b")?;
+    result
 }
 
 /// The results as a Markdown table.
@@ -586,17 +634,29 @@ mod tests {
     fn quick() -> WakeOptions {
         WakeOptions {
             cpus: (0, 0),
-            round_trips: 200,
+            round_trips: 1_000,
             runs: 2,
         }
     }
 
+    /// `run_case` on a thread of its own, failing after `secs` (a case
+    /// whose sides lose each other hangs).
+    fn run_within(name: &'static str, secs: u64) -> anyhow::Result<WakeResult> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(run_case(name, &quick()));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(secs))
+            .unwrap_or_else(|_| panic!("{name} did not finish in {secs} s"))
+    }
+
     #[test]
-    fn every_case_completes_its_round_trips_and_reports_positive_costs() {
+    fn every_case_completes_its_round_trips_and_reports_a_cost() {
         for name in CASES {
-            let r = run_case(name, &quick()).expect(name);
+            let r = run_within(name, 60).expect(name);
             assert_eq!(r.runs, 2, "{name}");
             assert!(r.median_wall_ns > 0.0, "{name}: {r:?}");
+            assert!(r.median_cpu_ns > 0.0, "{name}: {r:?}");
         }
     }
 
