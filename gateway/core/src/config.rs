@@ -230,10 +230,11 @@ pub struct Config {
     /// Largest HTTP request head accepted, in bytes. Default 16 KiB.
     pub max_request_head_bytes: usize,
     /// Capacity of each shard-to-shard queue, in messages. Default 4,096.
-    /// Memory, allocated at start: nr_shards × (nr_shards − 1) × capacity
-    /// × 112 bytes (0.9 MiB with 2 shards, 24.5 MiB with 8, 434 MiB with
-    /// 32 — lower it on many-core nodes: a full queue only sends further
-    /// messages through the backlog).
+    /// Memory: taken as messages queue, 112 bytes each in blocks of 31, and
+    /// given back as they are read; an idle queue holds at most one block
+    /// (~3.5 KB), so nr_shards × (nr_shards − 1) × 3.5 KB at most when
+    /// idle (3.4 MB with 32 shards), up to capacity × 112 bytes per queue
+    /// while one is full (0.44 MiB at the default).
     pub mesh_queue_capacity: usize,
     /// Messages one shard keeps for a peer whose queue is full, in order;
     /// past it further batches to that peer become head notices (the
