@@ -181,7 +181,7 @@ impl MeshEnd {
     }
 
     /// Whether any peer's queue to this shard holds a message.
-    fn has_input(&self) -> bool {
+    pub(crate) fn has_input(&self) -> bool {
         (0..self.mesh.nr).any(|p| p != self.id && !self.mesh.link(p, self.id).rx.is_empty())
     }
 
@@ -214,8 +214,9 @@ impl MeshEnd {
 
     /// Marks this shard stopped: later sends to it fail, and producers
     /// waiting for room in its queues stop waiting. Call on the shard's
-    /// thread once its tasks have ended (or let the end drop): the wakers
-    /// its receiver and forwarders left in the bells are dropped here.
+    /// thread when it is done with the mesh (before its receiver and
+    /// forwarders are cancelled; dropping the end does it too): the wakers
+    /// they left in the bells are dropped here.
     pub(crate) fn close(&self) {
         self.mesh.gone[self.id].store(true, Ordering::SeqCst);
         self.mesh.inbox[self.id].clear();
@@ -235,23 +236,34 @@ impl Drop for MeshEnd {
 }
 
 /// The shard's one mesh receiver: waits for its bell, then takes rounds of
-/// messages from the peers ([`MeshEnd::drain_round`]), one `Shard::with`
-/// each, until every queue is empty, letting the executor run other work
-/// between rounds when it asks.
+/// messages from the peers ([`Shard::receive_mesh_round`]) until every
+/// queue is empty, letting the other tasks of its queue run between rounds
+/// (the socket ring's task, which writes what the messages queued, among
+/// them). The ring's task also takes a round itself every 64 sessions it
+/// services, so a long write pass does not hold a peer's messages back.
 pub(crate) async fn receive(shard: Rc<Shard>) {
     loop {
         shard.mesh.readable().await;
-        while shard
-            .mesh
-            .drain_round(|p, msg| shard.with(|st| st.on_msg(ShardId(p), msg, now_ms())))
-            > 0
-        {
-            glommio::yield_if_needed().await;
+        while shard.receive_mesh_round() > 0 {
+            glommio::executor().yield_now().await;
         }
     }
 }
 
 impl Shard {
+    /// One round of messages from the peers ([`MeshEnd::drain_round`]),
+    /// one handler call each; how many it took.
+    pub(crate) fn receive_mesh_round(self: &Rc<Self>) -> usize {
+        self.mesh
+            .drain_round(|p, msg| self.with(|st| st.on_msg(ShardId(p), msg, now_ms())))
+    }
+
+    /// Whether messages between this shard and its peers are still on
+    /// their way: queued here, or waiting in this shard's backlogs.
+    pub(crate) fn mesh_busy(&self) -> bool {
+        self.mesh.has_input() || self.backlog.iter().any(|b| !b.borrow().is_empty())
+    }
+
     /// Sends to a peer without ever waiting.
     pub(crate) fn send_remote(self: &Rc<Self>, to: ShardId, msg: ShardMsg) {
         let mut backlog = self.backlog[to.0].borrow_mut();

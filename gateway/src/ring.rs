@@ -869,6 +869,11 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
                 glommio::executor().yield_if_needed().await;
                 ring.reap();
                 ring.take_new(&shard);
+                // A peer's messages wait for no write pass (the mesh
+                // receiver shares this task queue, `mesh::receive`).
+                if shard.mesh.has_input() {
+                    shard.receive_mesh_round();
+                }
             }
         }
         let next_deadline = ring.sweep(&shard, now_ms());
