@@ -105,13 +105,13 @@ pub(crate) async fn run_shard(p: ShardParams) {
         // writes the shard's eventfd every time for a task on a
         // latency-sensitive queue (to preempt whatever runs), and only when
         // the shard sleeps otherwise. With the socket ring one task does
-        // all sessions' I/O and yields often, so the receiver takes the
-        // default queue and the cheap wake (measured: 396–400 against
-        // 412–437 µs per message in small rooms on two shards,
-        // `docs/benchmarks.md`, "What a wake costs"). With one glommio task
-        // per session (`socket_ring = false`) a 10,000-member room queues
-        // 10,000 of them on the default queue, so there it stays on the
-        // control queue and pays the write.
+        // all sessions' I/O and takes a round of mesh input itself every 64
+        // sessions, so the receiver takes the default queue and the cheap
+        // wake (measured: 396–400 against 412–437 µs per message in small
+        // rooms on two shards, `docs/benchmarks.md`, "What a wake costs").
+        // With one glommio task per session (`socket_ring = false`) a
+        // 10,000-member room queues 10,000 of them on the default queue,
+        // so there it stays on the control queue and pays the write.
         let receiver = crate::mesh::receive(shard.clone());
         tasks.push(if shard.ring.is_some() {
             glommio::spawn_local(receiver)
@@ -152,16 +152,23 @@ pub(crate) async fn run_shard(p: ShardParams) {
         t.cancel().await;
     }
     crate::ring::clear_current();
+    // A task cancelled while it waited left its waker in a bell; drop it
+    // here, on its own thread.
+    shard.global.shutdown_bells[id.0].clear();
+    if id.0 == 0 {
+        shard.global.cluster_bell.clear();
+    }
 }
 
 /// Shard 0, once the node is registered in a cluster (`nodes.rs`): the
 /// heartbeat and the inbox, for as long as the shard runs.
 async fn cluster_tasks(shard: Rc<Shard>) {
-    while !shard.global.in_cluster.load(Ordering::Acquire) {
-        if shard.global.shutdown.load(Ordering::Acquire) {
-            return;
-        }
-        glommio::timer::sleep(Duration::from_millis(25)).await;
+    let g = &shard.global;
+    g.cluster_bell
+        .wait(|| g.in_cluster.load(Ordering::Acquire) || g.shutdown.load(Ordering::Acquire))
+        .await;
+    if !g.in_cluster.load(Ordering::Acquire) {
+        return;
     }
     let heartbeat = glommio::spawn_local(crate::nodes::heartbeat_loop(shard.clone()));
     crate::nodes::inbox_loop(shard).await;
@@ -190,9 +197,10 @@ async fn cursor_timer(shard: Rc<Shard>) {
 /// shards), close every connection with 1001, flush, return.
 async fn supervise(shard: &Rc<Shard>, accept: glommio::Task<()>) {
     let tick = Duration::from_millis(10);
-    while !shard.global.shutdown.load(Ordering::Acquire) {
-        glommio::timer::sleep(Duration::from_millis(25)).await;
-    }
+    let g = &shard.global;
+    g.shutdown_bells[shard.id.0]
+        .wait(|| g.shutdown.load(Ordering::Acquire))
+        .await;
     if shard.global.drain.load(Ordering::Acquire) {
         drain(shard, accept).await;
     } else {
@@ -218,6 +226,9 @@ async fn supervise(shard: &Rc<Shard>, accept: glommio::Task<()>) {
     }
     // Let the last acks cross the mesh, then say goodbye.
     glommio::timer::sleep(Duration::from_millis(20)).await;
+    while shard.mesh_busy() && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(tick).await;
+    }
     shard.with(|st| st.close_all(1001, "server shutting down", now_ms()));
     while shard.state.borrow().conn_count() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(tick).await;

@@ -173,6 +173,8 @@ impl Gateway {
             node_url: Mutex::new(None),
             nodes: Mutex::new(Vec::new()),
             in_cluster: AtomicBool::new(false),
+            shutdown_bells: (0..nr).map(|_| crate::doorbell::Doorbell::new()).collect(),
+            cluster_bell: crate::doorbell::Doorbell::new(),
         });
         let (committer, store_io) =
             Committer::start(store.clone()).map_err(|e| StartError::Shards(e.to_string()))?;
@@ -269,7 +271,7 @@ impl Gateway {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = vec![node];
             gw.node = Some(node_id);
-            gw.global.in_cluster.store(true, Ordering::Release);
+            gw.global.joined_cluster();
         }
         Ok(gw)
     }
@@ -316,7 +318,7 @@ impl Gateway {
 
     fn stop(&mut self) {
         self.global.draining.store(true, Ordering::Release);
-        self.global.shutdown.store(true, Ordering::Release);
+        self.global.start_shutdown();
         if let Some(h) = self.handles.take() {
             for r in h.join_all() {
                 if let Err(e) = r {

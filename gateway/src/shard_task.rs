@@ -39,6 +39,31 @@ pub(crate) struct Global {
     /// Set once this node is registered in the cluster: shard 0 then starts
     /// its heartbeat and inbox tasks.
     pub(crate) in_cluster: AtomicBool,
+    /// One per shard, rung after `shutdown` is set: the shard's supervisor
+    /// sleeps on it rather than polling the flag (an idle shard then has
+    /// no timer of its own to wake for but the once-a-second tick).
+    pub(crate) shutdown_bells: Vec<crate::doorbell::Doorbell>,
+    /// Rung after `in_cluster` or `shutdown` is set: shard 0's cluster
+    /// task sleeps on it until the node joins a cluster.
+    pub(crate) cluster_bell: crate::doorbell::Doorbell,
+}
+
+impl Global {
+    /// Sets `shutdown` and wakes every shard's supervisor (and shard 0's
+    /// cluster task).
+    pub(crate) fn start_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        for bell in &self.shutdown_bells {
+            bell.ring();
+        }
+        self.cluster_bell.ring();
+    }
+
+    /// Sets `in_cluster` and wakes shard 0's cluster task.
+    pub(crate) fn joined_cluster(&self) {
+        self.in_cluster.store(true, Ordering::Release);
+        self.cluster_bell.ring();
+    }
 }
 
 /// One shard: its state and the handles its tasks share.
