@@ -21,27 +21,23 @@ pub fn clk_tck() -> u64 {
 /// `wait` is that child's CPU when no other child is reaped meanwhile.
 #[must_use]
 pub fn reaped_children_cpu_s() -> f64 {
-    // SAFETY: a zeroed rusage is valid plain data; getrusage writes only
-    // into it.
-    let usage = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) != 0 {
-            return 0.0;
-        }
-        u
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
+    rusage_cpu_s(libc::RUSAGE_CHILDREN)
 }
 
 /// CPU seconds (user + system) of this whole process so far, every thread
 /// included (`getrusage(RUSAGE_SELF)`).
 #[must_use]
 pub fn process_cpu_s() -> f64 {
-    // SAFETY: as in `reaped_children_cpu_s`.
+    rusage_cpu_s(libc::RUSAGE_SELF)
+}
+
+/// User + system seconds from `getrusage(who)` (0 if it fails).
+fn rusage_cpu_s(who: libc::c_int) -> f64 {
+    // SAFETY: a zeroed rusage is valid plain data; getrusage writes only
+    // into it.
     let usage = unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
+        if libc::getrusage(who, &mut u) != 0 {
             return 0.0;
         }
         u
