@@ -231,7 +231,7 @@ pub struct Config {
     pub max_request_head_bytes: usize,
     /// Capacity of each shard-to-shard queue, in messages. Default 4,096.
     /// Memory: taken as messages queue, 112 bytes each in blocks of 31, and
-    /// given back as they are read; an idle queue holds at most one block
+    /// given back a block at a time as they are read; an idle queue holds at most one block
     /// (~3.5 KB), so nr_shards × (nr_shards − 1) × 3.5 KB at most when
     /// idle (3.4 MB with 32 shards), up to capacity × 112 bytes per queue
     /// while one is full (0.44 MiB at the default).
