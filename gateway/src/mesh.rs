@@ -240,7 +240,9 @@ impl Drop for MeshEnd {
 /// queue is empty, letting the other tasks of its queue run between rounds
 /// (the socket ring's task, which writes what the messages queued, among
 /// them). The ring's task also takes a round itself every 64 sessions it
-/// services, so a long write pass does not hold a peer's messages back.
+/// services and after every pass: a long write pass, or a busy ring going
+/// from pass to pass without returning to the executor, does not hold a
+/// peer's messages back.
 pub(crate) async fn receive(shard: Rc<Shard>) {
     loop {
         shard.mesh.readable().await;

@@ -878,6 +878,11 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
         }
         let next_deadline = ring.sweep(&shard, now_ms());
         ring.submit();
+        // And after every pass: while this task has work it does not return
+        // to the executor, which finds a peer's wake-up only when it does.
+        if shard.mesh.has_input() {
+            shard.receive_mesh_round();
+        }
         if ring.front_door_busy() {
             // More accepted sockets or heads than one batch: after the
             // executor's other work.
