@@ -106,9 +106,11 @@ pub(crate) async fn run_shard(p: ShardParams) {
         // latency-sensitive queue (to preempt whatever runs), and only when
         // the shard sleeps otherwise. With the socket ring one task does
         // all sessions' I/O and takes a round of mesh input itself every 64
-        // sessions, so the receiver takes the default queue and the cheap
-        // wake (measured: 396–400 against 412–437 µs per message in small
-        // rooms on two shards, `docs/benchmarks.md`, "What a wake costs").
+        // sessions and after every pass (`ring::run`: a peer's wake-up is
+        // found only when the executor polls), so the receiver takes the
+        // default queue and the cheap wake (measured: 396–400 against
+        // 412–437 µs per message in small rooms on two shards,
+        // `docs/benchmarks.md`, "What a wake costs").
         // With one glommio task per session (`socket_ring = false`) a
         // 10,000-member room queues 10,000 of them on the default queue,
         // so there it stays on the control queue and pays the write.
