@@ -202,6 +202,19 @@ fn server_binary(server: ServerKind, gateway: &std::path::Path) -> String {
     }
 }
 
+/// Writes `value` as `<out>/<prefix>-<timestamp>.json` and says so.
+fn write_json(
+    out: &Path,
+    prefix: &str,
+    timestamp: u64,
+    value: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    let path = out.join(format!("{prefix}-{timestamp}.json"));
+    write_file(&path, &serde_json::to_string_pretty(value)?)?;
+    eprintln!("bench: wrote {}", path.display());
+    Ok(())
+}
+
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -278,9 +291,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 debug_build: cfg!(debug_assertions),
                 results,
             };
-            let path = out.join(format!("micro-{}.json", file.timestamp));
-            write_file(&path, &serde_json::to_string_pretty(&file)?)?;
-            eprintln!("bench: wrote {}", path.display());
+            write_json(&out, "micro", file.timestamp, &file)?;
             print!("{}", bench::micro::markdown(&file.results));
             Ok(ExitCode::SUCCESS)
         }
@@ -291,6 +302,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
             cases,
             out,
         } => {
+            if cfg!(debug_assertions) {
+                eprintln!(
+                    "bench: warning: a debug build of bench; for figures use \
+                     `cargo run --release -p bench -- wake`"
+                );
+            }
             let (a, b) = cpus
                 .split_once(',')
                 .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
@@ -316,9 +333,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 debug_build: cfg!(debug_assertions),
                 results,
             };
-            let path = out.join(format!("wake-{}.json", file.timestamp));
-            write_file(&path, &serde_json::to_string_pretty(&file)?)?;
-            eprintln!("bench: wrote {}", path.display());
+            write_json(&out, "wake", file.timestamp, &file)?;
             print!("{}", bench::wake::markdown(&file.results));
             Ok(ExitCode::SUCCESS)
         }

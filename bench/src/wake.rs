@@ -138,8 +138,16 @@ impl Timer {
     }
 }
 
-/// Runs one case (a name from `CASES`).
+/// Runs one case (a name from `CASES`). Both CPUs are checked first: a
+/// side that could not be placed would run anywhere, and its figures would
+/// be labelled with a layout they did not have.
 pub fn run_case(name: &str, o: &WakeOptions) -> anyhow::Result<WakeResult> {
+    for cpu in [o.cpus.0, o.cpus.1] {
+        std::thread::spawn(move || pin_current_thread(cpu))
+            .join()
+            .map_err(|_| anyhow!("checking CPU {cpu}: the probe thread panicked"))?
+            .with_context(|| format!("CPU {cpu} cannot run this process's threads (--cpus)"))?;
+    }
     let samples = match name {
         "glommio-mesh" => glommio_mesh(o),
         "glommio-doorbell" => glommio_doorbell(o),
@@ -658,6 +666,14 @@ mod tests {
             assert!(r.median_wall_ns > 0.0, "{name}: {r:?}");
             assert!(r.median_cpu_ns > 0.0, "{name}: {r:?}");
         }
+    }
+
+    #[test]
+    fn a_cpu_the_process_cannot_use_is_refused_before_anything_runs() {
+        let mut o = quick();
+        o.cpus = (0, 4000);
+        let e = run_case("threads", &o).expect_err("no CPU 4000");
+        assert!(format!("{e:#}").contains("CPU 4000"), "{e:#}");
     }
 
     #[test]

@@ -31,7 +31,10 @@
 //!   lock).
 //! - `mesh`: the full mesh of bounded queues between shards. A handler never
 //!   waits for queue space: a per-peer backlog is drained in order by its own
-//!   task (`forward_backlog`), so two shards never wait on each other.
+//!   task (`forward_backlog`), so two shards never wait on each other. One
+//!   receiver task per shard takes what peers sent (and the socket ring's
+//!   task takes it too, between its passes); [`doorbell`]: how a thread wakes
+//!   a waiting task on a shard only while it waits (the mesh, shutdown).
 //! - `jobs`: where each `IoJob` runs — store reads on the blocking pool,
 //!   the shard's group commit (`group_commit`), push deliveries — and how its
 //!   `JobDone` comes back; `store_io`: the committer thread that merges every
@@ -40,8 +43,9 @@
 //!   `driver`: one task per WebSocket connection — read into the shard's one
 //!   read buffer, hand frames to the core, write what the core queued in one
 //!   write per turn (at most once per `flush_tick_us` when set: `flush`),
-//!   close as the core says. The shard's own tasks (group commit, mesh
-//!   receivers, flush timer) run on a task queue apart from the drivers.
+//!   close as the core says. The shard's own tasks (group commit, flush
+//!   timer; the mesh receiver too with glommio session tasks) run on a task
+//!   queue apart from the drivers.
 //! - `http_api`: the `/v1` endpoints, each a short-lived session whose typed
 //!   `Answer` becomes an HTTP response; `sse`: `GET /v1/events`, a session
 //!   written as Server-Sent Events; `demo`: the chat page at `/demo/`.

@@ -101,10 +101,10 @@ pub(crate) struct Shard {
     /// The task queue of the shard's own work — the group commit, the flush
     /// tick, and the mesh receiver when sessions are glommio tasks
     /// (`socket_ring = false`; `lifecycle.rs` says why only then) — apart
-    /// from the connections' drivers, so
-    /// that a commit's completion or a peer's batch runs as soon as it
-    /// arrives instead of behind every driver woken before it (a 10,000-member
-    /// room wakes 10,000 drivers per batch).
+    /// from the connections' drivers, so that a commit's completion or a
+    /// peer's batch runs as soon as it arrives instead of behind every
+    /// driver woken before it (a 10,000-member room wakes 10,000 drivers
+    /// per batch).
     pub(crate) control: glommio::TaskQueueHandle,
     /// The shard's socket ring, which drives its WebSocket sessions
     /// (`socket_ring`; `None`: one glommio task per session).
