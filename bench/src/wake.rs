@@ -22,6 +22,8 @@
 //! | `glommio-mesh` | two glommio executors (the gateway's shards) | glommio's park | a `channel_mesh` send (the gateway's mesh) |
 //! | `glommio-doorbell` | two glommio executors | glommio's park | a crossbeam queue and the gateway's `Doorbell` (wakes only a waiting receiver; the gateway's mesh since 12-05) |
 //! | `glommio-thread` | a glommio executor and a plain thread (a shard and the committer) | glommio's park / crossbeam `recv` | crossbeam `send` / a `Waker` from the thread |
+//! | `rt-doorbell` | two executors of the gateway's own runtime (`gateway::rt`, the shard loop to come) | one `io_uring_enter` waiting for its eventfd or a timer | a crossbeam queue and the `Doorbell` (as `glommio-doorbell`) |
+//! | `rt-thread` | a `gateway::rt` executor and a plain thread | as `rt-doorbell` / crossbeam `recv` | as `glommio-thread` |
 //! | `threads` | two plain threads | crossbeam `recv` (spin, yield, futex) | crossbeam `send` |
 //! | `uring-eventfd` | two threads, an io_uring each | `io_uring_enter` waiting for a read of its eventfd | `write` to the other's eventfd |
 //! | `uring-msg-ring` | two threads, an io_uring each | `io_uring_enter` | `IORING_OP_MSG_RING` into the other's ring, submitted with the wait (one syscall per side per hop) |
@@ -57,6 +59,8 @@ pub const CASES: &[&str] = &[
     "glommio-mesh",
     "glommio-doorbell",
     "glommio-thread",
+    "rt-doorbell",
+    "rt-thread",
     "threads",
     "uring-eventfd",
     "uring-msg-ring",
@@ -152,6 +156,8 @@ pub fn run_case(name: &str, o: &WakeOptions) -> anyhow::Result<WakeResult> {
         "glommio-mesh" => glommio_mesh(o),
         "glommio-doorbell" => glommio_doorbell(o),
         "glommio-thread" => glommio_thread(o),
+        "rt-doorbell" => rt_doorbell(o),
+        "rt-thread" => rt_thread(o),
         "threads" => threads(o),
         "uring-eventfd" => uring_pair(o, Wake::Eventfd),
         "uring-msg-ring" => uring_pair(o, Wake::MsgRing),
@@ -362,6 +368,121 @@ fn glommio_thread(o: &WakeOptions) -> anyhow::Result<Vec<Sample>> {
     let samples = a.join().map_err(|e| anyhow!("executor a: {e}"))?;
     b.join().map_err(|_| anyhow!("thread b panicked"))?;
     samples.map_err(|e| anyhow!(e))
+}
+
+/// Runs `f` on a new thread pinned to `cpu`, inside a `gateway::rt`
+/// executor.
+fn rt_side<T: Send + 'static>(
+    name: &str,
+    cpu: usize,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
+    Ok(std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            pin_current_thread(cpu)?;
+            Ok(f())
+        })?)
+}
+
+/// Two executors of the gateway's own runtime over a crossbeam queue and a
+/// `Doorbell` each: `glommio-doorbell` with the park replaced.
+fn rt_doorbell(o: &WakeOptions) -> anyhow::Result<Vec<Sample>> {
+    use gateway::doorbell::Doorbell;
+    use gateway::rt;
+    let (to_b, at_b) = crossbeam_channel::bounded::<u64>(1024);
+    let (to_a, at_a) = crossbeam_channel::bounded::<u64>(1024);
+    let (bell_a, bell_b) = (Arc::new(Doorbell::new()), Arc::new(Doorbell::new()));
+    let (bell_a2, bell_b2) = (bell_a.clone(), bell_b.clone());
+    let b = rt_side("wake-b", o.cpus.1, move || {
+        rt::block_on(async move {
+            loop {
+                bell_b2.wait(|| !at_b.is_empty()).await;
+                while let Ok(v) = at_b.try_recv() {
+                    if v == u64::MAX || to_a.try_send(v).is_err() {
+                        return;
+                    }
+                    bell_a2.ring();
+                }
+            }
+        })
+    })?;
+    let (n, runs) = (o.round_trips, o.runs);
+    let (stop_b, stop_bell) = (to_b.clone(), bell_b.clone());
+    let a = rt_side("wake-a", o.cpus.0, move || {
+        rt::block_on(async move {
+            let mut samples = Vec::with_capacity(runs);
+            for run in 0..=runs {
+                let t = Timer::start();
+                for i in 0..n {
+                    to_b.try_send(i).map_err(|_| "peer gone")?;
+                    bell_b.ring();
+                    bell_a.wait(|| !at_a.is_empty()).await;
+                    if at_a.try_recv() != Ok(i) {
+                        return Err("wrong or no reply");
+                    }
+                }
+                if run > 0 {
+                    samples.push(t.stop(n));
+                }
+            }
+            Ok(samples)
+        })
+    });
+    let samples = a.and_then(|a| a.join().map_err(|_| anyhow!("side a panicked")));
+    // Stop b on every path, or its join would wait forever (a may not have
+    // started, or not have reached its executor; b empties its queue
+    // before it waits, so there is room; a failed send means b is gone).
+    let _ = stop_b.try_send(u64::MAX);
+    stop_bell.ring();
+    let stopped = b.join().map_err(|_| anyhow!("side b panicked"))?;
+    stopped?.map_err(|e| anyhow!("executor b: {e}"))?;
+    samples??
+        .map_err(|e| anyhow!("executor a: {e}"))?
+        .map_err(|e| anyhow!(e))
+}
+
+/// A `gateway::rt` executor and a plain thread: `glommio_thread` with the
+/// park replaced.
+fn rt_thread(o: &WakeOptions) -> anyhow::Result<Vec<Sample>> {
+    use gateway::rt;
+    let (tx, rx) = crossbeam_channel::unbounded::<Option<Arc<Flag>>>();
+    let cpu_b = o.cpus.1;
+    let b = std::thread::Builder::new()
+        .name("wake-b".into())
+        .spawn(move || {
+            let _ = pin_current_thread(cpu_b);
+            while let Ok(Some(flag)) = rx.recv() {
+                flag.raise();
+            }
+        })?;
+    let (n, runs) = (o.round_trips, o.runs);
+    let a = rt_side("wake-a", o.cpus.0, move || {
+        rt::block_on(async move {
+            let flag = Arc::new(Flag::default());
+            let mut samples = Vec::with_capacity(runs);
+            for run in 0..=runs {
+                let t = Timer::start();
+                for _ in 0..n {
+                    if tx.send(Some(flag.clone())).is_err() {
+                        return Err("thread gone");
+                    }
+                    Lowered(&flag).await;
+                }
+                if run > 0 {
+                    samples.push(t.stop(n));
+                }
+            }
+            let _ = tx.send(None);
+            Ok(samples)
+        })
+    });
+    // Whatever happened to a, its sender is gone by now and b ends.
+    let samples = a.and_then(|a| a.join().map_err(|_| anyhow!("side a panicked")));
+    b.join().map_err(|_| anyhow!("thread b panicked"))?;
+    samples??
+        .map_err(|e| anyhow!("executor a: {e}"))?
+        .map_err(|e| anyhow!(e))
 }
 
 /// Two plain threads over crossbeam channels.

@@ -92,6 +92,7 @@ pub use chat_proto as protocol;
 /// Tokens (`chat_proto::auth`), under their old path.
 pub use chat_proto::auth;
 pub mod doorbell;
+pub mod rt;
 pub mod server;
 
 pub(crate) mod demo;
