@@ -9,7 +9,7 @@
 use std::rc::Rc;
 
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
+use crate::rt::net::TcpStream;
 
 use crate::shard_task::Shard;
 use chat_proto::http::{self, RequestHead};

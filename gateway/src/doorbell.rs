@@ -133,8 +133,7 @@ mod tests {
                     }
                 }
             });
-            let seen = glommio::LocalExecutorBuilder::default()
-                .spawn(move || async move {
+            let seen = std::thread::spawn(move || crate::rt::block_on(async move {
                     let mut seen = 0;
                     while seen < N {
                         bell.wait(|| pushed.load(Ordering::Acquire) > seen).await;
@@ -142,8 +141,7 @@ mod tests {
                         taken.store(seen, Ordering::Release);
                     }
                     seen
-                })
-                .expect("executor")
+                }).expect("executor"))
                 .join()
                 .expect("join");
             producer.join().expect("producer");

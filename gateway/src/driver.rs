@@ -22,7 +22,7 @@ use chat_proto::names;
 use chat_proto::ws::{Role, WsDecoder, WsError};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use crate::rt::net::TcpStream;
 
 use crate::listener::Slot;
 use crate::shard_task::Shard;
@@ -210,7 +210,7 @@ pub(crate) async fn upgrade(
     // The session is a task of its own: what the handshake and the routing
     // held (the request head, their futures) is freed now. An idle
     // connection then costs this small future and the core's state.
-    glommio::spawn_local(session(shard, driver, slot)).detach();
+    crate::rt::spawn(session(shard, driver, slot)).detach();
 }
 
 /// Runs an upgraded WebSocket session until it ends; `_slot` counts it as
@@ -233,7 +233,7 @@ async fn session(shard: Rc<Shard>, mut driver: Driver, _slot: Slot) {
 /// middle of writing reads the close frame instead of a reset.
 async fn linger(cfg: &Config, stream: &mut TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write).await;
-    let _ = glommio::timer::timeout(Duration::from_millis(cfg.close_linger_ms), async {
+    let _ = crate::rt::timeout(Duration::from_millis(cfg.close_linger_ms), async {
         let mut sink = vec![0u8; 4096];
         let mut total = 0usize;
         while total < 8 * 1024 * 1024 {
@@ -242,7 +242,6 @@ async fn linger(cfg: &Config, stream: &mut TcpStream) {
                 Ok(n) => total += n,
             }
         }
-        Ok(())
     })
     .await;
 }

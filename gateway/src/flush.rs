@@ -127,7 +127,7 @@ impl FlushTick {
             let now = self.now_us();
             // Sleep to the end of the current slot.
             let next = (now / slot_us + 1) * slot_us;
-            glommio::timer::sleep(Duration::from_micros(next - now)).await;
+            crate::rt::sleep(Duration::from_micros(next - now)).await;
             let passed = self.now_us() / slot_us;
             let due: Vec<Waker> = {
                 let mut slots = self.slots.borrow_mut();

@@ -23,7 +23,7 @@ use chat_proto::http::{Reply, RequestHead};
 use chat_proto::response::{self, MsgView};
 use chat_proto::ErrorCode;
 use futures_lite::AsyncReadExt;
-use glommio::net::TcpStream;
+use crate::rt::net::TcpStream;
 use serde_json::{json, Map, Value};
 
 use crate::shard_task::Shard;
@@ -177,8 +177,8 @@ async fn run_call(
         id
     });
     let s = shard.clone();
-    let answer = glommio::timer::timeout(timeout, async move {
-        Ok(futures_lite::future::poll_fn(|cx| {
+    let answer = crate::rt::timeout(timeout, async move {
+        futures_lite::future::poll_fn(|cx| {
             if s.state.borrow().has_queued(conn) {
                 s.with(|st| st.admit_queued(conn, now_ms()));
             }
@@ -192,7 +192,7 @@ async fn run_call(
             s.park(&mut st, conn, cx.waker());
             Poll::Pending
         })
-        .await)
+        .await
     })
     .await
     .ok()

@@ -23,7 +23,7 @@ impl Shard {
             IoJob::Append(appends) => {
                 // Appends come from the commit loop itself (take_commit);
                 // one that arrives here is committed on its own.
-                glommio::spawn_local(async move {
+                crate::rt::spawn(async move {
                     let done = shard.commit(appends).await;
                     shard.with(|st| st.on_job_done(done, now_ms()));
                 })
@@ -35,16 +35,16 @@ impl Shard {
                 gen,
                 after_ms,
             } => {
-                glommio::spawn_local(async move {
-                    glommio::timer::sleep(Duration::from_millis(after_ms)).await;
+                crate::rt::spawn(async move {
+                    crate::rt::sleep(Duration::from_millis(after_ms)).await;
                     let done = JobDone::CatchUpRetry { conn, channel, gen };
                     shard.with(|st| st.on_job_done(done, now_ms()));
                 })
                 .detach();
             }
             IoJob::TierTimer { after_ms, slot } => {
-                glommio::spawn_local(async move {
-                    glommio::timer::sleep(Duration::from_millis(after_ms)).await;
+                crate::rt::spawn(async move {
+                    crate::rt::sleep(Duration::from_millis(after_ms)).await;
                     shard.with(|st| st.on_job_done(JobDone::TiersDue { slot }, now_ms()));
                 })
                 .detach();
@@ -60,7 +60,7 @@ impl Shard {
                 };
                 let max = self.cfg.push_max_attempts;
                 let dead_path = self.cfg.data_dir.join("push-dead-letter.jsonl");
-                glommio::spawn_local(async move {
+                crate::rt::spawn(async move {
                     match crate::push::deliver(&hook, job, max).await {
                         None => {
                             shard.global.stats.push_sent.fetch_add(1, Ordering::Relaxed);
@@ -68,8 +68,7 @@ impl Shard {
                         Some(job) => {
                             shard.global.stats.push_dead.fetch_add(1, Ordering::Relaxed);
                             let user = job.user.clone();
-                            let written = glommio::executor()
-                                .spawn_blocking(move || {
+                            let written = crate::rt::spawn_blocking(move || {
                                     crate::push::dead_letter(
                                         &dead_path,
                                         &job,
@@ -87,7 +86,7 @@ impl Shard {
             }
             presence @ IoJob::PresenceFanout { .. } => self.queue_presence(presence),
             store_job => {
-                glommio::spawn_local(async move {
+                crate::rt::spawn(async move {
                     let done = shard.store.run(store_job).await;
                     shard.with(|st| st.on_job_done(done, now_ms()));
                 })
@@ -101,7 +100,7 @@ impl Shard {
     fn queue_presence(self: &Rc<Self>, job: IoJob) {
         self.presence.borrow_mut().push_back(job);
         if !self.presence_running.replace(true) {
-            glommio::spawn_local(presence_batches(self.clone())).detach();
+            crate::rt::spawn(presence_batches(self.clone())).detach();
         }
     }
 
@@ -155,7 +154,7 @@ const PRESENCE_PER_TRIP: usize = 8;
 /// next when the previous is done), yielding between results when the
 /// executor asks. Ends when nothing is queued.
 async fn presence_batches(shard: Rc<Shard>) {
-    glommio::timer::sleep(PRESENCE_BATCH_WINDOW).await;
+    crate::rt::sleep(PRESENCE_BATCH_WINDOW).await;
     loop {
         let jobs: Vec<IoJob> = {
             let mut queued = shard.presence.borrow_mut();
@@ -190,7 +189,7 @@ async fn presence_batches(shard: Rc<Shard>) {
         for trip in running {
             for done in trip.await {
                 shard.with(|st| st.on_job_done(done, now_ms()));
-                glommio::executor().yield_if_needed().await;
+                crate::rt::yield_if_needed().await;
             }
         }
     }
@@ -210,7 +209,7 @@ async fn group_commit(shard: Rc<Shard>) {
         // Let every task already woken this turn add its sends first.
         let waited = last_start.map_or(Duration::ZERO, |t| t.elapsed());
         match linger.checked_sub(waited) {
-            Some(rest) if !rest.is_zero() => glommio::timer::sleep(rest).await,
+            Some(rest) if !rest.is_zero() => crate::rt::sleep(rest).await,
             _ if last_start.is_none() => futures_lite::future::yield_now().await,
             _ => {}
         }

@@ -79,11 +79,6 @@ pub(crate) async fn run_shard(p: ShardParams) {
         wakers: RefCell::new(HashMap::new()),
         woken: RefCell::new(Vec::new()),
         flush: Rc::new(crate::flush::FlushTick::new(p.cfg.flush_tick_us)),
-        control: glommio::executor().create_task_queue(
-            glommio::Shares::default(),
-            glommio::Latency::Matters(crate::shard_task::CONTROL_LATENCY),
-            "control",
-        ),
         ring: if p.cfg.socket_ring {
             match crate::ring::Ring::new() {
                 Ok(r) => Some(Rc::new(r)),
@@ -116,14 +111,14 @@ pub(crate) async fn run_shard(p: ShardParams) {
         // so there it stays on the control queue and pays the write.
         let receiver = crate::mesh::receive(shard.clone());
         tasks.push(if shard.ring.is_some() {
-            glommio::spawn_local(receiver)
+            crate::rt::spawn(receiver)
         } else {
             shard.spawn_control(receiver)
         });
     }
     for peer in 0..nr {
         if peer != id.0 {
-            tasks.push(glommio::spawn_local(crate::mesh::forward_backlog(
+            tasks.push(crate::rt::spawn(crate::mesh::forward_backlog(
                 shard.clone(),
                 peer,
             )));
@@ -131,15 +126,15 @@ pub(crate) async fn run_shard(p: ShardParams) {
     }
     // Kept apart: cancelling it closes the listener (drop), which a drain
     // does before it closes connections.
-    let accept = glommio::spawn_local(crate::listener::accept_loop(shard.clone(), listener));
-    tasks.push(glommio::spawn_local(tick(shard.clone())));
+    let accept = crate::rt::spawn(crate::listener::accept_loop(shard.clone(), listener));
+    tasks.push(crate::rt::spawn(tick(shard.clone())));
     if id.0 == 0 {
-        tasks.push(glommio::spawn_local(cluster_tasks(shard.clone())));
+        tasks.push(crate::rt::spawn(cluster_tasks(shard.clone())));
     }
-    tasks.push(glommio::spawn_local(cursor_timer(shard.clone())));
+    tasks.push(crate::rt::spawn(cursor_timer(shard.clone())));
     tasks.push(shard.spawn_control(shard.flush.clone().run()));
     if let Some(ring) = shard.ring.clone() {
-        tasks.push(glommio::spawn_local(crate::ring::run(shard.clone(), ring)));
+        tasks.push(crate::rt::spawn(crate::ring::run(shard.clone(), ring)));
     }
 
     if let Ok(addr) = shard.global.bound.lock().map(|b| b.unwrap_or(p.cfg.listen)) {
@@ -172,7 +167,7 @@ async fn cluster_tasks(shard: Rc<Shard>) {
     if !g.in_cluster.load(Ordering::Acquire) {
         return;
     }
-    let heartbeat = glommio::spawn_local(crate::nodes::heartbeat_loop(shard.clone()));
+    let heartbeat = crate::rt::spawn(crate::nodes::heartbeat_loop(shard.clone()));
     crate::nodes::inbox_loop(shard).await;
     heartbeat.cancel().await;
 }
@@ -180,7 +175,7 @@ async fn cluster_tasks(shard: Rc<Shard>) {
 /// The once-a-second work of the shard.
 async fn tick(shard: Rc<Shard>) {
     loop {
-        glommio::timer::sleep(Duration::from_millis(1000)).await;
+        crate::rt::sleep(Duration::from_millis(1000)).await;
         shard.with(|st| st.tick(now_ms()));
     }
 }
@@ -189,7 +184,7 @@ async fn tick(shard: Rc<Shard>) {
 async fn cursor_timer(shard: Rc<Shard>) {
     let every = Duration::from_millis(shard.cfg.cursor_flush_ms);
     loop {
-        glommio::timer::sleep(every).await;
+        crate::rt::sleep(every).await;
         shard.with(|st| st.flush_cursors(now_ms()));
     }
 }
@@ -197,7 +192,7 @@ async fn cursor_timer(shard: Rc<Shard>) {
 /// Waits for the shutdown flag, then — after a drain if one was asked for
 /// ([`drain`]) — stop reading, let owners finish their commits (all
 /// shards), close every connection with 1001, flush, return.
-async fn supervise(shard: &Rc<Shard>, accept: glommio::Task<()>) {
+async fn supervise(shard: &Rc<Shard>, accept: crate::rt::Task<()>) {
     let tick = Duration::from_millis(10);
     let g = &shard.global;
     g.shutdown_bells[shard.id.0]
@@ -219,21 +214,21 @@ async fn supervise(shard: &Rc<Shard>, accept: glommio::Task<()>) {
         if quiet || std::time::Instant::now() > deadline {
             break;
         }
-        glommio::timer::sleep(tick).await;
+        crate::rt::sleep(tick).await;
     }
     shard.global.drained.fetch_add(1, Ordering::AcqRel);
     while shard.global.drained.load(Ordering::Acquire) < nr && std::time::Instant::now() < deadline
     {
-        glommio::timer::sleep(tick).await;
+        crate::rt::sleep(tick).await;
     }
     // Let the last acks cross the mesh, then say goodbye.
-    glommio::timer::sleep(Duration::from_millis(20)).await;
+    crate::rt::sleep(Duration::from_millis(20)).await;
     while shard.mesh_busy() && std::time::Instant::now() < deadline {
-        glommio::timer::sleep(tick).await;
+        crate::rt::sleep(tick).await;
     }
     shard.with(|st| st.close_all(1001, "server shutting down", now_ms()));
     while shard.state.borrow().conn_count() > 0 && std::time::Instant::now() < deadline {
-        glommio::timer::sleep(tick).await;
+        crate::rt::sleep(tick).await;
     }
 }
 
@@ -250,12 +245,12 @@ async fn supervise(shard: &Rc<Shard>, accept: glommio::Task<()>) {
 ///    at its own random time within `drain_window_ms`
 ///    (`chat_core::drain`), after the acks of its sends; clients come back
 ///    spread out. It ends early when no session is left.
-async fn drain(shard: &Rc<Shard>, accept: glommio::Task<()>) {
+async fn drain(shard: &Rc<Shard>, accept: crate::rt::Task<()>) {
     let tick = Duration::from_millis(10);
     let connections = || shard.global.stats.connections.load(Ordering::Relaxed);
     let notice_end = std::time::Instant::now() + Duration::from_millis(shard.cfg.drain_notice_ms);
     while connections() > 0 && std::time::Instant::now() < notice_end {
-        glommio::timer::sleep(tick).await;
+        crate::rt::sleep(tick).await;
     }
     shard.accepting.set(false);
     accept.cancel().await;
@@ -281,6 +276,6 @@ async fn drain(shard: &Rc<Shard>, accept: glommio::Task<()>) {
         if done || std::time::Instant::now() > deadline {
             break;
         }
-        glommio::timer::sleep(tick).await;
+        crate::rt::sleep(tick).await;
     }
 }

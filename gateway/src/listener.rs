@@ -15,7 +15,7 @@ use std::time::Duration;
 use chat_proto::http::{self, ConnHeaders, Persist, Reply, RequestHead};
 use chat_proto::origin::{self, OriginVerdict};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use crate::rt::net::TcpStream;
 
 use crate::shard_task::{Global, Shard};
 use crate::util::{now_ms, write_and_close};
@@ -45,7 +45,13 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListene
         let listening = crate::ring::Listening::start(&ring, listener.as_raw_fd());
         listening.until_refused().await;
     }
-    let listener = crate::sys::glommio_listener(listener);
+    let mut listener = match crate::rt::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "the listener could not be made non-blocking; this shard accepts nothing");
+            return;
+        }
+    };
     let mut warned_at = 0u64;
     loop {
         if !shard.accepting.get() {
@@ -54,15 +60,15 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListene
         match listener.accept().await {
             Ok(stream) => match admit_connection(&shard) {
                 Ok(slot) => {
-                    glommio::spawn_local(serve(shard.clone(), stream, slot, Vec::new())).detach();
+                    crate::rt::spawn(serve(shard.clone(), stream, slot, Vec::new())).detach();
                 }
                 Err(slot) => {
-                    glommio::spawn_local(refuse(stream, slot)).detach();
+                    crate::rt::spawn(refuse(stream, slot)).detach();
                 }
             },
             Err(e) => {
                 let pause = accept_failed(&shard, &e.into(), &mut warned_at);
-                glommio::timer::sleep(pause).await;
+                crate::rt::sleep(pause).await;
             }
         }
     }
@@ -108,10 +114,9 @@ pub(crate) fn limit_reached() -> Vec<u8> {
 /// Answers a connection past the maximum with 503 and closes it.
 async fn refuse(mut stream: TcpStream, _slot: Slot) {
     let resp = limit_reached();
-    let _ = glommio::timer::timeout(Duration::from_millis(500), async move {
+    let _ = crate::rt::timeout(Duration::from_millis(500), async move {
         let _ = stream.write_all(&resp).await;
         let _ = stream.close().await;
-        Ok(())
     })
     .await;
 }
@@ -120,7 +125,7 @@ async fn refuse(mut stream: TcpStream, _slot: Slot) {
 /// a WebSocket upgrade: `head` holds the bytes read so far (at least one
 /// whole request head).
 pub(crate) fn serve_handed_over(shard: Rc<Shard>, stream: TcpStream, slot: Slot, head: Vec<u8>) {
-    glommio::spawn_local(serve(shard, stream, slot, head)).detach();
+    crate::rt::spawn(serve(shard, stream, slot, head)).detach();
 }
 
 /// Checks a request's `Origin` (`allowed_origins`, `origin.rs` of
@@ -204,9 +209,10 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, slot: Slot, mut buf: Vec
     // within the idle timeout.
     let mut wait = Duration::from_millis(shard.cfg.handshake_timeout_ms);
     loop {
-        let head = glommio::timer::timeout(wait, async {
-            Ok(read_head(&mut stream, std::mem::take(&mut buf), max_head).await)
-        })
+        let head = crate::rt::timeout(
+            wait,
+            read_head(&mut stream, std::mem::take(&mut buf), max_head),
+        )
         .await;
         let (head, rest) = match head {
             Ok(Ok(Some(h))) => h,
@@ -258,11 +264,11 @@ async fn api_call(
     // The whole call — body, work, response — within the timeout: a client
     // that does not take its response is cut off.
     let timeout = Duration::from_millis(shard.cfg.http_timeout_ms);
-    glommio::timer::timeout(timeout, async {
+    crate::rt::timeout(timeout, async {
         let Some(served) =
             crate::http_api::serve(shard.clone(), stream, head, rest, identity).await
         else {
-            return Ok(None);
+            return None;
         };
         let persist =
             may_persist && served.rest.is_some() && !shard.global.draining.load(Ordering::Acquire);
@@ -275,9 +281,9 @@ async fn api_call(
             cors_origin: cors,
         };
         if stream.write_all(&served.reply.encode(conn)).await.is_err() {
-            return Ok(None);
+            return None;
         }
-        Ok(served.rest.filter(|_| persist))
+        served.rest.filter(|_| persist)
     })
     .await
     .ok()

@@ -247,7 +247,7 @@ pub(crate) async fn receive(shard: Rc<Shard>) {
     loop {
         shard.mesh.readable().await;
         while shard.receive_mesh_round() > 0 {
-            glommio::executor().yield_now().await;
+            crate::rt::yield_now().await;
         }
     }
 }
@@ -368,16 +368,13 @@ mod tests {
         let (a, b) = (mesh.join().expect("0"), mesh.join().expect("1"));
         assert!(mesh.join().is_none(), "only two shards");
         let got = within(30, move || {
-            let sender = glommio::LocalExecutorBuilder::default()
-                .spawn(move || async move {
+            let sender = std::thread::spawn(move || crate::rt::block_on(async move {
                     for i in 0..N {
                         a.send_to(1, numbered(i)).await.expect("peer alive");
                     }
                     a
-                })
-                .expect("executor a");
-            let receiver = glommio::LocalExecutorBuilder::default()
-                .spawn(move || async move {
+                }).expect("executor a"));
+            let receiver = std::thread::spawn(move || crate::rt::block_on(async move {
                     let mut got = Vec::new();
                     while (got.len() as u64) < N {
                         b.readable().await;
@@ -387,12 +384,11 @@ mod tests {
                         }) > 0
                         {
                             // Slower than the sender: the queue fills.
-                            glommio::timer::sleep(std::time::Duration::from_micros(50)).await;
+                            crate::rt::sleep(std::time::Duration::from_micros(50)).await;
                         }
                     }
                     got
-                })
-                .expect("executor b");
+                }).expect("executor b"));
             let got = receiver.join().expect("receiver");
             let _a = sender.join().expect("sender");
             got
@@ -451,8 +447,7 @@ mod tests {
             Err(SendError::Full(_))
         ));
         let waiting = within(30, move || {
-            glommio::LocalExecutorBuilder::default()
-                .spawn(move || async move {
+            std::thread::spawn(move || crate::rt::block_on(async move {
                     let stopper = std::thread::spawn(move || {
                         std::thread::sleep(std::time::Duration::from_millis(50));
                         b.close();
@@ -460,8 +455,7 @@ mod tests {
                     let sent = a.send_to(1, numbered(16)).await;
                     stopper.join().expect("stopper");
                     (sent, a)
-                })
-                .expect("executor")
+                }).expect("executor"))
                 .join()
                 .expect("join")
         });

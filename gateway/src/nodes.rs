@@ -119,11 +119,10 @@ pub(crate) async fn heartbeat_loop(shard: Rc<Shard>) {
         return;
     };
     loop {
-        glommio::timer::sleep(every).await;
+        crate::rt::sleep(every).await;
         let store = shard.store.store();
         let me = id.clone();
-        let result = glommio::executor()
-            .spawn_blocking(move || -> Result<Vec<NodeInfo>, StoreError> {
+        let result = crate::rt::spawn_blocking(move || -> Result<Vec<NodeInfo>, StoreError> {
                 let c = store.cluster().ok_or_else(no_cluster)?;
                 let now = now_ms();
                 c.heartbeat(&me, now + lease)?;
@@ -222,8 +221,7 @@ pub(crate) async fn inbox_loop(shard: Rc<Shard>) {
     loop {
         let store = shard.store.store();
         let me = id.clone();
-        let round = glommio::executor()
-            .spawn_blocking(move || inbox_round(&*store, &me))
+        let round = crate::rt::spawn_blocking(move || inbox_round(&*store, &me))
             .await;
         let InboxRound {
             commits,
@@ -234,7 +232,7 @@ pub(crate) async fn inbox_loop(shard: Rc<Shard>) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(node = %id, error = %e, "reading the node inbox failed; retrying");
-                glommio::timer::sleep(Duration::from_millis(200)).await;
+                crate::rt::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
@@ -304,8 +302,7 @@ pub(crate) async fn inbox_loop(shard: Rc<Shard>) {
         if let Some(key) = last_key {
             let store = shard.store.store();
             let me = id.clone();
-            let acked = glommio::executor()
-                .spawn_blocking(move || {
+            let acked = crate::rt::spawn_blocking(move || {
                     store
                         .cluster()
                         .ok_or_else(no_cluster)

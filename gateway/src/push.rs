@@ -38,7 +38,7 @@ pub(crate) enum PushError {
 pub(crate) async fn post(hook: &Webhook, body: &[u8], timeout: Duration) -> Result<(), PushError> {
     let addr = format!("{}:{}", hook.host, hook.port);
     let attempt = async {
-        let mut s = glommio::net::TcpStream::connect(addr.as_str())
+        let mut s = crate::rt::net::TcpStream::connect(addr.as_str())
             .await
             .map_err(|e| PushError::Connect {
                 addr: addr.clone(),
@@ -72,7 +72,7 @@ pub(crate) async fn post(hook: &Webhook, body: &[u8], timeout: Duration) -> Resu
             buf.extend_from_slice(&chunk[..n]);
         }
     };
-    glommio::timer::timeout(timeout, async { Ok(attempt.await) })
+    crate::rt::timeout(timeout, attempt)
         .await
         .unwrap_or(Err(PushError::Timeout))
 }
@@ -96,7 +96,7 @@ pub(crate) async fn deliver(
                 }
             }
         }
-        glommio::timer::sleep(backoff).await;
+        crate::rt::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }

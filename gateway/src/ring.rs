@@ -267,7 +267,7 @@ impl Ring {
     pub(crate) fn adopt_stream(
         &self,
         shard: &Rc<Shard>,
-        stream: glommio::net::TcpStream,
+        stream: crate::rt::net::TcpStream,
         conn: ConnId,
         decoder: WsDecoder,
         rest: &[u8],
@@ -866,7 +866,7 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
             serviced += 1;
             if serviced.is_multiple_of(64) {
                 ring.submit();
-                glommio::executor().yield_if_needed().await;
+                crate::rt::yield_if_needed().await;
                 ring.reap();
                 ring.take_new(&shard);
                 // A peer's messages wait for no write pass (the mesh
@@ -886,7 +886,7 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Rc<Ring>) {
         if ring.front_door_busy() {
             // More accepted sockets or heads than one batch: after the
             // executor's other work.
-            glommio::executor().yield_if_needed().await;
+            crate::rt::yield_if_needed().await;
             continue;
         }
         if !ring.ready.borrow().is_empty() || !ring.readable.borrow().is_empty() {
@@ -912,7 +912,7 @@ impl Ring {
                 true
             },
             async {
-                glommio::timer::sleep(timeout).await;
+                crate::rt::sleep(timeout).await;
                 false
             },
         )
@@ -920,18 +920,10 @@ impl Ring {
     }
 }
 
-/// Starts the task that turns the ring's eventfd into `ring.wake`: it reads
-/// the eventfd through glommio (so the shard's executor sleeps on one
-/// thing) and notifies after each read.
-///
-/// Why a task of its own: a pending glommio file read adds a clone of its
-/// poller's waker every time it is polled (`Source::collect_rw` pushes to a
-/// list), and glommio counts a task's wakers in an `i16`. Polled from the
-/// ring loop next to `wake`, the read was polled once per wake-up — once
-/// per adopted connection during a ramp, with no completion to end it while
-/// the new connections sat idle — and the 32,768th clone panicked the
-/// shard's thread (the "bimodal idle" runs of `docs/benchmarks.md`). Here
-/// the read is polled only when it completes.
+/// Starts the task that turns the ring's eventfd into `ring.wake`: it
+/// waits for the eventfd to be readable with a poll on the shard runtime's
+/// own ring (so the shard sleeps in one place), reads it, and notifies.
+/// A task of its own, so the ring loop's `sleep` waits on one flag.
 ///
 /// # Panics
 ///
@@ -939,19 +931,34 @@ impl Ring {
 /// its completions would leave every session of the shard hanging, so
 /// that is fatal (the binary aborts on it, `gateway::abort_on_panic`) rather
 /// than a log line and a shard that answers nothing.
-fn forward_completions(ring: &Rc<Ring>) -> glommio::Task<()> {
-    // Safety: a duplicate of the ring's eventfd, owned by this file.
+fn forward_completions(ring: &Rc<Ring>) -> crate::rt::Task<()> {
+    // Safety: a duplicate of the ring's eventfd, owned by this task. The
+    // duplicate shares the file's flags: non-blocking for both, which the
+    // kernel's signalling through the ring does not mind.
     let efd = unsafe { libc::dup(ring.event_fd) };
-    if efd < 0 {
+    if efd < 0 || unsafe { libc::fcntl(efd, libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
         let e = std::io::Error::last_os_error();
-        panic!("socket ring: dup of the eventfd failed ({e}); the shard would not see completions");
+        panic!("socket ring: duplicating the eventfd failed ({e}); the shard would not see completions");
     }
-    let events = unsafe { glommio::io::BufferedFile::from_raw_fd(efd) };
+    // SAFETY: a new descriptor nothing else owns.
+    let events = unsafe { std::os::fd::OwnedFd::from_raw_fd(efd) };
     let ring = ring.clone();
-    glommio::spawn_local(async move {
+    crate::rt::spawn(async move {
+        let fd = events.as_raw_fd();
+        let mut count = 0u64;
         loop {
-            if let Err(e) = events.read_at(0, 8).await {
-                panic!("socket ring: reading the eventfd failed ({e}); the shard would not see completions");
+            let polled = crate::rt::readable(fd).await;
+            if polled < 0 {
+                let e = std::io::Error::from_raw_os_error(-polled);
+                panic!("socket ring: polling the eventfd failed ({e}); the shard would not see completions");
+            }
+            // SAFETY: an 8-byte read into a live `u64`.
+            let n = unsafe { libc::read(fd, (&raw mut count).cast(), 8) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    panic!("socket ring: reading the eventfd failed ({e}); the shard would not see completions");
+                }
             }
             ring.wake.notify();
         }
@@ -978,12 +985,9 @@ mod tests {
 
     #[test]
     fn the_ring_task_may_be_woken_any_number_of_times_and_completions_still_wake_it() {
-        // More wake-ups than glommio's i16 count of a task's wakers, with no
-        // completion in between: what a ramp of idle connections does.
-        glommio::LocalExecutorBuilder::default()
-            .make()
-            .expect("an executor")
-            .run(async {
+        // Many wake-ups with no completion in between (what a ramp of idle
+        // connections does; glommio once counted a task's wakers in an i16).
+        crate::rt::block_on(async {
                 let Ok(ring) = Ring::new() else {
                     return; // no io_uring here: the shard would use glommio drivers
                 };
@@ -991,7 +995,7 @@ mod tests {
                 let _completions = forward_completions(&ring);
                 for _ in 0..40_000 {
                     let r = ring.clone();
-                    glommio::spawn_local(async move { r.wake.notify() }).detach();
+                    crate::rt::spawn(async move { r.wake.notify() }).detach();
                     assert!(ring.sleep(Duration::from_secs(3600)).await);
                 }
                 // A completion (a no-op's) wakes the sleeper through the
@@ -1006,7 +1010,8 @@ mod tests {
                     ring.sleep(Duration::from_secs(60)).await,
                     "no wake-up from the completion"
                 );
-            });
+            })
+            .expect("an executor");
     }
 
     #[test]

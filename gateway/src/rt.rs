@@ -22,8 +22,9 @@
 //! pushes the task to a list and writes the executor's eventfd only if the
 //! executor sleeps (`exec.rs` has the protocol). [`sleep`] and [`timeout`]
 //! are the executor's timers (`timer.rs`, sans-IO), [`readable`] and
-//! [`writable`] one-shot polls on its ring, [`spawn_blocking`] a pool for
-//! calls that block (`blocking.rs`).
+//! [`writable`] one-shot polls on its ring, [`net`] TCP streams and
+//! listeners on those polls, [`spawn_blocking`] a pool for calls that
+//! block (`blocking.rs`).
 //!
 //! **What is not here yet.** The gateway still runs on glommio: this
 //! runtime is measured (`bench wake --cases rt-doorbell,rt-thread`) and
@@ -34,9 +35,10 @@
 
 mod blocking;
 mod exec;
+pub mod net;
 mod timer;
 
-pub use blocking::{spawn_blocking, Blocking, MAX_THREADS};
+pub use blocking::{allow_blocking_threads, spawn_blocking, Blocking, MAX_THREADS};
 pub use exec::{
     block_on, need_yield, readable, sleep, sleep_until, spawn, spawn_with, stats, timeout,
     writable, yield_if_needed, yield_now, ExecStats, Op, Priority, Sleep, Task, TimedOut,

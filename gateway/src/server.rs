@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use storage::{EmbeddedConfig, EmbeddedStore, Store, StoreError};
 
 use chat_core::config::{Config, ConfigError, StoreKind};
@@ -92,7 +91,7 @@ pub struct Gateway {
     addr: SocketAddr,
     nr_shards: usize,
     global: Arc<Global>,
-    handles: Option<PoolThreadHandles<()>>,
+    handles: Option<Vec<std::thread::JoinHandle<()>>>,
     committer: Option<Committer>,
     _address_lock: Option<AddressLock>,
     /// The store (for the cluster: deregistering at a clean stop).
@@ -120,10 +119,6 @@ fn open_fdb(_config: &Config) -> Result<Arc<dyn Store>, StartError> {
         reason: "`fdb` needs a gateway built with `--features fdb` (see docs/storage.md)".into(),
     }))
 }
-
-/// Registered I/O memory per executor. The gateway does no direct file I/O
-/// through glommio, so the minimum keeps memlock use small.
-const IO_MEMORY: usize = 64 * 1024;
 
 impl Gateway {
     /// Opens the configured store (the embedded one in `config.data_dir`
@@ -181,28 +176,31 @@ impl Gateway {
         let cfg = Arc::new(config);
         let mesh = crate::mesh::Mesh::new(nr, cfg.mesh_queue_capacity);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let placement = shard_placement(nr);
-        let handles = {
-            let cfg = cfg.clone();
-            let global = global.clone();
-            LocalExecutorPoolBuilder::new(placement)
-                .name("shard")
-                .io_memory(IO_MEMORY)
-                // Store reads of each shard on their own (unpinned) threads
-                // (`store_read_threads`; the default pins every shard's pool
-                // to the same first CPU): a slow read holds one of them.
-                .blocking_thread_pool_placement(PoolPlacement::Unbound(cfg.store_read_threads))
-                .on_all_shards(move || {
-                    run_shard(ShardParams {
-                        cfg,
-                        global,
-                        store: store_io,
-                        mesh,
-                        ready: ready_tx,
-                    })
-                })
-                .map_err(|e| StartError::Shards(e.to_string()))?
-        };
+        // Store reads run on the runtime's blocking pool (unpinned threads):
+        // `store_read_threads` per shard, so a slow read holds one of them.
+        crate::rt::allow_blocking_threads(nr * cfg.store_read_threads);
+        let mut handles = Vec::with_capacity(nr);
+        let mut spawn_error = None;
+        for (i, cpu) in shard_cpus(nr).into_iter().enumerate() {
+            let params = ShardParams {
+                cfg: cfg.clone(),
+                global: global.clone(),
+                store: store_io.clone(),
+                mesh: mesh.clone(),
+                ready: ready_tx.clone(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("shard-{i}"))
+                .spawn(move || run_shard_thread(cpu, params));
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    spawn_error = Some(format!("starting shard thread {i}: {e}"));
+                    break;
+                }
+            }
+        }
+        drop(ready_tx);
         let mut gw = Gateway {
             addr: cfg.listen,
             nr_shards: nr,
@@ -213,6 +211,10 @@ impl Gateway {
             store: store.clone(),
             node: None,
         };
+        if let Some(e) = spawn_error {
+            gw.stop();
+            return Err(StartError::Shards(e));
+        }
         for _ in 0..nr {
             match ready_rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(Ok(addr)) => gw.addr = addr,
@@ -319,10 +321,10 @@ impl Gateway {
     fn stop(&mut self) {
         self.global.draining.store(true, Ordering::Release);
         self.global.start_shutdown();
-        if let Some(h) = self.handles.take() {
-            for r in h.join_all() {
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "shard ended with an error");
+        if let Some(handles) = self.handles.take() {
+            for h in handles {
+                if h.join().is_err() {
+                    tracing::error!("a shard thread panicked");
                 }
             }
         }
@@ -350,28 +352,42 @@ impl Drop for Gateway {
     }
 }
 
-/// Where the shards' threads run: one CPU each, spread out, chosen among
-/// the CPUs this process is allowed on (`taskset`, a container's cpuset;
-/// glommio would otherwise pick any online CPU, and a shard pinned outside
-/// a cpuset fails to start or runs where the operator said it must not).
-/// More shards than allowed CPUs share them (unpinned within the set).
-fn shard_placement(nr: usize) -> PoolPlacement {
-    let online = CpuSet::online().ok();
-    let (Some(online), Some(allowed)) = (online.clone(), crate::sys::allowed_cpus()) else {
-        return PoolPlacement::MaxSpread(nr, online);
-    };
-    let cpus = online.filter(|l| allowed.contains(&l.cpu));
-    if cpus.is_empty() {
-        return PoolPlacement::MaxSpread(nr, None);
+/// One shard's thread: pinned to its CPU (if it has one), then its
+/// executor, until the shard stops.
+fn run_shard_thread(cpu: Option<usize>, params: ShardParams) {
+    if let Some(cpu) = cpu {
+        if let Err(e) = crate::sys::pin_current_thread(cpu) {
+            tracing::warn!(cpu, error = %e, "could not pin a shard to its CPU; it runs unpinned");
+        }
     }
-    if nr <= cpus.len() {
-        PoolPlacement::MaxSpread(nr, Some(cpus))
-    } else {
+    let ready = params.ready.clone();
+    if let Err(e) = crate::rt::block_on(run_shard(params)) {
+        let _ = ready.send(Err(format!("the shard runtime could not start: {e}")));
+    }
+}
+
+/// Where the shards' threads run: one CPU each, spread over physical cores
+/// first (`sys::spread_cpus`), chosen among the CPUs this process is
+/// allowed on (`taskset`, a container's cpuset: a shard pinned outside it
+/// would fail to start, or run where the operator said it must not). More
+/// shards than allowed CPUs share them: unpinned, each thread keeps the
+/// process's mask.
+fn shard_cpus(nr: usize) -> Vec<Option<usize>> {
+    let allowed = crate::sys::allowed_cpus().unwrap_or_default();
+    if allowed.is_empty() {
+        return vec![None; nr];
+    }
+    if nr > allowed.len() {
         tracing::warn!(
             shards = nr,
-            cpus = cpus.len(),
+            cpus = allowed.len(),
             "more shards than CPUs this process may use: shards share them (one shard per CPU is the fast path)"
         );
-        PoolPlacement::Fenced(nr, cpus)
+        return vec![None; nr];
     }
+    crate::sys::spread_cpus(&allowed)
+        .into_iter()
+        .take(nr)
+        .map(Some)
+        .collect()
 }

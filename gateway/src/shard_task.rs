@@ -98,35 +98,25 @@ pub(crate) struct Shard {
     pub(crate) woken: RefCell<Vec<ConnId>>,
     /// The flush tick: how often a busy connection may write.
     pub(crate) flush: Rc<crate::flush::FlushTick>,
-    /// The task queue of the shard's own work — the group commit, the flush
-    /// tick, and the mesh receiver when sessions are glommio tasks
-    /// (`socket_ring = false`; `lifecycle.rs` says why only then) — apart
-    /// from the connections' drivers, so that a commit's completion or a
-    /// peer's batch runs as soon as it arrives instead of behind every
-    /// driver woken before it (a 10,000-member room wakes 10,000 drivers
-    /// per batch).
-    pub(crate) control: glommio::TaskQueueHandle,
     /// The shard's socket ring, which drives its WebSocket sessions
     /// (`socket_ring`; `None`: one glommio task per session).
     pub(crate) ring: Option<Rc<crate::ring::Ring>>,
 }
 
-/// How soon the control queue's work runs once woken: the executor
-/// preempts the drivers' queue at least this often while control tasks wait.
-pub(crate) const CONTROL_LATENCY: std::time::Duration = std::time::Duration::from_millis(2);
-
 impl Shard {
-    /// Spawns one of the shard's own tasks on the control queue.
+    /// Spawns one of the shard's own tasks on the control queue: the group
+    /// commit, the flush tick, and the mesh receiver when sessions are
+    /// tasks of their own (`socket_ring = false`; `lifecycle.rs` says why
+    /// only then) run before the connections' tasks ready in the same pass,
+    /// so that a commit's completion or a peer's batch runs as soon as it
+    /// arrives instead of behind every driver woken before it (a
+    /// 10,000-member room wakes 10,000 drivers per batch), and a default
+    /// task that checks `rt::yield_if_needed` gives way to them.
     pub(crate) fn spawn_control<T: 'static>(
         &self,
         fut: impl std::future::Future<Output = T> + 'static,
-    ) -> glommio::Task<T> {
-        match glommio::spawn_local_into(fut, self.control) {
-            Ok(t) => t,
-            // The queue lives as long as the executor; this is unreachable
-            // in practice, and the default queue is still correct.
-            Err(e) => panic!("the shard's control task queue is gone: {e}"),
-        }
+    ) -> crate::rt::Task<T> {
+        crate::rt::spawn_with(crate::rt::Priority::Control, fut)
     }
 
     /// The configuration.

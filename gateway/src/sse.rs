@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
+use crate::rt::net::TcpStream;
 use serde::Deserialize;
 
 use chat_core::ConnId;
@@ -280,9 +280,9 @@ pub(crate) async fn serve(
     let period = Duration::from_millis((shard.cfg().heartbeat_ms / 2).max(50));
     let ticker = {
         let (shard, flag) = (shard.clone(), heartbeat.clone());
-        glommio::spawn_local(async move {
+        crate::rt::spawn(async move {
             loop {
-                glommio::timer::sleep(period).await;
+                crate::rt::sleep(period).await;
                 flag.set(true);
                 // The client cannot send frames: a stream that takes its
                 // bytes is alive (stalls are cut off by the write-stall

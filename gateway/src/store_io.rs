@@ -174,8 +174,7 @@ impl StoreIo {
     /// and returns its result.
     pub(crate) async fn run(&self, job: IoJob) -> JobDone {
         let store = self.store.clone();
-        glommio::executor()
-            .spawn_blocking(move || run_store_job(&*store, job))
+        crate::rt::spawn_blocking(move || run_store_job(&*store, job))
             .await
     }
 
@@ -188,7 +187,7 @@ impl StoreIo {
         jobs: Vec<IoJob>,
     ) -> impl std::future::Future<Output = Vec<JobDone>> {
         let store = self.store.clone();
-        glommio::executor().spawn_blocking(move || {
+        crate::rt::spawn_blocking(move || {
             jobs.into_iter()
                 .map(|job| run_store_job(&*store, job))
                 .collect()

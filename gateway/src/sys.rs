@@ -23,6 +23,86 @@ pub(crate) fn allowed_cpus() -> Option<Vec<usize>> {
     }
 }
 
+/// Pins the calling thread to `cpu`.
+pub(crate) fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    set_current_thread_cpus(&[cpu])
+}
+
+/// Lets the calling thread run on `cpus` only.
+pub(crate) fn set_current_thread_cpus(cpus: &[usize]) -> std::io::Result<()> {
+    if let Some(cpu) = cpus.iter().find(|&&c| c >= libc::CPU_SETSIZE as usize) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("CPU {cpu} is beyond the CPU set's size"),
+        ));
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes bits
+    // of the set we own (checked in range above); sched_setaffinity reads
+    // it and affects only this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `cpus` ordered for spreading threads out: one CPU of every physical
+/// core first (alternating packages), then the cores' second hardware
+/// threads, and so on — so two shards do not share a core while another
+/// core is idle. Where `/sys` has no topology, in the given order.
+pub(crate) fn spread_cpus(cpus: &[usize]) -> Vec<usize> {
+    let topo = |cpu: usize, what: &str| -> Option<i64> {
+        std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu{cpu}/topology/{what}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let placed: Vec<(usize, i64, i64)> = cpus
+        .iter()
+        .map(|&c| {
+            (
+                c,
+                topo(c, "physical_package_id").unwrap_or(0),
+                topo(c, "core_id").unwrap_or(c as i64),
+            )
+        })
+        .collect();
+    spread_by_topology(&placed)
+}
+
+/// [`spread_cpus`] given each CPU's (cpu, package, core).
+fn spread_by_topology(placed: &[(usize, i64, i64)]) -> Vec<usize> {
+    use std::collections::BTreeMap;
+    // Per package, its cores in order; per core, its CPUs in order.
+    let mut packages: BTreeMap<i64, BTreeMap<i64, Vec<usize>>> = BTreeMap::new();
+    for &(cpu, package, core) in placed {
+        packages
+            .entry(package)
+            .or_default()
+            .entry(core)
+            .or_default()
+            .push(cpu);
+    }
+    // Rank every CPU by (its index within its core, its core's index within
+    // its package, its package): sorting by that rank spreads.
+    let mut ranked = Vec::with_capacity(placed.len());
+    for (p_index, cores) in packages.values().enumerate() {
+        for (c_index, cpus) in cores.values().enumerate() {
+            for (t_index, &cpu) in cpus.iter().enumerate() {
+                ranked.push(((t_index, c_index, p_index), cpu));
+            }
+        }
+    }
+    ranked.sort_unstable();
+    ranked.into_iter().map(|(_, cpu)| cpu).collect()
+}
+
 /// The soft open-file limit of this process (`RLIMIT_NOFILE`).
 pub(crate) fn open_file_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
@@ -58,10 +138,9 @@ pub(crate) fn raise_open_file_limit() -> Option<u64> {
     Some(lim.rlim_cur)
 }
 
-/// Binds one shard's listening socket as glommio's `TcpListener::bind`
-/// does (`SO_REUSEPORT`: every shard binds the same address and the kernel
-/// spreads connections), but with our `backlog` instead of glommio's fixed
-/// 1,024 (the kernel caps it at `net.core.somaxconn`), and with the options
+/// Binds one shard's listening socket (`SO_REUSEPORT`: every shard binds
+/// the same address and the kernel spreads connections) with our
+/// `backlog` (the kernel caps it at `net.core.somaxconn`), and with the options
 /// every connection gets — `TCP_NODELAY` and `send_buffer_bytes` of
 /// `SO_SNDBUF` (0: the kernel's autotuning) — set once here, since accepted
 /// sockets inherit them.
@@ -90,14 +169,6 @@ pub(crate) fn bind_listener(
     Ok(sk.into())
 }
 
-/// A listening socket as glommio's listener (which accepts through
-/// glommio's ring).
-pub(crate) fn glommio_listener(listener: std::net::TcpListener) -> glommio::net::TcpListener {
-    use std::os::fd::{FromRawFd as _, IntoRawFd as _};
-    // SAFETY: a bound, listening socket, handed over whole (glommio's
-    // `FromRawFd` takes it as is).
-    unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) }
-}
 
 /// Blocks SIGINT and SIGTERM in the calling thread (and every thread it
 /// spawns afterwards), so that [`wait_for_termination`] can receive them.
@@ -289,6 +360,24 @@ mod tests {
     }
 
     #[test]
+    fn threads_spread_over_cores_and_packages_before_sharing_a_core() {
+        // Two packages of two cores, two hardware threads each: CPUs 0–3 on
+        // package 0 (cores 0, 1), 4–7 on package 1; siblings are n and n+2.
+        let placed = [
+            (0, 0, 0),
+            (1, 0, 1),
+            (2, 0, 0),
+            (3, 0, 1),
+            (4, 1, 0),
+            (5, 1, 1),
+            (6, 1, 0),
+            (7, 1, 1),
+        ];
+        assert_eq!(spread_by_topology(&placed), vec![0, 4, 1, 5, 2, 6, 3, 7]);
+        assert_eq!(spread_cpus(&[]), Vec::<usize>::new());
+    }
+
+    #[test]
     fn the_host_check_asks_somaxconn_for_the_default_listen_backlog() {
         assert_eq!(
             tuning::costs::DEFAULT_LISTEN_BACKLOG,
@@ -297,10 +386,10 @@ mod tests {
     }
 
     #[test]
-    fn the_listen_backlog_is_the_configured_one_not_glommios() {
+    fn the_listen_backlog_is_the_configured_one_not_a_fixed_1024() {
         // 1,100 client sockets: past a soft limit of 1,024 if it is one.
         raise_open_file_limit();
-        glommio::LocalExecutor::default().run(async {
+        {
             let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
             // Nothing accepts: the kernel completes at most backlog + 1
             // handshakes and drops the other SYNs.
@@ -310,8 +399,8 @@ mod tests {
             assert!(n <= 6, "{n} of 40 established with a backlog of 4");
             let large = bind_listener(any, 2_048, 0).unwrap();
             let n = established(large.local_addr().unwrap(), 1_100, wait);
-            assert_eq!(n, 1_100, "past glommio's 1,024");
-        });
+            assert_eq!(n, 1_100, "past 1,024");
+        }
     }
 
     #[test]

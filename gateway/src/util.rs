@@ -115,7 +115,7 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// Writes `bytes` and closes the connection.
-pub(crate) async fn write_and_close(stream: &mut glommio::net::TcpStream, bytes: &[u8]) {
+pub(crate) async fn write_and_close(stream: &mut crate::rt::net::TcpStream, bytes: &[u8]) {
     use futures_lite::AsyncWriteExt;
     let _ = stream.write_all(bytes).await;
     let _ = stream.close().await;

@@ -360,7 +360,7 @@ impl Ring {
             Outcome::HandOver(bytes) => {
                 // SAFETY: the accepted socket, owned by the stream from now
                 // on (no poll of ours is armed on it).
-                let stream = unsafe { glommio::net::TcpStream::from_raw_fd(fd) };
+                let stream = unsafe { crate::rt::net::TcpStream::from_raw_fd(fd) };
                 listener::serve_handed_over(shard.clone(), stream, slot, bytes);
             }
             Outcome::Upgrade(head, rest) => self.upgrade(shard, fd, slot, &head, &rest),

@@ -2,7 +2,9 @@
 //! pool of threads, its result handed back through the calling task's
 //! waker (a foreign wake: one eventfd write if the shard sleeps by then).
 //!
-//! Threads are started as calls need them, up to [`MAX_THREADS`], and kept
+//! Threads are started as calls need them, up to a maximum (4 unless
+//! [`allow_blocking_threads`] raised it: the gateway allows
+//! `store_read_threads` per shard), and kept
 //! (an idle one sleeps in a channel receive): a shard's reads come in
 //! bursts, and starting a thread per burst would cost more than the read.
 //! The call is handed over when [`spawn_blocking`] is called, not when the
@@ -18,9 +20,25 @@ use std::thread;
 
 use crossbeam_channel::{Receiver, Sender};
 
-/// Most threads the pool starts (each ~8 MiB of reserved stack, little of
-/// it touched). Calls beyond that many at once wait in the queue.
-pub const MAX_THREADS: usize = 16;
+/// The pool's first maximum of threads.
+const DEFAULT_MAX_THREADS: usize = 4;
+
+/// The most threads the pool may ever be allowed.
+pub const MAX_THREADS: usize = 1024;
+
+/// Lets the pool start up to `n` threads (each ~8 MiB of reserved stack,
+/// little of it touched; none is started before a call needs it), and
+/// lets them run on the CPUs the calling thread may use — not only on the
+/// CPU of the pinned shard whose call happens to start one. Calls beyond
+/// that many at once wait in the queue. The maximum only grows: several
+/// gateways in one process (tests) share the pool.
+pub fn allow_blocking_threads(n: usize) {
+    let pool = pool();
+    if let Some(cpus) = crate::sys::allowed_cpus() {
+        *pool.cpus.lock().unwrap_or_else(PoisonError::into_inner) = Some(cpus);
+    }
+    pool.max.fetch_max(n.min(MAX_THREADS), Ordering::SeqCst);
+}
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -29,6 +47,9 @@ struct Pool {
     rx: Receiver<Job>,
     threads: AtomicUsize,
     idle: AtomicUsize,
+    max: AtomicUsize,
+    /// Where the threads run (`None`: where the thread that starts one may).
+    cpus: Mutex<Option<Vec<usize>>>,
 }
 
 fn pool() -> &'static Pool {
@@ -40,6 +61,8 @@ fn pool() -> &'static Pool {
             rx,
             threads: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
+            max: AtomicUsize::new(DEFAULT_MAX_THREADS),
+            cpus: Mutex::new(None),
         }
     })
 }
@@ -50,12 +73,13 @@ impl Pool {
         let _ = self.tx.send(job);
         // A thread for every call in the queue beyond the idle ones (an
         // idle count read as 0 while one is about to take the call starts
-        // a thread too many: at most `MAX_THREADS`).
+        // a thread too many, within the maximum).
         if self.idle.load(Ordering::SeqCst) < self.rx.len() {
+            let max = self.max.load(Ordering::SeqCst);
             let started = self
                 .threads
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    (n < MAX_THREADS).then_some(n + 1)
+                    (n < max).then_some(n + 1)
                 })
                 .is_ok();
             if started {
@@ -75,6 +99,12 @@ impl Pool {
     }
 
     fn work(&self) {
+        let cpus = self.cpus.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(cpus) = cpus {
+            if let Err(e) = crate::sys::set_current_thread_cpus(&cpus) {
+                tracing::warn!(error = %e, "a blocking-pool thread keeps its starter's CPUs");
+            }
+        }
         loop {
             self.idle.fetch_add(1, Ordering::SeqCst);
             let job = self.rx.recv();

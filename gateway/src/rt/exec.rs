@@ -798,6 +798,19 @@ impl<T> Task<T> {
         self.detached = true;
     }
 
+    /// Cancels the task (its future is dropped now); its output if it had
+    /// already finished.
+    pub async fn cancel(mut self) -> Option<T> {
+        let value = self.join.value.borrow_mut().take();
+        if value.is_none() && !self.join.done.get() {
+            if let Some(ex) = self.exec.upgrade() {
+                ex.cancel(self.key);
+            }
+        }
+        self.detached = true;
+        value
+    }
+
     /// Whether the task has finished.
     #[must_use]
     pub fn is_finished(&self) -> bool {
@@ -917,6 +930,12 @@ pub async fn timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Result<T, 
 /// negated errno). Dropped before it completes, it is cancelled.
 pub struct Op {
     index: Option<u32>,
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Op").field("slot", &self.index).finish()
+    }
 }
 
 impl Op {
