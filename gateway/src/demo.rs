@@ -8,8 +8,8 @@
 
 use std::rc::Rc;
 
-use futures_lite::AsyncWriteExt;
 use crate::rt::net::TcpStream;
+use futures_lite::AsyncWriteExt;
 
 use crate::shard_task::Shard;
 use chat_proto::http::{self, RequestHead};

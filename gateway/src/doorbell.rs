@@ -1,14 +1,15 @@
 //! A doorbell: how one thread tells a task on another shard that there is
 //! work for it, waking that shard **only if the task is waiting**.
 //!
-//! Why not glommio's shared channels: a glommio `ConnectedReceiver` that
-//! takes an item notifies the *producer's* executor (so a producer waiting
-//! for room can retry), and a shard that sent a message to a peer is
-//! usually asleep waiting for the answer. Every hop between two shards then
-//! woke the sender's shard once more for nothing: with both on one CPU,
-//! glommio's mesh cost 49.8 µs of CPU per wake (13.8 `io_uring_enter`s, two
-//! parks) against 18.2 µs through a queue and this bell (`bench wake`,
-//! `docs/benchmarks.md`, "What a wake costs").
+//! Why not glommio's shared channels (glommio was the executor before
+//! 2026-12-05): a glommio `ConnectedReceiver` that took an item notified
+//! the *producer's* executor (so a producer waiting for room could retry),
+//! and a shard that sent a message to a peer is usually asleep waiting for
+//! the answer. Every hop between two shards then woke the sender's shard
+//! once more for nothing: with both on one CPU, glommio's mesh cost 49.8 µs
+//! of CPU per wake (13.8 `io_uring_enter`s, two parks) against 18.2 µs
+//! through a queue and this bell (two glommio executors in both cases;
+//! `bench wake`, `docs/benchmarks.md`, "What a wake costs").
 //! The gateway's mesh (`mesh.rs`) is therefore plain queues with a doorbell
 //! per receiving shard (rung by every send) and one per queue (the room
 //! bell, rung by the receiver after it takes from the queue, heard only by
@@ -18,10 +19,11 @@
 //! publishes its work, fences, then checks `armed`; the waiter stores its
 //! waker, sets `armed`, fences, then checks for work. At least one of the
 //! two sees the other's write, so no wake-up is lost; a ring that finds the
-//! bell unarmed costs a fence and a load. The waker is a glommio task's; a
-//! ring from another thread wakes it through glommio's foreign-wake queue,
-//! which writes the shard's eventfd when the shard sleeps — and, for a task
-//! on a latency-sensitive task queue, every time.
+//! bell unarmed costs a fence and a load. The waker is a shard runtime
+//! task's (`rt`); a ring from another thread wakes it as a foreign wake:
+//! the task's key goes on the executor's foreign-wake list, and the
+//! shard's eventfd is written only if the shard sleeps, whatever the
+//! task's priority (`rt/exec.rs`).
 
 use std::future::poll_fn;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
@@ -90,8 +92,11 @@ impl Doorbell {
 
     /// Disarms the bell and drops the stored waker. The waiter calls it on
     /// its own thread when it stops waiting for good (a shard stopping):
-    /// a glommio waker dropped on another thread after its executor ended
-    /// would be handed back to that executor's queue.
+    /// a waker left in the bell after its executor ended would be woken for
+    /// nothing by a later ring and keep that executor's eventfd open until
+    /// the bell is dropped. (With glommio, the executor before 2026-12-05,
+    /// a waker dropped on another thread after its executor ended was
+    /// handed back to that executor's queue.)
     pub fn clear(&self) {
         self.armed.store(false, Ordering::SeqCst);
         let waker = self
@@ -114,7 +119,7 @@ mod tests {
     #[test]
     fn a_waiter_is_woken_by_every_ring_it_waits_for() {
         // Ping-pong: a thread publishes item i and rings, then waits until
-        // the glommio task has taken it before publishing i + 1, so every
+        // the runtime's task has taken it before publishing i + 1, so every
         // ring is the only one that can wake the task. A lost wake-up hangs
         // the exchange, which fails the test after 30 s.
         const N: u64 = 2_000;
@@ -133,7 +138,8 @@ mod tests {
                     }
                 }
             });
-            let seen = std::thread::spawn(move || crate::rt::block_on(async move {
+            let seen = std::thread::spawn(move || {
+                crate::rt::block_on(async move {
                     let mut seen = 0;
                     while seen < N {
                         bell.wait(|| pushed.load(Ordering::Acquire) > seen).await;
@@ -141,9 +147,11 @@ mod tests {
                         taken.store(seen, Ordering::Release);
                     }
                     seen
-                }).expect("executor"))
-                .join()
-                .expect("join");
+                })
+                .expect("executor")
+            })
+            .join()
+            .expect("join");
             producer.join().expect("producer");
             let _ = tx.send(seen);
         });

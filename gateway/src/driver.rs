@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::rt::net::TcpStream;
 use chat_core::{Config, ConnId, ShardState};
 use chat_proto::auth::{self, AuthError, Identity};
 use chat_proto::deflate;
@@ -22,7 +23,6 @@ use chat_proto::names;
 use chat_proto::ws::{Role, WsDecoder, WsError};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use crate::rt::net::TcpStream;
 
 use crate::listener::Slot;
 use crate::shard_task::Shard;
@@ -108,9 +108,9 @@ pub(crate) struct Upgraded {
 /// Decides an upgrade request without any I/O: checks it, authenticates
 /// it, refuses it while draining, negotiates permessage-deflate and opens
 /// the connection in the core. `Err` is the response to answer with before
-/// closing. Both ways of serving sockets use it: a glommio stream
-/// ([`upgrade`]) and the socket ring (`ring.rs`), which answers the
-/// upgrade itself.
+/// closing. Both ways of serving sockets use it: a task with an
+/// `rt::net::TcpStream` ([`upgrade`]) and the socket ring (`ring.rs`),
+/// which answers the upgrade itself.
 pub(crate) fn decide_upgrade(shard: &Rc<Shard>, head: &RequestHead) -> Result<Upgraded, Vec<u8>> {
     if head.method != "GET" || !head.upgrade_websocket || head.ws_version.as_deref() != Some("13") {
         return Err(http::json_error_response(
@@ -326,9 +326,11 @@ impl Driver {
                     return Ok((false, true));
                 }
             }
-            // glommio's stream has no vectored write: several pieces (own
-            // bytes and shared frames, `conn.rs`) go through the shard's
-            // one scratch buffer so that they are still one write.
+            // The runtime's stream has no vectored write (its
+            // `poll_write_vectored` is the default, the first piece only):
+            // several pieces (own bytes and shared frames, `conn.rs`) go
+            // through the shard's one scratch buffer so that they are still
+            // one write.
             let written = if pieces == 1 {
                 Pin::new(&mut self.stream).poll_write(cx, &iov[0])
             } else {

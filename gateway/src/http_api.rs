@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::rt::net::TcpStream;
 use chat_core::vocab::GroupOp;
 use chat_core::{Answer, ConnId, ShardState};
 use chat_model::Channel;
@@ -23,7 +24,6 @@ use chat_proto::http::{Reply, RequestHead};
 use chat_proto::response::{self, MsgView};
 use chat_proto::ErrorCode;
 use futures_lite::AsyncReadExt;
-use crate::rt::net::TcpStream;
 use serde_json::{json, Map, Value};
 
 use crate::shard_task::Shard;

@@ -1,7 +1,7 @@
 //! Where a shard's jobs run. The core says what to do ([`IoJob`]) and how
 //! to take the result ([`ShardState::on_job_done`](chat_core::ShardState));
-//! this module only decides where: store calls on the shard's store threads
-//! (`store_io.rs`), the owner's commits through the process's committer
+//! this module only decides where: store calls on the runtime's blocking
+//! pool (`store_io.rs`), the owner's commits through the process's committer
 //! thread, push deliveries as tasks on the executor, catch-up retries as
 //! timers. No domain rule lives here.
 

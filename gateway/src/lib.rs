@@ -14,9 +14,10 @@
 //!
 //! ## Shards
 //!
-//! One glommio executor per core, pinned ([`server`]). Every shard binds the
-//! same port with `SO_REUSEPORT` and the kernel spreads connections; a shard
-//! owns its connections outright, so nothing on the hot path takes a lock.
+//! One thread per core, pinned ([`server`]), running the gateway's own
+//! executor ([`rt`]). Every shard binds the same port with `SO_REUSEPORT`
+//! and the kernel spreads connections; a shard owns its connections
+//! outright, so nothing on the hot path takes a lock.
 //! A shard's decisions are a `chat_core::ShardState` behind a `RefCell`
 //! (`shard_task`); every handler runs to completion without awaiting and
 //! returns `Effects`, which this crate applies: messages to shards, jobs to
@@ -44,8 +45,12 @@
 //!   read buffer, hand frames to the core, write what the core queued in one
 //!   write per turn (at most once per `flush_tick_us` when set: `flush`),
 //!   close as the core says. The shard's own tasks (group commit, flush
-//!   timer; the mesh receiver too with glommio session tasks) run on a task
-//!   queue apart from the drivers.
+//!   timer; the mesh receiver too when sessions are tasks of their own,
+//!   `socket_ring = false`) run at the control priority, before the
+//!   drivers (`rt::Priority`).
+//! - [`rt`]: the shard runtime each shard thread runs — an executor that
+//!   sleeps in its own io_uring, two task priorities, timers, TCP streams
+//!   on one-shot polls of its ring, and the blocking pool of store reads.
 //! - `http_api`: the `/v1` endpoints, each a short-lived session whose typed
 //!   `Answer` becomes an HTTP response; `sse`: `GET /v1/events`, a session
 //!   written as Server-Sent Events; `demo`: the chat page at `/demo/`.
@@ -53,7 +58,7 @@
 //!   lease, its inbox of other nodes' commits and `GET /v1/nodes`
 //!   (`docs/architecture.md`, "Many nodes").
 //! - `push` (webhook delivery), `metrics` (`/metrics`, `/healthz`), `sys`
-//!   (signals, file limits), `util`.
+//!   (signals, file limits, CPU placement), `util`.
 //!
 //! ## A message's path
 //!

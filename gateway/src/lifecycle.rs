@@ -83,7 +83,7 @@ pub(crate) async fn run_shard(p: ShardParams) {
             match crate::ring::Ring::new() {
                 Ok(r) => Some(Rc::new(r)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "socket ring unavailable; sessions run as glommio tasks");
+                    tracing::warn!(error = %e, "socket ring unavailable; sessions run as tasks of their own");
                     None
                 }
             }
@@ -96,19 +96,23 @@ pub(crate) async fn run_shard(p: ShardParams) {
     // function cancels them and frees the shard.
     let mut tasks = Vec::new();
     if nr > 1 {
-        // A wake-up from another shard is a foreign wake in glommio, which
-        // writes the shard's eventfd every time for a task on a
-        // latency-sensitive queue (to preempt whatever runs), and only when
-        // the shard sleeps otherwise. With the socket ring one task does
-        // all sessions' I/O and takes a round of mesh input itself every 64
-        // sessions and after every pass (`ring::run`: a peer's wake-up is
-        // found only when the executor polls), so the receiver takes the
-        // default queue and the cheap wake (measured: 396–400 against
-        // 412–437 µs per message in small rooms on two shards,
-        // `docs/benchmarks.md`, "What a wake costs").
-        // With one glommio task per session (`socket_ring = false`) a
-        // 10,000-member room queues 10,000 of them on the default queue,
-        // so there it stays on the control queue and pays the write.
+        // With the socket ring one task does all sessions' I/O and takes a
+        // round of mesh input itself every 64 sessions and after every pass
+        // (`ring::run`), so the receiver runs on the default queue. With one
+        // task per session (`socket_ring = false`) a 10,000-member room
+        // queues 10,000 of them on the default queue, so there it stays on
+        // the control queue.
+        // Why the default queue with the ring: under glommio (the executor
+        // before 2026-12-05) a wake-up from another shard was a foreign wake
+        // that wrote the shard's eventfd every time for a task on a
+        // latency-sensitive queue (to preempt whatever ran), and only when
+        // the shard slept otherwise; the default queue took the cheap wake
+        // (measured then: 396–400 against 412–437 µs per message in small
+        // rooms on two shards, `docs/benchmarks.md`, "What a wake costs").
+        // The shard runtime writes the eventfd only while the shard sleeps,
+        // whatever the task's priority (`rt/exec.rs`), so that write is
+        // gone; which queue is cheaper with the ring is to be measured
+        // again.
         let receiver = crate::mesh::receive(shard.clone());
         tasks.push(if shard.ring.is_some() {
             crate::rt::spawn(receiver)

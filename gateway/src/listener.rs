@@ -12,10 +12,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::rt::net::TcpStream;
 use chat_proto::http::{self, ConnHeaders, Persist, Reply, RequestHead};
 use chat_proto::origin::{self, OriginVerdict};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use crate::rt::net::TcpStream;
 
 use crate::shard_task::{Global, Shard};
 use crate::util::{now_ms, write_and_close};
@@ -37,7 +37,9 @@ fn is_fd_exhaustion(e: &std::io::Error) -> bool {
 /// cancelled, which closes the listener). A shard with a socket ring lets
 /// the ring accept (`ring.rs`: one multishot accept, the upgrade answered
 /// on the ring) and only holds the listener here; it falls back to
-/// accepting through glommio when the kernel refuses a multishot accept.
+/// accepting here (`rt::net::TcpListener`: `accept4` when a one-shot poll
+/// on the runtime's ring says readable) when the kernel refuses a
+/// multishot accept.
 pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListener) {
     if let Some(ring) = shard.ring.clone() {
         // Stops the ring's accept before the listener closes (the kernel
@@ -67,7 +69,7 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListene
                 }
             },
             Err(e) => {
-                let pause = accept_failed(&shard, &e.into(), &mut warned_at);
+                let pause = accept_failed(&shard, &e, &mut warned_at);
                 crate::rt::sleep(pause).await;
             }
         }
@@ -265,11 +267,7 @@ async fn api_call(
     // that does not take its response is cut off.
     let timeout = Duration::from_millis(shard.cfg.http_timeout_ms);
     crate::rt::timeout(timeout, async {
-        let Some(served) =
-            crate::http_api::serve(shard.clone(), stream, head, rest, identity).await
-        else {
-            return None;
-        };
+        let served = crate::http_api::serve(shard.clone(), stream, head, rest, identity).await?;
         let persist =
             may_persist && served.rest.is_some() && !shard.global.draining.load(Ordering::Acquire);
         let conn = ConnHeaders {

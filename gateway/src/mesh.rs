@@ -9,17 +9,18 @@
 //! gap from the store. `typing` notices are dropped rather than backlogged.
 //!
 //! The queues are the gateway's own ([`Mesh`]), not glommio's channel
-//! mesh: a glommio receiver that takes an item notifies the producer's
-//! executor, and a shard that sent a message to a peer usually sleeps
-//! waiting for the answer, so each hop woke the sender once for nothing
-//! (~0.3 wakes per message in small rooms on two shards; a glommio park and
-//! wake is 18–62 µs of CPU here, `docs/benchmarks.md`, "What a wake
-//! costs"). Each queue here is a crossbeam list channel, bounded by a count
-//! of its own (its memory is taken as messages queue, not up front), with
-//! two [`Doorbell`]s: the receiving shard's (rung by every send; it wakes
-//! the receiver task only while that task waits) and the queue's room bell
-//! (rung by the receiver after it takes from the queue; heard only by a
-//! backlog forwarder waiting for room). One receiver task per shard
+//! mesh, which the shards used while glommio was their executor (before
+//! 2026-12-05): a glommio receiver that took an item notified the
+//! producer's executor, and a shard that sent a message to a peer usually
+//! sleeps waiting for the answer, so each hop woke the sender once for
+//! nothing (~0.3 wakes per message in small rooms on two shards; a glommio
+//! park and wake was 18–62 µs of CPU here, `docs/benchmarks.md`, "What a
+//! wake costs"). Each queue here is a crossbeam list channel, bounded by a
+//! count of its own (its memory is taken as messages queue, not up front),
+//! with two [`Doorbell`]s: the receiving shard's (rung by every send; it
+//! wakes the receiver task only while that task waits) and the queue's room
+//! bell (rung by the receiver after it takes from the queue; heard only by
+//! a backlog forwarder waiting for room). One receiver task per shard
 //! ([`receive`]) takes up to [`RECV_BURST`] messages from each peer in turn
 //! until every queue is empty.
 
@@ -368,13 +369,17 @@ mod tests {
         let (a, b) = (mesh.join().expect("0"), mesh.join().expect("1"));
         assert!(mesh.join().is_none(), "only two shards");
         let got = within(30, move || {
-            let sender = std::thread::spawn(move || crate::rt::block_on(async move {
+            let sender = std::thread::spawn(move || {
+                crate::rt::block_on(async move {
                     for i in 0..N {
                         a.send_to(1, numbered(i)).await.expect("peer alive");
                     }
                     a
-                }).expect("executor a"));
-            let receiver = std::thread::spawn(move || crate::rt::block_on(async move {
+                })
+                .expect("executor a")
+            });
+            let receiver = std::thread::spawn(move || {
+                crate::rt::block_on(async move {
                     let mut got = Vec::new();
                     while (got.len() as u64) < N {
                         b.readable().await;
@@ -388,7 +393,9 @@ mod tests {
                         }
                     }
                     got
-                }).expect("executor b"));
+                })
+                .expect("executor b")
+            });
             let got = receiver.join().expect("receiver");
             let _a = sender.join().expect("sender");
             got
@@ -447,7 +454,8 @@ mod tests {
             Err(SendError::Full(_))
         ));
         let waiting = within(30, move || {
-            std::thread::spawn(move || crate::rt::block_on(async move {
+            std::thread::spawn(move || {
+                crate::rt::block_on(async move {
                     let stopper = std::thread::spawn(move || {
                         std::thread::sleep(std::time::Duration::from_millis(50));
                         b.close();
@@ -455,9 +463,11 @@ mod tests {
                     let sent = a.send_to(1, numbered(16)).await;
                     stopper.join().expect("stopper");
                     (sent, a)
-                }).expect("executor"))
-                .join()
-                .expect("join")
+                })
+                .expect("executor")
+            })
+            .join()
+            .expect("join")
         });
         assert!(waiting.0.is_err(), "a send to a stopped shard fails");
         assert!(matches!(

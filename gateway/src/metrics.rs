@@ -103,7 +103,7 @@ pub(crate) fn render(s: &StatsSnapshot) -> String {
     metric(
         "gateway_ring_upgrades_total",
         "counter",
-        "WebSocket upgrades accepted and answered on a shard's socket ring (not through glommio).",
+        "WebSocket upgrades accepted and answered on a shard's socket ring (not through the listener's HTTP path).",
         s.ring_upgrades.to_string(),
     );
     metric(

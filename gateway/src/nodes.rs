@@ -221,8 +221,7 @@ pub(crate) async fn inbox_loop(shard: Rc<Shard>) {
     loop {
         let store = shard.store.store();
         let me = id.clone();
-        let round = crate::rt::spawn_blocking(move || inbox_round(&*store, &me))
-            .await;
+        let round = crate::rt::spawn_blocking(move || inbox_round(&*store, &me)).await;
         let InboxRound {
             commits,
             members_changed,
@@ -303,12 +302,12 @@ pub(crate) async fn inbox_loop(shard: Rc<Shard>) {
             let store = shard.store.store();
             let me = id.clone();
             let acked = crate::rt::spawn_blocking(move || {
-                    store
-                        .cluster()
-                        .ok_or_else(no_cluster)
-                        .and_then(|c| c.ack_inbox(&me, &key))
-                })
-                .await;
+                store
+                    .cluster()
+                    .ok_or_else(no_cluster)
+                    .and_then(|c| c.ack_inbox(&me, &key))
+            })
+            .await;
             if let Err(e) = acked {
                 // Read again next round: the owners skip what they have.
                 tracing::warn!(node = %id, error = %e, "acknowledging the node inbox failed");

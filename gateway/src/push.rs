@@ -42,7 +42,7 @@ pub(crate) async fn post(hook: &Webhook, body: &[u8], timeout: Duration) -> Resu
             .await
             .map_err(|e| PushError::Connect {
                 addr: addr.clone(),
-                source: e.into(),
+                source: e,
             })?;
         let head = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

@@ -1,30 +1,34 @@
 //! The shard's socket ring: every upgraded WebSocket session of the shard
 //! driven by one io_uring of the shard's own (`socket_ring`, on by default),
-//! instead of a glommio task and `TcpStream` per connection
+//! instead of a task and `TcpStream` per connection
 //! (`driver.rs`, kept for `socket_ring = false`).
 //!
 //! Why: an idle connection then costs what the protocol needs and nothing
-//! of the runtime's. A glommio session is a task (its ~0.7 KB future and
-//! header), a `TcpStream` with an armed readiness `Source` (~0.45 KB), and
-//! a waker in the shard's map while parked; measured with heaptrack at
-//! 10,000 idle connections that was ~1.3 KB of the ~2 KB of heap each
-//! connection held (`docs/capacity.md`). Here a session is one entry in
-//! the shard's session map — its fd, its WebSocket decoder and a few flags —
-//! and one multishot `POLL_ADD` in the kernel that stays armed for the
-//! connection's life.
+//! of the runtime's. A session as a task of its own is a task (its future
+//! and header), a stream with its pending readiness poll, and a waker in
+//! the shard's map while parked; under glommio (the executor before
+//! 2026-12-05) that was a ~0.7 KB future and header and a `TcpStream`
+//! with an armed readiness `Source` (~0.45 KB), and measured with
+//! heaptrack at 10,000 idle connections ~1.3 KB of the ~2 KB of heap each
+//! connection held (`docs/capacity.md`; not measured again on the shard
+//! runtime). Here a session is one entry in the shard's session map — its
+//! fd, its WebSocket decoder and a few flags — and one multishot
+//! `POLL_ADD` in the kernel that stays armed for the connection's life.
 //!
 //! How it runs:
 //! - **Arrival.** The ring accepts the shard's connections itself and
 //!   answers the WebSocket upgrade (`accept.rs`); a connection whose first
-//!   request is anything else goes to glommio, and one that glommio
-//!   upgraded later (an HTTP connection kept alive, then upgraded) is
-//!   adopted from its stream (`adopt_stream`).
+//!   request is anything else goes to the listener's HTTP path (a task
+//!   with an `rt::net::TcpStream`), and one upgraded there later (an HTTP
+//!   connection kept alive, then upgraded) is adopted from its stream
+//!   (`adopt_stream`).
 //! - **Reads.** Each socket has one multishot poll for `POLLIN|POLLRDHUP`.
 //!   A readiness completion marks the session readable and queues it ahead
 //!   of sessions that only write (up to `READ_BURST` in a row, so writes
 //!   still progress under a flood of input); servicing it reads
 //!   with plain `recv` calls into the shard's one read buffer
-//!   (`read_chunk_bytes`) and decodes in place, as the glommio driver does.
+//!   (`read_chunk_bytes`) and decodes in place, as the task driver
+//!   (`driver.rs`) does.
 //!   A short read means the socket was drained at that instant: any later
 //!   byte wakes the poll again, so nothing is missed.
 //! - **Writes.** A session whose outbox changed is serviced once per turn
@@ -45,14 +49,15 @@
 //!   too. One task per shard (`run`) reaps completions, services the ready
 //!   sessions (yielding to the executor when it asks, so the shard's control
 //!   queue keeps its latency), submits what it queued with one
-//!   `io_uring_enter`, and sleeps until either the ring's eventfd (read
-//!   through glommio, so the shard's executor sleeps on one thing) or the
-//!   ready queue wakes it. The ring is set up with cooperative task
-//!   running (`IORING_SETUP_COOP_TASKRUN`): a socket becoming readable
-//!   while the shard runs does not interrupt it with an IPI — the kernel
-//!   posts the completion at the shard's next syscall, and wakes a
-//!   sleeping shard as before.
-//! - **The rules are the glommio driver's, step for step** (`service` is
+//!   `io_uring_enter`, and sleeps until either the ring's eventfd (polled
+//!   on the shard runtime's ring and read non-blocking by a task of its
+//!   own, `forward_completions`, so the shard's executor sleeps in one
+//!   place) or the ready queue wakes it. The ring is set up with
+//!   cooperative task running (`IORING_SETUP_COOP_TASKRUN`): a socket
+//!   becoming readable while the shard runs does not interrupt it with an
+//!   IPI — the kernel posts the completion at the shard's next syscall, and
+//!   wakes a sleeping shard as before.
+//! - **The rules are the task driver's, step for step** (`service` is
 //!   `driver.rs`'s poll loop): admission of queued requests first, then one
 //!   write of everything queued, close once everything owed is out, reads
 //!   paused while closing, draining or over the queued-request bound,
@@ -177,8 +182,9 @@ pub(crate) struct Ring {
     /// Lingering sessions by deadline (ms), oldest first (one linger time
     /// for all, so pushing keeps the order).
     lingering: RefCell<VecDeque<(u64, ConnId)>>,
-    /// The eventfd the kernel signals on every completion; the ring task
-    /// reads it through glommio.
+    /// The eventfd the kernel signals on every completion; a task of the
+    /// ring's polls it on the shard runtime's ring and reads it
+    /// (`forward_completions`).
     event_fd: RawFd,
     /// Submissions queued since the last `io_uring_enter`.
     unsubmitted: Cell<u32>,
@@ -187,8 +193,8 @@ pub(crate) struct Ring {
 }
 
 impl Ring {
-    /// A ring for one shard, or the error that keeps the shard on glommio
-    /// drivers (the caller logs it).
+    /// A ring for one shard, or the error that keeps the shard on one task
+    /// per session (`driver.rs`; the caller logs it).
     pub(crate) fn new() -> std::io::Result<Ring> {
         // Cooperative task running: a completion (a socket became readable)
         // does not interrupt the shard with an IPI while it runs; the
@@ -261,7 +267,7 @@ impl Ring {
         self.wake.notify();
     }
 
-    /// Takes over a connection upgraded on a glommio stream (a kept-alive
+    /// Takes over a connection upgraded on the runtime's stream (a kept-alive
     /// HTTP connection whose next request was the upgrade): the stream's fd
     /// is duplicated, then the stream dropped; see [`Ring::adopt`].
     pub(crate) fn adopt_stream(
@@ -579,7 +585,7 @@ impl Ring {
         Some(s)
     }
 
-    /// The glommio driver's poll loop (`driver.rs`), for a ring session.
+    /// The task driver's poll loop (`driver.rs`), for a ring session.
     fn drive(&self, shard: &Rc<Shard>, conn: ConnId, s: &mut Session) -> Result<(), SessionEnd> {
         for _ in 0..32 {
             if shard.state.borrow().has_queued(conn) {
@@ -986,32 +992,33 @@ mod tests {
     #[test]
     fn the_ring_task_may_be_woken_any_number_of_times_and_completions_still_wake_it() {
         // Many wake-ups with no completion in between (what a ramp of idle
-        // connections does; glommio once counted a task's wakers in an i16).
+        // connections does; glommio, the executor before 2026-12-05,
+        // counted a task's wakers in an i16 and panicked past 32,767).
         crate::rt::block_on(async {
-                let Ok(ring) = Ring::new() else {
-                    return; // no io_uring here: the shard would use glommio drivers
-                };
-                let ring = Rc::new(ring);
-                let _completions = forward_completions(&ring);
-                for _ in 0..40_000 {
-                    let r = ring.clone();
-                    crate::rt::spawn(async move { r.wake.notify() }).detach();
-                    assert!(ring.sleep(Duration::from_secs(3600)).await);
-                }
-                // A completion (a no-op's) wakes the sleeper through the
-                // eventfd.
-                {
-                    let mut uring = ring.uring.borrow_mut();
-                    let nop = opcode::Nop::new().build().user_data(u64::MAX);
-                    unsafe { uring.submission().push(&nop).expect("room for a no-op") };
-                    uring.submit().expect("submitted");
-                }
-                assert!(
-                    ring.sleep(Duration::from_secs(60)).await,
-                    "no wake-up from the completion"
-                );
-            })
-            .expect("an executor");
+            let Ok(ring) = Ring::new() else {
+                return; // no io_uring here: sessions would be tasks
+            };
+            let ring = Rc::new(ring);
+            let _completions = forward_completions(&ring);
+            for _ in 0..40_000 {
+                let r = ring.clone();
+                crate::rt::spawn(async move { r.wake.notify() }).detach();
+                assert!(ring.sleep(Duration::from_secs(3600)).await);
+            }
+            // A completion (a no-op's) wakes the sleeper through the
+            // eventfd.
+            {
+                let mut uring = ring.uring.borrow_mut();
+                let nop = opcode::Nop::new().build().user_data(u64::MAX);
+                unsafe { uring.submission().push(&nop).expect("room for a no-op") };
+                uring.submit().expect("submitted");
+            }
+            assert!(
+                ring.sleep(Duration::from_secs(60)).await,
+                "no wake-up from the completion"
+            );
+        })
+        .expect("an executor");
     }
 
     #[test]
@@ -1027,7 +1034,7 @@ mod tests {
     #[test]
     fn readable_sessions_are_served_first_but_cannot_starve_writes() {
         let Ok(ring) = Ring::new() else {
-            return; // no io_uring here: the shard would use glommio drivers
+            return; // no io_uring here: sessions would be tasks
         };
         for c in 1..=3 {
             ring.ready.borrow_mut().push_back(ConnId(c));

@@ -1,16 +1,18 @@
-//! The shard runtime: a single-threaded executor that sleeps in an io_uring
-//! of its own — the first piece of the shard loop that is to replace
-//! glommio (issue 14; `docs/architecture.md`, "The executor").
+//! The shard runtime: the single-threaded executor each shard runs on,
+//! sleeping in an io_uring of its own (issue 14; `docs/architecture.md`,
+//! "The executor").
 //!
-//! **Why.** A shard spends its park and wake-up in glommio's reactor: every
-//! time it goes to sleep glommio flushes three rings, cancels and re-arms
-//! two timers, links its rings with a poll and calls `membarrier`, ~10
-//! `io_uring_enter`s per park. `bench wake` measured 18.2 µs of CPU per
+//! **Why not glommio** (the shards' executor until 2026-12-05). A shard
+//! spent its park and wake-up in glommio's reactor: every time it went to
+//! sleep glommio flushed three rings, cancelled and re-armed two timers,
+//! linked its rings with a poll and called `membarrier`, ~10
+//! `io_uring_enter`s per park. `bench wake` measured 15–18 µs of CPU per
 //! wake-up with both sides on one CPU (a queue and the gateway's
-//! `Doorbell`) against 4.2 µs for two bare io_uring loops woken through an
-//! eventfd, and 56 against 26 µs on two CPUs. A durable DM parks its shard
-//! about twice, a message crossing shards once more per hop: that park is
-//! the largest cost left that Bun does not pay (`docs/benchmarks.md`).
+//! `Doorbell`) against 4.2–4.4 µs for this executor (and for two bare
+//! io_uring loops woken through an eventfd), and 52–56 against 28–32 µs on
+//! two CPUs. A durable DM parks its shard about twice, a message crossing
+//! shards once more per hop: that park was the largest cost left that Bun
+//! does not pay (`docs/benchmarks.md`, "The shards on their own runtime").
 //!
 //! **What is here.** [`block_on`] runs a future with the tasks it
 //! [`spawn`]s on the calling thread; two queues ([`Priority`]), control
@@ -26,12 +28,14 @@
 //! listeners on those polls, [`spawn_blocking`] a pool for calls that
 //! block (`blocking.rs`).
 //!
-//! **What is not here yet.** The gateway still runs on glommio: this
-//! runtime is measured (`bench wake --cases rt-doorbell,rt-thread`) and
-//! tested on its own. Moving the shards onto it needs the socket ring's
-//! completions reaped by this loop (one ring, not two), an async TCP stream
-//! for the HTTP, SSE and push paths, and the glommio calls replaced one
-//! module at a time (`docs/architecture.md` lists them).
+//! **What is not here yet.** The socket ring (`ring.rs`) keeps an io_uring
+//! of its own whose eventfd this runtime polls (`ring::forward_completions`):
+//! a wake-up by a socket completion costs that poll's completion and an
+//! eventfd read more than one ring for both would. A wake-up from another
+//! shard is an eventfd `write`, not `IORING_OP_MSG_RING` from the waker's
+//! ring (`bench wake`: 3.4 against 4.3 µs per wake on one CPU). Both are
+//! the next steps; the executor needs Linux 5.11 (waits with a timeout,
+//! `IORING_FEAT_EXT_ARG`).
 
 mod blocking;
 mod exec;

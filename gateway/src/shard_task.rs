@@ -99,7 +99,7 @@ pub(crate) struct Shard {
     /// The flush tick: how often a busy connection may write.
     pub(crate) flush: Rc<crate::flush::FlushTick>,
     /// The shard's socket ring, which drives its WebSocket sessions
-    /// (`socket_ring`; `None`: one glommio task per session).
+    /// (`socket_ring`; `None`: one task per session, `driver.rs`).
     pub(crate) ring: Option<Rc<crate::ring::Ring>>,
 }
 

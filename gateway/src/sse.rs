@@ -39,9 +39,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::rt::net::TcpStream;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::AsyncWriteExt;
-use crate::rt::net::TcpStream;
 use serde::Deserialize;
 
 use chat_core::ConnId;

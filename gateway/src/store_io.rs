@@ -16,8 +16,9 @@
 //!   from different shards never name the same channel. Each shard keeps at
 //!   most one request in flight (the owner's commit loop), hence at most one
 //!   commit per channel.
-//! - **Reads** (heads, history, catch-up pages) run on glommio's blocking
-//!   thread pool of the calling shard (`spawn_blocking`).
+//! - **Reads** (heads, history, catch-up pages) run on the runtime's
+//!   blocking pool (`rt::spawn_blocking`: up to `store_read_threads` per
+//!   shard in all, shared by the shards, on the process's allowed CPUs).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -170,15 +171,14 @@ impl StoreIo {
             .unwrap_or_else(|| (Vec::new(), Err(JobError::Stopped)))
     }
 
-    /// Runs a store job on the shard's store threads (`store_read_threads`)
-    /// and returns its result.
+    /// Runs a store job on the runtime's blocking pool (`store_read_threads`
+    /// per shard, shared by the shards) and returns its result.
     pub(crate) async fn run(&self, job: IoJob) -> JobDone {
         let store = self.store.clone();
-        crate::rt::spawn_blocking(move || run_store_job(&*store, job))
-            .await
+        crate::rt::spawn_blocking(move || run_store_job(&*store, job)).await
     }
 
-    /// Hands store jobs to the shard's store threads as one call that runs
+    /// Hands store jobs to the runtime's blocking pool as one call that runs
     /// them one after another (one hop there and back for all of them);
     /// the future is their results, in order. The call is handed over now,
     /// not when the future is first polled, so several run side by side.

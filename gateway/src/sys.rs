@@ -1,7 +1,7 @@
 //! The few operating-system calls the standard library does not offer:
-//! resource limits, signal masks, the listening socket and the process
-//! figures of `/metrics`. Each `unsafe` block is a plain libc call
-//! on values owned by the caller.
+//! resource limits, signal masks, CPU affinity, the listening socket and
+//! the process figures of `/metrics`. Each `unsafe` block is a plain libc
+//! call on values owned by the caller.
 #![allow(unsafe_code)]
 
 /// The CPUs the calling thread may run on (its affinity mask: `taskset`,
@@ -168,7 +168,6 @@ pub(crate) fn bind_listener(
     sk.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(sk.into())
 }
-
 
 /// Blocks SIGINT and SIGTERM in the calling thread (and every thread it
 /// spawns afterwards), so that [`wait_for_termination`] can receive them.

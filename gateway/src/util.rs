@@ -20,8 +20,9 @@ pub(crate) struct OneshotSender<T>(Arc<Mutex<OneshotInner<T>>>);
 /// sender was dropped without sending.
 pub(crate) struct OneshotReceiver<T>(Arc<Mutex<OneshotInner<T>>>);
 
-/// A one-shot channel whose receiver may be awaited on a glommio executor
-/// while the sender runs on a plain thread (glommio accepts foreign wakes).
+/// A one-shot channel whose receiver may be awaited on a shard's executor
+/// while the sender runs on a plain thread (the runtime's wakers are
+/// `Send`: a foreign wake, `rt`).
 pub(crate) fn oneshot<T>() -> (OneshotSender<T>, OneshotReceiver<T>) {
     let inner = Arc::new(Mutex::new(OneshotInner {
         value: None,

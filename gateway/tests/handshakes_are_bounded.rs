@@ -1,11 +1,11 @@
 //! The request head before a WebSocket upgrade, on both ways a shard
 //! serves sockets — the socket ring, which accepts and answers the upgrade
 //! itself (`socket_ring = true`, the default, `gateway/src/ring/accept.rs`),
-//! and glommio (`socket_ring = false`, `listener.rs`): a head that arrives
-//! in pieces with frames right behind it, a head past the limit (431), a
-//! malformed one (400), a head never finished (closed at the handshake
-//! timeout, its connection slot freed), and an HTTP call kept alive and
-//! then upgraded on the same connection.
+//! and the listener's task (`socket_ring = false`, `listener.rs`): a head
+//! that arrives in pieces with frames right behind it, a head past the
+//! limit (431), a malformed one (400), a head never finished (closed at the
+//! handshake timeout, its connection slot freed), and an HTTP call kept
+//! alive and then upgraded on the same connection.
 #![allow(clippy::unwrap_used)]
 mod common;
 use std::io::{Read, Write};
@@ -95,7 +95,7 @@ fn an_upgrade_written_in_pieces_with_a_join_right_behind_it_is_answered_on_both_
         assert_eq!(joined["type"], "joined", "ring={ring}: {joined}");
         c.send_msg("room:pieces", "m1", "after a slow head");
         assert_seqs(&c.msgs("room:pieces", 1), 1, 1);
-        // The ring answered it itself (not a fallback through glommio).
+        // The ring answered it itself (not a fallback through the listener).
         let on_ring = metric(tg.addr(), "gateway_ring_upgrades_total");
         assert_eq!(on_ring, if ring { 1.0 } else { 0.0 }, "ring={ring}");
     });
@@ -195,8 +195,8 @@ fn an_http_call_kept_alive_then_upgraded_on_the_same_connection_on_both_drivers(
         c.join("room:kept", None);
         c.send_msg("room:kept", "m1", "upgraded after a call");
         assert_seqs(&c.msgs("room:kept", 1), 1, 1);
-        // glommio served the call and the upgrade; the ring adopted the
-        // session from its stream.
+        // The listener's HTTP path served the call and the upgrade; the
+        // ring adopted the session from its stream.
         assert_eq!(tg.gw().stats().ring_upgrades, 0, "ring={ring}");
     });
 }

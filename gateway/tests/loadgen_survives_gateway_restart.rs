@@ -26,9 +26,9 @@ fn no_acked_message_is_lost_across_a_restart() {
     // Restart in the middle of the send phase.
     std::thread::sleep(Duration::from_millis(1_500));
     gw.shutdown();
-    // The same port right away: glommio listeners set SO_REUSEPORT, so the
-    // server side's TIME_WAIT sockets do not block the bind. Retried in case
-    // the kernel disagrees.
+    // The same port right away: the shards' listeners set SO_REUSEPORT
+    // (`sys::bind_listener`), so the server side's TIME_WAIT sockets do not
+    // block the bind. Retried in case the kernel disagrees.
     let mut attempts = 0;
     let gw: Gateway = retry(Duration::from_secs(10), || {
         attempts += 1;

@@ -61,8 +61,9 @@ fn start_on(cpu: usize, shards: &str, data: &std::path::Path) -> Child {
 #[test]
 fn shards_are_pinned_only_to_the_cpus_the_process_may_use() {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    // The last CPU: glommio's own choice for one shard is CPU 0, so a mask
-    // elsewhere shows whether the gateway honours it.
+    // The last CPU: without a mask one shard goes to the first CPU
+    // (`sys::spread_cpus`; glommio, the executor before 2026-12-05, chose
+    // CPU 0 too), so a mask elsewhere shows whether the gateway honours it.
     let cpu = cpus - 1;
     for shards in ["1", "2"] {
         let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,6 @@
 //! The two ways a shard drives its WebSocket sessions — its own io_uring
 //! (`socket_ring = true`, the default, `gateway/src/ring.rs`) and one
-//! glommio task per session (`socket_ring = false`, `driver.rs`) — behave
+//! task per session (`socket_ring = false`, `driver.rs`) — behave
 //! the same from the client's side: delivery across shards, a slow reader
 //! whose socket fills up, a close with lingering after an oversized frame,
 //! a client that vanishes, and the graceful shutdown's 1001.

@@ -17,8 +17,8 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::costs::{
-    Requirements, FDS_PER_CONNECTION, FILE_MAX_HEADROOM, GLOMMIO_MIN_MEMLOCK_BYTES,
-    MEMORY_WARN_PERCENT, SOCKET_BUFFER_WARN_PERCENT, TCP_MEM_PAGES_PER_BUSY_CONNECTION,
+    Requirements, FDS_PER_CONNECTION, FILE_MAX_HEADROOM, MEMORY_WARN_PERCENT,
+    RING_MEMLOCK_BYTES_PER_SHARD, SOCKET_BUFFER_WARN_PERCENT, TCP_MEM_PAGES_PER_BUSY_CONNECTION,
 };
 use crate::cpu::{format_cpu_list, CpuPlan};
 use crate::readings::{HostReadings, IoUring, Triple};
@@ -402,9 +402,22 @@ fn file_max(r: &HostReadings, req: &Requirements) -> CheckItem {
 
 fn memlock(r: &HostReadings, req: &Requirements) -> CheckItem {
     const NAME: &str = "RLIMIT_MEMLOCK";
-    let need = GLOMMIO_MIN_MEMLOCK_BYTES;
+    let need = RING_MEMLOCK_BYTES_PER_SHARD * req.shards as u64;
+    if let Some((major, minor)) = r.kernel {
+        if (major, minor) >= (5, 12) {
+            let found = r.memlock.map_or("unknown".to_string(), |l| {
+                format!("soft {}, hard {}", bytes(l.soft), bytes(l.hard))
+            });
+            return CheckItem::new(
+                NAME,
+                Status::Info,
+                found,
+                format!("none on kernel {major}.{minor} (io_uring rings are charged to the memory cgroup from 5.12)"),
+            );
+        }
+    }
     let required = format!(
-        "soft ≥ {} (glommio, checked by each of the {} shards)",
+        "soft ≥ {} (the io_uring rings of {} shards, on kernels before 5.12)",
         bytes(need),
         req.shards
     );
@@ -427,7 +440,8 @@ fn memlock(r: &HostReadings, req: &Requirements) -> CheckItem {
         ..item
     }
     .message(format!(
-        "glommio refuses to start an executor when the soft locked-memory limit is below {}; {how}",
+        "this kernel charges io_uring rings to the locked-memory limit (before 5.12), and each shard's rings take ~{}: below {} a shard fails to start; {how}",
+        bytes(RING_MEMLOCK_BYTES_PER_SHARD),
         bytes(need)
     ))
     .fix(Fix::LimitsConf {
@@ -437,9 +451,6 @@ fn memlock(r: &HostReadings, req: &Requirements) -> CheckItem {
     .fix(Fix::Systemd {
         directive: "LimitMEMLOCK".into(),
         value: format!("{kib}K"),
-    })
-    .fix(Fix::Command {
-        command: format!("ulimit -l {kib}   # in the shell that starts the gateway"),
     })
 }
 
@@ -504,7 +515,7 @@ fn memory(r: &HostReadings, req: &Requirements) -> CheckItem {
 
 fn io_uring(r: &HostReadings) -> CheckItem {
     const NAME: &str = "io_uring";
-    let required = "available (glommio runs on io_uring)".to_string();
+    let required = "available (the shards run on io_uring)".to_string();
     let (errno, text) = match &r.io_uring {
         IoUring::Available => {
             return CheckItem::new(NAME, Status::Ok, "available".into(), required);
@@ -534,7 +545,8 @@ fn io_uring(r: &HostReadings) -> CheckItem {
                     .into(),
             )
             .fix(Fix::Advice {
-                text: "run on a kernel built with io_uring (glommio needs 5.8 or newer)".into(),
+                text: "run on a kernel built with io_uring (the gateway needs 5.11 or newer)"
+                    .into(),
             })
             .fix(allow),
         libc::EPERM | libc::EACCES => match r.io_uring_disabled {
@@ -563,7 +575,7 @@ fn io_uring(r: &HostReadings) -> CheckItem {
             )
             .fix(Fix::LimitsConf {
                 item: "memlock".into(),
-                value: GLOMMIO_MIN_MEMLOCK_BYTES / 1024,
+                value: RING_MEMLOCK_BYTES_PER_SHARD / 1024,
             }),
         _ => item.message(format!("io_uring_setup failed with errno {errno}: {text}")),
     }
@@ -991,8 +1003,9 @@ mod tests {
     }
 
     #[test]
-    fn memlock_below_glommio_minimum_is_short() {
+    fn memlock_is_needed_only_where_the_kernel_charges_rings_to_it() {
         let mut r = host();
+        r.kernel = Some((5, 11));
         r.memlock = Some(Rlimit {
             soft: 64 * 1024,
             hard: 64 * 1024,
@@ -1003,16 +1016,17 @@ mod tests {
         assert_eq!(ml.found, "soft 64 KiB, hard 64 KiB");
         assert_eq!(
             ml.required,
-            "soft ≥ 512 KiB (glommio, checked by each of the 2 shards)"
+            "soft ≥ 2 MiB (the io_uring rings of 2 shards, on kernels before 5.12)"
         );
-        assert_eq!(
-            ml.message,
-            "glommio refuses to start an executor when the soft locked-memory limit is below \
-             512 KiB; the hard limit is lower too; raising it needs CAP_SYS_RESOURCE"
+        assert!(
+            ml.message
+                .ends_with("the hard limit is lower too; raising it needs CAP_SYS_RESOURCE"),
+            "{}",
+            ml.message
         );
         let lines: Vec<String> = ml.fixes.iter().flat_map(Fix::lines).collect();
-        assert_eq!(lines[1], "systemd unit [Service]: LimitMEMLOCK=512K");
-        assert!(lines[0].contains("`* - memlock 512`"));
+        assert_eq!(lines[1], "systemd unit [Service]: LimitMEMLOCK=2048K");
+        assert!(lines[0].contains("`* - memlock 2048`"));
 
         r.memlock = Some(Rlimit {
             soft: 64 * 1024,
@@ -1022,6 +1036,17 @@ mod tests {
         assert!(item(&items, "RLIMIT_MEMLOCK")
             .message
             .ends_with("the hard limit allows it: raise the soft limit where the gateway starts"));
+
+        // 5.12 and newer: the limit plays no part.
+        r.kernel = Some((6, 18));
+        let items = check(&r, &Requirements::new(1_000, 2));
+        let ml = item(&items, "RLIMIT_MEMLOCK");
+        assert_eq!(ml.status, Status::Info);
+        assert!(
+            ml.required.starts_with("none on kernel 6.18"),
+            "{}",
+            ml.required
+        );
     }
 
     #[test]

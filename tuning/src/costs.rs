@@ -11,9 +11,9 @@ use serde::Serialize;
 ///
 /// Source: a session holds its accepted socket (`gateway/src/ring.rs`: the
 /// upgrade's stream is duplicated into the shard's ring and then dropped, so
-/// two for a moment; `driver.rs` with `socket_ring = false`: one glommio
-/// `TcpStream`). The io_uring rings and their eventfds are per shard, not
-/// per socket, and fit in the reserve.
+/// two for a moment; `driver.rs` with `socket_ring = false`: one
+/// `rt::net::TcpStream`). The io_uring rings and their eventfds are per
+/// shard, not per socket, and fit in the reserve.
 pub const FDS_PER_CONNECTION: u64 = 1;
 
 /// Descriptors kept free for the store, listeners and the runtime.
@@ -71,15 +71,17 @@ pub const PER_SHARD_BYTES: u64 = 1024 * 1024;
 /// thread, the binary and its allocator arenas.
 pub const PROCESS_BASE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Smallest soft `RLIMIT_MEMLOCK` glommio accepts, in bytes.
+/// Locked memory one shard's io_uring rings take on kernels before 5.12,
+/// which charge rings to `RLIMIT_MEMLOCK` (5.12 and newer charge them to
+/// the memory cgroup, and the gateway registers no buffers), in bytes.
 ///
-/// Source: glommio 0.9.0 `src/sys/uring.rs`, `Reactor::new`:
-/// `MIN_MEMLOCK_LIMIT = 512 * 1024`, compared with the process's soft limit
-/// when each executor starts; below it the executor fails with
-/// `MemLockLimit`. It is a per-process threshold checked by every executor,
-/// not a sum over executors: registered buffers (64 KiB per shard in the
-/// gateway) that do not fit are skipped with a warning.
-pub const GLOMMIO_MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
+/// Source: the socket ring (`gateway/src/ring.rs`, 4,096 submission
+/// entries of 64 bytes: 256 KiB; 16,384 completions of 16 bytes, rounded
+/// up to a power of two of pages with the ring's header: 512 KiB) and the
+/// runtime's ring (`gateway/src/rt/exec.rs`, 256 entries: 16 KiB; 2,048
+/// completions: 64 KiB), rounded up to 1 MiB. (glommio, the shards'
+/// executor before 2026-12-05, also refused to start below 512 KiB.)
+pub const RING_MEMLOCK_BYTES_PER_SHARD: u64 = 1024 * 1024;
 
 /// The gateway's default `listen_backlog`: each shard's listening socket
 /// asks the kernel for this many completed connections queued before it

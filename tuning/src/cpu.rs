@@ -6,9 +6,10 @@
 //! processing (softirqs), and shards run on the rest. Shards are numbered in
 //! core order: shard *i* on the *i*-th planned core.
 //!
-//! The gateway does not take this plan yet: it places its shards with
-//! glommio's `PoolPlacement::MaxSpread` over every online core. Following it
-//! means filtering `CpuSet::online()` to the planned cores (see the crate
+//! The gateway does not take this plan yet: it spreads its shards over
+//! every CPU the process may use, one per physical core first
+//! (`gateway/src/server.rs`, `shard_cpus`; `sys::spread_cpus`). Following
+//! it means filtering those CPUs to the planned cores (see the crate
 //! docs).
 
 use serde::Serialize;

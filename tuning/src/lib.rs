@@ -75,8 +75,8 @@
 //! [`CpuPlan`]: on hosts with up to four online cores every core runs a
 //! shard; on larger hosts the first core is left to interrupts and the
 //! kernel's network work. The gateway does not follow the plan yet (it
-//! spreads shards over every online core with glommio's `MaxSpread`);
-//! following it means filtering `CpuSet::online()` to the planned cores.
+//! spreads shards over every CPU the process may use, `sys::spread_cpus`);
+//! following it means filtering those CPUs to the planned cores.
 //!
 //! ## Sweep
 //!

@@ -96,7 +96,17 @@ pub fn read_host_at(paths: &HostPaths) -> HostReadings {
         },
         io_uring_disabled: sysctl_u64("kernel.io_uring_disabled"),
         privileges,
+        kernel: read_text(&paths.sysctl("kernel.osrelease")).and_then(|t| parse_kernel_release(&t)),
     }
+}
+
+/// A kernel release's major and minor version: `6.18.0-generic` → (6, 18).
+#[must_use]
+pub fn parse_kernel_release(text: &str) -> Option<(u32, u32)> {
+    let mut it = text.trim().split(['.', '-']);
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 fn read_text(path: &Path) -> Option<String> {
@@ -178,6 +188,9 @@ mod tests {
         assert_eq!(parse_triple("1 2"), None);
         assert_eq!(parse_triple("1 2 3 4"), None);
         assert_eq!(parse_pair("32768\t60999\n"), Some((32_768, 60_999)));
+        assert_eq!(parse_kernel_release("6.18.0-1-cloud\n"), Some((6, 18)));
+        assert_eq!(parse_kernel_release("5.11-rc3"), Some((5, 11)));
+        assert_eq!(parse_kernel_release("weird"), None);
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub struct HostReadings {
     pub io_uring_disabled: Option<u64>,
     /// The reading process's user and capabilities.
     pub privileges: Privileges,
+    /// The kernel's version, major and minor (`kernel.osrelease`).
+    pub kernel: Option<(u32, u32)>,
 }
 
 /// This host as measured (kernel 6.18, 2 cores, 23 GiB): 20,000 open files
@@ -156,5 +158,6 @@ pub(crate) fn this_host() -> HostReadings {
             euid: Some(0),
             cap_sys_resource: Some(false),
         },
+        kernel: Some((6, 18)),
     }
 }

@@ -163,10 +163,10 @@ pub struct Config {
     /// of connects past it (every client reconnecting after a restart)
     /// loses SYNs, and each lost one costs its client a 1 s retransmit:
     /// 4,096 took a 10,000-connection storm from ~7,300 to ~17,000
-    /// upgrades/s here (glommio's own `bind` listens with 1,024). The
-    /// kernel caps it at `net.core.somaxconn` (4,096 since Linux 5.4).
-    /// Costs kernel memory only for connections actually queued. Default
-    /// 4,096; 1..=65,535.
+    /// upgrades/s here (glommio, the executor before 2026-12-05, listened
+    /// with 1,024 in its own `bind`). The kernel caps it at
+    /// `net.core.somaxconn` (4,096 since Linux 5.4). Costs kernel memory
+    /// only for connections actually queued. Default 4,096; 1..=65,535.
     pub listen_backlog: u32,
     /// Largest WebSocket message a client may send, in bytes (after
     /// reassembly of fragments). Larger frames close the connection with 1009.
@@ -203,9 +203,10 @@ pub struct Config {
     /// Drive each shard's WebSocket sessions from one io_uring of the
     /// shard's own (`gateway/src/ring.rs`): a session is then an entry in
     /// the shard's map (fd, decoder, flags; ~0.3 KB with the core's state
-    /// besides) and one multishot poll in the kernel, instead of a glommio
-    /// task and stream per connection (~1.3 KB more). `false` runs every
-    /// session as its own glommio task (the earlier driver). If the ring
+    /// besides) and one multishot poll in the kernel, instead of a task
+    /// and stream per connection (~1.3 KB more, measured under glommio,
+    /// the executor before 2026-12-05). `false` runs every session as a
+    /// task of its own (`driver.rs`, the earlier driver). If the ring
     /// cannot be set up (io_uring refused) the shard logs it and uses tasks.
     /// Default true.
     pub socket_ring: bool,
@@ -430,8 +431,10 @@ pub struct Config {
     /// wait. Memory: ~150 bytes each. Default 65,536.
     pub max_pending_cursors: usize,
     /// Threads per shard for store reads (heads, history and catch-up pages,
-    /// membership and cursor lookups, presence fan-outs): a slow read
-    /// occupies one, others go on. Default 4.
+    /// membership and cursor lookups, presence fan-outs): the runtime's
+    /// blocking pool, shared by the shards, starts up to this many per
+    /// shard as reads need them and keeps them. A slow read occupies one,
+    /// others go on. Default 4.
     pub store_read_threads: usize,
     /// Window in which further `typing` events of one user in one channel are
     /// dropped after one was forwarded, in milliseconds. Default 3,000.

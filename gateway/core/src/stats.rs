@@ -14,7 +14,8 @@ pub struct Stats {
     /// Accept errors (EMFILE/ENFILE and others).
     pub accept_errors: AtomicU64,
     /// WebSocket upgrades answered on a shard's socket ring (accepted and
-    /// upgraded without glommio; the others went through glommio).
+    /// upgraded on the ring; the others went through the listener's HTTP
+    /// path, a task with an `rt::net::TcpStream`).
     pub ring_upgrades: AtomicU64,
     /// Presence fan-outs looked up in the store (a user's transition:
     /// whom to tell).

@@ -1,14 +1,15 @@
 //! The socket ring's front door: accepting connections and answering the
 //! WebSocket upgrade on the ring itself, so that a WebSocket connection
-//! never becomes a glommio stream or task.
+//! never becomes a stream or a task of its own (`rt::net::TcpStream`).
 //!
-//! Why: with glommio accepting and serving the handshake, every connection
-//! cost an accept through glommio's ring, a task and a `TcpStream` (its
-//! readiness source and timers), the request read through glommio (often
-//! retried from io_uring task work with a reschedule IPI), the 101 written
-//! through it, and a `dup` and a `close` to move the socket to the socket
-//! ring — 1.5× Bun's CPU per connection in the connect-and-join phase of
-//! the 10,000-member room (`docs/benchmarks.md`).
+//! Why: when glommio (the shards' executor before 2026-12-05) accepted and
+//! served the handshake, every connection cost an accept through glommio's
+//! ring, a task and a `TcpStream` (its readiness source and timers), the
+//! request read through glommio (often retried from io_uring task work
+//! with a reschedule IPI), the 101 written through it, and a `dup` and a
+//! `close` to move the socket to the socket ring — 1.5× Bun's CPU per
+//! connection in the connect-and-join phase of the 10,000-member room
+//! (`docs/benchmarks.md`).
 //!
 //! How it runs:
 //! - **Accept.** One multishot accept on the shard's listener (its fd stays
@@ -18,25 +19,27 @@
 //!   a *handshake* (its socket options it inherited from the listener,
 //!   `sys::bind_listener`): an entry in a slab with a
 //!   generation in its id (`ConnSlab`, as sessions) and a one-shot poll for
-//!   its first bytes. An accept error is counted and logged as the glommio
-//!   loop did; when it ends the multishot accept (EMFILE, ENFILE), the ring
-//!   accepts again after the same pause (50 ms for fd exhaustion, 5 ms
-//!   otherwise), so it never spins. A kernel without multishot accept
-//!   (before 5.19) refuses it: the listener's task then accepts through
-//!   glommio as it always did.
+//!   its first bytes. An accept error is counted and logged as the
+//!   listener's accept loop does (`listener::accept_failed`); when it ends
+//!   the multishot accept (EMFILE, ENFILE), the ring accepts again after
+//!   the same pause (50 ms for fd exhaustion, 5 ms otherwise), so it never
+//!   spins. A kernel without multishot accept (before 5.19) refuses it:
+//!   the listener's task then accepts itself (`rt::net::TcpListener`).
 //! - **The request head.** Read with `recv` into the shard's read buffer
 //!   when the poll fires, parsed in place (copied to the handshake's own
 //!   buffer only while it is incomplete), within `max_request_head_bytes`
 //!   (431 past it, 400 when malformed) and `handshake_timeout_ms` (closed
 //!   at the deadline, as before).
 //! - **Routing.** `GET /ws` is answered here: the origin check, then the
-//!   same decision as the glommio path (`driver::decide_upgrade`: checks,
+//!   same decision as the listener's (`driver::decide_upgrade`: checks,
 //!   authentication, drain, permessage-deflate, the connection opened in
 //!   the core), the 101 and the `hello` in one `send`, and the socket
 //!   becomes a session of the ring ([`Ring::adopt`]). Any other request —
 //!   the HTTP API, the event stream, the demo, health, metrics — is handed
-//!   to glommio with the bytes read so far (`listener::serve_handed_over`),
-//!   where it is served exactly as a connection glommio accepted.
+//!   over to the listener's HTTP path (a task with an
+//!   `rt::net::TcpStream`) with the bytes read so far
+//!   (`listener::serve_handed_over`), where it is served exactly as a
+//!   connection the listener accepted.
 //!
 //! A handshake's id is its own (handshakes and sessions have separate
 //! slabs); a completion names which by its kind (`KIND_HEAD`).
@@ -148,7 +151,7 @@ impl Listening {
     }
 
     /// Returns when the kernel refused the ring's multishot accept (the
-    /// caller then accepts through glommio); never otherwise.
+    /// caller then accepts itself, `rt::net::TcpListener`); never otherwise.
     pub(crate) async fn until_refused(&self) {
         loop {
             self.ring.accept.gave_up.notified().await;
@@ -181,8 +184,8 @@ enum Outcome {
     Refuse(Vec<u8>),
     /// A WebSocket upgrade, and the bytes that followed its head.
     Upgrade(Box<RequestHead>, Vec<u8>),
-    /// Any other request: glommio serves it from these bytes (the head and
-    /// whatever followed).
+    /// Any other request: the listener's HTTP path serves it from these
+    /// bytes (the head and whatever followed).
     HandOver(Vec<u8>),
 }
 
@@ -194,8 +197,10 @@ impl Ring {
         if self.accept.armed.replace(true) {
             return;
         }
-        // Blocking sockets, as glommio accepts them: every call on them
-        // here passes MSG_DONTWAIT, and glommio may be handed one.
+        // Blocking sockets (as glommio, the executor before 2026-12-05,
+        // accepted them): every call on them here passes MSG_DONTWAIT, and
+        // one handed over is made non-blocking by
+        // `rt::net::TcpStream::from_raw_fd`.
         self.push(
             opcode::AcceptMulti::new(types::Fd(fd))
                 .flags(libc::SOCK_CLOEXEC)
@@ -227,8 +232,11 @@ impl Ring {
             } else if result == -libc::ECANCELED {
                 // Our own cancel (the listener closes).
             } else if result == -libc::EINVAL && self.accept.listener.get().is_some() {
-                // No multishot accept on this kernel: glommio accepts.
-                tracing::info!("the kernel refused a multishot accept; accepting through glommio");
+                // No multishot accept on this kernel: the listener's task
+                // accepts.
+                tracing::info!(
+                    "the kernel refused a multishot accept; accepting on the listener's task"
+                );
                 self.accept.listener.set(None);
                 self.accept.unsupported.set(true);
                 self.accept.gave_up.notify();

@@ -99,7 +99,11 @@ impl Pool {
     }
 
     fn work(&self) {
-        let cpus = self.cpus.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let cpus = self
+            .cpus
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         if let Some(cpus) = cpus {
             if let Err(e) = crate::sys::set_current_thread_cpus(&cpus) {
                 tracing::warn!(error = %e, "a blocking-pool thread keeps its starter's CPUs");

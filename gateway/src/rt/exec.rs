@@ -58,10 +58,16 @@ pub enum Priority {
 /// sockets have their own ring today (`ring.rs`).
 const RING_ENTRIES: u32 = 256;
 
-/// How long a pass may run before [`yield_if_needed`] says yield even when
-/// nothing else is waiting: the bound on how late a timer or a completion
-/// that arrives during a long pass is seen. Glommio's control queue used
-/// 2 ms (`shard_task::CONTROL_LATENCY`).
+/// Completion entries (16 bytes each: 32 KiB per shard): room for every
+/// pending poll of the runtime's streams and their cancellations.
+const CQ_ENTRIES: u32 = 2048;
+
+/// How long a pass over the ready tasks may run: after it the pass ends
+/// (the rest run in the next one) and [`yield_if_needed`] says yield even
+/// when nothing else waits — how late a timer, a completion or a foreign
+/// wake that arrives during a long pass is seen, unless one task keeps the
+/// thread longer without yielding. (glommio's control queue, the shards'
+/// executor before 2026-12-05, was preempted for after 2 ms.)
 pub const PASS_BUDGET: Duration = Duration::from_millis(1);
 
 /// The key of the future `block_on` runs (never a slot: slots are `u32`).
@@ -285,6 +291,9 @@ pub struct ExecStats {
     pub eventfd_writes: u64,
     /// Timers registered now.
     pub timers: usize,
+    /// Operations submitted and not completed (a dropped one until its
+    /// cancellation completes).
+    pub ops_in_flight: usize,
 }
 
 struct Inner {
@@ -309,13 +318,24 @@ struct Inner {
 impl Inner {
     fn new() -> std::io::Result<Inner> {
         // SAFETY: plain syscall; the fd is owned below.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        // Blocking: io_uring's read of a non-blocking eventfd may fail at
+        // once with EAGAIN instead of waiting (the park would then spin).
+        // A write never blocks: the counter is read at every wake.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if efd < 0 {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: `efd` is a new descriptor nothing else owns.
         let event_fd = unsafe { OwnedFd::from_raw_fd(efd) };
-        let ring = IoUring::new(RING_ENTRIES)?;
+        let ring = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .build(RING_ENTRIES)?;
+        if !ring.params().is_feature_ext_arg() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "the shard runtime needs io_uring waits with a timeout (IORING_FEAT_EXT_ARG, Linux 5.11 or newer)",
+            ));
+        }
         Ok(Inner {
             shared: Arc::new(Shared {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -348,7 +368,9 @@ impl Inner {
         }
         let prio = {
             let mut tasks = self.tasks.borrow_mut();
-            let Some(slot) = tasks.get_mut(key) else { return };
+            let Some(slot) = tasks.get_mut(key) else {
+                return;
+            };
             if slot.queued {
                 return;
             }
@@ -376,10 +398,7 @@ impl Inner {
             let value = fut.await;
             finish.finish(value);
         });
-        let key = self
-            .tasks
-            .borrow_mut()
-            .insert(wrapped, prio, &self.shared);
+        let key = self.tasks.borrow_mut().insert(wrapped, prio, &self.shared);
         self.schedule(key);
         Task {
             key,
@@ -392,7 +411,9 @@ impl Inner {
     fn poll_task(&self, key: u64) {
         let (mut fut, waker) = {
             let mut tasks = self.tasks.borrow_mut();
-            let Some(slot) = tasks.get_mut(key) else { return };
+            let Some(slot) = tasks.get_mut(key) else {
+                return;
+            };
             slot.queued = false;
             let Some(fut) = slot.fut.take() else { return };
             slot.running = true;
@@ -422,7 +443,9 @@ impl Inner {
     fn cancel(&self, key: u64) {
         let dead = {
             let mut tasks = self.tasks.borrow_mut();
-            let Some(slot) = tasks.get_mut(key) else { return };
+            let Some(slot) = tasks.get_mut(key) else {
+                return;
+            };
             if slot.running {
                 slot.cancelled = true;
                 None
@@ -434,14 +457,40 @@ impl Inner {
     }
 
     /// Polls the tasks ready when the pass starts: control first.
+    ///
+    /// A control task woken during the pass runs before the next default
+    /// task; the pass ends after [`PASS_BUDGET`] (checked every few polls),
+    /// so that completions, foreign wakes and due timers are taken at
+    /// least that often — the default tasks not reached stay at the front
+    /// of their queue for the next pass.
     fn run_pass(&self) {
-        self.pass_start.set(Instant::now());
-        for queue in [&self.control, &self.default] {
-            let n = queue.borrow().len();
-            for _ in 0..n {
-                let Some(key) = queue.borrow_mut().pop_front() else { break };
-                self.poll_task(key);
+        let start = Instant::now();
+        self.pass_start.set(start);
+        self.run_control();
+        let n = self.default.borrow().len();
+        for i in 0..n {
+            if !self.control.borrow().is_empty() {
+                self.run_control();
             }
+            if i % 4 == 3 && start.elapsed() >= PASS_BUDGET {
+                break;
+            }
+            let Some(key) = self.default.borrow_mut().pop_front() else {
+                break;
+            };
+            self.poll_task(key);
+        }
+    }
+
+    /// Polls the control tasks queued now (one that wakes itself again
+    /// runs in a later round, so this ends).
+    fn run_control(&self) {
+        let n = self.control.borrow().len();
+        for _ in 0..n {
+            let Some(key) = self.control.borrow_mut().pop_front() else {
+                break;
+            };
+            self.poll_task(key);
         }
     }
 
@@ -482,7 +531,15 @@ impl Inner {
             let mut ops = self.ops.borrow_mut();
             for cqe in ring.completion() {
                 match cqe.user_data() {
-                    UD_EVENTFD => self.eventfd_armed.set(false),
+                    UD_EVENTFD => {
+                        self.eventfd_armed.set(false);
+                        let r = cqe.result();
+                        assert!(
+                            r >= 0 || r == -libc::ECANCELED || r == -libc::EINTR,
+                            "shard runtime: reading the wake-up eventfd failed ({}); the shard could not sleep",
+                            std::io::Error::from_raw_os_error(-r)
+                        );
+                    }
                     UD_CANCEL => {}
                     ud => {
                         if let Some(w) = ops.complete(ud as u32, cqe.result()) {
@@ -507,13 +564,24 @@ impl Inner {
     ///
     /// Whatever `entry` references must stay valid until its completion.
     unsafe fn push(&self, entry: &squeue::Entry) {
-        let mut ring = self.ring.borrow_mut();
         loop {
-            // SAFETY: the caller's promise.
-            if unsafe { ring.submission().push(entry) }.is_ok() {
-                return;
+            {
+                let mut ring = self.ring.borrow_mut();
+                // SAFETY: the caller's promise.
+                if unsafe { ring.submission().push(entry) }.is_ok() {
+                    return;
+                }
+                match ring.submit() {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                    r => {
+                        submit_result(r);
+                        continue;
+                    }
+                }
             }
-            submit_result(ring.submit());
+            // The kernel takes no more while completions it could not post
+            // wait (its queue overflowed): take them first.
+            self.reap();
         }
     }
 
@@ -630,6 +698,12 @@ impl Inner {
             }
             self.reap();
         }
+        if self.eventfd_armed.get() || self.ops.borrow().in_flight > 0 {
+            tracing::warn!(
+                ops = self.ops.borrow().in_flight,
+                "shard runtime: the kernel did not answer every pending operation within 5 s of the stop"
+            );
+        }
     }
 
     fn stats(&self) -> ExecStats {
@@ -638,6 +712,7 @@ impl Inner {
             polls: self.polls.get(),
             eventfd_writes: self.shared.eventfd_writes.load(Ordering::Relaxed),
             timers: self.timers.borrow().len(),
+            ops_in_flight: self.ops.borrow().in_flight,
         }
     }
 }
@@ -825,7 +900,10 @@ impl<T> Future for Task<T> {
         if let Some(v) = self.join.value.borrow_mut().take() {
             return Poll::Ready(v);
         }
-        assert!(!self.join.done.get(), "a Task polled after it returned its output");
+        assert!(
+            !self.join.done.get(),
+            "a Task polled after it returned its output"
+        );
         let mut waiter = self.join.waiter.borrow_mut();
         match &mut *waiter {
             Some(w) if w.will_wake(cx.waker()) => {}
@@ -930,6 +1008,9 @@ pub async fn timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Result<T, 
 /// negated errno). Dropped before it completes, it is cancelled.
 pub struct Op {
     index: Option<u32>,
+    /// An op belongs to the executor of the thread that submitted it: its
+    /// index means nothing to another one.
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl std::fmt::Debug for Op {
@@ -952,7 +1033,10 @@ impl Op {
         let index = ex.ops.borrow_mut().insert();
         // SAFETY: the caller's promise.
         unsafe { ex.push(&entry.user_data(u64::from(index))) };
-        Op { index: Some(index) }
+        Op {
+            index: Some(index),
+            _not_send: std::marker::PhantomData,
+        }
     }
 }
 
@@ -989,8 +1073,12 @@ impl Future for Op {
 
 impl Drop for Op {
     fn drop(&mut self) {
-        let Some(index) = self.index.take() else { return };
-        let Some(ex) = with_current(Rc::clone) else { return };
+        let Some(index) = self.index.take() else {
+            return;
+        };
+        let Some(ex) = with_current(Rc::clone) else {
+            return;
+        };
         let waiting = {
             let mut ops = ex.ops.borrow_mut();
             let slot = &mut ops.slots[index as usize];

@@ -12,10 +12,10 @@
 
 #![allow(unsafe_code)]
 
+use std::future::Future;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -193,7 +193,11 @@ fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 }
 
 impl AsyncWrite for TcpStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         loop {
             if wait(&mut this.write_wait, cx).is_pending() {
@@ -306,16 +310,19 @@ mod tests {
                 s.read_exact(&mut buf).await.expect("read");
                 s.write_all(&buf).await.expect("echo");
                 s.close().await.expect("close");
+                s // kept open: the peer's read must end by the close alone
             });
             let mut c = TcpStream::connect(addr).await.expect("connect");
             // Nothing to read yet: the read waits (and is cut short here).
             let mut one = [0u8; 1];
-            assert!(timeout(Duration::from_millis(20), c.read(&mut one)).await.is_err());
+            assert!(timeout(Duration::from_millis(20), c.read(&mut one))
+                .await
+                .is_err());
             c.write_all(b"hello").await.expect("write");
             let mut back = Vec::new();
             c.read_to_end(&mut back).await.expect("read to the end");
             assert_eq!(back, b"hello");
-            server.await;
+            drop(server.await);
         })
         .expect("an executor");
     }
@@ -330,7 +337,9 @@ mod tests {
             let len = big.len();
             let server = spawn(async move {
                 let mut s = listener.accept().await.expect("accept");
-                s.write_all(&big).await.expect("a write larger than the buffers");
+                s.write_all(&big)
+                    .await
+                    .expect("a write larger than the buffers");
             });
             let mut c = TcpStream::connect(addr).await.expect("connect");
             crate::rt::sleep(Duration::from_millis(20)).await; // the writer fills the buffers
@@ -349,7 +358,9 @@ mod tests {
                 let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
                 l.local_addr().expect("addr").port()
             };
-            let e = TcpStream::connect(("127.0.0.1", port)).await.expect_err("refused");
+            let e = TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect_err("refused");
             assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
         })
         .expect("an executor");

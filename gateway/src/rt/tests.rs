@@ -43,9 +43,14 @@ fn ready_control_tasks_run_before_default_ones() {
     let order = block_on(async {
         let order = Rc::new(RefCell::new(Vec::new()));
         let mut tasks = Vec::new();
-        for (i, prio) in [Priority::Default, Priority::Control, Priority::Default, Priority::Control]
-            .into_iter()
-            .enumerate()
+        for (i, prio) in [
+            Priority::Default,
+            Priority::Control,
+            Priority::Default,
+            Priority::Control,
+        ]
+        .into_iter()
+        .enumerate()
         {
             let o = order.clone();
             tasks.push(spawn_with(prio, async move { o.borrow_mut().push(i) }));
@@ -78,7 +83,10 @@ fn dropping_a_task_cancels_it_and_detach_lets_it_finish() {
         });
         yield_now().await; // it starts and waits
         drop(task);
-        assert!(dropped.get(), "the cancelled task's future is dropped at once");
+        assert!(
+            dropped.get(),
+            "the cancelled task's future is dropped at once"
+        );
         sleep(Duration::from_millis(80)).await;
         assert!(!finished.get(), "a cancelled task never finishes");
 
@@ -194,22 +202,138 @@ fn a_foreign_wake_writes_the_eventfd_only_while_the_executor_sleeps() {
             let busy = stats();
             assert_eq!(busy.parks, before.parks, "a busy executor does not sleep");
             assert_eq!(busy.eventfd_writes, 0, "no eventfd write while awake");
-            assert!(woken.load(Ordering::SeqCst) > 1, "the wakes reached the task");
+            assert!(
+                woken.load(Ordering::SeqCst) > 1,
+                "the wakes reached the task"
+            );
             thread.join().expect("the waking thread");
-            // Now asleep: a wake from another thread writes the eventfd.
-            let seen = woken.load(Ordering::SeqCst);
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(50));
-                waker.wake();
-            });
-            while woken.load(Ordering::SeqCst) == seen {
-                sleep(Duration::from_millis(200)).await;
-            }
-            assert!(stats().eventfd_writes >= 1, "a sleeping executor is woken by a write");
             drop(counter);
+            drop(waker);
+            // Now asleep with nothing due for 20 s: only the eventfd write
+            // of a wake from another thread can end the wait in time.
+            let (wtx, wrx) = crossbeam_channel::bounded::<Waker>(1);
+            let mut first = true;
+            let waiter = spawn(poll_fn(move |cx| {
+                if std::mem::take(&mut first) {
+                    wtx.send(cx.waker().clone()).expect("the thread waits");
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            }));
+            std::thread::spawn(move || {
+                let w = wrx.recv().expect("the waiter's waker");
+                std::thread::sleep(Duration::from_millis(50));
+                w.wake();
+            });
+            let t = Instant::now();
+            timeout(Duration::from_secs(20), waiter)
+                .await
+                .expect("the foreign wake reached a sleeping executor");
+            assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+            assert!(
+                stats().eventfd_writes >= 1,
+                "a sleeping executor is woken by a write"
+            );
         })
         .expect("an executor");
     });
+}
+
+#[test]
+fn a_sleeping_executor_waits_in_the_kernel_instead_of_spinning() {
+    block_on(async {
+        let before = stats().parks;
+        let t = Instant::now();
+        sleep(Duration::from_millis(50)).await;
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        let parks = stats().parks - before;
+        assert!(
+            (1..=3).contains(&parks),
+            "{parks} parks for one 50 ms sleep"
+        );
+    })
+    .expect("an executor");
+}
+
+#[test]
+fn a_control_task_woken_during_a_pass_runs_before_the_next_default_task() {
+    let order = block_on(async {
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let (o, slot) = (order.clone(), Rc::new(RefCell::new(None::<Waker>)));
+        let s = slot.clone();
+        let mut registered = false;
+        let control = spawn_with(
+            Priority::Control,
+            poll_fn(move |cx| {
+                if !std::mem::replace(&mut registered, true) {
+                    *s.borrow_mut() = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                o.borrow_mut().push("control");
+                Poll::Ready(())
+            }),
+        );
+        yield_now().await; // the control task waits
+        let tasks: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|name| {
+                let (o, slot) = (order.clone(), slot.clone());
+                spawn(async move {
+                    o.borrow_mut().push(name);
+                    if name == "a" {
+                        let w = slot.borrow_mut().take();
+                        w.expect("the control task's waker").wake();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        control.await;
+        Rc::try_unwrap(order).expect("tasks done").into_inner()
+    })
+    .expect("an executor");
+    assert_eq!(order, ["a", "control", "b", "c"]);
+}
+
+#[test]
+fn a_long_pass_ends_after_its_budget_and_a_due_timer_is_seen() {
+    let order = block_on(async {
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let o = order.clone();
+        let timed = spawn_with(Priority::Control, async move {
+            sleep(Duration::from_micros(200)).await;
+            o.borrow_mut().push(0);
+        });
+        yield_now().await; // its timer is set
+        let tasks: Vec<_> = (1..=10)
+            .map(|i| {
+                let o = order.clone();
+                spawn(async move {
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_micros(400) {
+                        std::hint::spin_loop();
+                    }
+                    o.borrow_mut().push(i);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        timed.await;
+        Rc::try_unwrap(order).expect("tasks done").into_inner()
+    })
+    .expect("an executor");
+    let at = order
+        .iter()
+        .position(|&i| i == 0)
+        .expect("the timed task ran");
+    // 10 tasks of 0.4 ms: one pass would take 4 ms and the timer would be
+    // seen after all of them; with a 1 ms budget it is seen after ~4.
+    assert!(at <= 6, "the timer's task ran at {at}: {order:?}");
 }
 
 #[test]
@@ -253,7 +377,11 @@ fn a_stale_waker_does_not_poll_the_next_task_in_its_slot() {
         stale.wake();
         yield_now().await;
         yield_now().await;
-        assert_eq!(polls.get(), 1, "the finished task's waker reached its slot's new task");
+        assert_eq!(
+            polls.get(),
+            1,
+            "the finished task's waker reached its slot's new task"
+        );
         drop(second);
     })
     .expect("an executor");
@@ -275,8 +403,14 @@ fn readable_completes_when_data_arrives_and_a_dropped_poll_is_cancelled() {
                 ours
             });
             let events = readable(fd).await;
-            assert!(events > 0 && events & i32::from(libc::POLLIN) != 0, "{events}");
+            assert!(
+                events > 0 && events & i32::from(libc::POLLIN) != 0,
+                "{events}"
+            );
             drop(writer.await);
+            // The poll dropped by the timeout was cancelled, not left in
+            // the kernel.
+            assert_eq!(stats().ops_in_flight, 0);
             // A poll still pending when the executor ends is cancelled and
             // waited for (the test would hang or crash otherwise).
             spawn(async move {

@@ -9,8 +9,8 @@
 //! own sweep, not one timer each), so a wheel would buy nothing here.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 use std::task::Waker;
+use std::time::Instant;
 
 /// Identifies one registered timer (its deadline and a sequence number).
 pub(crate) type TimerKey = (Instant, u64);
@@ -91,11 +91,22 @@ mod tests {
     #[test]
     fn due_timers_come_out_earliest_first_and_later_ones_stay() {
         let t0 = Instant::now();
-        let counts: Vec<Arc<Count>> = (0..3).map(|_| Arc::new(Count(AtomicUsize::new(0)))).collect();
+        let counts: Vec<Arc<Count>> = (0..3)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
         let mut timers = Timers::default();
-        timers.insert(t0 + Duration::from_millis(30), Waker::from(counts[2].clone()));
-        timers.insert(t0 + Duration::from_millis(10), Waker::from(counts[0].clone()));
-        timers.insert(t0 + Duration::from_millis(20), Waker::from(counts[1].clone()));
+        timers.insert(
+            t0 + Duration::from_millis(30),
+            Waker::from(counts[2].clone()),
+        );
+        timers.insert(
+            t0 + Duration::from_millis(10),
+            Waker::from(counts[0].clone()),
+        );
+        timers.insert(
+            t0 + Duration::from_millis(20),
+            Waker::from(counts[1].clone()),
+        );
         assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_millis(10)));
         let mut due = Vec::new();
         timers.take_due(t0 + Duration::from_millis(20), &mut due);
