@@ -239,59 +239,100 @@ fn glommio_mesh(o: &WakeOptions) -> anyhow::Result<Vec<Sample>> {
 /// Two glommio executors exchanging a token over crossbeam queues, each
 /// receiver woken by a `gateway::doorbell::Doorbell` (the gateway's mesh).
 fn glommio_doorbell(o: &WakeOptions) -> anyhow::Result<Vec<Sample>> {
-    use gateway::doorbell::Doorbell;
-    let (to_b, at_b) = crossbeam_channel::bounded::<u64>(1024);
-    let (to_a, at_a) = crossbeam_channel::bounded::<u64>(1024);
-    let (bell_a, bell_b) = (Arc::new(Doorbell::new()), Arc::new(Doorbell::new()));
-    let (bell_a2, bell_b2) = (bell_a.clone(), bell_b.clone());
+    let (side_a, side_b) = bell_pair();
     let b = LocalExecutorBuilder::new(Placement::Fixed(o.cpus.1))
         .name("wake-b")
-        .spawn(move || async move {
-            loop {
-                bell_b2.wait(|| !at_b.is_empty()).await;
-                while let Ok(v) = at_b.try_recv() {
-                    if v == u64::MAX || to_a.try_send(v).is_err() {
-                        return;
-                    }
-                    bell_a2.ring();
-                }
-            }
-        })
+        .spawn(move || side_b.answer())
         .map_err(|e| anyhow!("executor b: {e}"))?;
     let (n, runs) = (o.round_trips, o.runs);
     let a = LocalExecutorBuilder::new(Placement::Fixed(o.cpus.0))
         .name("wake-a")
         .spawn(move || async move {
-            let result = async {
-                let mut samples = Vec::with_capacity(runs);
-                for run in 0..=runs {
-                    let t = Timer::start();
-                    for i in 0..n {
-                        to_b.try_send(i).map_err(|_| "peer gone")?;
-                        bell_b.ring();
-                        bell_a.wait(|| !at_a.is_empty()).await;
-                        if at_a.try_recv() != Ok(i) {
-                            return Err("wrong or no reply");
-                        }
-                    }
-                    if run > 0 {
-                        samples.push(t.stop(n));
-                    }
-                }
-                Ok(samples)
-            }
-            .await;
-            // Stop b on every path, or its join below would wait forever
-            // (b empties its queue before it waits, so there is room; a
-            // failed send means b has already gone).
-            let _ = to_b.try_send(u64::MAX);
-            bell_b.ring();
+            let result = side_a.ping(n, runs).await;
+            // Stop b on every path, or its join below would wait forever.
+            side_a.stop_peer();
             result
         })
         .map_err(|e| anyhow!("executor a: {e}"))?;
     let samples = a.join().map_err(|e| anyhow!("executor a: {e}"))?;
     b.join().map_err(|e| anyhow!("executor b: {e}"))?;
     samples.map_err(|e| anyhow!(e))
+}
+
+/// One side of a token passed over a crossbeam queue and the gateway's
+/// `Doorbell` (`glommio-doorbell`, `rt-doorbell`: the same code on either
+/// executor).
+#[derive(Clone)]
+struct BellSide {
+    to_peer: crossbeam_channel::Sender<u64>,
+    at_me: crossbeam_channel::Receiver<u64>,
+    peer_bell: Arc<gateway::doorbell::Doorbell>,
+    my_bell: Arc<gateway::doorbell::Doorbell>,
+}
+
+/// Two connected sides.
+fn bell_pair() -> (BellSide, BellSide) {
+    use gateway::doorbell::Doorbell;
+    let (to_b, at_b) = crossbeam_channel::bounded::<u64>(1024);
+    let (to_a, at_a) = crossbeam_channel::bounded::<u64>(1024);
+    let (bell_a, bell_b) = (Arc::new(Doorbell::new()), Arc::new(Doorbell::new()));
+    (
+        BellSide {
+            to_peer: to_b,
+            at_me: at_a,
+            peer_bell: bell_b.clone(),
+            my_bell: bell_a.clone(),
+        },
+        BellSide {
+            to_peer: to_a,
+            at_me: at_b,
+            peer_bell: bell_a,
+            my_bell: bell_b,
+        },
+    )
+}
+
+impl BellSide {
+    /// Side b: sends every token back until the stop token, or until a is
+    /// gone.
+    async fn answer(self) {
+        loop {
+            self.my_bell.wait(|| !self.at_me.is_empty()).await;
+            while let Ok(v) = self.at_me.try_recv() {
+                if v == u64::MAX || self.to_peer.try_send(v).is_err() {
+                    return;
+                }
+                self.peer_bell.ring();
+            }
+        }
+    }
+
+    /// Side a: `runs` timed runs of `n` round trips after one warm-up run.
+    async fn ping(&self, n: u64, runs: usize) -> Result<Vec<Sample>, &'static str> {
+        let mut samples = Vec::with_capacity(runs);
+        for run in 0..=runs {
+            let t = Timer::start();
+            for i in 0..n {
+                self.to_peer.try_send(i).map_err(|_| "peer gone")?;
+                self.peer_bell.ring();
+                self.my_bell.wait(|| !self.at_me.is_empty()).await;
+                if self.at_me.try_recv() != Ok(i) {
+                    return Err("wrong or no reply");
+                }
+            }
+            if run > 0 {
+                samples.push(t.stop(n));
+            }
+        }
+        Ok(samples)
+    }
+
+    /// Tells the peer to stop (it empties its queue before it waits, so
+    /// there is room; a failed send means it has already gone).
+    fn stop_peer(&self) {
+        let _ = self.to_peer.try_send(u64::MAX);
+        self.peer_bell.ring();
+    }
 }
 
 /// A flag a plain thread sets and a glommio task awaits (the committer's
@@ -388,53 +429,18 @@ fn rt_side<T: Send + 'static>(
 /// Two executors of the gateway's own runtime over a crossbeam queue and a
 /// `Doorbell` each: `glommio-doorbell` with the park replaced.
 fn rt_doorbell(o: &WakeOptions) -> anyhow::Result<Vec<Sample>> {
-    use gateway::doorbell::Doorbell;
     use gateway::rt;
-    let (to_b, at_b) = crossbeam_channel::bounded::<u64>(1024);
-    let (to_a, at_a) = crossbeam_channel::bounded::<u64>(1024);
-    let (bell_a, bell_b) = (Arc::new(Doorbell::new()), Arc::new(Doorbell::new()));
-    let (bell_a2, bell_b2) = (bell_a.clone(), bell_b.clone());
-    let b = rt_side("wake-b", o.cpus.1, move || {
-        rt::block_on(async move {
-            loop {
-                bell_b2.wait(|| !at_b.is_empty()).await;
-                while let Ok(v) = at_b.try_recv() {
-                    if v == u64::MAX || to_a.try_send(v).is_err() {
-                        return;
-                    }
-                    bell_a2.ring();
-                }
-            }
-        })
-    })?;
+    let (side_a, side_b) = bell_pair();
+    let stopper = side_a.clone();
+    let b = rt_side("wake-b", o.cpus.1, move || rt::block_on(side_b.answer()))?;
     let (n, runs) = (o.round_trips, o.runs);
-    let (stop_b, stop_bell) = (to_b.clone(), bell_b.clone());
     let a = rt_side("wake-a", o.cpus.0, move || {
-        rt::block_on(async move {
-            let mut samples = Vec::with_capacity(runs);
-            for run in 0..=runs {
-                let t = Timer::start();
-                for i in 0..n {
-                    to_b.try_send(i).map_err(|_| "peer gone")?;
-                    bell_b.ring();
-                    bell_a.wait(|| !at_a.is_empty()).await;
-                    if at_a.try_recv() != Ok(i) {
-                        return Err("wrong or no reply");
-                    }
-                }
-                if run > 0 {
-                    samples.push(t.stop(n));
-                }
-            }
-            Ok(samples)
-        })
+        rt::block_on(async move { side_a.ping(n, runs).await })
     });
     let samples = a.and_then(|a| a.join().map_err(|_| anyhow!("side a panicked")));
     // Stop b on every path, or its join would wait forever (a may not have
-    // started, or not have reached its executor; b empties its queue
-    // before it waits, so there is room; a failed send means b is gone).
-    let _ = stop_b.try_send(u64::MAX);
-    stop_bell.ring();
+    // started, or not have reached its executor).
+    stopper.stop_peer();
     let stopped = b.join().map_err(|_| anyhow!("side b panicked"))?;
     stopped?.map_err(|e| anyhow!("executor b: {e}"))?;
     samples??

@@ -210,8 +210,9 @@ impl Ring {
                     .setup_cqsize(SQ_ENTRIES * 4)
                     .build(SQ_ENTRIES)
             })?;
-        // A blocking eventfd: io_uring waits for it to be readable instead
-        // of failing with EAGAIN.
+        // The ring signals this eventfd per completion; the runtime polls
+        // it and a task reads it (`forward_completions`, which makes the
+        // shared file non-blocking: the read must not block the shard).
         let event_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if event_fd < 0 {
             return Err(std::io::Error::last_os_error());
@@ -787,20 +788,7 @@ const MAX_IOVECS: usize = 64;
 /// CPU in the 10,000-member room).
 fn send(fd: RawFd, pieces: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
     if let [one] = pieces {
-        // SAFETY: `one` is valid for reads of its length for the call.
-        let n = unsafe {
-            libc::send(
-                fd,
-                one.as_ptr().cast(),
-                one.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        return if n < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        };
+        return crate::rt::net::send(fd, one);
     }
     // SAFETY: an all-zero msghdr is valid; it points at `pieces` (an
     // `IoSlice` is ABI-compatible with `iovec`) for the duration of the call.

@@ -175,7 +175,9 @@ impl AsyncRead for TcpStream {
     }
 }
 
-fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+/// One non-blocking `send` without `SIGPIPE` (a peer gone is an error,
+/// not a signal); also the socket ring's one-piece write.
+pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of its length for the call.
     let n = unsafe {
         libc::send(
