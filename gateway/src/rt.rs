@@ -15,7 +15,9 @@
 //! does not pay (`docs/benchmarks.md`, "The shards on their own runtime").
 //!
 //! **What is here.** [`block_on`] runs a future with the tasks it
-//! [`spawn`]s on the calling thread; two queues ([`Priority`]), control
+//! [`spawn`]s on the calling thread (tasks still running when the future
+//! completes are dropped, and the kernel's pending operations on the ring
+//! are waited out, at most 5 s); two queues ([`Priority`]), control
 //! before default. Between two passes over the ready tasks the executor
 //! takes foreign wake-ups, reaps its ring and fires due timers; with
 //! nothing ready it sleeps in one `io_uring_enter` that waits for a

@@ -361,8 +361,24 @@ fn run_shard_thread(cpu: Option<usize>, params: ShardParams) {
         }
     }
     let ready = params.ready.clone();
-    if let Err(e) = crate::rt::block_on(run_shard(params)) {
-        let _ = ready.send(Err(format!("the shard runtime could not start: {e}")));
+    // A panic before the shard reported ready would leave `start` waiting
+    // for it; it is reported instead (and then ends the thread as before).
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::rt::block_on(run_shard(params))
+    }));
+    match ran {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = ready.send(Err(format!(
+                "the shard runtime could not set up its io_uring ({e}): a seccomp profile \
+                 (Docker's default), kernel.io_uring_disabled, a kernel before 5.11, or the \
+                 locked-memory limit before 5.12 — `tuning check` tells which"
+            )));
+        }
+        Err(panic) => {
+            let _ = ready.send(Err("a shard thread panicked while starting".into()));
+            std::panic::resume_unwind(panic);
+        }
     }
 }
 

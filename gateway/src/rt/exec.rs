@@ -611,6 +611,12 @@ impl Inner {
             return;
         }
         self.arm_eventfd();
+        if !self.idle() {
+            // Arming found the submission queue full and took completions,
+            // which woke tasks: run them instead.
+            shared.sleeping.store(false, Ordering::SeqCst);
+            return;
+        }
         let deadline = self.timers.borrow().next_deadline();
         let ring = self.ring.borrow();
         let result = match deadline {
@@ -717,7 +723,6 @@ impl Inner {
     }
 }
 
-/// `io_uring_enter`'s result: interrupted waits and timeouts are normal.
 impl Drop for Inner {
     fn drop(&mut self) {
         if !self.eventfd_armed.get() {
@@ -729,6 +734,7 @@ impl Drop for Inner {
     }
 }
 
+/// `io_uring_enter`'s result: interrupted waits and timeouts are normal.
 fn submit_result(r: std::io::Result<usize>) {
     if let Err(e) = r {
         match e.raw_os_error() {
@@ -1008,6 +1014,8 @@ pub async fn timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Result<T, 
 /// negated errno). Dropped before it completes, it is cancelled.
 pub struct Op {
     index: Option<u32>,
+    /// The id of the executor whose ring and op table it is in.
+    exec: u64,
     /// An op belongs to the executor of the thread that submitted it: its
     /// index means nothing to another one.
     _not_send: std::marker::PhantomData<*const ()>,
@@ -1035,6 +1043,7 @@ impl Op {
         unsafe { ex.push(&entry.user_data(u64::from(index))) };
         Op {
             index: Some(index),
+            exec: ex.shared.id,
             _not_send: std::marker::PhantomData,
         }
     }
@@ -1048,6 +1057,10 @@ impl Future for Op {
             panic!("an Op polled after it completed")
         };
         let ex = current();
+        assert_eq!(
+            ex.shared.id, self.exec,
+            "an Op polled on an executor other than the one it was submitted on"
+        );
         let mut ops = ex.ops.borrow_mut();
         let slot = &mut ops.slots[index as usize];
         match slot {
@@ -1076,7 +1089,9 @@ impl Drop for Op {
         let Some(index) = self.index.take() else {
             return;
         };
-        let Some(ex) = with_current(Rc::clone) else {
+        // Outside its executor (it ended, or another runs on this thread)
+        // there is nothing to cancel: that ring is gone with it.
+        let Some(ex) = with_current(Rc::clone).filter(|ex| ex.shared.id == self.exec) else {
             return;
         };
         let waiting = {
