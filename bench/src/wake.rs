@@ -374,41 +374,55 @@ impl Future for Lowered<'_> {
 /// A glommio executor and a plain thread: the shard hands a job to the
 /// committer over crossbeam and awaits its answer.
 fn glommio_thread(o: &WakeOptions) -> anyhow::Result<Vec<Sample>> {
-    let (tx, rx) = crossbeam_channel::unbounded::<Option<Arc<Flag>>>();
-    let cpu_b = o.cpus.1;
-    let b = std::thread::Builder::new()
-        .name("wake-b".into())
-        .spawn(move || {
-            let _ = pin_current_thread(cpu_b);
-            while let Ok(Some(flag)) = rx.recv() {
-                flag.raise();
-            }
-        })?;
+    let (tx, b) = flag_thread(o.cpus.1)?;
     let (n, runs) = (o.round_trips, o.runs);
     let a = LocalExecutorBuilder::new(Placement::Fixed(o.cpus.0))
         .name("wake-a")
-        .spawn(move || async move {
-            let flag = Arc::new(Flag::default());
-            let mut samples = Vec::with_capacity(runs);
-            for run in 0..=runs {
-                let t = Timer::start();
-                for _ in 0..n {
-                    if tx.send(Some(flag.clone())).is_err() {
-                        return Err("thread gone");
-                    }
-                    Lowered(&flag).await;
-                }
-                if run > 0 {
-                    samples.push(t.stop(n));
-                }
-            }
-            let _ = tx.send(None);
-            Ok(samples)
-        })
+        .spawn(move || flag_ping(tx, n, runs))
         .map_err(|e| anyhow!("executor a: {e}"))?;
     let samples = a.join().map_err(|e| anyhow!("executor a: {e}"))?;
     b.join().map_err(|_| anyhow!("thread b panicked"))?;
     samples.map_err(|e| anyhow!(e))
+}
+
+/// What the executor sends the plain thread: a flag to raise, or `None`
+/// to stop.
+type FlagSender = crossbeam_channel::Sender<Option<Arc<Flag>>>;
+
+/// The plain thread of `glommio-thread` and `rt-thread`: raises every flag
+/// it is sent until it is sent `None` or the sender is gone.
+fn flag_thread(cpu: usize) -> anyhow::Result<(FlagSender, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Option<Arc<Flag>>>();
+    let b = std::thread::Builder::new()
+        .name("wake-b".into())
+        .spawn(move || {
+            let _ = pin_current_thread(cpu);
+            while let Ok(Some(flag)) = rx.recv() {
+                flag.raise();
+            }
+        })?;
+    Ok((tx, b))
+}
+
+/// The executor's side of `glommio-thread` and `rt-thread`: `runs` timed
+/// runs of `n` round trips after one warm-up run, then stops the thread.
+async fn flag_ping(tx: FlagSender, n: u64, runs: usize) -> Result<Vec<Sample>, &'static str> {
+    let flag = Arc::new(Flag::default());
+    let mut samples = Vec::with_capacity(runs);
+    for run in 0..=runs {
+        let t = Timer::start();
+        for _ in 0..n {
+            if tx.send(Some(flag.clone())).is_err() {
+                return Err("thread gone");
+            }
+            Lowered(&flag).await;
+        }
+        if run > 0 {
+            samples.push(t.stop(n));
+        }
+    }
+    let _ = tx.send(None);
+    Ok(samples)
 }
 
 /// Runs `f` on a new thread pinned to `cpu`, inside a `gateway::rt`
@@ -452,36 +466,10 @@ fn rt_doorbell(o: &WakeOptions) -> anyhow::Result<Vec<Sample>> {
 /// park replaced.
 fn rt_thread(o: &WakeOptions) -> anyhow::Result<Vec<Sample>> {
     use gateway::rt;
-    let (tx, rx) = crossbeam_channel::unbounded::<Option<Arc<Flag>>>();
-    let cpu_b = o.cpus.1;
-    let b = std::thread::Builder::new()
-        .name("wake-b".into())
-        .spawn(move || {
-            let _ = pin_current_thread(cpu_b);
-            while let Ok(Some(flag)) = rx.recv() {
-                flag.raise();
-            }
-        })?;
+    let (tx, b) = flag_thread(o.cpus.1)?;
     let (n, runs) = (o.round_trips, o.runs);
     let a = rt_side("wake-a", o.cpus.0, move || {
-        rt::block_on(async move {
-            let flag = Arc::new(Flag::default());
-            let mut samples = Vec::with_capacity(runs);
-            for run in 0..=runs {
-                let t = Timer::start();
-                for _ in 0..n {
-                    if tx.send(Some(flag.clone())).is_err() {
-                        return Err("thread gone");
-                    }
-                    Lowered(&flag).await;
-                }
-                if run > 0 {
-                    samples.push(t.stop(n));
-                }
-            }
-            let _ = tx.send(None);
-            Ok(samples)
-        })
+        rt::block_on(flag_ping(tx, n, runs))
     });
     // Whatever happened to a, its sender is gone by now and b ends.
     let samples = a.and_then(|a| a.join().map_err(|_| anyhow!("side a panicked")));
