@@ -47,12 +47,13 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListene
         let listening = crate::ring::Listening::start(&ring, listener.as_raw_fd());
         listening.until_refused().await;
     }
+    // A listening socket nobody accepts on would leave clients hanging in
+    // its queue (`lib.rs`, `abort_on_panic`): failing here is fatal.
     let mut listener = match crate::rt::net::TcpListener::from_std(listener) {
         Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "the listener could not be made non-blocking; this shard accepts nothing");
-            return;
-        }
+        Err(e) => panic!(
+            "the shard's listener could not be made non-blocking ({e}); it would accept nothing"
+        ),
     };
     let mut warned_at = 0u64;
     loop {
